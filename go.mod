@@ -1,6 +1,6 @@
 module github.com/subvault/subvault
 
-go 1.25.0
+go 1.26.0
 
 require golang.org/x/sys v0.49.0
 
