@@ -1,0 +1,137 @@
+// Command subvault makes atomic, incremental restic backups of btrfs
+// subvolumes. `subvault daemon` is the service; the other subcommands check
+// its configuration or talk to it over D-Bus.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=...".
+var version = "0.0.0-dev"
+
+// A backup runs in a goroutine that locks its OS thread and unshares its
+// mount namespace. Locking main to the startup thread here keeps that thread
+// (the process's own view of the mounts) out of any backup's namespace
+// (golang/go#20395; measured in shared/notes/machine-recipes.md).
+func init() { runtime.LockOSThread() }
+
+// Exit codes, documented in subvault(1).
+const (
+	exitOK      = 0
+	exitFailure = 1 // the command ran and the answer is "no" (invalid config, failed job)
+	exitUsage   = 2 // wrong command line
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"check-config", "check the configuration file and print the verdict", runCheckConfig},
+		{"daemon", "run the backup daemon (what systemd starts)", runDaemon},
+		{"version", "print the version", runVersion},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return exitOK
+	case "--version":
+		return runVersion(nil, stdout, stderr)
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "subvault: unknown command %q; run \"subvault --help\" for the list\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "subvault %s: atomic, incremental restic backups of btrfs subvolumes\n\n", version)
+	fmt.Fprintln(w, "Usage: subvault COMMAND [OPTIONS]\n\nCommands:")
+	cmds := commands()
+	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun \"subvault COMMAND --help\" for a command's options. See subvault(1).")
+}
+
+// newFlags makes a flag set whose --help prints to stdout and whose errors
+// print to stderr, for one subcommand.
+func newFlags(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("subvault "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: subvault %s %s\n", name, synopsis)
+		var b strings.Builder
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+		if b.Len() > 0 {
+			fmt.Fprintf(fs.Output(), "\nOptions:\n%s", b.String())
+		}
+	}
+	return fs
+}
+
+// parseFlags parses a subcommand's arguments; ok is false when the command
+// should return code at once (help printed, or a usage error).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok bool) {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return exitOK, false
+	}
+	if err != nil {
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "subvault %s: unexpected argument %q\n", strings.TrimPrefix(fs.Name(), "subvault "), fs.Arg(0))
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("version", "", stdout, stderr)
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	fmt.Fprintf(stdout, "subvault %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return exitOK
+}
+
+func runDaemon(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("daemon", "[--config PATH]", stdout, stderr)
+	fs.String("config", defaultConfigPath, "configuration `file`")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	fmt.Fprintln(stderr, "subvault daemon: the backup engine is not built yet; only \"subvault check-config\" works in this version")
+	return exitFailure
+}
