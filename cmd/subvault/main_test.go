@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestCheckConfigAcceptsTheShippedExample(t *testing.T) {
+	code, out, errOut := runCLI(t, "check-config", "--config", "../../packaging/config.example.yaml")
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut)
+	}
+	if !strings.Contains(out, "valid") || !strings.Contains(out, "plan ") {
+		t.Errorf("verdict does not say valid and list the plans:\n%s", out)
+	}
+}
+
+func TestCheckConfigRefusesUnknownKeyWithFileAndLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	content := `repositories:
+  local:
+    url: /srv/restic
+    password_file: /etc/subvault/local.pass
+plans:
+  home:
+    subvolumes: [/home]
+    repository: local
+    shedule: "0 3 * * *"
+`
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "check-config", "--config", path)
+	if code != exitFailure {
+		t.Fatalf("exit %d, want %d", code, exitFailure)
+	}
+	if out != "" {
+		t.Errorf("a refused file printed a verdict on stdout: %q", out)
+	}
+	want := regexp.MustCompile(regexp.QuoteMeta(path) + `:9: plans\.home\.shedule: `)
+	if !want.MatchString(errOut) {
+		t.Errorf("stderr does not name file:line and key:\n%s", errOut)
+	}
+}
+
+func TestCheckConfigMissingFile(t *testing.T) {
+	code, _, errOut := runCLI(t, "check-config", "--config", "/nonexistent/subvault.yaml")
+	if code != exitFailure || !strings.Contains(errOut, "/nonexistent/subvault.yaml") {
+		t.Errorf("exit %d, stderr %q: want 1 and a message naming the file", code, errOut)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"check-config", "--nope"}, {"check-config", "extra"}} {
+		if code, _, errOut := runCLI(t, args...); code != exitUsage || errOut == "" {
+			t.Errorf("subvault %q: exit %d, stderr %q; want %d and a message", args, code, errOut, exitUsage)
+		}
+	}
+}
+
+func TestHelpGoesToStdout(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"check-config", "--help"}} {
+		code, out, _ := runCLI(t, args...)
+		if code != exitOK || !strings.Contains(out, "Usage: subvault") {
+			t.Errorf("subvault %q: exit %d, stdout %q", args, code, out)
+		}
+	}
+}
+
+func TestVersionIsStamped(t *testing.T) {
+	old := version
+	version = "1.2.3-test"
+	defer func() { version = old }()
+	if _, out, _ := runCLI(t, "version"); !strings.HasPrefix(out, "subvault 1.2.3-test ") {
+		t.Errorf("version output %q", out)
+	}
+}
