@@ -1,0 +1,14 @@
+// Package btrfs does what subvault needs from btrfs: it tells subvolumes from
+// plain directories, makes read-only and writable snapshots, flips the
+// read-only flag, reads a subvolume's identity (id, UUID, parent UUID,
+// generation), finds the mount that holds a path, lists and deletes the
+// snapshots subvault made, names them, and selects which to keep.
+//
+// Every operation is an ioctl, through github.com/containerd/btrfs/v2 where it
+// does the job and through golang.org/x/sys/unix where it does not (the
+// subvolume flags, the filesystem id, the per-subvolume info and a
+// non-recursive delete); nothing here runs the btrfs command.
+//
+// Delete refuses anything whose name does not parse as a subvault snapshot
+// name (see ParseName), so a bug upstream cannot remove a user's subvolume.
+package btrfs
