@@ -1,0 +1,191 @@
+// Package config loads subvault's configuration file: strict YAML, defaults,
+// and validation whose every message names the file, the line and the full
+// key path, and says what is expected.
+//
+// The file's shape is the contract in design/config.md; docs/configuration.md
+// is the user's reference. The package reads the one file and does no other
+// I/O: no user, group or path look-ups, no time zone loading.
+package config
+
+import (
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/robfig/cron/v3"
+)
+
+// DefaultPath is where the daemon and check-config look without --config.
+const DefaultPath = "/etc/subvault/config.yaml"
+
+// Defaults applied to absent keys.
+const (
+	DefaultPruneSchedule       = "@weekly"
+	DefaultCheckSchedule       = "@monthly"
+	DefaultCheckReadDataSubset = "5%"
+	DefaultMaxConcurrentJobs   = 1
+	DefaultJobHistory          = 200
+	DefaultStateDir            = "/var/lib/subvault"
+	DefaultCacheDir            = "/var/cache/subvault"
+	DefaultRestic              = "restic"
+)
+
+// CronParser parses every schedule in the configuration. The scheduler must
+// use this same parser so that what check-config accepts is what runs.
+var CronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// Config is one loaded and validated configuration file.
+type Config struct {
+	File         string // the path given to Load or Parse
+	Repositories map[string]*Repository
+	Plans        map[string]*Plan
+	Settings     Settings
+}
+
+// Repository is one entry of "repositories". Exactly one of PasswordFile,
+// PasswordCommand and Credential is set.
+type Repository struct {
+	Name            string // its key under "repositories"
+	URL             string
+	PasswordFile    string // absolute path
+	PasswordCommand string // run by restic (RESTIC_PASSWORD_COMMAND)
+	Credential      string // a systemd credential name, read from $CREDENTIALS_DIRECTORY
+	EnvFile         string // absolute path or ""
+	Init            bool
+	CacheDir        string // absolute; defaults to Settings.CacheDir/Name
+}
+
+// Plan is one entry of "plans".
+type Plan struct {
+	Name                string   // its key under "plans"
+	Subvolumes          []string // absolute, clean, no duplicates; at least one
+	Repository          string   // a key of Config.Repositories
+	Schedule            string   // "" for manual only
+	CatchUp             bool
+	SnapshotDir         string // "" for .subvault-snapshots at the top of each subvolume
+	KeepSnapshots       KeepSnapshots
+	Backup              Backup
+	Retention           Retention
+	PruneSchedule       string // "" for manual only
+	CheckSchedule       string // "" for manual only
+	CheckReadDataSubset string // "" for a metadata-only check
+	Hooks               Hooks
+	AllowUsers          []string // user names or numeric uids, as written
+	AllowGroups         []string // group names or numeric gids, as written
+
+	// The parsed Schedule, PruneSchedule and CheckSchedule (by CronParser);
+	// nil when the schedule is "" (manual only).
+	ScheduleSpec cron.Schedule
+	PruneSpec    cron.Schedule
+	CheckSpec    cron.Schedule
+}
+
+// KeepSnapshots says which local btrfs snapshots survive a successful
+// backup. All zero: the snapshot is deleted as soon as its backup is done.
+type KeepSnapshots struct {
+	Last, Hourly, Daily, Weekly, Monthly int
+}
+
+// Retention is the plan's restic forget policy (--keep-*).
+type Retention struct {
+	Last, Hourly, Daily, Weekly, Monthly, Yearly int
+	Within                                       string // a restic duration such as "2d", or ""
+}
+
+// DefaultRetention is the policy of a plan without a "retention" block.
+func DefaultRetention() Retention {
+	return Retention{Daily: 7, Weekly: 4, Monthly: 12, Yearly: 1}
+}
+
+// KeepsNothing reports whether the policy would keep no archive at all.
+func (r Retention) KeepsNothing() bool {
+	return r == Retention{}
+}
+
+// Backup holds the options passed to `restic backup`.
+type Backup struct {
+	Exclude          []string
+	ExcludeFile      string // absolute path or ""
+	ExcludeIfPresent []string
+	OneFileSystem    bool
+	Tags             []string
+	ExtraArgs        []string // never set options subvault controls (repository, password, --json, cache)
+}
+
+// Hooks are commands run as root around a backup. Each hook is a list of
+// argv lists; the file may give one argv (["/usr/bin/psql", "-c", "CHECKPOINT"])
+// or several ([[...], [...]]), and both load as [][]string. Every argv has
+// at least one element and a non-empty program.
+type Hooks struct {
+	BeforeSnapshot [][]string
+	AfterSnapshot  [][]string
+	OnSuccess      [][]string
+	OnFailure      [][]string
+}
+
+// Settings are the daemon-wide settings.
+type Settings struct {
+	MaxConcurrentJobs int
+	JobHistory        int
+	InhibitSleep      bool
+	StateDir          string // absolute
+	CacheDir          string // absolute; repositories' caches default below it
+	Restic            string // a program name looked up in PATH, or an absolute path
+}
+
+// DefaultSettings are the settings of a file without a "settings" block.
+func DefaultSettings() Settings {
+	return Settings{
+		MaxConcurrentJobs: DefaultMaxConcurrentJobs,
+		JobHistory:        DefaultJobHistory,
+		InhibitSleep:      true,
+		StateDir:          DefaultStateDir,
+		CacheDir:          DefaultCacheDir,
+		Restic:            DefaultRestic,
+	}
+}
+
+// Load reads the file at path and parses it with Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read configuration file: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a configuration. file is used only in
+// messages. When the configuration is refused the error is an *Errors
+// listing every problem found, in line order.
+func Parse(file string, data []byte) (*Config, error) {
+	if file == "" {
+		file = "<config>"
+	}
+	p := &parser{file: file}
+	cfg := p.parse(data)
+	if len(p.errs.List) > 0 {
+		p.errs.sort()
+		return nil, &p.errs
+	}
+	cfg.File = file
+	return cfg, nil
+}
+
+// PlanNames returns the names of all plans, sorted.
+func (c *Config) PlanNames() []string {
+	return sortedKeys(c.Plans)
+}
+
+// RepositoryNames returns the names of all repositories, sorted.
+func (c *Config) RepositoryNames() []string {
+	return sortedKeys(c.Repositories)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
