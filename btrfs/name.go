@@ -92,7 +92,11 @@ func ParseName(name string) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("%q is not a subvault snapshot name: %w", name, err)
 	}
-	return Snapshot{Plan: planField, Time: t.UTC(), JobID: uint32(job), Subvolume: subvol}, nil
+	s := Snapshot{Plan: planField, Time: t.UTC(), JobID: uint32(job), Subvolume: subvol}
+	if err := s.Validate(); err != nil { // year 0000 parses but is not a name we make
+		return Snapshot{}, fmt.Errorf("%q is not a subvault snapshot name: %w", name, err)
+	}
+	return s, nil
 }
 
 // checkSubvolumePath accepts only absolute, clean paths without NUL bytes:
