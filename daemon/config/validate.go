@@ -249,7 +249,10 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 	retention, retentionPath, haveRetention := m.get("retention")
 	if haveRetention {
 		plan.Retention = Retention{}
+		before := len(p.errs.List)
 		p.retention(retention, retentionPath, &plan.Retention)
+		// A block with a bad value is reported as that, not also as keeping nothing.
+		haveRetention = len(p.errs.List) == before
 	}
 	if e, path, ok := m.get("prune_schedule"); ok {
 		plan.PruneSchedule, plan.PruneSpec, _ = p.schedule(e.value, path)

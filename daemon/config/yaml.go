@@ -44,6 +44,8 @@ func (p *parser) fail(n *yaml.Node, key, what, expected string) {
 	p.errs.List = append(p.errs.List, &Error{File: p.file, Line: line, Column: column, Key: key, Msg: msg})
 }
 
+var wholeNumber = regexp.MustCompile(`^[-+]?[0-9]+$`)
+
 var yamlLine = regexp.MustCompile(`^yaml: line ([0-9]+): (.*)$`)
 
 // document returns the top-level node of the file's single YAML document,
@@ -270,6 +272,11 @@ func (p *parser) str(n *yaml.Node, path, expected string) (string, bool) {
 // integer decodes a whole number.
 func (p *parser) integer(n *yaml.Node, path, expected string) (int, bool) {
 	n = resolve(n)
+	if n.Kind == yaml.ScalarNode && n.Tag == tagFloat && wholeNumber.MatchString(n.Value) {
+		// YAML reads a whole number too large for 64 bits as a float.
+		p.fail(n, path, n.Value+" is out of range", expected)
+		return 0, false
+	}
 	if n.Kind != yaml.ScalarNode || n.Tag != tagInt {
 		p.typeError(n, path, expected)
 		return 0, false
@@ -360,12 +367,19 @@ func contains(list []string, s string) bool {
 }
 
 // suggest returns the known key closest to name, if it is close enough to
-// be a typo.
+// be a typo or a shortened key ("password" for "password_file").
 func suggest(name string, known []string) string {
 	best, bestDist := "", 3
 	for _, k := range known {
 		if d := distance(name, k); d < bestDist {
 			best, bestDist = k, d
+		}
+	}
+	if best == "" && len(name) >= 4 {
+		for _, k := range known {
+			if strings.HasPrefix(k, name) || strings.HasPrefix(name, k) {
+				return k
+			}
 		}
 	}
 	return best
