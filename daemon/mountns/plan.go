@@ -1,0 +1,245 @@
+package mountns
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// stepKind says what a step mounts and how a failure of it is treated.
+type stepKind int
+
+const (
+	// stepSnapshot mounts a snapshot read-only over its Target.
+	stepSnapshot stepKind = iota
+	// stepSubmount binds a host mount that a snapshot covered back onto its
+	// own path; a mount point missing from the snapshot is skipped, not fatal.
+	stepSubmount
+	// stepKeepHost binds a KeepHost path back from the host view.
+	stepKeepHost
+)
+
+// step is one mount of the namespace, in the order the plan gives.
+type step struct {
+	kind stepKind
+	// source is the path opened before any mount: the snapshot, or the host
+	// path itself for the other kinds.
+	source string
+	// path is where it is mounted: the Target, the submount's mount point
+	// or the KeepHost path.
+	path string
+	// under is the Target a submount or KeepHost path lies below, for messages.
+	under string
+}
+
+// plan orders the mounts of one namespace: snapshots and the host mounts they
+// cover, shallowest path first, so that a mount never lands on a path a later
+// one hides; then the KeepHost paths.
+//
+// mountPoints are the mount points of the namespace before any change (field
+// 5 of mountinfo, unescaped), in any order and with repeats.
+func plan(binds []Bind, keepHost []string, mountPoints []string) ([]step, error) {
+	if err := validate(binds, keepHost); err != nil {
+		return nil, err
+	}
+	targets := make(map[string]bool, len(binds))
+	for _, b := range binds {
+		targets[b.Target] = true
+	}
+	keep := dedupe(keepHost)
+
+	// The host mounts a snapshot hides: below a Target, with no deeper
+	// Target between, not a Target themselves, and not already carried by
+	// a shallower one's recursive bind or by a KeepHost path.
+	candidates := map[string]string{} // mount point -> Target above it
+	for _, m := range dedupe(mountPoints) {
+		if targets[m] || underAny(m, keep, true) {
+			continue
+		}
+		if t, ok := deepestAbove(m, targets); ok {
+			candidates[m] = t
+		}
+	}
+	var steps []step
+	for _, b := range binds {
+		steps = append(steps, step{kind: stepSnapshot, source: b.Source, path: b.Target, under: b.Target})
+	}
+	for m, t := range candidates {
+		carried := false
+		for p, pt := range candidates {
+			if pt == t && under(m, p) {
+				carried = true
+				break
+			}
+		}
+		if !carried {
+			steps = append(steps, step{kind: stepSubmount, source: m, path: m, under: t})
+		}
+	}
+	sort.Slice(steps, func(i, j int) bool {
+		if di, dj := depth(steps[i].path), depth(steps[j].path); di != dj {
+			return di < dj
+		}
+		if steps[i].kind != steps[j].kind {
+			return steps[i].kind < steps[j].kind
+		}
+		return steps[i].path < steps[j].path
+	})
+
+	// A KeepHost path needs a mount only where a snapshot, not the host,
+	// is what its nearest mounted ancestor shows.
+	kept := map[string]bool{}
+	for _, s := range steps {
+		if s.kind == stepSubmount {
+			kept[s.path] = true
+		}
+	}
+	var keepSteps []step
+	for _, k := range keep {
+		best, bestIsTarget := "", false
+		consider := func(p string, isTarget bool) {
+			if under(k, p) && (best == "" || depth(p) > depth(best)) {
+				best, bestIsTarget = p, isTarget
+			}
+		}
+		for t := range targets {
+			consider(t, true)
+		}
+		for m := range kept {
+			consider(m, false)
+		}
+		for _, other := range keep {
+			consider(other, false)
+		}
+		if bestIsTarget {
+			keepSteps = append(keepSteps, step{kind: stepKeepHost, source: k, path: k, under: best})
+		}
+	}
+	sort.Slice(keepSteps, func(i, j int) bool {
+		if di, dj := depth(keepSteps[i].path), depth(keepSteps[j].path); di != dj {
+			return di < dj
+		}
+		return keepSteps[i].path < keepSteps[j].path
+	})
+	return append(steps, keepSteps...), nil
+}
+
+func validate(binds []Bind, keepHost []string) error {
+	if len(binds) == 0 {
+		return errors.New("cannot run in a backup's namespace: no snapshot to mount")
+	}
+	seen := map[string]string{}
+	for _, b := range binds {
+		if !clean(b.Source) || !clean(b.Target) {
+			return fmt.Errorf("cannot mount snapshot %q over %q in the backup's namespace: both paths must be absolute and clean", b.Source, b.Target)
+		}
+		if prev, ok := seen[b.Target]; ok {
+			return fmt.Errorf("cannot mount snapshot %s over %s in the backup's namespace: snapshot %s is already mounted there", b.Source, b.Target, prev)
+		}
+		seen[b.Target] = b.Source
+	}
+	for _, k := range keepHost {
+		if !clean(k) {
+			return fmt.Errorf("cannot keep %q as on the host in the backup's namespace: the path must be absolute and clean", k)
+		}
+		for _, b := range binds {
+			if k == b.Target || under(b.Target, k) {
+				return fmt.Errorf("cannot keep %s as on the host in the backup's namespace: it would hide snapshot %s mounted over %s", k, b.Source, b.Target)
+			}
+		}
+	}
+	return nil
+}
+
+// clean reports whether p is absolute and in the form filepath.Clean gives.
+func clean(p string) bool {
+	return filepath.IsAbs(p) && filepath.Clean(p) == p
+}
+
+// under reports whether p lies strictly below dir.
+func under(p, dir string) bool {
+	if dir == "/" {
+		return p != "/" && strings.HasPrefix(p, "/")
+	}
+	return strings.HasPrefix(p, dir+"/")
+}
+
+// underAny reports whether p lies below one of dirs, or is one if orEqual.
+func underAny(p string, dirs []string, orEqual bool) bool {
+	for _, d := range dirs {
+		if under(p, d) || (orEqual && p == d) {
+			return true
+		}
+	}
+	return false
+}
+
+// deepestAbove returns the deepest of dirs that p lies strictly below.
+func deepestAbove(p string, dirs map[string]bool) (string, bool) {
+	best, found := "", false
+	for d := range dirs {
+		if under(p, d) && (!found || depth(d) > depth(best)) {
+			best, found = d, true
+		}
+	}
+	return best, found
+}
+
+// depth counts the components of a clean absolute path: 0 for "/".
+func depth(p string) int {
+	if p == "/" {
+		return 0
+	}
+	return strings.Count(p, "/")
+}
+
+func dedupe(paths []string) []string {
+	seen := make(map[string]bool, len(paths))
+	var out []string
+	for _, p := range paths {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// mountPoints returns field 5 of each mountinfo line, unescaped.
+func mountPoints(mountinfo string) ([]string, error) {
+	var out []string
+	for n, line := range strings.Split(mountinfo, "\n") {
+		if line == "" {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) < 5 {
+			return nil, fmt.Errorf("mountinfo line %d has %d fields: %q", n+1, len(fields), line)
+		}
+		out = append(out, unescapeOctal(fields[4]))
+	}
+	return out, nil
+}
+
+// unescapeOctal undoes the kernel's \NNN escapes of space, tab, newline and
+// backslash in mountinfo paths.
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
