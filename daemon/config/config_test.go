@@ -406,3 +406,33 @@ func TestPlanNamesSorted(t *testing.T) {
 		t.Errorf("PlanNames() = %q, want %q", got, want)
 	}
 }
+
+// TestReference checks docs/configuration.md: its complete example loads,
+// and every key the parser knows is documented.
+func TestReference(t *testing.T) {
+	data, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	_, example, ok := strings.Cut(doc, "## Complete example")
+	if !ok {
+		t.Fatal("docs/configuration.md has no \"## Complete example\" section")
+	}
+	_, example, _ = strings.Cut(example, "```yaml\n")
+	example, _, _ = strings.Cut(example, "```")
+	cfg, err := Parse("docs/configuration.md (complete example)", []byte(example))
+	if err != nil {
+		t.Fatalf("the complete example is refused:\n%v", err)
+	}
+	if len(cfg.Plans) == 0 || len(cfg.Repositories) == 0 {
+		t.Errorf("the complete example has no plan or no repository")
+	}
+	for _, keys := range [][]string{topKeys, repositoryKeys, planKeys, keepSnapshotsKeys, retentionKeys, backupKeys, hookKeys, settingsKeys} {
+		for _, key := range keys {
+			if !strings.Contains(doc, "`"+key+"`") {
+				t.Errorf("docs/configuration.md does not document `%s`", key)
+			}
+		}
+	}
+}
