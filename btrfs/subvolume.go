@@ -182,7 +182,7 @@ func snapshot(src, dst string, readOnly bool) error {
 	}
 	dirResolved, err := resolve(dir)
 	if err != nil {
-		return fmt.Errorf("cannot snapshot %s into %s: the snapshot directory: %w", src, dir, err)
+		return fmt.Errorf("cannot snapshot %s into %s: %w", src, dir, err)
 	}
 	if fi, err := os.Stat(dirResolved); err != nil || !fi.IsDir() {
 		return fmt.Errorf("cannot snapshot %s into %s: the snapshot directory is not a directory", src, dir)
