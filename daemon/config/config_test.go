@@ -436,3 +436,32 @@ func TestReference(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParse checks that no input makes Parse panic, and that a refusal
+// always carries positioned errors.
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*/*.yaml")
+	for _, file := range files {
+		if data, err := os.ReadFile(file); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err == nil {
+			if cfg == nil {
+				t.Fatal("nil config without an error")
+			}
+			return
+		}
+		var errs *Errors
+		if !errors.As(err, &errs) || len(errs.List) == 0 {
+			t.Fatalf("error is not a non-empty *Errors: %v", err)
+		}
+		for _, e := range errs.List {
+			if e.Line < 1 {
+				t.Fatalf("error without a line: %v", e)
+			}
+		}
+	})
+}

@@ -27,8 +27,10 @@ const (
 
 // parser collects every problem in one file.
 type parser struct {
-	file string
-	errs Errors
+	file    string
+	errs    Errors
+	merging map[*yaml.Node]bool   // mappings being expanded by pairs, to refuse "<<" cycles
+	merged  map[*yaml.Node][]pair // pairs of mappings already expanded, so chains of merges stay linear
 }
 
 // fail records a problem at n (line 1 when n is nil).
@@ -168,6 +170,21 @@ func (p *parser) pairs(n *yaml.Node, path, expected string) ([]pair, bool) {
 		p.typeError(n, path, expected)
 		return nil, false
 	}
+	if entries, done := p.merged[n]; done {
+		return entries, true
+	}
+	if p.merging[n] {
+		p.fail(n, path, "the mapping merges itself (\"<<\" leads back to it)", "a merge of another mapping")
+		return nil, false
+	}
+	if p.merging == nil {
+		p.merging = map[*yaml.Node]bool{}
+	}
+	p.merging[n] = true
+	defer delete(p.merging, n)
+	if p.merged == nil {
+		p.merged = map[*yaml.Node][]pair{}
+	}
 	var out []pair
 	seen := map[string]*yaml.Node{}
 	var merges []*yaml.Node
@@ -208,6 +225,7 @@ func (p *parser) pairs(n *yaml.Node, path, expected string) ([]pair, bool) {
 			}
 		}
 	}
+	p.merged[n] = out
 	return out, true
 }
 
