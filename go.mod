@@ -2,12 +2,9 @@ module github.com/subvault/subvault
 
 go 1.26.0
 
-require golang.org/x/sys v0.49.0
-
 require (
-	github.com/containerd/btrfs/v2 v2.0.0 // indirect
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
-	github.com/godbus/dbus/v5 v5.2.4 // indirect
-	github.com/robfig/cron/v3 v3.0.1 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
+	github.com/containerd/btrfs/v2 v2.0.0
+	github.com/robfig/cron/v3 v3.0.1
+	golang.org/x/sys v0.49.0
+	gopkg.in/yaml.v3 v3.0.1
 )

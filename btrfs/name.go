@@ -162,7 +162,7 @@ func unescapePath(s string) (string, error) {
 			if !ok {
 				return "", fmt.Errorf("%w %q: escape is not two lower-case hex digits", errEscape, s)
 			}
-			if plainByte(v) && !(v == '.' && i == 0) {
+			if plainByte(v) && (v != '.' || i != 0) {
 				return "", fmt.Errorf("%w %q: %q needs no escape", errEscape, s, v)
 			}
 			b = append(b, v)
@@ -177,7 +177,7 @@ func unescapePath(s string) (string, error) {
 	}
 	p := string(b)
 	if err := checkSubvolumePath(p); err != nil {
-		return "", fmt.Errorf("%w: %v", errEscape, err)
+		return "", fmt.Errorf("%w: %w", errEscape, err)
 	}
 	return p, nil
 }

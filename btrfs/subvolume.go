@@ -339,7 +339,7 @@ func ListSnapshots(dir string) ([]Snapshot, error) {
 		return nil, fmt.Errorf("cannot list snapshots in %s: %w", dir, err)
 	}
 	f := os.NewFile(uintptr(fd), dir)
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read-only directory
 	var fs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &fs); err != nil {
 		return nil, fmt.Errorf("cannot list snapshots in %s: %w", dir, err)

@@ -56,11 +56,13 @@ func NewBtrfs(t testing.TB, sizeMiB int, subvolumes ...string) *BtrfsFS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Truncate(int64(sizeMiB) << 20); err != nil {
-		f.Close()
+	err = f.Truncate(int64(sizeMiB) << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
 	run(t, "mkfs.btrfs", "-q", fs.Image)
 	fs.Device = strings.TrimSpace(run(t, "losetup", "--find", "--show", fs.Image))
 	run(t, "mount", "-t", "btrfs", fs.Device, fs.Mount)
