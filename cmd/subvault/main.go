@@ -40,6 +40,7 @@ func commands() []command {
 	return []command{
 		{"check-config", "check the configuration file and print the verdict", runCheckConfig},
 		{"daemon", "run the backup daemon (what systemd starts)", runDaemon},
+		{"run", "run one job in the foreground without the daemon: run backup PLAN", runRun},
 		{"version", "print the version", runVersion},
 	}
 }

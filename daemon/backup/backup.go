@@ -1,0 +1,338 @@
+// Package backup runs one backup of a plan: hooks, read-only snapshots of
+// every subvolume, restic in a private mount namespace in which each snapshot
+// is mounted over its subvolume's path, then the snapshots deleted or kept
+// per the plan's keep_snapshots. It also removes the snapshots a crashed job
+// left behind.
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/mountns"
+	"github.com/subvault/subvault/restic"
+)
+
+// DefaultSnapshotDirName is the directory at the top of each subvolume that
+// holds its snapshots when the plan sets no snapshot_dir.
+const DefaultSnapshotDirName = ".subvault-snapshots"
+
+// Results a job ends with, as the D-Bus API and the hooks' SUBVAULT_RESULT
+// name them. ResultPartial is a backup whose archive exists but lacks files
+// restic could not read.
+const (
+	ResultDone     = "done"
+	ResultPartial  = "partial"
+	ResultFailed   = "failed"
+	ResultCanceled = "canceled"
+)
+
+// Job is one backup of one plan.
+type Job struct {
+	ID     uint32
+	Config *config.Config
+	Plan   *config.Plan
+	Logger *slog.Logger
+	// OnStatus gets restic's progress, about ten times a second.
+	OnStatus func(restic.BackupStatus)
+	// Now and Location are the clock and time zone; snapshot names are UTC,
+	// retention buckets are in Location (restic's own --keep-* do the same).
+	Now      func() time.Time
+	Location *time.Location
+}
+
+// Result is what a backup made.
+type Result struct {
+	Result    string // ResultDone, ResultPartial, ResultFailed, ResultCanceled
+	ArchiveID string
+	Backup    restic.BackupResult
+	// Snapshots are the local snapshots this job made (all gone unless
+	// keep_snapshots kept them).
+	Snapshots []btrfs.Snapshot
+	// Kept are the plan's local snapshots that keep_snapshots keeps now.
+	Kept []btrfs.Snapshot
+}
+
+// SnapshotDir is where the snapshots of one subvolume of the plan go.
+func SnapshotDir(plan *config.Plan, subvolume string) string {
+	if plan.SnapshotDir != "" {
+		return plan.SnapshotDir
+	}
+	return filepath.Join(subvolume, DefaultSnapshotDirName)
+}
+
+// Run runs the backup. It returns the result and, unless the result is
+// ResultDone, an error that says in one line what went wrong and what to do.
+// A partial backup returns its archive id and an error naming the files that
+// could not be read. Whatever happens, the snapshots it made are deleted or
+// kept per keep_snapshots before it returns, even when ctx is canceled.
+func (j *Job) Run(ctx context.Context) (Result, error) {
+	if j.Now == nil {
+		j.Now = time.Now
+	}
+	if j.Location == nil {
+		j.Location = time.Local
+	}
+	if j.Logger == nil {
+		j.Logger = slog.Default()
+	}
+	log := j.Logger.With("plan", j.Plan.Name, "job", j.ID, "kind", "backup")
+	res := Result{Result: ResultFailed}
+
+	runner, err := NewRunner(j.Config, j.Plan, log)
+	if err == nil {
+		err = j.prepare(ctx, runner)
+	}
+	if err != nil {
+		return j.finish(ctx, log, res, err)
+	}
+
+	hookEnv := j.hookEnv()
+	if err := runHooks(ctx, log, "before_snapshot", j.Plan.Hooks.BeforeSnapshot, hookEnv); err != nil {
+		return j.finish(ctx, log, res, fmt.Errorf("nothing was snapshotted: %w", err))
+	}
+	res.Snapshots, err = j.snapshot(log)
+	// after_snapshot runs whenever before_snapshot did: whatever it
+	// quiesced must be released, even if a snapshot failed.
+	if hookErr := runHooks(context.WithoutCancel(ctx), log, "after_snapshot", j.Plan.Hooks.AfterSnapshot, append(hookEnv, snapshotsEnv(res.Snapshots))); hookErr != nil {
+		// The snapshots are consistent already; the backup goes on, and
+		// the failure is logged for the administrator.
+		log.Warn("after_snapshot hook failed; the backup goes on from the snapshots already taken", "err", hookErr)
+	}
+	if err != nil {
+		return j.finish(ctx, log, res, err)
+	}
+
+	res.Backup, err = j.backup(ctx, log, runner, res.Snapshots)
+	res.ArchiveID = res.Backup.SnapshotID
+	return j.finish(ctx, log, res, err)
+}
+
+// finish classifies the outcome, deletes or keeps the snapshots and runs the
+// on_success or on_failure hooks. It runs to the end even when ctx is done.
+func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err error) (Result, error) {
+	canceled := ctx.Err() != nil
+	cleanupCtx := context.WithoutCancel(ctx)
+	var partial *restic.PartialError
+	switch {
+	case err == nil:
+		res.Result = ResultDone
+	case errors.As(err, &partial) && res.ArchiveID != "":
+		res.Result = ResultPartial
+	case canceled:
+		res.Result = ResultCanceled
+		err = fmt.Errorf("canceled: %w", err)
+	default:
+		res.Result = ResultFailed
+	}
+
+	if res.ArchiveID != "" {
+		// The archive exists: the local snapshots follow keep_snapshots.
+		kept, cleanupErr := ApplyKeepSnapshots(j.Plan, log, j.Now(), j.Location, nil)
+		res.Kept = kept
+		if cleanupErr != nil && err == nil {
+			err = cleanupErr
+			res.Result = ResultFailed
+		}
+	} else {
+		for _, s := range res.Snapshots {
+			if delErr := btrfs.Delete(s.Path); delErr != nil {
+				log.Error("cannot delete the job's snapshot", "snapshot", s.Path, "err", delErr)
+				continue
+			}
+			log.Info("snapshot deleted", "snapshot", s.Path, "why", "the backup did not complete")
+		}
+	}
+
+	env := j.hookEnv()
+	env = append(env, "SUBVAULT_RESULT="+res.Result)
+	if err != nil {
+		env = append(env, "SUBVAULT_ERROR="+oneLine(err.Error()))
+	}
+	hooks, key := j.Plan.Hooks.OnSuccess, "on_success"
+	if res.Result != ResultDone {
+		hooks, key = j.Plan.Hooks.OnFailure, "on_failure"
+	}
+	if hookErr := runHooks(cleanupCtx, log, key, hooks, env); hookErr != nil {
+		log.Warn("hook failed", "hook", key, "err", hookErr)
+	}
+
+	switch res.Result {
+	case ResultDone:
+		log.Info("backup done", "archive", res.ArchiveID,
+			"files_new", res.Backup.Summary.FilesNew, "files_changed", res.Backup.Summary.FilesChanged,
+			"files_unmodified", res.Backup.Summary.FilesUnmodified, "data_added", res.Backup.Summary.DataAdded)
+	case ResultPartial:
+		log.Warn("backup partial", "archive", res.ArchiveID, "err", err)
+	default:
+		log.Error("backup "+res.Result, "err", err)
+	}
+	return res, err
+}
+
+// prepare checks what can be checked before anything is taken: every
+// subvolume is one, the snapshot directories exist, the repository answers
+// (created when init is set), so that a wrong password or a missing
+// repository costs no snapshot.
+func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
+	for _, sv := range j.Plan.Subvolumes {
+		ok, err := btrfs.IsSubvolume(sv)
+		if err != nil {
+			return fmt.Errorf("cannot back up %s: %w", sv, err)
+		}
+		if !ok {
+			return fmt.Errorf("cannot back up %s: it is not a btrfs subvolume (list subvolumes with \"btrfs subvolume list /\", and name those in plans.%s.subvolumes)", sv, j.Plan.Name)
+		}
+		if err := os.MkdirAll(SnapshotDir(j.Plan, sv), 0o700); err != nil {
+			return fmt.Errorf("cannot create the snapshot directory: %w", err)
+		}
+	}
+	repo := j.Config.Repositories[j.Plan.Repository]
+	// The cache directory must exist before the snapshots are taken: it is
+	// bound back into the namespace from the host and must have a place in
+	// the snapshot that covers it.
+	if err := os.MkdirAll(repo.CacheDir, 0o700); err != nil {
+		return fmt.Errorf("cannot create restic's cache directory: %w", err)
+	}
+	err := runner.Ping(ctx)
+	if restic.IsNoRepository(err) && repo.Init {
+		j.Logger.Info("creating repository", "plan", j.Plan.Name, "repository", j.Plan.Repository)
+		err = runner.Init(ctx)
+	}
+	return err
+}
+
+// snapshot takes a read-only snapshot of every subvolume, one right after
+// the other, all named with the same second. On an error it deletes the ones
+// it made.
+func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, error) {
+	at := j.Now().UTC().Truncate(time.Second)
+	var made []btrfs.Snapshot
+	for _, sv := range j.Plan.Subvolumes {
+		s := btrfs.Snapshot{Plan: j.Plan.Name, Time: at, JobID: j.ID, Subvolume: sv}
+		s.Path = filepath.Join(SnapshotDir(j.Plan, sv), s.Name())
+		if err := btrfs.SnapshotReadOnly(sv, s.Path); err != nil {
+			for _, m := range made {
+				if delErr := btrfs.Delete(m.Path); delErr != nil {
+					log.Error("cannot delete snapshot", "snapshot", m.Path, "err", delErr)
+				}
+			}
+			if errors.Is(err, unix.EROFS) {
+				return nil, fmt.Errorf("%w; if the filesystem itself went read-only, btrfs hit an error: read \"dmesg\" and docs/recovery.md before writing to it again", err)
+			}
+			return nil, err
+		}
+		log.Info("snapshot created", "snapshot", s.Path, "subvolume", sv)
+		made = append(made, s)
+	}
+	return made, nil
+}
+
+// backup runs restic in a private mount namespace in which every snapshot
+// is mounted over its subvolume.
+func (j *Job) backup(ctx context.Context, log *slog.Logger, runner *restic.Runner, snaps []btrfs.Snapshot) (restic.BackupResult, error) {
+	repo := j.Config.Repositories[j.Plan.Repository]
+	opts := mountns.Options{KeepHost: keepHostPaths(repo)}
+	for _, s := range snaps {
+		opts.Binds = append(opts.Binds, mountns.Bind{Source: s.Path, Target: s.Subvolume})
+	}
+	backupOpts := j.backupOptions(snaps)
+
+	var result restic.BackupResult
+	err := mountns.Run(ctx, opts, func() error {
+		var err error
+		result, err = runner.Backup(ctx, backupOpts, j.OnStatus)
+		return err
+	})
+	return result, err
+}
+
+func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
+	b := j.Plan.Backup
+	repo := j.Config.Repositories[j.Plan.Repository]
+	opts := restic.BackupOptions{
+		Paths:            j.Plan.Subvolumes,
+		Excludes:         append([]string(nil), b.Exclude...),
+		ExcludeIfPresent: b.ExcludeIfPresent,
+		OneFileSystem:    b.OneFileSystem,
+		Tags:             b.Tags,
+		ExtraArgs:        b.ExtraArgs,
+	}
+	if b.ExcludeFile != "" {
+		opts.ExcludeFiles = []string{b.ExcludeFile}
+	}
+	if len(snaps) > 0 {
+		// The archive carries the instant the snapshots were taken, not
+		// the minutes later when restic read them.
+		opts.Time = snaps[0].Time
+	}
+	// Never back up subvault's own snapshots, restic's cache or a local
+	// repository, should they lie inside a subvolume.
+	seen := map[string]bool{}
+	for _, sv := range j.Plan.Subvolumes {
+		dir := SnapshotDir(j.Plan, sv)
+		if !seen[dir] {
+			seen[dir] = true
+			opts.Excludes = append(opts.Excludes, dir)
+		}
+	}
+	opts.Excludes = append(opts.Excludes, repo.CacheDir)
+	if p := localRepositoryPath(repo.URL); p != "" {
+		opts.Excludes = append(opts.Excludes, p)
+	}
+	return opts
+}
+
+func (j *Job) hookEnv() []string {
+	return []string{
+		"SUBVAULT_PLAN=" + j.Plan.Name,
+		"SUBVAULT_JOB=" + strconv.FormatUint(uint64(j.ID), 10),
+		"SUBVAULT_KIND=backup",
+	}
+}
+
+func snapshotsEnv(snaps []btrfs.Snapshot) string {
+	paths := make([]string, len(snaps))
+	for i, s := range snaps {
+		paths[i] = s.Path
+	}
+	return "SUBVAULT_SNAPSHOTS=" + strings.Join(paths, "\n")
+}
+
+// keepHostPaths are the paths restic writes to or reads secrets from, which
+// must look as on the host inside the namespace, even under a snapshot.
+func keepHostPaths(repo *config.Repository) []string {
+	paths := []string{repo.CacheDir}
+	if p := localRepositoryPath(repo.URL); p != "" {
+		paths = append(paths, p)
+	}
+	if tmp := os.TempDir(); tmp != "" {
+		paths = append(paths, tmp)
+	}
+	return paths
+}
+
+// localRepositoryPath is the directory of a repository on a local path
+// ("/srv/restic" or "local:/srv/restic"), or "".
+func localRepositoryPath(url string) string {
+	url = strings.TrimPrefix(url, "local:")
+	if filepath.IsAbs(url) {
+		return filepath.Clean(url)
+	}
+	return ""
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

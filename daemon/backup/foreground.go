@@ -1,0 +1,42 @@
+package backup
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/state"
+	"github.com/subvault/subvault/restic"
+)
+
+// RunOnce runs one backup of the plan outside the daemon (for `subvault run
+// backup`, scripts and timers): it takes the plan's lock (so it never runs
+// beside the daemon's backup of the same plan), a job id from the state
+// directory, removes the plan's leftover snapshots, then runs the job.
+func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog.Logger, onStatus func(restic.BackupStatus)) (Result, uint32, error) {
+	plan, ok := cfg.Plans[planName]
+	if !ok {
+		return Result{Result: ResultFailed}, 0, fmt.Errorf("no plan %q in %s (plans: %v)", planName, cfg.File, cfg.PlanNames())
+	}
+	dir := cfg.Settings.StateDir
+	if err := state.EnsureDir(dir); err != nil {
+		return Result{Result: ResultFailed}, 0, err
+	}
+	lock, err := state.LockPlan(dir, planName)
+	if err != nil {
+		return Result{Result: ResultFailed}, 0, err
+	}
+	defer lock.Unlock()
+	id, err := state.NextJobID(dir)
+	if err != nil {
+		return Result{Result: ResultFailed}, 0, err
+	}
+	if _, err := ApplyKeepSnapshots(plan, log, time.Now(), time.Local, nil); err != nil {
+		log.Warn("cannot remove leftover snapshots; the backup goes on", "plan", planName, "err", err)
+	}
+	job := &Job{ID: id, Config: cfg, Plan: plan, Logger: log, OnStatus: onStatus}
+	res, err := job.Run(ctx)
+	return res, id, err
+}

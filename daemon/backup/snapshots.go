@@ -1,0 +1,131 @@
+package backup
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/restic"
+)
+
+// PlanSnapshots lists the local snapshots subvault made for the plan, in
+// every snapshot directory of its subvolumes, oldest first.
+func PlanSnapshots(plan *config.Plan) ([]btrfs.Snapshot, error) {
+	var all []btrfs.Snapshot
+	seen := map[string]bool{}
+	for _, sv := range plan.Subvolumes {
+		dir := SnapshotDir(plan, sv)
+		if seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		list, err := btrfs.ListSnapshots(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range list {
+			if s.Plan == plan.Name {
+				all = append(all, s)
+			}
+		}
+	}
+	return all, nil
+}
+
+// ApplyKeepSnapshots deletes the plan's local snapshots that keep_snapshots
+// does not keep, except those of the jobs in running, and returns the ones it
+// keeps. Each deletion is logged. It goes on past a failed deletion and
+// returns the first error.
+func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location, running map[uint32]bool) ([]btrfs.Snapshot, error) {
+	all, err := PlanSnapshots(plan)
+	if err != nil {
+		return nil, err
+	}
+	var candidates, busy []btrfs.Snapshot
+	for _, s := range all {
+		if running[s.JobID] {
+			busy = append(busy, s)
+		} else {
+			candidates = append(candidates, s)
+		}
+	}
+	k := plan.KeepSnapshots
+	keep, remove, reasons := btrfs.SelectKeep(candidates, btrfs.KeepPolicy{
+		Last: k.Last, Hourly: k.Hourly, Daily: k.Daily, Weekly: k.Weekly, Monthly: k.Monthly,
+	}, now, loc)
+	var firstErr error
+	for _, s := range remove {
+		if err := btrfs.Delete(s.Path); err != nil {
+			log.Error("cannot delete snapshot", "plan", plan.Name, "snapshot", s.Path, "err", err)
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		log.Info("snapshot deleted", "plan", plan.Name, "snapshot", s.Path, "job", s.JobID, "why", "not kept by keep_snapshots")
+	}
+	for _, s := range keep {
+		log.Debug("snapshot kept", "plan", plan.Name, "snapshot", s.Path, "reasons", reasons[s.Name()])
+	}
+	return append(keep, busy...), firstErr
+}
+
+// RemoveLeftovers deletes, for every plan it can lock, the snapshots left by
+// jobs that are not running (a crash, a power cut, a kill) and that
+// keep_snapshots does not keep. lock takes a plan's lock without waiting and
+// returns its release, or an error when a job of the plan runs elsewhere:
+// then the plan is skipped. It logs each snapshot it removes.
+func RemoveLeftovers(cfg *config.Config, log *slog.Logger, now time.Time, loc *time.Location, lock func(plan string) (func(), error)) error {
+	var errs []error
+	for _, name := range cfg.PlanNames() {
+		plan := cfg.Plans[name]
+		unlock, err := lock(name)
+		if err != nil {
+			log.Info("leftover check skipped: a job of the plan is running", "plan", name, "err", err)
+			continue
+		}
+		before, err := PlanSnapshots(plan)
+		if err == nil {
+			var kept []btrfs.Snapshot
+			kept, err = ApplyKeepSnapshots(plan, log, now, loc, nil)
+			if removed := len(before) - len(kept); removed > 0 {
+				log.Warn("leftover snapshots removed", "plan", name, "count", removed)
+			}
+		}
+		unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("plan %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NewRunner builds the restic runner for the plan's repository. A systemd
+// credential is looked up in $CREDENTIALS_DIRECTORY.
+func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic.Runner, error) {
+	repo, ok := cfg.Repositories[plan.Repository]
+	if !ok {
+		return nil, fmt.Errorf("plan %s names repository %q, which is not configured", plan.Name, plan.Repository)
+	}
+	r := restic.Repository{
+		URL:             repo.URL,
+		PasswordFile:    repo.PasswordFile,
+		PasswordCommand: repo.PasswordCommand,
+		EnvFile:         repo.EnvFile,
+		CacheDir:        repo.CacheDir,
+	}
+	if repo.Credential != "" {
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return nil, fmt.Errorf("repository %s: credential %q needs $CREDENTIALS_DIRECTORY, which is not set (run subvault under systemd with LoadCredential=%s:PATH, or use password_file)", repo.Name, repo.Credential, repo.Credential)
+		}
+		r.CredentialFile = filepath.Join(dir, repo.Credential)
+	}
+	host, _ := os.Hostname()
+	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host}, nil
+}
