@@ -1,0 +1,552 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/internal/testutil"
+	"github.com/subvault/subvault/restic"
+)
+
+// testEnv is a loop-device btrfs, a restic repository and a configuration
+// whose plan "p" backs up the given subvolumes.
+type testEnv struct {
+	fs       *testutil.BtrfsFS
+	restic   string
+	repo     string
+	password string
+	cfg      *config.Config
+	logs     *bytes.Buffer
+}
+
+func newEnv(t *testing.T, resticBin string, sizeMiB int, subvolumes []string, planExtra string) *testEnv {
+	t.Helper()
+	fs := testutil.NewBtrfs(t, sizeMiB, subvolumes...)
+	repo, password := testutil.NewResticRepo(t, resticBin)
+	e := &testEnv{fs: fs, restic: resticBin, repo: repo, password: password, logs: &bytes.Buffer{}}
+	paths := make([]string, len(subvolumes))
+	for i, sv := range subvolumes {
+		paths[i] = fs.Path(sv)
+	}
+	e.configure(t, fmt.Sprintf("url: %s\n    password_file: %s", repo, password), paths, planExtra)
+	return e
+}
+
+func (e *testEnv) configure(t *testing.T, repoYAML string, paths []string, planExtra string) {
+	t.Helper()
+	state := t.TempDir()
+	text := fmt.Sprintf(`repositories:
+  r:
+    %s
+plans:
+  p:
+    subvolumes: [%s]
+    repository: r
+%s
+settings:
+  state_dir: %s
+  cache_dir: %s
+  restic: %s
+`, repoYAML, strings.Join(paths, ", "), planExtra, state, filepath.Join(state, "cache"), e.restic)
+	cfg, err := config.Parse("test.yaml", []byte(text))
+	if err != nil {
+		t.Fatalf("test configuration: %v\n%s", err, text)
+	}
+	e.cfg = cfg
+}
+
+func (e *testEnv) job(id uint32) *Job {
+	return &Job{ID: id, Config: e.cfg, Plan: e.cfg.Plans["p"], Logger: slog.New(slog.NewTextHandler(e.logs, nil))}
+}
+
+func (e *testEnv) run(t *testing.T, id uint32) Result {
+	t.Helper()
+	res, err := e.job(id).Run(context.Background())
+	if err != nil {
+		t.Fatalf("backup job %d: %v\nlog:\n%s", id, err, e.logs)
+	}
+	return res
+}
+
+// resticCmd runs restic on the test repository and returns its stdout.
+func (e *testEnv) resticCmd(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(e.restic, append([]string{"-r", e.repo, "--no-cache"}, args...)...)
+	cmd.Env = append(os.Environ(), "RESTIC_PASSWORD_FILE="+e.password)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("restic %v: %v: %s", args, err, errOut.String())
+	}
+	return out.String()
+}
+
+func (e *testEnv) archives(t *testing.T) []restic.Archive {
+	t.Helper()
+	runner, err := NewRunner(e.cfg, e.cfg.Plans["p"], slog.New(slog.NewTextHandler(e.logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := runner.Snapshots(context.Background(), restic.SnapshotFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+func writeFiles(t *testing.T, dir string, n, size int) {
+	t.Helper()
+	buf := make([]byte, size)
+	for i := range n {
+		if _, err := rand.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WriteFile(t, filepath.Join(dir, fmt.Sprintf("d%02d", i%10), fmt.Sprintf("f%04d", i)), string(buf))
+	}
+}
+
+// noSnapshotsLeft fails the test if any subvault snapshot is left in dir.
+func noSnapshotsLeft(t *testing.T, dir string) {
+	t.Helper()
+	list, err := btrfs.ListSnapshots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) > 0 {
+		t.Errorf("%d snapshot(s) left in %s: %v", len(list), dir, list)
+	}
+}
+
+func forEachRestic(t *testing.T, f func(t *testing.T, bin string)) {
+	for _, bin := range testutil.ResticBinaries(t) {
+		t.Run(filepath.Base(filepath.Dir(filepath.Dir(bin)))+"-"+resticVersion(t, bin), func(t *testing.T) { f(t, bin) })
+	}
+}
+
+func resticVersion(t *testing.T, bin string) string {
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatalf("%s version: %v", bin, err)
+	}
+	if f := strings.Fields(string(out)); len(f) > 1 {
+		return f[1]
+	}
+	return "unknown"
+}
+
+// The archive records the original path, finds its parent, and a second
+// run of unchanged data reads no file; a third after one change reads one.
+func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
+	testutil.RequireRoot(t)
+	forEachRestic(t, func(t *testing.T, bin string) {
+		e := newEnv(t, bin, 512, []string{"home"}, "")
+		home := e.fs.Path("home")
+		writeFiles(t, home, 200, 4096)
+
+		first := e.run(t, 1)
+		if first.Result != ResultDone || first.ArchiveID == "" {
+			t.Fatalf("first backup: %+v", first)
+		}
+		if first.Backup.Summary.FilesNew != 200 {
+			t.Errorf("first backup: files_new %d, want 200", first.Backup.Summary.FilesNew)
+		}
+		second := e.run(t, 2)
+		s := second.Backup.Summary
+		if s.FilesNew != 0 || s.FilesChanged != 0 || s.FilesUnmodified != 200 {
+			t.Errorf("second backup of unchanged data: new %d, changed %d, unmodified %d; want 0, 0, 200", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
+		}
+		testutil.WriteFile(t, filepath.Join(home, "d03", "f0003"), "changed")
+		third := e.run(t, 3)
+		s = third.Backup.Summary
+		if s.FilesNew != 0 || s.FilesChanged != 1 || s.FilesUnmodified != 199 {
+			t.Errorf("third backup after one change: new %d, changed %d, unmodified %d; want 0, 1, 199", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
+		}
+
+		list := e.archives(t)
+		if len(list) != 3 {
+			t.Fatalf("%d archives, want 3", len(list))
+		}
+		byID := map[string]restic.Archive{}
+		for _, a := range list {
+			byID[a.ID] = a
+			if len(a.Paths) != 1 || a.Paths[0] != home {
+				t.Errorf("archive %s records paths %v, want [%s] (the original path, not the snapshot's)", a.ShortID, a.Paths, home)
+			}
+		}
+		if p := byID[second.ArchiveID].Parent; p != first.ArchiveID {
+			t.Errorf("second archive's parent is %q, want the first archive %s", p, first.ArchiveID)
+		}
+		if p := byID[third.ArchiveID].Parent; p != second.ArchiveID {
+			t.Errorf("third archive's parent is %q, want the second archive %s", p, second.ArchiveID)
+		}
+		noSnapshotsLeft(t, filepath.Join(home, DefaultSnapshotDirName))
+		if got := e.resticCmd(t, "dump", third.ArchiveID, filepath.Join(home, "d03", "f0003")); got != "changed" {
+			t.Errorf("restored content %q, want %q", got, "changed")
+		}
+	})
+}
+
+// Nested subvolumes (/srv and /srv/db) are both mounted before restic
+// starts, and both end up in one archive.
+func TestBackupOfNestedSubvolumes(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	e := newEnv(t, bin, 256, []string{"srv", "srv/db"}, "")
+	testutil.WriteFile(t, e.fs.Path("srv", "www", "index.html"), "v1")
+	testutil.WriteFile(t, e.fs.Path("srv", "db", "table"), "rows v1")
+	res := e.run(t, 1)
+	list := e.archives(t)
+	if len(list) != 1 || strings.Join(list[0].Paths, " ") != e.fs.Path("srv")+" "+e.fs.Path("srv", "db") {
+		t.Fatalf("archives %+v, want one with paths [%s %s]", list, e.fs.Path("srv"), e.fs.Path("srv", "db"))
+	}
+	for path, want := range map[string]string{e.fs.Path("srv", "www", "index.html"): "v1", e.fs.Path("srv", "db", "table"): "rows v1"} {
+		if got := e.resticCmd(t, "dump", res.ArchiveID, path); got != want {
+			t.Errorf("%s in the archive: %q, want %q", path, got, want)
+		}
+	}
+	ls := e.resticCmd(t, "ls", res.ArchiveID)
+	if strings.Contains(ls, DefaultSnapshotDirName+"/") {
+		t.Errorf("the archive holds subvault's snapshot directory:\n%s", ls)
+	}
+	noSnapshotsLeft(t, e.fs.Path("srv", DefaultSnapshotDirName))
+	noSnapshotsLeft(t, e.fs.Path("srv", "db", DefaultSnapshotDirName))
+}
+
+// The host's mount table never changes, before, during or after a backup;
+// restic's own shows the snapshot over the original path.
+func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	e := newEnv(t, bin, 768, []string{"home"}, "")
+	home := e.fs.Path("home")
+	writeFiles(t, home, 300, 1<<20) // enough for restic to report progress
+
+	before := readFile(t, "/proc/self/mountinfo")
+	var checked atomic.Bool
+	var during, resticView string
+	var mu sync.Mutex
+	job := e.job(1)
+	job.OnStatus = func(restic.BackupStatus) {
+		if checked.Load() {
+			return
+		}
+		pid := childNamed("restic")
+		if pid == 0 {
+			return
+		}
+		mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		during, resticView = readFile(t, "/proc/self/mountinfo"), string(mi)
+		mu.Unlock()
+		checked.Store(true)
+	}
+	if _, err := job.Run(context.Background()); err != nil {
+		t.Fatalf("backup: %v\n%s", err, e.logs)
+	}
+	after := readFile(t, "/proc/self/mountinfo")
+	if !checked.Load() {
+		t.Fatal("never saw restic running: no progress reported")
+	}
+	if during != before || after != before {
+		t.Errorf("host mountinfo changed:\nbefore:\n%s\nduring:\n%s\nafter:\n%s", before, during, after)
+	}
+	found := false
+	for _, line := range strings.Split(resticView, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == home && strings.Contains(f[3], DefaultSnapshotDirName+"/subvault@p@") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("restic's mountinfo shows no snapshot over %s:\n%s", home, resticView)
+	}
+}
+
+// While a writer keeps a == b or a == b+1 at every instant, each archive
+// subvault makes keeps it too; plain restic on the live path breaks it,
+// which proves the check can fail.
+func TestBackupIsConsistentUnderConcurrentWrites(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	e := newEnv(t, bin, 512, []string{"data"}, "")
+	data := e.fs.Path("data")
+	writeFiles(t, filepath.Join(data, "m"), 64, 256<<10) // between a/ and z/ in restic's walk
+	a, b := filepath.Join(data, "a", "counter"), filepath.Join(data, "z", "counter")
+	testutil.WriteFile(t, a, "0")
+	testutil.WriteFile(t, b, "0")
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 1; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			replaceFile(a, strconv.Itoa(n))
+			replaceFile(b, strconv.Itoa(n))
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	check := func(archive string) (int, int, bool) {
+		x, _ := strconv.Atoi(e.resticCmd(t, "dump", archive, a))
+		y, _ := strconv.Atoi(e.resticCmd(t, "dump", archive, b))
+		return x, y, x == y || x == y+1
+	}
+	for i := range 20 {
+		res := e.run(t, uint32(i+1))
+		if x, y, ok := check(res.ArchiveID); !ok {
+			t.Errorf("subvault backup %d: a=%d b=%d breaks a == b or a == b+1", i+1, x, y)
+		}
+	}
+
+	runner, err := NewRunner(e.cfg, e.cfg.Plans["p"], slog.New(slog.NewTextHandler(e.logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := 0
+	for i := 0; i < 10 && broken == 0; i++ {
+		res, err := runner.Backup(context.Background(), restic.BackupOptions{Paths: []string{data}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, ok := check(res.SnapshotID); !ok {
+			broken++
+		}
+	}
+	if broken == 0 {
+		t.Error("plain restic on the live path kept the invariant 10 times: this test cannot tell a consistent backup from a lucky one")
+	}
+}
+
+// Cancel mid-backup: the job ends canceled, its snapshot is gone, and restic
+// left no lock.
+func TestCancelCleansUp(t *testing.T) {
+	testutil.RequireRoot(t)
+	forEachRestic(t, func(t *testing.T, bin string) {
+		e := newEnv(t, bin, 768, []string{"home"}, "")
+		home := e.fs.Path("home")
+		writeFiles(t, home, 400, 1<<20)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		job := e.job(7)
+		var once sync.Once
+		job.OnStatus = func(s restic.BackupStatus) {
+			if s.BytesDone > 0 {
+				once.Do(cancel)
+			}
+		}
+		res, err := job.Run(ctx)
+		if res.Result != ResultCanceled || err == nil {
+			t.Fatalf("result %q, err %v; want canceled", res.Result, err)
+		}
+		noSnapshotsLeft(t, filepath.Join(home, DefaultSnapshotDirName))
+		if locks := strings.TrimSpace(e.resticCmd(t, "list", "locks")); locks != "" {
+			t.Errorf("restic left locks behind: %s", locks)
+		}
+		// And the next backup works.
+		if again := e.run(t, 8); again.Result != ResultDone {
+			t.Errorf("backup after a cancel: %+v", again)
+		}
+	})
+}
+
+// Snapshots that a crashed job left are removed at the next start; foreign
+// subvolumes beside them are never touched; keep_snapshots keeps its own.
+func TestLeftoversRemovedForeignKept(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	e := newEnv(t, bin, 256, []string{"home"}, "    keep_snapshots: {last: 1}")
+	home := e.fs.Path("home")
+	dir := filepath.Join(home, DefaultSnapshotDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	crashed := btrfs.Snapshot{Plan: "p", Time: time.Now().UTC().Add(-time.Hour).Truncate(time.Second), JobID: 41, Subvolume: home}
+	if err := btrfs.SnapshotReadOnly(home, filepath.Join(dir, crashed.Name())); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, "btrfs", "subvolume", "create", filepath.Join(dir, "mine"))
+
+	res, id, err := RunOnce(context.Background(), e.cfg, "p", slog.New(slog.NewTextHandler(e.logs, nil)), nil)
+	if err != nil || res.Result != ResultDone {
+		t.Fatalf("RunOnce: %+v, %v\n%s", res, err, e.logs)
+	}
+	list, err := btrfs.ListSnapshots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].JobID != id {
+		t.Errorf("snapshots after the run: %+v; want only job %d's (keep_snapshots last: 1)", list, id)
+	}
+	if ok, _ := btrfs.IsSubvolume(filepath.Join(dir, "mine")); !ok {
+		t.Error("a subvolume subvault did not make was removed")
+	}
+	if !strings.Contains(e.logs.String(), crashed.Name()) {
+		t.Errorf("the removal of the leftover is not logged:\n%s", e.logs)
+	}
+}
+
+// Each failure says what failed and what to do, and leaves no snapshot.
+func TestFailuresSayWhatToDo(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, e *testEnv)
+		want  []string
+	}{
+		{"wrong password", func(t *testing.T, e *testEnv) {
+			wrong := filepath.Join(t.TempDir(), "wrong.pass")
+			testutil.WriteFile(t, wrong, "not the password")
+			e.configure(t, fmt.Sprintf("url: %s\n    password_file: %s", e.repo, wrong), []string{e.fs.Path("home")}, "")
+		}, []string{"wrong password", "wrong.pass"}},
+		{"missing repository", func(t *testing.T, e *testEnv) {
+			e.configure(t, fmt.Sprintf("url: %s\n    password_file: %s", filepath.Join(t.TempDir(), "nothere"), e.password), []string{e.fs.Path("home")}, "")
+		}, []string{"does not exist", "init: true"}},
+		{"not a subvolume", func(t *testing.T, e *testEnv) {
+			plain := e.fs.Path("home", "plain")
+			if err := os.MkdirAll(plain, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			e.configure(t, fmt.Sprintf("url: %s\n    password_file: %s", e.repo, e.password), []string{plain}, "")
+		}, []string{"is not a btrfs subvolume", "plain"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, bin, 256, []string{"home"}, "")
+			testutil.WriteFile(t, e.fs.Path("home", "f"), "x")
+			c.setup(t, e)
+			res, err := e.job(1).Run(context.Background())
+			if err == nil || res.Result != ResultFailed {
+				t.Fatalf("result %q, err %v; want failed", res.Result, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
+		})
+	}
+}
+
+// init: true creates a missing repository, then backs up.
+func TestInitCreatesRepository(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	e := newEnv(t, bin, 256, []string{"home"}, "")
+	testutil.WriteFile(t, e.fs.Path("home", "f"), "x")
+	e.repo = filepath.Join(t.TempDir(), "new-repo")
+	e.configure(t, fmt.Sprintf("url: %s\n    password_file: %s\n    init: true", e.repo, e.password), []string{e.fs.Path("home")}, "")
+	if res := e.run(t, 1); res.ArchiveID == "" {
+		t.Fatalf("no archive: %+v", res)
+	}
+	if n := len(e.archives(t)); n != 1 {
+		t.Errorf("%d archives in the new repository, want 1", n)
+	}
+}
+
+// Hooks run in order with the job's environment; a failing before_snapshot
+// hook fails the job before anything is taken.
+func TestHooks(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	out := filepath.Join(t.TempDir(), "hooks.log")
+	hook := func(name string) string {
+		return fmt.Sprintf(`["/bin/sh", "-c", "echo %s $SUBVAULT_PLAN $SUBVAULT_JOB $SUBVAULT_RESULT >> %s"]`, name, out)
+	}
+	extra := fmt.Sprintf("    hooks:\n      before_snapshot: %s\n      after_snapshot: %s\n      on_success: %s\n      on_failure: %s\n",
+		hook("before"), hook("after"), hook("success"), hook("failure"))
+	e := newEnv(t, bin, 256, []string{"home"}, extra)
+	testutil.WriteFile(t, e.fs.Path("home", "f"), "x")
+	e.run(t, 5)
+	if got, want := readFile(t, out), "before p 5\nafter p 5\nsuccess p 5 done\n"; got != want {
+		t.Errorf("hooks ran:\n%s\nwant:\n%s", got, want)
+	}
+
+	failing := strings.Replace(extra, hook("before"), `["/bin/false"]`, 1)
+	e.configure(t, fmt.Sprintf("url: %s\n    password_file: %s", e.repo, e.password), []string{e.fs.Path("home")}, failing)
+	if err := os.Remove(out); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.job(6).Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "before_snapshot") {
+		t.Fatalf("failing before_snapshot hook: %+v, %v", res, err)
+	}
+	if got, want := readFile(t, out), "failure p 6 failed\n"; got != want {
+		t.Errorf("hooks ran:\n%s\nwant:\n%s", got, want)
+	}
+	noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// replaceFile writes content to path atomically (write, rename), so that a
+// reader or a snapshot sees the old content or the new, never a torn write.
+func replaceFile(path, content string) {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err == nil {
+		_ = os.Rename(tmp, path)
+	}
+}
+
+// childNamed returns the pid of a child of this process whose command name
+// is name, or 0.
+func childNamed(name string) int {
+	entries, _ := os.ReadDir("/proc")
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < 0 {
+			continue
+		}
+		fields := strings.Fields(s[closing+1:])
+		if len(fields) > 1 && s[open+1:closing] == name && fields[1] == strconv.Itoa(self) {
+			return pid
+		}
+	}
+	return 0
+}
