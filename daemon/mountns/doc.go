@@ -4,7 +4,30 @@
 // host never sees a mount.
 //
 // The runner owns one goroutine: it locks its OS thread, unshares the mount
-// namespace, makes / recursively private, mounts, starts the program and
-// waits for it, and never unlocks the thread, which then dies with the
-// goroutine and takes the namespace with it. Nothing else may run on it.
+// namespace, makes / a recursive slave (host unmounts reach it, its mounts
+// reach nothing), mounts, runs fn, which starts the program and waits for it,
+// and never unlocks the thread, which then dies with the goroutine and takes
+// the namespace with it. Nothing else may run on it.
+//
+// How the mounts are made, and why:
+//
+//   - Every snapshot, every host mount a snapshot covers and every KeepHost
+//     path is cloned with open_tree(2) before anything is mounted, because a
+//     snapshot over / or /srv changes what /home/.snaps/x or
+//     /srv/.snaps/db resolve to. The clones are attached with move_mount(2),
+//     shallowest path first; /proc/self/fd paths are not used, since /proc
+//     itself is covered once / is.
+//   - Each snapshot is made read-only with mount_setattr(2) before it is
+//     attached, which leaves nosuid, nodev and noexec as they were.
+//   - A mount over / is invisible to lookups that start at the root the
+//     thread already holds, so after it the thread chroots into the new
+//     mount (CLONE_NEWNS gave it its own root and working directory).
+//   - Host mounts below a Target (/proc, /dev, /tmp under /) are bound back
+//     recursively onto their paths; one whose mount point is not in the
+//     snapshot is reported through Options.Skipped and left out.
+//   - Before fn runs, each Target must show its snapshot's device and inode.
+//
+// Linux 5.12 or later (mount_setattr). The process's main thread must be
+// locked to main's goroutine in an init function (golang/go#20395): /proc/self
+// shows that thread's mounts.
 package mountns

@@ -92,24 +92,29 @@ func inNamespace(ctx context.Context, opts Options, fn func() error, locked chan
 		runtime.UnlockOSThread()
 		return
 	}
+	// Goexit (t.FailNow in a test) skips the assignment below but not the
+	// deferred send: Run always returns.
+	err := errors.New("the backup's namespace goroutine exited early: runtime.Goexit in fn")
 	defer func() {
 		if r := recover(); r != nil {
-			result <- fmt.Errorf("panic in the backup's namespace: %v\n%s", r, debug.Stack())
+			err = fmt.Errorf("panic in the backup's namespace: %v\n%s", r, debug.Stack())
 		}
-	}()
-	if err := ctx.Err(); err != nil {
 		result <- err
-		return
+	}()
+	err = setupAndRun(ctx, opts, fn)
+}
+
+func setupAndRun(ctx context.Context, opts Options, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if err := setup(opts); err != nil {
-		result <- err
-		return
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		result <- err
-		return
+		return err
 	}
-	result <- fn()
+	return fn()
 }
 
 // opened is a step with its mount tree cloned before any mount.
