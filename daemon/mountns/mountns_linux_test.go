@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -577,6 +578,10 @@ func TestRunReturnsFnErrorsAndPanics(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "panic in the backup's namespace: restic wrapper bug\n") || !strings.Contains(err.Error(), "mountns_linux_test.go") {
 		t.Errorf("fn's panic: got %v", err)
 	}
+	err = Run(context.Background(), opts, func() error { runtime.Goexit(); return nil })
+	if err == nil || !strings.Contains(err.Error(), "runtime.Goexit") {
+		t.Errorf("fn's Goexit: got %v", err)
+	}
 	sameViews(t, "after fn failed", before, readViews(t, fs.Mount, hostViews...))
 	noNamespacedThreads(t, fs.Mount, before)
 }
@@ -619,4 +624,48 @@ func TestRunNeedsRoot(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), want) {
 		t.Errorf("as nobody: %v\n%s\nwant %q", err, out, want)
 	}
+}
+
+// The namespace is a slave of the host's: a filesystem the host unmounts
+// while a backup runs goes away inside too, instead of being kept alive.
+func TestRunFollowsHostUnmounts(t *testing.T) {
+	fs := testutil.NewBtrfs(t, 128, "home")
+	home := fs.Path("home")
+	snap := snapshot(t, home, fs.Path(".subvault-snapshots", "home-1"))
+	// Only mounts in a shared peer group propagate at all.
+	if err := unix.Mount("", fs.Mount, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := fs.Path("elsewhere")
+	mountTmpfs(t, elsewhere)
+	before := readViews(t, fs.Mount, hostViews...)
+
+	err := Run(context.Background(), Options{Binds: []Bind{{Source: snap, Target: home}}}, func() error {
+		if mi, _ := child("cat", "/proc/self/mountinfo"); !strings.Contains(mi, " "+elsewhere+" ") {
+			return fmt.Errorf("inside, %s is not mounted to begin with:\n%s", elsewhere, mi)
+		}
+		// The host unmounts from a thread outside the namespace.
+		done := make(chan error)
+		go func() { done <- unix.Unmount(elsewhere, 0) }()
+		if err := <-done; err != nil {
+			return fmt.Errorf("host unmount of %s while a namespace holds it: %w", elsewhere, err)
+		}
+		if mi, _ := child("cat", "/proc/self/mountinfo"); strings.Contains(mi, " "+elsewhere+" ") {
+			t.Errorf("inside, %s is still mounted after the host unmounted it", elsewhere)
+		}
+		// Remount it for the test's cleanup, again from outside.
+		go func() { done <- unix.Mount("tmpfs", elsewhere, "tmpfs", 0, "size=4m") }()
+		return <-done
+	})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	after := readViews(t, fs.Mount, hostViews...)
+	for _, p := range hostViews {
+		// The tmpfs came back as a new mount with a new id: compare the rest.
+		if strings.Count(after[p], "\n") != strings.Count(before[p], "\n") {
+			t.Errorf("after Run, %s has a different number of mounts:\n%s", p, after[p])
+		}
+	}
+	noNamespacedThreads(t, fs.Mount, after)
 }
