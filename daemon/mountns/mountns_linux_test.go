@@ -669,3 +669,53 @@ func TestRunFollowsHostUnmounts(t *testing.T) {
 	}
 	noNamespacedThreads(t, fs.Mount, after)
 }
+
+const mainUnlockedEnv = "SUBVAULT_MOUNTNS_MAIN_UNLOCKED"
+
+// A program whose main thread is not locked must not have a namespace land
+// on it: /proc/self would show that namespace's mounts for good. The test
+// binary runs itself with the main thread unlocked and checks the main
+// thread's namespace after many Runs.
+func TestRunKeepsOffAnUnlockedMainThread(t *testing.T) {
+	if os.Getenv(mainUnlockedEnv) == "1" {
+		dir := t.TempDir()
+		src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+		for _, d := range []string{src, dst} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mainNS, _ := os.Readlink("/proc/self/ns/mnt")
+		before := readViews(t, dir, "/proc/self/mountinfo")
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 50; i++ {
+					if err := Run(context.Background(), Options{Binds: []Bind{{Source: src, Target: dst}}}, func() error { return nil }); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		time.Sleep(10 * time.Millisecond)
+		if ns, _ := os.Readlink("/proc/self/ns/mnt"); ns != mainNS {
+			t.Errorf("the main thread is in mount namespace %s, not %s", ns, mainNS)
+		}
+		sameViews(t, "after Runs with the main thread unlocked", before, readViews(t, dir, "/proc/self/mountinfo"))
+		return
+	}
+	testutil.RequireRoot(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestRunKeepsOffAnUnlockedMainThread$", "-test.count=1")
+	cmd.Env = append(os.Environ(), mainUnlockedEnv+"=1", "GOMAXPROCS=2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("with the main thread unlocked: %v\n%s", err, out)
+	}
+}
