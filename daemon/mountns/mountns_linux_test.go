@@ -449,7 +449,7 @@ func TestRunManyTimesLeavesNothingBehind(t *testing.T) {
 			setup = time.Since(start)
 			out, err := child("cat", filepath.Join(home, "file"))
 			if err != nil || out != "old" {
-				return fmt.Errorf("inside, read %q (%v)", out, err)
+				return fmt.Errorf("inside, read %q (%w)", out, err)
 			}
 			return nil
 		})
@@ -571,7 +571,7 @@ func TestRunReturnsFnErrorsAndPanics(t *testing.T) {
 	before := readViews(t, fs.Mount, hostViews...)
 
 	failed := errors.New("restic exited 3")
-	if err := Run(context.Background(), opts, func() error { return failed }); err != failed {
+	if err := Run(context.Background(), opts, func() error { return failed }); !errors.Is(err, failed) || err.Error() != failed.Error() {
 		t.Errorf("fn's error: got %v, want it unchanged", err)
 	}
 	err := Run(context.Background(), opts, func() error { panic("restic wrapper bug") })
