@@ -103,6 +103,7 @@ var (
 	lockHolderRE    = regexp.MustCompile(`locked (exclusively )?by PID (\d+) on (\S+) by (\S+)`)
 	lockTimeRE      = regexp.MustCompile(`lock was created at ([0-9-]+ [0-9:]+)`)
 	fatalRE         = regexp.MustCompile(`^(Fatal: )?`)
+	interruptedRE   = regexp.MustCompile(`signal interrupt received`)
 )
 
 // classify turns a finished run into nil (exit 0) or an *Error. Exit code 3
@@ -130,9 +131,16 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	}
 
 	switch {
-	case res.canceled || res.exitCode == 130 || res.signal == syscall.SIGINT:
+	case res.canceled || res.exitCode == 130 || res.signal == syscall.SIGINT || interruptedRE.MatchString(text):
+		// 0.17+ exits 1, not 130, when SIGINT stops a backup ("unable to
+		// save snapshot: context canceled").
 		e.Kind = ErrInterrupted
 		e.Message = fmt.Sprintf("restic %s on repository %s was interrupted", op, name)
+		if unreachableRE.MatchString(stderr) {
+			// restic >= 0.17 retries an unreachable backend for 15
+			// minutes; say why it had not finished.
+			e.Message += " while the repository was unreachable: " + unreachableCause(stderr)
+		}
 		if !res.canceled {
 			e.Message += " (by a signal from outside subvault)"
 		}
@@ -189,18 +197,22 @@ func firstFatal(text string) string {
 }
 
 // unreachableCause is the innermost network error: "dial tcp 127.0.0.1:1:
-// connect: connection refused".
+// connect: connection refused", or ssh's own words for sftp.
 func unreachableCause(text string) string {
-	for _, l := range strings.Split(text, "\n") {
-		if loc := unreachableRE.FindStringIndex(l); loc != nil {
-			l = strings.TrimSpace(l)
-			if i := strings.Index(l, "dial tcp"); i >= 0 {
-				return l[i:]
-			}
-			if i := strings.LastIndex(l[:loc[0]], ": "); i >= 0 && !strings.HasPrefix(l, "subprocess ssh") {
-				return l[i+2:]
-			}
-			return strings.TrimPrefix(strings.TrimPrefix(l, "Fatal: "), "subprocess ssh: ")
+	lines := strings.Split(text, "\n")
+	for _, l := range lines {
+		if i := strings.Index(l, "dial tcp"); i >= 0 {
+			return strings.TrimSpace(l[i:])
+		}
+	}
+	for _, l := range lines {
+		if i := strings.Index(l, "subprocess ssh: "); i >= 0 {
+			return strings.TrimSpace(l[i+len("subprocess ssh: "):])
+		}
+	}
+	for _, l := range lines {
+		if unreachableRE.MatchString(l) {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "Fatal: "))
 		}
 	}
 	return "network error"

@@ -136,34 +136,11 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	out := &outcome{stderr: newStderrLog(), secrets: secrets}
 	stdout := &lineWriter{fn: inv.stdout}
 	stderr := &lineWriter{fn: func(line []byte) {
-		line = cleanTerminal(line)
-		if len(line) == 0 {
-			return
+		if text := out.stderrLine(line, inv.message); text != nil && retryRE.Match(text) {
+			// A backend restic cannot reach: from 0.17 it retries for up
+			// to 15 minutes, so say so now rather than at the end.
+			r.logger().Warn("restic retries", "op", inv.op, "repository", r.Repo.Redacted(), "message", scrub(string(text), secrets))
 		}
-		if line[0] == '{' {
-			var m struct {
-				Type    string `json:"message_type"`
-				Code    int    `json:"code"`
-				Message string `json:"message"`
-			}
-			if json.Unmarshal(line, &m) == nil && m.Type != "" {
-				if m.Type == "exit_error" {
-					out.exitError = m.Message
-					return
-				}
-				if inv.message != nil {
-					inv.message(m.Type, line)
-				}
-				out.stderr.add(line)
-				return
-			}
-		}
-		if retryRE.Match(line) {
-			// A backend restic cannot reach: it retries for up to 15
-			// minutes (0.17+), so say so now rather than at the end.
-			r.logger().Warn("restic retries", "op", inv.op, "repository", r.Repo.Redacted(), "message", scrub(string(line), secrets))
-		}
-		out.stderr.add(line)
 	}}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 
@@ -206,6 +183,36 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		log.Info("restic ended", attrs...)
 	}
 	return out, nil
+}
+
+// stderrLine takes one line of restic's stderr: the exit_error message is
+// kept apart, other JSON messages go to message, and everything but
+// exit_error is kept in the bounded log. It returns the line when it was
+// plain text.
+func (out *outcome) stderrLine(line []byte, message func(kind string, line []byte)) []byte {
+	line = cleanTerminal(line)
+	if len(line) == 0 {
+		return nil
+	}
+	if line[0] == '{' {
+		var m struct {
+			Type    string `json:"message_type"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(line, &m) == nil && m.Type != "" {
+			if m.Type == "exit_error" {
+				out.exitError = m.Message
+				return nil
+			}
+			if message != nil {
+				message(m.Type, line)
+			}
+			out.stderr.add(line)
+			return nil
+		}
+	}
+	out.stderr.add(line)
+	return line
 }
 
 var retryRE = regexp.MustCompile(`returned error, retrying after`)
