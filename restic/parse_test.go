@@ -284,8 +284,8 @@ func TestSnapshotsRecorded(t *testing.T) {
 
 func TestParseVersion(t *testing.T) {
 	for in, want := range map[string]string{
-		"restic 0.14.0 compiled with go1.19.8 on linux/amd64\n":    "0.14.0",
-		"restic 0.18.0 compiled with go1.24.4 on linux/amd64":      "0.18.0",
+		"restic 0.14.0 compiled with go1.19.8 on linux/amd64\n":     "0.14.0",
+		"restic 0.18.0 compiled with go1.24.4 on linux/amd64":       "0.18.0",
 		"restic 0.16.4-dev (compiled manually) compiled with go1.2": "0.16.4",
 	} {
 		v, err := ParseVersion(in)
