@@ -176,7 +176,7 @@ func (r *Runner) Check(ctx context.Context, readDataSubset string) error {
 		if errors.As(cerr, &e) && e.Kind == ErrFailed && res.exitCode == 1 {
 			// "Fatal: repository contains errors"; the details went to
 			// stdout and stderr.
-			e.Message = fmt.Sprintf("restic check found problems in repository %s: %s (run \"restic check\" to see them all; \"restic repair\" fixes most)",
+			e.Message = fmt.Sprintf("restic check found problems in repository %s: %s (run \"restic check\" to see them all)",
 				e.Repository, firstNonEmpty(firstFatal(e.Stderr), last))
 		}
 		return cerr

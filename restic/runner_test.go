@@ -127,7 +127,8 @@ func TestBackupSnapshotsForgetCheckRestore(t *testing.T) {
 		ctx := context.Background()
 		dir := smallTree(t, 10, 3)
 		var statuses []BackupStatus
-		first, err := f.r.Backup(ctx, BackupOptions{Paths: []string{dir}, Tags: []string{"plan-home"}}, func(s BackupStatus) { statuses = append(statuses, s) })
+		snapTime := time.Date(2026, 11, 21, 3, 0, 7, 0, time.Local)
+		first, err := f.r.Backup(ctx, BackupOptions{Paths: []string{dir}, Tags: []string{"plan-home"}, Time: snapTime}, func(s BackupStatus) { statuses = append(statuses, s) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +145,8 @@ func TestBackupSnapshotsForgetCheckRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(archives) != 1 || strings.Join(archives[0].Paths, ",") != dir || archives[0].Hostname != "subvault-test" ||
-			!strings.HasPrefix(archives[0].ID, first.SnapshotID) || archives[0].Parent != "" || archives[0].Tags[0] != "plan-home" {
+			!strings.HasPrefix(archives[0].ID, first.SnapshotID) || archives[0].Parent != "" || archives[0].Tags[0] != "plan-home" ||
+			!archives[0].Time.Equal(snapTime) {
 			t.Fatalf("archives = %+v", archives)
 		}
 
@@ -197,6 +199,23 @@ func TestBackupSnapshotsForgetCheckRestore(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(target, dir, "sparse")); !os.IsNotExist(err) {
 			t.Errorf("restore ignored --include: sparse is there (%v)", err)
 		}
+
+		packs, _ := filepath.Glob(filepath.Join(f.repo, "data", "*", "*"))
+		if len(packs) == 0 {
+			t.Fatal("no pack files in the repository")
+		}
+		// Garbage in place of the packs (a missing file would make 0.14
+		// retry for a minute and a half).
+		for _, p := range packs {
+			if st, err := os.Stat(p); err == nil {
+				os.WriteFile(p, bytes.Repeat([]byte{0x5a}, int(st.Size())), 0o600)
+			}
+		}
+		err = f.r.Check(ctx, "")
+		if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "restic check found problems in repository "+f.repo) {
+			t.Errorf("check of a damaged repository: %v", err)
+		}
+		t.Logf("restic %s, damaged repository: %s", f.ver, err)
 	})
 }
 

@@ -74,7 +74,7 @@ func ResticBinaries(t testing.TB) []string {
 		v := ResticVersion(b)
 		if v == "" {
 			if InCI() {
-				t.Fatalf("restic %s does not run under CI=true: %s", b, resticFix)
+				t.Fatalf("restic %s is missing or does not run, under CI=true: %s", b, resticFix)
 			}
 			bins = append(bins, b)
 			continue
