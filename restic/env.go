@@ -116,7 +116,7 @@ func (repo Repository) validate() error {
 		if err != nil {
 			return fmt.Errorf("repository %s: cannot read %s: %w", repo.Redacted(), f.what, err)
 		}
-		fh.Close()
+		fh.Close() //nolint:errcheck,gosec // opened only to prove it is readable
 	}
 	return nil
 }
@@ -175,15 +175,17 @@ func parseEnv(name string, data []byte) ([]EnvVar, error) {
 		}
 		seen[key] = n
 		value = strings.TrimSpace(value)
-		if len(value) >= 2 && value[0] == '\'' && value[len(value)-1] == '\'' {
+		quoted := func(q byte) bool { return len(value) >= 2 && value[0] == q && value[len(value)-1] == q }
+		switch {
+		case quoted('\''):
 			value = value[1 : len(value)-1]
-		} else if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+		case quoted('"'):
 			uq, err := strconv.Unquote(value)
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: the double-quoted value of %s is not valid (unescaped quote or bad escape)", name, n, key)
 			}
 			value = uq
-		} else if strings.ContainsAny(value[:min(1, len(value))], `"'`) {
+		case strings.ContainsAny(value[:min(1, len(value))], `"'`):
 			return nil, fmt.Errorf("%s:%d: the value of %s has an unmatched quote", name, n, key)
 		}
 		vars = append(vars, EnvVar{Key: key, Value: value})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -227,7 +228,7 @@ func lockFromText(text string) *Lock {
 		return nil
 	}
 	l := &Lock{Exclusive: m[1] != "", Hostname: m[3], Username: m[4]}
-	fmt.Sscan(m[2], &l.PID)
+	l.PID, _ = strconv.Atoi(m[2]) // the pattern has matched digits
 	if t := lockTimeRE.FindStringSubmatch(text); t != nil {
 		if ts, err := time.ParseInLocation("2006-01-02 15:04:05", t[1], time.Local); err == nil {
 			l.Time = ts

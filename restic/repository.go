@@ -31,6 +31,18 @@ func (r *Runner) Init(ctx context.Context) error {
 	return r.classify("init", res)
 }
 
+// Ping opens the repository and reads its config (`restic cat config
+// --no-lock`): the cheapest call that proves the repository exists, answers
+// and takes the password. A backup job calls it before it takes any
+// snapshot, so that a wrong password or a missing repository costs none.
+func (r *Runner) Ping(ctx context.Context) error {
+	res, err := r.exec(ctx, invocation{op: "open", args: []string{"cat", "config", "--no-lock"}})
+	if err != nil {
+		return err
+	}
+	return r.classify("open", res)
+}
+
 // Unlock runs `restic unlock`, which removes stale locks only: locks whose
 // process is gone on this host, or that were not refreshed for 30 minutes.
 func (r *Runner) Unlock(ctx context.Context) error {
@@ -113,7 +125,7 @@ func processGone(pid int) bool {
 func (r *Runner) retryUnlocked(ctx context.Context, op func() error) error {
 	err := op()
 	var rerr *Error
-	if !errors.As(err, &rerr) || rerr.Kind != ErrLocked {
+	if !errors.As(err, &rerr) || !errors.Is(rerr.Kind, ErrLocked) {
 		return err
 	}
 	locks, lerr := r.Locks(ctx)
@@ -149,7 +161,7 @@ func (r *Runner) retryUnlocked(ctx context.Context, op func() error) error {
 	r.logger().Info("removing a stale lock of this host", "repository", r.Repo.Redacted(),
 		"lock", stale.ID[:8], "pid", stale.PID, "since", stale.Time)
 	if uerr := r.Unlock(ctx); uerr != nil {
-		return fmt.Errorf("%w (and restic unlock failed: %v)", err, uerr)
+		return fmt.Errorf("%w (and restic unlock failed: %w)", err, uerr)
 	}
 	return op()
 }
@@ -173,7 +185,7 @@ func (r *Runner) Check(ctx context.Context, readDataSubset string) error {
 		}
 		cerr := r.classify("check", res)
 		var e *Error
-		if errors.As(cerr, &e) && e.Kind == ErrFailed && res.exitCode == 1 {
+		if errors.As(cerr, &e) && errors.Is(e.Kind, ErrFailed) && res.exitCode == 1 {
 			// "Fatal: repository contains errors"; the details went to
 			// stdout and stderr.
 			e.Message = fmt.Sprintf("restic check found problems in repository %s: %s (run \"restic check\" to see them all)",

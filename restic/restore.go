@@ -77,7 +77,7 @@ func (r *Runner) Restore(ctx context.Context, opts RestoreOptions, onStatus func
 	}
 	rerr := r.classify("restore", res)
 	var e *Error
-	if errors.As(rerr, &e) && e.Kind == ErrFailed && len(failed) > 0 {
+	if errors.As(rerr, &e) && errors.Is(e.Kind, ErrFailed) && len(failed) > 0 {
 		e.Message = fmt.Sprintf("restic restore of %s into %s: %d item(s) failed, first %s: %s",
 			opts.ArchiveID, opts.Target, len(failed), failed[0].Path, failed[0].Message)
 	}

@@ -109,16 +109,16 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 }
 
 func printSummary(w io.Writer, plan string, id uint32, res backup.Result) {
-	if res.ArchiveID == "" {
+	s := res.Backup.Summary
+	if res.ArchiveID == "" || s == nil {
 		return
 	}
-	s := res.Backup.Summary
 	fmt.Fprintf(w, "plan %s, job %d: archive %s\n", plan, id, res.ArchiveID)
 	fmt.Fprintf(w, "  files: %d new, %d changed, %d unmodified\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
 	fmt.Fprintf(w, "  dirs:  %d new, %d changed, %d unmodified\n", s.DirsNew, s.DirsChanged, s.DirsUnmodified)
 	fmt.Fprintf(w, "  added to the repository: %s; processed %d files, %s in %s\n",
 		humanBytes(s.DataAdded), s.TotalFilesProcessed, humanBytes(s.TotalBytesProcessed),
-		humanDuration(time.Duration(s.TotalDuration*float64(time.Second))))
+		humanDuration(s.TotalDuration))
 	for _, k := range res.Kept {
 		fmt.Fprintf(w, "  kept snapshot: %s\n", k.Path)
 	}

@@ -170,9 +170,12 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 
 	switch res.Result {
 	case ResultDone:
-		log.Info("backup done", "archive", res.ArchiveID,
-			"files_new", res.Backup.Summary.FilesNew, "files_changed", res.Backup.Summary.FilesChanged,
-			"files_unmodified", res.Backup.Summary.FilesUnmodified, "data_added", res.Backup.Summary.DataAdded)
+		attrs := []any{"archive", res.ArchiveID}
+		if s := res.Backup.Summary; s != nil {
+			attrs = append(attrs, "files_new", s.FilesNew, "files_changed", s.FilesChanged,
+				"files_unmodified", s.FilesUnmodified, "data_added", s.DataAdded, "duration", s.TotalDuration)
+		}
+		log.Info("backup done", attrs...)
 	case ResultPartial:
 		log.Warn("backup partial", "archive", res.ArchiveID, "err", err)
 	default:
@@ -243,7 +246,7 @@ func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, error) {
 // is mounted over its subvolume.
 func (j *Job) backup(ctx context.Context, log *slog.Logger, runner *restic.Runner, snaps []btrfs.Snapshot) (restic.BackupResult, error) {
 	repo := j.Config.Repositories[j.Plan.Repository]
-	opts := mountns.Options{KeepHost: keepHostPaths(repo)}
+	opts := mountns.Options{KeepHost: keepHostPaths(repo, j.Plan.Subvolumes)}
 	for _, s := range snaps {
 		opts.Binds = append(opts.Binds, mountns.Bind{Source: s.Path, Target: s.Subvolume})
 	}
@@ -262,16 +265,20 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 	b := j.Plan.Backup
 	repo := j.Config.Repositories[j.Plan.Repository]
 	opts := restic.BackupOptions{
-		Paths:            j.Plan.Subvolumes,
-		Excludes:         append([]string(nil), b.Exclude...),
-		ExcludeIfPresent: b.ExcludeIfPresent,
-		OneFileSystem:    b.OneFileSystem,
-		Tags:             b.Tags,
-		ExtraArgs:        b.ExtraArgs,
+		Paths:   j.Plan.Subvolumes,
+		Exclude: append([]string(nil), b.Exclude...),
+		Tags:    b.Tags,
 	}
 	if b.ExcludeFile != "" {
-		opts.ExcludeFiles = []string{b.ExcludeFile}
+		opts.ExtraArgs = append(opts.ExtraArgs, "--exclude-file", b.ExcludeFile)
 	}
+	for _, name := range b.ExcludeIfPresent {
+		opts.ExtraArgs = append(opts.ExtraArgs, "--exclude-if-present", name)
+	}
+	if b.OneFileSystem {
+		opts.ExtraArgs = append(opts.ExtraArgs, "--one-file-system")
+	}
+	opts.ExtraArgs = append(opts.ExtraArgs, b.ExtraArgs...)
 	if len(snaps) > 0 {
 		// The archive carries the instant the snapshots were taken, not
 		// the minutes later when restic read them.
@@ -284,12 +291,12 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 		dir := SnapshotDir(j.Plan, sv)
 		if !seen[dir] {
 			seen[dir] = true
-			opts.Excludes = append(opts.Excludes, dir)
+			opts.Exclude = append(opts.Exclude, dir)
 		}
 	}
-	opts.Excludes = append(opts.Excludes, repo.CacheDir)
+	opts.Exclude = append(opts.Exclude, repo.CacheDir)
 	if p := localRepositoryPath(repo.URL); p != "" {
-		opts.Excludes = append(opts.Excludes, p)
+		opts.Exclude = append(opts.Exclude, p)
 	}
 	return opts
 }
@@ -310,17 +317,28 @@ func snapshotsEnv(snaps []btrfs.Snapshot) string {
 	return "SUBVAULT_SNAPSHOTS=" + strings.Join(paths, "\n")
 }
 
-// keepHostPaths are the paths restic writes to or reads secrets from, which
-// must look as on the host inside the namespace, even under a snapshot.
-func keepHostPaths(repo *config.Repository) []string {
-	paths := []string{repo.CacheDir}
-	if p := localRepositoryPath(repo.URL); p != "" {
-		paths = append(paths, p)
-	}
-	if tmp := os.TempDir(); tmp != "" {
-		paths = append(paths, tmp)
+// keepHostPaths are the paths restic writes to, which must look as on the
+// host inside the namespace when a snapshot covers them (a cache or a local
+// repository under /var while / is backed up). Paths no subvolume covers need
+// nothing.
+func keepHostPaths(repo *config.Repository, subvolumes []string) []string {
+	var paths []string
+	for _, p := range []string{repo.CacheDir, localRepositoryPath(repo.URL), filepath.Clean(os.TempDir())} {
+		if p != "" && coveredBy(p, subvolumes) {
+			paths = append(paths, p)
+		}
 	}
 	return paths
+}
+
+// coveredBy reports whether path lies strictly below one of dirs.
+func coveredBy(path string, dirs []string) bool {
+	for _, d := range dirs {
+		if d == "/" && path != "/" || strings.HasPrefix(path, d+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // localRepositoryPath is the directory of a repository on a local path

@@ -162,8 +162,8 @@ func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 		if first.Result != ResultDone || first.ArchiveID == "" {
 			t.Fatalf("first backup: %+v", first)
 		}
-		if first.Backup.Summary.FilesNew != 200 {
-			t.Errorf("first backup: files_new %d, want 200", first.Backup.Summary.FilesNew)
+		if first.Backup.Summary == nil || first.Backup.Summary.FilesNew != 200 {
+			t.Fatalf("first backup: summary %+v, want 200 new files", first.Backup.Summary)
 		}
 		second := e.run(t, 2)
 		s := second.Backup.Summary
@@ -181,17 +181,25 @@ func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 		if len(list) != 3 {
 			t.Fatalf("%d archives, want 3", len(list))
 		}
-		byID := map[string]restic.Archive{}
 		for _, a := range list {
-			byID[a.ID] = a
 			if len(a.Paths) != 1 || a.Paths[0] != home {
 				t.Errorf("archive %s records paths %v, want [%s] (the original path, not the snapshot's)", a.ShortID, a.Paths, home)
 			}
 		}
-		if p := byID[second.ArchiveID].Parent; p != first.ArchiveID {
+		// restic 0.14 reports 8 hex digits of the id, later ones all 64.
+		full := func(id string) restic.Archive {
+			for _, a := range list {
+				if strings.HasPrefix(a.ID, id) {
+					return a
+				}
+			}
+			t.Fatalf("no archive %s", id)
+			return restic.Archive{}
+		}
+		if p := full(second.ArchiveID).Parent; !strings.HasPrefix(p, full(first.ArchiveID).ID) || p == "" {
 			t.Errorf("second archive's parent is %q, want the first archive %s", p, first.ArchiveID)
 		}
-		if p := byID[third.ArchiveID].Parent; p != second.ArchiveID {
+		if p := full(third.ArchiveID).Parent; !strings.HasPrefix(p, full(second.ArchiveID).ID) || p == "" {
 			t.Errorf("third archive's parent is %q, want the second archive %s", p, second.ArchiveID)
 		}
 		noSnapshotsLeft(t, filepath.Join(home, DefaultSnapshotDirName))
@@ -306,15 +314,21 @@ func TestBackupIsConsistentUnderConcurrentWrites(t *testing.T) {
 			}
 			replaceFile(a, strconv.Itoa(n))
 			replaceFile(b, strconv.Itoa(n))
+			time.Sleep(200 * time.Microsecond)
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
 
+	// One restore of both counters per archive (each restic call pays the
+	// repository's key derivation).
 	check := func(archive string) (int, int, bool) {
-		x, _ := strconv.Atoi(e.resticCmd(t, "dump", archive, a))
-		y, _ := strconv.Atoi(e.resticCmd(t, "dump", archive, b))
+		dir := t.TempDir()
+		e.resticCmd(t, "restore", archive, "--target", dir, "--include", a, "--include", b)
+		x, _ := strconv.Atoi(readFile(t, filepath.Join(dir, a)))
+		y, _ := strconv.Atoi(readFile(t, filepath.Join(dir, b)))
 		return x, y, x == y || x == y+1
 	}
+	start := time.Now()
 	for i := range 20 {
 		res := e.run(t, uint32(i+1))
 		if x, y, ok := check(res.ArchiveID); !ok {
@@ -322,6 +336,7 @@ func TestBackupIsConsistentUnderConcurrentWrites(t *testing.T) {
 		}
 	}
 
+	t.Logf("20 subvault backups under writes, each restored and checked: %v", time.Since(start))
 	runner, err := NewRunner(e.cfg, e.cfg.Plans["p"], slog.New(slog.NewTextHandler(e.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -329,11 +344,13 @@ func TestBackupIsConsistentUnderConcurrentWrites(t *testing.T) {
 	broken := 0
 	for i := 0; i < 10 && broken == 0; i++ {
 		res, err := runner.Backup(context.Background(), restic.BackupOptions{Paths: []string{data}}, nil)
-		if err != nil {
+		var partial *restic.PartialError
+		if err != nil && !errors.As(err, &partial) { // a vanished temp file makes a partial archive
 			t.Fatal(err)
 		}
-		if _, _, ok := check(res.SnapshotID); !ok {
+		if x, y, ok := check(res.SnapshotID); !ok {
 			broken++
+			t.Logf("plain restic on the live path, try %d: a=%d b=%d: broken, as expected", i+1, x, y)
 		}
 	}
 	if broken == 0 {

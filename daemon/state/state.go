@@ -39,7 +39,7 @@ func NextJobID(dir string) (uint32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("cannot allocate a job id: %w", err)
 	}
-	defer lock.Close()
+	defer lock.Close() //nolint:errcheck // closing releases the lock; nothing was written through it
 
 	path := filepath.Join(dir, jobIDFile)
 	next := uint64(1)

@@ -91,7 +91,7 @@ func ResticBinaries(t testing.TB) []string {
 			haveNew = true
 		}
 	}
-	if InCI() && !(haveOld && haveNew) {
+	if InCI() && (!haveOld || !haveNew) {
 		t.Fatalf("CI=true needs restic < 0.17 and >= 0.17 (found %v): %s", seen, resticFix)
 	}
 	return bins
