@@ -31,18 +31,6 @@ func (r *Runner) Init(ctx context.Context) error {
 	return r.classify("init", res)
 }
 
-// Ping opens the repository and reads its config (`restic cat config
-// --no-lock`): the cheapest call that proves the repository exists, answers
-// and takes the password. A backup job calls it before it takes any
-// snapshot, so that a wrong password or a missing repository costs none.
-func (r *Runner) Ping(ctx context.Context) error {
-	res, err := r.exec(ctx, invocation{op: "open", args: []string{"cat", "config", "--no-lock"}})
-	if err != nil {
-		return err
-	}
-	return r.classify("open", res)
-}
-
 // Unlock runs `restic unlock`, which removes stale locks only: locks whose
 // process is gone on this host, or that were not refreshed for 30 minutes.
 func (r *Runner) Unlock(ctx context.Context) error {
@@ -116,6 +104,31 @@ func processGone(pid int) bool {
 	}
 	err := syscall.Kill(pid, 0)
 	return errors.Is(err, syscall.ESRCH)
+}
+
+// RemoveStaleLocks removes the repository's locks that this host made and
+// whose process is gone (a daemon killed while restic ran: restic, told by
+// SIGINT, may die on its closed output pipe before it removes its lock). It
+// runs `restic unlock` only when there is such a lock, and returns how many
+// there were. Locks of other hosts and of live processes are kept.
+func (r *Runner) RemoveStaleLocks(ctx context.Context) (int, error) {
+	locks, err := r.Locks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	host, _ := kernelHostname()
+	stale := 0
+	for _, l := range locks {
+		if l.Hostname == host && processGone(l.PID) {
+			stale++
+			r.logger().Info("removing a stale lock of this host", "repository", r.Repo.Redacted(),
+				"lock", l.ID[:min(8, len(l.ID))], "pid", l.PID, "since", l.Time)
+		}
+	}
+	if stale == 0 {
+		return 0, nil
+	}
+	return stale, r.Unlock(ctx)
 }
 
 // retryUnlocked runs op; if the repository is locked by a stale lock this

@@ -185,9 +185,9 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 }
 
 // prepare checks what can be checked before anything is taken: every
-// subvolume is one, the snapshot directories exist, the repository answers
-// (created when init is set), so that a wrong password or a missing
-// repository costs no snapshot.
+// subvolume is one, the snapshot directories and restic's cache exist. It does
+// not open the repository: that costs restic's key derivation (half a second)
+// on every backup, and the backup itself says as clearly what is wrong.
 func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
 	for _, sv := range j.Plan.Subvolumes {
 		ok, err := btrfs.IsSubvolume(sv)
@@ -208,12 +208,17 @@ func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
 	if err := os.MkdirAll(repo.CacheDir, 0o700); err != nil {
 		return fmt.Errorf("cannot create restic's cache directory: %w", err)
 	}
-	err := runner.Ping(ctx)
-	if restic.IsNoRepository(err) && repo.Init {
-		j.Logger.Info("creating repository", "plan", j.Plan.Name, "repository", j.Plan.Repository)
-		err = runner.Init(ctx)
+	// A local repository that init: true must create is created now, before
+	// the snapshots, so that it has a place in them (it is bound back into
+	// the namespace when a subvolume covers it). Any other missing
+	// repository is created when the backup finds it missing.
+	if p := localRepositoryPath(repo.URL); repo.Init && p != "" {
+		if _, err := os.Stat(filepath.Join(p, "config")); errors.Is(err, os.ErrNotExist) {
+			j.Logger.Info("creating repository", "plan", j.Plan.Name, "repository", j.Plan.Repository)
+			return runner.Init(ctx)
+		}
 	}
-	return err
+	return nil
 }
 
 // snapshot takes a read-only snapshot of every subvolume, one right after
@@ -252,12 +257,23 @@ func (j *Job) backup(ctx context.Context, log *slog.Logger, runner *restic.Runne
 	}
 	backupOpts := j.backupOptions(snaps)
 
-	var result restic.BackupResult
-	err := mountns.Run(ctx, opts, func() error {
-		var err error
-		result, err = runner.Backup(ctx, backupOpts, j.OnStatus)
-		return err
-	})
+	run := func() (restic.BackupResult, error) {
+		var result restic.BackupResult
+		err := mountns.Run(ctx, opts, func() error {
+			var err error
+			result, err = runner.Backup(ctx, backupOpts, j.OnStatus)
+			return err
+		})
+		return result, err
+	}
+	result, err := run()
+	if restic.IsNoRepository(err) && repo.Init {
+		log.Info("creating repository", "repository", j.Plan.Repository)
+		if err := runner.Init(ctx); err != nil {
+			return result, err
+		}
+		result, err = run()
+	}
 	return result, err
 }
 

@@ -33,8 +33,8 @@ func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog
 	if err != nil {
 		return Result{Result: ResultFailed}, 0, err
 	}
-	if _, err := ApplyKeepSnapshots(plan, log, time.Now(), time.Local, nil); err != nil {
-		log.Warn("cannot remove leftover snapshots; the backup goes on", "plan", planName, "err", err)
+	if err := RecoverPlan(ctx, cfg, plan, log, time.Now(), time.Local); err != nil {
+		log.Warn("cannot clean up after an earlier job; the backup goes on", "plan", planName, "err", err)
 	}
 	job := &Job{ID: id, Config: cfg, Plan: plan, Logger: log, OnStatus: onStatus}
 	res, err := job.Run(ctx)

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,28 +76,45 @@ func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc 
 	return append(keep, busy...), firstErr
 }
 
+// RecoverPlan cleans up after a job of the plan that died: it deletes the
+// leftover snapshots keep_snapshots does not keep and, when there were any (a
+// sign that a job died mid-way), removes the stale restic locks this host
+// left in the plan's repository. The caller holds the plan's lock.
+func RecoverPlan(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location) error {
+	before, err := PlanSnapshots(plan)
+	if err != nil {
+		return err
+	}
+	kept, err := ApplyKeepSnapshots(plan, log, now, loc, nil)
+	removed := len(before) - len(kept)
+	if removed <= 0 || err != nil {
+		return err
+	}
+	log.Warn("leftover snapshots removed", "plan", plan.Name, "count", removed)
+	runner, err := NewRunner(cfg, plan, log)
+	if err != nil {
+		return err
+	}
+	if _, err := runner.RemoveStaleLocks(ctx); err != nil {
+		return fmt.Errorf("cannot remove stale restic locks: %w", err)
+	}
+	return nil
+}
+
 // RemoveLeftovers deletes, for every plan it can lock, the snapshots left by
 // jobs that are not running (a crash, a power cut, a kill) and that
 // keep_snapshots does not keep. lock takes a plan's lock without waiting and
 // returns its release, or an error when a job of the plan runs elsewhere:
 // then the plan is skipped. It logs each snapshot it removes.
-func RemoveLeftovers(cfg *config.Config, log *slog.Logger, now time.Time, loc *time.Location, lock func(plan string) (func(), error)) error {
+func RemoveLeftovers(ctx context.Context, cfg *config.Config, log *slog.Logger, now time.Time, loc *time.Location, lock func(plan string) (func(), error)) error {
 	var errs []error
 	for _, name := range cfg.PlanNames() {
-		plan := cfg.Plans[name]
 		unlock, err := lock(name)
 		if err != nil {
 			log.Info("leftover check skipped: a job of the plan is running", "plan", name, "err", err)
 			continue
 		}
-		before, err := PlanSnapshots(plan)
-		if err == nil {
-			var kept []btrfs.Snapshot
-			kept, err = ApplyKeepSnapshots(plan, log, now, loc, nil)
-			if removed := len(before) - len(kept); removed > 0 {
-				log.Warn("leftover snapshots removed", "plan", name, "count", removed)
-			}
-		}
+		err = RecoverPlan(ctx, cfg, cfg.Plans[name], log, now, loc)
 		unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("plan %s: %w", name, err))
