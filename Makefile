@@ -56,7 +56,7 @@ install: build
 	  [ -e "$$f" ] || continue; \
 	  s=$${f##*.}; install -D -m 0644 "$$f" "$(DESTDIR)$(MANDIR)/man$$s/$$(basename $$f)"; \
 	done
-	install -D -m 0644 docs/configuration.md $(DESTDIR)$(DOCDIR)/configuration.md
+	for f in docs/*.md; do install -D -m 0644 "$$f" "$(DESTDIR)$(DOCDIR)/$$(basename $$f)"; done
 
 clean:
 	rm -rf bin/ build/
