@@ -33,8 +33,9 @@ func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog
 	if err != nil {
 		return Result{Result: ResultFailed}, 0, err
 	}
-	if err := RecoverPlan(ctx, cfg, plan, log, time.Now(), time.Local); err != nil {
-		log.Warn("cannot clean up after an earlier job; the backup goes on", "plan", planName, "err", err)
+	planLog := log.With("plan", planName)
+	if err := RecoverPlan(ctx, cfg, plan, planLog, time.Now(), time.Local); err != nil {
+		planLog.Warn("cannot clean up after an earlier job; the backup goes on", "err", err)
 	}
 	job := &Job{ID: id, Config: cfg, Plan: plan, Logger: log, OnStatus: onStatus}
 	res, err := job.Run(ctx)

@@ -62,16 +62,16 @@ func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc 
 	var firstErr error
 	for _, s := range remove {
 		if err := btrfs.Delete(s.Path); err != nil {
-			log.Error("cannot delete snapshot", "plan", plan.Name, "snapshot", s.Path, "err", err)
+			log.Error("cannot delete snapshot", "snapshot", s.Path, "err", err)
 			if firstErr == nil {
 				firstErr = err
 			}
 			continue
 		}
-		log.Info("snapshot deleted", "plan", plan.Name, "snapshot", s.Path, "job", s.JobID, "why", "not kept by keep_snapshots")
+		log.Info("snapshot deleted", "snapshot", s.Path, "snapshot_job", s.JobID, "why", "not kept by keep_snapshots")
 	}
 	for _, s := range keep {
-		log.Debug("snapshot kept", "plan", plan.Name, "snapshot", s.Path, "reasons", reasons[s.Name()])
+		log.Debug("snapshot kept", "snapshot", s.Path, "reasons", reasons[s.Name()])
 	}
 	return append(keep, busy...), firstErr
 }
@@ -90,7 +90,7 @@ func RecoverPlan(ctx context.Context, cfg *config.Config, plan *config.Plan, log
 	if removed <= 0 || err != nil {
 		return err
 	}
-	log.Warn("leftover snapshots removed", "plan", plan.Name, "count", removed)
+	log.Warn("leftover snapshots removed", "count", removed)
 	runner, err := NewRunner(cfg, plan, log)
 	if err != nil {
 		return err
@@ -114,7 +114,7 @@ func RemoveLeftovers(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 			log.Info("leftover check skipped: a job of the plan is running", "plan", name, "err", err)
 			continue
 		}
-		err = RecoverPlan(ctx, cfg, cfg.Plans[name], log, now, loc)
+		err = RecoverPlan(ctx, cfg, cfg.Plans[name], log.With("plan", name), now, loc)
 		unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("plan %s: %w", name, err))
