@@ -567,3 +567,93 @@ func childNamed(name string) int {
 	}
 	return 0
 }
+
+// A repository held by another restic: the job fails, says so, and leaves
+// no snapshot.
+func TestLockedRepositoryFailsClearly(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	e := newEnv(t, bin, 256, []string{"home"}, "")
+	testutil.WriteFile(t, e.fs.Path("home", "f"), "x")
+	// `restic key passwd` takes an exclusive lock and waits on stdin.
+	holder := exec.Command(bin, "-r", e.repo, "key", "passwd")
+	holder.Env = append(os.Environ(), "RESTIC_PASSWORD_FILE="+e.password)
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); holder.Process.Kill(); holder.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.TrimSpace(e.resticCmd(t, "list", "locks", "--no-lock")) == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("restic key passwd did not lock the repository")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	res, err := e.job(1).Run(context.Background())
+	if err == nil || res.Result != ResultFailed || !strings.Contains(err.Error(), "locked") ||
+		!strings.Contains(err.Error(), strconv.Itoa(holder.Process.Pid)) {
+		t.Fatalf("result %q, err %v; want failed, naming the lock's holder (pid %d)", res.Result, err, holder.Process.Pid)
+	}
+	noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
+}
+
+// A file restic cannot read (as root: a write-only sysfs file mounted below
+// the subvolume, which the namespace puts back over the snapshot): the
+// archive exists, the job is partial and names the file, on_failure runs.
+func TestUnreadableFileMakesPartialBackup(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	victims, _ := filepath.Glob("/sys/bus/*/uevent")
+	if len(victims) == 0 {
+		testutil.SkipOrFail(t, "a write-only /sys/bus/*/uevent file (sysfs mounted at /sys)")
+	}
+	hookOut := filepath.Join(t.TempDir(), "hook")
+	e := newEnv(t, bin, 256, []string{"home"}, fmt.Sprintf(`    backup: {one_file_system: false}
+    hooks:
+      on_failure: ["/bin/sh", "-c", "echo $SUBVAULT_RESULT > %s"]
+`, hookOut))
+	testutil.WriteFile(t, e.fs.Path("home", "readable"), "fine")
+	unreadable := e.fs.Path("home", "unreadable")
+	testutil.WriteFile(t, unreadable, "")
+	testutil.Run(t, "mount", "--bind", victims[0], unreadable)
+	t.Cleanup(func() { exec.Command("umount", unreadable).Run() })
+
+	res, err := e.job(1).Run(context.Background())
+	if res.Result != ResultPartial || res.ArchiveID == "" {
+		t.Fatalf("result %q, archive %q, err %v; want partial with an archive", res.Result, res.ArchiveID, err)
+	}
+	if err == nil || !strings.Contains(err.Error(), unreadable) {
+		t.Errorf("error %v does not name %s", err, unreadable)
+	}
+	if got := e.resticCmd(t, "dump", res.ArchiveID, e.fs.Path("home", "readable")); got != "fine" {
+		t.Errorf("the readable file in the partial archive: %q", got)
+	}
+	if got := strings.TrimSpace(readFile(t, hookOut)); got != ResultPartial {
+		t.Errorf("on_failure saw SUBVAULT_RESULT=%q, want partial", got)
+	}
+	noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
+}
+
+// A filesystem that went read-only stops the job at once with that cause.
+func TestReadOnlyFilesystemStopsTheJob(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.ResticBinaries(t)[0]
+	e := newEnv(t, bin, 256, []string{"home"}, "")
+	testutil.WriteFile(t, e.fs.Path("home", "f"), "x")
+	if err := os.MkdirAll(e.fs.Path("home", DefaultSnapshotDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, "mount", "-o", "remount,ro", e.fs.Mount)
+	t.Cleanup(func() { exec.Command("mount", "-o", "remount,rw", e.fs.Mount).Run() })
+
+	start := time.Now()
+	res, err := e.job(1).Run(context.Background())
+	if res.Result != ResultFailed || err == nil || !strings.Contains(err.Error(), "read-only") || !strings.Contains(err.Error(), "dmesg") {
+		t.Fatalf("result %q, err %v; want failed, saying read-only and pointing at dmesg", res.Result, err)
+	}
+	t.Logf("failed after %v: %v", time.Since(start), err)
+}
