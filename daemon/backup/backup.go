@@ -283,7 +283,10 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 	opts := restic.BackupOptions{
 		Paths:   j.Plan.Subvolumes,
 		Exclude: append([]string(nil), b.Exclude...),
-		Tags:    b.Tags,
+		// The plan's tag lets prune group archives per plan (restic forget
+		// --group-by host,tags), so one plan's retention never thins
+		// another's in a shared repository.
+		Tags: append([]string{PlanTag(j.Plan.Name)}, b.Tags...),
 	}
 	if b.ExcludeFile != "" {
 		opts.ExtraArgs = append(opts.ExtraArgs, "--exclude-file", b.ExcludeFile)
@@ -316,6 +319,9 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 	}
 	return opts
 }
+
+// PlanTag is the restic tag every archive of the plan carries.
+func PlanTag(plan string) string { return "subvault:" + plan }
 
 func (j *Job) hookEnv() []string {
 	return []string{

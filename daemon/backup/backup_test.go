@@ -185,6 +185,9 @@ func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 			if len(a.Paths) != 1 || a.Paths[0] != home {
 				t.Errorf("archive %s records paths %v, want [%s] (the original path, not the snapshot's)", a.ShortID, a.Paths, home)
 			}
+			if len(a.Tags) != 1 || a.Tags[0] != "subvault:p" {
+				t.Errorf("archive %s has tags %v, want [subvault:p]", a.ShortID, a.Tags)
+			}
 		}
 		// restic 0.14 reports 8 hex digits of the id, later ones all 64.
 		full := func(id string) restic.Archive {
