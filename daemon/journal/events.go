@@ -1,0 +1,72 @@
+package journal
+
+import "log/slog"
+
+// EventKey is the attribute that names a log call's event. The journal
+// handler turns its value into MESSAGE_ID (and keeps it as SUBVAULT_EVENT);
+// the text handler prints it like any other attribute.
+const EventKey = "event"
+
+// The events subvault logs. Each has a MESSAGE_ID below and a section in
+// packaging/subvault.catalog.
+const (
+	EventJobQueued                = "job-queued"
+	EventJobStarted               = "job-started"
+	EventJobDone                  = "job-done"
+	EventJobFailed                = "job-failed"
+	EventJobCanceled              = "job-canceled"
+	EventJobPartial               = "job-partial"
+	EventSnapshotCreated          = "snapshot-created"
+	EventSnapshotDeleted          = "snapshot-deleted"
+	EventLeftoverSnapshotsRemoved = "leftover-snapshots-removed"
+	EventStaleLockRemoved         = "stale-lock-removed"
+	EventConfigReloaded           = "config-reloaded"
+	EventConfigRefused            = "config-refused"
+	EventDaemonStarted            = "daemon-started"
+	EventDaemonStopping           = "daemon-stopping"
+)
+
+// events maps each event to its MESSAGE_ID. The ids were made once with
+// `systemd-id128 new` and must never change: people filter on them
+// (journalctl MESSAGE_ID=...) and the catalog is keyed by them.
+var events = []struct{ name, id string }{
+	{EventJobQueued, "630761e95a424f1ba2e1798f333189db"},
+	{EventJobStarted, "7479f1a0615042eab35af3f5c7d3d8e8"},
+	{EventJobDone, "1f1009a00ffb43c2a65430572d13015f"},
+	{EventJobFailed, "4272dd3a39e84179a165612825281157"},
+	{EventJobCanceled, "8067f9651a38432caec9c0eeed263623"},
+	{EventJobPartial, "5e49140950f240ce81db2162bd1ebf4c"},
+	{EventSnapshotCreated, "e92fb8afb96c4c6bb73287fbfdf091a6"},
+	{EventSnapshotDeleted, "5c69072e52794c7f8d0696cad0e022c4"},
+	{EventLeftoverSnapshotsRemoved, "162f59986e5d4c8cbebffc7d84290bb0"},
+	{EventStaleLockRemoved, "bec80594aded48ab961834d65035eaa0"},
+	{EventConfigReloaded, "ca87593ae16342c2961e74ba6beab7be"},
+	{EventConfigRefused, "f0456a3ddd6249c6aa3c474f2faeee44"},
+	{EventDaemonStarted, "adc24c6a73c743d1a73f74fae34ceb53"},
+	{EventDaemonStopping, "c8ad7796691049acbd61d789008c08d3"},
+}
+
+// Event is the attribute that names a log call's event:
+//
+//	log.Info("backup done", journal.Event(journal.EventJobDone), "job", id)
+func Event(name string) slog.Attr { return slog.String(EventKey, name) }
+
+// MessageID returns the MESSAGE_ID of an event (32 lowercase hex digits), and
+// false for a name that is not one of the Event constants.
+func MessageID(event string) (string, bool) {
+	for _, e := range events {
+		if e.name == event {
+			return e.id, true
+		}
+	}
+	return "", false
+}
+
+// Events returns the names of all events, in a fixed order.
+func Events() []string {
+	names := make([]string, len(events))
+	for i, e := range events {
+		names[i] = e.name
+	}
+	return names
+}
