@@ -136,6 +136,9 @@ func parseNative(b []byte) (entry, error) {
 			if err := binary.Read(r, binary.LittleEndian, &n); err != nil {
 				return nil, fmt.Errorf("field %s: no length: %w", name, err)
 			}
+			if n >= uint64(len(b)) {
+				return nil, fmt.Errorf("field %s: length %d beyond the entry", name, n)
+			}
 			v := make([]byte, n+1)
 			if _, err := io.ReadFull(r, v); err != nil {
 				return nil, fmt.Errorf("field %s: short value: %w", name, err)

@@ -60,7 +60,9 @@ func newSender(path string) (*sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach journald at %s: %w", path, err)
 	}
-	probe.Close()
+	// Only the connect mattered; closing a datagram socket that sent nothing
+	// cannot fail in a way worth reporting.
+	_ = probe.Close()
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Net: "unixgram"})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open a socket for journald: %w", err)
