@@ -438,3 +438,28 @@ func TestFieldName(t *testing.T) {
 		}
 	}
 }
+
+func TestJournalConcurrent(t *testing.T) {
+	j := newFakeJournald(t)
+	log := slog.New(j.handler()).With("plan", "home")
+	const n = 50
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			go log.With("job", i).WithGroup("g").Info("m", "i", i)
+		}
+	}()
+	seen := map[string]bool{}
+	for range n {
+		e := j.next()
+		if e.get("SUBVAULT_JOB") != e.get("SUBVAULT_G_I") || e.get("SUBVAULT_PLAN") != "home" {
+			t.Errorf("entries mixed up: %v", e)
+		}
+		seen[e.get("SUBVAULT_JOB")] = true
+	}
+	<-done
+	if len(seen) != n {
+		t.Errorf("%d distinct jobs, want %d", len(seen), n)
+	}
+}
