@@ -37,7 +37,7 @@ func (realClock) Wait(ctx context.Context, until time.Time) error {
 	// interrupts it. timer keeps fd open; never call timer.Fd(), which would
 	// switch the descriptor back to blocking mode.
 	timer := os.NewFile(uintptr(fd), "timerfd")
-	defer timer.Close()
+	defer timer.Close() //nolint:errcheck // closing a timer only read: the error says nothing
 	if err := timer.SetReadDeadline(time.Time{}); err != nil {
 		return fmt.Errorf("cannot wait on a wall-clock timer: %w", err)
 	}

@@ -34,7 +34,8 @@ type Entry struct {
 // EnqueueFunc hands a firing to the daemon's job queue. trigger is
 // TriggerSchedule or TriggerCatchUp. An error (most often: the plan's job of
 // that kind still runs) skips this firing; the scheduler logs it and goes on
-// with the next one.
+// with the next one. It is called from Run, never under the scheduler's
+// lock, and must only queue the job: while it runs, nothing else fires.
 type EnqueueFunc func(plan, kind, trigger string) error
 
 // Option adjusts a Scheduler made by New.
