@@ -159,6 +159,7 @@ func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 		writeFiles(t, home, 200, 4096)
 
 		first := e.run(t, 1)
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 		if first.Result != ResultDone || first.ArchiveID == "" {
 			t.Fatalf("first backup: %+v", first)
 		}
@@ -171,6 +172,10 @@ func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 			t.Errorf("second backup of unchanged data: new %d, changed %d, unmodified %d; want 0, 0, 200", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
 		}
 		testutil.WriteFile(t, filepath.Join(home, "d03", "f0003"), "changed")
+		// An archive's time is its snapshot's, to the second; restic picks
+		// the newest archive not newer than that as the parent, so two
+		// backups in one second could not tell which is newer.
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 		third := e.run(t, 3)
 		s = third.Backup.Summary
 		if s.FilesNew != 0 || s.FilesChanged != 1 || s.FilesUnmodified != 199 {
@@ -247,7 +252,7 @@ func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
 	home := e.fs.Path("home")
 	writeFiles(t, home, 300, 1<<20) // enough for restic to report progress
 
-	before := readFile(t, "/proc/self/mountinfo")
+	before := hostMounts(t, e.fs.Mount)
 	var checked atomic.Bool
 	var during, resticView string
 	var mu sync.Mutex
@@ -265,14 +270,14 @@ func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
 			return
 		}
 		mu.Lock()
-		during, resticView = readFile(t, "/proc/self/mountinfo"), string(mi)
+		during, resticView = hostMounts(t, e.fs.Mount), string(mi)
 		mu.Unlock()
 		checked.Store(true)
 	}
 	if _, err := job.Run(context.Background()); err != nil {
 		t.Fatalf("backup: %v\n%s", err, e.logs)
 	}
-	after := readFile(t, "/proc/self/mountinfo")
+	after := hostMounts(t, e.fs.Mount)
 	if !checked.Load() {
 		t.Fatal("never saw restic running: no progress reported")
 	}
@@ -523,6 +528,24 @@ func TestHooks(t *testing.T) {
 		t.Errorf("hooks ran:\n%s\nwant:\n%s", got, want)
 	}
 	noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
+}
+
+// hostMounts is this process's mount table, less the mounts other tests
+// running at the same time make and remove (their loop-device filesystems
+// under /tmp/subvault-* and /var/tmp/subvault-*); anything at or below ours
+// stays in.
+func hostMounts(t *testing.T, ours string) string {
+	t.Helper()
+	var keep []string
+	for _, line := range strings.Split(readFile(t, "/proc/self/mountinfo"), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && !strings.HasPrefix(f[4], ours) &&
+			(strings.HasPrefix(f[4], "/tmp/subvault-") || strings.HasPrefix(f[4], "/var/tmp/subvault-")) {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
 }
 
 func readFile(t *testing.T, path string) string {
