@@ -32,12 +32,28 @@ func EnsureDir(dir string) error {
 // directory, under an exclusive lock so that concurrent processes never get
 // the same id. Ids start at 1; 0 is never a job.
 func NextJobID(dir string) (uint32, error) {
+	var id uint32
+	err := updateJobID(dir, func(next uint64) uint64 {
+		id = uint32(next)
+		return next + 1
+	})
+	return id, err
+}
+
+// ReserveJobIDs makes sure that no id up to last is handed out again, for a
+// history that knows jobs the id file does not (it was lost or restored
+// from an older backup).
+func ReserveJobIDs(dir string, last uint32) error {
+	return updateJobID(dir, func(next uint64) uint64 { return max(next, uint64(last)+1) })
+}
+
+func updateJobID(dir string, update func(next uint64) uint64) error {
 	if err := EnsureDir(dir); err != nil {
-		return 0, err
+		return err
 	}
 	lock, err := flock(filepath.Join(dir, jobIDFile+".lock"), true)
 	if err != nil {
-		return 0, fmt.Errorf("cannot allocate a job id: %w", err)
+		return fmt.Errorf("cannot allocate a job id: %w", err)
 	}
 	defer lock.Close() //nolint:errcheck // closing releases the lock; nothing was written through it
 
@@ -48,19 +64,19 @@ func NextJobID(dir string) (uint32, error) {
 	case err == nil:
 		next, err = strconv.ParseUint(strings.TrimSpace(string(data)), 10, 32)
 		if err != nil || next == 0 {
-			return 0, fmt.Errorf("cannot allocate a job id: %s holds %q, expected a positive decimal number (remove the file to start again at 1)", path, strings.TrimSpace(string(data)))
+			return fmt.Errorf("cannot allocate a job id: %s holds %q, expected a positive decimal number (remove the file to start again at 1)", path, strings.TrimSpace(string(data)))
 		}
 	case !errors.Is(err, os.ErrNotExist):
-		return 0, fmt.Errorf("cannot allocate a job id: %w", err)
+		return fmt.Errorf("cannot allocate a job id: %w", err)
 	}
-	after := next + 1
+	after := update(next)
 	if after > 1<<32-1 {
 		after = 1 // 4 billion jobs later; ids of long-gone jobs may come back
 	}
 	if err := WriteFileAtomic(path, []byte(strconv.FormatUint(after, 10)+"\n"), 0o600); err != nil {
-		return 0, fmt.Errorf("cannot allocate a job id: %w", err)
+		return fmt.Errorf("cannot allocate a job id: %w", err)
 	}
-	return uint32(next), nil
+	return nil
 }
 
 // WriteFileAtomic writes data to path through a temporary file in the same

@@ -1,0 +1,371 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/robfig/cron/v3"
+	"golang.org/x/sys/unix"
+
+	"github.com/subvault/subvault/daemon/backup"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/state"
+	"github.com/subvault/subvault/scheduler"
+)
+
+// Inhibitor holds a sleep inhibitor (logind) while a job runs. The api
+// layer provides it: daemon speaks no D-Bus.
+type Inhibitor interface {
+	Inhibit(why string) (release func(), err error)
+}
+
+// Options are the daemon's seams; zero values pick the real thing.
+type Options struct {
+	ConfigPath string
+	Version    string
+	Logger     *slog.Logger
+	// Notify sends one sd_notify message; default: go-systemd's SdNotify
+	// on $NOTIFY_SOCKET (nothing when it is unset).
+	Notify func(state string) error
+	// Inhibitor, when set and settings.inhibit_sleep is on, holds a sleep
+	// inhibitor while a job runs.
+	Inhibitor Inhibitor
+	Clock     scheduler.Clock
+	// Serve publishes the daemon (the D-Bus API) and owns its bus name. Run
+	// calls it before the scheduler starts and sends READY=1 only after it
+	// returns nil; an error stops the daemon.
+	Serve func(d *Daemon) error
+	// Signals, for tests; default: SIGHUP reloads, SIGINT and SIGTERM stop.
+	Signals <-chan os.Signal
+}
+
+// Daemon is subvault's service: the configuration in force, the job queue
+// and the scheduler.
+type Daemon struct {
+	opts  Options
+	log   *slog.Logger
+	mu    sync.Mutex
+	cfg   *config.Config
+	queue *Queue
+	sched *scheduler.Scheduler
+
+	statusDirty chan struct{}
+}
+
+// New loads the configuration and the job history, and removes what jobs
+// that died with an earlier daemon left behind (snapshots, stale locks).
+func New(ctx context.Context, opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Notify == nil {
+		opts.Notify = func(state string) error { _, err := sddaemon.SdNotify(false, state); return err }
+	}
+	if opts.Clock == nil {
+		opts.Clock = scheduler.RealClock()
+	}
+	cfg, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1)}
+	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor}
+	d.queue, err = NewQueue(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.queue.Subscribe(statusListener{d})
+
+	lock := func(plan string) (func(), error) {
+		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
+		if err != nil {
+			return nil, err
+		}
+		return l.Unlock, nil
+	}
+	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
+		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
+	}
+	d.sched = scheduler.New(opts.Clock, d.scheduled, d.log)
+	return d, nil
+}
+
+func (d *Daemon) queueConfig(cfg *config.Config) QueueConfig {
+	return QueueConfig{
+		MaxConcurrent: cfg.Settings.MaxConcurrentJobs,
+		History:       cfg.Settings.JobHistory,
+		Repository: func(plan string) string {
+			if p, ok := cfg.Plans[plan]; ok {
+				return p.Repository
+			}
+			return ""
+		},
+	}
+}
+
+// Config is the configuration in force.
+func (d *Daemon) Config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// Queue is the job queue, for the api layer to read and subscribe to.
+func (d *Daemon) Queue() *Queue { return d.queue }
+
+// Version is the daemon's version.
+func (d *Daemon) Version() string { return d.opts.Version }
+
+// ErrNoSuchPlan is returned for a plan the configuration does not define.
+var ErrNoSuchPlan = errors.New("no such plan")
+
+// Start queues a job of kind (backup, prune, check) for plan; a job of the
+// same kind already queued or running for the plan is returned instead.
+func (d *Daemon) Start(kind, plan, trigger string, caller int64) (Job, error) {
+	if _, ok := d.Config().Plans[plan]; !ok {
+		return Job{}, fmt.Errorf("%w: %q (plans: %s)", ErrNoSuchPlan, plan, strings.Join(d.Config().PlanNames(), ", "))
+	}
+	j, _, err := d.queue.Enqueue(kind, plan, trigger, caller, Job{})
+	return j, err
+}
+
+// NextRun is the next scheduled run of kind for plan, zero when manual.
+func (d *Daemon) NextRun(plan, kind string) time.Time { return d.sched.Next(plan, kind) }
+
+// scheduled is the scheduler's way in: a firing while the plan's job of
+// that kind still runs is refused, and the scheduler logs it.
+func (d *Daemon) scheduled(plan, kind, trigger string) error {
+	j, created, err := d.queue.Enqueue(kind, plan, trigger, -1, Job{})
+	if err != nil {
+		return err
+	}
+	if !created {
+		return fmt.Errorf("job %d (%s of %s) is still %s", j.ID, kind, plan, j.State)
+	}
+	return nil
+}
+
+func (d *Daemon) entries(cfg *config.Config) []scheduler.Entry {
+	var out []scheduler.Entry
+	for _, name := range cfg.PlanNames() {
+		p := cfg.Plans[name]
+		for kind, spec := range map[string]cron.Schedule{
+			KindBackup: p.ScheduleSpec, KindPrune: p.PruneSpec, KindCheck: p.CheckSpec,
+		} {
+			if spec == nil {
+				continue
+			}
+			out = append(out, scheduler.Entry{Plan: name, Kind: kind, Spec: spec, CatchUp: p.CatchUp})
+		}
+	}
+	return out
+}
+
+// Reload re-reads the configuration. An invalid file keeps the one in
+// force and returns why (file:line: key: ...).
+func (d *Daemon) Reload() error {
+	now := time.Now()
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+	defer d.notify("READY=1")
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		d.log.Error("configuration refused; the one in force stays", journal.Event(journal.EventConfigRefused), "path", d.opts.ConfigPath, "err", err)
+		return err
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	d.queue.Configure(d.queueConfig(cfg))
+	d.sched.Set(d.entries(cfg), d.queue.LastRun)
+	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "path", cfg.File,
+		"plans", len(cfg.Plans), "took", time.Since(now))
+	d.markStatus()
+	return nil
+}
+
+// Run serves until ctx is done or SIGINT/SIGTERM arrives, then stops: no new
+// jobs, running ones interrupted and cleaned up, and returns when they have.
+func (d *Daemon) Run(ctx context.Context) error {
+	signals := d.opts.Signals
+	if signals == nil {
+		ch := make(chan os.Signal, 4)
+		signal.Notify(ch, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(ch)
+		signals = ch
+	}
+	if d.opts.Serve != nil {
+		if err := d.opts.Serve(d); err != nil {
+			return err
+		}
+	}
+	schedCtx, stopSched := context.WithCancel(ctx)
+	defer stopSched()
+	d.sched.Set(d.entries(d.Config()), d.queue.LastRun)
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		if err := d.sched.Run(schedCtx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("the scheduler stopped", "err", err)
+		}
+	}()
+
+	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
+		"config", d.Config().File, "plans", len(d.Config().Plans))
+	d.notify("READY=1")
+	d.updateStatus()
+
+	var watchdog <-chan time.Time
+	if interval, err := sddaemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	var statusLimit <-chan time.Time
+	pending := false
+
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				_ = d.Reload()
+				continue
+			}
+			d.log.Info("stopping on "+sig.String(), journal.Event(journal.EventDaemonStopping))
+			break loop
+		case <-watchdog:
+			// The probe takes the queue's lock: a wedged queue stops the
+			// pings, and systemd restarts the daemon.
+			_ = d.queue.Running()
+			d.notify("WATCHDOG=1")
+		case <-d.statusDirty:
+			if statusLimit != nil {
+				pending = true
+				continue
+			}
+			d.updateStatus()
+			statusLimit = time.After(250 * time.Millisecond)
+		case <-statusLimit:
+			statusLimit = nil
+			if pending {
+				pending = false
+				d.updateStatus()
+				statusLimit = time.After(250 * time.Millisecond)
+			}
+		}
+	}
+
+	d.notify("STOPPING=1")
+	stopSched()
+	<-schedDone
+	drained := make(chan struct{})
+	go func() { d.queue.Drain(); close(drained) }()
+	extend := time.NewTicker(5 * time.Second)
+	defer extend.Stop()
+	d.notify("EXTEND_TIMEOUT_USEC=20000000")
+	for {
+		select {
+		case <-drained:
+			d.log.Info("subvault stopped")
+			return nil
+		case <-extend.C:
+			d.notify("EXTEND_TIMEOUT_USEC=20000000")
+		}
+	}
+}
+
+func (d *Daemon) notify(state string) {
+	if err := d.opts.Notify(state); err != nil {
+		d.log.Debug("sd_notify failed", "state", state, "err", err)
+	}
+}
+
+func (d *Daemon) markStatus() {
+	select {
+	case d.statusDirty <- struct{}{}:
+	default:
+	}
+}
+
+// updateStatus sends systemd a one-line summary: what runs, or what is next.
+func (d *Daemon) updateStatus() {
+	d.notify("STATUS=" + d.StatusLine())
+}
+
+// StatusLine is the daemon's state in one line: "backing up home: 42%, 1.2
+// GiB of 2.9 GiB" or "idle · next: home at 03:00".
+func (d *Daemon) StatusLine() string {
+	var parts []string
+	queued := 0
+	for _, j := range d.queue.Jobs() {
+		switch j.State {
+		case StateRunning:
+			p := fmt.Sprintf("%s %s: %.0f%%", verbing(j.Kind), j.Plan, j.Progress*100)
+			if j.BytesTotal > 0 {
+				p += fmt.Sprintf(", %s of %s", humanBytes(j.BytesDone), humanBytes(j.BytesTotal))
+			}
+			parts = append(parts, p)
+		case StateQueued:
+			queued++
+		}
+	}
+	if queued > 0 {
+		parts = append(parts, fmt.Sprintf("%d queued", queued))
+	}
+	if len(parts) > 0 {
+		return strings.Join(parts, " · ")
+	}
+	plan, kind, at := d.sched.NextAny()
+	if at.IsZero() {
+		return "idle · nothing scheduled"
+	}
+	what := plan
+	if kind != KindBackup {
+		what = kind + " " + plan
+	}
+	when := at.Local().Format("15:04")
+	if y, m, dd := at.Local().Date(); !sameDay(y, m, dd, time.Now()) {
+		when = at.Local().Format("Mon 2 Jan 15:04")
+	}
+	return fmt.Sprintf("idle · next: %s at %s", what, when)
+}
+
+func sameDay(y int, m time.Month, d int, t time.Time) bool {
+	ty, tm, td := t.Local().Date()
+	return y == ty && m == tm && d == td
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// statusListener marks the STATUS line stale on every job change.
+type statusListener struct{ d *Daemon }
+
+func (l statusListener) JobQueued(Job)    { l.d.markStatus() }
+func (l statusListener) JobChanged(Job)   { l.d.markStatus() }
+func (l statusListener) JobFinished(Job)  { l.d.markStatus() }
+func (l statusListener) JobForgotten(Job) {}

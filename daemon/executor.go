@@ -1,0 +1,112 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/subvault/subvault/daemon/backup"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/maintenance"
+	"github.com/subvault/subvault/daemon/state"
+	"github.com/subvault/subvault/restic"
+)
+
+// executor runs jobs with the configuration in force when each starts.
+type executor struct {
+	config    func() *config.Config
+	log       *slog.Logger
+	inhibitor Inhibitor
+}
+
+func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error) {
+	cfg := e.config()
+	plan, ok := cfg.Plans[job.Plan]
+	if !ok {
+		return Outcome{}, fmt.Errorf("plan %s is no longer in the configuration", job.Plan)
+	}
+	log := e.log.With("plan", job.Plan, "job", job.ID, "kind", job.Kind)
+
+	// The plan's lock keeps a foreground `subvault run backup` of the plan
+	// from running beside this job.
+	lock, err := state.LockPlan(cfg.Settings.StateDir, job.Plan)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer lock.Unlock()
+
+	if cfg.Settings.InhibitSleep && e.inhibitor != nil {
+		release, err := e.inhibitor.Inhibit(fmt.Sprintf("subvault: %s of %s", verbing(job.Kind), job.Plan))
+		if err != nil {
+			log.Warn("cannot hold a sleep inhibitor; the machine may suspend during the job", "err", err)
+		} else {
+			defer release()
+		}
+	}
+
+	switch job.Kind {
+	case KindBackup:
+		return e.backup(ctx, cfg, plan, job, log, progress)
+	case KindPrune:
+		_, err := maintenance.Prune(ctx, cfg, plan, log, time.Now())
+		return Outcome{}, err
+	case KindCheck:
+		return Outcome{}, maintenance.Check(ctx, cfg, plan, log)
+	case KindRestore:
+		runner, err := backup.NewRunner(cfg, plan, log)
+		if err != nil {
+			return Outcome{}, err
+		}
+		err = runner.Restore(ctx, restic.RestoreOptions{ArchiveID: job.Archive, Target: job.Target, Include: job.Include},
+			func(s restic.RestoreStatus) {
+				progress(Progress{Fraction: s.PercentDone, BytesDone: s.BytesRestored, BytesTotal: s.TotalBytes,
+					FilesDone: s.FilesRestored, FilesTotal: s.TotalFiles})
+			})
+		return Outcome{}, err
+	}
+	return Outcome{}, fmt.Errorf("unknown job kind %q", job.Kind)
+}
+
+func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.Plan, job Job, log *slog.Logger, progress func(Progress)) (Outcome, error) {
+	b := &backup.Job{
+		ID: job.ID, Config: cfg, Plan: plan, Logger: e.log,
+		OnStatus: func(s restic.BackupStatus) {
+			progress(Progress{
+				Fraction: s.PercentDone, BytesDone: s.BytesDone, BytesTotal: s.TotalBytes,
+				FilesDone: s.FilesDone, FilesTotal: s.TotalFiles, SecondsRemaining: s.SecondsRemaining,
+				CurrentFiles: s.CurrentFiles,
+			})
+		},
+	}
+	res, err := b.Run(ctx)
+	out := Outcome{ArchiveID: res.ArchiveID}
+	if s := res.Backup.Summary; s != nil {
+		out.Summary = s.Raw
+	}
+	if res.Result == backup.ResultPartial {
+		return out, fmt.Errorf("partial backup, archive %s exists: %w", res.ArchiveID, err)
+	}
+	if err != nil && res.Result == backup.ResultCanceled {
+		return out, errors.New("canceled")
+	}
+	return out, err
+}
+
+func verbing(kind string) string {
+	switch kind {
+	case KindBackup:
+		return "backing up"
+	case KindPrune:
+		return "pruning"
+	case KindCheck:
+		return "checking"
+	case KindRestore:
+		return "restoring"
+	}
+	return kind
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -1,0 +1,408 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/subvault/subvault/daemon/journal"
+)
+
+// Listener is told of every change of the queue, in order. Its methods are
+// called with the queue's lock held, so they must be quick and must not
+// call back into the Queue; they get copies.
+type Listener interface {
+	// JobQueued: a new job, queued.
+	JobQueued(Job)
+	// JobChanged: a queued or running job changed (state, progress).
+	JobChanged(Job)
+	// JobFinished: the job ended; Result is set.
+	JobFinished(Job)
+	// JobForgotten: the job fell out of the history.
+	JobForgotten(Job)
+}
+
+// Progress is what an executor reports while a job runs.
+type Progress struct {
+	Fraction         float64
+	BytesDone        uint64
+	BytesTotal       uint64
+	FilesDone        uint64
+	FilesTotal       uint64
+	SecondsRemaining uint64
+	CurrentFiles     []string
+}
+
+// Outcome is what a finished job made.
+type Outcome struct {
+	ArchiveID string
+	Summary   map[string]any
+}
+
+// Executor runs one job. It returns when the job is over; ctx is canceled
+// to cancel the job (the executor must still clean up before it returns).
+type Executor interface {
+	Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error)
+}
+
+// ErrNoSuchJob is returned by Cancel for an unknown or finished job.
+var ErrNoSuchJob = errors.New("no such job")
+
+// PlanStatus is what the last backup of a plan did.
+type PlanStatus struct {
+	LastBackup time.Time `json:"last_backup,omitzero"`
+	LastResult string    `json:"last_result,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+}
+
+// QueueConfig is what the configuration decides for the queue.
+type QueueConfig struct {
+	MaxConcurrent int
+	History       int
+	// Repository maps a plan to its repository's name, for the rule that a
+	// prune or check never runs beside another job on the same repository.
+	Repository func(plan string) string
+}
+
+// Queue holds the jobs: queued ones in order, running ones, and the history
+// of finished ones; it starts queued jobs as the rules allow and persists
+// itself to the state file on every change of state.
+type Queue struct {
+	mu        sync.Mutex
+	cfg       QueueConfig
+	exec      Executor
+	log       *slog.Logger
+	now       func() time.Time
+	nextID    func() (uint32, error)
+	persist   func(snapshot) error
+	listeners []Listener
+
+	jobs     map[uint32]*Job // queued and running
+	queued   []*Job          // in order
+	history  []*Job          // finished, oldest first
+	lastRun  map[string]time.Time
+	plans    map[string]PlanStatus
+	draining bool
+	wg       sync.WaitGroup
+}
+
+// snapshot is what the state file holds.
+type snapshot struct {
+	Version int                   `json:"version"`
+	Jobs    []Job                 `json:"jobs"`
+	LastRun map[string]time.Time  `json:"last_run"`
+	Plans   map[string]PlanStatus `json:"plans"`
+}
+
+func lastRunKey(plan, kind string) string { return plan + "/" + kind }
+
+// Subscribe adds a listener.
+func (q *Queue) Subscribe(l Listener) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.listeners = append(q.listeners, l)
+}
+
+// Configure changes the rules (on a config reload) and starts what they now
+// allow.
+func (q *Queue) Configure(cfg QueueConfig) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.cfg = cfg
+	q.trimHistoryLocked()
+	q.dispatchLocked()
+}
+
+// Enqueue queues a job of kind for plan. A backup, prune or check of a plan
+// that already has one of the same kind queued or running returns that job
+// instead (created is false). The job's other fields (restore arguments)
+// come from tmpl.
+func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.draining {
+		return Job{}, false, errors.New("the daemon is stopping; no new job is accepted")
+	}
+	if kind != KindRestore {
+		for _, j := range q.jobs {
+			if j.Plan == plan && j.Kind == kind {
+				return j.copy(), false, nil
+			}
+		}
+	}
+	id, err := q.nextID()
+	if err != nil {
+		return Job{}, false, err
+	}
+	j := &Job{
+		ID: id, Kind: kind, Plan: plan, State: StateQueued, Trigger: trigger, Caller: caller,
+		QueuedAt: q.now(), Archive: tmpl.Archive, Target: tmpl.Target, Include: append([]string(nil), tmpl.Include...),
+	}
+	q.jobs[id] = j
+	q.queued = append(q.queued, j)
+	q.log.Info("job queued", journal.Event(journal.EventJobQueued), "job", id, "kind", kind, "plan", plan, "trigger", trigger)
+	for _, l := range q.listeners {
+		l.JobQueued(j.copy())
+	}
+	q.persistLocked()
+	q.dispatchLocked()
+	return j.copy(), true, nil
+}
+
+// Cancel cancels a queued job (it ends canceled without running) or a
+// running one (its executor is told; it ends canceled once cleaned up).
+func (q *Queue) Cancel(id uint32) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	j, ok := q.jobs[id]
+	if !ok {
+		return fmt.Errorf("%w: job %d is not queued or running", ErrNoSuchJob, id)
+	}
+	j.canceled = true
+	if j.State == StateQueued {
+		q.removeQueuedLocked(j)
+		q.finishLocked(j, Outcome{}, errors.New("canceled before it started"))
+		q.dispatchLocked()
+		return nil
+	}
+	j.cancel()
+	return nil
+}
+
+// Job returns a copy of job id, queued, running or in the history.
+func (q *Queue) Job(id uint32) (Job, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if j, ok := q.jobs[id]; ok {
+		return j.copy(), true
+	}
+	for _, j := range q.history {
+		if j.ID == id {
+			return j.copy(), true
+		}
+	}
+	return Job{}, false
+}
+
+// Jobs returns copies of all jobs: queued and running first (by id), then
+// the history, newest first.
+func (q *Queue) Jobs() []Job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []Job
+	for _, j := range q.jobs {
+		out = append(out, j.copy())
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	for i := len(q.history) - 1; i >= 0; i-- {
+		out = append(out, q.history[i].copy())
+	}
+	return out
+}
+
+// LastRun is when a job of kind for plan last started (zero if never).
+func (q *Queue) LastRun(plan, kind string) time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.lastRun[lastRunKey(plan, kind)]
+}
+
+// PlanStatus is what the plan's last backup did.
+func (q *Queue) PlanStatus(plan string) PlanStatus {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.plans[plan]
+}
+
+// Drain stops accepting jobs, cancels the queued ones, cancels the running
+// ones and waits for them to finish (their executors clean up).
+func (q *Queue) Drain() {
+	q.mu.Lock()
+	q.draining = true
+	for _, j := range append([]*Job(nil), q.queued...) {
+		j.canceled = true
+		q.removeQueuedLocked(j)
+		q.finishLocked(j, Outcome{}, errors.New(InterruptedError))
+	}
+	for _, j := range q.jobs {
+		j.canceled = true
+		j.cancel()
+	}
+	q.mu.Unlock()
+	q.wg.Wait()
+}
+
+// Running reports the number of running jobs.
+func (q *Queue) Running() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.jobs) - len(q.queued)
+}
+
+// dispatchLocked starts the queued jobs the rules allow, in order: at most
+// MaxConcurrent at once, and a prune or check never beside another job on
+// its repository. A job held back by its repository holds back the later
+// jobs on that repository too, so a prune is not starved by backups.
+func (q *Queue) dispatchLocked() {
+	if q.draining {
+		return
+	}
+	running := len(q.jobs) - len(q.queued)
+	held := map[string]bool{}
+	for _, j := range append([]*Job(nil), q.queued...) {
+		if running >= max(1, q.cfg.MaxConcurrent) {
+			return
+		}
+		repo := q.repository(j.Plan)
+		if held[repo] || !q.repositoryFreeLocked(j, repo) {
+			held[repo] = true
+			continue
+		}
+		q.startLocked(j)
+		running++
+	}
+}
+
+func (q *Queue) repository(plan string) string {
+	if q.cfg.Repository == nil {
+		return ""
+	}
+	return q.cfg.Repository(plan)
+}
+
+func exclusive(kind string) bool { return kind == KindPrune || kind == KindCheck }
+
+func (q *Queue) repositoryFreeLocked(j *Job, repo string) bool {
+	for _, r := range q.jobs {
+		if r.State != StateRunning || q.repository(r.Plan) != repo {
+			continue
+		}
+		if exclusive(j.Kind) || exclusive(r.Kind) {
+			return false
+		}
+	}
+	return true
+}
+
+func (q *Queue) startLocked(j *Job) {
+	q.removeQueuedLocked(j)
+	ctx, cancel := context.WithCancel(context.Background())
+	j.cancel = cancel
+	j.State = StateRunning
+	j.StartedAt = q.now()
+	q.lastRun[lastRunKey(j.Plan, j.Kind)] = j.StartedAt
+	q.log.Info("job started", journal.Event(journal.EventJobStarted), "job", j.ID, "kind", j.Kind, "plan", j.Plan)
+	for _, l := range q.listeners {
+		l.JobChanged(j.copy())
+	}
+	q.persistLocked()
+	job := j.copy()
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		defer cancel()
+		outcome, err := q.exec.Execute(ctx, job, func(p Progress) { q.progress(j, p) })
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		q.finishLocked(j, outcome, err)
+		q.dispatchLocked()
+	}()
+}
+
+func (q *Queue) progress(j *Job, p Progress) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if j.State != StateRunning {
+		return
+	}
+	j.Progress, j.BytesDone, j.BytesTotal = p.Fraction, p.BytesDone, p.BytesTotal
+	j.FilesDone, j.FilesTotal, j.SecondsRemaining = p.FilesDone, p.FilesTotal, p.SecondsRemaining
+	j.CurrentFiles = p.CurrentFiles
+	for _, l := range q.listeners {
+		l.JobChanged(j.copy())
+	}
+}
+
+func (q *Queue) removeQueuedLocked(j *Job) {
+	for i, x := range q.queued {
+		if x == j {
+			q.queued = append(q.queued[:i], q.queued[i+1:]...)
+			return
+		}
+	}
+}
+
+func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
+	delete(q.jobs, j.ID)
+	j.State = StateFinished
+	j.FinishedAt = q.now()
+	j.ArchiveID, j.Summary = outcome.ArchiveID, outcome.Summary
+	j.CurrentFiles = nil
+	event := journal.EventJobDone
+	switch {
+	case err == nil:
+		j.Result = ResultDone
+		j.Progress = 1
+	case j.canceled && (!q.draining || j.StartedAt.IsZero()):
+		j.Result, j.Error = ResultCanceled, oneLine(err.Error())
+		event = journal.EventJobCanceled
+	default:
+		j.Result, j.Error = ResultFailed, oneLine(err.Error())
+		event = journal.EventJobFailed
+		if q.draining && j.canceled {
+			j.Error = InterruptedError
+		}
+	}
+	if j.Kind == KindBackup {
+		q.plans[j.Plan] = PlanStatus{LastBackup: j.FinishedAt, LastResult: j.Result, LastError: j.Error}
+	}
+	attrs := []any{journal.Event(event), "job", j.ID, "kind", j.Kind, "plan", j.Plan, "result", j.Result}
+	if j.ArchiveID != "" {
+		attrs = append(attrs, "archive", j.ArchiveID)
+	}
+	switch j.Result {
+	case ResultDone:
+		q.log.Info("job done", attrs...)
+	case ResultCanceled:
+		q.log.Warn("job canceled", append(attrs, "err", j.Error)...)
+	default:
+		q.log.Error("job failed", append(attrs, "err", j.Error)...)
+	}
+	q.history = append(q.history, j)
+	for _, l := range q.listeners {
+		l.JobFinished(j.copy())
+	}
+	q.trimHistoryLocked()
+	q.persistLocked()
+}
+
+func (q *Queue) trimHistoryLocked() {
+	limit := max(1, q.cfg.History)
+	for len(q.history) > limit {
+		old := q.history[0]
+		q.history = q.history[1:]
+		for _, l := range q.listeners {
+			l.JobForgotten(old.copy())
+		}
+	}
+}
+
+func (q *Queue) persistLocked() {
+	if q.persist == nil {
+		return
+	}
+	s := snapshot{Version: 1, LastRun: q.lastRun, Plans: q.plans}
+	for _, j := range q.history {
+		s.Jobs = append(s.Jobs, j.copy())
+	}
+	for _, j := range q.jobs {
+		s.Jobs = append(s.Jobs, j.copy())
+	}
+	if err := q.persist(s); err != nil {
+		q.log.Error("cannot write the state file; job history may be lost at the next start", "err", err)
+	}
+}

@@ -1,0 +1,264 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeExecutor runs jobs until they are released or canceled.
+type fakeExecutor struct {
+	mu       sync.Mutex
+	started  chan Job
+	release  map[uint32]chan error
+	progress func(Progress)
+}
+
+func newFakeExecutor() *fakeExecutor {
+	return &fakeExecutor{started: make(chan Job, 100), release: map[uint32]chan error{}}
+}
+
+func (f *fakeExecutor) ch(id uint32) chan error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.release[id] == nil {
+		f.release[id] = make(chan error, 1)
+	}
+	return f.release[id]
+}
+
+func (f *fakeExecutor) Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error) {
+	f.mu.Lock()
+	f.progress = progress
+	f.mu.Unlock()
+	f.started <- job
+	select {
+	case err := <-f.ch(job.ID):
+		return Outcome{ArchiveID: "a1"}, err
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+}
+
+func (f *fakeExecutor) finish(id uint32, err error) { f.ch(id) <- err }
+
+func (f *fakeExecutor) waitStarted(t *testing.T) Job {
+	t.Helper()
+	select {
+	case j := <-f.started:
+		return j
+	case <-time.After(5 * time.Second):
+		t.Fatal("no job started")
+		return Job{}
+	}
+}
+
+func (f *fakeExecutor) noneStarted(t *testing.T) {
+	t.Helper()
+	select {
+	case j := <-f.started:
+		t.Fatalf("job %d (%s of %s) started, want none", j.ID, j.Kind, j.Plan)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) add(s string) { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
+func (r *recorder) JobQueued(j Job)    { r.add("queued " + j.Kind + " " + j.Plan) }
+func (r *recorder) JobChanged(j Job)   {}
+func (r *recorder) JobFinished(j Job)  { r.add("finished " + j.Kind + " " + j.Plan + " " + j.Result) }
+func (r *recorder) JobForgotten(j Job) { r.add("forgotten " + j.Kind + " " + j.Plan) }
+
+var repos = map[string]string{"home": "nas", "srv": "nas", "laptop": "usb"}
+
+func newTestQueue(t *testing.T, dir string, maxConcurrent, history int) (*Queue, *fakeExecutor, *recorder) {
+	t.Helper()
+	exec := newFakeExecutor()
+	q, err := NewQueue(QueueConfig{MaxConcurrent: maxConcurrent, History: history, Repository: func(p string) string { return repos[p] }},
+		exec, dir, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	q.Subscribe(rec)
+	t.Cleanup(q.Drain)
+	return q, exec, rec
+}
+
+func TestConcurrentStartsOfOnePlanMakeOneJob(t *testing.T) {
+	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+	var wg sync.WaitGroup
+	ids := make(chan uint32, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+			if err != nil {
+				t.Error(err)
+			}
+			ids <- j.ID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	first := uint32(0)
+	for id := range ids {
+		if first == 0 {
+			first = id
+		}
+		if id != first {
+			t.Fatalf("two jobs: %d and %d", first, id)
+		}
+	}
+	exec.waitStarted(t)
+	if n := len(q.Jobs()); n != 1 {
+		t.Errorf("%d jobs in the queue, want 1", n)
+	}
+}
+
+func TestPruneNeverBesideAnotherJobOnItsRepository(t *testing.T) {
+	q, exec, _ := newTestQueue(t, t.TempDir(), 3, 10)
+	b, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+	exec.waitStarted(t)
+	p, _, _ := q.Enqueue(KindPrune, "srv", TriggerManual, 0, Job{}) // same repository
+	exec.noneStarted(t)
+	// A backup of srv (same repository) queued after the prune waits too,
+	// so the prune is not starved; a job on another repository runs.
+	q.Enqueue(KindBackup, "srv", TriggerManual, 0, Job{})
+	q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+	if j := exec.waitStarted(t); j.Plan != "laptop" {
+		t.Fatalf("started %s of %s, want the backup of laptop", j.Kind, j.Plan)
+	}
+	exec.noneStarted(t)
+	exec.finish(b.ID, nil)
+	if j := exec.waitStarted(t); j.ID != p.ID {
+		t.Fatalf("started %s of %s, want the prune", j.Kind, j.Plan)
+	}
+	exec.noneStarted(t) // the srv backup waits for the prune
+	exec.finish(p.ID, nil)
+	if j := exec.waitStarted(t); j.Plan != "srv" || j.Kind != KindBackup {
+		t.Fatalf("started %s of %s, want the backup of srv", j.Kind, j.Plan)
+	}
+}
+
+func TestMaxConcurrentJobs(t *testing.T) {
+	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+	a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+	exec.waitStarted(t)
+	q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+	exec.noneStarted(t)
+	exec.finish(a.ID, nil)
+	exec.waitStarted(t)
+}
+
+func TestCancelQueuedAndRunning(t *testing.T) {
+	q, exec, rec := newTestQueue(t, t.TempDir(), 1, 10)
+	running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+	exec.waitStarted(t)
+	queued, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+	if err := q.Cancel(queued.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Cancel(running.ID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for q.Running() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, id := range []uint32{queued.ID, running.ID} {
+		if j, _ := q.Job(id); j.State != StateFinished || j.Result != ResultCanceled {
+			t.Errorf("job %d: state %s result %s, want finished canceled", id, j.State, j.Result)
+		}
+	}
+	if err := q.Cancel(running.ID); !errors.Is(err, ErrNoSuchJob) {
+		t.Errorf("cancel of a finished job: %v, want ErrNoSuchJob", err)
+	}
+	exec.noneStarted(t) // the canceled queued job never ran
+	_ = rec
+}
+
+func TestHistoryPersistsAndInterruptedJobsComeBackFailed(t *testing.T) {
+	dir := t.TempDir()
+	q, exec, _ := newTestQueue(t, dir, 1, 3)
+	for range 5 {
+		j, _, _ := q.Enqueue(KindCheck, "laptop", TriggerSchedule, -1, Job{})
+		exec.waitStarted(t)
+		exec.finish(j.ID, nil)
+		for q.Running() > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+	exec.waitStarted(t)
+
+	// The daemon "dies" here: a new queue reads the state file as it is.
+	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir2 := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir2, StateFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q2, _, _ := newTestQueue(t, dir2, 1, 3)
+	jobs := q2.Jobs()
+	if len(jobs) != 3 {
+		t.Fatalf("%d jobs after restart, want the 3 of the history", len(jobs))
+	}
+	if jobs[0].ID != running.ID || jobs[0].Result != ResultFailed || jobs[0].Error != InterruptedError {
+		t.Errorf("newest job after restart: %+v; want job %d failed %q", jobs[0], running.ID, InterruptedError)
+	}
+	if st := q2.PlanStatus("home"); st.LastResult != ResultFailed || st.LastError != InterruptedError {
+		t.Errorf("plan status after restart: %+v", st)
+	}
+	if q2.LastRun("laptop", KindCheck).IsZero() {
+		t.Error("last run times were not kept")
+	}
+	if next, _, _ := q2.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); next.ID <= running.ID {
+		t.Errorf("job id %d reused (last was %d)", next.ID, running.ID)
+	}
+}
+
+func TestBrokenStateFileIsMovedAside(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, StateFile), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q, _, _ := newTestQueue(t, dir, 1, 3)
+	if len(q.Jobs()) != 0 {
+		t.Error("jobs from a broken file")
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, StateFile+".broken-*"))
+	if len(aside) != 1 {
+		t.Errorf("the broken file was not kept aside: %v", aside)
+	}
+}
+
+func TestDrainInterruptsRunningJobs(t *testing.T) {
+	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+	a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+	exec.waitStarted(t)
+	b, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+	q.Drain()
+	if j, _ := q.Job(a.ID); j.Result != ResultFailed || j.Error != InterruptedError {
+		t.Errorf("running job after drain: %s %q", j.Result, j.Error)
+	}
+	if j, _ := q.Job(b.ID); j.State != StateFinished {
+		t.Errorf("queued job after drain: %s", j.State)
+	}
+	if _, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); err == nil {
+		t.Error("a draining queue accepted a job")
+	}
+}
