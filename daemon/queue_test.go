@@ -73,7 +73,7 @@ type recorder struct {
 	events []string
 }
 
-func (r *recorder) add(s string) { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
+func (r *recorder) add(s string)       { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
 func (r *recorder) JobQueued(j Job)    { r.add("queued " + j.Kind + " " + j.Plan) }
 func (r *recorder) JobChanged(j Job)   {}
 func (r *recorder) JobFinished(j Job)  { r.add("finished " + j.Kind + " " + j.Plan + " " + j.Result) }
