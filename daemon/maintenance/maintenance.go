@@ -21,6 +21,7 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -30,20 +31,15 @@ const (
 	KindCheck = "check"
 )
 
-// Events, as the "event" log attribute names them: a stable name per kind
-// of log line, to which the daemon maps a journal MESSAGE_ID.
+// Events of this package beyond the job-* events of package journal
+// (EventKey "event"). They have no MESSAGE_ID yet: journal's list must
+// gain them.
 const (
-	EventPruneStarted     = "prune_started"
-	EventPruneRefused     = "prune_refused"
-	EventArchiveForgotten = "archive_forgotten"
-	EventPruneDone        = "prune_done"
-	EventPruneFailed      = "prune_failed"
-	EventPruneCanceled    = "prune_canceled"
-	EventCheckStarted     = "check_started"
-	EventCheckDone        = "check_done"
-	EventCheckDamaged     = "check_damaged"
-	EventCheckFailed      = "check_failed"
-	EventCheckCanceled    = "check_canceled"
+	// EventArchiveForgotten is logged for each archive a prune removes.
+	EventArchiveForgotten = "archive-forgotten"
+	// EventRepositoryDamaged is logged when a check finds errors, before
+	// the job-failed line.
+	EventRepositoryDamaged = "repository-damaged"
 )
 
 // GroupBy is restic forget's --group-by for a prune. The archives are first
@@ -125,16 +121,16 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 	if plan.Retention.KeepsNothing() {
 		err := fmt.Errorf("plan %s: %w, so a prune would delete every archive of the plan: refused, nothing was deleted (set a count or within in plans.%s.retention)",
 			plan.Name, ErrKeepsNothing, plan.Name)
-		log.Error("prune refused", "event", EventPruneRefused, "err", err)
+		log.Error("prune refused", journal.Event(journal.EventJobFailed), "err", err)
 		return res, err
 	}
 	runner, err := backup.NewRunner(cfg, plan, log)
 	if err != nil {
-		log.Error("prune failed", "event", EventPruneFailed, "err", err)
+		log.Error("prune failed", journal.Event(journal.EventJobFailed), "err", err)
 		return res, err
 	}
 	opts := ForgetOptions(plan, runner.Hostname)
-	log.Info("prune started", "event", EventPruneStarted, "repository", plan.Repository,
+	log.Info("prune started", journal.Event(journal.EventJobStarted), "repository", plan.Repository,
 		"retention", retentionString(plan.Retention), "group_by", opts.GroupBy, "host", runner.Hostname)
 
 	forgotten, forgetErr := runner.Forget(ctx, opts)
@@ -144,7 +140,7 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 		res.PruneOutput = forgotten.PruneOutput
 		for _, g := range forgotten.Groups {
 			for _, a := range g.Remove {
-				log.Info("archive forgotten", "event", EventArchiveForgotten, "archive", a.ID,
+				log.Info("archive forgotten", journal.Event(EventArchiveForgotten), "archive", a.ID,
 					"time", a.Time, "host", a.Hostname, "paths", a.Paths, "tags", a.Tags)
 			}
 		}
@@ -166,15 +162,15 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 	err = errors.Join(forgetErr, snapErr)
 	switch {
 	case err == nil:
-		log.Info("prune done", "event", EventPruneDone, "archives_kept", len(res.KeptArchives),
+		log.Info("prune done", journal.Event(journal.EventJobDone), "archives_kept", len(res.KeptArchives),
 			"archives_removed", len(res.RemovedArchives), "snapshots_kept", len(res.KeptSnapshots),
 			"snapshots_removed", len(res.RemovedSnapshots))
 	case ctx.Err() != nil:
 		err = fmt.Errorf("prune of plan %s canceled: %w", plan.Name, err)
-		log.Warn("prune canceled", "event", EventPruneCanceled, "err", err)
+		log.Warn("prune canceled", journal.Event(journal.EventJobCanceled), "err", err)
 	default:
 		err = fmt.Errorf("prune of plan %s: %w", plan.Name, err)
-		log.Error("prune failed", "event", EventPruneFailed, "err", err,
+		log.Error("prune failed", journal.Event(journal.EventJobFailed), "err", err,
 			"snapshots_removed", len(res.RemovedSnapshots))
 	}
 	return res, err
@@ -247,11 +243,11 @@ func Check(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 	log = log.With("plan", plan.Name, "kind", KindCheck)
 	runner, err := backup.NewRunner(cfg, plan, log)
 	if err != nil {
-		log.Error("check failed", "event", EventCheckFailed, "err", err)
+		log.Error("check failed", journal.Event(journal.EventJobFailed), "err", err)
 		return err
 	}
 	subset := plan.CheckReadDataSubset
-	attrs := []any{"event", EventCheckStarted, "repository", plan.Repository}
+	attrs := []any{journal.Event(journal.EventJobStarted), "repository", plan.Repository}
 	if subset == "" {
 		attrs = append(attrs, "read_data_subset", "none (metadata only)")
 	} else {
@@ -263,22 +259,23 @@ func Check(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 	var rerr *restic.Error
 	switch {
 	case err == nil:
-		log.Info("check done", "event", EventCheckDone, "repository", plan.Repository)
+		log.Info("check done", journal.Event(journal.EventJobDone), "repository", plan.Repository)
 		return nil
 	case ctx.Err() != nil:
 		err = fmt.Errorf("check of plan %s canceled: %w", plan.Name, err)
-		log.Warn("check canceled", "event", EventCheckCanceled, "err", err)
+		log.Warn("check canceled", journal.Event(journal.EventJobCanceled), "err", err)
 		return err
 	case errors.As(err, &rerr) && errors.Is(rerr.Kind, restic.ErrFailed) && rerr.ExitCode == 1:
 		// restic check exits 1 with "Fatal: repository contains errors"
 		// (0.14 and 0.18 alike); the restic package words it so.
 		derr := &DamagedError{Plan: plan.Name, Repository: plan.Repository, Problem: firstProblem(rerr.Stderr), Err: err}
-		log.Error("repository has errors", "event", EventCheckDamaged, "repository", plan.Repository,
-			"problem", derr.Problem, "err", derr)
+		log.Error("repository has errors", journal.Event(EventRepositoryDamaged), "repository", plan.Repository,
+			"problem", derr.Problem)
+		log.Error("check failed", journal.Event(journal.EventJobFailed), "err", derr)
 		return derr
 	default:
 		err = fmt.Errorf("check of plan %s: %w", plan.Name, err)
-		log.Error("check failed", "event", EventCheckFailed, "err", err)
+		log.Error("check failed", journal.Event(journal.EventJobFailed), "err", err)
 		return err
 	}
 }
