@@ -110,8 +110,9 @@ func ForgetOptions(plan *config.Plan, host string) restic.ForgetOptions {
 //
 // A retention that keeps nothing is refused with ErrKeepsNothing before
 // anything is deleted, local snapshots included. keep_snapshots is applied
-// even when restic failed: the local snapshots do not depend on the
-// repository, and they must not fill the disk while it is unreachable.
+// even when restic failed (the local snapshots do not depend on the
+// repository, and must not fill the disk while it is unreachable), but not
+// once ctx is done: a canceled prune stops.
 func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog.Logger, now time.Time) (PruneResult, error) {
 	if log == nil {
 		log = slog.Default()
@@ -146,17 +147,9 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 		}
 	}
 
-	before, snapErr := backup.PlanSnapshots(plan)
-	if snapErr == nil {
-		res.KeptSnapshots, snapErr = backup.ApplyKeepSnapshots(plan, log, now, time.Local, nil)
-		after, listErr := backup.PlanSnapshots(plan)
-		if listErr != nil && snapErr == nil {
-			snapErr = listErr
-		}
-		res.RemovedSnapshots = missing(before, after)
-	}
-	if snapErr != nil {
-		snapErr = fmt.Errorf("keep_snapshots: %w", snapErr)
+	var snapErr error
+	if ctx.Err() == nil {
+		res.KeptSnapshots, res.RemovedSnapshots, snapErr = keepSnapshots(plan, log, now)
 	}
 
 	err = errors.Join(forgetErr, snapErr)
@@ -174,6 +167,25 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 			"snapshots_removed", len(res.RemovedSnapshots))
 	}
 	return res, err
+}
+
+// keepSnapshots applies the plan's keep_snapshots and says which of its
+// local snapshots are left and which are gone.
+func keepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time) (kept, removed []btrfs.Snapshot, err error) {
+	before, err := backup.PlanSnapshots(plan)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keep_snapshots: %w", err)
+	}
+	kept, err = backup.ApplyKeepSnapshots(plan, log, now, time.Local, nil)
+	after, listErr := backup.PlanSnapshots(plan)
+	if err == nil {
+		err = listErr
+	}
+	removed = missing(before, after)
+	if err != nil {
+		err = fmt.Errorf("keep_snapshots: %w", err)
+	}
+	return kept, removed, err
 }
 
 // missing is the snapshots of before that are not in after.
@@ -213,6 +225,7 @@ func retentionString(r config.Retention) string {
 type DamagedError struct {
 	Plan       string
 	Repository string // the repository's name in the configuration
+	URL        string // its url, without credentials
 	// Problem is the first problem restic reported ("pack 1a2b...: does not
 	// exist"), or "".
 	Problem string
@@ -221,12 +234,12 @@ type DamagedError struct {
 }
 
 func (e *DamagedError) Error() string {
-	problem := ""
-	if e.Problem != "" {
-		problem = " (first problem: " + e.Problem + ")"
+	if e.Problem == "" {
+		return fmt.Sprintf("repository %s (%s) of plan %s has errors: %v; repair it as restic's troubleshooting guide says (%s), then run the check again",
+			e.Repository, e.URL, e.Plan, e.Err, troubleshooting)
 	}
-	return fmt.Sprintf("repository %s of plan %s has errors: %v%s; repair it as restic's troubleshooting guide says (%s), then run the check again",
-		e.Repository, e.Plan, e.Err, problem, troubleshooting)
+	return fmt.Sprintf("repository %s (%s) of plan %s has errors, the first: %s; run \"restic check\" on it to see them all, repair it as restic's troubleshooting guide says (%s), then run the check again",
+		e.Repository, e.URL, e.Plan, e.Problem, troubleshooting)
 }
 
 func (e *DamagedError) Unwrap() []error { return []error{ErrRepositoryDamaged, e.Err} }
@@ -268,7 +281,7 @@ func Check(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 	case errors.As(err, &rerr) && errors.Is(rerr.Kind, restic.ErrFailed) && rerr.ExitCode == 1:
 		// restic check exits 1 with "Fatal: repository contains errors"
 		// (0.14 and 0.18 alike); the restic package words it so.
-		derr := &DamagedError{Plan: plan.Name, Repository: plan.Repository, Problem: firstProblem(rerr.Stderr), Err: err}
+		derr := &DamagedError{Plan: plan.Name, Repository: plan.Repository, URL: rerr.Repository, Problem: firstProblem(rerr.Stderr), Err: err}
 		log.Error("repository has errors", journal.Event(EventRepositoryDamaged), "repository", plan.Repository,
 			"problem", derr.Problem)
 		log.Error("check failed", journal.Event(journal.EventJobFailed), "err", derr)

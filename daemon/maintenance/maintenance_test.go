@@ -360,6 +360,30 @@ func TestPruneAppliesKeepSnapshots(t *testing.T) {
 			made = append(made, s)
 		}
 
+		left := func() []string {
+			t.Helper()
+			list, err := btrfs.ListSnapshots(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var paths []string
+			for _, s := range list {
+				paths = append(paths, s.Path)
+			}
+			slices.Sort(paths)
+			return paths
+		}
+
+		// Canceled: it stops, local snapshots included.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := Prune(ctx, e.cfg, e.cfg.Plans["p"], e.log, time.Now()); err == nil {
+			t.Fatal("a canceled prune succeeded")
+		}
+		if n := len(left()); n != 4 {
+			t.Fatalf("%d snapshots left after a canceled prune, want all 4", n)
+		}
+
 		res, err := Prune(context.Background(), e.cfg, e.cfg.Plans["p"], e.log, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -373,20 +397,34 @@ func TestPruneAppliesKeepSnapshots(t *testing.T) {
 		if len(res.RemovedSnapshots) != 2 {
 			t.Errorf("snapshots removed %v, want the two older of plan p", res.RemovedSnapshots)
 		}
-		left, err := btrfs.ListSnapshots(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, s := range left {
-			names = append(names, s.Path)
-		}
-		slices.Sort(names)
 		want := []string{made[2].Path, made[3].Path}
 		slices.Sort(want)
-		if !slices.Equal(names, want) {
-			t.Errorf("snapshots left %v, want %v (plan p's newest and plan q's)", names, want)
+		if got := left(); !slices.Equal(got, want) {
+			t.Errorf("snapshots left %v, want %v (plan p's newest and plan q's)", got, want)
 		}
+
+		// restic fails (a wrong password): keep_snapshots still applies,
+		// and the error says both.
+		newer := btrfs.Snapshot{Plan: "p", Time: now.Add(-time.Minute), JobID: 9, Subvolume: home}
+		newer.Path = filepath.Join(dir, newer.Name())
+		if err := btrfs.SnapshotReadOnly(home, newer.Path); err != nil {
+			t.Fatal(err)
+		}
+		wrong := filepath.Join(t.TempDir(), "wrong")
+		testutil.WriteFile(t, wrong, "not the password\n")
+		cfg := *e.cfg
+		repo := *cfg.Repositories["r"]
+		repo.PasswordFile = wrong
+		cfg.Repositories = map[string]*config.Repository{"r": &repo}
+		res, err = Prune(context.Background(), &cfg, cfg.Plans["p"], e.log, time.Now())
+		if !errors.Is(err, restic.ErrWrongPassword) || !strings.Contains(err.Error(), "wrong password") {
+			t.Errorf("prune with a wrong password: %v", err)
+		}
+		if len(res.RemovedSnapshots) != 1 || res.RemovedSnapshots[0].Path != made[2].Path ||
+			len(res.KeptSnapshots) != 1 || res.KeptSnapshots[0].Path != newer.Path {
+			t.Errorf("with restic failing: kept %v, removed %v; want %s kept, %s removed", res.KeptSnapshots, res.RemovedSnapshots, newer.Path, made[2].Path)
+		}
+		t.Logf("restic failing: %v", err)
 	})
 }
 
@@ -402,6 +440,11 @@ func TestCheck(t *testing.T) {
 		testutil.WriteFile(t, filepath.Join(e.dir, "big"), string(big))
 		e.archive(t, time.Now(), "", backup.PlanTag("p"))
 
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := Check(ctx, e.cfg, e.cfg.Plans["p"], e.log); err == nil || !strings.Contains(err.Error(), "canceled") {
+			t.Errorf("check with a canceled context: %v", err)
+		}
 		if err := Check(context.Background(), e.cfg, e.cfg.Plans["p"], e.log); err != nil {
 			t.Fatalf("check of a sound repository: %v", err)
 		}
@@ -434,8 +477,8 @@ func TestCheck(t *testing.T) {
 			t.Fatalf("check of a damaged repository: %v", err)
 		}
 		msg := err.Error()
-		for _, want := range []string{"repository r of plan p has errors", filepath.Base(largest) + ": does not exist",
-			"troubleshooting", "check again"} {
+		for _, want := range []string{"repository r (" + e.repo + ") of plan p has errors, the first: pack " + filepath.Base(largest) + ": does not exist",
+			"restic check", "troubleshooting", "check again"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("message %q lacks %q", msg, want)
 			}
@@ -444,7 +487,7 @@ func TestCheck(t *testing.T) {
 			t.Errorf("message has several lines: %q", msg)
 		}
 		logs := e.logs.String()
-		for _, want := range []string{"kind=check event=job-started", "event=repository-damaged", "event=job-failed", "event=job-done"} {
+		for _, want := range []string{"kind=check event=job-started", "event=job-canceled", "event=repository-damaged", "event=job-failed", "event=job-done"} {
 			if !strings.Contains(logs, want) {
 				t.Errorf("the log lacks %q", want)
 			}
