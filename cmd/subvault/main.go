@@ -81,38 +81,44 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun \"subvault COMMAND --help\" for a command's options. See subvault(1).")
 }
 
-// newFlags makes a flag set whose --help prints to stdout and whose errors
-// print to stderr, for one subcommand.
+// newFlags makes a flag set for one subcommand: --help prints its usage to
+// stdout, errors go to stderr with a pointer to --help.
 func newFlags(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("subvault "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: subvault %s %s\n", name, synopsis)
+	// The flag package calls Usage on every parse error; parseFlags prints
+	// the usage itself, once, where it belongs.
+	fs.Usage = func() {}
+	usages[fs] = func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: subvault %s %s\n", name, synopsis)
 		var b strings.Builder
 		fs.SetOutput(&b)
 		fs.PrintDefaults()
 		fs.SetOutput(stderr)
 		if b.Len() > 0 {
-			fmt.Fprintf(fs.Output(), "\nOptions:\n%s", b.String())
+			fmt.Fprintf(w, "\nOptions:\n%s", b.String())
 		}
 	}
 	return fs
 }
 
+var usages = map[*flag.FlagSet]func(io.Writer){}
+
 // parseFlags parses a subcommand's arguments; ok is false when the command
 // should return code at once (help printed, or a usage error).
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok bool) {
+	name := strings.TrimPrefix(fs.Name(), "subvault ")
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stdout)
-		fs.Usage()
+		usages[fs](stdout)
 		return exitOK, false
 	}
 	if err != nil {
+		fmt.Fprintf(fs.Output(), "run \"subvault %s --help\" for its usage\n", name)
 		return exitUsage, false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "subvault %s: unexpected argument %q\n", strings.TrimPrefix(fs.Name(), "subvault "), fs.Arg(0))
+		fmt.Fprintf(fs.Output(), "subvault %s: unexpected argument %q; run \"subvault %s --help\" for its usage\n", name, fs.Arg(0), name)
 		return exitUsage, false
 	}
 	return exitOK, true
@@ -125,14 +131,4 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "subvault %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return exitOK
-}
-
-func runDaemon(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("daemon", "[--config PATH]", stdout, stderr)
-	fs.String("config", defaultConfigPath, "configuration `file`")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	fmt.Fprintln(stderr, "subvault daemon: the backup engine is not built yet; only \"subvault check-config\" works in this version")
-	return exitFailure
 }
