@@ -47,7 +47,10 @@ const (
 // this host, and the plan's retention counts all of its archives together:
 // neither a change of the plan's own tags (backup.tags) nor of its
 // subvolumes starts a new group that the old archives would be left in,
-// each group keeping its own last N forever.
+// each group keeping its own last N forever. The host filter keeps a prune
+// off the archives of a same-named plan of another machine sharing the
+// repository (and off this machine's archives from before a rename, which
+// are then left for a person to forget).
 const GroupBy = "host"
 
 // ErrKeepsNothing is returned by Prune for a plan whose retention keeps no
