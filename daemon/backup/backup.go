@@ -20,6 +20,7 @@ import (
 
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/mountns"
 	"github.com/subvault/subvault/restic"
 )
@@ -151,7 +152,7 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 				log.Error("cannot delete the job's snapshot", "snapshot", s.Path, "err", delErr)
 				continue
 			}
-			log.Info("snapshot deleted", "snapshot", s.Path, "why", "the backup did not complete")
+			log.Info("snapshot deleted", journal.Event(journal.EventSnapshotDeleted), "snapshot", s.Path, "why", "the backup did not complete")
 		}
 	}
 
@@ -241,7 +242,7 @@ func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, error) {
 			}
 			return nil, err
 		}
-		log.Info("snapshot created", "snapshot", s.Path, "subvolume", sv)
+		log.Info("snapshot created", journal.Event(journal.EventSnapshotCreated), "snapshot", s.Path, "subvolume", sv)
 		made = append(made, s)
 	}
 	return made, nil

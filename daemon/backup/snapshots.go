@@ -11,6 +11,7 @@ import (
 
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -68,7 +69,7 @@ func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc 
 			}
 			continue
 		}
-		log.Info("snapshot deleted", "snapshot", s.Path, "snapshot_job", s.JobID, "why", "not kept by keep_snapshots")
+		log.Info("snapshot deleted", journal.Event(journal.EventSnapshotDeleted), "snapshot", s.Path, "snapshot_job", s.JobID, "why", "not kept by keep_snapshots")
 	}
 	for _, s := range keep {
 		log.Debug("snapshot kept", "snapshot", s.Path, "reasons", reasons[s.Name()])
@@ -90,13 +91,17 @@ func RecoverPlan(ctx context.Context, cfg *config.Config, plan *config.Plan, log
 	if removed <= 0 || err != nil {
 		return err
 	}
-	log.Warn("leftover snapshots removed", "count", removed)
+	log.Warn("leftover snapshots removed", journal.Event(journal.EventLeftoverSnapshotsRemoved), "count", removed)
 	runner, err := NewRunner(cfg, plan, log)
 	if err != nil {
 		return err
 	}
-	if _, err := runner.RemoveStaleLocks(ctx); err != nil {
+	n, err := runner.RemoveStaleLocks(ctx)
+	if err != nil {
 		return fmt.Errorf("cannot remove stale restic locks: %w", err)
+	}
+	if n > 0 {
+		log.Warn("stale restic locks of this host removed", journal.Event(journal.EventStaleLockRemoved), "count", n, "repository", plan.Repository)
 	}
 	return nil
 }
