@@ -181,7 +181,7 @@ func (d *Daemon) Reload() error {
 	defer d.notify("READY=1")
 	cfg, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
-		d.log.Error("configuration refused; the one in force stays", journal.Event(journal.EventConfigRefused), "path", d.opts.ConfigPath, "err", err)
+		d.log.Error("configuration refused; the one in force stays", journal.Event(journal.EventConfigRefused), "config", d.opts.ConfigPath, "err", err)
 		return err
 	}
 	d.mu.Lock()
@@ -189,7 +189,7 @@ func (d *Daemon) Reload() error {
 	d.mu.Unlock()
 	d.queue.Configure(d.queueConfig(cfg))
 	d.sched.Set(d.entries(cfg), d.queue.LastRun)
-	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "path", cfg.File,
+	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
 	d.markStatus()
 	return nil

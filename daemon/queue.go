@@ -356,6 +356,9 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 		if q.draining && j.canceled {
 			j.Error = InterruptedError
 		}
+		if j.ArchiveID != "" {
+			event = journal.EventJobPartial
+		}
 	}
 	if j.Kind == KindBackup {
 		q.plans[j.Plan] = PlanStatus{LastBackup: j.FinishedAt, LastResult: j.Result, LastError: j.Error}

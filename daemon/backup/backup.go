@@ -284,9 +284,9 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 	opts := restic.BackupOptions{
 		Paths:   j.Plan.Subvolumes,
 		Exclude: append([]string(nil), b.Exclude...),
-		// The plan's tag lets prune group archives per plan (restic forget
-		// --group-by host,tags), so one plan's retention never thins
-		// another's in a shared repository.
+		// The plan's tag lets prune pick the plan's own archives (restic
+		// forget --tag subvault:<plan> --host <this host>), so one plan's
+		// retention never thins another's in a shared repository.
 		Tags: append([]string{PlanTag(j.Plan.Name)}, b.Tags...),
 	}
 	if b.ExcludeFile != "" {

@@ -24,6 +24,8 @@ const (
 	EventConfigRefused            = "config-refused"
 	EventDaemonStarted            = "daemon-started"
 	EventDaemonStopping           = "daemon-stopping"
+	EventArchiveForgotten         = "archive-forgotten"
+	EventRepositoryDamaged        = "repository-damaged"
 )
 
 // events maps each event to its MESSAGE_ID. The ids were made once with
@@ -44,6 +46,8 @@ var events = []struct{ name, id string }{
 	{EventConfigRefused, "f0456a3ddd6249c6aa3c474f2faeee44"},
 	{EventDaemonStarted, "adc24c6a73c743d1a73f74fae34ceb53"},
 	{EventDaemonStopping, "c8ad7796691049acbd61d789008c08d3"},
+	{EventArchiveForgotten, "a7c0082a855141d8b64605a56b45332d"},
+	{EventRepositoryDamaged, "b5d0288eee5343f689145d6fdd229b7d"},
 }
 
 // Event is the attribute that names a log call's event:

@@ -36,10 +36,10 @@ const (
 // gain them.
 const (
 	// EventArchiveForgotten is logged for each archive a prune removes.
-	EventArchiveForgotten = "archive-forgotten"
+	EventArchiveForgotten = journal.EventArchiveForgotten
 	// EventRepositoryDamaged is logged when a check finds errors, before
 	// the job-failed line.
-	EventRepositoryDamaged = "repository-damaged"
+	EventRepositoryDamaged = journal.EventRepositoryDamaged
 )
 
 // GroupBy is restic forget's --group-by for a prune. The archives are first
