@@ -1,0 +1,265 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/backup"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/restic"
+)
+
+// Errors the api layer maps to the contract's error names.
+var (
+	ErrNoSuchSnapshot  = errors.New("no such snapshot")
+	ErrNoSuchArchive   = errors.New("no such archive")
+	ErrInvalidArgument = errors.New("invalid argument")
+)
+
+// PlanInfo is a plan as the D-Bus Plan object shows it.
+type PlanInfo struct {
+	Name       string
+	Subvolumes []string
+	Repository string
+	Schedule   string
+	NextRun    time.Time
+	PlanStatus
+}
+
+// Plans returns every configured plan, sorted by name.
+func (d *Daemon) Plans() []PlanInfo {
+	cfg := d.Config()
+	var out []PlanInfo
+	for _, name := range cfg.PlanNames() {
+		p := cfg.Plans[name]
+		out = append(out, PlanInfo{
+			Name: name, Subvolumes: append([]string(nil), p.Subvolumes...), Repository: p.Repository,
+			Schedule: p.Schedule, NextRun: d.NextRun(name, KindBackup), PlanStatus: d.queue.PlanStatus(name),
+		})
+	}
+	return out
+}
+
+func (d *Daemon) plan(name string) (*config.Config, *config.Plan, error) {
+	cfg := d.Config()
+	p, ok := cfg.Plans[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %q (plans: %s)", ErrNoSuchPlan, name, strings.Join(cfg.PlanNames(), ", "))
+	}
+	return cfg, p, nil
+}
+
+// SnapshotInfo is one local snapshot of a plan.
+type SnapshotInfo struct {
+	Name string
+	Path string
+	Time time.Time
+	// Kept is set when keep_snapshots keeps it (or a running job uses it).
+	Kept bool
+}
+
+// Snapshots lists the plan's local snapshots, oldest first.
+func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
+	_, plan, err := d.plan(planName)
+	if err != nil {
+		return nil, err
+	}
+	all, err := backup.PlanSnapshots(plan)
+	if err != nil {
+		return nil, err
+	}
+	k := plan.KeepSnapshots
+	keep, _, _ := btrfs.SelectKeep(all, btrfs.KeepPolicy{Last: k.Last, Hourly: k.Hourly, Daily: k.Daily, Weekly: k.Weekly, Monthly: k.Monthly}, time.Now(), time.Local)
+	kept := map[string]bool{}
+	for _, s := range keep {
+		kept[s.Path] = true
+	}
+	running := d.runningJobIDs()
+	out := make([]SnapshotInfo, len(all))
+	for i, s := range all {
+		out[i] = SnapshotInfo{Name: s.Name(), Path: s.Path, Time: s.Time, Kept: kept[s.Path] || running[s.JobID]}
+	}
+	return out, nil
+}
+
+func (d *Daemon) runningJobIDs() map[uint32]bool {
+	ids := map[uint32]bool{}
+	for _, j := range d.queue.Jobs() {
+		if j.State == StateRunning {
+			ids[j.ID] = true
+		}
+	}
+	return ids
+}
+
+// findSnapshot returns the plan's snapshot called name.
+func (d *Daemon) findSnapshot(plan *config.Plan, name string) (btrfs.Snapshot, error) {
+	parsed, err := btrfs.ParseName(name)
+	if err != nil || parsed.Plan != plan.Name {
+		return btrfs.Snapshot{}, fmt.Errorf("%w: %q is not a snapshot name of plan %s (list them with ListSnapshots)", ErrNoSuchSnapshot, name, plan.Name)
+	}
+	all, err := backup.PlanSnapshots(plan)
+	if err != nil {
+		return btrfs.Snapshot{}, err
+	}
+	for _, s := range all {
+		if s.Name() == name {
+			return s, nil
+		}
+	}
+	return btrfs.Snapshot{}, fmt.Errorf("%w: plan %s has no snapshot %s", ErrNoSuchSnapshot, plan.Name, name)
+}
+
+// DeleteSnapshot deletes one local snapshot of the plan; one a running job
+// uses is refused.
+func (d *Daemon) DeleteSnapshot(planName, name string) error {
+	_, plan, err := d.plan(planName)
+	if err != nil {
+		return err
+	}
+	s, err := d.findSnapshot(plan, name)
+	if err != nil {
+		return err
+	}
+	if d.runningJobIDs()[s.JobID] {
+		return fmt.Errorf("%w: snapshot %s belongs to job %d, which is running; cancel the job first", ErrInvalidArgument, name, s.JobID)
+	}
+	if err := btrfs.Delete(s.Path); err != nil {
+		return err
+	}
+	d.log.Info("snapshot deleted", "plan", planName, "snapshot", s.Path, "why", "asked over D-Bus")
+	return nil
+}
+
+// CloneSnapshot makes a writable snapshot of one of the plan's snapshots at
+// target (to look inside, or to boot in a container) and returns its path.
+func (d *Daemon) CloneSnapshot(planName, name, target string) (string, error) {
+	_, plan, err := d.plan(planName)
+	if err != nil {
+		return "", err
+	}
+	s, err := d.findSnapshot(plan, name)
+	if err != nil {
+		return "", err
+	}
+	if err := checkNewTarget(plan, target, false); err != nil {
+		return "", err
+	}
+	if err := btrfs.SnapshotWritable(s.Path, target); err != nil {
+		return "", err
+	}
+	d.log.Info("snapshot cloned", "plan", planName, "snapshot", s.Path, "clone", target)
+	return target, nil
+}
+
+// Archive is one restic snapshot of a plan.
+type Archive struct {
+	ShortID  string
+	ID       string
+	Time     time.Time
+	Hostname string
+	Paths    []string
+	Tags     []string
+}
+
+// Archives lists the plan's archives in its repository (those tagged with
+// the plan), newest first.
+func (d *Daemon) Archives(ctx context.Context, planName string) ([]Archive, error) {
+	cfg, plan, err := d.plan(planName)
+	if err != nil {
+		return nil, err
+	}
+	runner, err := backup.NewRunner(cfg, plan, d.log.With("plan", planName))
+	if err != nil {
+		return nil, err
+	}
+	list, err := runner.Snapshots(ctx, restic.SnapshotFilter{Tags: []string{backup.PlanTag(planName)}})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Archive, len(list))
+	for i, a := range list {
+		out[i] = Archive{ShortID: a.ShortID, ID: a.ID, Time: a.Time, Hostname: a.Hostname, Paths: a.Paths, Tags: a.Tags}
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Time.After(out[b].Time) })
+	return out, nil
+}
+
+// StartRestore queues a restore of archive (an id or "latest") of the plan
+// into target, which must be an absolute path that does not exist or is an
+// empty directory, outside the plan's snapshot directories.
+func (d *Daemon) StartRestore(planName, archive, target string, include []string, trigger string, caller int64) (Job, error) {
+	_, plan, err := d.plan(planName)
+	if err != nil {
+		return Job{}, err
+	}
+	if archive != "latest" && !isHexPrefix(archive) {
+		return Job{}, fmt.Errorf("%w: archive %q is neither an archive id (hex) nor \"latest\"", ErrInvalidArgument, archive)
+	}
+	if err := checkNewTarget(plan, target, true); err != nil {
+		return Job{}, err
+	}
+	for _, p := range include {
+		if p == "" || strings.ContainsRune(p, 0) {
+			return Job{}, fmt.Errorf("%w: an include pattern is empty or holds a NUL byte", ErrInvalidArgument)
+		}
+	}
+	j, _, err := d.queue.Enqueue(KindRestore, planName, trigger, caller, Job{Archive: archive, Target: target, Include: include})
+	return j, err
+}
+
+func isHexPrefix(s string) bool {
+	if len(s) < 4 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNewTarget checks a path subvault is asked to create: absolute,
+// clean, not inside the plan's snapshot directories, and either missing or
+// (when emptyDirOK) an empty directory; its parent must exist.
+func checkNewTarget(plan *config.Plan, target string, emptyDirOK bool) error {
+	if !filepath.IsAbs(target) || filepath.Clean(target) != target || strings.ContainsRune(target, 0) || target == "/" {
+		return fmt.Errorf("%w: target %q must be an absolute, clean path (no \"..\", no trailing \"/\")", ErrInvalidArgument, target)
+	}
+	for _, sv := range plan.Subvolumes {
+		dir := backup.SnapshotDir(plan, sv)
+		if target == dir || strings.HasPrefix(target, dir+"/") {
+			return fmt.Errorf("%w: target %s is inside the plan's snapshot directory %s", ErrInvalidArgument, target, dir)
+		}
+	}
+	fi, err := os.Lstat(target)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if _, err := os.Stat(filepath.Dir(target)); err != nil {
+			return fmt.Errorf("%w: the directory of target %s does not exist", ErrInvalidArgument, target)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: target %s: %w", ErrInvalidArgument, target, err)
+	case !emptyDirOK:
+		return fmt.Errorf("%w: target %s exists; name a path that does not", ErrInvalidArgument, target)
+	case !fi.IsDir():
+		return fmt.Errorf("%w: target %s exists and is not a directory", ErrInvalidArgument, target)
+	}
+	entries, err := os.ReadDir(target)
+	if err != nil {
+		return fmt.Errorf("%w: target %s: %w", ErrInvalidArgument, target, err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("%w: target %s is not empty; restore into a new or empty directory", ErrInvalidArgument, target)
+	}
+	return nil
+}
