@@ -178,7 +178,10 @@ func resolveID(nameOrID string, lookup func(string) (string, error)) (uint32, bo
 		}
 	}
 	id, err := strconv.ParseUint(s, 10, 32)
-	return uint32(id), err == nil
+	if err != nil {
+		return 0, false
+	}
+	return uint32(id), true
 }
 
 func allDigits(s string) bool {
