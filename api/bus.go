@@ -44,22 +44,6 @@ func busName(bus string) string {
 	return bus
 }
 
-// Serve returns the daemon's Serve option: it publishes the daemon on conn
-// and then takes the well-known name, without queueing; another owner is an
-// error that says so.
-func Serve(conn *dbus.Conn) func(d *daemon.Daemon) error {
-	return func(d *daemon.Daemon) error {
-		reply, err := conn.RequestName(BusName, dbus.NameFlagDoNotQueue)
-		if err != nil {
-			return fmt.Errorf("cannot request the bus name %s: %w", BusName, err)
-		}
-		if reply != dbus.RequestNameReplyPrimaryOwner {
-			return fmt.Errorf("another process owns the bus name %s: is subvault already running? (systemctl status subvault)", BusName)
-		}
-		return nil
-	}
-}
-
 // Inhibitor holds logind sleep inhibitors over conn (the system bus). Where
 // logind is not on the bus (a container, a test bus) it holds nothing and
 // says so once.

@@ -38,7 +38,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		Version:    version,
 		Logger:     log,
 		Inhibitor:  &api.Inhibitor{Conn: conn, Log: log},
-		Serve:      api.Serve(conn),
+		Serve:      api.Serve(conn, api.NewAuthorizer(conn, log), log),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "subvault daemon: %v\n", err)

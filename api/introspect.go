@@ -1,0 +1,135 @@
+package api
+
+import (
+	"github.com/godbus/dbus/v5/introspect"
+	"github.com/godbus/dbus/v5/prop"
+)
+
+// Interface names of the contract, and the standard ones the objects carry.
+const (
+	ManagerInterface       = "org.subvault.Subvault1.Manager"
+	JobInterface           = "org.subvault.Subvault1.Job"
+	PlanInterface          = "org.subvault.Subvault1.Plan"
+	ObjectManagerInterface = "org.freedesktop.DBus.ObjectManager"
+	propertiesInterface    = "org.freedesktop.DBus.Properties"
+	introspectInterface    = "org.freedesktop.DBus.Introspectable"
+)
+
+func in(name, typ string) introspect.Arg {
+	return introspect.Arg{Name: name, Type: typ, Direction: "in"}
+}
+func out(name, typ string) introspect.Arg {
+	return introspect.Arg{Name: name, Type: typ, Direction: "out"}
+}
+func sig(name, typ string) introspect.Arg { return introspect.Arg{Name: name, Type: typ} }
+
+// property is one read-only property; emits is "true" (PropertiesChanged
+// carries the new value) or "const".
+func property(name, typ, emits string) introspect.Property {
+	return introspect.Property{Name: name, Type: typ, Access: "read", Annotations: []introspect.Annotation{
+		{Name: "org.freedesktop.DBus.Property.EmitsChangedSignal", Value: emits},
+	}}
+}
+
+// managerIntrospection is org.subvault.Subvault1.Manager as the contract
+// (design/dbus-api.md) and docs/dbus-api.md define it.
+var managerIntrospection = introspect.Interface{
+	Name: ManagerInterface,
+	Methods: []introspect.Method{
+		{Name: "ListPlans", Args: []introspect.Arg{out("plans", "a(so)")}},
+		{Name: "ListJobs", Args: []introspect.Arg{out("jobs", "a(usssso)")}},
+		{Name: "StartBackup", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
+		{Name: "StartPrune", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
+		{Name: "StartCheck", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
+		{Name: "StartRestore", Args: []introspect.Arg{in("plan", "s"), in("archive", "s"), in("target", "s"), in("include", "as"), out("id", "u"), out("job", "o")}},
+		{Name: "CancelJob", Args: []introspect.Arg{in("id", "u")}},
+		{Name: "ListSnapshots", Args: []introspect.Arg{in("plan", "s"), out("snapshots", "a(sstb)")}},
+		{Name: "ListArchives", Args: []introspect.Arg{in("plan", "s"), out("archives", "a(stsasas)")}},
+		{Name: "DeleteSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s")}},
+		{Name: "CloneSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s"), in("target", "s"), out("path", "s")}},
+		{Name: "Reload"},
+	},
+	Properties: []introspect.Property{
+		property("Version", "s", "const"),
+		property("State", "s", "true"),
+		property("Plans", "as", "true"),
+		property("RunningJobs", "ao", "true"),
+		property("QueuedJobs", "ao", "true"),
+	},
+	Signals: []introspect.Signal{
+		{Name: "JobNew", Args: []introspect.Arg{sig("id", "u"), sig("job", "o"), sig("kind", "s"), sig("plan", "s")}},
+		{Name: "JobRemoved", Args: []introspect.Arg{sig("id", "u"), sig("job", "o"), sig("kind", "s"), sig("plan", "s"), sig("result", "s")}},
+	},
+}
+
+var jobIntrospection = introspect.Interface{
+	Name:    JobInterface,
+	Methods: []introspect.Method{{Name: "Cancel"}},
+	Properties: []introspect.Property{
+		property("Id", "u", "const"),
+		property("Kind", "s", "const"),
+		property("Plan", "s", "const"),
+		property("State", "s", "true"),
+		property("Result", "s", "true"),
+		property("Trigger", "s", "const"),
+		property("Progress", "d", "true"),
+		property("BytesDone", "t", "true"),
+		property("BytesTotal", "t", "true"),
+		property("FilesDone", "t", "true"),
+		property("FilesTotal", "t", "true"),
+		property("SecondsRemaining", "t", "true"),
+		property("CurrentFiles", "as", "true"),
+		property("QueuedAt", "t", "const"),
+		property("StartedAt", "t", "true"),
+		property("FinishedAt", "t", "true"),
+		property("Error", "s", "true"),
+		property("ArchiveId", "s", "true"),
+		property("Summary", "a{sv}", "true"),
+	},
+}
+
+var planIntrospection = introspect.Interface{
+	Name: PlanInterface,
+	Properties: []introspect.Property{
+		property("Name", "s", "const"),
+		property("Subvolumes", "as", "true"),
+		property("Repository", "s", "true"),
+		property("Schedule", "s", "true"),
+		property("NextRun", "t", "true"),
+		property("LastBackup", "t", "true"),
+		property("LastResult", "s", "true"),
+		property("LastError", "s", "true"),
+	},
+}
+
+var objectManagerIntrospection = introspect.Interface{
+	Name: ObjectManagerInterface,
+	Methods: []introspect.Method{
+		{Name: "GetManagedObjects", Args: []introspect.Arg{out("objects", "a{oa{sa{sv}}}")}},
+	},
+	Signals: []introspect.Signal{
+		{Name: "InterfacesAdded", Args: []introspect.Arg{sig("object", "o"), sig("interfaces", "a{sa{sv}}")}},
+		{Name: "InterfacesRemoved", Args: []introspect.Arg{sig("object", "o"), sig("interfaces", "as")}},
+	},
+}
+
+// node is the introspection of one object: the standard interfaces, then
+// ifaces.
+func node(children []string, ifaces ...introspect.Interface) *introspect.Node {
+	n := &introspect.Node{Interfaces: append([]introspect.Interface{
+		introspect.IntrospectData, introspect.PeerData, prop.IntrospectData,
+	}, ifaces...)}
+	for _, c := range children {
+		n.Children = append(n.Children, introspect.Node{Name: c})
+	}
+	return n
+}
+
+// Introspection returns the interfaces the daemon serves, by name: the
+// Manager, Job, Plan and ObjectManager interfaces.
+func Introspection() map[string]introspect.Interface {
+	return map[string]introspect.Interface{
+		ManagerInterface: managerIntrospection, JobInterface: jobIntrospection,
+		PlanInterface: planIntrospection, ObjectManagerInterface: objectManagerIntrospection,
+	}
+}

@@ -1,0 +1,314 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/config"
+)
+
+// listArchivesTimeout bounds a ListArchives call (restic reads the
+// repository's index); bus clients give up after 25 s by default anyway.
+const listArchivesTimeout = 2 * time.Minute
+
+// manager is org.subvault.Subvault1.Manager. Every method takes the raw
+// message first, to check the types the caller sent and to read the
+// allow-interactive-authorization flag; neither counts in its signature.
+//
+// Each method checks its arguments, then asks the Authorizer, then calls
+// the daemon: a malformed request is refused before polkit could ask
+// anybody for a password.
+type manager struct{ s *Server }
+
+// PlanEntry is one row of ListPlans: a(so).
+type PlanEntry struct {
+	Name string
+	Path dbus.ObjectPath
+}
+
+// JobEntry is one row of ListJobs: a(usssso).
+type JobEntry struct {
+	ID     uint32
+	Kind   string
+	Plan   string
+	State  string
+	Result string
+	Path   dbus.ObjectPath
+}
+
+// SnapshotEntry is one row of ListSnapshots: a(sstb).
+type SnapshotEntry struct {
+	Name string
+	Path string
+	Time uint64
+	Kept bool
+}
+
+// ArchiveEntry is one row of ListArchives: a(stsasas).
+type ArchiveEntry struct {
+	ShortID  string
+	Time     uint64
+	Hostname string
+	Paths    []string
+	Tags     []string
+}
+
+func (m manager) ListPlans(msg dbus.Message) ([]PlanEntry, *dbus.Error) {
+	if err := checkSignature(msg, ""); err != nil {
+		return nil, err
+	}
+	out := []PlanEntry{}
+	for _, name := range m.s.d.Config().PlanNames() {
+		out = append(out, PlanEntry{Name: name, Path: PlanPath(name)})
+	}
+	return out, nil
+}
+
+func (m manager) ListJobs(msg dbus.Message) ([]JobEntry, *dbus.Error) {
+	if err := checkSignature(msg, ""); err != nil {
+		return nil, err
+	}
+	out := []JobEntry{}
+	for _, j := range m.s.d.Queue().Jobs() {
+		out = append(out, JobEntry{ID: j.ID, Kind: j.Kind, Plan: j.Plan, State: j.State, Result: j.Result, Path: JobPath(j.ID)})
+	}
+	return out, nil
+}
+
+func (m manager) StartBackup(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
+	return m.s.start(msg, sender, daemon.KindBackup, ActionBackup, plan)
+}
+
+func (m manager) StartPrune(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
+	return m.s.start(msg, sender, daemon.KindPrune, ActionManage, plan)
+}
+
+func (m manager) StartCheck(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
+	return m.s.start(msg, sender, daemon.KindCheck, ActionBackup, plan)
+}
+
+func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archive, target string, include []string) (uint32, dbus.ObjectPath, *dbus.Error) {
+	if err := checkSignature(msg, "sssas"); err != nil {
+		return 0, "", err
+	}
+	p, derr := m.s.plan(plan)
+	if derr != nil {
+		return 0, "", derr
+	}
+	if derr := firstError(checkArchive(archive), checkPath("restore target", target), checkIncludes(include)); derr != nil {
+		return 0, "", derr
+	}
+	uid, derr := m.s.authorize(msg, sender, ActionRestore, p)
+	if derr != nil {
+		return 0, "", derr
+	}
+	j, err := m.s.d.StartRestore(plan, archive, target, include, trigger(uid), int64(uid))
+	if err != nil {
+		return 0, "", daemonError(err)
+	}
+	m.s.sync()
+	return j.ID, JobPath(j.ID), nil
+}
+
+func (m manager) CancelJob(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.Error {
+	if err := checkSignature(msg, "u"); err != nil {
+		return err
+	}
+	return m.s.cancel(msg, sender, id)
+}
+
+func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]SnapshotEntry, *dbus.Error) {
+	if err := checkSignature(msg, "s"); err != nil {
+		return nil, err
+	}
+	if _, derr := m.s.plan(plan); derr != nil {
+		return nil, derr
+	}
+	list, err := m.s.d.Snapshots(plan)
+	if err != nil {
+		return nil, daemonError(err)
+	}
+	out := []SnapshotEntry{}
+	for _, sn := range list {
+		out = append(out, SnapshotEntry{Name: escapeInvalidUTF8(sn.Name), Path: escapeInvalidUTF8(sn.Path), Time: micros(sn.Time), Kept: sn.Kept})
+	}
+	return out, nil
+}
+
+func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string) ([]ArchiveEntry, *dbus.Error) {
+	if err := checkSignature(msg, "s"); err != nil {
+		return nil, err
+	}
+	p, derr := m.s.plan(plan)
+	if derr != nil {
+		return nil, derr
+	}
+	if _, derr := m.s.authorize(msg, sender, ActionBackup, p); derr != nil {
+		return nil, derr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), listArchivesTimeout)
+	defer cancel()
+	list, err := m.s.d.Archives(ctx, plan)
+	if err != nil {
+		return nil, daemonError(fmt.Errorf("cannot list the archives of plan %s: %w", plan, err))
+	}
+	out := []ArchiveEntry{}
+	for _, a := range list {
+		out = append(out, ArchiveEntry{ShortID: a.ShortID, Time: micros(a.Time), Hostname: escapeInvalidUTF8(a.Hostname),
+			Paths: escapeAll(a.Paths), Tags: escapeAll(a.Tags)})
+	}
+	return out, nil
+}
+
+func (m manager) DeleteSnapshot(msg dbus.Message, sender dbus.Sender, plan, name string) *dbus.Error {
+	if err := checkSignature(msg, "ss"); err != nil {
+		return err
+	}
+	p, derr := m.s.plan(plan)
+	if derr != nil {
+		return derr
+	}
+	if derr := checkSnapshotName(name); derr != nil {
+		return derr
+	}
+	if _, derr := m.s.authorize(msg, sender, ActionManage, p); derr != nil {
+		return derr
+	}
+	return daemonError(m.s.d.DeleteSnapshot(plan, name))
+}
+
+func (m manager) CloneSnapshot(msg dbus.Message, sender dbus.Sender, plan, name, target string) (string, *dbus.Error) {
+	if err := checkSignature(msg, "sss"); err != nil {
+		return "", err
+	}
+	p, derr := m.s.plan(plan)
+	if derr != nil {
+		return "", derr
+	}
+	if derr := firstError(checkSnapshotName(name), checkPath("clone target", target)); derr != nil {
+		return "", derr
+	}
+	if _, derr := m.s.authorize(msg, sender, ActionRestore, p); derr != nil {
+		return "", derr
+	}
+	path, err := m.s.d.CloneSnapshot(plan, name, target)
+	if err != nil {
+		return "", daemonError(err)
+	}
+	return escapeInvalidUTF8(path), nil
+}
+
+func (m manager) Reload(msg dbus.Message, sender dbus.Sender) *dbus.Error {
+	if err := checkSignature(msg, ""); err != nil {
+		return err
+	}
+	if _, derr := m.s.authorize(msg, sender, ActionManage, nil); derr != nil {
+		return derr
+	}
+	if err := m.s.d.Reload(); err != nil {
+		return daemonError(err)
+	}
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	if err := m.s.syncPlans(true); err != nil {
+		return daemonError(err)
+	}
+	return nil
+}
+
+// start queues a backup, prune or check of plan.
+func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
+	if err := checkSignature(msg, "s"); err != nil {
+		return 0, "", err
+	}
+	p, derr := s.plan(plan)
+	if derr != nil {
+		return 0, "", derr
+	}
+	uid, derr := s.authorize(msg, sender, action, p)
+	if derr != nil {
+		return 0, "", derr
+	}
+	j, err := s.d.Start(kind, plan, trigger(uid), int64(uid))
+	if err != nil {
+		return 0, "", daemonError(err)
+	}
+	s.sync()
+	return j.ID, JobPath(j.ID), nil
+}
+
+// cancel cancels job id: the caller's own job needs ActionBackup on its
+// plan, anyone else's ActionManage.
+func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.Error {
+	j, ok := s.d.Queue().Job(id)
+	if !ok {
+		return newError(ErrorNoSuchJob, "there is no job %d; ListJobs lists the jobs", id)
+	}
+	if !j.Active() {
+		return newError(ErrorNoSuchJob, "job %d has already finished (%s); there is nothing to cancel", id, j.Result)
+	}
+	uid, derr := s.authz.CallerUID(sender)
+	if derr != nil {
+		return derr
+	}
+	action := ActionManage
+	if j.Caller >= 0 && j.Caller == int64(uid) {
+		action = ActionBackup
+	}
+	if _, derr := s.authorize(msg, sender, action, s.planConfig(j.Plan)); derr != nil {
+		return derr
+	}
+	if err := s.d.Queue().Cancel(id); err != nil {
+		if errors.Is(err, daemon.ErrNoSuchJob) {
+			return newError(ErrorNoSuchJob, "job %d has already finished; there is nothing to cancel", id)
+		}
+		return daemonError(err)
+	}
+	s.sync()
+	return nil
+}
+
+// plan checks a plan argument and returns the plan's configuration.
+func (s *Server) plan(name string) (*config.Plan, *dbus.Error) {
+	if derr := checkName("plan", name); derr != nil {
+		return nil, derr
+	}
+	cfg := s.d.Config()
+	p, ok := cfg.Plans[name]
+	if !ok {
+		plans := strings.Join(cfg.PlanNames(), ", ")
+		if plans == "" {
+			plans = "none"
+		}
+		return nil, newError(ErrorNoSuchPlan, "no plan %q in %s (plans: %s)", name, cfg.File, plans)
+	}
+	return p, nil
+}
+
+// authorize asks the Authorizer whether the sender may do action on plan,
+// with interactive authentication only when the call allows it, and
+// returns the caller's uid.
+func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action string, plan *config.Plan) (uint32, *dbus.Error) {
+	interactive := msg.Flags&dbus.FlagAllowInteractiveAuthorization != 0
+	if derr := s.authz.Authorize(sender, interactive, action, plan); derr != nil {
+		return 0, derr
+	}
+	return s.authz.CallerUID(sender)
+}
+
+func trigger(uid uint32) string { return fmt.Sprintf("dbus:%d", uid) }
+
+func firstError(errs ...*dbus.Error) *dbus.Error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
