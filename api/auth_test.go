@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ const (
 	busPolicyFile     = "../packaging/org.subvault.Subvault1.conf"
 	polkitActionsFile = "../packaging/org.subvault.policy"
 	managerInterface  = BusName + ".Manager"
+	polkitd           = "/usr/lib/polkit-1/polkitd"
+	polkitdBusPolicy  = "/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf"
 )
 
 // testPolkitPolicy lets the test process (root) own polkit's name on the
@@ -66,8 +69,12 @@ func newAuthBus(t *testing.T, plans ...*config.Plan) *authBus {
 	testutil.RequireRoot(t)
 	polkitPolicy := filepath.Join(t.TempDir(), "test-polkit.conf")
 	testutil.WriteFile(t, polkitPolicy, testPolkitPolicy)
+	policies := []string{busPolicyFile, polkitPolicy}
+	if _, err := os.Stat(polkitdBusPolicy); err == nil {
+		policies = append(policies, polkitdBusPolicy) // for the real polkitd
+	}
 	b := &authBus{
-		bus:     testutil.NewSystemBus(t, busPolicyFile, polkitPolicy),
+		bus:     testutil.NewSystemBus(t, policies...),
 		log:     &lockedLog{},
 		plans:   map[string]*config.Plan{},
 		answers: make(chan authAnswer, 64),
@@ -375,6 +382,131 @@ func TestAuthorizePolkit(t *testing.T) {
 			t.Errorf("the polkit failure was not logged:\n%s", b.log.String())
 		}
 	})
+}
+
+// testPolkitRules make polkitd answer yes and no for uid 65534; backups
+// keep the actions file's default, auth_admin (a challenge).
+const testPolkitRules = `polkit.addRule(function(action, subject) {
+    if (subject.user == "nobody" && action.id == "org.subvault.manage") {
+        return polkit.Result.YES;
+    }
+    if (subject.user == "nobody" && action.id == "org.subvault.restore") {
+        return polkit.Result.NO;
+    }
+});
+`
+
+// The real polkitd on the private bus, with our actions file and test
+// rules bind-mounted over its directories in a mount namespace of its own
+// (the machine's stay untouched): the actions file as polkit parses it, and
+// the authorizer against polkit's real answers. Sessions are not modelled
+// here (no logind); the end-to-end test under systemd-nspawn has them.
+func TestAuthorizeRealPolkitd(t *testing.T) {
+	testutil.RequireNobody(t)
+	requireClients(t)
+	testutil.RequireCommand(t, "unshare", "util-linux")
+	testutil.RequireCommand(t, "pkaction", "polkitd")
+	if _, err := os.Stat(polkitd); err != nil {
+		testutil.SkipOrFail(t, polkitd+" (apt-get install polkitd)")
+	}
+	b := newAuthBus(t, &config.Plan{Name: "home"})
+	startPolkitd(t, b.bus.Address, b.conn)
+
+	pkaction := exec.Command("pkaction", "--verbose")
+	pkaction.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + b.bus.Address}
+	out, err := pkaction.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pkaction: %v: %s", err, out)
+	}
+	for _, want := range []string{
+		"org.subvault.backup:", "org.subvault.manage:", "org.subvault.restore:",
+		"implicit active:   auth_admin_keep", "implicit any:      auth_admin",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("pkaction does not show %q from our actions file:\n%s", want, out)
+		}
+	}
+
+	got, _ := b.asNobody(t, false, ActionBackup, "home")
+	if errName(got.err) != authInteractiveAuthorizationRequired {
+		t.Errorf("backup (auth_admin), not interactive: %s (%s); want InteractiveAuthorizationRequired", errName(got.err), errMessage(got.err))
+	}
+	got, clientOut := b.asNobody(t, true, ActionBackup, "home")
+	requireDenied(t, got, clientOut, "plan home")
+	t.Logf("backup, interactive, no authentication agent: %s", errMessage(got.err))
+	if got, out := b.asNobody(t, false, ActionManage, "home"); got.err != nil {
+		t.Errorf("manage, which a rule allows uid 65534: %s (%s)", errMessage(got.err), out)
+	}
+	got, clientOut = b.asNobody(t, false, ActionRestore, "home")
+	requireDenied(t, got, clientOut, "not authorized to restore from plan home: you are uid 65534")
+	if got := b.asRoot(t, ActionRestore, "home"); got.err != nil {
+		t.Errorf("root: %s", errMessage(got.err))
+	}
+}
+
+// startPolkitd runs polkitd on the bus at address until the test ends. It
+// starts as root and switches to its own user, as under systemd.
+func startPolkitd(t *testing.T, address string, conn *dbus.Conn) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "subvault-polkit-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	actions, rules := filepath.Join(dir, "actions"), filepath.Join(dir, "rules.d")
+	for _, d := range []string{dir, actions, rules} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy, err := os.ReadFile(polkitActionsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, filepath.Join(actions, "org.subvault.policy"), string(policy))
+	testutil.WriteFile(t, filepath.Join(rules, "50-subvault-test.rules"), testPolkitRules)
+
+	log := &lockedLog{}
+	cmd := exec.Command("unshare", "--mount", "--propagation=private", "sh", "-ec",
+		`mount --bind "$1" /usr/share/polkit-1/actions; mount --bind "$2" /etc/polkit-1/rules.d; exec "$3" --no-debug`,
+		"sh", actions, rules, polkitd)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + address}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("polkitd: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("polkitd said:\n%s", log.String())
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var has bool
+		if err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, polkitBusName).Store(&has); err == nil && has {
+			break
+		}
+		select {
+		case <-exited:
+			testutil.SkipOrFail(t, "polkitd running on a private bus; it exited: "+log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("polkitd did not take its name within 10 s:\n%s", log.String())
+		}
+	}
 }
 
 // The bus policy, on a bus with the system bus's own policy: only root owns
