@@ -1,0 +1,134 @@
+package api
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/godbus/dbus/v5"
+)
+
+func TestPlanPathEscapesLikeSystemd(t *testing.T) {
+	for name, want := range map[string]string{
+		"home":      "/org/subvault/Subvault1/plan/home",
+		"my_plan.x": "/org/subvault/Subvault1/plan/my_5fplan_2ex",
+		"a-b":       "/org/subvault/Subvault1/plan/a_2db",
+		"":          "/org/subvault/Subvault1/plan/_",
+	} {
+		if got := PlanPath(name); string(got) != want || !got.IsValid() {
+			t.Errorf("PlanPath(%q) = %s, want %s", name, got, want)
+		}
+	}
+	if JobPath(42) != "/org/subvault/Subvault1/job/42" {
+		t.Errorf("JobPath(42) = %s", JobPath(42))
+	}
+}
+
+func TestEscapeInvalidUTF8(t *testing.T) {
+	for in, want := range map[string]string{
+		"/home/ok":          "/home/ok",
+		"/home/caf\xc3\xa9": "/home/café",
+		"/home/\xff\xfeX":   `/home/\xff\xfeX`,
+		"/home/a\x00b":      `/home/a\x00b`,
+		"\xc3":              `\xc3`,
+	} {
+		if got := escapeInvalidUTF8(in); got != want {
+			t.Errorf("escapeInvalidUTF8(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestChecks(t *testing.T) {
+	good := []string{"home", "a", "A1_b.c-d", strings.Repeat("x", 64)}
+	bad := []string{"", "../x", "a/b", ".home", "-x", "_x", strings.Repeat("x", 65), "a b", "é", "a\x00"}
+	for _, n := range good {
+		if err := checkName("plan", n); err != nil {
+			t.Errorf("checkName(%q): %v", n, err)
+		}
+	}
+	for _, n := range bad {
+		if err := checkName("plan", n); err == nil || err.Name != ErrorInvalidArgument {
+			t.Errorf("checkName(%q) = %v", n, err)
+		}
+	}
+	for _, p := range []string{"", "x", "./x", "/a/../b", "/a/", "//a", "/", "/a\x00", "/" + strings.Repeat("a", 4096)} {
+		if err := checkPath("target", p); err == nil {
+			t.Errorf("checkPath(%.40q) passed", p)
+		}
+	}
+	if err := checkPath("target", "/srv/restore"); err != nil {
+		t.Errorf("checkPath: %v", err)
+	}
+	for _, a := range []string{"latest", "abcd", "0123456789abcdef"} {
+		if err := checkArchive(a); err != nil {
+			t.Errorf("checkArchive(%q): %v", a, err)
+		}
+	}
+	for _, a := range []string{"", "abc", "ABCD", "xyz1", "--help", strings.Repeat("a", 65)} {
+		if err := checkArchive(a); err == nil {
+			t.Errorf("checkArchive(%q) passed", a)
+		}
+	}
+	if err := checkIncludes(make([]string, 1001)); err == nil {
+		t.Error("1001 includes passed")
+	}
+	if err := checkSnapshotName("subvault@home@20260101T000000Z@1@home"); err != nil {
+		t.Error(err)
+	}
+	long := invalidArgument("plan %s is bad", quoteArg(strings.Repeat("x", 65536)))
+	if msg := long.Error(); len(msg) > 200 {
+		t.Errorf("a 64 KiB argument makes a %d-byte message", len(msg))
+	}
+}
+
+func TestSignatureCheck(t *testing.T) {
+	msg := dbus.Message{Body: []any{int32(65)}}
+	if err := checkSignature(msg, "s"); err == nil || err.Name != ErrorInvalidArgument {
+		t.Errorf("an int32 for a string: %v", err)
+	}
+	if err := checkSignature(dbus.Message{Body: []any{"a", []string{}}}, "sas"); err != nil {
+		t.Error(err)
+	}
+	if err := checkSignature(dbus.Message{}, ""); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSummaryVariants(t *testing.T) {
+	var raw map[string]any
+	d := json.NewDecoder(strings.NewReader(`{"files_new":21,"total_duration":1.5,"snapshot_id":"ab\u00e9","dry_run":false,"neg":-3,"nested":{"a":1},"nothing":null}`))
+	d.UseNumber()
+	if err := d.Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	v := summaryVariants(raw)
+	want := map[string]string{"files_new": "t", "total_duration": "d", "snapshot_id": "s", "dry_run": "b", "neg": "x", "nested": "s"}
+	for k, sig := range want {
+		if got := v[k].Signature().String(); got != sig {
+			t.Errorf("%s: %s, want %s", k, got, sig)
+		}
+	}
+	if _, ok := v["nothing"]; ok {
+		t.Error("null kept")
+	}
+	if v["files_new"].Value() != uint64(21) {
+		t.Errorf("files_new %v", v["files_new"])
+	}
+}
+
+func TestDaemonErrorNames(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{errString("boom"), ErrorFailed},
+	} {
+		if got := daemonError(c.err); got.Name != c.want {
+			t.Errorf("%v: %s", c.err, got.Name)
+		}
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
