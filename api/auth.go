@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/user"
 	"slices"
 	"strconv"
@@ -48,6 +49,7 @@ type PolkitAuthorizer struct {
 
 	// Bounds of a polkit check; the tests shorten them.
 	timeout, interactiveTimeout time.Duration
+	selfUID                     uint32
 }
 
 var _ Authorizer = (*PolkitAuthorizer)(nil)
@@ -59,7 +61,8 @@ func NewAuthorizer(conn *dbus.Conn, log *slog.Logger) *PolkitAuthorizer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PolkitAuthorizer{conn: conn, log: log, timeout: PolkitTimeout, interactiveTimeout: PolkitInteractiveTimeout}
+	return &PolkitAuthorizer{conn: conn, log: log, timeout: PolkitTimeout, interactiveTimeout: PolkitInteractiveTimeout,
+		selfUID: uint32(os.Getuid())} //nolint:gosec // a uid fits in 32 bits
 }
 
 // CallerUID asks the bus for the uid of the connection that sent a call.
@@ -79,18 +82,20 @@ func (a *PolkitAuthorizer) CallerUID(sender dbus.Sender) (uint32, *dbus.Error) {
 // ActionManage, ActionRestore) on plan (nil when the action is not about
 // one plan). interactive is the call's allow-interactive-authorization flag.
 func (a *PolkitAuthorizer) Authorize(sender dbus.Sender, interactive bool, action string, plan *config.Plan) *dbus.Error {
-	uid, derr := a.CallerUID(sender)
-	if derr != nil {
-		return derr
-	}
-	if uid == 0 {
-		return nil
-	}
 	what, ok := actionWords[action]
 	if !ok {
 		// A programming error in api: never let an unknown action through.
 		a.log.Error("authorization asked for an unknown action; refusing", "action", action, "sender", string(sender))
 		return denyCaller("not authorized: unknown action %q", action)
+	}
+	uid, derr := a.CallerUID(sender)
+	if derr != nil {
+		return derr
+	}
+	// Root, and the daemon's own user (root, except in trials on a session
+	// bus), who could do all this without asking.
+	if uid == 0 || uid == a.selfUID {
+		return nil
 	}
 	if action == ActionBackup && plan != nil {
 		if a.planAllows(sender, uid, plan) {
@@ -100,13 +105,17 @@ func (a *PolkitAuthorizer) Authorize(sender dbus.Sender, interactive bool, actio
 
 	refusal := refusal{uid: uid, action: action, what: what, plan: plan}
 	answer, err := a.checkPolkit(sender, interactive, action)
-	switch {
-	case err != nil:
+	if err != nil {
 		a.log.Warn("polkit could not be asked; refusing (fail closed)",
 			"sender", string(sender), "uid", uid, "action", action, "plan", planNameOf(plan), "err", err)
 		return refusal.deny(fmt.Sprintf("%v, so only root%s can be allowed", err, refusal.alternative()))
-	case answer.IsAuthorized:
+	}
+	if answer.IsAuthorized {
 		return nil
+	}
+	a.log.Info("refused a caller", "sender", string(sender), "uid", uid, "action", action, "plan", planNameOf(plan),
+		"challenge", answer.IsChallenge, "interactive", interactive)
+	switch {
 	case answer.IsChallenge && !interactive:
 		return dbus.NewError(authInteractiveAuthorizationRequired, []any{
 			fmt.Sprintf("authentication is needed to %s: call again with interactive authorization allowed, e.g. busctl --allow-interactive-authorization=yes ...", refusal.object()),

@@ -224,6 +224,10 @@ func TestAuthorizeRootPassesEverything(t *testing.T) {
 	if n := len(fake.seen()); n != 0 {
 		t.Errorf("polkit was asked %d times about root; want never", n)
 	}
+	// An action api made up by mistake is refused, even to root.
+	if got := b.asRoot(t, "org.subvault.everything", "home"); errName(got.err) != authAccessDenied {
+		t.Errorf("root, unknown action: %s; want AccessDenied", errName(got.err))
+	}
 	conn := dialBus(t, b.bus.Address)
 	var uid uint32
 	if err := conn.Object(BusName, ManagerPath).Call(managerInterface+".WhoAmI", 0).Store(&uid); err != nil || uid != 0 {
