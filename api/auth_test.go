@@ -66,6 +66,13 @@ type authAnswer struct {
 
 func newAuthBus(t *testing.T, plans ...*config.Plan) *authBus {
 	t.Helper()
+	return newAuthBusTuned(t, nil, plans...)
+}
+
+// newAuthBusTuned is newAuthBus with tune applied to the authorizer before
+// any call can reach it.
+func newAuthBusTuned(t *testing.T, tune func(*PolkitAuthorizer), plans ...*config.Plan) *authBus {
+	t.Helper()
 	testutil.RequireRoot(t)
 	polkitPolicy := filepath.Join(t.TempDir(), "test-polkit.conf")
 	testutil.WriteFile(t, polkitPolicy, testPolkitPolicy)
@@ -84,6 +91,9 @@ func newAuthBus(t *testing.T, plans ...*config.Plan) *authBus {
 	}
 	b.conn = dialBus(t, b.bus.Address)
 	b.authz = NewAuthorizer(b.conn, slog.New(slog.NewTextHandler(b.log, nil)))
+	if tune != nil {
+		tune(b.authz)
+	}
 	if err := b.conn.Export(authTestService{b}, ManagerPath, managerInterface); err != nil {
 		t.Fatal(err)
 	}
@@ -303,9 +313,10 @@ func TestAuthorizePlanAllowLists(t *testing.T) {
 func TestAuthorizePolkit(t *testing.T) {
 	testutil.RequireNobody(t)
 	requireClients(t)
-	b := newAuthBus(t, &config.Plan{Name: "home"})
-	b.authz.timeout = 500 * time.Millisecond
-	b.authz.interactiveTimeout = time.Second
+	b := newAuthBusTuned(t, func(a *PolkitAuthorizer) {
+		a.timeout = 500 * time.Millisecond
+		a.interactiveTimeout = time.Second
+	}, &config.Plan{Name: "home"})
 	fake := startFakePolkit(t, b.bus.Address)
 
 	for _, action := range allActions {
