@@ -55,14 +55,14 @@ type PolkitAuthorizer struct {
 var _ Authorizer = (*PolkitAuthorizer)(nil)
 
 // NewAuthorizer asks the bus behind conn who a caller is, and the polkit
-// authority on that bus whether they may act. log gets refusals that come
-// from polkit being unavailable; nil logs nothing.
+// authority on that bus whether they may act. log gets polkit's refusals
+// (Info) and the refusals for want of polkit (Warn); nil logs nothing.
 func NewAuthorizer(conn *dbus.Conn, log *slog.Logger) *PolkitAuthorizer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &PolkitAuthorizer{conn: conn, log: log, timeout: PolkitTimeout, interactiveTimeout: PolkitInteractiveTimeout,
-		selfUID: uint32(os.Getuid())} //nolint:gosec // a uid fits in 32 bits
+		selfUID: uint32(os.Getuid())}
 }
 
 // CallerUID asks the bus for the uid of the connection that sent a call.
