@@ -113,12 +113,11 @@ var objectManagerIntrospection = introspect.Interface{
 	},
 }
 
-// node is the introspection of one object: the standard interfaces, then
-// ifaces.
+// node is the introspection of one object: Properties and ifaces.
+// introspect.NewIntrospectable adds Introspectable and Peer; given either,
+// godbus v5.2.4 lists Peer twice, which busctl refuses.
 func node(children []string, ifaces ...introspect.Interface) *introspect.Node {
-	n := &introspect.Node{Interfaces: append([]introspect.Interface{
-		introspect.IntrospectData, introspect.PeerData, prop.IntrospectData,
-	}, ifaces...)}
+	n := &introspect.Node{Interfaces: append([]introspect.Interface{prop.IntrospectData}, ifaces...)}
 	for _, c := range children {
 		n.Children = append(n.Children, introspect.Node{Name: c})
 	}

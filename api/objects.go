@@ -47,12 +47,13 @@ func jobValues(j daemon.Job) map[string]any {
 
 // exportJob exports j's object; mu is held.
 func (s *Server) exportJob(j daemon.Job) (*jobObject, error) {
-	o := &jobObject{id: j.ID, path: JobPath(j.ID), plan: j.Plan, caller: j.Caller, values: jobValues(j)}
+	o := &jobObject{id: j.ID, path: JobPath(j.ID), plan: j.Plan, caller: j.Caller, values: jobValues(j), shown: jobValues(j)}
+	// prop gets values of its own: SetMust stores a map into the map it
+	// holds, in place, which must not change ours.
 	props := map[string]*prop.Prop{}
-	for k, v := range o.values {
+	for k, v := range jobValues(j) {
 		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
 	}
-	o.shown = copyValues(o.values)
 	var err error
 	if o.props, err = prop.Export(s.conn, o.path, prop.Map{JobInterface: props}); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
@@ -75,7 +76,9 @@ func (s *Server) unexportJob(o *jobObject) {
 	delete(s.throttled, o.id)
 }
 
-// set takes the job's new values into its properties.
+// set takes the job's new values into its properties. (prop stores a map
+// by adding its keys to the map it has; Summary, the one map, is set once,
+// when the job finishes, so no stale key stays.)
 func (o *jobObject) set(j daemon.Job) {
 	for k, v := range jobValues(j) {
 		if !reflect.DeepEqual(o.values[k], v) {
@@ -135,7 +138,7 @@ func planValues(p daemon.PlanInfo) map[string]any {
 func (s *Server) exportPlan(p daemon.PlanInfo) (*planObject, error) {
 	o := &planObject{name: p.Name, path: PlanPath(p.Name), values: planValues(p)}
 	props := map[string]*prop.Prop{}
-	for k, v := range o.values {
+	for k, v := range planValues(p) { // prop's own, as in exportJob
 		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
 	}
 	var err error

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -152,6 +153,9 @@ func TestIntrospectionServedMatchesDoc(t *testing.T) {
 		}
 		served := map[string]introspect.Interface{}
 		for _, i := range n.Interfaces {
+			if _, dup := served[i.Name]; dup {
+				t.Errorf("%s lists %s twice (busctl refuses such introspection)", path, i.Name)
+			}
 			served[i.Name] = i
 		}
 		for _, std := range []string{"org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Peer", "org.freedesktop.DBus.Properties"} {
@@ -370,6 +374,7 @@ func TestProgressThrottled(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	j.State, j.Result, j.FinishedAt, j.CurrentFiles, j.ArchiveID = daemon.StateFinished, daemon.ResultDone, time.Now(), nil, "abcdef12"
+	j.Summary = map[string]any{"files_new": json.Number("21"), "total_duration": json.Number("1.5"), "snapshot_id": "abcdef12"}
 	l.JobFinished(j)
 
 	var changed []time.Time
@@ -398,7 +403,7 @@ func TestProgressThrottled(t *testing.T) {
 				if s.Body[4] != "done" {
 					t.Errorf("JobRemoved %v", s.Body)
 				}
-				if last == nil || last["State"].Value() != "finished" {
+				if last == nil || last["State"].Value() != "finished" || last["Summary"].Signature().String() != "a{sv}" {
 					t.Errorf("JobRemoved before the final PropertiesChanged (last %v)", last)
 				}
 			}

@@ -1,0 +1,481 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/internal/testutil"
+)
+
+// apiEnv is the real daemon as its own process on a private bus, a
+// loop-device btrfs with a subvolume home and a restic repository; the
+// plan keeps its last 5 snapshots, so that there are some to clone and
+// delete.
+type apiEnv struct {
+	*daemonEnv
+	signals *signalLog
+	called  map[string]bool // Manager methods called through busctl or dbus-send
+}
+
+func newAPIEnv(t *testing.T, files int) *apiEnv {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "busctl", "systemd")
+	testutil.RequireCommand(t, "dbus-send", "dbus-bin")
+	e := &apiEnv{daemonEnv: &daemonEnv{runEnv: newRunEnv(t, 1024), bus: testutil.NewBus(t), notify: newNotifySocket(t)}, called: map[string]bool{}}
+	e.state = filepath.Dir(e.config)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "    repository: r\n", "    repository: r\n    keep_snapshots:\n      last: 5\n", 1))
+	e.addFiles(t, "a", files)
+	return e
+}
+
+func (e *apiEnv) addFiles(t *testing.T, prefix string, n int) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for i := range n {
+		if _, err := rand.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WriteFile(t, e.fs.Path("home", fmt.Sprintf("d%d", i%10), fmt.Sprintf("%s%d", prefix, i)), string(buf))
+	}
+}
+
+// startDaemon starts the daemon and waits for READY=1, with a signal log
+// subscribed before.
+func (e *apiEnv) startDaemon(t *testing.T) {
+	t.Helper()
+	conn, err := dbus.Connect(e.bus.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	e.signals = newSignalLog(t, conn)
+	from := len(e.notify.messages())
+	_, log := e.start(t)
+	e.notify.waitFor(t, from, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", log.String())
+		}
+	})
+}
+
+// busctl runs busctl on the test bus and returns its output and error.
+func (e *apiEnv) busctl(args ...string) (string, error) {
+	cmd := exec.Command("busctl", append([]string{"--address=" + e.bus.Address}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// call calls a Manager method through busctl (JSON output) and stores the
+// reply's first value in out (nil: ignore it), or all its values when out
+// is a *[]json.RawMessage.
+func (e *apiEnv) call(t *testing.T, out any, method, signature string, args ...string) {
+	t.Helper()
+	e.called[method] = true
+	argv := []string{"--json=short", "call", api.BusName, string(api.ManagerPath), api.ManagerInterface, method}
+	if signature != "" {
+		argv = append(argv, signature)
+	}
+	text, err := e.busctl(append(argv, args...)...)
+	if err != nil {
+		t.Fatalf("busctl call %s %s %v: %v: %s", method, signature, args, err, text)
+	}
+	if out == nil {
+		return
+	}
+	var reply struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(text), &reply); err != nil {
+		t.Fatalf("busctl %s: %v: %s", method, err, text)
+	}
+	if all, ok := out.(*[]json.RawMessage); ok {
+		*all = reply.Data
+		return
+	}
+	if len(reply.Data) != 1 {
+		t.Fatalf("busctl %s: %d values: %s", method, len(reply.Data), text)
+	}
+	if err := json.Unmarshal(reply.Data[0], out); err != nil {
+		t.Fatalf("busctl %s data: %v: %s", method, err, reply.Data[0])
+	}
+}
+
+// start calls a Start method through busctl and returns the job's id.
+func (e *apiEnv) startJob(t *testing.T, method, signature string, args ...string) uint32 {
+	t.Helper()
+	var reply []json.RawMessage
+	e.call(t, &reply, method, signature, args...)
+	var id uint32
+	var path string
+	if len(reply) != 2 || json.Unmarshal(reply[0], &id) != nil || json.Unmarshal(reply[1], &path) != nil || path != string(api.JobPath(id)) {
+		t.Fatalf("%s replied %s", method, reply)
+	}
+	return id
+}
+
+// send calls a Manager method through dbus-send and returns the error
+// name ("" on success) and the output.
+func (e *apiEnv) send(method string, args ...string) (string, string) {
+	e.called[method] = true
+	cmd := exec.Command("dbus-send", append([]string{"--bus=" + e.bus.Address, "--print-reply", "--dest=" + api.BusName,
+		string(api.ManagerPath), api.ManagerInterface + "." + method}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return "", string(out)
+	}
+	// "Error org.subvault.Subvault1.Error.InvalidArgument: message"
+	fields := strings.Fields(string(out))
+	if len(fields) >= 2 && fields[0] == "Error" {
+		return strings.TrimSuffix(fields[1], ":"), string(out)
+	}
+	return "(dbus-send: " + err.Error() + ")", string(out)
+}
+
+func (e *apiEnv) jobCount(t *testing.T) int {
+	t.Helper()
+	var jobs [][]any
+	e.call(t, &jobs, "ListJobs", "")
+	return len(jobs)
+}
+
+// signalLog keeps every signal from the daemon with its arrival time.
+type signalLog struct {
+	mu   sync.Mutex
+	list []timedSignal
+}
+
+type timedSignal struct {
+	*dbus.Signal
+	at time.Time
+}
+
+func newSignalLog(t *testing.T, conn *dbus.Conn) *signalLog {
+	t.Helper()
+	raw := make(chan *dbus.Signal, 4096)
+	conn.Signal(raw)
+	if err := conn.AddMatchSignal(dbus.WithMatchSender(api.BusName)); err != nil {
+		t.Fatal(err)
+	}
+	l := &signalLog{}
+	go func() {
+		for s := range raw {
+			l.mu.Lock()
+			l.list = append(l.list, timedSignal{s, time.Now()})
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *signalLog) all() []timedSignal {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]timedSignal(nil), l.list...)
+}
+
+// waitRemoved waits for JobRemoved of job id and returns its result.
+func (l *signalLog) waitRemoved(t *testing.T, id uint32, limit time.Duration) string {
+	t.Helper()
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, s := range l.all() {
+			if s.Name == api.ManagerInterface+".JobRemoved" && s.Body[0] == id {
+				return s.Body[4].(string)
+			}
+		}
+	}
+	t.Fatalf("no JobRemoved for job %d within %v", id, limit)
+	return ""
+}
+
+// progress returns the times and values of the job's PropertiesChanged
+// signals, and the number of them.
+func (l *signalLog) progress(id uint32) (times []time.Time, values []float64, n int) {
+	for _, s := range l.all() {
+		if s.Path != api.JobPath(id) || s.Name != "org.freedesktop.DBus.Properties.PropertiesChanged" {
+			continue
+		}
+		n++
+		times = append(times, s.at)
+		if v, ok := s.Body[1].(map[string]dbus.Variant)["Progress"]; ok {
+			values = append(values, v.Value().(float64))
+		}
+	}
+	return times, values, n
+}
+
+func maxInOneSecond(ts []time.Time) int {
+	best := 0
+	for i := range ts {
+		n := 0
+		for k := i; k < len(ts) && ts[k].Sub(ts[i]) < time.Second; k++ {
+			n++
+		}
+		best = max(best, n)
+	}
+	return best
+}
+
+// TestDBusAPIWithBusctl drives the real daemon through busctl and
+// dbus-send only: a backup followed by its signals, the archive listed, a
+// snapshot cloned and deleted, a restore, a queued and a running job
+// canceled, prune, check, reload; then every Manager method has been
+// called by an external client.
+func TestDBusAPIWithBusctl(t *testing.T) {
+	e := newAPIEnv(t, 300)
+	e.startDaemon(t)
+
+	out, err := e.busctl("introspect", api.BusName, string(api.ManagerPath))
+	if err != nil {
+		t.Fatalf("busctl introspect: %v: %s", err, out)
+	}
+	for _, iface := range []string{api.ManagerInterface, api.ObjectManagerInterface, "org.freedesktop.DBus.Properties",
+		"org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Peer", ".StartBackup", ".JobRemoved", ".RunningJobs"} {
+		if !strings.Contains(out, iface) {
+			t.Errorf("busctl introspect lacks %s:\n%s", iface, out)
+		}
+	}
+
+	// A backup: its object, its rising progress, its end.
+	id := e.startJob(t, "StartBackup", "s", "home")
+	out, err = e.busctl("--json=short", "call", api.BusName, string(api.ManagerPath), api.ObjectManagerInterface, "GetManagedObjects")
+	if err != nil || !strings.Contains(out, fmt.Sprintf(`"%s"`, api.JobPath(id))) || !strings.Contains(out, string(api.PlanPath("home"))) {
+		t.Errorf("GetManagedObjects lacks job %d or plan home: %v\n%s", id, err, out)
+	}
+	if out, err := e.busctl("get-property", api.BusName, string(api.JobPath(id)), api.JobInterface, "Kind", "Trigger"); err != nil || out != "s \"backup\"\ns \"dbus:0\"\n" {
+		t.Errorf("get-property Kind Trigger: %v %q", err, out)
+	}
+	if result := e.signals.waitRemoved(t, id, 3*time.Minute); result != "done" {
+		t.Fatalf("backup job %d: %s", id, result)
+	}
+	times, values, n := e.signals.progress(id)
+	t.Logf("backup: %d PropertiesChanged over %v, %d with Progress: %.2f", n, times[len(times)-1].Sub(times[0]), len(values), values)
+	if most := maxInOneSecond(times); most > 4 {
+		t.Errorf("%d PropertiesChanged of one job within a second; at most 4", most)
+	}
+	if len(values) < 3 || values[len(values)-1] != 1 {
+		t.Errorf("Progress did not rise to 1 through PropertiesChanged: %v", values)
+	}
+	if !slices.IsSorted(values) {
+		t.Errorf("Progress went down: %v", values)
+	}
+	for _, want := range []string{"State", "Result", "FinishedAt", "ArchiveId", "Summary"} {
+		found := false
+		for _, s := range e.signals.all() {
+			if s.Path == api.JobPath(id) && strings.HasSuffix(s.Name, "PropertiesChanged") {
+				_, ok := s.Body[1].(map[string]dbus.Variant)[want]
+				found = found || ok
+			}
+		}
+		if !found {
+			out, err := e.busctl("get-property", api.BusName, string(api.JobPath(id)), api.JobInterface, want)
+			t.Errorf("no PropertiesChanged carried %s (now: %v %s)", want, err, out)
+		}
+	}
+
+	var archives [][]any
+	e.call(t, &archives, "ListArchives", "s", "home")
+	if len(archives) != 1 || !strings.Contains(fmt.Sprint(archives[0]), e.fs.Path("home")) || strings.Contains(fmt.Sprint(archives), "subvault-snapshots") {
+		t.Errorf("ListArchives after the backup: %v (want one archive of %s)", archives, e.fs.Path("home"))
+	}
+
+	// Snapshots: listed, cloned, deleted.
+	var snapshots [][]any
+	e.call(t, &snapshots, "ListSnapshots", "s", "home")
+	if len(snapshots) != 1 {
+		t.Fatalf("ListSnapshots: %v", snapshots)
+	}
+	name := snapshots[0][0].(string)
+	clone := e.fs.Path("inspect")
+	var clonePath string
+	e.call(t, &clonePath, "CloneSnapshot", "sss", "home", name, clone)
+	if _, err := os.Stat(filepath.Join(clone, "d0", "a0")); clonePath != clone || err != nil {
+		t.Errorf("CloneSnapshot made %q: %v", clonePath, err)
+	}
+	// Wrong arguments, each refused with its error name, nothing done.
+	jobs := e.jobCount(t)
+	for _, c := range []struct {
+		method string
+		args   []string
+		want   string
+	}{
+		{"StartBackup", []string{"string:../x"}, api.ErrorInvalidArgument},
+		{"StartBackup", []string{"string:a/b"}, api.ErrorInvalidArgument},
+		{"StartBackup", []string{"string:"}, api.ErrorInvalidArgument},
+		{"StartBackup", []string{"int32:7"}, api.ErrorInvalidArgument},
+		{"StartBackup", []string{"string:nosuch"}, api.ErrorNoSuchPlan},
+		{"StartCheck", []string{"string:" + strings.Repeat("x", 65536)}, api.ErrorInvalidArgument},
+		{"CancelJob", []string{"uint32:999999"}, api.ErrorNoSuchJob},
+		{"CancelJob", []string{fmt.Sprintf("uint32:%d", id)}, api.ErrorNoSuchJob}, // finished
+		{"DeleteSnapshot", []string{"string:home", "string:subvault@other@20260101T000000Z@1@home"}, api.ErrorNoSuchSnapshot},
+		{"DeleteSnapshot", []string{"string:home", "string:" + filepath.Join(e.fs.Path("home"), ".subvault-snapshots", name)}, api.ErrorInvalidArgument},
+		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:relative/clone"}, api.ErrorInvalidArgument},
+		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + e.fs.Mount + "/x/../y"}, api.ErrorInvalidArgument},
+		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + clone}, api.ErrorInvalidArgument}, // exists
+		{"ListArchives", []string{"string:nosuch"}, api.ErrorNoSuchPlan},
+	} {
+		got, out := e.send(c.method, c.args...)
+		if got != c.want {
+			t.Errorf("%s %.60v: %s, want %s\n%.300s", c.method, c.args, got, c.want, out)
+		}
+	}
+	// An include list and a relative restore target, through busctl.
+	if out, err := e.busctl("call", api.BusName, string(api.ManagerPath), api.ManagerInterface, "StartRestore", "sssas", "home", "latest", "restore/here", "0"); err == nil || !strings.Contains(out, "relative") {
+		t.Errorf("relative restore target: %v %s", err, out)
+	}
+	nonEmpty := t.TempDir()
+	testutil.WriteFile(t, filepath.Join(nonEmpty, "x"), "x")
+	if out, err := e.busctl("call", api.BusName, string(api.ManagerPath), api.ManagerInterface, "StartRestore", "sssas", "home", "latest", nonEmpty, "0"); err == nil || !strings.Contains(out, "not empty") {
+		t.Errorf("non-empty restore target: %v %s", err, out)
+	}
+	// NUL cannot even be sent; the daemon is untouched.
+	conn, err := dbus.Connect(e.bus.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if call := conn.Object(api.BusName, api.ManagerPath).Call(api.ManagerInterface+".StartRestore", 0, "home", "latest", "/tmp/a\x00b", []string{}); call.Err == nil {
+		t.Error("a NUL byte in a target was accepted")
+	}
+	if now := e.jobCount(t); now != jobs {
+		t.Errorf("wrong arguments made jobs: %d, then %d", jobs, now)
+	}
+	if _, err := os.Stat(filepath.Join(e.fs.Path("home"), ".subvault-snapshots", name)); err != nil {
+		// Where the daemon keeps them is its business; the listing says.
+		e.call(t, &snapshots, "ListSnapshots", "s", "home")
+		if len(snapshots) != 1 {
+			t.Errorf("a refused DeleteSnapshot deleted: %v", snapshots)
+		}
+	}
+
+	e.call(t, nil, "DeleteSnapshot", "ss", "home", name)
+	e.call(t, &snapshots, "ListSnapshots", "s", "home")
+	if len(snapshots) != 0 {
+		t.Errorf("after DeleteSnapshot: %v", snapshots)
+	}
+
+	// A restore, with an include list.
+	target := filepath.Join(t.TempDir(), "restore")
+	rid := e.startJob(t, "StartRestore", "sssas", "home", "latest", target, "1", e.fs.Path("home", "d1"))
+	if result := e.signals.waitRemoved(t, rid, 3*time.Minute); result != "done" {
+		t.Fatalf("restore job %d: %s", rid, result)
+	}
+	var restored []string
+	_ = filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			restored = append(restored, strings.TrimPrefix(p, target))
+		}
+		return nil
+	})
+	if len(restored) != 30 || !strings.HasPrefix(restored[0], e.fs.Path("home", "d1")+"/") {
+		t.Errorf("restored %d files (want the 30 of d1): %.3v", len(restored), restored)
+	}
+
+	// A running backup and a check queued behind it (a check never runs
+	// beside another job on its repository): cancel the check with
+	// CancelJob, the backup with its object's Cancel.
+	e.addFiles(t, "b", 200)
+	bid := e.startJob(t, "StartBackup", "s", "home")
+	cid := e.startJob(t, "StartCheck", "s", "home")
+	if again := e.startJob(t, "StartBackup", "s", "home"); again != bid {
+		t.Errorf("a second StartBackup made job %d beside %d", again, bid)
+	}
+	var queued []string
+	if out, err := e.busctl("--json=short", "get-property", api.BusName, string(api.ManagerPath), api.ManagerInterface, "QueuedJobs"); err != nil || !strings.Contains(out, string(api.JobPath(cid))) {
+		t.Errorf("QueuedJobs lacks the check: %v %s %v", err, out, queued)
+	}
+	e.call(t, nil, "CancelJob", "u", fmt.Sprint(cid))
+	if result := e.signals.waitRemoved(t, cid, 30*time.Second); result != "canceled" {
+		t.Errorf("the canceled check ended %s", result)
+	}
+	waitFor(t, 60*time.Second, func() int {
+		out, _ := e.busctl("get-property", api.BusName, string(api.JobPath(bid)), api.JobInterface, "State")
+		if strings.Contains(out, "running") {
+			return 1
+		}
+		return 0
+	})
+	if out, err := e.busctl("call", api.BusName, string(api.JobPath(bid)), api.JobInterface, "Cancel"); err != nil {
+		t.Errorf("Job.Cancel: %v %s", err, out)
+	}
+	if result := e.signals.waitRemoved(t, bid, time.Minute); result != "canceled" {
+		t.Errorf("the canceled backup ended %s", result)
+	}
+
+	// Maintenance, reload, lists.
+	pid := e.startJob(t, "StartPrune", "s", "home")
+	if result := e.signals.waitRemoved(t, pid, 3*time.Minute); result != "done" {
+		t.Errorf("prune: %s", result)
+	}
+	kid := e.startJob(t, "StartCheck", "s", "home")
+	if result := e.signals.waitRemoved(t, kid, 3*time.Minute); result != "done" {
+		t.Errorf("check: %s", result)
+	}
+	e.call(t, nil, "Reload", "")
+	var plans [][]string
+	e.call(t, &plans, "ListPlans", "")
+	if len(plans) != 1 || plans[0][0] != "home" || plans[0][1] != string(api.PlanPath("home")) {
+		t.Errorf("ListPlans: %v", plans)
+	}
+	var list [][]any
+	e.call(t, &list, "ListJobs", "")
+	if len(list) != 6 || list[0][0] != float64(kid) || list[0][3] != "finished" {
+		t.Errorf("ListJobs: %v", list)
+	}
+	if out, err := e.busctl("get-property", api.BusName, string(api.PlanPath("home")), api.PlanInterface, "LastResult"); err != nil || out != "s \"canceled\"\n" {
+		t.Errorf("plan LastResult after the canceled backup: %v %q", err, out)
+	}
+	if out, err := e.busctl("get-property", api.BusName, string(api.ManagerPath), api.ManagerInterface, "State"); err != nil || out != "s \"idle\"\n" {
+		t.Errorf("State: %v %q", err, out)
+	}
+
+	for _, m := range api.Introspection()[api.ManagerInterface].Methods {
+		if !e.called[m.Name] {
+			t.Errorf("%s was not called through busctl or dbus-send", m.Name)
+		}
+	}
+}
+
+// A second daemon on the bus: it exits, saying the name is taken, and the
+// first goes on serving.
+func TestDBusSecondDaemonRefused(t *testing.T) {
+	e := newAPIEnv(t, 1)
+	e.startDaemon(t)
+	second := filepath.Join(t.TempDir(), "config.yaml")
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, second, strings.Replace(string(cfg), "state_dir: "+e.state, "state_dir: "+filepath.Dir(second), 1))
+	cmd := subvaultCmd("daemon", "--config", second, "--bus", e.bus.Address)
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != exitFailure {
+		t.Errorf("second daemon: exit %d (%v)", code, err)
+	}
+	if !strings.Contains(string(out), "another process owns the bus name org.subvault.Subvault1") {
+		t.Errorf("second daemon says:\n%s", out)
+	}
+	var plans [][]string
+	e.call(t, &plans, "ListPlans", "")
+	if len(plans) != 1 {
+		t.Errorf("the first daemon after the second tried: %v", plans)
+	}
+}
