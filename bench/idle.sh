@@ -55,22 +55,20 @@ switches() {  # context switches of every thread: each is a wakeup or a preempti
   echo "$total"
 }
 before=$(switches)
+sleep "$seconds"
+after=$(switches)
 syscalls="(install strace to count)"
 if command -v strace >/dev/null; then
-  # Every system call the daemon makes while idle, all threads: a thread
-  # that wakes up makes at least one.
+  # A second window, under strace (which itself adds context switches):
+  # every system call the daemon makes while idle, all threads.
   timeout "$seconds" strace -f -c -p "$daemon_pid" -o "$work/strace" >/dev/null 2>&1 || true
-  syscalls=$(awk '/^-+ -+/ {sep++} sep==2 && $NF=="total" {print $(NF-2); exit} END {}' "$work/strace")
-  [ -n "$syscalls" ] || syscalls=$(awk '$NF=="total" {print $(NF-2)}' "$work/strace")
+  syscalls=$(awk '$NF=="total" {print $(NF-2)}' "$work/strace")
   [ -n "$syscalls" ] || syscalls=0
-else
-  sleep "$seconds"
 fi
-after=$(switches)
 rss_kib=$(awk '/^VmRSS/ {print $2}' /proc/$daemon_pid/status)
 threads=$(ls /proc/$daemon_pid/task | wc -l)
 per_min=$(awk -v d=$((after - before)) -v s="$seconds" 'BEGIN { printf "%.1f", d * 60 / s }')
 
-printf '| plans | seconds measured | RSS | threads | context switches per minute | system calls in the window |\n'
+printf '| plans | seconds per window | RSS | threads | context switches per minute | system calls in a window (strace) |\n'
 printf '| --- | --- | --- | --- | --- | --- |\n'
 printf '| 20 | %s | %.1f MiB | %s | %s | %s |\n' "$seconds" "$(awk -v k="$rss_kib" 'BEGIN{print k/1024}')" "$threads" "$per_min" "$syscalls"

@@ -113,12 +113,12 @@ func newDaemonEnv(t *testing.T, files int) *daemonEnv {
 }
 
 // start runs `subvault daemon` as its own process.
-func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *bytes.Buffer) {
+func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *syncWriter) {
 	t.Helper()
 	cmd := subvaultCmd("daemon", "--config", e.config, "--bus", e.bus.Address)
 	cmd.Env = append(cmd.Env, append([]string{"NOTIFY_SOCKET=" + e.notify.path}, extraEnv...)...)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &syncWriter{w: &log}
+	log := &syncWriter{w: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *bytes.B
 			_ = cmd.Wait()
 		}
 	})
-	return cmd, &log
+	return cmd, log
 }
 
 type syncWriter struct {
@@ -140,6 +140,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 func (e *daemonEnv) jobs(t *testing.T) []daemon.Job {
@@ -221,7 +227,7 @@ func TestDaemonSIGTERMMidBackupCleansUp(t *testing.T) {
 		t.Errorf("exit: %v\n%s", err, log)
 	}
 	took := time.Since(start)
-	t.Logf("daemon stopped %v after SIGTERM", took)
+	t.Logf("daemon stopped %v after SIGTERM (state %v); log %d bytes:\n%s", took, cmd.ProcessState, len(log.String()), log.String())
 	if took > 10*time.Second {
 		t.Errorf("the daemon took %v to stop mid-backup, want under 10 s", took)
 	}

@@ -117,6 +117,17 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 
 	res.Backup, err = j.backup(ctx, log, runner, res.Snapshots)
 	res.ArchiveID = res.Backup.SnapshotID
+	if errors.Is(err, restic.ErrInterrupted) {
+		// restic interrupted while it was still taking its lock can leave
+		// the lock behind: remove it now rather than at the next start.
+		lockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		if n, lerr := runner.RemoveStaleLocks(lockCtx); lerr != nil {
+			log.Warn("cannot check for a lock the interrupted restic left", "err", lerr)
+		} else if n > 0 {
+			log.Info("stale restic lock of the interrupted backup removed", journal.Event(journal.EventStaleLockRemoved), "count", n)
+		}
+		cancel()
+	}
 	return j.finish(ctx, log, res, err)
 }
 
