@@ -41,7 +41,7 @@ func newAPIEnv(t *testing.T, files int) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "    repository: r\n", "    repository: r\n    keep_snapshots:\n      last: 5\n", 1))
+	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "    repository: r\n", "    repository: r\n    schedule: \"0 3 * * *\"\n    keep_snapshots:\n      last: 5\n", 1))
 	e.addFiles(t, "a", files)
 	return e
 }
@@ -253,6 +253,21 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 			t.Errorf("busctl introspect lacks %s:\n%s", iface, out)
 		}
 	}
+
+	// The plan's next run shows once the scheduler runs (after the name is
+	// taken), as µs since the epoch.
+	waitFor(t, 15*time.Second, func() int {
+		out, _ := e.busctl("get-property", api.BusName, string(api.PlanPath("home")), api.PlanInterface, "NextRun")
+		var us int64
+		if _, err := fmt.Sscanf(out, "t %d", &us); err == nil && us > 0 {
+			next := time.UnixMicro(us)
+			if next.Before(time.Now()) || next.After(time.Now().Add(25*time.Hour)) || next.Local().Hour() != 3 {
+				t.Fatalf("NextRun %v for a plan scheduled at 03:00", next)
+			}
+			return 1
+		}
+		return 0
+	})
 
 	// A backup: its object, its rising progress, its end.
 	id := e.startJob(t, "StartBackup", "s", "home")
