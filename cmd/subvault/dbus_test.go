@@ -494,3 +494,58 @@ func TestDBusSecondDaemonRefused(t *testing.T) {
 		t.Errorf("the first daemon after the second tried: %v", plans)
 	}
 }
+
+// The daemon as wired by `subvault daemon` (the polkit Authorizer, with no
+// polkit on this bus): an unprivileged caller reads, and is refused
+// everything else with AccessDenied, and nothing happens.
+func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
+	testutil.RequireNobody(t)
+	e := newAPIEnv(t, 1)
+	e.startDaemon(t)
+	nobody := func(args ...string) (string, error) {
+		out, err := testutil.AsNobody("busctl", append([]string{"--address=" + e.bus.Address}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	manager := []string{api.BusName, string(api.ManagerPath), api.ManagerInterface}
+	for _, read := range [][]string{
+		append(append([]string{"call"}, manager...), "ListPlans"),
+		append(append([]string{"call"}, manager...), "ListJobs"),
+		append(append([]string{"call"}, manager...), "ListSnapshots", "s", "home"),
+		{"call", api.BusName, string(api.ManagerPath), api.ObjectManagerInterface, "GetManagedObjects"},
+		append(append([]string{"get-property"}, manager...), "State"),
+		{"introspect", api.BusName, string(api.PlanPath("home"))},
+	} {
+		if out, err := nobody(read...); err != nil {
+			t.Errorf("as nobody, %v: %v: %s", read[:min(len(read), 5)], err, out)
+		}
+	}
+	target := filepath.Join(t.TempDir(), "r")
+	for _, act := range [][]string{
+		{"StartBackup", "s", "home"},
+		{"StartCheck", "s", "home"},
+		{"StartPrune", "s", "home"},
+		{"ListArchives", "s", "home"},
+		{"StartRestore", "sssas", "home", "latest", target, "0"},
+		{"DeleteSnapshot", "ss", "home", "subvault@home@20260101T000000Z@1@home"},
+		{"CloneSnapshot", "sss", "home", "subvault@home@20260101T000000Z@1@home", target},
+		{"Reload"},
+	} {
+		out, err := nobody(append(append([]string{"--allow-interactive-authorization=no", "call"}, manager...), act...)...)
+		if err == nil || !strings.Contains(out, "Access denied") { // sd-bus shows AccessDenied as EACCES
+			t.Errorf("as nobody, %s: %v: %s", act[0], err, out)
+		}
+	}
+	// busctl shows only the message; dbus-send shows the error's name.
+	out, _ := testutil.AsNobody("dbus-send", "--bus="+e.bus.Address, "--print-reply", "--dest="+api.BusName,
+		string(api.ManagerPath), api.ManagerInterface+".StartBackup", "string:home").CombinedOutput()
+	if !strings.HasPrefix(string(out), "Error "+api.ErrorAccessDenied+": ") {
+		t.Errorf("as nobody, StartBackup through dbus-send: %s", out)
+	}
+	t.Logf("the refusal: %s", out)
+	if n := e.jobCount(t); n != 0 {
+		t.Errorf("refused calls made %d jobs", n)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Error("a refused call made its target")
+	}
+}
