@@ -17,9 +17,10 @@ import (
 )
 
 // ProgressInterval is the least time between two PropertiesChanged signals
-// of one job: at most 4 a second, however often restic reports. A little
-// over 250 ms, so that no 1-second window can hold 5 even with jitter.
-const ProgressInterval = 260 * time.Millisecond
+// of one job: at most 4 a second, however often restic reports. 300 ms, not
+// 250: a client sees the signals with the bus's and its own delays, and one
+// late signal must not put 5 into a second of its clock.
+const ProgressInterval = 300 * time.Millisecond
 
 // planRefresh is how often plan objects are compared with the daemon
 // (NextRun after a scheduled run, a configuration reloaded on SIGHUP):

@@ -43,6 +43,9 @@ func newAPIEnv(t *testing.T, files int) *apiEnv {
 	}
 	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "    repository: r\n", "    repository: r\n    schedule: \"0 3 * * *\"\n    keep_snapshots:\n      last: 5\n", 1))
 	e.addFiles(t, "a", files)
+	// A file name that is not UTF-8: restic reports it, and no reply or
+	// signal may break on it.
+	testutil.WriteFile(t, e.fs.Path("home", "d0", "bad-\xff-name"), "x")
 	return e
 }
 
