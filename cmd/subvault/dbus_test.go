@@ -74,6 +74,9 @@ func (e *apiEnv) startDaemon(t *testing.T) {
 	_, log := e.start(t)
 	e.notify.waitFor(t, from, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
 	t.Cleanup(func() {
+		if strings.Contains(log.String(), "DATA RACE") { // go test -race: the daemon is this binary
+			t.Error("the race detector found a race in the daemon")
+		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", log.String())
 		}
