@@ -410,6 +410,18 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		t.Errorf("restored %d files (want the 30 of d1): %.3v", len(restored), restored)
 	}
 
+	// An archive id the repository does not have: queued, then failed,
+	// with a cause.
+	mid := e.startJob(t, "StartRestore", "sssas", "home", "deadbeef", filepath.Join(t.TempDir(), "none"), "0")
+	if result := e.signals.waitRemoved(t, mid, time.Minute); result != "failed" {
+		t.Errorf("restore of a missing archive: %s", result)
+	}
+	if out, err := e.busctl("get-property", api.BusName, string(api.JobPath(mid)), api.JobInterface, "Error"); err != nil || len(out) < 20 {
+		t.Errorf("restore of a missing archive: Error %v %q", err, out)
+	} else {
+		t.Logf("restore of a missing archive: %s", strings.TrimSpace(out))
+	}
+
 	// A running backup and a check queued behind it (a check never runs
 	// beside another job on its repository): cancel the check with
 	// CancelJob, the backup with its object's Cancel.
@@ -458,7 +470,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	}
 	var list [][]any
 	e.call(t, &list, "ListJobs", "")
-	if len(list) != 6 || list[0][0] != float64(kid) || list[0][3] != "finished" {
+	if len(list) != 7 || list[0][0] != float64(kid) || list[0][3] != "finished" {
 		t.Errorf("ListJobs: %v", list)
 	}
 	if out, err := e.busctl("get-property", api.BusName, string(api.PlanPath("home")), api.PlanInterface, "LastResult"); err != nil || out != "s \"canceled\"\n" {
