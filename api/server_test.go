@@ -59,7 +59,8 @@ func (r *recordingAuthorizer) questions() []string {
 }
 
 type apiEnv struct {
-	history int // settings.job_history; 3 when 0
+	history int    // settings.job_history; 3 when 0
+	restic  string // settings.restic; restic when empty
 	dir     string
 	config  string
 	d       *daemon.Daemon
@@ -100,10 +101,7 @@ func newAPIEnvWith(t *testing.T, e *apiEnv, authz Authorizer, plans ...string) *
 	}
 	// Before the temporary directory goes: jobs still write the state file.
 	t.Cleanup(e.d.Queue().Drain)
-	serverConn, err := dbus.Connect(e.bus.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverConn := connectRetrying(t, e.bus.Address)
 	t.Cleanup(func() { serverConn.Close() })
 	e.s = NewServer(serverConn, e.d, authz, slog.New(slog.DiscardHandler))
 	if err := e.s.Export(); err != nil {
@@ -113,13 +111,25 @@ func newAPIEnvWith(t *testing.T, e *apiEnv, authz Authorizer, plans ...string) *
 	if err := RequestName(serverConn); err != nil {
 		t.Fatal(err)
 	}
-	e.client, err = dbus.Connect(e.bus.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.client = connectRetrying(t, e.bus.Address)
 	t.Cleanup(func() { e.client.Close() })
 	e.obj = e.client.Object(BusName, ManagerPath)
 	return e
+}
+
+// connectRetrying connects to the test bus; dbus-daemon creates its socket
+// a moment before it listens on it, which testutil.NewBus does not wait for.
+func connectRetrying(t *testing.T, address string) *dbus.Conn {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		conn, err := dbus.Connect(address)
+		if err == nil {
+			return conn
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (e *apiEnv) writeConfig(t *testing.T, plans ...string) {
@@ -134,6 +144,9 @@ func (e *apiEnv) writeConfig(t *testing.T, plans ...string) {
 		history = 3
 	}
 	fmt.Fprintf(&b, "settings:\n  state_dir: %s\n  cache_dir: %s\n  job_history: %d\n", filepath.Join(e.dir, "state"), filepath.Join(e.dir, "cache"), history)
+	if e.restic != "" {
+		fmt.Fprintf(&b, "  restic: %s\n", e.restic)
+	}
 	testutil.WriteFile(t, e.config, b.String())
 }
 
@@ -337,9 +350,15 @@ func TestAuthorizationAsked(t *testing.T) {
 
 func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	authz := &recordingAuthorizer{uid: 1000}
-	e := newAPIEnv(t, authz)
-	// Jobs that stay queued: the queue runs at most one at a time, and a
-	// check waits while the plan's backup runs on the same repository.
+	// A "restic" that only sleeps keeps the first job running, and the
+	// queue runs one job at a time: the second stays queued.
+	e := &apiEnv{dir: t.TempDir()}
+	e.restic = filepath.Join(e.dir, "slow-restic")
+	testutil.WriteFile(t, e.restic, "#!/bin/sh\nexec sleep 30\n")
+	if err := os.Chmod(e.restic, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	newAPIEnvWith(t, e, authz)
 	mine, err := e.d.Start(daemon.KindCheck, "home", "dbus:1000", 1000)
 	if err != nil {
 		t.Fatal(err)
@@ -350,19 +369,24 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	}
 	e.s.sync()
 	for _, id := range []uint32{mine.ID, theirs.ID} {
-		j, _ := e.d.Queue().Job(id)
-		if !j.Active() {
-			t.Skipf("job %d already ended (%s) before it could be canceled", id, j.Result)
+		if j, _ := e.d.Queue().Job(id); !j.Active() {
+			t.Fatalf("job %d ended (%s: %s) before it could be canceled", id, j.Result, j.Error)
 		}
 	}
 	authz.mu.Lock()
 	authz.asked = nil
 	authz.mu.Unlock()
-	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, mine.ID); call.Err != nil && dbusErrorName(call.Err) != ErrorNoSuchJob {
+	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, mine.ID); call.Err != nil {
 		t.Errorf("cancel own: %v", call.Err)
 	}
-	if call := e.client.Object(BusName, JobPath(theirs.ID)).Call(JobInterface+".Cancel", 0); call.Err != nil && dbusErrorName(call.Err) != ErrorNoSuchJob {
+	if call := e.client.Object(BusName, JobPath(theirs.ID)).Call(JobInterface+".Cancel", 0); call.Err != nil {
 		t.Errorf("cancel theirs: %v", call.Err)
+	}
+	for _, id := range []uint32{mine.ID, theirs.ID} {
+		waitUntil(t, 10*time.Second, func() bool { j, _ := e.d.Queue().Job(id); return !j.Active() })
+		if j, _ := e.d.Queue().Job(id); j.Result != daemon.ResultCanceled {
+			t.Errorf("job %d: %s (%s), want canceled", id, j.Result, j.Error)
+		}
 	}
 	got := authz.questions()
 	if len(got) != 2 || got[0] != "org.subvault.backup home false" || got[1] != "org.subvault.manage home false" {
