@@ -64,10 +64,15 @@ func (e *apiEnv) addFiles(t *testing.T, prefix string, n int) {
 // subscribed before.
 func (e *apiEnv) startDaemon(t *testing.T) {
 	t.Helper()
-	conn, err := dbus.Connect(e.bus.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// dbus-daemon makes its socket a moment before it listens on it.
+	var conn *dbus.Conn
+	waitFor(t, 5*time.Second, func() int {
+		var err error
+		if conn, err = dbus.Connect(e.bus.Address); err != nil {
+			return 0
+		}
+		return 1
+	})
 	t.Cleanup(func() { conn.Close() })
 	e.signals = newSignalLog(t, conn)
 	from := len(e.notify.messages())
