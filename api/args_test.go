@@ -2,10 +2,14 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/config"
 )
 
 func TestPlanPathEscapesLikeSystemd(t *testing.T) {
@@ -120,11 +124,25 @@ func TestDaemonErrorNames(t *testing.T) {
 	for _, c := range []struct {
 		err  error
 		want string
+		msg  string
 	}{
-		{errString("boom"), ErrorFailed},
+		{errString("boom"), ErrorFailed, "boom"},
+		{fmt.Errorf("%w: \"x\" (plans: home)", daemon.ErrNoSuchPlan), ErrorNoSuchPlan, `no such plan: "x" (plans: home)`},
+		{fmt.Errorf("%w: plan home has no snapshot s", daemon.ErrNoSuchSnapshot), ErrorNoSuchSnapshot, "plan home has no snapshot s"},
+		{fmt.Errorf("%w: job 3 is not queued or running", daemon.ErrNoSuchJob), ErrorNoSuchJob, "job 3 is not queued or running"},
+		{fmt.Errorf("%w: nope", daemon.ErrNoSuchArchive), ErrorNoSuchArchive, "nope"},
+		{fmt.Errorf("%w: target /x is not empty;\nrestore elsewhere", daemon.ErrInvalidArgument), ErrorInvalidArgument, "target /x is not empty; restore elsewhere"},
+		{fmt.Errorf("cannot list /home/\xff: %w", errString("denied")), ErrorFailed, `cannot list /home/\xff: denied`},
+		{&config.Errors{List: []*config.Error{{File: "/etc/c.yaml", Line: 3, Key: "plans.x", Msg: "bad"}, {File: "/etc/c.yaml", Line: 9, Key: "y", Msg: "worse"}}},
+			ErrorInvalidConfig, ""},
 	} {
-		if got := daemonError(c.err); got.Name != c.want {
-			t.Errorf("%v: %s", c.err, got.Name)
+		got := daemonError(c.err)
+		msg, _ := got.Body[0].(string)
+		if got.Name != c.want || (c.msg != "" && msg != c.msg) || strings.Contains(msg, "\n") {
+			t.Errorf("%q: %s %q, want %s %q", c.err, got.Name, msg, c.want, c.msg)
+		}
+		if c.want == ErrorInvalidConfig && (!strings.Contains(msg, "/etc/c.yaml:3") || !strings.Contains(msg, "/etc/c.yaml:9")) {
+			t.Errorf("InvalidConfig message %q lacks the problems", msg)
 		}
 	}
 }
