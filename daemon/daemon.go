@@ -316,7 +316,7 @@ func (d *Daemon) StatusLine() string {
 		case StateRunning:
 			p := fmt.Sprintf("%s %s: %.0f%%", verbing(j.Kind), j.Plan, j.Progress*100)
 			if j.BytesTotal > 0 {
-				p += fmt.Sprintf(", %s of %s", humanBytes(j.BytesDone), humanBytes(j.BytesTotal))
+				p += fmt.Sprintf(", %s of %s", HumanBytes(j.BytesDone), HumanBytes(j.BytesTotal))
 			}
 			parts = append(parts, p)
 		case StateQueued:
@@ -349,7 +349,8 @@ func sameDay(y int, m time.Month, d int, t time.Time) bool {
 	return y == ty && m == tm && d == td
 }
 
-func humanBytes(n uint64) string {
+// HumanBytes prints a size the way people read it: 1.2 GiB.
+func HumanBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

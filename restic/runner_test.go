@@ -25,27 +25,9 @@ import (
 // runs on it; as in package main of the daemon.
 func init() { runtime.LockOSThread() }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type fixture struct {
 	r    *Runner
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 	bin  string
 	ver  string
 	repo string
@@ -60,7 +42,7 @@ func forEachRestic(t *testing.T, fn func(t *testing.T, f *fixture)) {
 		t.Run(testutil.ResticName(bin), func(t *testing.T) {
 			ver := testutil.RequireRestic(t, bin)
 			repo, pw := testutil.NewResticRepo(t, bin)
-			logs := &syncBuffer{}
+			logs := &testutil.SyncBuffer{}
 			r := &Runner{
 				Binary:   bin,
 				Repo:     Repository{URL: repo, PasswordFile: pw, CacheDir: filepath.Join(t.TempDir(), "cache")},

@@ -113,11 +113,11 @@ func newDaemonEnv(t *testing.T, files int) *daemonEnv {
 }
 
 // start runs `subvault daemon` as its own process.
-func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *syncWriter) {
+func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	cmd := subvaultCmd("daemon", "--config", e.config, "--bus", e.bus.Address)
 	cmd.Env = append(cmd.Env, append([]string{"NOTIFY_SOCKET=" + e.notify.path}, extraEnv...)...)
-	log := &syncWriter{w: &bytes.Buffer{}}
+	log := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -129,23 +129,6 @@ func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *syncWri
 		}
 	})
 	return cmd, log
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }
 
 func (e *daemonEnv) jobs(t *testing.T) []daemon.Job {

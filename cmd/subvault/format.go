@@ -6,21 +6,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/subvault/subvault/daemon"
 )
 
 // humanBytes prints a size the way people read it: 1.2 GiB.
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n uint64) string { return daemon.HumanBytes(n) }
 
 // humanDuration rounds a duration for a progress line: 42s, 3m07s, 2h05m.
 func humanDuration(d time.Duration) string {

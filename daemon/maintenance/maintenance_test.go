@@ -1,7 +1,6 @@
 package maintenance
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,31 +20,13 @@ import (
 	"github.com/subvault/subvault/restic"
 )
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testEnv is a restic repository and a configuration whose plans "p" and
 // "q" both use it.
 type testEnv struct {
 	bin  string
 	repo string
 	cfg  *config.Config
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 	log  *slog.Logger
 	// dir is a plain directory with a file in it, to back up.
 	dir string
@@ -89,7 +69,7 @@ settings:
 	if err != nil {
 		t.Fatalf("test configuration: %v\n%s", err, text)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	e := &testEnv{bin: bin, repo: repo, cfg: cfg, logs: logs, dir: dir,
 		log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	t.Cleanup(func() {
