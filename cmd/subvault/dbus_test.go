@@ -317,6 +317,10 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		}
 	}
 
+	if out, err := e.busctl("tree", api.BusName); err != nil || !strings.Contains(out, string(api.JobPath(id))) || !strings.Contains(out, string(api.PlanPath("home"))) {
+		t.Errorf("busctl tree: %v\n%s", err, out)
+	}
+
 	var archives [][]any
 	e.call(t, &archives, "ListArchives", "s", "home")
 	if len(archives) != 1 || !strings.Contains(fmt.Sprint(archives[0]), e.fs.Path("home")) || strings.Contains(fmt.Sprint(archives), "subvault-snapshots") {
