@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,7 +58,9 @@ func NewBus(t testing.TB) *Bus {
 		_ = cmd.Wait()
 	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		// The socket file appears before dbus-daemon listens on it.
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close() //nolint:errcheck,gosec // only probing
 			break
 		}
 		if time.Now().After(deadline) {
