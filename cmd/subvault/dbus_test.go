@@ -3,12 +3,15 @@ package main
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +23,12 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// apiEnv is the real daemon as its own process on a private bus, a
+// busPolicy is the bus policy file the package installs in
+// /usr/share/dbus-1/system.d.
+const busPolicy = "../../packaging/org.subvault.Subvault1.conf"
+
+// apiEnv is the real daemon as its own process on a private bus with the
+// system bus's policy and ours (testutil.NewSystemBus), a
 // loop-device btrfs with a subvolume home and a restic repository; the
 // plan keeps its last 5 snapshots, so that there are some to clone and
 // delete.
@@ -35,7 +43,10 @@ func newAPIEnv(t *testing.T, files int) *apiEnv {
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "busctl", "systemd")
 	testutil.RequireCommand(t, "dbus-send", "dbus-bin")
-	e := &apiEnv{daemonEnv: &daemonEnv{runEnv: newRunEnv(t, 1024), bus: testutil.NewBus(t), notify: newNotifySocket(t)}, called: map[string]bool{}}
+	// The bus mirrors the system bus: its own policy (deny by default) plus
+	// ours, so that only what packaging/ allows reaches the daemon.
+	bus := testutil.NewSystemBus(t, busPolicy)
+	e := &apiEnv{daemonEnv: &daemonEnv{runEnv: newRunEnv(t, 1024), bus: bus, notify: newNotifySocket(t)}, called: map[string]bool{}}
 	e.state = filepath.Dir(e.config)
 	cfg, err := os.ReadFile(e.config)
 	if err != nil {
@@ -147,8 +158,24 @@ func (e *apiEnv) startJob(t *testing.T, method, signature string, args ...string
 // name ("" on success) and the output.
 func (e *apiEnv) send(method string, args ...string) (string, string) {
 	e.called[method] = true
-	cmd := exec.Command("dbus-send", append([]string{"--bus=" + e.bus.Address, "--print-reply", "--dest=" + api.BusName,
-		string(api.ManagerPath), api.ManagerInterface + "." + method}, args...)...)
+	return dbusSend(exec.Command("dbus-send", e.sendArgs(method, args...)...))
+}
+
+// sendAsNobody calls a Manager method through dbus-send as uid 65534 (busctl
+// hides the name of an AccessDenied error) and returns the error name ("" on
+// success) and the output.
+func (e *apiEnv) sendAsNobody(method string, args ...string) (string, string) {
+	return dbusSend(testutil.AsNobody("dbus-send", e.sendArgs(method, args...)...))
+}
+
+func (e *apiEnv) sendArgs(method string, args ...string) []string {
+	return append([]string{"--bus=" + e.bus.Address, "--print-reply", "--dest=" + api.BusName,
+		string(api.ManagerPath), api.ManagerInterface + "." + method}, args...)
+}
+
+// dbusSend runs a dbus-send command and returns the error name ("" on
+// success) and the output.
+func dbusSend(cmd *exec.Cmd) (string, string) {
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		return "", string(out)
@@ -574,5 +601,139 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 	}
 	if _, err := os.Stat(target); err == nil {
 		t.Error("a refused call made its target")
+	}
+}
+
+// The bus policy of packaging/ lets only root own the name: uid 65534 is
+// refused by the bus itself, whether the name is free or taken.
+func nobodyCannotOwnName(t *testing.T, bus *testutil.Bus) {
+	t.Helper()
+	got, out := dbusSend(testutil.AsNobody("dbus-send", "--bus="+bus.Address, "--print-reply", "--dest=org.freedesktop.DBus",
+		"/org/freedesktop/DBus", "org.freedesktop.DBus.RequestName", "string:"+api.BusName, "uint32:4"))
+	if got != api.ErrorAccessDenied || !strings.Contains(out, "not allowed to own") {
+		t.Errorf("as nobody, RequestName %s: %s\n%s", api.BusName, got, out)
+	}
+}
+
+// A uid in a plan's allow_users (65534) may back up that plan and list its
+// archives, and nothing more: prune, snapshot deletion, restore, clone,
+// reload and a backup of another plan are refused by the daemon (not by
+// the bus) with AccessDenied, and nothing is queued or touched. Nor can it
+// take the bus name.
+func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
+	testutil.RequireNobody(t)
+	e := newAPIEnv(t, 1)
+	testutil.Run(t, "btrfs", "subvolume", "create", e.fs.Path("other"))
+	testutil.WriteFile(t, e.fs.Path("other", "f"), "other")
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withPlans := strings.Replace(string(cfg), "      last: 5\n", "      last: 5\n    allow_users: [65534]\n", 1)
+	withPlans = strings.Replace(withPlans, "settings:\n", fmt.Sprintf("  other:\n    subvolumes: [%s]\n    repository: r\nsettings:\n", e.fs.Path("other")), 1)
+	if !strings.Contains(withPlans, "allow_users") || !strings.Contains(withPlans, "  other:") {
+		t.Fatalf("cannot edit the configuration:\n%s", cfg)
+	}
+	testutil.WriteFile(t, e.config, withPlans)
+
+	// The name is free: still uid 65534 cannot take it.
+	waitFor(t, 5*time.Second, func() int {
+		conn, err := dbus.Connect(e.bus.Address)
+		if err != nil {
+			return 0
+		}
+		conn.Close() //nolint:errcheck,gosec // only probing
+		return 1
+	})
+	nobodyCannotOwnName(t, e.bus)
+	e.startDaemon(t)
+	nobodyCannotOwnName(t, e.bus)
+
+	// The backup of its plan: a job path, and the backup completes.
+	got, out := e.sendAsNobody("StartBackup", "string:home")
+	m := regexp.MustCompile(`(?m)^\s*uint32 (\d+)\s+object path "([^"]+)"\s*$`).FindStringSubmatch(out)
+	var id uint32
+	var path string
+	if m != nil {
+		n, _ := strconv.ParseUint(m[1], 10, 32)
+		id, path = uint32(n), m[2]
+	}
+	if got != "" || m == nil || path != string(api.JobPath(id)) {
+		t.Fatalf("as nobody, StartBackup home: %s\n%s", got, out)
+	}
+	if result := e.signals.waitRemoved(t, id, 3*time.Minute); result != "done" {
+		t.Fatalf("nobody's backup job %d: %s", id, result)
+	}
+	if out, err := e.busctl("get-property", api.BusName, path, api.JobInterface, "Trigger"); err != nil || out != "s \"dbus:65534\"\n" {
+		t.Errorf("Trigger of nobody's backup: %v %q", err, out)
+	}
+	if got, out := e.sendAsNobody("ListArchives", "string:home"); got != "" || !strings.Contains(out, e.fs.Path("home")) {
+		t.Errorf("as nobody, ListArchives home: %s\n%s", got, out)
+	}
+
+	// What there is now; the refused calls must leave it so.
+	var snapshots [][]any
+	e.call(t, &snapshots, "ListSnapshots", "s", "home")
+	if len(snapshots) != 1 {
+		t.Fatalf("ListSnapshots after the backup: %v", snapshots)
+	}
+	name := snapshots[0][0].(string)
+	var jobsBefore, archivesBefore [][]any
+	e.call(t, &jobsBefore, "ListJobs", "")
+	e.call(t, &archivesBefore, "ListArchives", "s", "home")
+	// A configuration with a third plan waits on disk: a Reload would load it.
+	third := strings.Replace(withPlans, "settings:\n", fmt.Sprintf("  third:\n    subvolumes: [%s]\n    repository: r\nsettings:\n", e.fs.Path("other")), 1)
+	testutil.WriteFile(t, e.config, third)
+	restoreTarget := filepath.Join(t.TempDir(), "restore")
+	cloneTarget := e.fs.Path("clone")
+
+	for _, c := range []struct {
+		method string
+		args   []string
+	}{
+		{"StartBackup", []string{"string:other"}},
+		{"StartCheck", []string{"string:other"}},
+		{"ListArchives", []string{"string:other"}},
+		{"StartPrune", []string{"string:home"}},
+		{"DeleteSnapshot", []string{"string:home", "string:" + name}},
+		{"StartRestore", []string{"string:home", "string:latest", "string:" + restoreTarget, "array:string:" + e.fs.Path("home", "d0")}},
+		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + cloneTarget}},
+		{"Reload", nil},
+	} {
+		got, out := e.sendAsNobody(c.method, c.args...)
+		// The daemon refuses, saying why; the bus's own refusal would be
+		// "Rejected send message".
+		if got != api.ErrorAccessDenied || !strings.Contains(out, "not authorized") || !strings.Contains(out, "uid 65534") {
+			t.Errorf("as nobody, %s %v: %s, want %s from the daemon\n%s", c.method, c.args, got, api.ErrorAccessDenied, out)
+		}
+	}
+
+	var jobsAfter, archivesAfter, plans [][]any
+	e.call(t, &jobsAfter, "ListJobs", "")
+	if fmt.Sprint(jobsAfter) != fmt.Sprint(jobsBefore) {
+		t.Errorf("refused calls changed the jobs:\n%v\n%v", jobsBefore, jobsAfter)
+	}
+	e.call(t, &snapshots, "ListSnapshots", "s", "home")
+	if len(snapshots) != 1 || snapshots[0][0] != name {
+		t.Errorf("snapshots after a refused DeleteSnapshot: %v", snapshots)
+	}
+	e.call(t, &archivesAfter, "ListArchives", "s", "home")
+	if fmt.Sprint(archivesAfter) != fmt.Sprint(archivesBefore) {
+		t.Errorf("refused calls changed the archives:\n%v\n%v", archivesBefore, archivesAfter)
+	}
+	for _, p := range []string{restoreTarget, cloneTarget} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a refused call made %s: %v", p, err)
+		}
+	}
+	e.call(t, &plans, "ListPlans", "")
+	if len(plans) != 2 {
+		t.Errorf("plans after a refused Reload: %v", plans)
+	}
+	// Root's Reload does load it: the refusal was the only thing in the way.
+	e.call(t, nil, "Reload", "")
+	e.call(t, &plans, "ListPlans", "")
+	if len(plans) != 3 {
+		t.Errorf("plans after root's Reload: %v", plans)
 	}
 }
