@@ -642,7 +642,7 @@ func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
 		if err != nil {
 			return 0
 		}
-		conn.Close() //nolint:errcheck,gosec // only probing
+		_ = conn.Close()
 		return 1
 	})
 	nobodyCannotOwnName(t, e.bus)
