@@ -26,6 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+cmdline="$0${*:+ $*}"
 sizes=2,8
 runs=3
 files=20000
@@ -292,7 +293,7 @@ YAML
 done
 
 elapsed=$(( $(date +%s) - t0_all ))
-python3 - "$csv" "$md" "$machine" "$runs" "$files" "$elapsed" "$0 $*" <<'PY'
+python3 - "$csv" "$md" "$machine" "$runs" "$files" "$elapsed" "$cmdline" <<'PY'
 import csv, statistics, sys
 path, md, machine, runs, files, elapsed, cmd = sys.argv[1:]
 rows = list(csv.DictReader(open(path)))
