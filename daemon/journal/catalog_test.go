@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/subvault/subvault/internal/testutil"
 )
 
 const catalogPath = "../../packaging/subvault.catalog"
@@ -135,10 +137,7 @@ func TestCatalogMatchesEvents(t *testing.T) {
 // TestCatalogJournalctl has journalctl itself compile the catalog into a
 // private root and list it back.
 func TestCatalogJournalctl(t *testing.T) {
-	journalctl, err := exec.LookPath("journalctl")
-	if err != nil {
-		t.Skip("journalctl not installed: the catalog was only checked by TestCatalogMatchesEvents")
-	}
+	journalctl := testutil.RequireCommand(t, "journalctl", "systemd")
 	root := t.TempDir()
 	dir := filepath.Join(root, "usr/lib/systemd/catalog")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

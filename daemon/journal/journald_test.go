@@ -6,27 +6,26 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/subvault/subvault/internal/testutil"
 )
 
 // TestRealJournald sends entries to a real systemd-journald, run in a
 // private mount namespace with its own tmpfs /run so that it touches neither
 // the host's journal nor its sockets, and reads them back with journalctl.
 func TestRealJournald(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: systemd-journald is run in a private mount namespace")
-	}
+	testutil.RequireRoot(t) // systemd-journald runs in a private mount namespace
 	const journald = "/lib/systemd/systemd-journald"
-	for _, tool := range []string{journald, "unshare", "journalctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: %v", tool, err)
-		}
+	if _, err := exec.LookPath(journald); err != nil {
+		testutil.SkipOrFail(t, journald+" (apt-get install systemd)")
 	}
+	testutil.RequireCommand(t, "unshare", "util-linux")
+	testutil.RequireCommand(t, "journalctl", "systemd")
 	cmd := exec.Command("unshare", "--mount", "sh", "-ec", `
 		mount --make-rprivate /
 		mount -t tmpfs tmpfs /run
