@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +50,7 @@ type authBus struct {
 	bus     *testutil.Bus
 	conn    *dbus.Conn // root, owns BusName
 	authz   *PolkitAuthorizer
-	log     *lockedLog
+	log     *testutil.SyncBuffer
 	plans   map[string]*config.Plan
 	answers chan authAnswer
 }
@@ -82,7 +80,7 @@ func newAuthBusTuned(t *testing.T, tune func(*PolkitAuthorizer), plans ...*confi
 	}
 	b := &authBus{
 		bus:     testutil.NewSystemBus(t, policies...),
-		log:     &lockedLog{},
+		log:     &testutil.SyncBuffer{},
 		plans:   map[string]*config.Plan{},
 		answers: make(chan authAnswer, 64),
 	}
@@ -484,30 +482,11 @@ func startPolkitd(t *testing.T, address string, conn *dbus.Conn) {
 	testutil.WriteFile(t, filepath.Join(actions, "org.subvault.policy"), string(policy))
 	testutil.WriteFile(t, filepath.Join(rules, "50-subvault-test.rules"), testPolkitRules)
 
-	log := &lockedLog{}
 	cmd := exec.Command("unshare", "--mount", "--propagation=private", "sh", "-ec",
 		`mount --bind "$1" /usr/share/polkit-1/actions; mount --bind "$2" /etc/polkit-1/rules.d; exec "$3" --no-debug`,
 		"sh", actions, rules, polkitd)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS=" + address}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("polkitd: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("polkitd said:\n%s", log.String())
-		}
-	})
+	log, exited := testutil.StartProcess(t, "polkitd", cmd)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var has bool
 		if err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, polkitBusName).Store(&has); err == nil && has {
@@ -708,24 +687,6 @@ func (f *fakePolkit) CheckAuthorization(subject polkitSubject, action string, de
 		result.Details = map[string]string{}
 	}
 	return result, err
-}
-
-// lockedLog is the authorizer's log, read by the test while calls run.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 func TestResolveID(t *testing.T) {

@@ -200,7 +200,7 @@ func TestDaemonReadyStatusWatchdogAndCatchUp(t *testing.T) {
 func TestDaemonSIGTERMMidBackupCleansUp(t *testing.T) {
 	e := newDaemonEnv(t, 600)
 	cmd, log := e.start(t)
-	resticPID := waitFor(t, 60*time.Second, func() int { return descendantNamed(cmd.Process.Pid, "restic", "backup") })
+	resticPID := waitFor(t, 60*time.Second, func() int { return testutil.ProcessBelow(cmd.Process.Pid, "restic", "backup") })
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -227,7 +227,7 @@ func TestDaemonSIGTERMMidBackupCleansUp(t *testing.T) {
 func TestDaemonKilledMidBackupRecoversAtStart(t *testing.T) {
 	e := newDaemonEnv(t, 600)
 	cmd, _ := e.start(t)
-	resticPID := waitFor(t, 60*time.Second, func() int { return descendantNamed(cmd.Process.Pid, "restic", "backup") })
+	resticPID := waitFor(t, 60*time.Second, func() int { return testutil.ProcessBelow(cmd.Process.Pid, "restic", "backup") })
 	time.Sleep(300 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,7 +125,7 @@ func TestKilledMidBackupRecoversAtNextStart(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	resticPID := waitFor(t, 30*time.Second, func() int { return descendantNamed(cmd.Process.Pid, "restic", "backup") })
+	resticPID := waitFor(t, 30*time.Second, func() int { return testutil.ProcessBelow(cmd.Process.Pid, "restic", "backup") })
 	time.Sleep(500 * time.Millisecond) // let restic write some of the archive
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -175,41 +174,5 @@ func waitFor(t *testing.T, limit time.Duration, f func() int) int {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("gave up after %v", limit)
-	return 0
-}
-
-// descendantNamed returns the pid of a process below root whose argv[0]
-// ends in name and whose argv holds arg, or 0.
-func descendantNamed(root int, name, arg string) int {
-	entries, _ := os.ReadDir("/proc")
-	parent := map[int]int{}
-	var candidates []int
-	for _, ent := range entries {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 {
-			parent[pid], _ = strconv.Atoi(fields[1])
-		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		argv := strings.Split(string(cmdline), "\x00")
-		if len(argv) > 1 && strings.HasSuffix(argv[0], name) && strings.Contains(string(cmdline), "\x00"+arg+"\x00") {
-			candidates = append(candidates, pid)
-		}
-	}
-	for _, pid := range candidates {
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == root {
-				return pid
-			}
-		}
-	}
 	return 0
 }

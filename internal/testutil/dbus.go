@@ -2,13 +2,10 @@ package testutil
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // Bus is a private dbus-daemon started for one test.
@@ -48,24 +45,7 @@ func NewBus(t testing.TB) *Bus {
   </policy>
 </busconfig>
 `, sock))
-	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork", "--nopidfile")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("dbus-daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		// The socket file appears before dbus-daemon listens on it.
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close() //nolint:errcheck,gosec // only probing
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dbus-daemon did not create its socket within 10 s")
-		}
-	}
+	output, exited := StartProcess(t, "dbus-daemon", exec.Command("dbus-daemon", "--config-file="+conf, "--nofork", "--nopidfile"))
+	waitListening(t, "dbus-daemon", sock, output, exited)
 	return &Bus{Address: "unix:path=" + sock, Dir: dir}
 }

@@ -7,10 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // SystemConf is the system bus configuration NewSystemBus starts from.
@@ -82,42 +79,11 @@ func NewSystemBus(t testing.TB, policyFiles ...string) *Bus {
 	confPath := filepath.Join(dir, "bus.conf")
 	WriteFile(t, confPath, string(conf))
 
-	stderr := &lockedBuffer{}
-	cmd := exec.Command("dbus-daemon", "--config-file="+confPath, "--nofork", "--nopidfile")
-	cmd.Stderr = stderr
-	// Cleared by the kernel when dbus-daemon switches to messagebus, but it
-	// still covers the start; the cleanup below is what stops it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("dbus-daemon: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() && stderr.Len() > 0 {
-			t.Logf("dbus-daemon (private system bus) said:\n%s", stderr.String())
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("dbus-daemon with the system bus policy exited at start: %s", stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dbus-daemon did not create its socket within 10 s")
-		}
-	}
+	// Pdeathsig is cleared by the kernel when dbus-daemon switches to
+	// messagebus; the cleanup StartProcess registers is what stops it.
+	output, exited := StartProcess(t, "dbus-daemon (private system bus)",
+		exec.Command("dbus-daemon", "--config-file="+confPath, "--nofork", "--nopidfile"))
+	waitListening(t, "dbus-daemon with the system bus policy", sock, output, exited)
 	return &Bus{Address: "unix:path=" + sock, Dir: dir}
 }
 
@@ -140,32 +106,4 @@ func RequireNobody(t testing.TB) {
 	if _, err := user.LookupId("65534"); err != nil {
 		SkipOrFail(t, "uid 65534 (nobody) in /etc/passwd")
 	}
-}
-
-// lockedBuffer collects a child's stderr, read while the child still runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	const limit = 64 << 10
-	if b.buf.Len() >= limit {
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
