@@ -311,7 +311,7 @@ func (d *Daemon) updateStatus() {
 func (d *Daemon) StatusLine() string {
 	var parts []string
 	queued := 0
-	for _, j := range d.queue.Jobs() {
+	for _, j := range d.queue.Active() {
 		switch j.State {
 		case StateRunning:
 			p := fmt.Sprintf("%s %s: %.0f%%", verbing(j.Kind), j.Plan, j.Progress*100)

@@ -91,7 +91,7 @@ func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
 
 func (d *Daemon) runningJobIDs() map[uint32]bool {
 	ids := map[uint32]bool{}
-	for _, j := range d.queue.Jobs() {
+	for _, j := range d.queue.Active() {
 		if j.State == StateRunning {
 			ids[j.ID] = true
 		}

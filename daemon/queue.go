@@ -188,16 +188,29 @@ func (q *Queue) Job(id uint32) (Job, bool) {
 	return Job{}, false
 }
 
+// Active returns copies of the queued and running jobs, by id: what the
+// STATUS line and a check of running jobs need, without copying the history.
+func (q *Queue) Active() []Job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.activeLocked()
+}
+
+func (q *Queue) activeLocked() []Job {
+	out := make([]Job, 0, len(q.jobs))
+	for _, j := range q.jobs {
+		out = append(out, j.copy())
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
 // Jobs returns copies of all jobs: queued and running first (by id), then
 // the history, newest first.
 func (q *Queue) Jobs() []Job {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var out []Job
-	for _, j := range q.jobs {
-		out = append(out, j.copy())
-	}
-	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	out := q.activeLocked()
 	for i := len(q.history) - 1; i >= 0; i-- {
 		out = append(out, q.history[i].copy())
 	}
