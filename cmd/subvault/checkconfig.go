@@ -11,8 +11,15 @@ import (
 
 const defaultConfigPath = config.DefaultPath
 
+const checkConfigAbout = `Loads and validates the configuration file and prints the verdict: the
+plans it defines, or every error as FILE:LINE: KEY.PATH: what is wrong;
+expected ... Nothing else happens. The unit runs it before the daemon starts
+and before a reload.
+
+Exit status: 0 valid, 1 invalid or unreadable, 2 wrong command line.`
+
 func runCheckConfig(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("check-config", "[--config PATH] [--quiet]", stdout, stderr)
+	fs := newFlags("check-config", "[--config PATH] [--quiet]", checkConfigAbout, stdout, stderr)
 	path := fs.String("config", defaultConfigPath, "configuration `file` to check")
 	quiet := fs.Bool("quiet", false, "print nothing when the file is valid")
 	if code, ok := parseFlags(fs, args, stdout); !ok {

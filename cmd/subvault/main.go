@@ -30,18 +30,33 @@ const (
 	exitUsage   = 2 // wrong command line
 )
 
+// A command is one subcommand. Its --help text (newFlags) is the one source
+// of its documentation: the man pages in docs/man are generated from it
+// ("subvault man", make man).
 type command struct {
 	name    string
 	summary string
+	group   string // the heading it is listed under in --help and subvault(1)
 	run     func(args []string, stdout, stderr io.Writer) int
+	hidden  bool // not listed (tools for the build)
 }
+
+// The groups of commands, in the order --help lists them.
+const (
+	groupStatus  = "Look"
+	groupJobs    = "Start and steer jobs"
+	groupDesktop = "Desktop"
+	groupAdmin   = "Configuration and service"
+)
+
+var groupOrder = []string{groupStatus, groupJobs, groupDesktop, groupAdmin}
 
 func commands() []command {
 	return []command{
-		{"check-config", "check the configuration file and print the verdict", runCheckConfig},
-		{"daemon", "run the backup daemon (what systemd starts)", runDaemon},
-		{"run", "run one job in the foreground without the daemon: run backup PLAN", runRun},
-		{"version", "print the version", runVersion},
+		{name: "check-config", summary: "check the configuration file and print the verdict", group: groupAdmin, run: runCheckConfig},
+		{name: "daemon", summary: "run the backup daemon (what systemd starts)", group: groupAdmin, run: runDaemon},
+		{name: "run", summary: "run one job in the foreground without the daemon: run backup PLAN", group: groupAdmin, run: runRun},
+		{name: "version", summary: "print the version", group: groupAdmin, run: runVersion},
 	}
 }
 
@@ -72,18 +87,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "subvault %s: atomic, incremental restic backups of btrfs subvolumes\n\n", version)
-	fmt.Fprintln(w, "Usage: subvault COMMAND [OPTIONS]\n\nCommands:")
+	fmt.Fprintln(w, "Usage: subvault COMMAND [OPTIONS]")
 	cmds := commands()
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
-	for _, c := range cmds {
-		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	for _, g := range groupOrder {
+		heading := false
+		for _, c := range cmds {
+			if c.group != g || c.hidden {
+				continue
+			}
+			if !heading {
+				fmt.Fprintf(w, "\n%s:\n", g)
+				heading = true
+			}
+			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+		}
 	}
 	fmt.Fprintln(w, "\nRun \"subvault COMMAND --help\" for a command's options. See subvault(1).")
 }
 
 // newFlags makes a flag set for one subcommand: --help prints its usage to
 // stdout, errors go to stderr with a pointer to --help.
-func newFlags(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
+//
+// The help text is, in this order: "Usage: subvault NAME SYNOPSIS", a blank
+// line, about (paragraphs separated by blank lines; lines indented by two
+// spaces are shown as they are), a blank line, "Options:" and the flags.
+// The man page generator reads exactly this shape.
+func newFlags(name, synopsis, about string, stdout, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("subvault "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	// The flag package calls Usage on every parse error; parseFlags prints
@@ -91,6 +121,9 @@ func newFlags(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
 	fs.Usage = func() {}
 	usages[fs] = func(w io.Writer) {
 		fmt.Fprintf(w, "Usage: subvault %s %s\n", name, synopsis)
+		if about != "" {
+			fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(about))
+		}
 		var b strings.Builder
 		fs.SetOutput(&b)
 		fs.PrintDefaults()
@@ -125,7 +158,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("version", "", stdout, stderr)
+	fs := newFlags("version", "", "Prints the version of this program, the Go it was built with, and the platform.", stdout, stderr)
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}

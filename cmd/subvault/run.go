@@ -41,18 +41,20 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-const runUsage = `Usage: subvault run backup PLAN [--config PATH] [--verbose]
+const runUsage = "Usage: subvault run backup PLAN [--config PATH] [--verbose]\n\n" + runAbout + "\n"
 
-Runs one job in the foreground, without the daemon: for scripts, timers and
-tests. It takes the plan's lock, so it never runs beside the daemon's job of
-the same plan.
+const runAbout = `Runs one backup in the foreground, without the daemon, for scripts, timers
+and tests: hooks, snapshots, restic in a private mount namespace, snapshots
+deleted or kept per keep_snapshots. A progress line is drawn on a terminal;
+the summary is printed at the end. It takes the plan's lock, so it never runs
+beside the daemon's job of the same plan, and first removes what a killed
+earlier job left behind.
 
-Exit status: 0 done, 1 failed, 2 usage, 3 partial (the archive exists but
-some files could not be read), 130 interrupted.
-`
+Exit status: 0 done, 1 failed, 2 wrong command line or unknown plan, 3 partial
+(the archive exists but some files could not be read), 130 interrupted.`
 
 func runBackup(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("run backup", "PLAN [--config PATH] [--verbose]", stdout, stderr)
+	fs := newFlags("run backup", "PLAN [--config PATH] [--verbose]", runAbout, stdout, stderr)
 	path := fs.String("config", defaultConfigPath, "configuration `file`")
 	verbose := fs.Bool("verbose", false, "log every step (the default when stderr is not a terminal)")
 	// The plan may come before or after the options.
