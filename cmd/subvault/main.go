@@ -53,6 +53,20 @@ var groupOrder = []string{groupStatus, groupJobs, groupDesktop, groupAdmin}
 
 func commands() []command {
 	return []command{
+		{name: "plans", summary: "list the plans, their last backup and next run", group: groupStatus, run: runPlans},
+		{name: "jobs", summary: "list the queued, running and past jobs", group: groupStatus, run: runJobs},
+		{name: "job", summary: "show one job: progress, result, cause, summary", group: groupStatus, run: runJob},
+		{name: "snapshots", summary: "list a plan's local snapshots", group: groupStatus, run: runSnapshots},
+		{name: "archives", summary: "list a plan's archives in its repository", group: groupStatus, run: runArchives},
+		{name: "watch", summary: "follow every job live", group: groupStatus, run: runWatch},
+		{name: "logs", summary: "show the daemon's journal entries, of one plan or all", group: groupStatus, run: runLogs},
+		{name: "backup", summary: "back up a plan now and follow it", group: groupJobs, run: runBackupCmd},
+		{name: "prune", summary: "apply a plan's retention to its archives and snapshots", group: groupJobs, run: runPrune},
+		{name: "check", summary: "check a plan's repository", group: groupJobs, run: runCheck},
+		{name: "restore", summary: "restore an archive, or some paths of it, into a new directory", group: groupJobs, run: runRestore},
+		{name: "cancel", summary: "cancel a queued or running job", group: groupJobs, run: runCancel},
+		{name: "clone", summary: "make a writable copy of a local snapshot", group: groupJobs, run: runClone},
+		{name: "reload", summary: "make the daemon re-read its configuration", group: groupAdmin, run: runReload},
 		{name: "check-config", summary: "check the configuration file and print the verdict", group: groupAdmin, run: runCheckConfig},
 		{name: "daemon", summary: "run the backup daemon (what systemd starts)", group: groupAdmin, run: runDaemon},
 		{name: "run", summary: "run one job in the foreground without the daemon: run backup PLAN", group: groupAdmin, run: runRun},

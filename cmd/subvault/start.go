@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/subvault/subvault/api/client"
+)
+
+const waitAbout = `With --wait (the default on a terminal) it follows the job: a live progress
+bar on a terminal (percent, bytes, files, rate, time left, the file being
+read), one line per phase when piped; then the job's summary, and it exits
+with the job's result. Ctrl-C asks whether to cancel the job or only stop
+watching. --wait=false prints the job's id and returns at once.
+
+Exit status: 0 done, 1 failed, 2 wrong command line or unknown plan, 3
+partial (the archive exists but some files could not be read), 4 not
+authorized, 5 the daemon is not running, 130 canceled or interrupted.`
+
+// startCmd is a command that queues a job and may follow it.
+type startCmd struct {
+	*clientCmd
+	wait *bool
+}
+
+func newStartCmd(name, synopsis, about string, stdout, stderr io.Writer) *startCmd {
+	sc := &startCmd{clientCmd: newClientCmd(name, synopsis, about+"\n\n"+waitAbout, false, stdout, stderr)}
+	sc.wait = sc.fs.Bool("wait", isTerminal(os.Stdout), "follow the job until it ends and exit with its result (default: true on a terminal)")
+	return sc
+}
+
+const backupAbout = `Starts a backup of PLAN now: read-only snapshots of its subvolumes, restic
+in a private mount namespace that shows each snapshot at its subvolume's
+path, then the snapshots deleted or kept per keep_snapshots. A backup of the
+plan already queued or running is followed instead of starting a second.`
+
+func runBackupCmd(args []string, stdout, stderr io.Writer) int {
+	return runStart("backup", "PLAN [--wait] [--bus BUS]", backupAbout, args, stdout, stderr,
+		func(ctx context.Context, c *client.Client, plan string) (uint32, error) {
+			return c.StartBackup(ctx, plan)
+		})
+}
+
+const pruneAbout = `Starts a prune of PLAN: restic forget --prune with the plan's keep_archives
+(this host's archives of the plan only), and the local snapshot retention.`
+
+func runPrune(args []string, stdout, stderr io.Writer) int {
+	return runStart("prune", "PLAN [--wait] [--bus BUS]", pruneAbout, args, stdout, stderr,
+		func(ctx context.Context, c *client.Client, plan string) (uint32, error) {
+			return c.StartPrune(ctx, plan)
+		})
+}
+
+const checkAbout = `Starts a check of PLAN's repository: restic check, reading the subset of
+the data the plan's check.read_data says.`
+
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	return runStart("check", "PLAN [--wait] [--bus BUS]", checkAbout, args, stdout, stderr,
+		func(ctx context.Context, c *client.Client, plan string) (uint32, error) {
+			return c.StartCheck(ctx, plan)
+		})
+}
+
+func runStart(name, synopsis, about string, args []string, stdout, stderr io.Writer,
+	start func(context.Context, *client.Client, string) (uint32, error)) int {
+	sc := newStartCmd(name, synopsis, about, stdout, stderr)
+	pos, code, ok := sc.parse(args, 1, 1, "a PLAN")
+	if !ok {
+		return code
+	}
+	return sc.startAndWait(func(ctx context.Context) (uint32, error) { return start(ctx, sc.c, pos[0]) })
+}
+
+const restoreAbout = `Starts a restore of ARCHIVE (an id as "subvault archives" shows it, or
+latest) of PLAN into TARGET, a directory that does not exist yet (its parent
+must) or is empty. Files keep their owners, modes, times and extended
+attributes. --include restores only the paths given (repeat it).`
+
+func runRestore(args []string, stdout, stderr io.Writer) int {
+	sc := newStartCmd("restore", "PLAN ARCHIVE TARGET [--include PATH]... [--wait] [--bus BUS]", restoreAbout, stdout, stderr)
+	var include listFlag
+	sc.fs.Var(&include, "include", "restore only this `path` of the archive (repeatable)")
+	pos, code, ok := sc.parse(args, 3, 3, "PLAN ARCHIVE TARGET")
+	if !ok {
+		return code
+	}
+	target, err := filepath.Abs(pos[2])
+	if err != nil {
+		return sc.fail(err)
+	}
+	return sc.startAndWait(func(ctx context.Context) (uint32, error) {
+		return sc.c.StartRestore(ctx, pos[0], pos[1], target, include)
+	})
+}
+
+// listFlag is a flag that may be given more than once.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+var _ flag.Value = (*listFlag)(nil)
+
+// startAndWait starts a job and, with --wait, follows it to its end.
+func (sc *startCmd) startAndWait(start func(context.Context) (uint32, error)) int {
+	ctx := context.Background()
+	if code, ok := sc.dial(ctx); !ok {
+		return code
+	}
+	defer sc.close()
+	var w *client.Watcher
+	if *sc.wait {
+		// Follow first, so that no signal of the job is missed.
+		var err error
+		if w, err = sc.c.Watch(ctx); err != nil {
+			return sc.fail(err)
+		}
+		defer w.Close()
+	}
+	id, err := start(ctx)
+	if err != nil {
+		return sc.fail(err)
+	}
+	if !*sc.wait {
+		fmt.Fprintf(sc.stdout, "job %d queued; follow it with: subvault job %d\n", id, id)
+		return exitOK
+	}
+	return sc.follow(ctx, w, id)
+}
+
+// follow shows job id's progress until it ends; Ctrl-C asks whether to
+// cancel it.
+func (sc *startCmd) follow(ctx context.Context, w *client.Watcher, id uint32) int {
+	interrupts := make(chan os.Signal, 1)
+	signal.Notify(interrupts, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(interrupts)
+
+	errFile, _ := sc.stderr.(*os.File)
+	bar := &progressBar{w: sc.stderr, out: outputFor(sc.stderr), tty: errFile != nil && isTerminal(errFile)}
+	j, _ := w.Job(id)
+	bar.update(j)
+	for j.State != client.StateFinished {
+		select {
+		case e, ok := <-w.C:
+			if !ok {
+				bar.clear()
+				fmt.Fprintf(sc.stderr, "subvault %s: lost the connection to the daemon; job %d may go on (subvault job %d)\n", sc.name, id, id)
+				return exitFailure
+			}
+			switch {
+			case e.Type == client.DaemonGone:
+				bar.clear()
+				fmt.Fprintf(sc.stderr, "subvault %s: the daemon stopped while job %d was running; it ended with it (subvault job %d tells how, once the daemon is back)\n", sc.name, id, id)
+				return exitFailure
+			case e.Job.ID == id && (e.Type == client.JobChanged || e.Type == client.JobFinished || e.Type == client.JobNew):
+				j = e.Job
+				bar.update(j)
+			}
+		case sig := <-interrupts:
+			bar.clear()
+			if sig == os.Interrupt && isTerminal(os.Stdin) && sc.askCancel(id) {
+				if err := sc.c.Cancel(ctx, id); err != nil {
+					return sc.fail(err)
+				}
+				fmt.Fprintf(sc.stderr, "canceling job %d...\n", id)
+				continue
+			}
+			fmt.Fprintf(sc.stderr, "stopped watching; job %d goes on: subvault job %d\n", id, id)
+			return exitCanceled
+		}
+	}
+	bar.clear()
+	// The mirror has the final properties (the last PropertiesChanged came
+	// before JobRemoved); read them once more for the summary.
+	if full, err := sc.c.Job(ctx, id); err == nil {
+		j = full
+	}
+	return sc.finished(j)
+}
+
+// askCancel asks on the terminal whether to cancel the job too.
+func (sc *startCmd) askCancel(id uint32) bool {
+	fmt.Fprintf(sc.stderr, "Cancel job %d too? [y/N] ", id)
+	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	answer = strings.ToLower(strings.TrimSpace(answer))
+	return answer == "y" || answer == "yes"
+}
+
+// finished prints the job's end and returns the exit code it stands for.
+func (sc *startCmd) finished(j client.Job) int {
+	o := sc.out
+	switch j.Result {
+	case client.ResultDone:
+		fmt.Fprintf(sc.stdout, "job %d: %s of %s %s in %s\n", j.ID, j.Kind, j.Plan, o.result("done"), took(j, o.now()))
+		printJobSummary(sc.stdout, o, j)
+		return exitOK
+	case client.ResultCanceled:
+		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s\n", j.ID, j.Kind, j.Plan, o.result("canceled"))
+		return exitCanceled
+	}
+	fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, j.Kind, j.Plan, o.result("failed"), j.Error)
+	if strings.HasPrefix(j.Error, "partial") {
+		printJobSummary(sc.stdout, o, j)
+		return exitPartial
+	}
+	return exitFailure
+}
+
+// printJobSummary prints what a backup did (or a restore, prune, check: their
+// summaries hold other fields, printed as they are).
+func printJobSummary(w io.Writer, o output, j client.Job) {
+	s := j.Summary
+	if j.ArchiveID != "" {
+		fmt.Fprintf(w, "  archive: %s\n", j.ArchiveID)
+	}
+	n := func(k string) uint64 { v, _ := s[k].(uint64); return v }
+	if _, ok := s["files_new"]; ok {
+		fmt.Fprintf(w, "  files: %d new, %d changed, %d unmodified\n", n("files_new"), n("files_changed"), n("files_unmodified"))
+		fmt.Fprintf(w, "  dirs:  %d new, %d changed, %d unmodified\n", n("dirs_new"), n("dirs_changed"), n("dirs_unmodified"))
+		fmt.Fprintf(w, "  added to the repository: %s; processed %d files, %s\n",
+			o.size(n("data_added")), n("total_files_processed"), o.size(n("total_bytes_processed")))
+		return
+	}
+	for _, k := range sortedKeys(s) {
+		fmt.Fprintf(w, "  %s: %s\n", strings.ReplaceAll(k, "_", " "), summaryValue(o, k, s[k]))
+	}
+}
+
+const cancelAbout = `Cancels job ID: a queued job ends at once; a running one has restic
+interrupted and its snapshots removed. A user may cancel the jobs they
+started; others' jobs need the manage authorization.`
+
+func runCancel(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("cancel", "ID [--bus BUS]", cancelAbout, false, stdout, stderr)
+	pos, code, ok := cc.parse(args, 1, 1, "a job ID")
+	if !ok {
+		return code
+	}
+	id, err := parseJobID(pos[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "subvault cancel: %v\n", err)
+		return exitUsage
+	}
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	if err := cc.c.Cancel(ctx, id); err != nil {
+		return cc.fail(err)
+	}
+	fmt.Fprintf(stdout, "job %d canceled\n", id)
+	return exitOK
+}
+
+const cloneAbout = `Makes a writable btrfs snapshot of one of PLAN's local snapshots (a name
+from "subvault snapshots PLAN") at TARGET, which must not exist (its parent
+must): to look inside the old state or run it in a container. The snapshot
+itself stays as it was. Remove the clone with "btrfs subvolume delete".`
+
+func runClone(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("clone", "PLAN SNAPSHOT TARGET [--bus BUS]", cloneAbout, false, stdout, stderr)
+	pos, code, ok := cc.parse(args, 3, 3, "PLAN SNAPSHOT TARGET")
+	if !ok {
+		return code
+	}
+	target, err := filepath.Abs(pos[2])
+	if err != nil {
+		return cc.fail(err)
+	}
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	path, err := cc.c.Clone(ctx, pos[0], pos[1], target)
+	if err != nil {
+		return cc.fail(err)
+	}
+	fmt.Fprintln(stdout, path)
+	return exitOK
+}
+
+const reloadAbout = `Makes the daemon re-read its configuration file. An invalid file is
+refused, with every problem as FILE:LINE: KEY: what is wrong, and the
+configuration in force stays.`
+
+func runReload(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("reload", "[--bus BUS]", reloadAbout, false, stdout, stderr)
+	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+		return code
+	}
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	if err := cc.c.Reload(ctx); err != nil {
+		var cerr *client.Error
+		if errors.As(err, &cerr) && cerr.Name == "org.subvault.Subvault1.Error.InvalidConfig" {
+			fmt.Fprintf(stderr, "subvault reload: %v\n", err)
+			return exitFailure
+		}
+		return cc.fail(err)
+	}
+	fmt.Fprintln(stdout, "configuration reloaded")
+	return exitOK
+}
+
+// progressBar draws a job's progress: on a terminal one line redrawn in
+// place, piped one line per phase (queued, running, and the end).
+type progressBar struct {
+	w     io.Writer
+	out   output
+	tty   bool
+	shown bool   // a bar is on the terminal line
+	phase string // the last phase printed
+
+	rate     float64 // bytes per second, smoothed
+	lastAt   time.Time
+	lastDone uint64
+}
+
+func (b *progressBar) update(j client.Job) {
+	if j.ID == 0 {
+		return
+	}
+	if j.State != b.phase {
+		b.clear()
+		b.phase = j.State
+		if j.State != client.StateFinished {
+			fmt.Fprintf(b.w, "job %d: %s of %s %s\n", j.ID, j.Kind, j.Plan, j.State)
+		}
+	}
+	if !b.tty || j.State != client.StateRunning {
+		return
+	}
+	now := time.Now()
+	if !b.lastAt.IsZero() && now.After(b.lastAt) && j.BytesDone >= b.lastDone {
+		r := float64(j.BytesDone-b.lastDone) / now.Sub(b.lastAt).Seconds()
+		if b.rate == 0 {
+			b.rate = r
+		} else {
+			b.rate = 0.7*b.rate + 0.3*r
+		}
+	}
+	b.lastAt, b.lastDone = now, j.BytesDone
+	fmt.Fprintf(b.w, "\r\033[K%s", progressText(b.out, j, b.rate))
+	b.shown = true
+}
+
+func (b *progressBar) clear() {
+	if b.shown {
+		fmt.Fprint(b.w, "\r\033[K")
+		b.shown = false
+	}
+}
+
+// progressText is a running job's progress on one line of the terminal's
+// width: bar, percent, bytes, files, rate, time left, the current file.
+func progressText(o output, j client.Job, rate float64) string {
+	const barWidth = 20
+	p := max(0, min(1, j.Progress))
+	filled := int(p * barWidth)
+	parts := []string{
+		"[" + strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled) + "]",
+		fmt.Sprintf("%3d%%", int(p*100)),
+		humanBytes(j.BytesDone) + "/" + humanBytes(j.BytesTotal),
+		fmt.Sprintf("%d/%d files", j.FilesDone, j.FilesTotal),
+	}
+	if rate > 0 {
+		parts = append(parts, humanBytes(uint64(rate))+"/s")
+	}
+	if j.SecondsRemaining > 0 {
+		parts = append(parts, "ETA "+humanDuration(time.Duration(j.SecondsRemaining)*time.Second))
+	}
+	line := strings.Join(parts, "  ")
+	if len(j.CurrentFiles) > 0 {
+		line += "  " + j.CurrentFiles[0]
+	}
+	width := o.width - 1
+	if width < 20 {
+		width = 79
+	}
+	if r := []rune(line); len(r) > width {
+		line = string(r[:width-1]) + "…"
+	}
+	return line
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/subvault/subvault/api/client"
+)
+
+const watchAbout = `Follows every job live, like "journalctl -f" for backups: a line when a
+job is queued, starts, passes each quarter of its progress, and ends (with
+the cause when it failed). On a terminal the running jobs' progress is also
+drawn on the last line. With --json, one JSON object per event. It follows
+the daemon across restarts and runs until interrupted.`
+
+func runWatch(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("watch", "[--json] [--bus BUS]", watchAbout, true, stdout, stderr)
+	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	w, err := cc.c.Watch(ctx)
+	if err != nil {
+		return cc.fail(err)
+	}
+	defer w.Close()
+
+	// What has been printed of each job: its phase and the last quarter
+	// of its progress, so that a line goes out only when one of them moves.
+	phase := map[uint32]string{}
+	quarter := map[uint32]int{}
+	bar := &progressBar{w: stdout, out: cc.out, tty: cc.out.tty}
+	enc := json.NewEncoder(stdout)
+	line := func(j client.Job, what string) {
+		bar.clear()
+		fmt.Fprintf(stdout, "%s job %d %s %s: %s\n", cc.out.stamp(), j.ID, j.Kind, j.Plan, what)
+	}
+	for _, j := range w.Jobs() {
+		if j.Active() {
+			phase[j.ID], quarter[j.ID] = j.State, int(j.Progress*4)
+			line(j, j.State)
+		}
+	}
+	for {
+		var e client.Event
+		var ok bool
+		select {
+		case <-ctx.Done():
+			bar.clear()
+			return exitOK
+		case e, ok = <-w.C:
+		}
+		if !ok {
+			bar.clear()
+			fmt.Fprintf(stderr, "subvault watch: lost the connection to the bus\n")
+			return exitFailure
+		}
+		j := e.Job
+		newPhase, newQuarter := false, false
+		if j.ID != 0 {
+			q := int(j.Progress * 4)
+			newPhase = phase[j.ID] != j.State
+			newQuarter = j.State == client.StateRunning && q > quarter[j.ID] && q < 4
+			phase[j.ID], quarter[j.ID] = j.State, max(quarter[j.ID], q)
+			if e.Type == client.JobFinished || e.Type == client.JobForgotten {
+				delete(phase, j.ID)
+				delete(quarter, j.ID)
+			}
+		}
+		if *cc.json {
+			if e.Type != client.JobChanged || newPhase || newQuarter {
+				enc.Encode(watchEvent{Type: string(e.Type), Time: cc.out.now(), Job: jobOrNil(e), Plan: planOrNil(e)}) //nolint:errcheck // printing
+			}
+			continue
+		}
+		switch e.Type {
+		case client.JobNew:
+			line(j, "queued ("+j.Trigger+")")
+		case client.JobChanged:
+			switch {
+			case newPhase && j.State == client.StateRunning:
+				line(j, "started")
+			case newQuarter:
+				line(j, fmt.Sprintf("%d%%  %s/%s", int(j.Progress*4)*25, humanBytes(j.BytesDone), humanBytes(j.BytesTotal)))
+			}
+			if j.State == client.StateRunning && cc.out.tty {
+				fmt.Fprintf(stdout, "\r\033[Kjob %d %s: %s", j.ID, j.Plan, progressText(cc.out, j, 0))
+				bar.shown = true
+			}
+		case client.JobFinished:
+			what := j.Result
+			if j.Error != "" {
+				what += ": " + j.Error
+			}
+			line(j, cc.out.result(what))
+		case client.DaemonGone:
+			bar.clear()
+			fmt.Fprintf(stdout, "%s daemon stopped\n", cc.out.stamp())
+		case client.DaemonStarted:
+			fmt.Fprintf(stdout, "%s daemon started\n", cc.out.stamp())
+		}
+	}
+}
+
+// stamp is the time of an event line.
+func (o output) stamp() string {
+	if o.tty {
+		return o.now().Format("15:04:05")
+	}
+	return o.now().Format(time.RFC3339)
+}
+
+type watchEvent struct {
+	Type string       `json:"event"`
+	Time time.Time    `json:"time"`
+	Job  *client.Job  `json:"job,omitempty"`
+	Plan *client.Plan `json:"plan,omitempty"`
+}
+
+func jobOrNil(e client.Event) *client.Job {
+	if e.Job.ID == 0 {
+		return nil
+	}
+	return &e.Job
+}
+
+func planOrNil(e client.Event) *client.Plan {
+	if e.Plan.Name == "" {
+		return nil
+	}
+	return &e.Plan
+}
+
+const logsAbout = `Shows the daemon's journal entries, all of them or those of one plan
+(through journalctl, with the fields the daemon logs: SUBVAULT_PLAN,
+SUBVAULT_JOB, SUBVAULT_EVENT, MESSAGE_ID). Options after -- go to journalctl
+as they are, e.g. "subvault logs home -- --since today -o verbose".`
+
+func runLogs(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("logs", "[PLAN] [--job ID] [-f] [-n N] [-- JOURNALCTL-OPTIONS]", logsAbout, stdout, stderr)
+	follow := fs.Bool("f", false, "follow: print new entries as they come")
+	lines := fs.Int("n", 0, "print only the last `N` entries (0: all)")
+	job := fs.String("job", "", "only the entries of job `ID`")
+	var plan string
+	if len(args) > 0 && args[0] != "--" && (len(args[0]) == 0 || args[0][0] != '-') {
+		plan, args = args[0], args[1:]
+	}
+	var extra []string
+	for i, a := range args {
+		if a == "--" {
+			extra, args = args[i+1:], args[:i]
+			break
+		}
+	}
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	argv := []string{"--no-pager", "-o", "short-iso", "SYSLOG_IDENTIFIER=subvault"}
+	if plan != "" {
+		argv = append(argv, "SUBVAULT_PLAN="+plan)
+	}
+	if *job != "" {
+		if _, err := parseJobID(*job); err != nil {
+			fmt.Fprintf(stderr, "subvault logs: %v\n", err)
+			return exitUsage
+		}
+		argv = append(argv, "SUBVAULT_JOB="+*job)
+	}
+	if *follow {
+		argv = append(argv, "--follow")
+	}
+	if *lines > 0 {
+		argv = append(argv, "--lines", fmt.Sprint(*lines))
+	}
+	argv = append(argv, extra...)
+	cmd := exec.Command("journalctl", argv...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	if err := cmd.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok { //nolint:errorlint // Run returns it unwrapped
+			return ee.ExitCode()
+		}
+		fmt.Fprintf(stderr, "subvault logs: cannot run journalctl: %v (it comes with systemd)\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
