@@ -205,6 +205,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer signal.Stop(ch)
 		signals = ch
 	}
+	// The schedule first, so that the plans are published with their
+	// next run.
+	d.sched.Set(d.entries(d.Config()), d.queue.LastRun)
 	if d.opts.Serve != nil {
 		if err := d.opts.Serve(d); err != nil {
 			return err
@@ -212,7 +215,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	schedCtx, stopSched := context.WithCancel(ctx)
 	defer stopSched()
-	d.sched.Set(d.entries(d.Config()), d.queue.LastRun)
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)

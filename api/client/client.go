@@ -75,6 +75,9 @@ func (e *UnreachableError) Error() string {
 		}
 		return "the subvault daemon is not running on " + where + " (no one owns " + api.BusName + "); start it with: subvault daemon --bus " + e.Bus
 	}
+	if !errors.As(e.Err, &derr) {
+		return fmt.Sprintf("cannot reach the subvault daemon: %v; is the D-Bus daemon running (systemctl status dbus)?", e.Err)
+	}
 	return fmt.Sprintf("cannot reach the subvault daemon on %s: %v", where, e.Err)
 }
 

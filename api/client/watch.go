@@ -235,12 +235,13 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 			return []Event{{Type: PlanAdded, Plan: plan}}
 		}
 		if j, ok := ifaces[api.JobInterface]; ok {
-			job := jobFrom(j)
-			if old := w.jobs[path]; old != nil && old.State == StateFinished {
-				return nil // a late copy of what the mirror already has
+			job := w.jobs[path]
+			if job == nil {
+				job = &Job{}
+				w.jobs[path] = job
 			}
-			w.jobs[path] = &job
-			return []Event{{Type: JobNew, Job: copyJob(&job)}}
+			applyJobMonotonic(job, j)
+			return []Event{{Type: JobNew, Job: copyJob(job)}}
 		}
 	case api.ObjectManagerInterface + ".InterfacesRemoved":
 		if len(s.Body) < 1 {
@@ -281,16 +282,27 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 	return nil
 }
 
-// applyJobMonotonic applies changed properties, except that a job the
-// mirror knows as finished never goes back to queued or running: a signal
-// sent before the first GetManagedObjects may arrive after it.
+// applyJobMonotonic applies changed properties, except that a job never
+// goes back (finished to running, running to queued): a signal sent before
+// the first GetManagedObjects may arrive after it.
 func applyJobMonotonic(j *Job, changed map[string]dbus.Variant) {
-	if j.State == StateFinished {
-		if s, ok := changed["State"].Value().(string); ok && s != StateFinished {
-			return
-		}
+	if s, ok := changed["State"].Value().(string); ok && StateRank(s) < StateRank(j.State) {
+		return
 	}
 	applyJob(j, changed)
+}
+
+// StateRank orders job states: queued < running < finished.
+func StateRank(state string) int {
+	switch state {
+	case StateQueued:
+		return 1
+	case StateRunning:
+		return 2
+	case StateFinished:
+		return 3
+	}
+	return 0
 }
 
 func copyJob(j *Job) Job {

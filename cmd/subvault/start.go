@@ -35,7 +35,9 @@ type startCmd struct {
 
 func newStartCmd(name, synopsis, about string, stdout, stderr io.Writer) *startCmd {
 	sc := &startCmd{clientCmd: newClientCmd(name, synopsis, about+"\n\n"+waitAbout, false, stdout, stderr)}
-	sc.wait = sc.fs.Bool("wait", isTerminal(os.Stdout), "follow the job until it ends and exit with its result (default: true on a terminal)")
+	// The default depends on where stdout goes; the flag's own default is
+	// false so that --help (and the man page made from it) never changes.
+	sc.wait = sc.fs.Bool("wait", false, "follow the job until it ends and exit with its result (default: true when stdout is a terminal)")
 	return sc
 }
 
@@ -78,6 +80,7 @@ func runStart(name, synopsis, about string, args []string, stdout, stderr io.Wri
 	if !ok {
 		return code
 	}
+	sc.defaultWait()
 	return sc.startAndWait(func(ctx context.Context) (uint32, error) { return start(ctx, sc.c, pos[0]) })
 }
 
@@ -94,6 +97,7 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
+	sc.defaultWait()
 	target, err := filepath.Abs(pos[2])
 	if err != nil {
 		return sc.fail(err)
@@ -110,6 +114,16 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 var _ flag.Value = (*listFlag)(nil)
+
+// defaultWait turns --wait on when it was not given and stdout is a
+// terminal.
+func (sc *startCmd) defaultWait() {
+	given := false
+	sc.fs.Visit(func(f *flag.Flag) { given = given || f.Name == "wait" })
+	if !given {
+		*sc.wait = sc.out.tty
+	}
+}
 
 // startAndWait starts a job and, with --wait, follows it to its end.
 func (sc *startCmd) startAndWait(start func(context.Context) (uint32, error)) int {
@@ -335,7 +349,7 @@ func (b *progressBar) update(j client.Job) {
 	if j.ID == 0 {
 		return
 	}
-	if j.State != b.phase {
+	if client.StateRank(j.State) > client.StateRank(b.phase) {
 		b.clear()
 		b.phase = j.State
 		if j.State != client.StateFinished {
