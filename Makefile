@@ -4,6 +4,7 @@
 #   make test    every test, the root-only ones included (run as root)
 #   make lint    gofmt, go vet, golangci-lint
 #   make build   bin/subvault
+#   make man     docs/man/ from the --help texts and docs/*.md
 #   make install DESTDIR=... PREFIX=/usr
 
 PREFIX     ?= /usr/local
@@ -23,7 +24,7 @@ ifeq ($(origin GO),undefined)
 GO := $(shell $(DEPS) build | sed -n 's/^GO=//p')
 endif
 
-.PHONY: all build test test-unit lint demo install clean deps
+.PHONY: all build test test-unit lint demo install clean deps man
 
 all: build
 
@@ -44,6 +45,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$$($(DEPS) lint | sed -n 's/^GOLANGCI_LINT=//p') run ./...
+
+# The man pages are generated (cmd/subvault/man.go) and committed; a test
+# fails when they are stale.
+man:
+	$(GO) run ./cmd/subvault man --dir docs/man
 
 demo: build
 	@$(DEPS) demo >/dev/null

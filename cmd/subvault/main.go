@@ -71,6 +71,7 @@ func commands() []command {
 		{name: "daemon", summary: "run the backup daemon (what systemd starts)", group: groupAdmin, run: runDaemon},
 		{name: "run", summary: "run one job in the foreground without the daemon: run backup PLAN", group: groupAdmin, run: runRun},
 		{name: "version", summary: "print the version", group: groupAdmin, run: runVersion},
+		{name: "man", summary: "write the man pages (for the build)", group: groupAdmin, run: runMan, hidden: true},
 	}
 }
 
