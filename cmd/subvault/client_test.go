@@ -88,6 +88,16 @@ var controlChars = regexp.MustCompile("[\x00-\x08\x0b-\x1f\x7f]")
 // one line with the documented exit code.
 func TestCLIAgainstTheDaemon(t *testing.T) {
 	e := newAPIEnv(t, 20)
+	// A second plan, manual, whose repository is not there: its backup
+	// fails.
+	srv := e.fs.Path("srv")
+	testutil.Run(t, "btrfs", "subvolume", "create", srv)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "plans:\n",
+		"  gone:\n    url: /nonexistent/subvault-test-repo\n    password_file: "+e.password+"\nplans:\n  bad:\n    subvolumes: ["+srv+"]\n    repository: gone\n", 1))
 	e.startDaemon(t)
 	home := e.fs.Path("home")
 
@@ -96,8 +106,19 @@ func TestCLIAgainstTheDaemon(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("plans: exit %d: %s", code, errOut)
 	}
-	checkTable(t, out, []string{"PLAN", "SUBVOLUMES", "REPOSITORY", "SCHEDULE", "LAST BACKUP", "RESULT", "NEXT RUN"},
-		[][]string{{"home", regexp.QuoteMeta(home), "r", regexp.QuoteMeta("0 3 * * *"), "-", "-", rfc3339}})
+	checkTable(t, out, []string{"PLAN", "SUBVOLUMES", "REPOSITORY", "SCHEDULE", "LAST BACKUP", "RESULT", "NEXT RUN"}, [][]string{
+		{"bad", regexp.QuoteMeta(srv), "gone", "-", "-", "-", "-"},
+		{"home", regexp.QuoteMeta(home), "r", regexp.QuoteMeta("0 3 * * *"), "-", "-", rfc3339},
+	})
+	code, out, _ = e.cli(t, "status")
+	if code != exitOK || !regexp.MustCompile(`^subvault daemon 0\.0\.0-dev: idle, 2 plans
+
+PLAN +LAST BACKUP +RESULT +NEXT RUN +HEALTH
+bad +- +- +- +never
+home +- +- +`+rfc3339+` +never
+$`).MatchString(out) {
+		t.Errorf("status before any backup: exit %d\n%s", code, out)
+	}
 	if code, out, _ = e.cli(t, "jobs"); code != exitOK || out != "ID  KIND  PLAN  STARTED  TOOK  TRIGGER  STATE\n" {
 		t.Errorf("jobs with no jobs: exit %d, %q", code, out)
 	}
@@ -190,16 +211,48 @@ $`)
 
 	var plans []map[string]any
 	_, out, _ = e.cli(t, "plans", "--json")
-	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 1 || plans[0]["last_result"] != "done" || plans[0]["last_backup"] == nil {
+	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 2 || plans[1]["name"] != "home" || plans[1]["last_result"] != "done" || plans[1]["last_backup"] == nil {
 		t.Errorf("plans --json after a backup: %v: %s", err, out)
+	}
+
+	// status: all well, then a failed backup makes it say so and exit 1.
+	code, out, _ = e.cli(t, "status")
+	if code != exitOK || !regexp.MustCompile(`\nhome +`+rfc3339+` +done +`+rfc3339+` +ok\n$`).MatchString(out) {
+		t.Errorf("status after a backup: exit %d\n%s", code, out)
+	}
+	code, out, errOut = e.cli(t, "backup", "bad", "--wait")
+	if code != exitFailure || !regexp.MustCompile(`^(job 2: backup of bad queued\n)?job 2: backup of bad running\njob 2: backup of bad failed: .*/nonexistent/subvault-test-repo.*\n$`).MatchString(errOut) {
+		t.Errorf("a failing backup --wait: exit %d, stdout %q\nstderr:\n%s", code, out, errOut)
+	}
+	code, out, _ = e.cli(t, "status")
+	if code != exitFailure || !regexp.MustCompile(`\nbad +`+rfc3339+` +failed +- +failed\n`).MatchString(out) ||
+		!regexp.MustCompile(`\nneeds attention:\n  bad: last backup failed [^:]+: .*/nonexistent/subvault-test-repo`).MatchString(out) {
+		t.Errorf("status after a failed backup: exit %d, want 1\n%s", code, out)
+	}
+	var st struct {
+		Healthy bool `json:"healthy"`
+		Plans   []struct {
+			Name   string `json:"name"`
+			Health string `json:"health"`
+			Why    string `json:"why"`
+		} `json:"plans"`
+		Daemon struct {
+			Version string `json:"version"`
+			State   string `json:"state"`
+		} `json:"daemon"`
+	}
+	code, out, _ = e.cli(t, "status", "--json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != exitFailure || st.Healthy || len(st.Plans) != 2 ||
+		st.Plans[0].Health != "failed" || st.Plans[1].Health != "ok" || st.Daemon.State != "idle" {
+		t.Errorf("status --json: exit %d, %v: %s", code, err, out)
 	}
 
 	// Without --wait, the job's id, at once.
 	code, out, _ = e.cli(t, "check", "home", "--wait=false")
-	if code != exitOK || !regexp.MustCompile(`^job 2 queued; follow it with: subvault job 2\n$`).MatchString(out) {
+	if code != exitOK || !regexp.MustCompile(`^job 3 queued; follow it with: subvault job 3\n$`).MatchString(out) {
 		t.Errorf("check --wait=false: exit %d, %q", code, out)
 	}
-	e.signals.waitRemoved(t, 2, time.Minute)
+	e.signals.waitRemoved(t, 3, time.Minute)
 
 	// Errors: one line, the documented exit code, nothing done.
 	for _, c := range []struct {
@@ -219,8 +272,8 @@ $`)
 			t.Errorf("subvault %v: exit %d, stdout %q, stderr %q; want exit %d and one line with %q", c.args, code, out, errOut, c.code, c.msg)
 		}
 	}
-	if n := e.jobCount(t); n != 2 {
-		t.Errorf("%d jobs after the refused commands, want 2", n)
+	if n := e.jobCount(t); n != 3 {
+		t.Errorf("%d jobs after the refused commands, want 3", n)
 	}
 }
 

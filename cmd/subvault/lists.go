@@ -76,9 +76,10 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 	rows := make([][]string, 0, len(jobs))
 	for _, j := range jobs {
 		state := j.State
-		if j.State == client.StateFinished {
+		switch j.State {
+		case client.StateFinished:
 			state = cc.out.result(j.Result)
-		} else if j.State == client.StateRunning {
+		case client.StateRunning:
 			state = fmt.Sprintf("running %d%%", int(j.Progress*100))
 		}
 		started := j.StartedAt

@@ -88,6 +88,104 @@ Each command's own codes are listed under
 .B Exit status
 in its description above.`
 
+const manJSON = `With
+.BR \-\-json ,
+a listing prints one JSON value; times are RFC 3339 strings, absent when
+there is none; sizes are bytes. The fields:
+.TP
+.B plans
+an array of plans:
+.BR name ,
+.BR subvolumes ,
+.BR repository ,
+.BR schedule ,
+.BR next_run ,
+.BR last_backup ,
+.BR last_result " (" done ", " failed ", " canceled " or empty),"
+.BR last_error .
+.TP
+.BR jobs ", " job
+an array of jobs, or one:
+.BR id ,
+.BR kind ,
+.BR plan ,
+.BR state " (" queued ", " running ", " finished ),
+.BR result ,
+.BR trigger ,
+.BR progress " (0 to 1),"
+.BR bytes_done ,
+.BR bytes_total ,
+.BR files_done ,
+.BR files_total ,
+.BR seconds_remaining ,
+.BR current_files ,
+.BR queued_at ,
+.BR started_at ,
+.BR finished_at ,
+.BR error ,
+.BR archive_id ,
+.B summary
+(restic's summary fields, such as
+.B files_new
+and
+.BR data_added ).
+.TP
+.B status
+an object:
+.B daemon
+.RB ( version ,
+.BR state ,
+.BR plans ,
+.BR running_jobs ,
+.BR queued_jobs ),
+.B plans
+(the plan fields plus
+.BR health :
+.BR ok ", " failed ", " overdue " or " never ,
+and
+.BR why ,
+a sentence),
+.B running
+and
+.B queued
+(jobs), and
+.B healthy
+(false when a plan failed or is overdue).
+.TP
+.B snapshots
+an array of
+.BR name ,
+.BR path ,
+.BR created ,
+.BR kept .
+.TP
+.B archives
+an array of
+.BR id ,
+.BR time ,
+.BR hostname ,
+.BR paths ,
+.BR tags .
+.TP
+.B watch
+one object per line:
+.B event
+.RB ( job\-new ,
+.BR job\-changed ,
+.BR job\-finished ,
+.BR job\-forgotten ,
+.BR plan\-changed ,
+.BR plan\-added ,
+.BR plan\-removed ,
+.BR daemon\-gone ,
+.BR daemon\-started ),
+.BR time ,
+and the
+.B job
+or
+.B plan
+as above.`
+
 const manEnvironment = `.TP
 .B NO_COLOR
 When set and not empty, output on a terminal has no colours (as with
@@ -400,6 +498,8 @@ func manPage1(helps []commandHelp) []byte {
 			}
 		}
 	}
+	w.macro("SH", "JSON OUTPUT")
+	w.raw(manJSON)
 	w.macro("SH", "EXIT STATUS")
 	w.raw(manExitStatus)
 	w.macro("SH", "ENVIRONMENT")

@@ -53,8 +53,9 @@ func runBackupCmd(args []string, stdout, stderr io.Writer) int {
 		})
 }
 
-const pruneAbout = `Starts a prune of PLAN: restic forget --prune with the plan's keep_archives
-(this host's archives of the plan only), and the local snapshot retention.`
+const pruneAbout = `Starts a prune of PLAN: restic forget --prune with the plan's retention
+(this host's archives of the plan only), and keep_snapshots for the local
+snapshots.`
 
 func runPrune(args []string, stdout, stderr io.Writer) int {
 	return runStart("prune", "PLAN [--wait] [--bus BUS]", pruneAbout, args, stdout, stderr,
@@ -64,7 +65,7 @@ func runPrune(args []string, stdout, stderr io.Writer) int {
 }
 
 const checkAbout = `Starts a check of PLAN's repository: restic check, reading the subset of
-the data the plan's check.read_data says.`
+the data the plan's check_read_data_subset says.`
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	return runStart("check", "PLAN [--wait] [--bus BUS]", checkAbout, args, stdout, stderr,
