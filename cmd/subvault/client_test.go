@@ -382,3 +382,77 @@ func clientCommand(name string) bool {
 	}
 	return true
 }
+
+// TestBackupWaitCtrlCAsksAndCancels: Ctrl-C on the terminal during
+// `subvault backup` asks whether to cancel the job; "y" cancels it, the
+// command says so and exits 130, and the job's snapshot is gone.
+func TestBackupWaitCtrlCAsksAndCancels(t *testing.T) {
+	e := newAPIEnv(t, 600)
+	e.startDaemon(t)
+	pty := testutil.NewPTY(t, 120, 40)
+	cmd := subvaultCmd("backup", "home", "--bus", e.bus.Address)
+	cmd.Env = append(cmd.Env, "TERM=xterm", "NO_COLOR=1")
+	pty.Attach(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	waitOutput := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(pty.Output.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q on the terminal:\n%q", what, pty.Output.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitOutput("] ") // the bar is drawn: the backup runs
+	if err := pty.Type("\x03"); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput("Cancel job 1 too? [y/N] ")
+	if err := pty.Type("y\r"); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("still running a minute after the cancel:\n%q", pty.Output.String())
+	}
+	out := pty.Drain()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitCanceled {
+		t.Errorf("exit %v, want %d", err, exitCanceled)
+	}
+	if !strings.Contains(out, "canceling job 1...") || !strings.Contains(out, "job 1: backup of home canceled\r\n") {
+		t.Errorf("the terminal does not say the job was canceled:\n%q", out)
+	}
+	if got := e.signals.waitRemoved(t, 1, 5*time.Second); got != "canceled" {
+		t.Errorf("job 1 ended %q, want canceled", got)
+	}
+	e.noSnapshotsNoLocks(t)
+}
+
+// TestLogsAsksJournalctlForThePlansEntries checks the journalctl command
+// line `subvault logs` makes (journalctl itself is exercised by the
+// end-to-end test under systemd): the daemon's identifier, the plan's and
+// the job's fields, and the options after -- passed on.
+func TestLogsAsksJournalctlForThePlansEntries(t *testing.T) {
+	dir := t.TempDir()
+	testutil.WriteFile(t, filepath.Join(dir, "journalctl"), "#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
+	if err := os.Chmod(filepath.Join(dir, "journalctl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	code, out, errOut := runCLI(t, "logs", "home", "--job", "7", "-n", "20", "--", "--since", "today")
+	want := "--no-pager\n-o\nshort-iso\nSYSLOG_IDENTIFIER=subvault\nSUBVAULT_PLAN=home\nSUBVAULT_JOB=7\n--lines\n20\n--since\ntoday\n"
+	if code != exitOK || out != want {
+		t.Errorf("logs: exit %d, stderr %q, journalctl got:\n%s\nwant:\n%s", code, errOut, out, want)
+	}
+	if code, _, errOut = runCLI(t, "logs", "--job", "x"); code != exitUsage || !strings.Contains(errOut, "not a job id") {
+		t.Errorf("logs --job x: exit %d, %q", code, errOut)
+	}
+}

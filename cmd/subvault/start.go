@@ -390,9 +390,13 @@ func progressText(o output, j client.Job, rate float64) string {
 	parts := []string{
 		"[" + strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled) + "]",
 		fmt.Sprintf("%3d%%", int(p*100)),
-		humanBytes(j.BytesDone) + "/" + humanBytes(j.BytesTotal),
-		fmt.Sprintf("%d/%d files", j.FilesDone, j.FilesTotal),
 	}
+	if j.BytesTotal == 0 && j.BytesDone == 0 && j.FilesTotal == 0 {
+		// Before restic's first report: snapshots, namespace, restic
+		// starting and scanning.
+		return strings.Join(append(parts, "starting"), "  ")
+	}
+	parts = append(parts, humanBytes(j.BytesDone)+"/"+humanBytes(j.BytesTotal), fmt.Sprintf("%d/%d files", j.FilesDone, j.FilesTotal))
 	if rate > 0 {
 		parts = append(parts, humanBytes(uint64(rate))+"/s")
 	}
