@@ -31,17 +31,17 @@ func NewPTY(t testing.TB, cols, rows uint16) *PTY {
 	}
 	master := os.NewFile(uintptr(fd), "/dev/ptmx")
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
+		_ = master.Close()
 		t.Fatalf("unlockpt: %v", err)
 	}
 	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
 	if err != nil {
-		master.Close()
+		_ = master.Close()
 		t.Fatalf("ptsname: %v", err)
 	}
 	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		master.Close()
+		_ = master.Close()
 		t.Fatalf("cannot open the pseudo-terminal's slave: %v", err)
 	}
 	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: rows}); err != nil {
@@ -53,12 +53,12 @@ func NewPTY(t testing.TB, cols, rows uint16) *PTY {
 		// Reading ends with EIO once the slave is closed and the
 		// command is gone.
 		if _, err := io.Copy(p.Output, master); err != nil && !errors.Is(err, syscall.EIO) && !errors.Is(err, os.ErrClosed) {
-			p.Output.Write([]byte(fmt.Sprintf("\n[pty read: %v]\n", err))) //nolint:errcheck // into a buffer
+			fmt.Fprintf(p.Output, "\n[pty read: %v]\n", err)
 		}
 	}()
 	t.Cleanup(func() {
-		slave.Close()
-		master.Close()
+		_ = slave.Close() // Drain may have closed it already
+		_ = master.Close()
 		<-p.done
 	})
 	return p
@@ -80,7 +80,7 @@ func (p *PTY) Type(s string) error {
 // Drain waits until everything the command wrote has been read: call it
 // after the command ended. It closes the slave side.
 func (p *PTY) Drain() string {
-	p.slave.Close()
+	_ = p.slave.Close() // the read ends when no one holds the slave side
 	<-p.done
 	return p.Output.String()
 }
