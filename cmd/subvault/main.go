@@ -66,6 +66,8 @@ func commands() []command {
 		{name: "restore", summary: "restore an archive, or some paths of it, into a new directory", group: groupJobs, run: runRestore},
 		{name: "cancel", summary: "cancel a queued or running job", group: groupJobs, run: runCancel},
 		{name: "clone", summary: "make a writable copy of a local snapshot", group: groupJobs, run: runClone},
+		{name: "waybar", summary: "print the backups' state as a status bar's JSON line (waybar, i3blocks)", group: groupDesktop, run: runWaybar},
+		{name: "notify", summary: "show desktop notifications when a backup fails or is overdue", group: groupDesktop, run: runNotify},
 		{name: "reload", summary: "make the daemon re-read its configuration", group: groupAdmin, run: runReload},
 		{name: "check-config", summary: "check the configuration file and print the verdict", group: groupAdmin, run: runCheckConfig},
 		{name: "daemon", summary: "run the backup daemon (what systemd starts)", group: groupAdmin, run: runDaemon},

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/desktop"
+)
+
+const notifyAbout = `Shows desktop notifications about the backups: run it in your graphical
+session (packaging/subvault-notify.service is a systemd user unit for it:
+systemctl --user enable --now subvault-notify). It follows the daemon on
+--bus and talks to the notification server (org.freedesktop.Notifications)
+on the session bus.
+
+It notifies when a job fails ("Backup of home failed", with the cause, as
+critical), when a plan's backup becomes overdue (its last backup is older
+than twice the interval of its schedule; once per episode, until a backup
+succeeds again), and with --on-success when a job succeeds. A plan's newer
+notification replaces its older one on screen. Where the server shows
+actions, a click on the notification (or its Details button) opens a
+terminal with "subvault job ID" in it.
+
+It keeps running when the daemon stops or restarts, and picks it up again
+when it comes back.
+
+Exit status: 0 stopped by SIGTERM or SIGINT, 1 the session bus cannot be
+reached or went away, 2 wrong command line or no session bus.`
+
+// How often notify tries to reach a daemon that is not there.
+const notifyRetry = 5 * time.Second
+
+// detailsAction is the key of the Details button; a click on the
+// notification itself invokes desktop.DefaultAction, which does the same.
+const detailsAction = "details"
+
+// closeScript is the program the terminal runs: the command given as its
+// arguments, then a prompt, so that the window stays until read. The
+// script is constant; the command comes in "$@", never in the script.
+const closeScript = `"$@"; printf '\nPress Enter to close this window. '; read -r _`
+
+func runNotify(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("notify", "[--on-success] [--session-bus ADDRESS] [--terminal COMMAND] [--bus BUS]", notifyAbout, false, stdout, stderr)
+	sessionBus := cc.fs.String("session-bus", "", "the session bus `address` the notification server is on (default: $DBUS_SESSION_BUS_ADDRESS)")
+	onSuccess := cc.fs.Bool("on-success", false, "notify also when a job succeeds")
+	terminal := cc.fs.String("terminal", "x-terminal-emulator -e", "the terminal `command` that runs \"subvault job ID\" for Details: the program and its options, split at spaces, with the command appended")
+	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+		return code
+	}
+	if *sessionBus == "" {
+		*sessionBus = os.Getenv("DBUS_SESSION_BUS_ADDRESS")
+	}
+	if *sessionBus == "" {
+		fmt.Fprintf(stderr, "subvault notify: no session bus: DBUS_SESSION_BUS_ADDRESS is not set; run it in your desktop session, or give --session-bus\n")
+		return exitUsage
+	}
+	term := strings.Fields(*terminal)
+	if len(term) == 0 {
+		fmt.Fprintf(stderr, "subvault notify: --terminal is empty\n")
+		return exitUsage
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "subvault"
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	desk, err := desktop.Dial(*sessionBus)
+	if err != nil {
+		return cc.fail(err)
+	}
+	defer desk.Close() //nolint:errcheck // exiting
+	deskEvents, err := desk.Subscribe(ctx)
+	if err != nil {
+		return cc.fail(err)
+	}
+	n := &notifier{
+		desk: desk, bus: *cc.bus, onSuccess: *onSuccess, terminal: term, exe: exe, stderr: stderr,
+		shown: map[string]uint32{}, jobOf: map[uint32]uint32{}, overdue: map[string]bool{}, finished: map[uint32]bool{},
+	}
+	return n.run(ctx, deskEvents)
+}
+
+// notifier is the state of `subvault notify`.
+type notifier struct {
+	desk      *desktop.Client
+	bus       string
+	onSuccess bool
+	terminal  []string
+	exe       string
+	stderr    io.Writer
+
+	shown    map[string]uint32 // "plan/kind" -> the notification on screen for it
+	jobOf    map[uint32]uint32 // notification id -> the job its Details shows
+	overdue  map[string]bool   // plans whose overdue episode was notified
+	finished map[uint32]bool   // jobs notified about (a job ends once)
+}
+
+func (n *notifier) logf(format string, args ...any) {
+	fmt.Fprintf(n.stderr, "subvault notify: "+format+"\n", args...)
+}
+
+func (n *notifier) run(ctx context.Context, deskEvents <-chan desktop.Event) int {
+	views := followDaemon(ctx, n.bus, notifyRetry)
+	ticks := time.NewTicker(time.Minute)
+	defer ticks.Stop()
+	var w *client.Watcher
+	reachable := false
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return exitOK
+		case v, ok := <-views:
+			if !ok {
+				return exitOK
+			}
+			up := v.Watcher != nil && v.Watcher.Up()
+			switch {
+			case up && !reachable:
+				n.logf("following the daemon on the %s bus", busLabel(n.bus))
+			case !up && v.Err != nil && v.Err.Error() != lastErr:
+				n.logf("%v; trying again every %v", v.Err, notifyRetry)
+				lastErr = v.Err.Error()
+			case !up && reachable:
+				n.logf("the daemon left the bus; waiting for it to come back")
+			}
+			if up {
+				lastErr = ""
+			}
+			reachable, w = up, v.Watcher
+			for _, e := range v.Events {
+				if e.Type == client.JobFinished {
+					n.jobFinished(ctx, e.Job)
+				}
+			}
+		case e, ok := <-deskEvents:
+			if !ok {
+				n.logf("lost the session bus")
+				return exitFailure
+			}
+			n.desktopEvent(e)
+			continue
+		case <-ticks.C:
+		}
+		if reachable {
+			n.checkOverdue(ctx, w.Plans(), time.Now())
+		}
+	}
+}
+
+func busLabel(bus string) string {
+	if bus == "" {
+		return "system"
+	}
+	return bus
+}
+
+// jobFinished notifies a failed job, and a successful one with
+// --on-success.
+func (n *notifier) jobFinished(ctx context.Context, j client.Job) {
+	if n.finished[j.ID] {
+		return
+	}
+	n.finished[j.ID] = true
+	what := jobTitle(j)
+	switch {
+	case j.Result == client.ResultFailed:
+		body := j.Error
+		if body == "" {
+			body = fmt.Sprintf("job %d failed without saying why; see subvault job %d", j.ID, j.ID)
+		}
+		n.notify(ctx, j.Plan+"/"+j.Kind, j.ID, desktop.Notification{
+			Summary: what + " failed", Body: body, Icon: "dialog-error", Urgency: desktop.Critical,
+		})
+	case j.Result == client.ResultDone && n.onSuccess:
+		n.notify(ctx, j.Plan+"/"+j.Kind, j.ID, desktop.Notification{
+			Summary: what + " done", Body: successBody(j), Icon: "dialog-information", Urgency: desktop.Normal,
+		})
+	}
+}
+
+// jobTitle is "Backup of home".
+func jobTitle(j client.Job) string {
+	kind := j.Kind
+	if kind == "" {
+		kind = "job"
+	}
+	return strings.ToUpper(kind[:1]) + kind[1:] + " of " + j.Plan
+}
+
+// successBody says what a successful job did: for a backup, its archive
+// and what it added.
+func successBody(j client.Job) string {
+	var parts []string
+	if j.ArchiveID != "" {
+		parts = append(parts, "archive "+j.ArchiveID)
+	}
+	num := func(key string) (uint64, bool) {
+		v, ok := j.Summary[key].(uint64)
+		return v, ok
+	}
+	if nw, ok := num("files_new"); ok {
+		changed, _ := num("files_changed")
+		parts = append(parts, fmt.Sprintf("%d new and %d changed files", nw, changed))
+	}
+	if added, ok := num("data_added"); ok {
+		parts = append(parts, humanBytes(added)+" added")
+	}
+	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
+		parts = append(parts, "in "+humanDuration(j.FinishedAt.Sub(j.StartedAt)))
+	}
+	if len(parts) == 0 {
+		return fmt.Sprintf("job %d", j.ID)
+	}
+	return strings.Join(parts, " · ")
+}
+
+// checkOverdue notifies each plan that became overdue, once per episode:
+// the episode ends when the plan is no longer overdue.
+func (n *notifier) checkOverdue(ctx context.Context, plans []client.Plan, now time.Time) {
+	for _, p := range plans {
+		status, why := planHealth(p, now)
+		if status != healthOverdue {
+			delete(n.overdue, p.Name)
+			continue
+		}
+		if n.overdue[p.Name] {
+			continue
+		}
+		n.overdue[p.Name] = true
+		body := strings.TrimPrefix(why, "overdue: ")
+		if !p.NextRun.IsZero() {
+			body += "; next run " + relative(now, p.NextRun)
+		}
+		n.notify(ctx, p.Name+"/backup", 0, desktop.Notification{
+			Summary: "Backup of " + p.Name + " is overdue", Body: body, Icon: "dialog-warning", Urgency: desktop.Normal,
+		})
+	}
+}
+
+// notify shows a notification in key's place (replacing the one shown for
+// it); job, when not 0, is what its Details action shows.
+func (n *notifier) notify(ctx context.Context, key string, job uint32, note desktop.Notification) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// The server may have been replaced since the last notification: ask
+	// each time (notifications are rare).
+	caps, err := n.desk.Capabilities(ctx)
+	if err != nil {
+		n.logf("%v", err)
+	}
+	if desktop.Has(caps, desktop.CapBodyMarkup) {
+		note.Body = desktop.EscapeMarkup(note.Body)
+	}
+	if job != 0 && desktop.Has(caps, desktop.CapActions) {
+		note.Actions = []desktop.Action{{Key: desktop.DefaultAction, Label: "Details"}, {Key: detailsAction, Label: "Details"}}
+	}
+	note.ReplacesID = n.shown[key]
+	note.Timeout = -1
+	id, err := n.desk.Notify(ctx, note)
+	if err != nil {
+		n.logf("%v", err)
+		return
+	}
+	if old := note.ReplacesID; old != 0 && old != id {
+		delete(n.jobOf, old)
+	}
+	n.shown[key] = id
+	delete(n.jobOf, id)
+	if job != 0 {
+		n.jobOf[id] = job
+	}
+}
+
+// desktopEvent handles the server's signals about our notifications.
+func (n *notifier) desktopEvent(e desktop.Event) {
+	switch e.Type {
+	case desktop.ActionInvoked:
+		job, ok := n.jobOf[e.ID]
+		if !ok || (e.Action != desktop.DefaultAction && e.Action != detailsAction) {
+			return
+		}
+		if err := n.openDetails(job); err != nil {
+			n.logf("%v", err)
+		}
+	case desktop.NotificationClosed:
+		delete(n.jobOf, e.ID)
+		for key, id := range n.shown {
+			if id == e.ID {
+				delete(n.shown, key)
+			}
+		}
+	}
+}
+
+// openDetails starts a terminal with "subvault job ID" in it, in its own
+// session, and does not wait for it: no shell reads any text from the
+// daemon (the command goes to a constant script as its arguments).
+func (n *notifier) openDetails(job uint32) error {
+	command := []string{n.exe, "job", fmt.Sprint(job)}
+	if n.bus != "" && n.bus != "system" {
+		command = append(command, "--bus", n.bus)
+	}
+	argv := append(append([]string(nil), n.terminal...), append([]string{"sh", "-c", closeScript, "subvault"}, command...)...)
+	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // the terminal is the user's own option
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		var ee *exec.Error
+		if errors.As(err, &ee) {
+			return fmt.Errorf("cannot open the details of job %d: %w (set the terminal with --terminal)", job, err)
+		}
+		return fmt.Errorf("cannot open the details of job %d: %w", job, err)
+	}
+	go cmd.Wait() //nolint:errcheck // reaps it; its exit is the user's business
+	return nil
+}

@@ -1,0 +1,553 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/daemon/config"
+)
+
+const waybarAbout = `Prints the state of the backups as one JSON line for a status bar: a
+waybar custom module ("return-type": "json") by default, i3blocks
+("format=json") with --format i3blocks.
+
+Waybar's line has four fields. text is short: "⟳ home 42%" while a job
+runs, "✗ home" when a plan's last backup failed, "! home" when a plan is
+overdue (its last backup is older than twice the interval of its
+schedule; a manual plan is never overdue), "✓ 3h" (the age of the newest
+backup) when all is well, "? subvault" when the daemon cannot be reached.
+tooltip has one line per plan: what runs, the last backup's result and
+age, the next run. class is running, failed, overdue, ok or unreachable,
+in that order of precedence, for the bar's style sheet. percentage is the
+running job's progress, 0 to 100 (0 when none runs).
+
+With --follow it runs until killed and prints a new line whenever the line
+changes: on the daemon's signals (no polling), and once a minute for the
+ages. When the daemon stops it prints the unreachable line and waits for
+it to come back; a bar widget never has to be restarted.
+
+Exit status: 0 whenever a line was printed (the unreachable one too, so
+that the bar shows it), 2 wrong command line.`
+
+// How often --follow tries to reach a daemon that is not there.
+const barRetry = 5 * time.Second
+
+// The classes of the bar line, for the bar's style sheet.
+const (
+	classRunning     = "running"
+	classFailed      = "failed"
+	classOverdue     = "overdue"
+	classOK          = "ok"
+	classUnreachable = "unreachable"
+)
+
+// The statuses planHealth returns.
+const (
+	healthOK      = "ok"      // the last backup succeeded (or was canceled) and is recent enough
+	healthFailed  = "failed"  // the last backup failed
+	healthOverdue = "overdue" // the last backup is older than twice the schedule's interval
+	healthNever   = "never"   // no backup has run yet
+)
+
+// planHealth says how plan p stands at now, for a person: the status
+// (healthOK, healthFailed, healthOverdue or healthNever) and why, as a
+// phrase ("last backup 3h05m ago", "last backup failed 2h ago: ...",
+// "overdue: last backup 2d4h ago, scheduled every 24h").
+//
+// A plan is overdue when its last backup finished longer ago than twice
+// the interval of its schedule (config.CronParser on p.Schedule); the
+// interval is the longest gap between the next few scheduled runs, so that
+// a weekday schedule is not overdue on a Monday morning. A manual plan (no
+// schedule) is never overdue, nor one never backed up (no age to judge):
+// that is healthNever. A failed last backup is healthFailed, whatever its
+// age. The daemon publishes the time of the last backup whatever its
+// result: after a canceled one, the age counts from the cancel.
+func planHealth(p client.Plan, now time.Time) (status, why string) {
+	if p.LastBackup.IsZero() {
+		if p.LastResult == client.ResultFailed {
+			return healthFailed, "last backup failed" + errorSuffix(p.LastError)
+		}
+		return healthNever, "no backup yet"
+	}
+	ago := relative(now, p.LastBackup)
+	if p.LastResult == client.ResultFailed {
+		return healthFailed, "last backup failed " + ago + errorSuffix(p.LastError)
+	}
+	if interval := scheduleInterval(p.Schedule, p.LastBackup); interval > 0 && now.Sub(p.LastBackup) > 2*interval {
+		return healthOverdue, "overdue: last backup " + ago + ", scheduled every " + intervalText(interval)
+	}
+	if p.LastResult == client.ResultCanceled {
+		return healthOK, "last backup canceled " + ago
+	}
+	return healthOK, "last backup " + ago
+}
+
+// intervalText is a schedule's interval as people say it: 15m, 6h, 24h,
+// 1h30m, 7d.
+func intervalText(d time.Duration) string {
+	d = d.Round(time.Minute)
+	switch {
+	case d >= 48*time.Hour && d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", int(d.Hours())/24)
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}
+
+func errorSuffix(e string) string {
+	if e == "" {
+		return ""
+	}
+	return ": " + e
+}
+
+// scheduleInterval is the longest gap between consecutive runs among the
+// first few after from; 0 for a manual plan or a schedule this program
+// cannot read.
+func scheduleInterval(spec string, from time.Time) time.Duration {
+	if strings.TrimSpace(spec) == "" {
+		return 0
+	}
+	sched, err := config.CronParser.Parse(spec)
+	if err != nil {
+		return 0
+	}
+	var longest time.Duration
+	t := sched.Next(from)
+	for range 8 {
+		next := sched.Next(t)
+		if next.IsZero() {
+			break
+		}
+		longest = max(longest, next.Sub(t))
+		t = next
+	}
+	return longest
+}
+
+// barLine is waybar's custom-module JSON.
+type barLine struct {
+	Text       string `json:"text"`
+	Tooltip    string `json:"tooltip"`
+	Class      string `json:"class"`
+	Percentage int    `json:"percentage"`
+}
+
+// renderBar makes the line from the daemon's plans and jobs.
+func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
+	// The job a plan's line shows: the running one, else the first queued.
+	var active *client.Job
+	activeOf := map[string]client.Job{}
+	for i, j := range jobs {
+		if !j.Active() {
+			continue
+		}
+		if cur, ok := activeOf[j.Plan]; !ok || (cur.State != client.StateRunning && j.State == client.StateRunning) {
+			activeOf[j.Plan] = j
+		}
+		if active == nil || (active.State != client.StateRunning && j.State == client.StateRunning) ||
+			(active.State == j.State && j.ID < active.ID) {
+			active = &jobs[i]
+		}
+	}
+
+	var failed, overdue []string
+	var newest time.Time
+	tooltip := make([]string, 0, len(plans))
+	for _, p := range plans {
+		status, why := planHealth(p, now)
+		switch status {
+		case healthFailed:
+			failed = append(failed, p.Name)
+		case healthOverdue:
+			overdue = append(overdue, p.Name)
+		}
+		if p.LastBackup.After(newest) {
+			newest = p.LastBackup
+		}
+		parts := []string{}
+		if j, ok := activeOf[p.Name]; ok {
+			parts = append(parts, jobPhrase(j))
+		}
+		parts = append(parts, shorten(why, 160))
+		if p.NextRun.IsZero() {
+			if p.Schedule == "" {
+				parts = append(parts, "manual")
+			}
+		} else {
+			parts = append(parts, "next "+relative(now, p.NextRun))
+		}
+		tooltip = append(tooltip, p.Name+": "+strings.Join(parts, " · "))
+	}
+	if len(plans) == 0 {
+		tooltip = append(tooltip, "no plans are configured")
+	}
+
+	line := barLine{Tooltip: strings.Join(tooltip, "\n")}
+	switch {
+	case active != nil:
+		line.Class = classRunning
+		line.Text = "⟳ " + active.Plan
+		if active.Kind != "backup" {
+			line.Text += " " + active.Kind
+		}
+		switch {
+		case active.State == client.StateQueued:
+			line.Text += " queued"
+		case active.Progress > 0 || active.Kind == "backup":
+			line.Percentage = min(100, max(0, int(active.Progress*100)))
+			line.Text += fmt.Sprintf(" %d%%", line.Percentage)
+		}
+	case len(failed) > 0:
+		line.Class, line.Text = classFailed, "✗ "+names(failed)
+	case len(overdue) > 0:
+		line.Class, line.Text = classOverdue, "! "+names(overdue)
+	default:
+		line.Class, line.Text = classOK, "✓ –"
+		if !newest.IsZero() {
+			line.Text = "✓ " + shortAge(now.Sub(newest))
+		}
+	}
+	return line
+}
+
+// unreachableBar is the line while the daemon cannot be reached.
+func unreachableBar(why string) barLine {
+	return barLine{Text: "? subvault", Tooltip: why, Class: classUnreachable}
+}
+
+// jobPhrase is what a plan's active job is doing: "backing up 42% (job 7)".
+func jobPhrase(j client.Job) string {
+	verb := map[string]string{"backup": "backing up", "prune": "pruning", "check": "checking", "restore": "restoring"}[j.Kind]
+	if verb == "" {
+		verb = j.Kind
+	}
+	if j.State == client.StateQueued {
+		return fmt.Sprintf("%s queued (job %d)", j.Kind, j.ID)
+	}
+	return fmt.Sprintf("%s %d%% (job %d)", verb, min(100, max(0, int(j.Progress*100))), j.ID)
+}
+
+// names is "home" or "home +2".
+func names(list []string) string {
+	if len(list) == 1 {
+		return list[0]
+	}
+	return fmt.Sprintf("%s +%d", list[0], len(list)-1)
+}
+
+// shortAge is one unit: now, 45m, 3h, 2d.
+func shortAge(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "now"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours())/24)
+	}
+}
+
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// barFormat turns a line into what the bar reads.
+type barFormat func(barLine) ([]byte, error)
+
+// waybarJSON is waybar's format. Waybar reads text and tooltip as Pango
+// markup, so an error message's & or < is escaped.
+func waybarJSON(l barLine) ([]byte, error) {
+	l.Text, l.Tooltip = escapePango(l.Text), escapePango(l.Tooltip)
+	return marshalLine(l)
+}
+
+// i3blocksJSON is i3blocks' format=json (the i3bar protocol's block
+// fields): no classes there, so the colour says it.
+func i3blocksJSON(l barLine) ([]byte, error) {
+	block := struct {
+		FullText  string `json:"full_text"`
+		ShortText string `json:"short_text"`
+		Color     string `json:"color,omitempty"`
+		Urgent    bool   `json:"urgent,omitempty"`
+	}{FullText: l.Text, ShortText: l.Text}
+	switch l.Class {
+	case classFailed:
+		block.Color, block.Urgent = "#FF5555", true
+	case classOverdue:
+		block.Color = "#FFB86C"
+	case classUnreachable:
+		block.Color = "#888888"
+	}
+	return marshalLine(block)
+}
+
+func marshalLine(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func escapePango(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+func runWaybar(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("waybar", "[--follow] [--format waybar|i3blocks] [--bus BUS]", waybarAbout, false, stdout, stderr)
+	follow := cc.fs.Bool("follow", false, "keep running and print a new line on every change")
+	format := cc.fs.String("format", "waybar", "the bar's JSON: `waybar` or i3blocks")
+	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+		return code
+	}
+	var encode barFormat
+	switch *format {
+	case "waybar":
+		encode = waybarJSON
+	case "i3blocks":
+		encode = i3blocksJSON
+	default:
+		fmt.Fprintf(stderr, "subvault waybar: --format %q: expected waybar or i3blocks\n", *format)
+		return exitUsage
+	}
+	var last []byte
+	show := func(l barLine) error {
+		b, err := encode(l)
+		if err != nil || bytes.Equal(b, last) {
+			return err
+		}
+		last = b
+		_, err = stdout.Write(b)
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if !*follow {
+		return cc.barOnce(ctx, show)
+	}
+	return cc.barFollow(ctx, show)
+}
+
+func (cc *clientCmd) barOnce(ctx context.Context, show func(barLine) error) int {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	line := func() barLine {
+		c, err := client.Dial(dctx, *cc.bus)
+		if err != nil {
+			return unreachableBar(err.Error())
+		}
+		defer c.Close() //nolint:errcheck // read only
+		plans, jobs, err := c.Objects(dctx)
+		if err != nil {
+			return unreachableBar(err.Error())
+		}
+		return renderBar(plans, jobs, time.Now())
+	}()
+	if err := show(line); err != nil {
+		return cc.fail(err)
+	}
+	return exitOK
+}
+
+func (cc *clientCmd) barFollow(ctx context.Context, show func(barLine) error) int {
+	views := followDaemon(ctx, *cc.bus, barRetry)
+	ages := time.NewTicker(time.Minute)
+	defer ages.Stop()
+	var view daemonView
+	for {
+		select {
+		case <-ctx.Done():
+			return exitOK
+		case v, ok := <-views:
+			if !ok {
+				return exitOK
+			}
+			view = v
+			// A burst (progress of several jobs, a job's end and its
+			// plan's change) makes one line.
+		drain:
+			for {
+				select {
+				case v, ok := <-views:
+					if !ok {
+						return exitOK
+					}
+					view = v
+				default:
+					break drain
+				}
+			}
+		case <-ages.C:
+		}
+		var line barLine
+		switch {
+		case view.Watcher == nil && view.Err == nil:
+			continue // not yet known
+		case view.Watcher == nil:
+			line = unreachableBar(view.Err.Error())
+		case !view.Watcher.Up():
+			line = unreachableBar("the subvault daemon left the bus; waiting for it to come back")
+		default:
+			line = renderBar(view.Watcher.Plans(), view.Watcher.Jobs(), time.Now())
+		}
+		if err := show(line); err != nil {
+			return cc.fail(err)
+		}
+	}
+}
+
+// daemonView is what followDaemon knows: the watcher on the daemon (nil
+// while it cannot be reached, and Err says why) and the events since the
+// last view. A watcher whose Up is false has seen the daemon leave the
+// bus and waits for it.
+type daemonView struct {
+	Watcher *client.Watcher
+	Err     error
+	Events  []client.Event
+}
+
+// followDaemon follows the daemon on bus for as long as ctx lasts, across
+// its restarts and the bus's: a view after every burst of events, and
+// after each change of reachability. While the daemon cannot be reached it
+// tries again every retry. The channel is closed when ctx ends.
+func followDaemon(ctx context.Context, bus string, retry time.Duration) <-chan daemonView {
+	views := make(chan daemonView, 16)
+	send := func(v daemonView) bool {
+		select {
+		case views <- v:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	wait := func() bool {
+		t := time.NewTimer(retry)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	go func() {
+		defer close(views)
+		for ctx.Err() == nil {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := client.Dial(dctx, bus)
+			cancel()
+			var w *client.Watcher
+			if err == nil {
+				// The watcher lives as long as ctx does.
+				if w, err = c.Watch(ctx); err != nil {
+					c.Close() //nolint:errcheck,gosec // the Watch error is the one to report
+				}
+			}
+			if err != nil {
+				if !send(daemonView{Err: err}) || !wait() {
+					return
+				}
+				continue
+			}
+			next := followWatcher(ctx, c, w, retry, send)
+			w.Close()
+			c.Close() //nolint:errcheck,gosec // done with it
+			if next == stopFollowing || (next == dialLater && !wait()) {
+				return
+			}
+		}
+	}()
+	return views
+}
+
+// What followDaemon does when a watcher is done.
+const (
+	stopFollowing = iota // ctx ended
+	dialNow              // the daemon is back, and the watcher missed it
+	dialLater            // the connection to the bus was lost
+)
+
+// followWatcher sends w's events until the connection is lost or ctx
+// ends. While the daemon is away it checks every retry whether its name has
+// an owner again, in case the watcher missed the signal that says so.
+func followWatcher(ctx context.Context, c *client.Client, w *client.Watcher, retry time.Duration, send func(daemonView) bool) int {
+	if !send(daemonView{Watcher: w}) {
+		return stopFollowing
+	}
+	var away *time.Ticker
+	var awayC <-chan time.Time
+	defer func() {
+		if away != nil {
+			away.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return stopFollowing
+		case e, ok := <-w.C:
+			if !ok {
+				if ctx.Err() != nil || !send(daemonView{Err: errors.New("lost the connection to the bus")}) {
+					return stopFollowing
+				}
+				return dialLater
+			}
+			events := []client.Event{e}
+		drain:
+			for {
+				select {
+				case e, ok := <-w.C:
+					if !ok {
+						break drain // the next loop reports it
+					}
+					events = append(events, e)
+				default:
+					break drain
+				}
+			}
+			if !send(daemonView{Watcher: w, Events: events}) {
+				return stopFollowing
+			}
+		case <-awayC:
+			var owned bool
+			err := c.Conn().BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, api.BusName).Store(&owned)
+			if err == nil && owned && !w.Up() {
+				return dialNow
+			}
+		}
+		switch {
+		case !w.Up() && away == nil:
+			away = time.NewTicker(retry)
+			awayC = away.C
+		case w.Up() && away != nil:
+			away.Stop()
+			away, awayC = nil, nil
+		}
+	}
+}
