@@ -53,6 +53,7 @@ var groupOrder = []string{groupStatus, groupJobs, groupDesktop, groupAdmin}
 
 func commands() []command {
 	return []command{
+		{name: "status", summary: "show the daemon and every plan at a glance; exit 1 when a plan needs attention", group: groupStatus, run: runStatus},
 		{name: "plans", summary: "list the plans, their last backup and next run", group: groupStatus, run: runPlans},
 		{name: "jobs", summary: "list the queued, running and past jobs", group: groupStatus, run: runJobs},
 		{name: "job", summary: "show one job: progress, result, cause, summary", group: groupStatus, run: runJob},

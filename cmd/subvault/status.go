@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/subvault/subvault/api/client"
+)
+
+const statusAbout = `Shows the daemon and every plan at a glance: the daemon's version and
+state, each plan's last backup (its age and result), its next run and its
+health, the running job with its progress, and what is wrong, if anything.
+
+A plan is unhealthy when its last backup failed, or when the last backup is
+older than twice its schedule's interval (overdue). A plan never backed up
+is not counted as unhealthy; a manual plan is never overdue.
+
+Exit status: 0 all plans healthy, 1 a plan's last backup failed or is
+overdue, 4 not authorized, 5 the daemon is not running.`
+
+// statusJSON is what status --json prints.
+type statusJSON struct {
+	Daemon  client.Daemon `json:"daemon"`
+	Plans   []planStatus  `json:"plans"`
+	Running []client.Job  `json:"running"`
+	Queued  []client.Job  `json:"queued"`
+	Healthy bool          `json:"healthy"`
+}
+
+type planStatus struct {
+	client.Plan
+	Health string `json:"health"` // ok, failed, overdue, never
+	Why    string `json:"why"`
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("status", "[--json] [--bus BUS]", statusAbout, true, stdout, stderr)
+	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+		return code
+	}
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	d, err := cc.c.Daemon(ctx)
+	if err != nil {
+		return cc.fail(err)
+	}
+	plans, jobs, err := cc.c.Objects(ctx)
+	if err != nil {
+		return cc.fail(err)
+	}
+	now := cc.out.now()
+	st := statusJSON{Daemon: d, Plans: []planStatus{}, Running: []client.Job{}, Queued: []client.Job{}, Healthy: true}
+	for _, p := range plans {
+		health, why := planHealth(p, now)
+		st.Plans = append(st.Plans, planStatus{Plan: p, Health: health, Why: why})
+		if health == healthFailed || health == healthOverdue {
+			st.Healthy = false
+		}
+	}
+	for _, j := range jobs {
+		switch j.State {
+		case client.StateRunning:
+			st.Running = append(st.Running, j)
+		case client.StateQueued:
+			st.Queued = append(st.Queued, j)
+		}
+	}
+	code := exitOK
+	if !st.Healthy {
+		code = exitFailure
+	}
+	if *cc.json {
+		if c := cc.printJSON(st); c != exitOK {
+			return c
+		}
+		return code
+	}
+	printStatus(stdout, cc.out, st)
+	return code
+}
+
+func printStatus(w io.Writer, o output, st statusJSON) {
+	fmt.Fprintf(w, "subvault daemon %s: %s, %s\n", st.Daemon.Version, st.Daemon.State, plural(len(st.Plans), "plan", "plans"))
+	if len(st.Plans) > 0 {
+		fmt.Fprintln(w)
+		rows := make([][]string, 0, len(st.Plans))
+		for _, p := range st.Plans {
+			rows = append(rows, []string{p.Name, o.when(p.LastBackup), dash(p.LastResult), o.when(p.NextRun), o.health(p.Health)})
+		}
+		table(w, []string{"PLAN", "LAST BACKUP", "RESULT", "NEXT RUN", "HEALTH"}, rows)
+	}
+	for _, j := range st.Running {
+		fmt.Fprintf(w, "\nrunning: job %d, %s of %s, started %s\n  %s\n", j.ID, j.Kind, j.Plan, o.when(j.StartedAt), progressText(o, j, 0))
+	}
+	for _, j := range st.Queued {
+		fmt.Fprintf(w, "queued:  job %d, %s of %s\n", j.ID, j.Kind, j.Plan)
+	}
+	var problems []string
+	for _, p := range st.Plans {
+		if p.Health == healthFailed || p.Health == healthOverdue {
+			problems = append(problems, fmt.Sprintf("  %s: %s", p.Name, p.Why))
+		}
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(w, "\n%s\n", o.paint(colorRed, "needs attention:"))
+		for _, p := range problems {
+			fmt.Fprintln(w, p)
+		}
+	}
+}
+
+// health paints a plan's health (the last column of the table, so the
+// colour codes do not upset its alignment).
+func (o output) health(h string) string {
+	switch h {
+	case healthOK:
+		return o.paint(colorGreen, h)
+	case healthFailed:
+		return o.paint(colorRed, h)
+	case healthOverdue:
+		return o.paint(colorYellow, h)
+	}
+	return h
+}
