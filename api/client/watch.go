@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 
@@ -128,7 +129,13 @@ func (w *Watcher) Up() bool {
 	return w.up
 }
 
+// syncTimeout bounds one GetManagedObjects: the watcher's own context lives
+// as long as the watcher.
+const syncTimeout = 30 * time.Second
+
 func (w *Watcher) sync(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
 	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
 	if err := w.c.mgr.CallWithContext(ctx, api.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objs); err != nil {
 		return wrap("list the daemon's plans and jobs", err)
