@@ -294,6 +294,14 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 // the first GetManagedObjects may arrive after it.
 func applyJobMonotonic(j *Job, changed map[string]dbus.Variant) {
 	if s, ok := changed["State"].Value().(string); ok && StateRank(s) < StateRank(j.State) {
+		// An older state: only what never changes is news.
+		static := map[string]dbus.Variant{}
+		for _, k := range []string{"Id", "Kind", "Plan", "Trigger", "QueuedAt"} {
+			if v, ok := changed[k]; ok {
+				static[k] = v
+			}
+		}
+		applyJob(j, static)
 		return
 	}
 	applyJob(j, changed)
