@@ -6,6 +6,7 @@
 #   make build   bin/subvault
 #   make man     docs/man/ from the --help texts and docs/*.md
 #   make install DESTDIR=... PREFIX=/usr
+#   make deb     build/subvault_<version>_<arch>.deb (dpkg-deb; .ci/deb)
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -13,6 +14,16 @@ MANDIR     ?= $(PREFIX)/share/man
 DOCDIR     ?= $(PREFIX)/share/doc/subvault
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
+# Where the service's files go. They follow PREFIX, so a plain `make install`
+# (PREFIX=/usr/local) writes nothing outside it. But the system bus reads its
+# policy only from /usr/share/dbus-1/system.d (or /etc) and polkit its actions
+# only from /usr/share/polkit-1/actions, so a working service needs
+# PREFIX=/usr, as the Debian package has (with SYSTEMDUNITDIR=/lib/systemd/system).
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR    ?= $(PREFIX)/lib/systemd/user
+DBUSDIR        ?= $(PREFIX)/share/dbus-1
+POLKITDIR      ?= $(PREFIX)/share/polkit-1/actions
+CATALOGDIR     ?= $(PREFIX)/lib/systemd/catalog
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -24,12 +35,13 @@ ifeq ($(origin GO),undefined)
 GO := $(shell $(DEPS) build | sed -n 's/^GO=//p')
 endif
 
-.PHONY: all build test test-unit lint demo install clean deps man
+.PHONY: all build test test-unit lint demo install clean deps man deb
 
 all: build
 
+# Position-independent, like every other binary on Debian (lintian: hardening-no-pie).
 build:
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/subvault ./cmd/subvault
+	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o bin/subvault ./cmd/subvault
 
 test:
 	@$(DEPS) test >/dev/null
@@ -55,7 +67,16 @@ demo: build
 	@$(DEPS) demo >/dev/null
 	@.ci/demo
 
+SERVICE_FILES = packaging/subvault.service packaging/org.subvault.Subvault1.service \
+  packaging/org.subvault.Subvault1.conf packaging/org.subvault.policy \
+  packaging/subvault.catalog packaging/subvault-notify.service
+
+# The units and the activation file name /usr/bin/subvault; sed points them
+# at BINDIR.
 install: build
+	@for f in $(SERVICE_FILES); do \
+	  [ -f "$$f" ] || { echo "make install: $$f is missing; the service cannot be installed without it" >&2; exit 1; }; \
+	done
 	install -D -m 0755 bin/subvault $(DESTDIR)$(BINDIR)/subvault
 	install -D -m 0644 packaging/config.example.yaml $(DESTDIR)$(DOCDIR)/config.example.yaml
 	for f in docs/man/*.[1-8]; do \
@@ -63,6 +84,19 @@ install: build
 	  s=$${f##*.}; install -D -m 0644 "$$f" "$(DESTDIR)$(MANDIR)/man$$s/$$(basename $$f)"; \
 	done
 	for f in docs/*.md; do install -D -m 0644 "$$f" "$(DESTDIR)$(DOCDIR)/$$(basename $$f)"; done
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DBUSDIR)/system-services
+	sed 's|/usr/bin/subvault|$(BINDIR)/subvault|g' packaging/subvault.service > $(DESTDIR)$(SYSTEMDUNITDIR)/subvault.service
+	sed 's|/usr/bin/subvault|$(BINDIR)/subvault|g' packaging/subvault-notify.service > $(DESTDIR)$(USERUNITDIR)/subvault-notify.service
+	sed 's|/usr/bin/subvault|$(BINDIR)/subvault|g' packaging/org.subvault.Subvault1.service > $(DESTDIR)$(DBUSDIR)/system-services/org.subvault.Subvault1.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/subvault.service $(DESTDIR)$(USERUNITDIR)/subvault-notify.service \
+	  $(DESTDIR)$(DBUSDIR)/system-services/org.subvault.Subvault1.service
+	install -D -m 0644 packaging/org.subvault.Subvault1.conf $(DESTDIR)$(DBUSDIR)/system.d/org.subvault.Subvault1.conf
+	install -D -m 0644 packaging/org.subvault.policy $(DESTDIR)$(POLKITDIR)/org.subvault.policy
+	install -D -m 0644 packaging/subvault.catalog $(DESTDIR)$(CATALOGDIR)/subvault.catalog
+
+# The Debian package: make install into a staging tree, then dpkg-deb.
+deb: build
+	GO=$(GO) .ci/deb
 
 clean:
 	rm -rf bin/ build/
