@@ -1,0 +1,210 @@
+# NixOS module for subvault: atomic, incremental restic backups of btrfs
+# subvolumes, run on a schedule by a daemon steered over D-Bus.
+#
+#   imports = [ /path/to/subvault/packaging/nixos/module.nix ];
+#   services.subvault = {
+#     enable = true;
+#     package = pkgs.callPackage ./subvault-package.nix { };  # your build: not in nixpkgs yet
+#     settings = import /path/to/subvault/packaging/nixos/example-settings.nix;
+#   };
+#
+# docs/install.md says more. The system unit below mirrors
+# packaging/subvault.service directive for directive, and the user unit
+# packaging/subvault-notify.service; cmd/subvault/nixos_test.go checks that
+# they stay in step. The bus policy, polkit actions and journal catalog are
+# taken from packaging/ next to this file.
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.subvault;
+
+  yaml = pkgs.formats.yaml { };
+  configFile = yaml.generate "subvault-config.yaml" cfg.settings;
+
+  subvault = "${cfg.package}/bin/subvault";
+
+  # The [Service] section of packaging/subvault.service, which says why.
+  serviceConfig = {
+    Type = "notify";
+    NotifyAccess = "main";
+    BusName = "org.subvault.Subvault1";
+    ExecStartPre = "${subvault} check-config --quiet";
+    ExecStart = "${subvault} daemon";
+    ExecReload = [
+      "${subvault} check-config --quiet"
+      "${pkgs.coreutils}/bin/kill -HUP $MAINPID"
+    ];
+    WatchdogSec = "60s";
+    Restart = "on-failure";
+    RestartSec = "10s";
+    KillMode = "mixed";
+    TimeoutStopSec = "90s";
+
+    StateDirectory = "subvault";
+    StateDirectoryMode = "0700";
+    CacheDirectory = "subvault";
+    CacheDirectoryMode = "0700";
+    ConfigurationDirectory = "subvault";
+    UMask = "0077";
+
+    CapabilityBoundingSet = [
+      "CAP_SYS_ADMIN"
+      "CAP_SYS_CHROOT"
+      "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE"
+      "CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_SETFCAP"
+      "CAP_SETUID CAP_SETGID"
+    ];
+    AmbientCapabilities = "";
+    NoNewPrivileges = true;
+
+    SystemCallFilter = [
+      "@system-service"
+      "mount open_tree move_mount mount_setattr chroot"
+    ];
+    SystemCallErrorNumber = "EPERM";
+    SystemCallArchitectures = "native";
+    RestrictNamespaces = "mnt";
+    RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+    MemoryDenyWriteExecute = true;
+    LockPersonality = true;
+    RestrictRealtime = true;
+
+    PrivateDevices = true;
+    DevicePolicy = "closed";
+    PrivateMounts = true;
+    ProtectKernelTunables = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    # Not set, on purpose (packaging/subvault.service says why): ProtectSystem,
+    # ProtectHome, PrivateTmp, ProtectKernelModules, RestrictSUIDSGID,
+    # PrivateNetwork, PrivateUsers, User, DynamicUser.
+  };
+
+  # packaging/org.subvault.Subvault1.service: a call to the daemon starts
+  # the unit through its alias (NixOS makes the alias whenever the module is
+  # enabled; Debian only while the service is enabled).
+  activationFile = pkgs.writeText "org.subvault.Subvault1.service" ''
+    [D-BUS Service]
+    Name=org.subvault.Subvault1
+    Exec=${pkgs.coreutils}/bin/false
+    User=root
+    SystemdService=dbus-org.subvault.Subvault1.service
+  '';
+
+  # What the bus, polkit and journald read, as a package for
+  # services.dbus.packages and the system profile.
+  systemFiles = pkgs.runCommand "subvault-system-files" { } ''
+    install -D -m 0644 ${../org.subvault.Subvault1.conf} $out/share/dbus-1/system.d/org.subvault.Subvault1.conf
+    install -D -m 0644 ${activationFile} $out/share/dbus-1/system-services/org.subvault.Subvault1.service
+    install -D -m 0644 ${../org.subvault.policy} $out/share/polkit-1/actions/org.subvault.policy
+    install -D -m 0644 ${../subvault.catalog} $out/lib/systemd/catalog/subvault.catalog
+  '';
+in
+{
+  options.services.subvault = {
+    enable = lib.mkEnableOption "subvault, the daemon that backs up btrfs subvolumes with restic";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.subvault or (throw ''
+        services.subvault.package: subvault is not in nixpkgs yet; set this
+        option to your own build of it (docs/install.md has a derivation).
+      '');
+      defaultText = lib.literalExpression "pkgs.subvault";
+      description = ''
+        The subvault package (it provides bin/subvault). subvault is not in
+        nixpkgs yet: pass your own build.
+      '';
+    };
+
+    settings = lib.mkOption {
+      type = yaml.type;
+      default = {
+        plans = { };
+      };
+      example = lib.literalExpression "import ./example-settings.nix";
+      description = ''
+        The configuration, written to /etc/subvault/config.yaml: the keys
+        `repositories`, `plans` and `settings` of subvault.yaml(5)
+        (docs/configuration.md). The default has no plans: the daemon runs
+        and does nothing. The file is in the Nix store, readable by every
+        user: keep passwords out of it and name them with `password_file`,
+        `password_command` or `credential` instead.
+      '';
+    };
+
+    notify.enable = lib.mkEnableOption ''
+      desktop notifications of failed and overdue backups (the user unit
+      subvault-notify, for every user with a graphical session)
+    '';
+  };
+
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      environment.systemPackages = [ cfg.package systemFiles ];
+      environment.etc."subvault/config.yaml" = {
+        source = configFile;
+        mode = "0600";
+      };
+
+      services.dbus.packages = [ systemFiles ];
+      security.polkit.enable = true;
+
+      systemd.services.subvault = {
+        description = "subvault backup daemon";
+        documentation = [ "man:subvault-daemon(8)" "man:subvault.yaml(5)" ];
+        requires = [ "dbus.socket" ];
+        after = [ "dbus.socket" "network-online.target" ];
+        wants = [ "network-online.target" ];
+        unitConfig = {
+          StartLimitIntervalSec = "5min";
+          StartLimitBurst = 5;
+        };
+        wantedBy = [ "multi-user.target" ];
+        aliases = [ "dbus-org.subvault.Subvault1.service" ];
+        # restic, looked up in PATH (settings.settings.restic defaults to "restic").
+        path = [ pkgs.restic ];
+        reloadTriggers = [ configFile ];
+        inherit serviceConfig;
+      };
+
+      # NixOS's journalctl reads catalogs from systemd's own store path and
+      # from /usr/local/lib/systemd/catalog only.
+      systemd.tmpfiles.rules = [
+        "L+ /usr/local/lib/systemd/catalog/subvault.catalog - - - - ${systemFiles}/lib/systemd/catalog/subvault.catalog"
+      ];
+      systemd.services.subvault-catalog = {
+        description = "journal catalog of subvault";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "systemd-tmpfiles-setup.service" ];
+        restartTriggers = [ systemFiles ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${config.systemd.package}/bin/journalctl --update-catalog";
+        };
+      };
+    }
+
+    (lib.mkIf cfg.notify.enable {
+      # The [Unit] and [Service] of packaging/subvault-notify.service.
+      systemd.user.services.subvault-notify = {
+        description = "subvault desktop notifications";
+        documentation = [ "man:subvault(1)" ];
+        partOf = [ "graphical-session.target" ];
+        after = [ "graphical-session.target" ];
+        wantedBy = [ "default.target" ];
+        serviceConfig = {
+          Type = "exec";
+          ExecStart = "${subvault} notify";
+          Restart = "on-failure";
+          RestartSec = 5;
+        };
+      };
+    })
+  ]);
+}
