@@ -69,6 +69,11 @@ func (e *UnreachableError) Error() string {
 		where = "the bus at " + e.Bus
 	}
 	var derr dbus.Error
+	if errors.As(e.Err, &derr) && derr.Name == "org.freedesktop.systemd1.NoSuchUnit" {
+		// D-Bus activation asked systemd for the unit's alias, which exists
+		// only while the service is enabled.
+		return "the subvault daemon is not running, and not enabled (so a call cannot start it); start it with: systemctl enable --now subvault"
+	}
 	if errors.As(e.Err, &derr) && (derr.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || derr.Name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
 		if where == "the system bus" {
 			return "the subvault daemon is not running (no one owns " + api.BusName + " on the system bus); start it with: systemctl start subvault"
