@@ -25,6 +25,16 @@
 //   - Host mounts below a Target (/proc, /dev, /tmp under /) are bound back
 //     recursively onto their paths; one whose mount point is not in the
 //     snapshot is reported through Options.Skipped and left out.
+//   - Two kinds of host mount are left out on purpose, logged at debug level
+//     only, because the snapshot shows what belongs at their path: a bind
+//     of a directory of the Target's own subvolume (same btrfs device
+//     number: each subvolume has its own), such as systemd's read-only
+//     binds over /usr and /etc (ProtectSystem=) and its private /tmp and
+//     /var/tmp (PrivateTmp=, from /tmp/systemd-private-*/tmp); and systemd's
+//     inaccessible nodes (mountinfo root .../systemd/inaccessible/dir, the
+//     very inode /run/systemd/inaccessible/dir), as over /usr/lib/modules
+//     (ProtectKernelModules=). Mounts below one left out are decided on
+//     their own: a filesystem of its own below /usr still comes back.
 //   - Before fn runs, each Target must show its snapshot's device and inode.
 //
 // Linux 5.12 or later (mount_setattr). The process's main thread must be

@@ -34,6 +34,9 @@ type Options struct {
 	// bound back, most often because its mount point does not exist in the
 	// snapshot; the backup goes on without it. It is called on the
 	// namespace's thread, before fn. When nil, each is logged with slog.
+	// Mounts left out on purpose (a bind of the Target's own subvolume,
+	// systemd's inaccessible nodes: see the package documentation) are not
+	// reported here; they are logged at debug level.
 	Skipped func(mountpoint string, err error)
 }
 
@@ -52,8 +55,9 @@ type Options struct {
 // any mount, so a snapshot that lives below another Target (/home/.snaps/x
 // when / is also a Target) is still the host's. Host mounts a snapshot covers
 // (/proc, /dev, /tmp under /; a tmpfs under /srv) are bound back onto their
-// paths, then the KeepHost paths. Before fn runs, each Target is checked to
-// show its snapshot.
+// paths, except binds of the Target's own subvolume and systemd's
+// inaccessible nodes, whose paths the snapshot shows; then the KeepHost
+// paths. Before fn runs, each Target is checked to show its snapshot.
 //
 // The process's main thread must be locked to package main's goroutine
 // (runtime.LockOSThread in an init function): /proc/self shows that thread's
@@ -147,13 +151,21 @@ func setup(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("cannot list the mounts of the backup's namespace: %w", err)
 	}
-	points, err := mountPoints(string(mountinfo))
+	mounts, err := parseMountinfo(string(mountinfo))
 	if err != nil {
 		return fmt.Errorf("cannot list the mounts of the backup's namespace: %w", err)
 	}
-	steps, err := plan(opts.Binds, opts.KeepHost, points)
+	points := make([]string, len(mounts))
+	for i, m := range mounts {
+		points[i] = m.mountPoint
+	}
+	steps, left, err := plan(opts.Binds, opts.KeepHost, points, newByDesign(mounts).leaveOut)
 	if err != nil {
 		return err
+	}
+	for _, l := range left {
+		// Expected wherever systemd sandboxes the daemon: not a warning.
+		slog.Debug("host mount left out of the backup's namespace", "mountpoint", l.path, "subvolume", l.under, "reason", l.reason)
 	}
 
 	// Everything is opened before anything is mounted: once a snapshot

@@ -35,15 +35,24 @@ type step struct {
 	under string
 }
 
+// leftOut is a host mount below a Target that the namespace leaves out on
+// purpose, so that the snapshot shows its path.
+type leftOut struct {
+	path, under, reason string
+}
+
 // plan orders the mounts of one namespace: snapshots and the host mounts they
 // cover, shallowest path first, so that a mount never lands on a path a later
 // one hides; then the KeepHost paths.
 //
 // mountPoints are the mount points of the namespace before any change (field
-// 5 of mountinfo, unescaped), in any order and with repeats.
-func plan(binds []Bind, keepHost []string, mountPoints []string) ([]step, error) {
+// 5 of mountinfo, unescaped), in any order and with repeats. leaveOut, if not
+// nil, is asked about each host mount below a Target that no shallower host
+// mount it brings back carries, shallowest first: a reason leaves it out (and
+// what is below it is then asked about in turn), "" brings it back.
+func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(mountPoint, target string) string) ([]step, []leftOut, error) {
 	if err := validate(binds, keepHost); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	targets := make(map[string]bool, len(binds))
 	for _, b := range binds {
@@ -67,17 +76,41 @@ func plan(binds []Bind, keepHost []string, mountPoints []string) ([]step, error)
 	for _, b := range binds {
 		steps = append(steps, step{kind: stepSnapshot, source: b.Source, path: b.Target, under: b.Target})
 	}
-	for m, t := range candidates {
+	// Shallowest first, so that whether a mount is carried depends only on
+	// the mounts above it that are brought back: one below a mount left out
+	// is decided on its own.
+	order := make([]string, 0, len(candidates))
+	for m := range candidates {
+		order = append(order, m)
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if di, dj := depth(order[i]), depth(order[j]); di != dj {
+			return di < dj
+		}
+		return order[i] < order[j]
+	})
+	brought := map[string]string{} // mount point -> Target above it
+	var left []leftOut
+	for _, m := range order {
+		t := candidates[m]
 		carried := false
-		for p, pt := range candidates {
+		for p, pt := range brought {
 			if pt == t && under(m, p) {
 				carried = true
 				break
 			}
 		}
-		if !carried {
-			steps = append(steps, step{kind: stepSubmount, source: m, path: m, under: t})
+		if carried {
+			continue
 		}
+		if leaveOut != nil {
+			if reason := leaveOut(m, t); reason != "" {
+				left = append(left, leftOut{path: m, under: t, reason: reason})
+				continue
+			}
+		}
+		brought[m] = t
+		steps = append(steps, step{kind: stepSubmount, source: m, path: m, under: t})
 	}
 	sort.Slice(steps, func(i, j int) bool {
 		if di, dj := depth(steps[i].path), depth(steps[j].path); di != dj {
@@ -124,7 +157,7 @@ func plan(binds []Bind, keepHost []string, mountPoints []string) ([]step, error)
 		}
 		return keepSteps[i].path < keepSteps[j].path
 	})
-	return append(steps, keepSteps...), nil
+	return append(steps, keepSteps...), left, nil
 }
 
 func validate(binds []Bind, keepHost []string) error {
@@ -208,18 +241,46 @@ func dedupe(paths []string) []string {
 	return out
 }
 
-// mountPoints returns field 5 of each mountinfo line, unescaped.
-func mountPoints(mountinfo string) ([]string, error) {
-	var out []string
+// mountEntry is one line of mountinfo, with the fields the namespace uses.
+type mountEntry struct {
+	id uint64
+	// root is the path, within its filesystem, of the directory (or file)
+	// the mount shows: "/" for a whole filesystem, "/@/usr" for a bind of
+	// /usr on btrfs subvolume @.
+	root       string
+	mountPoint string
+	fstype     string
+}
+
+// parseMountinfo reads proc_pid_mountinfo(5): the mount id (field 1), root
+// (4), mount point (5), unescaped, and the filesystem type after the "-".
+func parseMountinfo(mountinfo string) ([]mountEntry, error) {
+	var out []mountEntry
 	for n, line := range strings.Split(mountinfo, "\n") {
 		if line == "" {
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) < 5 {
-			return nil, fmt.Errorf("mountinfo line %d has %d fields: %q", n+1, len(fields), line)
+		sep := -1
+		for i := 6; i < len(fields); i++ {
+			if fields[i] == "-" {
+				sep = i
+				break
+			}
 		}
-		out = append(out, unescapeOctal(fields[4]))
+		if sep < 0 || sep+1 >= len(fields) {
+			return nil, fmt.Errorf("mountinfo line %d is not \"ID PARENT DEV ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE ...\": %q", n+1, line)
+		}
+		id, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("mountinfo line %d: mount id %q: %w", n+1, fields[0], err)
+		}
+		out = append(out, mountEntry{
+			id:         id,
+			root:       unescapeOctal(fields[3]),
+			mountPoint: unescapeOctal(fields[4]),
+			fstype:     unescapeOctal(fields[sep+1]),
+		})
 	}
 	return out, nil
 }

@@ -54,9 +54,12 @@ func TestPlan(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			steps, err := plan(tt.binds, tt.keep, tt.mounts)
+			steps, left, err := plan(tt.binds, tt.keep, tt.mounts, nil)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(left) > 0 {
+				t.Errorf("left out without a leaveOut: %v", left)
 			}
 			var got []string
 			for _, s := range steps {
@@ -66,6 +69,51 @@ func TestPlan(t *testing.T) {
 				t.Errorf("plan:\n  got  %q\n  want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// What leaveOut is asked, and in which order: only mounts no brought-back
+// mount above them carries, shallowest first; below one left out, each is
+// decided on its own.
+func TestPlanLeavesOut(t *testing.T) {
+	// / under systemd: ProtectSystem= binds over /usr and /etc, PrivateTmp=
+	// over /tmp and /var/tmp, ProtectKernelModules= an inaccessible node
+	// over /usr/lib/modules; /usr/local is a filesystem of its own, /run a
+	// tmpfs with a mount below it; /home is a Target of its own.
+	mounts := []string{"/", "/proc", "/run", "/run/user/1000", "/usr", "/usr/lib/modules", "/usr/local", "/usr/local/share/x",
+		"/etc", "/tmp", "/var/tmp", "/home", "/home/u/usr-bind"}
+	leave := map[string]string{
+		"/usr": "same subvolume", "/usr/lib/modules": "inaccessible", "/etc": "same subvolume",
+		"/tmp": "same subvolume", "/var/tmp": "same subvolume", "/home/u/usr-bind": "same subvolume",
+	}
+	var asked []string
+	steps, left, err := plan([]Bind{{"/.snaps/r", "/"}, {"/home/.snaps/h", "/home"}}, nil, mounts, func(m, target string) string {
+		asked = append(asked, m+"<"+target)
+		return leave[m]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range steps {
+		got = append(got, describe(s))
+	}
+	want := []string{"snapshot:/", "snapshot:/home", "submount:/proc</", "submount:/run</", "submount:/usr/local</"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("plan:\n  got  %q\n  want %q", got, want)
+	}
+	wantAsked := []string{"/etc</", "/proc</", "/run</", "/tmp</", "/usr</", "/usr/local</", "/var/tmp</", "/home/u/usr-bind</home", "/usr/lib/modules</"}
+	if strings.Join(asked, " ") != strings.Join(wantAsked, " ") {
+		t.Errorf("asked about\n  %q\nwant\n  %q", asked, wantAsked)
+	}
+	var gotLeft []string
+	for _, l := range left {
+		gotLeft = append(gotLeft, l.path+"<"+l.under+": "+l.reason)
+	}
+	wantLeft := []string{"/etc</: same subvolume", "/tmp</: same subvolume", "/usr</: same subvolume", "/var/tmp</: same subvolume",
+		"/home/u/usr-bind</home: same subvolume", "/usr/lib/modules</: inaccessible"}
+	if strings.Join(gotLeft, "\n") != strings.Join(wantLeft, "\n") {
+		t.Errorf("left out:\n  got  %q\n  want %q", gotLeft, wantLeft)
 	}
 }
 
@@ -99,7 +147,7 @@ func TestPlanRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := plan(tt.binds, tt.keep, []string{"/"})
+			_, _, err := plan(tt.binds, tt.keep, []string{"/"}, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("got %v, want an error containing %q", err, tt.want)
 			}
@@ -107,19 +155,30 @@ func TestPlanRejects(t *testing.T) {
 	}
 }
 
-func TestMountPoints(t *testing.T) {
+func TestParseMountinfo(t *testing.T) {
 	info := "22 27 0:21 / /proc rw,relatime - proc proc rw\n" +
 		"45 27 0:40 / /mnt/with\\040space\\134and\\011tab rw - tmpfs tmpfs rw\n" +
-		"46 27 0:41 / /trailing\\ rw - tmpfs tmpfs rw\n"
-	got, err := mountPoints(info)
+		"46 27 0:41 / /trailing\\ rw - tmpfs tmpfs rw\n" +
+		// optional fields before the separator; a bind's root
+		"612 27 0:48 /@/usr /usr ro,relatime shared:1 master:2 - btrfs /dev/vda2 rw,subvolid=256,subvol=/@\n" +
+		"613 612 0:25 /systemd/inaccessible/dir /usr/lib/modules ro,nosuid,nodev,noexec - tmpfs tmpfs rw,mode=755\n"
+	got, err := parseMountinfo(info)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/proc", "/mnt/with space\\and\ttab", "/trailing\\"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("got %q, want %q", got, want)
+	want := []mountEntry{
+		{22, "/", "/proc", "proc"},
+		{45, "/", "/mnt/with space\\and\ttab", "tmpfs"},
+		{46, "/", "/trailing\\", "tmpfs"},
+		{612, "/@/usr", "/usr", "btrfs"},
+		{613, "/systemd/inaccessible/dir", "/usr/lib/modules", "tmpfs"},
 	}
-	if _, err := mountPoints("1 2 3\n"); err == nil {
-		t.Error("a short line was accepted")
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got  %v\nwant %v", got, want)
+	}
+	for _, bad := range []string{"1 2 3\n", "1 2 3 / /x rw tmpfs tmpfs rw\n", "x 2 0:1 / /x rw - tmpfs tmpfs rw\n", "1 2 0:1 / /x rw -\n"} {
+		if _, err := parseMountinfo(bad); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
 	}
 }
