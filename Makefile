@@ -7,6 +7,7 @@
 #   make man     docs/man/ from the --help texts and docs/*.md
 #   make install DESTDIR=... PREFIX=/usr
 #   make deb     build/subvault_<version>_<arch>.deb (dpkg-deb; .ci/deb)
+#   make e2e     the package booted under systemd in a container (.ci/e2e)
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -35,7 +36,7 @@ ifeq ($(origin GO),undefined)
 GO := $(shell $(DEPS) build | sed -n 's/^GO=//p')
 endif
 
-.PHONY: all build test test-unit lint demo install clean deps man deb
+.PHONY: all build test test-unit lint demo install clean deps man deb e2e
 
 all: build
 
@@ -101,3 +102,9 @@ deb: build
 clean:
 	rm -rf bin/ build/
 	$(GO) clean -testcache
+
+# The package under real systemd: debootstrap (cached in ~/.cache/subvault),
+# systemd-nspawn -b, dpkg -i, then every step of the end-to-end test.
+e2e: deb
+	@$(DEPS) e2e >/dev/null
+	@.ci/e2e
