@@ -52,7 +52,6 @@ let
       "CAP_SYS_CHROOT"
       "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE"
       "CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_SETFCAP"
-      "CAP_SETUID CAP_SETGID"
     ];
     AmbientCapabilities = "";
     NoNewPrivileges = true;
@@ -60,6 +59,7 @@ let
     SystemCallFilter = [
       "@system-service"
       "mount open_tree move_mount mount_setattr chroot"
+      "~@resources"
     ];
     SystemCallErrorNumber = "EPERM";
     SystemCallArchitectures = "native";
@@ -71,6 +71,9 @@ let
 
     PrivateDevices = true;
     DevicePolicy = "closed";
+    ProtectSystem = "full";
+    PrivateTmp = true;
+    ProtectKernelModules = true;
     PrivateMounts = true;
     ProtectKernelTunables = true;
     ProtectKernelLogs = true;
@@ -79,9 +82,8 @@ let
     ProtectHostname = true;
     ProtectProc = "invisible";
     ProcSubset = "pid";
-    # Not set, on purpose (packaging/subvault.service says why): ProtectSystem,
-    # ProtectHome, PrivateTmp, ProtectKernelModules, RestrictSUIDSGID,
-    # PrivateNetwork, PrivateUsers, User, DynamicUser.
+    # Not set, on purpose (packaging/subvault.service says why): ProtectHome,
+    # RestrictSUIDSGID, PrivateNetwork, PrivateUsers, User, DynamicUser.
   };
 
   # packaging/org.subvault.Subvault1.service: a call to the daemon starts
