@@ -8,10 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// systemdInaccessible is where PID 1 makes, at boot, the empty nodes (mode
-// 0000) that a unit's sandbox binds over the paths it hides:
-// InaccessiblePaths=, ProtectKernelModules= (/usr/lib/modules),
-// ProtectKernelLogs= (/proc/kmsg). A variable for the tests.
+// systemdInaccessible is where PID 1 keeps the empty nodes (mode 0000) that
+// a unit's sandbox binds over the paths it hides: InaccessiblePaths=,
+// ProtectKernelModules= (/usr/lib/modules), ProtectKernelLogs= (/proc/kmsg).
+// In a container it is a symlink to the nodes the container manager made,
+// /run/host/inaccessible. A variable for the tests.
 var systemdInaccessible = "/run/systemd/inaccessible"
 
 // inaccessibleNodes are the nodes in systemdInaccessible, one per file type
@@ -27,8 +28,9 @@ var inaccessibleNodes = []string{"dir", "reg", "chr", "blk", "fifo", "sock"}
 //     Brought back, it would put the live directory, or the service's own
 //     /tmp, into the archive in place of the snapshot's;
 //   - one of systemd's inaccessible nodes, as over /usr/lib/modules
-//     (ProtectKernelModules=). Brought back, it would put an empty directory
-//     into the archive.
+//     (ProtectKernelModules=) or an InaccessiblePaths= path: a mount whose
+//     root is the very inode /run/systemd/inaccessible/NODE resolves to.
+//     Brought back, it would put an empty directory into the archive.
 //
 // What it cannot be sure of, it brings back as before.
 type byDesign struct {
@@ -128,12 +130,14 @@ func (d *byDesign) inaccessible() map[fileID]string {
 	return d.nodes
 }
 
-// isInaccessibleRoot reports whether a mount's root is where systemd keeps
-// an inaccessible node: /systemd/inaccessible/dir on the /run tmpfs, or
-// /run/systemd/inaccessible/dir where /run is no mount of its own.
+// isInaccessibleRoot reports whether a mount's root may be one of systemd's
+// inaccessible nodes: /systemd/inaccessible/dir on the /run tmpfs,
+// /host/inaccessible/dir in a container (the symlink resolved),
+// /run/systemd/inaccessible/dir where /run is no mount of its own. Only the
+// node's identity settles it.
 func isInaccessibleRoot(root string) bool {
 	dir, node := filepath.Split(root)
-	if !strings.HasSuffix(dir, "/systemd/inaccessible/") {
+	if !strings.HasSuffix(dir, "/inaccessible/") {
 		return false
 	}
 	for _, n := range inaccessibleNodes {

@@ -115,13 +115,11 @@ func TestRunLeavesOutSystemdSandboxMounts(t *testing.T) {
 	before := readViews(t, fs.Mount, hostViews...)
 
 	var logged bytes.Buffer
-	defer func(was *slog.Logger) { slog.SetDefault(was) }(slog.Default())
-	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})))
-
 	var skipped []string
 	opts := Options{
 		Binds:   []Bind{{Source: snap, Target: root}},
 		Skipped: func(mp string, err error) { skipped = append(skipped, mp+": "+err.Error()) },
+		Logger:  slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	err := Run(context.Background(), opts, func() error {
 		for rel, want := range map[string]string{
@@ -182,14 +180,86 @@ func TestRunLeavesOutSystemdSandboxMounts(t *testing.T) {
 	noNamespacedThreads(t, fs.Mount, before)
 }
 
+// In a container (systemd-nspawn), /run/systemd/inaccessible is a symlink
+// to /run/host/inaccessible, so the mounts' root reads /host/inaccessible/...
+// Directories and files alike are left out; a look-alike that is not the
+// node itself comes back.
+func TestRunLeavesOutInaccessibleNodesInAContainer(t *testing.T) {
+	fs := testutil.NewBtrfs(t, 128, "data")
+	data := fs.Path("data")
+	testutil.WriteFile(t, filepath.Join(data, "secret", "file"), "secret-snapshot")
+	testutil.WriteFile(t, filepath.Join(data, "secret.conf"), "conf-snapshot")
+	testutil.WriteFile(t, filepath.Join(data, "lookalike", "file"), "lookalike-snapshot")
+	snap := snapshot(t, data, fs.Path(".subvault-snapshots", "data-1"))
+
+	mountTmpfs(t, fs.Path("run"))
+	nodes := fs.Path("run", "host", "inaccessible")
+	if err := os.MkdirAll(filepath.Join(nodes, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, filepath.Join(nodes, "reg"), "")
+	for _, n := range []string{"dir", "reg"} {
+		if err := os.Chmod(filepath.Join(nodes, n), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(fs.Path("run", "systemd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../host/inaccessible", fs.Path("run", "systemd", "inaccessible")); err != nil {
+		t.Fatal(err)
+	}
+	defer func(was string) { systemdInaccessible = was }(systemdInaccessible)
+	systemdInaccessible = fs.Path("run", "systemd", "inaccessible")
+	bindMount(t, filepath.Join(systemdInaccessible, "dir"), filepath.Join(data, "secret"), false, true)
+	bindMount(t, filepath.Join(systemdInaccessible, "reg"), filepath.Join(data, "secret.conf"), false, true)
+	lookalike := fs.Path("run", "lookalike", "inaccessible", "dir")
+	testutil.WriteFile(t, filepath.Join(lookalike, "file"), "lookalike-tmpfs")
+	bindMount(t, lookalike, filepath.Join(data, "lookalike"), false, false)
+
+	var logged bytes.Buffer
+	opts := Options{
+		Binds:  []Bind{{Source: snap, Target: data}},
+		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	err := Run(context.Background(), opts, func() error {
+		for rel, want := range map[string]string{
+			"secret/file":    "secret-snapshot",
+			"secret.conf":    "conf-snapshot",
+			"lookalike/file": "lookalike-tmpfs",
+		} {
+			if out, err := child("cat", filepath.Join(data, rel)); err != nil || out != want {
+				t.Errorf("inside, a child reads %q (%v) from %s, want %q", out, err, rel, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, want := range []string{
+		"mountpoint=" + filepath.Join(data, "secret") + " subvolume=" + data + ` reason="it is systemd's inaccessible node ` + filepath.Join(systemdInaccessible, "dir") + " ",
+		"mountpoint=" + filepath.Join(data, "secret.conf") + " subvolume=" + data + ` reason="it is systemd's inaccessible node ` + filepath.Join(systemdInaccessible, "reg") + " ",
+	} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("the log has no debug line with %q:\n%s", want, logged.String())
+		}
+	}
+	if n := strings.Count(logged.String(), "left out"); n != 2 {
+		t.Errorf("%d mounts left out, want 2:\n%s", n, logged.String())
+	}
+}
+
 func TestIsInaccessibleRoot(t *testing.T) {
 	for root, want := range map[string]bool{
 		"/systemd/inaccessible/dir":     true,
 		"/systemd/inaccessible/reg":     true,
 		"/run/systemd/inaccessible/chr": true,
+		"/host/inaccessible/dir":        true,
 		"/systemd/inaccessible":         false,
 		"/systemd/inaccessible/other":   false,
-		"/inaccessible/dir":             false,
+		"/inaccessible/dir":             true,
+		"/srv/inaccessible-x/dir":       false,
 		"/srv/dir":                      false,
 		"/":                             false,
 	} {

@@ -31,10 +31,12 @@
 //     number: each subvolume has its own), such as systemd's read-only
 //     binds over /usr and /etc (ProtectSystem=) and its private /tmp and
 //     /var/tmp (PrivateTmp=, from /tmp/systemd-private-*/tmp); and systemd's
-//     inaccessible nodes (mountinfo root .../systemd/inaccessible/dir, the
-//     very inode /run/systemd/inaccessible/dir), as over /usr/lib/modules
-//     (ProtectKernelModules=). Mounts below one left out are decided on
-//     their own: a filesystem of its own below /usr still comes back.
+//     inaccessible nodes (the very inode /run/systemd/inaccessible/NODE
+//     resolves to: mountinfo root /systemd/inaccessible/dir on a host,
+//     /host/inaccessible/dir in a container), as over /usr/lib/modules
+//     (ProtectKernelModules=) and InaccessiblePaths=. Mounts below one left
+//     out are decided on their own: a filesystem of its own below /usr
+//     still comes back. Options.Logger gets them at debug level.
 //   - Before fn runs, each Target must show its snapshot's device and inode.
 //
 // Linux 5.12 or later (mount_setattr). The process's main thread must be

@@ -33,11 +33,14 @@ type Options struct {
 	// Skipped is told of each host mount below a Target that could not be
 	// bound back, most often because its mount point does not exist in the
 	// snapshot; the backup goes on without it. It is called on the
-	// namespace's thread, before fn. When nil, each is logged with slog.
+	// namespace's thread, before fn. When nil, each is logged as a warning.
 	// Mounts left out on purpose (a bind of the Target's own subvolume,
 	// systemd's inaccessible nodes: see the package documentation) are not
 	// reported here; they are logged at debug level.
 	Skipped func(mountpoint string, err error)
+	// Logger logs what Skipped does not take, and the mounts left out on
+	// purpose; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Run runs fn in a new goroutine locked to its OS thread, in a new mount
@@ -165,7 +168,7 @@ func setup(opts Options) error {
 	}
 	for _, l := range left {
 		// Expected wherever systemd sandboxes the daemon: not a warning.
-		slog.Debug("host mount left out of the backup's namespace", "mountpoint", l.path, "subvolume", l.under, "reason", l.reason)
+		opts.logger().Debug("host mount left out of the backup's namespace", "mountpoint", l.path, "subvolume", l.under, "reason", l.reason)
 	}
 
 	// Everything is opened before anything is mounted: once a snapshot
@@ -312,5 +315,12 @@ func skipped(opts Options, mountpoint string, err error) {
 		opts.Skipped(mountpoint, err)
 		return
 	}
-	slog.Warn("host mount left out of the backup's namespace", "mountpoint", mountpoint, "err", err)
+	opts.logger().Warn("host mount left out of the backup's namespace", "mountpoint", mountpoint, "err", err)
+}
+
+func (opts Options) logger() *slog.Logger {
+	if opts.Logger != nil {
+		return opts.Logger
+	}
+	return slog.Default()
 }
