@@ -212,6 +212,12 @@ func (r *Runner) environment(withRepo bool, deviceIDFlag bool) (env []string, se
 			set[k] = v
 		}
 	}
+	if r.TempDir != "" {
+		if err := os.MkdirAll(r.TempDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("restic's temporary directory: %w", err)
+		}
+		set["TMPDIR"] = r.TempDir
+	}
 	if withRepo {
 		repo := r.Repo
 		if err := repo.validate(); err != nil {

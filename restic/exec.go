@@ -38,6 +38,10 @@ type Runner struct {
 	// Grace is the time between SIGINT and SIGKILL when the context is
 	// canceled; zero means DefaultGrace.
 	Grace time.Duration
+	// TempDir is restic's TMPDIR, made (0700) if missing; empty: the
+	// caller's. A backup of / shows the snapshot's /tmp, not the host's, so
+	// restic's temporary files belong somewhere a snapshot does not cover.
+	TempDir string
 
 	mu           sync.Mutex
 	version      Version

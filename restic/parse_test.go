@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -441,5 +442,23 @@ func TestLockFromText(t *testing.T) {
 	}
 	if lockFromText("no lock here") != nil {
 		t.Error("lock from nothing")
+	}
+}
+
+// TestTempDirIsRestics: with TempDir set, restic's TMPDIR is that directory
+// (made 0700 if missing), whatever the caller's TMPDIR.
+func TestTempDirIsRestics(t *testing.T) {
+	t.Setenv("TMPDIR", "/tmp")
+	dir := filepath.Join(t.TempDir(), "cache", "tmp")
+	r := &Runner{TempDir: dir}
+	env, _, err := r.environment(false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(env, "TMPDIR="+dir) || slices.Contains(env, "TMPDIR=/tmp") {
+		t.Errorf("environment %q: want TMPDIR=%s only", env, dir)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("TempDir not made 0700: %v %v", fi, err)
 	}
 }

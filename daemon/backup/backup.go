@@ -263,7 +263,7 @@ func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, error) {
 // is mounted over its subvolume.
 func (j *Job) backup(ctx context.Context, log *slog.Logger, runner *restic.Runner, snaps []btrfs.Snapshot) (restic.BackupResult, error) {
 	repo := j.Config.Repositories[j.Plan.Repository]
-	opts := mountns.Options{KeepHost: keepHostPaths(repo, j.Plan.Subvolumes)}
+	opts := mountns.Options{KeepHost: keepHostPaths(repo, j.Plan.Subvolumes), Logger: log}
 	for _, s := range snaps {
 		opts.Binds = append(opts.Binds, mountns.Bind{Source: s.Path, Target: s.Subvolume})
 	}
@@ -352,12 +352,13 @@ func snapshotsEnv(snaps []btrfs.Snapshot) string {
 }
 
 // keepHostPaths are the paths restic writes to, which must look as on the
-// host inside the namespace when a snapshot covers them (a cache or a local
-// repository under /var while / is backed up). Paths no subvolume covers need
-// nothing.
+// host inside the namespace when a snapshot covers them (a cache, with
+// restic's TMPDIR in it, or a local repository under /var while / is backed
+// up). Paths no subvolume covers need nothing. /tmp is not one: the archive
+// gets the snapshot's /tmp.
 func keepHostPaths(repo *config.Repository, subvolumes []string) []string {
 	var paths []string
-	for _, p := range []string{repo.CacheDir, localRepositoryPath(repo.URL), filepath.Clean(os.TempDir())} {
+	for _, p := range []string{repo.CacheDir, localRepositoryPath(repo.URL)} {
 		if p != "" && coveredBy(p, subvolumes) {
 			paths = append(paths, p)
 		}

@@ -150,5 +150,8 @@ func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic
 		r.CredentialFile = filepath.Join(dir, repo.Credential)
 	}
 	host, _ := os.Hostname()
-	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host}, nil
+	// restic's temporary files go under the repository's cache directory,
+	// which every backup excludes and keeps as on the host.
+	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host,
+		TempDir: filepath.Join(repo.CacheDir, "tmp")}, nil
 }

@@ -60,7 +60,7 @@
       schedule = "@hourly";
       hooks = {
         # A CHECKPOINT just before the snapshot, which takes milliseconds.
-        before_snapshot = [ "/run/wrappers/bin/sudo" "-u" "postgres" "/run/current-system/sw/bin/psql" "-c" "CHECKPOINT" ];
+        before_snapshot = [ "/run/current-system/sw/bin/systemd-run" "--uid=postgres" "--wait" "--pipe" "--quiet" "--collect" "--" "/run/current-system/sw/bin/psql" "-c" "CHECKPOINT" ];
         on_failure = [
           [ "/run/current-system/sw/bin/logger" "-t" "subvault" "postgres backup failed" ]
         ];
