@@ -22,10 +22,16 @@ type Snapshot struct {
 	Subvolume string
 	// Path is the snapshot's full path; set by ListSnapshots, empty from ParseName.
 	Path string
+	// Pinned marks a snapshot that keep_snapshots never deletes: the state
+	// a rollback or an in-place restore replaced, kept so that it can be
+	// undone. Its name starts with subvault-pinned instead of subvault; only
+	// a person deletes it (DeleteSnapshot).
+	Pinned bool
 }
 
 const (
-	namePrefix = "subvault"
+	namePrefix       = "subvault"
+	pinnedNamePrefix = "subvault-pinned"
 	nameSep    = "@"
 	timeLayout = "20060102T150405Z"
 )
@@ -37,12 +43,17 @@ func ValidPlanName(plan string) bool { return planPattern.MatchString(plan) }
 
 // Name returns the snapshot's base name:
 // subvault@<plan>@<YYYYMMDDTHHMMSSZ>@<job id>@<escaped subvolume path>, where
-// the subvolume path is escaped as `systemd-escape --path` does. It does not
-// check the fields; Validate does, and ParseName(s.Name()) gives s back for a
-// valid s.
+// the subvolume path is escaped as `systemd-escape --path` does, and
+// subvault-pinned@... for a pinned one. It does not check the fields;
+// Validate does, and ParseName(s.Name()) gives s back for a valid s (Path
+// aside).
 func (s Snapshot) Name() string {
+	prefix := namePrefix
+	if s.Pinned {
+		prefix = pinnedNamePrefix
+	}
 	return strings.Join([]string{
-		namePrefix,
+		prefix,
 		s.Plan,
 		s.Time.UTC().Format(timeLayout),
 		strconv.FormatUint(uint64(s.JobID), 10),
@@ -73,7 +84,7 @@ func (s Snapshot) Validate() error {
 // entry is not subvault's, and must not be touched.
 func ParseName(name string) (Snapshot, error) {
 	fields := strings.Split(name, nameSep)
-	if len(fields) != 5 || fields[0] != namePrefix {
+	if len(fields) != 5 || (fields[0] != namePrefix && fields[0] != pinnedNamePrefix) {
 		return Snapshot{}, fmt.Errorf("%q is not a subvault snapshot name (want subvault@<plan>@<YYYYMMDDTHHMMSSZ>@<job id>@<escaped subvolume>)", name)
 	}
 	planField, timeField, jobField, subvolField := fields[1], fields[2], fields[3], fields[4]
@@ -92,7 +103,7 @@ func ParseName(name string) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("%q is not a subvault snapshot name: %w", name, err)
 	}
-	s := Snapshot{Plan: planField, Time: t.UTC(), JobID: uint32(job), Subvolume: subvol}
+	s := Snapshot{Plan: planField, Time: t.UTC(), JobID: uint32(job), Subvolume: subvol, Pinned: fields[0] == pinnedNamePrefix}
 	if err := s.Validate(); err != nil { // year 0000 parses but is not a name we make
 		return Snapshot{}, fmt.Errorf("%q is not a subvault snapshot name: %w", name, err)
 	}

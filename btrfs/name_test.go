@@ -20,6 +20,7 @@ func TestNameRoundTrip(t *testing.T) {
 		{Snapshot{Plan: "p", Time: at, JobID: 1, Subvolume: "/.snapshots/a b"}, `subvault@p@20261121T030005Z@1@\x2esnapshots-a\x20b`},
 		{Snapshot{Plan: "p", Time: at, JobID: 1, Subvolume: "/srv/.hidden/x@y"}, `subvault@p@20261121T030005Z@1@srv-.hidden-x\x40y`},
 		{Snapshot{Plan: "p", Time: at, JobID: 1, Subvolume: "/home/Ä"}, `subvault@p@20261121T030005Z@1@home-\xc3\x84`},
+		{Snapshot{Plan: "home", Time: at, JobID: 7, Subvolume: "/home", Pinned: true}, `subvault-pinned@home@20261121T030005Z@7@home`},
 	}
 	for _, tt := range tests {
 		if err := tt.snap.Validate(); err != nil {
@@ -118,6 +119,8 @@ func FuzzParseName(f *testing.F) {
 		`subvault@p@00010101T000000Z@1@a`,
 		`subvault@p@99991231T235959Z@1@a`,
 		`subvault@nightly@20261121T030005Z@042@home`,
+		`subvault-pinned@home@20261121T030005Z@7@home`,
+		`subvault-kept@home@20261121T030005Z@7@home`,
 		`mysnap`,
 	} {
 		f.Add(seed)

@@ -23,6 +23,9 @@ const (
 	// ReasonFuture marks a snapshot dated after now (a clock that went
 	// back): it is kept and counts for no rule.
 	ReasonFuture = "future"
+	// ReasonPinned marks a pinned snapshot (a rollback's or in-place
+	// restore's undo point): always kept, counted for no rule.
+	ReasonPinned = "pinned"
 )
 
 // SelectKeep splits snapshots into the ones the policy keeps and the ones it
@@ -35,7 +38,8 @@ const (
 // (restic ≥ 0.17 does the same, to keep the longest history). A snapshot is
 // kept when any kind keeps it; reasons lists the kinds, by snapshot name.
 //
-// Snapshots dated after now are kept (ReasonFuture) and not counted. An
+// Snapshots dated after now are kept (ReasonFuture) and not counted, and so
+// are pinned ones (ReasonPinned), whatever their time. An
 // all-zero policy keeps nothing else. A nil loc means UTC. keep and remove are
 // sorted as ListSnapshots sorts. snaps is not modified.
 func SelectKeep(snaps []Snapshot, policy KeepPolicy, now time.Time, loc *time.Location) (keep, remove []Snapshot, reasons map[string][]string) {
@@ -50,6 +54,11 @@ func SelectKeep(snaps []Snapshot, policy KeepPolicy, now time.Time, loc *time.Lo
 	for _, group := range bySubvolume {
 		var past []Snapshot
 		for _, s := range group {
+			if s.Pinned {
+				keep = append(keep, s)
+				reasons[s.Name()] = append(reasons[s.Name()], ReasonPinned)
+				continue
+			}
 			if s.Time.After(now) {
 				keep = append(keep, s)
 				reasons[s.Name()] = append(reasons[s.Name()], ReasonFuture)

@@ -222,3 +222,24 @@ func TestSelectKeepTimeZone(t *testing.T) {
 		t.Errorf("UTC: keep = %v, want %v", got, want)
 	}
 }
+
+// A pinned snapshot (a rollback's undo point) is kept whatever the policy
+// and its age, and takes no rule's count from the others.
+func TestSelectKeepPinned(t *testing.T) {
+	list := snaps("/home", "2026-11-01 03:00:00", "2026-11-02 03:00:00", "2026-11-03 03:00:00")
+	pinned := Snapshot{Plan: "p", Time: at("2020-01-01 00:00:00"), JobID: 9, Subvolume: "/home", Pinned: true}
+	list = append(list, pinned)
+	now := at("2026-11-04 00:00:00")
+	for _, policy := range []KeepPolicy{{}, {Last: 1}, {Daily: 2}} {
+		keep, remove, reasons := SelectKeep(list, policy, now, nil)
+		if len(keep) == 0 || keep[0] != pinned || !reflect.DeepEqual(reasons[pinned.Name()], []string{ReasonPinned}) {
+			t.Errorf("%+v: keep %v, reasons %v: the pinned snapshot is not kept first as pinned", policy, keep, reasons)
+		}
+		if got, want := len(keep)-1, policy.Last+policy.Daily; got != want {
+			t.Errorf("%+v: %d unpinned kept, want %d (the pinned one must not use a rule's count)", policy, got, want)
+		}
+		if len(keep)+len(remove) != len(list) {
+			t.Errorf("%+v: %d kept + %d removed of %d", policy, len(keep), len(remove), len(list))
+		}
+	}
+}
