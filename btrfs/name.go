@@ -32,8 +32,8 @@ type Snapshot struct {
 const (
 	namePrefix       = "subvault"
 	pinnedNamePrefix = "subvault-pinned"
-	nameSep    = "@"
-	timeLayout = "20060102T150405Z"
+	nameSep          = "@"
+	timeLayout       = "20060102T150405Z"
 )
 
 var planPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
