@@ -1,0 +1,147 @@
+package restic
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Kinds of Change.
+const (
+	// ChangeAdded: the path is in the second tree only.
+	ChangeAdded = "added"
+	// ChangeRemoved: the path is in the first tree only.
+	ChangeRemoved = "removed"
+	// ChangeChanged: a file's content changed (restic's M, and 0.18's ?
+	// for content that changed under unchanged metadata).
+	ChangeChanged = "changed"
+	// ChangeTypeChanged: the path is of another type (a file became a
+	// symlink); restic's T.
+	ChangeTypeChanged = "type-changed"
+	// ChangeMetadata: only metadata changed (mode, owner, times, xattrs);
+	// restic's U. Directories whose entries came or went have this too.
+	ChangeMetadata = "metadata"
+)
+
+// Change is one path that differs between two trees. A directory's path
+// ends in "/", as restic prints it. Paths are bytes as the file system
+// has them (a name that is not UTF-8 keeps its bytes).
+type Change struct {
+	Kind string `json:"kind"`
+	Path string `json:"path"`
+}
+
+// Diff runs `restic diff --metadata A B` and returns every path that
+// differs from archive a to archive b, sorted by path.
+//
+// It reads restic's text output, not --json: both 0.14 and 0.18 have
+// --json for diff, but it turns each byte of a name that is not UTF-8 into
+// U+FFFD, and the text keeps the bytes. The one thing text cannot tell is
+// a name holding a newline followed by what looks like a change line.
+func (r *Runner) Diff(ctx context.Context, a, b string) ([]Change, error) {
+	if a == "" || b == "" {
+		return nil, errors.New("restic diff: two archives are required")
+	}
+	args := []string{"diff", "--metadata", "--", a, b}
+	var changes []Change
+	err := r.retryUnlocked(ctx, func() error {
+		var out bytes.Buffer
+		res, err := r.exec(ctx, invocation{op: "diff", args: args, stdout: func(line []byte) {
+			out.Write(line)
+			out.WriteByte('\n')
+		}})
+		if err != nil {
+			return err
+		}
+		if err := r.classify("diff", res); err != nil {
+			return err
+		}
+		changes, err = parseDiff(out.Bytes())
+		if err != nil {
+			return fmt.Errorf("restic diff %s %s on repository %s: %w", a, b, r.Repo.Redacted(), err)
+		}
+		return nil
+	})
+	return changes, err
+}
+
+// parseDiff reads the text of `restic diff`:
+//
+//	comparing snapshot 3ba03c98 to 98de3f25:
+//	<blank>
+//	M    /data/mod
+//	TU   /data/typ
+//	+    /data/newdir/
+//	<blank>
+//	Files:           4 new,     2 removed,     2 changed
+//	...
+//
+// Each change is its modifier padded to five columns, then the path. A
+// line that is not one (the rest of a name that holds a newline) belongs
+// to the path before it.
+func parseDiff(out []byte) ([]Change, error) {
+	lines := strings.Split(string(out), "\n")
+	start := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, "comparing snapshot ") {
+			start = i + 1
+			break
+		}
+	}
+	// The statistics start at the last "Files:" line after a blank one.
+	end := len(lines)
+	for i := len(lines) - 1; i > start; i-- {
+		if strings.HasPrefix(lines[i], "Files:") && lines[i-1] == "" {
+			end = i - 1
+			break
+		}
+	}
+	if end == len(lines) {
+		return nil, errors.New("its output has no statistics (\"Files: ...\"); is this restic's diff?")
+	}
+	var changes []Change
+	for _, l := range lines[start:end] {
+		if kind, path, ok := diffLine(l); ok {
+			changes = append(changes, Change{Kind: kind, Path: path})
+			continue
+		}
+		if len(changes) == 0 {
+			if l == "" {
+				continue
+			}
+			return nil, fmt.Errorf("cannot read the line %q", l)
+		}
+		changes[len(changes)-1].Path += "\n" + l
+	}
+	sort.SliceStable(changes, func(i, k int) bool { return changes[i].Path < changes[k].Path })
+	return changes, nil
+}
+
+// diffLine reads one change line: "M    /path", "TU   /path".
+func diffLine(l string) (kind, path string, ok bool) {
+	if len(l) < 6 || l[5] != '/' {
+		return "", "", false
+	}
+	mod := strings.TrimRight(l[:5], " ")
+	if mod == "" || strings.Trim(mod, "+-UMT?") != "" {
+		return "", "", false
+	}
+	switch {
+	case mod == "+":
+		kind = ChangeAdded
+	case mod == "-":
+		kind = ChangeRemoved
+	case strings.Contains(mod, "T"):
+		kind = ChangeTypeChanged
+	case strings.ContainsAny(mod, "M?"):
+		kind = ChangeChanged
+	case strings.Contains(mod, "U"):
+		kind = ChangeMetadata
+	default:
+		return "", "", false
+	}
+	return kind, l[5:], true
+}
