@@ -291,7 +291,6 @@ func (j *Job) backup(ctx context.Context, log *slog.Logger, runner *restic.Runne
 
 func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 	b := j.Plan.Backup
-	repo := j.Config.Repositories[j.Plan.Repository]
 	opts := restic.BackupOptions{
 		Paths:   j.Plan.Subvolumes,
 		Exclude: append([]string(nil), b.Exclude...),
@@ -315,21 +314,30 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 		// the minutes later when restic read them.
 		opts.Time = snaps[0].Time
 	}
-	// Never back up subvault's own snapshots, restic's cache or a local
-	// repository, should they lie inside a subvolume.
+	opts.Exclude = append(opts.Exclude, AlwaysExcluded(j.Config, j.Plan)...)
+	return opts
+}
+
+// AlwaysExcluded are the paths every backup of the plan leaves out besides
+// its own exclude rules: subvault's snapshots, restic's cache and a local
+// repository, should they lie inside a subvolume. (subvault diff leaves
+// out the same.)
+func AlwaysExcluded(cfg *config.Config, plan *config.Plan) []string {
+	var paths []string
 	seen := map[string]bool{}
-	for _, sv := range j.Plan.Subvolumes {
-		dir := SnapshotDir(j.Plan, sv)
+	for _, sv := range plan.Subvolumes {
+		dir := SnapshotDir(plan, sv)
 		if !seen[dir] {
 			seen[dir] = true
-			opts.Exclude = append(opts.Exclude, dir)
+			paths = append(paths, dir)
 		}
 	}
-	opts.Exclude = append(opts.Exclude, repo.CacheDir)
+	repo := cfg.Repositories[plan.Repository]
+	paths = append(paths, repo.CacheDir)
 	if p := localRepositoryPath(repo.URL); p != "" {
-		opts.Exclude = append(opts.Exclude, p)
+		paths = append(paths, p)
 	}
-	return opts
+	return paths
 }
 
 // PlanTag is the restic tag every archive of the plan carries.
