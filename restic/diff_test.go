@@ -195,12 +195,26 @@ func TestLsRecorded(t *testing.T) {
 			check("/data/mod", "file", 0o644, 9)
 			check("/data/typ", "symlink", os.ModeSymlink|0o777, 0)
 			check("/data/new\nline", "file", 0o644, 3)
-			check("/data/bad\ufffdname", "file", 0o644, 8)
+			check(JSONPath("/data/bad\xffname"), "file", 0o644, 8)
 			check("/data/newdir/f", "file", 0o644, 4)
 			if nodes["/data/mod"].ModTime.Nanosecond() == 0 && nodes["/data/keep"].ModTime.Nanosecond() == 0 {
 				t.Error("mtimes without nanoseconds: live comparisons need them")
 			}
 		})
+	}
+}
+
+// JSONPath is what Go's encoding/json (and so restic) makes of a name.
+func TestJSONPath(t *testing.T) {
+	for _, p := range []string{"/plain", "/h\u00e9", "/a\xff\xfeb", "/\xc3", "/x\xe2\x82", "/n\nl"} {
+		js, _ := json.Marshal(p)
+		var back string
+		if err := json.Unmarshal(js, &back); err != nil {
+			t.Fatal(err)
+		}
+		if got := JSONPath(p); got != back {
+			t.Errorf("JSONPath(%q) = %q; encoding/json gives %q", p, got, back)
+		}
 	}
 }
 

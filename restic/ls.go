@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Node is one entry of an archive, as `restic ls --json` shows it.
@@ -92,4 +94,24 @@ func parseNode(line []byte) (Node, bool, error) {
 		return Node{}, false, fmt.Errorf("a node without a path or type: %.200q", line)
 	}
 	return Node{Path: n.Path, Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, Size: n.Size, ModTime: n.ModTime}, true, nil
+}
+
+// JSONPath is path p as restic's JSON shows it: each byte that is not part
+// of valid UTF-8 becomes U+FFFD (Go's encoding/json does that). A path on
+// disk is looked up among Nodes through it.
+func JSONPath(p string) string {
+	if utf8.ValidString(p) {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		r, size := utf8.DecodeRuneInString(p[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(p[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
