@@ -101,6 +101,19 @@ func (cc *clientCmd) dial(ctx context.Context) (code int, ok bool) {
 	return exitOK, true
 }
 
+// connect parses the arguments as parse does and connects to the daemon;
+// ok is false when the command should return code at once. The caller
+// closes the connection (defer cc.close()).
+func (cc *clientCmd) connect(args []string, minArgs, maxArgs int, what string) (pos []string, code int, ok bool) {
+	if pos, code, ok = cc.parse(args, minArgs, maxArgs, what); !ok {
+		return nil, code, false
+	}
+	if code, ok = cc.dial(context.Background()); !ok {
+		return nil, code, false
+	}
+	return pos, exitOK, true
+}
+
 func (cc *clientCmd) close() {
 	if cc.c != nil {
 		cc.c.Close() //nolint:errcheck // the command is done

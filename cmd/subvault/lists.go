@@ -17,13 +17,10 @@ when the last backup finished and how, and the next scheduled run.`
 
 func runPlans(args []string, stdout, stderr io.Writer) int {
 	cc := newClientCmd("plans", "[--json] [--bus BUS]", plansAbout, true, stdout, stderr)
-	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+	if _, code, ok := cc.connect(args, 0, 0, "no arguments"); !ok {
 		return code
 	}
 	ctx := context.Background()
-	if code, ok := cc.dial(ctx); !ok {
-		return code
-	}
 	defer cc.close()
 	plans, err := cc.c.Plans(ctx)
 	if err != nil {
@@ -49,13 +46,10 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 	cc := newClientCmd("jobs", "[--plan PLAN] [--limit N] [--json] [--bus BUS]", jobsAbout, true, stdout, stderr)
 	plan := cc.fs.String("plan", "", "only the jobs of this `plan`")
 	limit := cc.fs.Int("limit", 0, "print at most `N` jobs (0: all)")
-	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+	if _, code, ok := cc.connect(args, 0, 0, "no arguments"); !ok {
 		return code
 	}
 	ctx := context.Background()
-	if code, ok := cc.dial(ctx); !ok {
-		return code
-	}
 	defer cc.close()
 	all, err := cc.c.Jobs(ctx)
 	if err != nil {
@@ -219,14 +213,11 @@ path. "subvault clone" makes a writable copy of one.`
 
 func runSnapshots(args []string, stdout, stderr io.Writer) int {
 	cc := newClientCmd("snapshots", "PLAN [--json] [--bus BUS]", snapshotsAbout, true, stdout, stderr)
-	pos, code, ok := cc.parse(args, 1, 1, "a PLAN")
+	pos, code, ok := cc.connect(args, 1, 1, "a PLAN")
 	if !ok {
 		return code
 	}
 	ctx := context.Background()
-	if code, ok := cc.dial(ctx); !ok {
-		return code
-	}
 	defer cc.close()
 	snaps, err := cc.c.Snapshots(ctx, pos[0])
 	if err != nil {
@@ -254,14 +245,11 @@ backup.`
 
 func runArchives(args []string, stdout, stderr io.Writer) int {
 	cc := newClientCmd("archives", "PLAN [--json] [--bus BUS]", archivesAbout, true, stdout, stderr)
-	pos, code, ok := cc.parse(args, 1, 1, "a PLAN")
+	pos, code, ok := cc.connect(args, 1, 1, "a PLAN")
 	if !ok {
 		return code
 	}
 	ctx := context.Background()
-	if code, ok := cc.dial(ctx); !ok {
-		return code
-	}
 	defer cc.close()
 	archives, err := cc.c.Archives(ctx, pos[0])
 	if err != nil {

@@ -36,13 +36,10 @@ type planStatus struct {
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	cc := newClientCmd("status", "[--json] [--bus BUS]", statusAbout, true, stdout, stderr)
-	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
+	if _, code, ok := cc.connect(args, 0, 0, "no arguments"); !ok {
 		return code
 	}
 	ctx := context.Background()
-	if code, ok := cc.dial(ctx); !ok {
-		return code
-	}
 	defer cc.close()
 	d, err := cc.c.Daemon(ctx)
 	if err != nil {
