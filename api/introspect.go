@@ -47,6 +47,7 @@ var managerIntrospection = introspect.Interface{
 		{Name: "ListArchives", Args: []introspect.Arg{in("plan", "s"), out("archives", "a(stsasas)")}},
 		{Name: "DeleteSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s")}},
 		{Name: "CloneSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s"), in("target", "s"), out("path", "s")}},
+		{Name: "Diff", Args: []introspect.Arg{in("plan", "s"), in("a", "s"), in("b", "s"), out("changes", "a(ss)")}},
 		{Name: "Reload"},
 	},
 	Properties: []introspect.Property{
