@@ -139,20 +139,48 @@ func Exchange(a, b string) error {
 // subvolume (the placeholder a snapshot shows where a nested subvolume
 // was), which it replaces; its directory must exist. Nothing is ever
 // overwritten: the rename itself is RENAME_NOREPLACE.
+//
+// A read-only subvolume cannot change directories (the kernel must write
+// its ".."): its read-only flag is cleared for the rename and set again
+// right after, on either path. The directory of dst keeps its times.
 func MoveSubvolume(src, dst string) error {
-	if _, err := requireSubvolume(src); err != nil {
+	sv, err := Info(src)
+	if err != nil {
 		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
 	}
 	if err := checkSlot(dst); err != nil {
 		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
 	}
+	// The directory that takes it keeps its times: a rolled-back tree is the
+	// snapshot's, to the nanosecond.
+	var parent unix.Stat_t
+	if err := unix.Stat(filepath.Dir(dst), &parent); err != nil {
+		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
+	}
+	defer unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Dir(dst), []unix.Timespec{parent.Atim, parent.Mtim}, 0) //nolint:errcheck // times only
 	if _, err := os.Lstat(dst); err == nil {
 		if err := unix.Rmdir(dst); err != nil {
 			return fmt.Errorf("cannot move %s to %s: cannot remove the empty directory there: %w", src, dst, err)
 		}
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE); err != nil {
-		return fmt.Errorf("cannot move %s to %s: %w", src, dst, explainErrno(err))
+	flip := sv.ReadOnly && filepath.Dir(filepath.Clean(src)) != filepath.Dir(filepath.Clean(dst))
+	if flip {
+		if err := SetReadOnly(src, false); err != nil {
+			return fmt.Errorf("cannot move the read-only %s to %s: %w", src, dst, err)
+		}
+	}
+	renameErr := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if flip {
+		at := dst
+		if renameErr != nil {
+			at = src
+		}
+		if err := SetReadOnly(at, true); err != nil {
+			return fmt.Errorf("%s stays writable after moving it to %s: %w", at, dst, errors.Join(renameErr, err))
+		}
+	}
+	if renameErr != nil {
+		return fmt.Errorf("cannot move %s to %s: %w", src, dst, explainErrno(renameErr))
 	}
 	return nil
 }

@@ -106,7 +106,14 @@ func TestExchangeAndMove(t *testing.T) {
 // The placeholder a snapshot shows for a nested subvolume is an empty
 // directory a nested subvolume can take.
 func TestMoveIntoSnapshotPlaceholder(t *testing.T) {
-	fs := testutil.NewBtrfs(t, 128, "home", "home/.snaps/s1")
+	fs := testutil.NewBtrfs(t, 128, "home")
+	testutil.WriteFile(t, fs.Path("home", "f"), "x")
+	if err := os.Mkdir(fs.Path("home", ".snaps"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := btrfs.SnapshotReadOnly(fs.Path("home"), fs.Path("home", ".snaps", "s1")); err != nil {
+		t.Fatal(err)
+	}
 	if err := btrfs.SnapshotWritable(fs.Path("home"), fs.Path("clone")); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +125,14 @@ func TestMoveIntoSnapshotPlaceholder(t *testing.T) {
 	}
 	if got, err := btrfs.NestedSubvolumes(fs.Path("clone")); err != nil || len(got) != 1 || got[0].Rel != ".snaps/s1" {
 		t.Errorf("clone's nested subvolumes after the move: %v, %v", got, err)
+	}
+	// A read-only one moves (the kernel refuses a plain rename with EROFS)
+	// and stays read-only.
+	if info, err := btrfs.Info(fs.Path("clone", ".snaps", "s1")); err != nil || !info.ReadOnly {
+		t.Errorf("the moved snapshot: %+v, %v; want read-only", info, err)
+	}
+	if b, _ := os.ReadFile(fs.Path("clone", ".snaps", "s1", "f")); string(b) != "x" {
+		t.Errorf("the moved snapshot holds %q", b)
 	}
 }
 
