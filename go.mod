@@ -3,6 +3,7 @@ module github.com/subvault/subvault
 go 1.26.0
 
 require (
+	github.com/boombuler/barcode v1.1.0
 	github.com/containerd/btrfs/v2 v2.0.0
 	github.com/robfig/cron/v3 v3.0.1
 	golang.org/x/sys v0.49.0

@@ -71,6 +71,7 @@ func commands() []command {
 		{name: "notify", summary: "show desktop notifications when a backup fails or is overdue", group: groupDesktop, run: runNotify},
 		{name: "reload", summary: "make the daemon re-read its configuration", group: groupAdmin, run: runReload},
 		{name: "check-config", summary: "check the configuration file and print the verdict", group: groupAdmin, run: runCheckConfig},
+		{name: "emergency-kit", summary: "write the printable kit that restores the backups without subvault (root)", group: groupAdmin, run: runEmergencyKit},
 		{name: "daemon", summary: "run the backup daemon (what systemd starts)", group: groupAdmin, run: runDaemon},
 		{name: "run", summary: "run one job in the foreground without the daemon: run backup PLAN", group: groupAdmin, run: runRun},
 		{name: "version", summary: "print the version", group: groupAdmin, run: runVersion},
