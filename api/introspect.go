@@ -48,6 +48,7 @@ var managerIntrospection = introspect.Interface{
 		{Name: "DeleteSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s")}},
 		{Name: "CloneSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s"), in("target", "s"), out("path", "s")}},
 		{Name: "Diff", Args: []introspect.Arg{in("plan", "s"), in("a", "s"), in("b", "s"), out("changes", "a(ss)")}},
+		{Name: "Rollback", Args: []introspect.Arg{in("plan", "s"), in("snapshot", "s"), in("subvolume", "s"), in("options", "a{sv}"), out("kept", "s"), out("message", "s")}},
 		{Name: "Reload"},
 	},
 	Properties: []introspect.Property{

@@ -1,0 +1,78 @@
+package api
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/daemon"
+)
+
+// rollbackOptions are the keys Rollback takes, all booleans.
+var rollbackOptions = []string{"dry_run", "set_default"}
+
+// parseRollbackOptions reads Rollback's a{sv}: an unknown key or a value
+// that is not a boolean is refused rather than ignored.
+func parseRollbackOptions(options map[string]dbus.Variant) (daemon.RollbackOptions, *dbus.Error) {
+	var o daemon.RollbackOptions
+	keys := make([]string, 0, len(options))
+	for k := range options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := options[k]
+		b, ok := v.Value().(bool)
+		if !ok {
+			return o, invalidArgument("rollback option %s is of D-Bus type %q; it takes a boolean (b)", quoteArg(k), v.Signature().String())
+		}
+		switch k {
+		case "dry_run":
+			o.DryRun = b
+		case "set_default":
+			o.SetDefault = b
+		default:
+			return o, invalidArgument("unknown rollback option %s; the options are %s", quoteArg(k), strings.Join(rollbackOptions, ", "))
+		}
+	}
+	return o, nil
+}
+
+// checkSubvolumePath checks the subvolume a rollback names: like a target,
+// but "/" is one.
+func checkSubvolumePath(p string) *dbus.Error {
+	if p == "/" {
+		return nil
+	}
+	return checkPath("subvolume", p)
+}
+
+// Rollback makes one of the plan's subvolumes hold a snapshot's content
+// again (or, for a mounted one, prepares that for the next boot) and
+// returns where the state before is kept and a message for a person. It
+// writes as root: authorized as a restore.
+func (m manager) Rollback(msg dbus.Message, sender dbus.Sender, plan, snapshot, subvolume string, options map[string]dbus.Variant) (string, string, *dbus.Error) {
+	if err := checkSignature(msg, "sssa{sv}"); err != nil {
+		return "", "", err
+	}
+	p, derr := m.s.plan(plan)
+	if derr != nil {
+		return "", "", derr
+	}
+	opts, derr := parseRollbackOptions(options)
+	if derr != nil {
+		return "", "", derr
+	}
+	if derr := firstError(checkSnapshotName(snapshot), checkSubvolumePath(subvolume)); derr != nil {
+		return "", "", derr
+	}
+	if _, derr := m.s.authorize(msg, sender, ActionRestore, p); derr != nil {
+		return "", "", derr
+	}
+	res, err := m.s.d.Rollback(plan, snapshot, subvolume, opts)
+	if err != nil {
+		return "", "", daemonError(err)
+	}
+	return escapeInvalidUTF8(res.Kept), escapeInvalidUTF8(res.Message), nil
+}
