@@ -127,8 +127,8 @@ func TestEmergencyKitRestoresWithOnlyRestic(t *testing.T) {
 					commands[i] = "export RESTIC_REPOSITORY=" + emergencykit.ShellQuote(moved)
 					rewritten++
 				}
-				if strings.HasSuffix(c, " --target "+emergencykit.RestoreTarget) {
-					commands[i] = strings.TrimSuffix(c, emergencykit.RestoreTarget) + emergencykit.ShellQuote(newDisk.Mount)
+				if strings.Contains(c, " --target "+emergencykit.RestoreTarget+" ") {
+					commands[i] = strings.Replace(c, " --target "+emergencykit.RestoreTarget+" ", " --target "+emergencykit.ShellQuote(newDisk.Mount)+" ", 1)
 					rewritten++
 				}
 			}
@@ -152,6 +152,9 @@ func TestEmergencyKitRestoresWithOnlyRestic(t *testing.T) {
 			}
 			if !strings.Contains(string(shOut), archive[1]) {
 				t.Errorf("restic snapshots did not list archive %s:\n%s", archive[1], shOut)
+			}
+			if !regexp.MustCompile(`finished verifying \d+ files`).Match(shOut) {
+				t.Errorf("restic restore did not verify the files:\n%s", shOut)
 			}
 			kitCompareTrees(t, home, newDisk.Path(home))
 		})

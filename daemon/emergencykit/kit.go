@@ -120,6 +120,9 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (*Kit, error) 
 	}
 	k := &Kit{Host: opts.Hostname, Made: opts.Now, ConfigFile: cfg.File,
 		SubvaultVersion: opts.SubvaultVersion, ResticBinary: cfg.Settings.Restic}
+	if abs, err := filepath.Abs(cfg.File); err == nil {
+		k.ConfigFile = abs
+	}
 	if k.Host == "" {
 		k.Host, _ = os.Hostname()
 	}
@@ -313,12 +316,14 @@ func (k *Kit) OpenCommands(r Repository) []string {
 }
 
 // PlanCommands are the lines that list the plan's archives and restore the
-// latest one under RestoreTarget.
+// latest one under RestoreTarget. --verify has restic read every restored
+// file back and compare it with the archive (restic 0.14 and later): on a
+// rescue disk that is quick next to the download, and it is the proof.
 func (k *Kit) PlanCommands(p Plan) []string {
 	filter := "--tag " + ShellQuote(p.Tag) + " --host " + ShellQuote(k.Host)
 	return []string{
 		"restic snapshots " + filter,
-		"restic restore latest " + filter + " --target " + RestoreTarget,
+		"restic restore latest " + filter + " --target " + RestoreTarget + " --verify",
 	}
 }
 
