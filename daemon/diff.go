@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/subvault/subvault/btrfs"
@@ -37,8 +38,9 @@ func (s diffSide) isArchive() bool { return !s.live && s.snapshot.Path == "" }
 // newest), "live" (the plan's subvolumes now) or the name of one of its
 // local snapshots; at least one side is an archive.
 //
-// Two archives are compared by restic diff. An archive and a tree on disk
-// are compared by metadata, as restic decides what to read again (type,
+// Two archives are compared by restic diff (content, type, added,
+// removed) and by their listings (mode, owner, modification time). An
+// archive and a tree on disk are compared by metadata, as restic decides what to read again (type,
 // size, modification time, mode, owner), leaving out what the plan's
 // backups leave out; contents are not read. Directories above the plan's
 // subvolumes are left out either way: they are not the plan's data.
@@ -75,11 +77,7 @@ func (d *Daemon) Diff(ctx context.Context, planName, a, b string) ([]Change, err
 		}
 	}
 	if sa.isArchive() && sb.isArchive() {
-		changes, err := runner.Diff(ctx, sa.archive, sb.archive)
-		if err != nil {
-			return nil, err
-		}
-		return withoutAncestors(changes, plan.Subvolumes), nil
+		return archivesDiff(ctx, runner, sa.archive, sb.archive, plan.Subvolumes)
 	}
 
 	archive, tree := sa, sb
@@ -141,6 +139,36 @@ func resolveArchive(plan, arg string, archives []restic.Archive) (string, error)
 		return "", fmt.Errorf("%w: %s is the start of %d archive ids of plan %s; give more of it", ErrInvalidArgument, arg, len(found), plan)
 	}
 	return found[0].ID, nil
+}
+
+// archivesDiff compares two archives: restic diff for what came, went,
+// changed type or content, and their listings for metadata (restic's own
+// --metadata would mark nearly every entry).
+func archivesDiff(ctx context.Context, runner *restic.Runner, a, b string, subvolumes []string) ([]Change, error) {
+	changes, err := runner.Diff(ctx, a, b)
+	if err != nil {
+		return nil, err
+	}
+	changes = withoutAncestors(changes, subvolumes)
+	first, err := runner.List(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	second, err := runner.List(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	reported := map[string]bool{}
+	for _, c := range changes {
+		p := c.Path
+		if p != "/" {
+			p = strings.TrimSuffix(p, "/")
+		}
+		reported[restic.JSONPath(p)] = true
+	}
+	changes = append(changes, compare.Listings(first, second, subvolumes, reported)...)
+	sort.SliceStable(changes, func(i, k int) bool { return changes[i].Path < changes[k].Path })
+	return changes, nil
 }
 
 // withoutAncestors drops the changes of the directories above the

@@ -21,8 +21,9 @@ const (
 	// ChangeTypeChanged: the path is of another type (a file became a
 	// symlink); restic's T.
 	ChangeTypeChanged = "type-changed"
-	// ChangeMetadata: only metadata changed (mode, owner, times, xattrs);
-	// restic's U. Directories whose entries came or went have this too.
+	// ChangeMetadata: only metadata changed (permission bits, owner,
+	// modification time); restic's U, which Diff does not ask for (see
+	// there). Directories whose entries came or went have this too.
 	ChangeMetadata = "metadata"
 )
 
@@ -34,8 +35,15 @@ type Change struct {
 	Path string `json:"path"`
 }
 
-// Diff runs `restic diff --metadata A B` and returns every path that
-// differs from archive a to archive b, sorted by path.
+// Diff runs `restic diff A B` and returns every path added, removed, of
+// another type or whose content changed from archive a to archive b,
+// sorted by path.
+//
+// It does not ask for --metadata: restic then marks U every entry whose
+// device or inode number or ctime differs, which is every entry of two
+// archives made from different btrfs snapshots with restic before 0.17
+// (each snapshot has its own device number), and every entry after a
+// restore. Compare two Lists for mode, owner and times instead.
 //
 // It reads restic's text output, not --json: both 0.14 and 0.18 have
 // --json for diff, but it turns each byte of a name that is not UTF-8 into
@@ -45,7 +53,7 @@ func (r *Runner) Diff(ctx context.Context, a, b string) ([]Change, error) {
 	if a == "" || b == "" {
 		return nil, errors.New("restic diff: two archives are required")
 	}
-	args := []string{"diff", "--metadata", "--", a, b}
+	args := []string{"diff", "--", a, b}
 	var changes []Change
 	err := r.retryUnlocked(ctx, func() error {
 		var out bytes.Buffer

@@ -59,6 +59,7 @@ func commands() []command {
 		{name: "job", summary: "show one job: progress, result, cause, summary", group: groupStatus, run: runJob},
 		{name: "snapshots", summary: "list a plan's local snapshots", group: groupStatus, run: runSnapshots},
 		{name: "archives", summary: "list a plan's archives in its repository", group: groupStatus, run: runArchives},
+		{name: "diff", summary: "list what differs between two archives, or an archive and the live subvolumes or a snapshot", group: groupStatus, run: runDiff},
 		{name: "watch", summary: "follow every job live", group: groupStatus, run: runWatch},
 		{name: "logs", summary: "show the daemon's journal entries, of one plan or all", group: groupStatus, run: runLogs},
 		{name: "backup", summary: "back up a plan now and follow it", group: groupJobs, run: runBackupCmd},

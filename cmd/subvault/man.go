@@ -167,6 +167,17 @@ an array of
 .BR paths ,
 .BR tags .
 .TP
+.B diff
+an array of
+.B kind
+.RB ( added ", " removed ", " changed ", " type\-changed ", " metadata )
+and
+.B path
+(a directory's ends in
+.BR / );
+the metadata ones only with
+.BR \-\-metadata .
+.TP
 .B watch
 one object per line:
 .B event

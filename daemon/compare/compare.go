@@ -264,3 +264,35 @@ func displayPath(p string, dir bool) string {
 	}
 	return p
 }
+
+// Listings finds what restic diff (without --metadata) leaves out between
+// two archives: every path below the roots that both list, of the same
+// type, whose permission bits, owner, group or modification time differ;
+// a file's new time alone is metadata here, as restic diff has said
+// whether its content changed. reported holds the paths restic diff
+// listed (in the listings' form, without a trailing "/"), which are not
+// listed again.
+func Listings(first, second []restic.Node, roots []string, reported map[string]bool) []restic.Change {
+	var rs []Root
+	for _, r := range roots {
+		rs = append(rs, Root{Path: r})
+	}
+	old := map[string]restic.Node{}
+	for _, n := range first {
+		if underAny(n.Path, rs) {
+			old[n.Path] = n
+		}
+	}
+	const bits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+	var changes []restic.Change
+	for _, n := range second {
+		o, ok := old[n.Path]
+		if !ok || reported[n.Path] || o.Type != n.Type {
+			continue
+		}
+		if o.Mode&bits != n.Mode&bits || o.UID != n.UID || o.GID != n.GID || !o.ModTime.Equal(n.ModTime) {
+			changes = append(changes, restic.Change{Kind: restic.ChangeMetadata, Path: displayPath(n.Path, n.Type == "dir")})
+		}
+	}
+	return changes
+}

@@ -244,3 +244,42 @@ func TestTreesStopAtMountPoints(t *testing.T) {
 	}
 	t.Logf("with a bind mount at /home/mnt: %v", got)
 }
+
+func TestListings(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC)
+	node := func(p, typ string, mode fs.FileMode, uid uint32, mt time.Time) restic.Node {
+		return restic.Node{Path: p, Type: typ, Mode: mode, UID: uid, GID: uid, ModTime: mt}
+	}
+	first := []restic.Node{
+		node("/", "dir", fs.ModeDir|0o755, 0, t0),
+		node("/home", "dir", fs.ModeDir|0o755, 0, t0),
+		node("/home/same", "file", 0o644, 1000, t0),
+		node("/home/chmod", "file", 0o644, 1000, t0),
+		node("/home/chown", "file", 0o644, 1000, t0),
+		node("/home/touched", "file", 0o644, 1000, t0),
+		node("/home/content", "file", 0o644, 1000, t0),
+		node("/home/typ", "file", 0o644, 1000, t0),
+		node("/home/gone", "file", 0o644, 1000, t0),
+		node("/home/sub", "dir", fs.ModeDir|0o755, 1000, t0),
+		node("/home/setuid", "file", 0o755, 0, t0),
+	}
+	t1 := t0.Add(time.Nanosecond)
+	second := []restic.Node{
+		node("/", "dir", fs.ModeDir|0o700, 0, t1), // above the root: not the plan's
+		node("/home", "dir", fs.ModeDir|0o755, 0, t0),
+		node("/home/same", "file", 0o644, 1000, t0),
+		node("/home/chmod", "file", 0o600, 1000, t0),
+		node("/home/chown", "file", 0o644, 0, t0),
+		node("/home/touched", "file", 0o644, 1000, t1),
+		node("/home/content", "file", 0o644, 1000, t1),
+		node("/home/typ", "symlink", fs.ModeSymlink|0o777, 1000, t1),
+		node("/home/new", "file", 0o644, 1000, t1),
+		node("/home/sub", "dir", fs.ModeDir|0o755, 1000, t1),
+		node("/home/setuid", "file", fs.ModeSetuid|0o755, 0, t0),
+	}
+	got := Listings(first, second, []string{"/home"}, map[string]bool{"/home/content": true})
+	want := "metadata /home/chmod\nmetadata /home/chown\nmetadata /home/touched\nmetadata /home/sub/\nmetadata /home/setuid\n"
+	if g := changesText(got); g != want {
+		t.Errorf("Listings:\n%s\nwant\n%s", g, want)
+	}
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/subvault/subvault/api/client"
+)
+
+const diffAbout = `Lists what differs from A to B in PLAN, one path a line after a mark:
+"+" added, "-" removed, "M" changed, "T" changed type (a file became a
+link), "U" metadata only; then a line with the counts. Each of A and B is
+an archive of the plan ("latest", or an id from "subvault archives PLAN"),
+"live" (the plan's subvolumes as they are now) or a local snapshot (a name
+from "subvault snapshots PLAN"); at least one is an archive. Paths are the
+subvolumes' own; a directory's ends in "/".
+
+  subvault diff home 1a2b3c4d latest     what the last backup changed
+  subvault diff home latest live         what changed since the last backup
+  subvault diff home SNAPSHOT latest     a local snapshot against an archive
+
+Two archives are compared by restic diff (content, type, added, removed)
+and by their listings (mode, owner, modification time). An archive and
+"live" or a snapshot are compared by each path's type, size, modification
+time, mode and owner, as restic decides what to read again: file contents
+are not read, so a file rewritten with the same size and time shows no
+difference.
+What the plan's backups leave out (exclude rules, snapshot directories) is
+not compared, nor anything below a mount point or nested subvolume.
+
+A directory whose entries came or went has a new modification time:
+metadata-only changes ("U") are left out unless --metadata. To check a
+recovery, compare the archive it came from with "live" once the files are
+back in place, or back up and compare the new archive with the old one
+(docs/recovery.md).
+
+It reads the repository, so it needs the same authorization as a backup,
+and can take minutes on a big tree (it waits up to 30 minutes).
+
+Exit status: 0 no differences, 1 differences (as diff(1)), 2 trouble (a
+wrong command line, no such plan, archive or snapshot, or the comparison
+failed), 4 not authorized, 5 the daemon is not on the bus.`
+
+func runDiff(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("diff", "PLAN A B [--metadata] [--json] [--bus BUS]", diffAbout, true, stdout, stderr)
+	metadata := cc.fs.Bool("metadata", false, "also list paths whose metadata alone changed (\"U\"), parent directories of added and removed paths among them")
+	pos, code, ok := cc.parse(args, 3, 3, "PLAN A B")
+	if !ok {
+		return code
+	}
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	all, err := cc.c.Diff(ctx, pos[0], pos[1], pos[2])
+	if err != nil {
+		// Like diff(1), 1 means "they differ": every trouble is 2 or more.
+		if code := cc.fail(err); code != exitFailure {
+			return code
+		}
+		return exitUsage
+	}
+	var shown []client.Change
+	counts := map[string]int{}
+	for _, c := range all {
+		counts[c.Kind]++
+		if c.Kind != client.ChangeMetadata || *metadata {
+			shown = append(shown, c)
+		}
+	}
+	if *cc.json {
+		if code := cc.printJSON(nonNil(shown)); code != exitOK {
+			return exitUsage
+		}
+	} else {
+		for _, c := range shown {
+			fmt.Fprintf(stdout, "%s  %s\n", cc.out.paint(changeColor[c.Kind], changeMark[c.Kind]), printablePath(c.Path))
+		}
+		fmt.Fprintln(stdout, diffSummary(counts, *metadata))
+	}
+	if len(shown) > 0 {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// changeMark is restic diff's mark for each kind.
+var changeMark = map[string]string{
+	client.ChangeAdded: "+", client.ChangeRemoved: "-", client.ChangeChanged: "M",
+	client.ChangeTypeChanged: "T", client.ChangeMetadata: "U",
+}
+
+var changeColor = map[string]string{
+	client.ChangeAdded: colorGreen, client.ChangeRemoved: colorRed, client.ChangeChanged: colorYellow,
+	client.ChangeTypeChanged: colorYellow, client.ChangeMetadata: colorDim,
+}
+
+// diffSummary is the last line: the counts, and what --metadata would add.
+func diffSummary(counts map[string]int, metadata bool) string {
+	n := counts[client.ChangeAdded] + counts[client.ChangeRemoved] + counts[client.ChangeChanged] + counts[client.ChangeTypeChanged]
+	if metadata {
+		n += counts[client.ChangeMetadata]
+	}
+	var s string
+	switch n {
+	case 0:
+		s = "no differences"
+	case 1:
+		s = "1 difference"
+	default:
+		s = fmt.Sprintf("%d differences", n)
+	}
+	s += fmt.Sprintf(": %d added, %d removed, %d changed, %d changed type", counts[client.ChangeAdded],
+		counts[client.ChangeRemoved], counts[client.ChangeChanged], counts[client.ChangeTypeChanged])
+	if metadata {
+		return s + fmt.Sprintf(", %d metadata only", counts[client.ChangeMetadata])
+	}
+	if m := counts[client.ChangeMetadata]; m > 0 {
+		s += fmt.Sprintf(" (and %d metadata only, not listed: --metadata lists them)", m)
+	}
+	return s
+}
+
+// printablePath keeps a path on its line: control characters (a newline
+// in a name) are written as \xNN, as the daemon writes bytes that are not
+// UTF-8.
+func printablePath(p string) string {
+	if !strings.ContainsFunc(p, isControl) {
+		return p
+	}
+	var b strings.Builder
+	for _, r := range p {
+		if isControl(r) {
+			fmt.Fprintf(&b, `\x%02x`, r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
