@@ -11,6 +11,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/maintenance"
+	"github.com/subvault/subvault/daemon/restore"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/restic"
 )
@@ -56,16 +57,20 @@ func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)
 	case KindCheck:
 		return Outcome{}, maintenance.Check(ctx, cfg, plan, log)
 	case KindRestore:
-		runner, err := backup.NewRunner(cfg, plan, log)
-		if err != nil {
-			return Outcome{}, err
+		mode := job.RestoreMode
+		if mode == "" {
+			mode = restore.IntoDirectory
 		}
-		err = runner.Restore(ctx, restic.RestoreOptions{ArchiveID: job.Archive, Target: job.Target, Include: job.Include},
-			func(s restic.RestoreStatus) {
+		r := &restore.Job{
+			ID: job.ID, Config: cfg, Plan: plan, Logger: e.log,
+			Archive: job.Archive, Target: job.Target, Include: job.Include, Mode: mode, Verify: job.Verify,
+			OnStatus: func(s restic.RestoreStatus) {
 				progress(Progress{Fraction: s.PercentDone, BytesDone: s.BytesRestored, BytesTotal: s.TotalBytes,
 					FilesDone: s.FilesRestored, FilesTotal: s.TotalFiles})
-			})
-		return Outcome{}, err
+			},
+		}
+		res, err := r.Run(ctx)
+		return Outcome{Summary: res.Summary}, err
 	}
 	return Outcome{}, fmt.Errorf("unknown job kind %q", job.Kind)
 }

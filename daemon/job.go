@@ -68,10 +68,13 @@ type Job struct {
 	ArchiveID string         `json:"archive_id,omitempty"`
 	Summary   map[string]any `json:"summary,omitempty"`
 
-	// Restore's arguments.
-	Archive string   `json:"archive,omitempty"`
-	Target  string   `json:"target,omitempty"`
-	Include []string `json:"include,omitempty"`
+	// Restore's arguments. RestoreMode is restore.IntoDirectory (or ""),
+	// restore.IntoSubvolume or restore.InPlace.
+	Archive     string   `json:"archive,omitempty"`
+	Target      string   `json:"target,omitempty"`
+	Include     []string `json:"include,omitempty"`
+	RestoreMode string   `json:"restore_mode,omitempty"`
+	Verify      bool     `json:"verify,omitempty"`
 
 	cancel   context.CancelFunc
 	canceled bool

@@ -194,25 +194,10 @@ func (d *Daemon) Archives(ctx context.Context, planName string) ([]Archive, erro
 
 // StartRestore queues a restore of archive (an id or "latest") of the plan
 // into target, which must be an absolute path that does not exist or is an
-// empty directory, outside the plan's snapshot directories.
+// empty directory, outside the plan's snapshot directories: StartRestoreWith
+// without options.
 func (d *Daemon) StartRestore(planName, archive, target string, include []string, trigger string, caller int64) (Job, error) {
-	_, plan, err := d.plan(planName)
-	if err != nil {
-		return Job{}, err
-	}
-	if archive != "latest" && !isHexPrefix(archive) {
-		return Job{}, fmt.Errorf("%w: archive %q is neither an archive id (hex) nor \"latest\"", ErrInvalidArgument, archive)
-	}
-	if err := checkNewTarget(plan, target, true); err != nil {
-		return Job{}, err
-	}
-	for _, p := range include {
-		if p == "" || strings.ContainsRune(p, 0) {
-			return Job{}, fmt.Errorf("%w: an include pattern is empty or holds a NUL byte", ErrInvalidArgument)
-		}
-	}
-	j, _, err := d.queue.Enqueue(KindRestore, planName, trigger, caller, Job{Archive: archive, Target: target, Include: include})
-	return j, err
+	return d.StartRestoreWith(planName, archive, target, include, RestoreOptions{}, trigger, caller)
 }
 
 func isHexPrefix(s string) bool {

@@ -141,6 +141,7 @@ func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job
 	j := &Job{
 		ID: id, Kind: kind, Plan: plan, State: StateQueued, Trigger: trigger, Caller: caller,
 		QueuedAt: q.now(), Archive: tmpl.Archive, Target: tmpl.Target, Include: append([]string(nil), tmpl.Include...),
+		RestoreMode: tmpl.RestoreMode, Verify: tmpl.Verify,
 	}
 	q.jobs[id] = j
 	q.queued = append(q.queued, j)

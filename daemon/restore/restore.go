@@ -1,0 +1,314 @@
+// Package restore runs one restore of a plan's archive: into a new or empty
+// directory, into a new btrfs subvolume, or in place over the plan's
+// subvolumes after a pinned read-only snapshot of each (the restore's undo
+// point).
+//
+// Only the directory restore lets restic write at the target itself. The
+// other two have restic restore into a staging directory inside the
+// destination subvolume, then move the restored tree into place by renames
+// through O_NOFOLLOW directory descriptors: a symbolic link already in the
+// destination is replaced, never followed (restic 0.14 follows it and
+// writes outside the target; 0.14 also fails on existing symbolic links and
+// loses hard links, and 0.18 zeroes hard-linked files it overwrites), and a
+// 1 GiB file costs a rename, not a copy.
+package restore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/backup"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/restic"
+)
+
+// Job is one restore.
+type Job struct {
+	ID     uint32
+	Config *config.Config
+	Plan   *config.Plan
+	Logger *slog.Logger
+	// Archive is an archive id (a prefix of one) or "latest": the plan's
+	// newest archive.
+	Archive string
+	Target  string
+	Include []string
+	// Mode is IntoDirectory, IntoSubvolume or InPlace.
+	Mode string
+	// Verify has restic read every restored file back (restore --verify);
+	// a difference fails the job.
+	Verify   bool
+	OnStatus func(restic.RestoreStatus)
+	Now      func() time.Time
+}
+
+// Result is what a restore did.
+type Result struct {
+	// Archive is the archive restored ("latest" resolved).
+	Archive restic.Archive
+	// Undo are the pinned snapshots an in-place restore took before it
+	// wrote anything: the state it replaced.
+	Undo []btrfs.Snapshot
+	// Summary is for the job's Summary property.
+	Summary map[string]any
+}
+
+// stageName is the staging directory of job id, in the destination's top
+// directory.
+func stageName(id uint32) string { return fmt.Sprintf(".subvault-restore-%d", id) }
+
+// Run runs the restore. It checks the target again (it may have changed
+// since the job was queued), resolves the archive among the plan's, and
+// restores. A failed restore into a new subvolume deletes the subvolume; a
+// failed in-place restore keeps its undo snapshots and names them in its
+// error.
+func (j *Job) Run(ctx context.Context) (Result, error) {
+	if j.Now == nil {
+		j.Now = time.Now
+	}
+	if j.Logger == nil {
+		j.Logger = slog.Default()
+	}
+	log := j.Logger.With("plan", j.Plan.Name, "job", j.ID, "kind", "restore")
+	var res Result
+	if err := CheckTarget(j.Plan, j.Target, j.Mode); err != nil {
+		return res, fmt.Errorf("cannot restore: %w", err)
+	}
+	runner, err := backup.NewRunner(j.Config, j.Plan, log)
+	if err != nil {
+		return res, err
+	}
+	res.Archive, err = runner.Archive(ctx, j.Archive, restic.SnapshotFilter{Tags: []string{backup.PlanTag(j.Plan.Name)}})
+	if errors.Is(err, restic.ErrNoSuchArchive) {
+		return res, fmt.Errorf("%w; \"subvault archives %s\" lists the plan's archives", err, j.Plan.Name)
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Summary = map[string]any{"archive": res.Archive.ShortID, "target": j.Target, "mode": j.Mode, "verified": false}
+	opts := restic.RestoreOptions{ArchiveID: res.Archive.ID, Include: j.Include, Verify: j.Verify, Sparse: true}
+	log.Info("restore started", "archive", res.Archive.ShortID, "paths", res.Archive.Paths, "target", j.Target, "mode", j.Mode, "verify", j.Verify)
+
+	switch j.Mode {
+	case IntoDirectory:
+		opts.Target = j.Target
+		var r restic.RestoreResult
+		r, err = runner.RestoreArchive(ctx, opts, j.OnStatus)
+		res.add(r, j.Verify)
+	case IntoSubvolume:
+		err = j.intoSubvolume(ctx, log, runner, opts, &res)
+	case InPlace:
+		err = j.inPlace(ctx, log, runner, opts, &res)
+	}
+	if err != nil {
+		return res, err
+	}
+	log.Info("restore done", "archive", res.Archive.ShortID, "target", j.Target, "mode", j.Mode)
+	return res, nil
+}
+
+// intoSubvolume creates the subvolume, restores into a staging directory in
+// it and moves the tree up: the content of the archive's one path to the
+// subvolume's root, or the archive's paths below it.
+func (j *Job) intoSubvolume(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result) (err error) {
+	sv, err := btrfs.CreateSubvolume(j.Target)
+	if err != nil {
+		return err
+	}
+	log.Info("subvolume created for the restore", "subvolume", j.Target)
+	defer func() {
+		if err == nil {
+			return
+		}
+		if derr := btrfs.DeleteSubvolume(j.Target, sv.UUID); derr != nil {
+			log.Error("cannot delete the half-restored subvolume", "subvolume", j.Target, "err", derr)
+			err = fmt.Errorf("%w; the half-restored subvolume %s could not be deleted (%w): delete it with \"btrfs subvolume delete %s\"", err, j.Target, derr, j.Target)
+			return
+		}
+		log.Info("half-restored subvolume deleted", "subvolume", j.Target)
+	}()
+	root := ""
+	if len(res.Archive.Paths) == 1 {
+		root = res.Archive.Paths[0]
+		res.Summary["subvolume_root"] = root
+	}
+	return j.restoreInto(ctx, log, runner, opts, res, j.Target, root)
+}
+
+// inPlace snapshots every subvolume the archive covers (pinned: kept until
+// a person deletes them), then restores each over itself.
+func (j *Job) inPlace(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result) error {
+	paths := res.Archive.Paths
+	for _, p := range paths {
+		if !slices.Contains(j.Plan.Subvolumes, p) {
+			return fmt.Errorf("archive %s holds %s, which is not a subvolume of plan %s (%s): an in-place restore can only write over the plan's subvolumes, after a snapshot of each; restore into a directory instead",
+				res.Archive.ShortID, p, j.Plan.Name, strings.Join(j.Plan.Subvolumes, ", "))
+		}
+	}
+	at := j.Now().UTC().Truncate(time.Second)
+	for _, p := range paths {
+		s := btrfs.Snapshot{Plan: j.Plan.Name, Time: at, JobID: j.ID, Subvolume: p, Pinned: true}
+		dir := backup.SnapshotDir(j.Plan, p)
+		s.Path = filepath.Join(dir, s.Name())
+		err := os.MkdirAll(dir, 0o700)
+		if err == nil {
+			err = btrfs.SnapshotReadOnly(p, s.Path)
+		}
+		if err != nil {
+			for _, u := range res.Undo {
+				if derr := btrfs.Delete(u.Path); derr != nil {
+					log.Error("cannot delete an undo snapshot of the restore that did not start", "snapshot", u.Path, "err", derr)
+				}
+			}
+			res.Undo = nil
+			return fmt.Errorf("nothing was restored: cannot take the undo snapshot of %s: %w", p, err)
+		}
+		log.Info("snapshot created", journal.Event(journal.EventSnapshotCreated), "snapshot", s.Path, "subvolume", p, "why", "undo point of an in-place restore")
+		res.Undo = append(res.Undo, s)
+	}
+	names := make([]string, len(res.Undo))
+	for i, s := range res.Undo {
+		names[i] = s.Name()
+	}
+	res.Summary["undo_snapshot"] = strings.Join(names, " ")
+	undo := func(err error) error {
+		return fmt.Errorf("%w; what was there before the restore is kept in snapshot %s (subvault snapshots %s)", err, strings.Join(names, ", "), j.Plan.Name)
+	}
+	for _, p := range paths {
+		if err := ctx.Err(); err != nil {
+			return undo(fmt.Errorf("canceled: %w", err))
+		}
+		o := opts
+		if len(o.Include) == 0 && len(paths) > 1 {
+			// One restic run per subvolume, each into a staging directory
+			// inside it: renames do not cross subvolumes.
+			o.Include = []string{p}
+		}
+		if err := j.restoreInto(ctx, log, runner, o, res, p, p); err != nil {
+			return undo(err)
+		}
+	}
+	return nil
+}
+
+// restoreInto has restic restore into a staging directory in dst and moves
+// the restored tree into dst: the archive's path root ("" for all its
+// paths, with their full names).
+func (j *Job) restoreInto(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result, dst, root string) error {
+	stage := filepath.Join(dst, stageName(j.ID))
+	if err := os.Mkdir(stage, 0o700); err != nil {
+		return fmt.Errorf("cannot make the staging directory: %w (a leftover of a restore that died can be removed)", err)
+	}
+	// Whatever happens, the staging directory goes, with what the restore
+	// replaced.
+	var left []string
+	defer func() {
+		dfd, err := openDirNoFollow(unix.AT_FDCWD, dst)
+		if err == nil {
+			left, err = removeTree(dfd, stageName(j.ID))
+			unix.Close(dfd)
+		}
+		if err != nil || len(left) > 0 {
+			log.Error("cannot remove the restore's staging directory", "dir", stage, "err", err, "left", left)
+		}
+	}()
+	opts.Target = stage
+	r, err := runner.RestoreArchive(ctx, opts, j.OnStatus)
+	res.add(r, opts.Verify)
+	if err != nil {
+		return err
+	}
+	src := stage
+	if root != "" {
+		src = filepath.Join(stage, root)
+	}
+	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
+		log.Info("nothing of the archive matched here", "dir", dst, "root", root)
+		return nil
+	}
+	m := &merger{skip: stageName(j.ID)}
+	var rootMeta *meta
+	if root != "" {
+		fd, err := openDirNoFollow(unix.AT_FDCWD, src)
+		if err != nil {
+			return err
+		}
+		md, err := readMeta(fd)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("restored %s: %w", root, err)
+		}
+		rootMeta = &md
+	}
+	if err := m.merge(src, dst); err != nil {
+		return fmt.Errorf("cannot move the restored files into %s: %w", dst, err)
+	}
+	if len(m.skipped) > 0 {
+		log.Warn("left alone: other filesystems or subvolumes under the restore's destination", "dir", dst, "paths", m.skipped)
+		res.count("skipped_mounts", uint64(len(m.skipped)))
+	}
+	res.count("entries_moved", uint64(m.moved))
+	// The staging directory goes now, so that the top directory's times
+	// set below stay.
+	dfd, err := openDirNoFollow(unix.AT_FDCWD, dst)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if left, err = removeTree(dfd, stageName(j.ID)); err != nil {
+		return fmt.Errorf("cannot remove the staging directory %s: %w", stage, err)
+	}
+	if rootMeta != nil {
+		if err := rootMeta.apply(dfd); err != nil {
+			return fmt.Errorf("cannot give %s the restored owner, mode and times: %w", dst, err)
+		}
+	}
+	return nil
+}
+
+// add folds one restic restore into the summary: restic's own counts
+// (summed over several runs), whether the files were verified and written
+// sparse.
+func (res *Result) add(r restic.RestoreResult, verify bool) {
+	if res.Summary == nil {
+		return
+	}
+	for k, v := range r.Summary {
+		n, ok := v.(json.Number)
+		if !ok {
+			res.Summary[k] = v
+			continue
+		}
+		if u, err := strconv.ParseUint(n.String(), 10, 64); err == nil {
+			res.count(k, u)
+		} else {
+			res.Summary[k] = v
+		}
+	}
+	res.Summary["verified"] = verify
+	res.Summary["sparse"] = r.Sparse
+	if r.FilesVerified > 0 {
+		res.count("files_verified", r.FilesVerified)
+	}
+}
+
+func (res *Result) count(key string, n uint64) {
+	var have uint64
+	if v, ok := res.Summary[key].(json.Number); ok {
+		have, _ = strconv.ParseUint(v.String(), 10, 64)
+	}
+	res.Summary[key] = json.Number(strconv.FormatUint(have+n, 10))
+}
