@@ -329,6 +329,32 @@ func (c *Client) StartRestore(ctx context.Context, plan, archive, target string,
 	return c.start(ctx, "start a restore of "+plan, "StartRestore", plan, archive, target, include)
 }
 
+// RestoreOptions are StartRestoreWith's options; the zero value is a plain
+// StartRestore.
+type RestoreOptions struct {
+	InPlace   bool // over the plan's subvolumes (target "/"), root only
+	Subvolume bool // into a new btrfs subvolume at target
+	Verify    bool // read every restored file back
+}
+
+// StartRestoreWith queues a restore with options. Without any it calls
+// StartRestore, which daemons older than StartRestoreWith have too.
+func (c *Client) StartRestoreWith(ctx context.Context, plan, archive, target string, include []string, opts RestoreOptions) (uint32, error) {
+	if opts == (RestoreOptions{}) {
+		return c.StartRestore(ctx, plan, archive, target, include)
+	}
+	if include == nil {
+		include = []string{}
+	}
+	options := map[string]dbus.Variant{}
+	for k, v := range map[string]bool{"in_place": opts.InPlace, "subvolume": opts.Subvolume, "verify": opts.Verify} {
+		if v {
+			options[k] = dbus.MakeVariant(true)
+		}
+	}
+	return c.start(ctx, "start a restore of "+plan, "StartRestoreWith", plan, archive, target, include, options)
+}
+
 // Cancel cancels job id.
 func (c *Client) Cancel(ctx context.Context, id uint32) error {
 	return wrap(fmt.Sprintf("cancel job %d", id), c.call(ctx, "CancelJob", id).Err)

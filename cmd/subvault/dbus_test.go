@@ -20,6 +20,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -353,6 +354,13 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	if len(archives) != 1 || !strings.Contains(fmt.Sprint(archives[0]), e.fs.Path("home")) || strings.Contains(fmt.Sprint(archives), "subvault-snapshots") {
 		t.Errorf("ListArchives after the backup: %v (want one archive of %s)", archives, e.fs.Path("home"))
 	}
+	// Nothing changed since the backup: Diff of the archive and the live
+	// subvolume is an empty list.
+	var changes [][]string
+	e.call(t, &changes, "Diff", "sss", "home", "latest", "live")
+	if len(changes) != 0 {
+		t.Errorf("Diff latest live right after the backup: %v", changes)
+	}
 
 	// Snapshots: listed, cloned, deleted.
 	var snapshots [][]any
@@ -388,6 +396,10 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + e.fs.Mount + "/x/../y"}, api.ErrorInvalidArgument},
 		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + clone}, api.ErrorInvalidArgument}, // exists
 		{"ListArchives", []string{"string:nosuch"}, api.ErrorNoSuchPlan},
+		{"Diff", []string{"string:home", "string:live", "string:live"}, api.ErrorInvalidArgument},
+		{"Diff", []string{"string:home", "string:latest", "string:../x"}, api.ErrorInvalidArgument},
+		{"Diff", []string{"string:home", "string:deadbeef", "string:live"}, api.ErrorNoSuchArchive},
+		{"Diff", []string{"string:home", "string:latest", "string:subvault@other@20260101T000000Z@1@home"}, api.ErrorNoSuchSnapshot},
 	} {
 		got, out := e.send(c.method, c.args...)
 		if got != c.want {
@@ -444,6 +456,19 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	})
 	if len(restored) != 30 || !strings.HasPrefix(restored[0], e.fs.Path("home", "d1")+"/") {
 		t.Errorf("restored %d files (want the 30 of d1): %.3v", len(restored), restored)
+	}
+
+	// The same archive into a new subvolume, read back: StartRestoreWith.
+	svTarget := e.fs.Path("restored")
+	sid := e.startJob(t, "StartRestoreWith", "sssasa{sv}", "home", "latest", svTarget, "0", "2", "subvolume", "b", "true", "verify", "b", "true")
+	if result := e.signals.waitRemoved(t, sid, 3*time.Minute); result != "done" {
+		t.Fatalf("restore job %d into a subvolume: %s", sid, result)
+	}
+	if ok, err := btrfs.IsSubvolume(svTarget); !ok || err != nil {
+		t.Errorf("StartRestoreWith subvolume: %s is no subvolume (%v)", svTarget, err)
+	}
+	if _, err := os.Stat(filepath.Join(svTarget, "d1", "a1")); err != nil {
+		t.Errorf("StartRestoreWith subvolume: %v", err)
 	}
 
 	// An archive id the repository does not have: queued, then failed,
@@ -506,7 +531,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	}
 	var list [][]any
 	e.call(t, &list, "ListJobs", "")
-	if len(list) != 7 || list[0][0] != float64(kid) || list[0][3] != "finished" {
+	if len(list) != 8 || list[0][0] != float64(kid) || list[0][3] != "finished" {
 		t.Errorf("ListJobs: %v", list)
 	}
 	if out, err := e.busctl("get-property", api.BusName, string(api.PlanPath("home")), api.PlanInterface, "LastResult"); err != nil || out != "s \"canceled\"\n" {
@@ -579,6 +604,7 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 		{"StartCheck", "s", "home"},
 		{"StartPrune", "s", "home"},
 		{"ListArchives", "s", "home"},
+		{"Diff", "sss", "home", "latest", "live"},
 		{"StartRestore", "sssas", "home", "latest", target, "0"},
 		{"DeleteSnapshot", "ss", "home", "subvault@home@20260101T000000Z@1@home"},
 		{"CloneSnapshot", "sss", "home", "subvault@home@20260101T000000Z@1@home", target},
@@ -670,6 +696,9 @@ func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
 	if got, out := e.sendAsNobody("ListArchives", "string:home"); got != "" || !strings.Contains(out, e.fs.Path("home")) {
 		t.Errorf("as nobody, ListArchives home: %s\n%s", got, out)
 	}
+	if got, out := e.sendAsNobody("Diff", "string:home", "string:latest", "string:live"); got != "" || !strings.Contains(out, "array [") {
+		t.Errorf("as nobody, Diff home latest live: %s\n%s", got, out)
+	}
 
 	// What there is now; the refused calls must leave it so.
 	var snapshots [][]any
@@ -694,6 +723,7 @@ func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
 		{"StartBackup", []string{"string:other"}},
 		{"StartCheck", []string{"string:other"}},
 		{"ListArchives", []string{"string:other"}},
+		{"Diff", []string{"string:other", "string:latest", "string:live"}},
 		{"StartPrune", []string{"string:home"}},
 		{"DeleteSnapshot", []string{"string:home", "string:" + name}},
 		{"StartRestore", []string{"string:home", "string:latest", "string:" + restoreTarget, "array:string:" + e.fs.Path("home", "d0")}},
