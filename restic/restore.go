@@ -15,6 +15,13 @@ import (
 // archive that matches.
 var ErrNoSuchArchive = errors.New("no such archive")
 
+// noArchiveError is ErrNoSuchArchive in words that name the repository and
+// the archive.
+type noArchiveError struct{ msg string }
+
+func (e *noArchiveError) Error() string        { return e.msg }
+func (e *noArchiveError) Is(target error) bool { return target == ErrNoSuchArchive }
+
 // RestoreOptions is one `restic restore`.
 type RestoreOptions struct {
 	// ArchiveID is an archive ID (short or full) or "latest".
@@ -166,7 +173,7 @@ func (r *Runner) RestoreArchive(ctx context.Context, opts RestoreOptions, onStat
 // there is none; an ambiguous prefix is restic's error.
 func (r *Runner) Archive(ctx context.Context, id string, filter SnapshotFilter) (Archive, error) {
 	if id == "" || strings.HasPrefix(id, "-") {
-		return Archive{}, fmt.Errorf("%w: %q is not an archive id", ErrNoSuchArchive, id)
+		return Archive{}, &noArchiveError{fmt.Sprintf("%q is not an archive id", id)}
 	}
 	args := []string{"snapshots", "--json"}
 	if id == "latest" {
@@ -195,9 +202,16 @@ func (r *Runner) Archive(ctx context.Context, id string, filter SnapshotFilter) 
 	if len(archives) == 0 {
 		if note := scrub(res.stderr.String(), res.secrets); strings.Contains(note, "multiple") {
 			// "Ignoring "1a2b": multiple IDs with prefix "1a2b" found"
-			return Archive{}, fmt.Errorf("%w: more than one archive of repository %s starts with %s; give more of the id", ErrNoSuchArchive, r.Repo.Redacted(), id)
+			return Archive{}, &noArchiveError{fmt.Sprintf("more than one archive of repository %s starts with %s; give more of the id", r.Repo.Redacted(), id)}
 		}
-		return Archive{}, fmt.Errorf("%w: repository %s has no archive %s", ErrNoSuchArchive, r.Repo.Redacted(), id)
+		if id == "latest" {
+			tagged := ""
+			if len(filter.Tags) > 0 {
+				tagged = " tagged " + strings.Join(filter.Tags, " or ")
+			}
+			return Archive{}, &noArchiveError{fmt.Sprintf("repository %s has no archive%s yet", r.Repo.Redacted(), tagged)}
+		}
+		return Archive{}, &noArchiveError{fmt.Sprintf("repository %s has no archive %s", r.Repo.Redacted(), id)}
 	}
 	return archives[len(archives)-1], nil
 }

@@ -65,7 +65,7 @@ func commands() []command {
 		{name: "backup", summary: "back up a plan now and follow it", group: groupJobs, run: runBackupCmd},
 		{name: "prune", summary: "apply a plan's retention to its archives and snapshots", group: groupJobs, run: runPrune},
 		{name: "check", summary: "check a plan's repository", group: groupJobs, run: runCheck},
-		{name: "restore", summary: "restore an archive, or some paths of it, into a new directory", group: groupJobs, run: runRestore},
+		{name: "restore", summary: "restore an archive, or some paths of it, into a new directory or subvolume, or in place", group: groupJobs, run: runRestore},
 		{name: "cancel", summary: "cancel a queued or running job", group: groupJobs, run: runCancel},
 		{name: "clone", summary: "make a writable copy of a local snapshot", group: groupJobs, run: runClone},
 		{name: "waybar", summary: "print the backups' state as a status bar's JSON line (waybar, i3blocks)", group: groupDesktop, run: runWaybar},

@@ -258,6 +258,16 @@ subvault restore home latest /root/restored \-\-include /home/alice/Documents
 .fi
 .RE
 .PP
+Restore the newest archive of home into a new btrfs subvolume, every file
+read back; or, as root, over /home itself after a pinned snapshot of it:
+.PP
+.RS 4
+.nf
+subvault restore home latest \-\-subvolume /srv/home.restored \-\-verify
+subvault restore home latest \-\-in\-place
+.fi
+.RE
+.PP
 Check the configuration after an edit, then have the daemon re-read it:
 .PP
 .RS 4
