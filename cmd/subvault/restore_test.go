@@ -130,6 +130,30 @@ func TestRestoreKeepsEverything(t *testing.T) {
 			if _, err := os.Lstat(filepath.Join(sv, ".subvault-restore-3")); !os.IsNotExist(err) {
 				t.Errorf("the staging directory is left: %v", err)
 			}
+
+			if big == 0 {
+				return
+			}
+			// A restore into a subvolume canceled half-way (the 1 GiB file
+			// takes seconds) deletes the subvolume it made.
+			gone := e.fs.Path("canceled")
+			out = e.mustCLI(t, "restore", "home", "latest", "--subvolume", gone, "--wait=false")
+			if !strings.HasPrefix(out, "job 4 queued") {
+				t.Fatalf("restore --wait=false: %q", out)
+			}
+			waitFor(t, time.Minute, func() int {
+				if _, err := os.Lstat(filepath.Join(gone, ".subvault-restore-4")); err == nil {
+					return 1
+				}
+				return 0
+			})
+			e.mustCLI(t, "cancel", "4")
+			if result := e.signals.waitRemoved(t, 4, time.Minute); result != "canceled" {
+				t.Errorf("the canceled restore ended %s", result)
+			}
+			if _, err := os.Lstat(gone); !os.IsNotExist(err) {
+				t.Errorf("the canceled restore left its subvolume: %v", err)
+			}
 		})
 	}
 }
