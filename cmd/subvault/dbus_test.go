@@ -541,6 +541,14 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		t.Errorf("State: %v %q", err, out)
 	}
 
+	// Rollback through busctl, with its a{sv}: a relative subvolume is
+	// refused (rollbacks themselves: TestRollbackThroughTheCLI).
+	e.called["Rollback"] = true
+	if out, err := e.busctl("call", api.BusName, string(api.ManagerPath), api.ManagerInterface, "Rollback", "sssa{sv}",
+		"home", "subvault@home@20260101T000000Z@1@home", "relative", "1", "dry_run", "b", "true"); err == nil || !strings.Contains(out, "relative") {
+		t.Errorf("Rollback of a relative subvolume: %v %s", err, out)
+	}
+
 	for _, m := range api.Introspection()[api.ManagerInterface].Methods {
 		if !e.called[m.Name] {
 			t.Errorf("%s was not called through busctl or dbus-send", m.Name)

@@ -319,34 +319,6 @@ func runCancel(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-const cloneAbout = `Makes a writable btrfs snapshot of one of PLAN's local snapshots (a name
-from "subvault snapshots PLAN") at TARGET, which must not exist (its parent
-must): to look inside the old state or run it in a container. The snapshot
-itself stays as it was. Remove the clone with "btrfs subvolume delete".`
-
-func runClone(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("clone", "PLAN SNAPSHOT TARGET [--bus BUS]", cloneAbout, false, stdout, stderr)
-	pos, code, ok := cc.parse(args, 3, 3, "PLAN SNAPSHOT TARGET")
-	if !ok {
-		return code
-	}
-	target, err := filepath.Abs(pos[2])
-	if err != nil {
-		return cc.fail(err)
-	}
-	ctx := context.Background()
-	if code, ok := cc.dial(ctx); !ok {
-		return code
-	}
-	defer cc.close()
-	path, err := cc.c.Clone(ctx, pos[0], pos[1], target)
-	if err != nil {
-		return cc.fail(err)
-	}
-	fmt.Fprintln(stdout, path)
-	return exitOK
-}
-
 const reloadAbout = `Makes the daemon re-read its configuration file. An invalid file is
 refused, with every problem as FILE:LINE: KEY: what is wrong, and the
 configuration in force stays.`

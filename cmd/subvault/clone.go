@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/subvault/subvault/btrfs"
+)
+
+const cloneAbout = `Makes a writable btrfs snapshot of one of PLAN's local snapshots (a name
+from "subvault snapshots PLAN") at TARGET, which must not exist (its parent
+must): to look inside the old state or run it in a container. The snapshot
+itself stays as it was, whatever is written into the clone. Remove the
+clone with "btrfs subvolume delete TARGET".
+
+--nspawn prints, after TARGET's path, the systemd-nspawn command that runs
+the old state in a container (on a line of its own), and --run runs it
+(in this terminal; root):
+
+  a whole system (TARGET holds /usr/lib/systemd/systemd, /lib/systemd/systemd
+  or /sbin/init): it boots, systemd-nspawn --directory=TARGET --boot;
+  a NixOS root (TARGET holds /nix/var/nix/profiles/system/init): that init
+  runs as the container's first process;
+  anything else (a snapshot of /home or /var/lib/nextcloud): this machine's
+  own system boots with the clone at the snapshot's original path and every
+  other change thrown away, systemd-nspawn --directory=/ --volatile=overlay
+  --bind=TARGET:PATH --boot, so the old data is served by today's
+  configuration.
+
+The container has a private network (loopback only), so the old services
+reach nobody and nobody reaches them; add --network-veth to the command to
+talk to it from this machine. It is called --machine NAME (default: TARGET's
+last element), for machinectl.`
+
+func runClone(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("clone", "PLAN SNAPSHOT TARGET [--nspawn [--run] [--machine NAME]] [--bus BUS]", cloneAbout, false, stdout, stderr)
+	nspawn := cc.fs.Bool("nspawn", false, "also print the systemd-nspawn command that runs the clone in a container")
+	runIt := cc.fs.Bool("run", false, "run that command (implies --nspawn; root)")
+	machine := cc.fs.String("machine", "", "the container's machine `name` (default: from TARGET)")
+	pos, code, ok := cc.parse(args, 3, 3, "PLAN SNAPSHOT TARGET")
+	if !ok {
+		return code
+	}
+	target, err := filepath.Abs(pos[2])
+	if err != nil {
+		return cc.fail(err)
+	}
+	if *machine != "" && machineName(*machine) != *machine {
+		fmt.Fprintf(stderr, "subvault clone: machine name %q: use letters, digits and \"-\", at most 64\n", *machine)
+		return exitUsage
+	}
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	path, err := cc.c.Clone(ctx, pos[0], pos[1], target)
+	if err != nil {
+		return cc.fail(err)
+	}
+	fmt.Fprintln(stdout, path)
+	if !*nspawn && !*runIt {
+		return exitOK
+	}
+	name := *machine
+	if name == "" {
+		name = machineName(filepath.Base(path))
+	}
+	subvolume := ""
+	if s, err := btrfs.ParseName(pos[1]); err == nil {
+		subvolume = s.Subvolume
+	}
+	argv, kind := nspawnCommand(path, subvolume, name)
+	fmt.Fprintln(stdout, shellJoin(argv))
+	fmt.Fprintf(stderr, "%s; when done: btrfs subvolume delete %s\n", kind, shellQuote(path))
+	if !*runIt {
+		return exitOK
+	}
+	bin, err := exec.LookPath(argv[0])
+	if err != nil {
+		return cc.fail(fmt.Errorf("cannot run the container: %w (apt install systemd-container)", err))
+	}
+	cc.close()
+	// The container takes over this process and its terminal.
+	err = syscall.Exec(bin, argv, os.Environ()) //nolint:gosec // the argv is ours, built above
+	return cc.fail(fmt.Errorf("cannot run %s: %w", bin, err))
+}
+
+// nspawnCommand is the systemd-nspawn argv that runs the clone at target,
+// a snapshot of subvolume, as machine; kind says which of the three ways
+// it is run (see cloneAbout).
+func nspawnCommand(target, subvolume, machine string) (argv []string, kind string) {
+	has := func(p string) bool { _, err := os.Lstat(filepath.Join(target, p)); return err == nil }
+	base := []string{"systemd-nspawn"}
+	common := []string{"--machine=" + machine, "--private-network"}
+	switch {
+	case has("usr/lib/systemd/systemd") || has("lib/systemd/systemd") || has("sbin/init"):
+		return append(append(append(base, "--directory="+target), common...), "--boot"),
+			"the clone holds a system: it boots in the container"
+	case has("nix/var/nix/profiles/system/init"):
+		return append(append(append(base, "--directory="+target), common...), "/nix/var/nix/profiles/system/init"),
+			"the clone holds a NixOS root: its init runs in the container"
+	case subvolume == "" || subvolume == "/":
+		return append(append(append(base, "--directory="+target), common...), "--boot"),
+			"the clone holds no init that systemd-nspawn knows; it will say what it looked for"
+	}
+	return append(append(append(base, "--directory=/", "--volatile=overlay", "--bind="+target+":"+subvolume), common...), "--boot"),
+		"the clone holds data, not a system: this machine's system boots in the container with the clone at " + subvolume + " (changes elsewhere vanish with the container)"
+}
+
+// machineName makes a machine name of s: letters, digits and "-", at most
+// 64, never empty.
+func machineName(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	name := strings.Trim(b.String(), "-")
+	if len(name) > 64 {
+		name = strings.TrimRight(name[:64], "-")
+	}
+	if name == "" {
+		name = "subvault-clone"
+	}
+	return name
+}
+
+// shellJoin writes argv as a shell command line.
+func shellJoin(argv []string) string {
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = shellQuote(a)
+	}
+	return strings.Join(quoted, " ")
+}
+
+func shellQuote(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(c rune) bool {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-@:+=,%", c)
+		return !ok
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

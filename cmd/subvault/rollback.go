@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/subvault/subvault/api/client"
+)
+
+const rollbackAbout = `Puts SUBVOLUME, one of PLAN's, back to SNAPSHOT, one of its local
+snapshots (a name from "subvault snapshots PLAN"). It first shows what it
+will do and, on a terminal, asks; --yes does it without asking (needed when
+stdin is not a terminal), --dry-run only shows.
+
+A subvolume that is not mounted, with nothing mounted inside it and no
+process working in it, is replaced at once. Its current state is kept
+first as a pinned read-only snapshot (subvault-pinned@..., listed by
+"subvault snapshots PLAN", never deleted by keep_snapshots); then a
+writable copy of SNAPSHOT takes its place in one atomic step, the
+subvolumes inside the old one (its .subvault-snapshots among them) move
+into the new one unchanged, and the old one is deleted. To undo it, roll
+back to the pinned snapshot:
+
+  subvault rollback PLAN subvault-pinned@... SUBVOLUME
+
+A mounted subvolume (/, or /home mounted with subvol=) is not replaced
+under the programs that use it. A writable copy of SNAPSHOT is made next
+to it at the top level of the filesystem, and the command prints what to
+change for the next boot (subvol= in /etc/fstab and the boot loader's
+rootflags=, or the default subvolume, which --set-default sets), how to
+move the subvolumes nested in the old one over, and how to undo it. The
+mounted subvolume stays as it is: it is the way back.
+
+The plan's jobs and a rollback exclude each other: while a backup of PLAN
+runs, a rollback is refused.
+
+Exit status: 0 done, 1 failed, 2 wrong command line, unknown plan or
+snapshot, 4 not authorized, 5 the daemon is not running, 130 not
+confirmed.`
+
+func runRollback(args []string, stdout, stderr io.Writer) int {
+	cc := newClientCmd("rollback", "PLAN SNAPSHOT SUBVOLUME [--yes] [--dry-run] [--set-default] [--bus BUS]", rollbackAbout, false, stdout, stderr)
+	yes := cc.fs.Bool("yes", false, "roll back without asking")
+	dryRun := cc.fs.Bool("dry-run", false, "only say what would be done")
+	setDefault := cc.fs.Bool("set-default", false, "for a mounted subvolume: make the prepared one the filesystem's default subvolume")
+	pos, code, ok := cc.parse(args, 3, 3, "PLAN SNAPSHOT SUBVOLUME")
+	if !ok {
+		return code
+	}
+	subvolume, err := filepath.Abs(pos[2])
+	if err != nil {
+		return cc.fail(err)
+	}
+	interactive := isTerminal(os.Stdin)
+	if !*yes && !*dryRun && !interactive {
+		fmt.Fprintf(stderr, "subvault rollback: stdin is not a terminal, so nobody can confirm: give --yes to roll back %s without asking, or --dry-run to see what would be done\n", subvolume)
+		return exitUsage
+	}
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
+		return code
+	}
+	defer cc.close()
+	_, plan, err := cc.c.Rollback(ctx, pos[0], pos[1], subvolume, client.RollbackOptions{DryRun: true, SetDefault: *setDefault})
+	if err != nil {
+		return cc.fail(err)
+	}
+	if *dryRun {
+		fmt.Fprintln(stdout, plan)
+		return exitOK
+	}
+	if !*yes {
+		fmt.Fprintln(stderr, plan)
+		fmt.Fprintf(stderr, "Roll %s back to %s? [y/N] ", subvolume, pos[1])
+		answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			fmt.Fprintln(stderr, "nothing changed")
+			return exitCanceled
+		}
+	}
+	_, message, err := cc.c.Rollback(ctx, pos[0], pos[1], subvolume, client.RollbackOptions{SetDefault: *setDefault})
+	if err != nil {
+		return cc.fail(err)
+	}
+	fmt.Fprintln(stdout, message)
+	return exitOK
+}
