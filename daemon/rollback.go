@@ -175,7 +175,11 @@ func (r *rollback) swap() (RollbackResult, error) {
 		for _, n := range nested {
 			rels = append(rels, n.Rel)
 		}
-		what += fmt.Sprintf("; the %d subvolumes inside it (%s) move into the new one unchanged", len(nested), strings.Join(rels, ", "))
+		if len(nested) == 1 {
+			what += fmt.Sprintf("; the subvolume inside it (%s) moves into the new one unchanged", rels[0])
+		} else {
+			what += fmt.Sprintf("; the %d subvolumes inside it (%s) move into the new one unchanged", len(nested), strings.Join(rels, ", "))
+		}
 	}
 	if r.opts.DryRun {
 		return RollbackResult{Message: what + "."}, nil
@@ -185,7 +189,7 @@ func (r *rollback) swap() (RollbackResult, error) {
 	if err != nil {
 		return fail(err)
 	}
-	log := r.d.log.With("plan", r.plan.Name, "subvolume", sv, "snapshot", r.snap.Path)
+	log := r.d.log.With("plan", r.plan.Name, "subvolume", sv, "rollback_to", r.snap.Path)
 	if err := os.MkdirAll(snapDir, 0o700); err != nil {
 		return fail(err)
 	}
@@ -228,9 +232,10 @@ func (r *rollback) swap() (RollbackResult, error) {
 	log.Info("subvolume rolled back", "kept", pinned.Path)
 	msg := strings.Replace(what, " is replaced ", " was replaced ", 1)
 	msg = strings.Replace(msg, " is kept first ", " was kept first ", 1)
-	msg = strings.Replace(msg, " move into ", " moved into ", 1)
+	msg = strings.Replace(msg, ") move into ", ") moved into ", 1)
+	msg = strings.Replace(msg, ") moves into ", ") moved into ", 1)
 	msg += fmt.Sprintf(".\nThe state before is the pinned snapshot %s; to undo: subvault rollback %s %s %s",
-		pinned.Name(), r.plan.Name, pinned.Name(), sv)
+		pinned.Name(), r.plan.Name, shellQuote(pinned.Name()), shellQuote(sv))
 	return RollbackResult{Kept: pinned.Name(), Message: msg}, nil
 }
 
@@ -381,7 +386,7 @@ func prepareMessage(f prepareFacts) string {
 	b.WriteString("  then reboot.\n")
 	if len(f.nested) > 0 {
 		fmt.Fprintf(&b, "The subvolumes inside %s are not in the copy (it shows empty directories there); after the reboot, move those you want over from the top level:\n", f.oldPath)
-		fmt.Fprintf(&b, "  mount -o subvolid=5 %s /mnt\n", f.device)
+		fmt.Fprintf(&b, "  mount -o subvolid=5 %s /mnt\n", shellQuote(f.device))
 		for _, n := range f.nested {
 			src, dst := shellQuote(filepath.Join("/mnt", f.oldPath, n.Rel)), shellQuote(filepath.Join("/mnt", f.newPath, n.Rel))
 			if f.readOnly[n.Rel] {
@@ -401,7 +406,7 @@ func prepareMessage(f prepareFacts) string {
 		if f.setDefault {
 			fmt.Fprintf(&b, "btrfs subvolume set-default %d %s; ", f.oldID, f.mountPoint)
 		}
-		fmt.Fprintf(&b, "mount -o subvolid=5 %s /mnt && btrfs subvolume delete /mnt%s && umount /mnt\n", f.device, f.newPath)
+		fmt.Fprintf(&b, "mount -o subvolid=5 %s /mnt && btrfs subvolume delete %s && umount /mnt\n", shellQuote(f.device), shellQuote("/mnt"+f.newPath))
 	}
 	fmt.Fprintf(&b, "To go back after the reboot: point the boot at %s again (subvol=%s, subvolid=%d, or btrfs subvolume set-default %d %s), and reboot.",
 		f.oldPath, oldValue, f.oldID, f.oldID, f.mountPoint)

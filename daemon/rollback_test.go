@@ -176,7 +176,7 @@ func TestRollbackUnmountedAndBack(t *testing.T) {
 	if err != nil || !pinned.Pinned || pinned.Subvolume != vol || res.Prepared {
 		t.Fatalf("Kept %q (%+v, %v); want a pinned snapshot of %s", res.Kept, pinned, err, vol)
 	}
-	if !strings.Contains(res.Message, "subvault rollback p "+res.Kept+" "+vol) {
+	if !strings.Contains(res.Message, "subvault rollback p "+shellQuote(res.Kept)+" "+vol) {
 		t.Errorf("the message does not say how to undo: %s", res.Message)
 	}
 	sameTree(t, "after the rollback, the subvolume and the snapshot", good.Path, vol)
