@@ -22,11 +22,13 @@ import (
 // replaced entry lands in the staging tree and goes with it; a directory
 // both have is merged entry by entry and then given the restored
 // directory's owner, mode, extended attributes and times. Destination
-// entries on another filesystem or subvolume (mount points, nested
-// subvolumes) are left alone, and so is what the staging tree held for
+// entries on another filesystem, subvolume or mount (mount points, nested
+// subvolumes, bind mounts such as systemd's read-only /usr and /etc or its
+// private /tmp) are left alone, and so is what the staging tree held for
 // them. Entries the archive does not hold stay as they are.
 type merger struct {
-	dev     uint64   // the destination's device: entries elsewhere are not touched
+	dev     uint64   // the destination's device and mount: entries elsewhere are not touched
+	mnt     uint64
 	skip    string   // a name in the destination's top directory never touched: the staging directory
 	skipped []string // destination paths left alone (relative)
 	moved   int      // entries moved or exchanged
@@ -44,11 +46,9 @@ func (m *merger) merge(src, dst string) error {
 		return err
 	}
 	defer unix.Close(dfd)
-	var st unix.Stat_t
-	if err := unix.Fstat(dfd, &st); err != nil {
+	if m.dev, m.mnt, err = identity(dfd, ""); err != nil {
 		return fmt.Errorf("stat %s: %w", dst, err)
 	}
-	m.dev = st.Dev
 	return m.mergeAt(sfd, dfd, "")
 }
 
@@ -78,7 +78,7 @@ func (m *merger) mergeAt(sfd, dfd int, rel string) error {
 			}
 		case err != nil:
 			return fmt.Errorf("stat %s: %w", p, err)
-		case ds.Dev != m.dev:
+		case ds.Dev != m.dev || m.otherMount(dfd, name):
 			// A mount point or a nested subvolume: not this restore's.
 			m.skipped = append(m.skipped, p)
 		case isDir(&ss) && isDir(&ds):
@@ -96,6 +96,32 @@ func (m *merger) mergeAt(sfd, dfd int, rel string) error {
 		}
 	}
 	return nil
+}
+
+// otherMount reports whether the entry name of dfd is on another mount than
+// the destination: a bind mount of the same filesystem has its device.
+func (m *merger) otherMount(dfd int, name string) bool {
+	_, mnt, err := identity(dfd, name)
+	return err != nil || mnt != m.mnt
+}
+
+// identity is the device and mount id of the entry name in dirfd (dirfd
+// itself for ""), symbolic links not followed. The mount id is 0 on kernels
+// before 5.8, where only devices tell mounts apart.
+func identity(dirfd int, name string) (dev, mnt uint64, err error) {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	var stx unix.Statx_t
+	if err := unix.Statx(dirfd, name, flags, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, 0, err
+	}
+	dev = unix.Mkdev(stx.Dev_major, stx.Dev_minor)
+	if stx.Mask&unix.STATX_MNT_ID != 0 {
+		mnt = stx.Mnt_id
+	}
+	return dev, mnt, nil
 }
 
 // mergeDir merges a directory both trees have, then gives the
@@ -230,28 +256,28 @@ func readXattrs(fd int) (map[string][]byte, error) {
 }
 
 // removeTree removes the directory name in dirfd with everything in it,
-// never following a symbolic link and never entering another filesystem
-// or subvolume (whatever a replaced directory of the destination held as
-// a mount point or nested subvolume). It returns the paths it left, which
+// never following a symbolic link and never entering another filesystem,
+// subvolume or mount (whatever a replaced directory of the destination held
+// as a mount point or nested subvolume). It returns the paths it left, which
 // also keep their parents.
 func removeTree(dirfd int, name string) (left []string, err error) {
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	dev, mnt, err := identity(dirfd, name)
+	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, nil
 		}
 		return nil, err
 	}
-	return removeAt(dirfd, name, name, st.Dev)
+	return removeAt(dirfd, name, name, dev, mnt)
 }
 
-func removeAt(dirfd int, name, rel string, dev uint64) ([]string, error) {
+func removeAt(dirfd int, name, rel string, dev, mnt uint64) ([]string, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, err
 	}
-	if st.Dev != dev {
-		return []string{rel}, nil
+	if d, m, err := identity(dirfd, name); err != nil || d != dev || m != mnt {
+		return []string{rel}, err
 	}
 	if !isDir(&st) {
 		return nil, unix.Unlinkat(dirfd, name, 0)
@@ -267,7 +293,7 @@ func removeAt(dirfd int, name, rel string, dev uint64) ([]string, error) {
 			break
 		}
 		var l []string
-		l, err = removeAt(fd, n, filepath.Join(rel, n), dev)
+		l, err = removeAt(fd, n, filepath.Join(rel, n), dev, mnt)
 		left = append(left, l...)
 	}
 	unix.Close(fd)

@@ -40,10 +40,19 @@ func TestMergeReplacesWithoutFollowingOrCrossing(t *testing.T) {
 	}
 	mountTmpfs(t, filepath.Join(dst, "mnt"))
 	testutil.WriteFile(t, filepath.Join(dst, "mnt", "mounted"), "on the tmpfs\n")
+	// A read-only bind mount of the same filesystem, as systemd's
+	// ProtectSystem= makes of /usr and /etc: same device, other mount.
+	testutil.WriteFile(t, filepath.Join(dst, "robind", "f"), "under a read-only bind\n")
+	if err := unix.Mount(filepath.Join(dst, "robind"), filepath.Join(dst, "robind"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("", filepath.Join(dst, "robind"), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
 	mountTmpfs(t, filepath.Join(dst, "olddir", "m"))
 	testutil.WriteFile(t, filepath.Join(dst, "olddir", "m", "mounted"), "on the tmpfs\n")
 	t.Cleanup(func() {
-		for _, m := range []string{filepath.Join(dst, "mnt"), filepath.Join(stage, "root", "olddir", "m"), filepath.Join(dst, "olddir", "m")} {
+		for _, m := range []string{filepath.Join(dst, "robind"), filepath.Join(dst, "mnt"), filepath.Join(stage, "root", "olddir", "m"), filepath.Join(dst, "olddir", "m")} {
 			_ = unix.Unmount(m, 0)
 		}
 	})
@@ -53,6 +62,7 @@ func TestMergeReplacesWithoutFollowingOrCrossing(t *testing.T) {
 	testutil.WriteFile(t, filepath.Join(src, "dir", "new"), "new\n")
 	testutil.WriteFile(t, filepath.Join(src, "link", "victim"), "restored\n")
 	testutil.WriteFile(t, filepath.Join(src, "mnt", "x"), "would land on the tmpfs\n")
+	testutil.WriteFile(t, filepath.Join(src, "robind", "f"), "would fail: read-only\n")
 	testutil.WriteFile(t, filepath.Join(src, "olddir"), "a file where a directory was\n")
 	if err := unix.Setxattr(filepath.Join(src, "dir"), "user.a", []byte("b"), 0); err != nil {
 		t.Fatal(err)
@@ -82,6 +92,7 @@ func TestMergeReplacesWithoutFollowingOrCrossing(t *testing.T) {
 	for p, want := range map[string]string{
 		"keep": "not in the archive\n", "file": "new\n", "dir/old": "old\n", "dir/new": "new\n",
 		"link/victim": "restored\n", "mnt/mounted": "on the tmpfs\n", "olddir": "a file where a directory was\n",
+		"robind/f": "under a read-only bind\n",
 	} {
 		if got := read(filepath.Join(dst, p)); got != want {
 			t.Errorf("%s: %q, want %q", p, got, want)
@@ -93,8 +104,9 @@ func TestMergeReplacesWithoutFollowingOrCrossing(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dst, "mnt", "x")); !os.IsNotExist(err) {
 		t.Errorf("the merge entered a mount point: %v", err)
 	}
-	if !slices.Equal(m.skipped, []string{"mnt"}) {
-		t.Errorf("skipped %v, want [mnt]", m.skipped)
+	slices.Sort(m.skipped)
+	if !slices.Equal(m.skipped, []string{"mnt", "robind"}) {
+		t.Errorf("skipped %v, want [mnt robind]", m.skipped)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(dst, "dir"), &st); err != nil {
