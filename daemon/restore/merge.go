@@ -27,7 +27,7 @@ import (
 // private /tmp) are left alone, and so is what the staging tree held for
 // them. Entries the archive does not hold stay as they are.
 type merger struct {
-	dev     uint64   // the destination's device and mount: entries elsewhere are not touched
+	dev     uint64 // the destination's device and mount: entries elsewhere are not touched
 	mnt     uint64
 	skip    string   // a name in the destination's top directory never touched: the staging directory
 	skipped []string // destination paths left alone (relative)
