@@ -286,10 +286,17 @@ func (r *rollback) prepare(mounted []string) (RollbackResult, error) {
 	if err != nil {
 		return fail(err)
 	}
-	readOnly := map[string]bool{}
+	readOnly, placeholder, noDir := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, n := range nested {
 		if info, err := btrfs.Info(filepath.Join(sv, n.Rel)); err == nil && info.ReadOnly {
 			readOnly[n.Rel] = true
+		}
+		// The copy is the snapshot's tree: what stands where the subvolume
+		// goes is what the snapshot shows there.
+		if _, err := os.Lstat(filepath.Join(r.snap.Path, n.Rel)); err == nil {
+			placeholder[n.Rel] = true
+		} else if _, err := os.Stat(filepath.Join(r.snap.Path, filepath.Dir(n.Rel))); err != nil {
+			noDir[n.Rel] = true
 		}
 	}
 	id, err := state.NextJobID(r.cfg.Settings.StateDir)
@@ -321,7 +328,7 @@ func (r *rollback) prepare(mounted []string) (RollbackResult, error) {
 	msg := prepareMessage(prepareFacts{
 		subvolume: sv, mountPoint: mountPoint, device: m.Device, snapshot: r.snap.Name(),
 		oldPath: oldPath, oldID: old.ID, newPath: created.FSPath, newID: created.ID,
-		nested: nested, readOnly: readOnly, boot: b, dryRun: r.opts.DryRun, setDefault: r.opts.SetDefault,
+		nested: nested, readOnly: readOnly, placeholder: placeholder, noDir: noDir, boot: b, dryRun: r.opts.DryRun, setDefault: r.opts.SetDefault,
 	})
 	return RollbackResult{Kept: oldPath, Prepared: true, Message: msg}, nil
 }
@@ -332,6 +339,8 @@ type prepareFacts struct {
 	oldID, newID                            uint64
 	nested                                  []btrfs.Nested
 	readOnly                                map[string]bool // nested ones, by Rel
+	placeholder                             map[string]bool // an empty directory waits for it in the copy
+	noDir                                   map[string]bool // its directory is not in the copy
 	boot                                    bootConfig
 	dryRun, setDefault                      bool
 }
@@ -389,11 +398,18 @@ func prepareMessage(f prepareFacts) string {
 		fmt.Fprintf(&b, "  mount -o subvolid=5 %s /mnt\n", shellQuote(f.device))
 		for _, n := range f.nested {
 			src, dst := shellQuote(filepath.Join("/mnt", f.oldPath, n.Rel)), shellQuote(filepath.Join("/mnt", f.newPath, n.Rel))
+			b.WriteString("  ")
+			switch {
+			case f.placeholder[n.Rel]:
+				fmt.Fprintf(&b, "rmdir %s && ", dst)
+			case f.noDir[n.Rel]:
+				fmt.Fprintf(&b, "mkdir -p %s && ", shellQuote(filepath.Dir(filepath.Join("/mnt", f.newPath, n.Rel))))
+			}
 			if f.readOnly[n.Rel] {
 				// A read-only subvolume cannot change directories.
-				fmt.Fprintf(&b, "  rmdir %s; btrfs property set %s ro false && mv %s %s && btrfs property set %s ro true\n", dst, src, src, dst, dst)
+				fmt.Fprintf(&b, "btrfs property set %s ro false && mv %s %s && btrfs property set %s ro true\n", src, src, dst, dst)
 			} else {
-				fmt.Fprintf(&b, "  rmdir %s; mv %s %s\n", dst, src, dst)
+				fmt.Fprintf(&b, "mv %s %s\n", src, dst)
 			}
 		}
 		b.WriteString("  umount /mnt\n")

@@ -415,7 +415,11 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 		"change subvol=vol to subvol=" + newName,
 		"then reboot.",
 		"The subvolumes inside /vol are not in the copy",
-		"mv /mnt/vol/nested /mnt/" + newName + "/nested",
+		"rmdir /mnt/" + newName + "/nested && mv /mnt/vol/nested /mnt/" + newName + "/nested\n",
+		// Neither snapshot has a place in good's tree (both are younger
+		// than the tree good shows); snapshots are read-only.
+		"  btrfs property set " + shellQuote("/mnt/vol/.subvault-snapshots/"+good.Name()) + " ro false && mv",
+		"  btrfs property set " + shellQuote("/mnt/vol/.subvault-snapshots/"+viaTop.Name()) + " ro false && mv",
 		"btrfs subvolume delete /mnt/" + newName,
 		"To go back after the reboot",
 	} {
@@ -454,6 +458,10 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 	}
 	if !strings.Contains(res.Message, fmt.Sprintf("btrfs subvolume set-default %d %s", volID, mnt)) {
 		t.Errorf("the message does not say how to set the default back:\n%s", res.Message)
+	}
+	// viaTop's tree has an empty directory where good is.
+	if want := "  rmdir " + shellQuote("/mnt/"+filepath.Base(newSV)+"/.subvault-snapshots/"+good.Name()) + " && btrfs property set"; !strings.Contains(res.Message, want) {
+		t.Errorf("the message lacks %q", want)
 	}
 	if err := btrfs.SetDefault(fs.Mount, btrfs.TopLevelID); err != nil {
 		t.Fatal(err)
