@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,6 +28,9 @@ var (
 	cmdlinePath = "/proc/cmdline"
 	procPath    = "/proc"
 )
+
+// rollbackSuffix is what a prepared rollback adds to a subvolume's name.
+var rollbackSuffix = regexp.MustCompile(`\.subvault-rollback-\d{8}T\d{6}Z-\d+$`)
 
 // RollbackOptions change what Rollback does.
 type RollbackOptions struct {
@@ -304,7 +308,9 @@ func (r *rollback) prepare(mounted []string) (RollbackResult, error) {
 		return fail(err)
 	}
 	at := time.Now().UTC().Format("20060102T150405Z")
-	newName := fmt.Sprintf("%s.subvault-rollback-%s-%d", filepath.Base(oldPath), at, id)
+	// A rollback of a rolled-back subvolume is named after the original.
+	base := rollbackSuffix.ReplaceAllString(filepath.Base(oldPath), "")
+	newName := fmt.Sprintf("%s.subvault-rollback-%s-%d", base, at, id)
 	newPath := filepath.Join(filepath.Dir(oldPath), newName)
 	b := bootSetup(mountPoint)
 

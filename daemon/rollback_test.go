@@ -490,6 +490,19 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 	}
 }
 
+func TestRollbackSuffix(t *testing.T) {
+	for in, want := range map[string]string{
+		"@":                                      "@",
+		"@.subvault-rollback-20260102T100000Z-9": "@",
+		"@home.subvault-rollback-20260102T100000Z-9": "@home",
+		"@.subvault-rollback-2026":                   "@.subvault-rollback-2026",
+	} {
+		if got := rollbackSuffix.ReplaceAllString(in, ""); got != want {
+			t.Errorf("%s without the suffix: %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestPrepareMessageBootLoader(t *testing.T) {
 	msg := prepareMessage(prepareFacts{
 		subvolume: "/", mountPoint: "/", device: "/dev/sda2", snapshot: "subvault@root@20260101T030000Z@7@-",
