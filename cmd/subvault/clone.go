@@ -28,10 +28,10 @@ the old state in a container (on a line of its own), and --run runs it
   a NixOS root (TARGET holds /nix/var/nix/profiles/system/init): that init
   runs as the container's first process;
   anything else (a snapshot of /home or /var/lib/nextcloud): this machine's
-  own system boots with the clone at the snapshot's original path and every
-  other change thrown away, systemd-nspawn --directory=/ --volatile=overlay
-  --bind=TARGET:PATH --boot, so the old data is served by today's
-  configuration.
+  own system boots from its /usr and /etc (read-only) on an empty /var,
+  with the clone at the snapshot's original path, systemd-nspawn
+  --directory=/ --volatile=yes --bind-ro=/etc --bind=TARGET:PATH --boot,
+  so the old data is served by today's configuration.
 
 The container has a private network (loopback only), so the old services
 reach nobody and nobody reaches them; add --network-veth to the command to
@@ -110,8 +110,10 @@ func nspawnCommand(target, subvolume, machine string) (argv []string, kind strin
 		return append(append(append(base, "--directory="+target), common...), "--boot"),
 			"the clone holds no init that systemd-nspawn knows; it will say what it looked for"
 	}
-	return append(append(append(base, "--directory=/", "--volatile=overlay", "--bind="+target+":"+subvolume), common...), "--boot"),
-		"the clone holds data, not a system: this machine's system boots in the container with the clone at " + subvolume + " (changes elsewhere vanish with the container)"
+	// --volatile=yes: a tmpfs root with this machine's /usr; systemd 252
+	// refuses the directory / with overlay or state.
+	return append(append(append(base, "--directory=/", "--volatile=yes", "--bind-ro=/etc", "--bind="+target+":"+subvolume), common...), "--boot"),
+		"the clone holds data, not a system: this machine's system (/usr, /etc read-only, an empty /var) boots in the container with the clone at " + subvolume
 }
 
 // machineName makes a machine name of s: letters, digits and "-", at most

@@ -78,7 +78,7 @@ func TestCloneThroughTheCLI(t *testing.T) {
 	}
 	t.Logf("clone --nspawn:\n%s%s", out, errOut)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	wantCmd := fmt.Sprintf("systemd-nspawn --directory=/ --volatile=overlay --bind=%s:%s --machine=old-home --private-network --boot", clone, home)
+	wantCmd := fmt.Sprintf("systemd-nspawn --directory=/ --volatile=yes --bind-ro=/etc --bind=%s:%s --machine=old-home --private-network --boot", clone, home)
 	if len(lines) != 2 || lines[0] != clone || lines[1] != wantCmd {
 		t.Errorf("clone --nspawn printed\n%s\nwant\n%s\n%s", out, clone, wantCmd)
 	}
@@ -117,7 +117,7 @@ func TestCloneThroughTheCLI(t *testing.T) {
 	cmd.Env = append(cmd.Env, "PATH="+bin+":"+os.Getenv("PATH")) // the last PATH wins
 	code, out, errOut = runCmd(t, cmd)
 	argv, _ := os.ReadFile(record)
-	wantArgv := fmt.Sprintf("--directory=/\n--volatile=overlay\n--bind=%s:%s\n--machine=rescue\n--private-network\n--boot\n", second, home)
+	wantArgv := fmt.Sprintf("--directory=/\n--volatile=yes\n--bind-ro=/etc\n--bind=%s:%s\n--machine=rescue\n--private-network\n--boot\n", second, home)
 	if code != exitOK || string(argv) != wantArgv || !strings.HasSuffix(out, "container ran\n") {
 		t.Errorf("clone --run: exit %d, the container got\n%s\nwant\n%s\nstdout %q, stderr %q", code, argv, wantArgv, out, errOut)
 	}
@@ -252,7 +252,7 @@ func TestNspawnCommand(t *testing.T) {
 		{debian, "/", "systemd-nspawn --directory=" + debian + " --machine=m --private-network --boot"},
 		{oldInit, "/srv/root", "systemd-nspawn --directory=" + oldInit + " --machine=m --private-network --boot"},
 		{nixos, "/", "systemd-nspawn --directory=" + nixos + " --machine=m --private-network /nix/var/nix/profiles/system/init"},
-		{data, "/var/lib/nextcloud", "systemd-nspawn --directory=/ --volatile=overlay --bind=" + data + ":/var/lib/nextcloud --machine=m --private-network --boot"},
+		{data, "/var/lib/nextcloud", "systemd-nspawn --directory=/ --volatile=yes --bind-ro=/etc --bind=" + data + ":/var/lib/nextcloud --machine=m --private-network --boot"},
 		{data, "/", "systemd-nspawn --directory=" + data + " --machine=m --private-network --boot"},
 	} {
 		argv, kind := nspawnCommand(c.target, c.subvolume, "m")
