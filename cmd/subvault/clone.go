@@ -29,9 +29,9 @@ the old state in a container (on a line of its own), and --run runs it
   runs as the container's first process;
   anything else (a snapshot of /home or /var/lib/nextcloud): this machine's
   own system boots from its /usr and /etc (read-only) on an empty /var,
-  with the clone at the snapshot's original path, systemd-nspawn
-  --directory=/ --volatile=yes --bind-ro=/etc --bind=TARGET:PATH --boot,
-  so the old data is served by today's configuration.
+  with the clone at the snapshot's original path, so that today's
+  configuration serves the old data:
+  systemd-nspawn --directory=/ --volatile=yes --bind-ro=/etc --bind=TARGET:PATH --boot
 
 The container has a private network (loopback only), so the old services
 reach nobody and nobody reaches them; add --network-veth to the command to
