@@ -9,40 +9,48 @@ import (
 	"github.com/subvault/subvault/daemon"
 )
 
-// restoreOptions are the keys StartRestoreWith takes, all booleans.
-var restoreOptions = []string{"in_place", "subvolume", "verify"}
-
-// parseRestoreOptions reads StartRestoreWith's a{sv}: each key one of
-// restoreOptions with a boolean value; an unknown key or another type is
-// refused rather than ignored.
+// parseRestoreOptions reads StartRestoreWith's a{sv}: in_place, subvolume
+// and verify, all booleans.
 func parseRestoreOptions(options map[string]dbus.Variant) (daemon.RestoreOptions, *dbus.Error) {
 	var o daemon.RestoreOptions
-	keys := make([]string, 0, len(options))
-	for k := range options {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		v := options[k]
-		b, ok := v.Value().(bool)
-		if !ok {
-			return o, invalidArgument("restore option %s is of D-Bus type %q; it takes a boolean (b)", quoteArg(k), v.Signature().String())
-		}
-		switch k {
-		case "in_place":
-			o.InPlace = b
-		case "subvolume":
-			o.Subvolume = b
-		case "verify":
-			o.Verify = b
-		default:
-			return o, invalidArgument("unknown restore option %s; the options are %s", quoteArg(k), strings.Join(restoreOptions, ", "))
-		}
+	if derr := parseBoolOptions("restore", options, map[string]*bool{
+		"in_place": &o.InPlace, "subvolume": &o.Subvolume, "verify": &o.Verify,
+	}); derr != nil {
+		return o, derr
 	}
 	if o.InPlace && o.Subvolume {
 		return o, invalidArgument("restore options in_place and subvolume exclude each other: an in-place restore writes over the plan's subvolumes, a subvolume restore makes a new one")
 	}
 	return o, nil
+}
+
+// parseBoolOptions reads an a{sv} of boolean options into the variables
+// set names: an unknown key or a value that is not a boolean is refused
+// rather than ignored, in the order of the keys.
+func parseBoolOptions(what string, options map[string]dbus.Variant, set map[string]*bool) *dbus.Error {
+	keys := make([]string, 0, len(options))
+	for k := range options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	known := make([]string, 0, len(set))
+	for k := range set {
+		known = append(known, k)
+	}
+	sort.Strings(known)
+	for _, k := range keys {
+		v := options[k]
+		b, isBool := v.Value().(bool)
+		p, ok := set[k]
+		switch {
+		case !ok:
+			return invalidArgument("unknown %s option %s; the options are %s", what, quoteArg(k), strings.Join(known, ", "))
+		case !isBool:
+			return invalidArgument("%s option %s is of D-Bus type %q; it takes a boolean (b)", what, quoteArg(k), v.Signature().String())
+		}
+		*p = b
+	}
+	return nil
 }
 
 // StartRestoreWith is StartRestore with options (a{sv}): in_place,

@@ -1,42 +1,17 @@
 package api
 
 import (
-	"sort"
-	"strings"
-
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/daemon"
 )
 
-// rollbackOptions are the keys Rollback takes, all booleans.
-var rollbackOptions = []string{"dry_run", "set_default"}
-
 // parseRollbackOptions reads Rollback's a{sv}: an unknown key or a value
 // that is not a boolean is refused rather than ignored.
 func parseRollbackOptions(options map[string]dbus.Variant) (daemon.RollbackOptions, *dbus.Error) {
 	var o daemon.RollbackOptions
-	keys := make([]string, 0, len(options))
-	for k := range options {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		v := options[k]
-		b, ok := v.Value().(bool)
-		if !ok {
-			return o, invalidArgument("rollback option %s is of D-Bus type %q; it takes a boolean (b)", quoteArg(k), v.Signature().String())
-		}
-		switch k {
-		case "dry_run":
-			o.DryRun = b
-		case "set_default":
-			o.SetDefault = b
-		default:
-			return o, invalidArgument("unknown rollback option %s; the options are %s", quoteArg(k), strings.Join(rollbackOptions, ", "))
-		}
-	}
-	return o, nil
+	derr := parseBoolOptions("rollback", options, map[string]*bool{"dry_run": &o.DryRun, "set_default": &o.SetDefault})
+	return o, derr
 }
 
 // checkSubvolumePath checks the subvolume a rollback names: like a target,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -309,33 +308,13 @@ func TestEmergencyKitQRCodesDecode(t *testing.T) {
 	}
 }
 
-type kitEnv struct {
-	fs       *testutil.BtrfsFS
-	repo     string
-	password string
-	config   string
-}
+// kitEnv is a runEnv: a btrfs with a subvolume home, a repository and a
+// configuration, with the restic binary the test names.
+type kitEnv = runEnv
 
 func newKitEnv(t *testing.T, bin string) *kitEnv {
 	t.Helper()
-	fs := testutil.NewBtrfs(t, 256, "home")
-	repo, password := testutil.NewResticRepo(t, bin)
-	state := t.TempDir()
-	config := filepath.Join(state, "config.yaml")
-	testutil.WriteFile(t, config, fmt.Sprintf(`repositories:
-  r:
-    url: %s
-    password_file: %s
-plans:
-  home:
-    subvolumes: [%s]
-    repository: r
-settings:
-  state_dir: %s
-  cache_dir: %s
-  restic: %s
-`, repo, password, fs.Path("home"), state, filepath.Join(state, "cache"), bin))
-	return &kitEnv{fs: fs, repo: repo, password: password, config: config}
+	return newRunEnvWith(t, bin, 256)
 }
 
 // todayForKit is the date in the kit's file name. (A test that runs across

@@ -41,7 +41,13 @@ type runEnv struct {
 
 func newRunEnv(t *testing.T, sizeMiB int) *runEnv {
 	t.Helper()
-	bin := testutil.ResticBinaries(t)[0]
+	return newRunEnvWith(t, testutil.ResticBinaries(t)[0], sizeMiB)
+}
+
+// newRunEnvWith is a loop-device btrfs of sizeMiB with a subvolume home, a
+// repository, and a configuration of one plan home whose restic is bin.
+func newRunEnvWith(t *testing.T, bin string, sizeMiB int) *runEnv {
+	t.Helper()
 	fs := testutil.NewBtrfs(t, sizeMiB, "home")
 	repo, password := testutil.NewResticRepo(t, bin)
 	state := t.TempDir()
