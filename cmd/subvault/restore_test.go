@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -26,26 +25,15 @@ func newRestoreEnv(t *testing.T, bin string, sizeMiB int) *apiEnv {
 	testutil.RequireCommand(t, "busctl", "systemd")
 	testutil.RequireRestic(t, bin)
 	bus := testutil.NewSystemBus(t, busPolicy)
-	fs := testutil.NewBtrfs(t, sizeMiB, "home")
-	repo, password := testutil.NewResticRepo(t, bin)
-	state := t.TempDir()
-	config := filepath.Join(state, "config.yaml")
-	testutil.WriteFile(t, config, fmt.Sprintf(`repositories:
-  r:
-    url: %s
-    password_file: %s
-plans:
-  home:
-    subvolumes: [%s]
-    repository: r
-    snapshot_dir: %s
-settings:
-  state_dir: %s
-  cache_dir: %s
-  restic: %s
-`, repo, password, fs.Path("home"), fs.Path("snapshots"), state, filepath.Join(state, "cache"), bin))
-	e := &apiEnv{daemonEnv: &daemonEnv{runEnv: &runEnv{fs: fs, restic: bin, repo: repo, password: password, config: config},
-		bus: bus, notify: newNotifySocket(t), state: state}, called: map[string]bool{}}
+	run := newRunEnvWith(t, bin, sizeMiB)
+	cfg, err := os.ReadFile(run.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, run.config, strings.Replace(string(cfg), "    repository: r\n",
+		"    repository: r\n    snapshot_dir: "+run.fs.Path("snapshots")+"\n", 1))
+	e := &apiEnv{daemonEnv: &daemonEnv{runEnv: run, bus: bus, notify: newNotifySocket(t), state: filepath.Dir(run.config)},
+		called: map[string]bool{}}
 	e.startDaemon(t)
 	return e
 }
