@@ -102,6 +102,7 @@ var planIntrospection = introspect.Interface{
 		property("LastBackup", "t", "true"),
 		property("LastResult", "s", "true"),
 		property("LastError", "s", "true"),
+		property("LastSuccess", "t", "true"),
 	},
 }
 

@@ -131,7 +131,7 @@ func planValues(p daemon.PlanInfo) map[string]any {
 		"Name": p.Name, "Subvolumes": escapeAll(p.Subvolumes), "Repository": p.Repository,
 		"Schedule": escapeInvalidUTF8(p.Schedule), "NextRun": micros(p.NextRun),
 		"LastBackup": micros(p.LastBackup), "LastResult": p.LastResult,
-		"LastError": oneLine(escapeInvalidUTF8(p.LastError)),
+		"LastError": oneLine(escapeInvalidUTF8(p.LastError)), "LastSuccess": micros(p.LastSuccess),
 	}
 }
 

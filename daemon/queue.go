@@ -52,11 +52,26 @@ type Executor interface {
 // ErrNoSuchJob is returned by Cancel for an unknown or finished job.
 var ErrNoSuchJob = errors.New("no such job")
 
-// PlanStatus is what the last backup of a plan did.
+// PlanStatus is what the last backup of a plan did, and when the last one
+// that succeeded finished: a canceled or failed backup moves LastBackup but
+// not LastSuccess, so "overdue" counts from the last archive made whole. A
+// partial backup (an archive made, some files unreadable) is failed and is
+// not a success: the archive lacks files a restore would be expected to
+// bring back.
 type PlanStatus struct {
-	LastBackup time.Time `json:"last_backup,omitzero"`
-	LastResult string    `json:"last_result,omitempty"`
-	LastError  string    `json:"last_error,omitempty"`
+	LastBackup  time.Time `json:"last_backup,omitzero"`
+	LastResult  string    `json:"last_result,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+}
+
+// backupEnded is st after backup job j finished.
+func (st PlanStatus) backupEnded(j *Job) PlanStatus {
+	st.LastBackup, st.LastResult, st.LastError = j.FinishedAt, j.Result, j.Error
+	if j.Result == ResultDone {
+		st.LastSuccess = j.FinishedAt
+	}
+	return st
 }
 
 // QueueConfig is what the configuration decides for the queue.
@@ -375,7 +390,7 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 		}
 	}
 	if j.Kind == KindBackup {
-		q.plans[j.Plan] = PlanStatus{LastBackup: j.FinishedAt, LastResult: j.Result, LastError: j.Error}
+		q.plans[j.Plan] = q.plans[j.Plan].backupEnded(j)
 	}
 	attrs := []any{journal.Event(event), "job", j.ID, "kind", j.Kind, "plan", j.Plan, "result", j.Result}
 	if j.ArchiveID != "" {

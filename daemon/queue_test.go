@@ -262,3 +262,92 @@ func TestDrainInterruptsRunningJobs(t *testing.T) {
 		t.Error("a draining queue accepted a job")
 	}
 }
+
+// LastSuccess is the last done backup's end: a failed, partial or canceled
+// backup after it moves LastBackup only, and a restart (the state file)
+// keeps both.
+func TestLastSuccessSurvivesFailedBackupsAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	q, exec, _ := newTestQueue(t, dir, 1, 10)
+	backup := func(end func(id uint32)) Job {
+		t.Helper()
+		j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec.waitStarted(t)
+		end(j.ID)
+		for q.Running() > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		j, _ = q.Job(j.ID)
+		return j
+	}
+	done := backup(func(id uint32) { exec.finish(id, nil) })
+	if st := q.PlanStatus("home"); !st.LastSuccess.Equal(done.FinishedAt) || !st.LastBackup.Equal(done.FinishedAt) {
+		t.Fatalf("after a done backup: %+v, want LastSuccess and LastBackup %v", st, done.FinishedAt)
+	}
+	time.Sleep(2 * time.Millisecond) // distinct times
+	// The fake executor's outcome has an archive: this is a partial backup.
+	failed := backup(func(id uint32) { exec.finish(id, errors.New("restic: wrong password")) })
+	time.Sleep(2 * time.Millisecond)
+	canceled := backup(func(id uint32) {
+		if err := q.Cancel(id); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if failed.Result != ResultFailed || canceled.Result != ResultCanceled {
+		t.Fatalf("results %s, %s; want failed, canceled", failed.Result, canceled.Result)
+	}
+	st := q.PlanStatus("home")
+	if !st.LastSuccess.Equal(done.FinishedAt) || !st.LastBackup.Equal(canceled.FinishedAt) || st.LastResult != ResultCanceled {
+		t.Errorf("after failed and canceled backups: %+v; want LastSuccess %v, LastBackup %v canceled", st, done.FinishedAt, canceled.FinishedAt)
+	}
+
+	q.Drain()
+	q2, _, _ := newTestQueue(t, dir, 1, 10)
+	if st2 := q2.PlanStatus("home"); !st2.LastSuccess.Equal(st.LastSuccess) || !st2.LastBackup.Equal(st.LastBackup) || st2.LastResult != st.LastResult {
+		t.Errorf("after a restart: %+v, want %+v", st2, st)
+	}
+}
+
+// A state file written before LastSuccess existed: a plan whose last backup
+// was done succeeded then; one whose last backup was not done takes its
+// newest done backup from the history, or keeps 0 when the history has
+// none; a file without plans but with a backup that was running loads.
+func TestLastSuccessFromAnOldStateFile(t *testing.T) {
+	const old = `{"version": 1, "jobs": [
+ {"id": 1, "kind": "backup", "plan": "home", "state": "finished", "result": "done", "finished_at": "2026-03-10T03:05:00Z"},
+ {"id": 2, "kind": "backup", "plan": "home", "state": "finished", "result": "done", "finished_at": "2026-03-11T03:05:00Z"},
+ {"id": 3, "kind": "check", "plan": "srv", "state": "finished", "result": "done", "finished_at": "2026-03-11T04:00:00Z"},
+ {"id": 4, "kind": "backup", "plan": "home", "state": "finished", "result": "canceled", "finished_at": "2026-03-12T03:01:00Z"}
+], "last_run": {}, "plans": {
+ "home": {"last_backup": "2026-03-12T03:01:00Z", "last_result": "canceled", "last_error": "canceled"},
+ "srv": {"last_backup": "2026-03-09T03:05:00Z", "last_result": "failed", "last_error": "wrong password"},
+ "laptop": {"last_backup": "2026-03-01T03:05:00Z", "last_result": "done"}
+}}`
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, StateFile), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q, _, _ := newTestQueue(t, dir, 1, 10)
+	for plan, want := range map[string]time.Time{
+		"home":   time.Date(2026, 3, 11, 3, 5, 0, 0, time.UTC),
+		"srv":    {},
+		"laptop": time.Date(2026, 3, 1, 3, 5, 0, 0, time.UTC),
+	} {
+		if got := q.PlanStatus(plan).LastSuccess; !got.Equal(want) {
+			t.Errorf("%s: LastSuccess %v, want %v", plan, got, want)
+		}
+	}
+
+	noPlans := `{"version": 1, "jobs": [{"id": 7, "kind": "backup", "plan": "home", "state": "running"}]}`
+	dir2 := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir2, StateFile), []byte(noPlans), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q2, _, _ := newTestQueue(t, dir2, 1, 10)
+	if st := q2.PlanStatus("home"); st.LastResult != ResultFailed || !st.LastSuccess.IsZero() {
+		t.Errorf("a backup interrupted before any success: %+v", st)
+	}
+}

@@ -60,6 +60,9 @@ func NewQueue(cfg QueueConfig, exec Executor, stateDir string, log *slog.Logger,
 		return q, nil
 	}
 	sort.Slice(s.Jobs, func(a, b int) bool { return s.Jobs[a].ID < s.Jobs[b].ID })
+	if s.Plans == nil {
+		s.Plans = map[string]PlanStatus{}
+	}
 	for i := range s.Jobs {
 		j := s.Jobs[i]
 		if j.State != StateFinished {
@@ -68,7 +71,7 @@ func NewQueue(cfg QueueConfig, exec Executor, stateDir string, log *slog.Logger,
 				j.FinishedAt = now()
 			}
 			if j.Kind == KindBackup {
-				s.Plans[j.Plan] = PlanStatus{LastBackup: j.FinishedAt, LastResult: j.Result, LastError: j.Error}
+				s.Plans[j.Plan] = s.Plans[j.Plan].backupEnded(&j)
 			}
 			log.Warn("job interrupted: the daemon stopped while it was "+s.Jobs[i].State, "job", j.ID, "kind", j.Kind, "plan", j.Plan)
 		}
@@ -82,10 +85,30 @@ func NewQueue(cfg QueueConfig, exec Executor, stateDir string, log *slog.Logger,
 	if s.LastRun != nil {
 		q.lastRun = s.LastRun
 	}
-	if s.Plans != nil {
-		q.plans = s.Plans
-	}
+	q.plans = s.Plans
+	knownSuccesses(q.plans, q.history)
 	q.trimHistoryLocked()
 	q.persistLocked()
 	return q, nil
+}
+
+// knownSuccesses fills in LastSuccess where a state file written before it
+// existed lacks it: a plan whose last backup was done succeeded then, and
+// otherwise the history may still hold a done backup. A plan whose history
+// no longer reaches its last success keeps 0 (unknown), as does one that
+// never succeeded.
+func knownSuccesses(plans map[string]PlanStatus, history []*Job) {
+	for name, st := range plans {
+		if st.LastSuccess.IsZero() && st.LastResult == ResultDone {
+			st.LastSuccess = st.LastBackup
+			plans[name] = st
+		}
+	}
+	for _, j := range history {
+		st, ok := plans[j.Plan]
+		if ok && j.Kind == KindBackup && j.Result == ResultDone && j.FinishedAt.After(st.LastSuccess) {
+			st.LastSuccess = j.FinishedAt
+			plans[j.Plan] = st
+		}
+	}
 }

@@ -107,6 +107,9 @@ type Plan struct {
 	LastBackup time.Time `json:"last_backup,omitzero"`
 	LastResult string    `json:"last_result"`
 	LastError  string    `json:"last_error"`
+	// LastSuccess is when the last backup that ended done finished (zero
+	// if none is known, and from a daemon older than the property).
+	LastSuccess time.Time `json:"last_success,omitzero"`
 }
 
 // Job is a job object's properties.
@@ -468,6 +471,8 @@ func applyPlan(out *Plan, p map[string]dbus.Variant) {
 			out.LastResult, _ = v.Value().(string)
 		case "LastError":
 			out.LastError, _ = v.Value().(string)
+		case "LastSuccess":
+			out.LastSuccess = fromMicros(u64(v))
 		}
 	}
 }
