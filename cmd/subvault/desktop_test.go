@@ -54,7 +54,15 @@ func TestWaybarPlanHealth(t *testing.T) {
 		{"never", plan("0 3 * * *", 0, ""), healthNever, "no backup yet"},
 		{"failed an hour ago", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastResult: "failed", LastError: "wrong password"}, healthFailed, "last backup failed 1h00m ago: wrong password"},
 		{"failed long ago: failed, not overdue", plan("0 3 * * *", 30*24*time.Hour, "failed"), healthFailed, ""},
-		{"canceled", plan("0 3 * * *", time.Hour, "canceled"), healthOK, "last backup canceled 1h00m ago"},
+		// A daemon that publishes LastSuccess: the same as LastBackup after
+		// a done backup.
+		{"daily, 49h ago, LastSuccess set", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-49 * time.Hour), LastSuccess: now.Add(-49 * time.Hour), LastResult: "done"}, healthOverdue, "overdue: last backup 2d1h ago, scheduled every 24h"},
+		{"canceled after a recent success", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-23 * time.Hour), LastResult: "canceled"}, healthOK, "last backup canceled 1h00m ago, last successful backup 23h00m ago"},
+		// A cancel does not restart the overdue clock: overdue from the
+		// success three days ago, not from the cancel an hour ago.
+		{"canceled after an old success", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-72 * time.Hour), LastResult: "canceled", LastError: "canceled"}, healthOverdue, "overdue: last successful backup 3d0h ago, scheduled every 24h; last backup canceled 1h00m ago"},
+		{"canceled, none succeeded", plan("0 3 * * *", time.Hour, "canceled"), healthNever, "no backup succeeded yet; last backup canceled 1h00m ago"},
+		{"failed after a success: failed", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-72 * time.Hour), LastResult: "failed", LastError: "partial backup"}, healthFailed, "last backup failed 1h00m ago: partial backup"},
 	} {
 		status, why := planHealth(c.plan, now)
 		if status != c.want || (c.why != "" && why != c.why) {
@@ -72,6 +80,8 @@ func TestWaybarRender(t *testing.T) {
 	failed.LastResult, failed.LastError = "failed", "restic: <wrong> password & more"
 	overdue := home
 	overdue.LastBackup = now.Add(-72 * time.Hour)
+	canceled := home // the success 3h ago stays the newest
+	canceled.LastBackup, canceled.LastSuccess, canceled.LastResult = now.Add(-10*time.Minute), home.LastBackup, "canceled"
 	running := client.Job{ID: 7, Kind: "backup", Plan: "home", State: client.StateRunning, Progress: 0.426}
 	queued := client.Job{ID: 8, Kind: "check", Plan: "srv", State: client.StateQueued}
 	for _, c := range []struct {
@@ -83,6 +93,8 @@ func TestWaybarRender(t *testing.T) {
 	}{
 		{"ok", []client.Plan{home, srv}, nil, barLine{Text: "✓ 3h", Class: classOK},
 			[]string{"home: last backup 3h00m ago · next in 15h00m", "srv: last backup 5h00m ago · manual"}},
+		{"canceled since", []client.Plan{canceled, srv}, nil, barLine{Text: "✓ 3h", Class: classOK},
+			[]string{"home: last backup canceled 10m ago, last successful backup 3h00m ago · next in 15h00m"}},
 		{"running", []client.Plan{home, srv}, []client.Job{running, queued}, barLine{Text: "⟳ home 42%", Class: classRunning, Percentage: 42},
 			[]string{"home: backing up 42% (job 7) · last backup 3h00m ago", "srv: check queued (job 8) · last backup"}},
 		{"queued only", []client.Plan{home, srv}, []client.Job{queued}, barLine{Text: "⟳ srv check queued", Class: classRunning}, nil},

@@ -102,7 +102,11 @@ an array of plans:
 .BR next_run ,
 .BR last_backup ,
 .BR last_result " (" done ", " failed ", " canceled " or empty),"
-.BR last_error .
+.BR last_error ,
+.B last_success
+(when the last backup that ended
+.B done
+finished; absent when none is known).
 .TP
 .BR jobs ", " job
 an array of jobs, or one:

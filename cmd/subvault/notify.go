@@ -23,12 +23,12 @@ systemctl --user enable --now subvault-notify). It follows the daemon on
 on the session bus.
 
 It notifies when a job fails ("Backup of home failed", with the cause, as
-critical), when a plan's backup becomes overdue (its last backup is older
-than twice the interval of its schedule; once per episode, until a backup
-succeeds again), and with --on-success when a job succeeds. A plan's newer
-notification replaces its older one on screen. Where the server shows
-actions, a click on the notification (or its Details button) opens a
-terminal with "subvault job ID" in it.
+critical), when a plan's backup becomes overdue (its last successful
+backup is older than twice the interval of its schedule; once per
+episode, until a backup succeeds again), and with --on-success when a job
+succeeds. A plan's newer notification replaces its older one on screen.
+Where the server shows actions, a click on the notification (or its
+Details button) opens a terminal with "subvault job ID" in it.
 
 It keeps running when the daemon stops or restarts, and picks it up again
 when it comes back.

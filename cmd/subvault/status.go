@@ -12,9 +12,11 @@ const statusAbout = `Shows the daemon and every plan at a glance: the daemon's v
 state, each plan's last backup (its age and result), its next run and its
 health, the running job with its progress, and what is wrong, if anything.
 
-A plan is unhealthy when its last backup failed, or when the last backup is
-older than twice its schedule's interval (overdue). A plan never backed up
-is not counted as unhealthy; a manual plan is never overdue.
+A plan is unhealthy when its last backup failed, or when its last
+successful backup is older than twice its schedule's interval (overdue; a
+canceled backup does not restart that clock). A plan with no successful
+backup yet is not counted as unhealthy unless its last backup failed; a
+manual plan is never overdue.
 
 Exit status: 0 all plans healthy, 1 a plan's last backup failed or is
 overdue, 4 not authorized, 5 the daemon is not running.`

@@ -24,9 +24,10 @@ waybar custom module ("return-type": "json") by default, i3blocks
 
 Waybar's line has four fields. text is short: "⟳ home 42%" while a job
 runs, "✗ home" when a plan's last backup failed, "! home" when a plan is
-overdue (its last backup is older than twice the interval of its
-schedule; a manual plan is never overdue), "✓ 3h" (the age of the newest
-backup) when all is well, "? subvault" when the daemon cannot be reached.
+overdue (its last successful backup is older than twice the interval of
+its schedule, whatever was canceled since; a manual plan is never
+overdue), "✓ 3h" (the age of the newest successful backup) when all is
+well, "? subvault" when the daemon cannot be reached.
 tooltip has one line per plan: what runs, the last backup's result and
 age, the next run. class is running, failed, overdue, ok or unreachable,
 in that order of precedence, for the bar's style sheet. percentage is the
@@ -54,10 +55,10 @@ const (
 
 // The statuses planHealth returns.
 const (
-	healthOK      = "ok"      // the last backup succeeded (or was canceled) and is recent enough
+	healthOK      = "ok"      // the last backup succeeded (or was canceled) and the last success is recent enough
 	healthFailed  = "failed"  // the last backup failed
-	healthOverdue = "overdue" // the last backup is older than twice the schedule's interval
-	healthNever   = "never"   // no backup has run yet
+	healthOverdue = "overdue" // the last successful backup is older than twice the schedule's interval
+	healthNever   = "never"   // no backup has succeeded yet
 )
 
 // planHealth says how plan p stands at now, for a person: the status
@@ -65,14 +66,14 @@ const (
 // phrase ("last backup 3h05m ago", "last backup failed 2h ago: ...",
 // "overdue: last backup 2d4h ago, scheduled every 24h").
 //
-// A plan is overdue when its last backup finished longer ago than twice
-// the interval of its schedule (config.CronParser on p.Schedule); the
-// interval is the longest gap between the next few scheduled runs, so that
-// a weekday schedule is not overdue on a Monday morning. A manual plan (no
-// schedule) is never overdue, nor one never backed up (no age to judge):
-// that is healthNever. A failed last backup is healthFailed, whatever its
-// age. The daemon publishes the time of the last backup whatever its
-// result: after a canceled one, the age counts from the cancel.
+// A plan is overdue when its last successful backup finished longer ago
+// than twice the interval of its schedule (config.CronParser on
+// p.Schedule); the interval is the longest gap between the next few
+// scheduled runs, so that a weekday schedule is not overdue on a Monday
+// morning. A canceled backup does not restart that clock: the age counts
+// from p.LastSuccess, not p.LastBackup. A manual plan (no schedule) is
+// never overdue, nor one that never succeeded (no age to judge): that is
+// healthNever. A failed last backup is healthFailed, whatever its age.
 func planHealth(p client.Plan, now time.Time) (status, why string) {
 	if p.LastBackup.IsZero() {
 		if p.LastResult == client.ResultFailed {
@@ -84,13 +85,36 @@ func planHealth(p client.Plan, now time.Time) (status, why string) {
 	if p.LastResult == client.ResultFailed {
 		return healthFailed, "last backup failed " + ago + errorSuffix(p.LastError)
 	}
-	if interval := scheduleInterval(p.Schedule, p.LastBackup); interval > 0 && now.Sub(p.LastBackup) > 2*interval {
-		return healthOverdue, "overdue: last backup " + ago + ", scheduled every " + intervalText(interval)
-	}
+	last := "last backup " + ago
 	if p.LastResult == client.ResultCanceled {
-		return healthOK, "last backup canceled " + ago
+		last = "last backup canceled " + ago
 	}
-	return healthOK, "last backup " + ago
+	success := lastSuccess(p)
+	if success.IsZero() {
+		return healthNever, "no backup succeeded yet; " + last
+	}
+	// The last backup is the success, or a canceled one came after it.
+	since, after := last, ""
+	if !success.Equal(p.LastBackup) {
+		since, after = "last successful backup "+relative(now, success), "; "+last
+	}
+	if interval := scheduleInterval(p.Schedule, success); interval > 0 && now.Sub(success) > 2*interval {
+		return healthOverdue, "overdue: " + since + ", scheduled every " + intervalText(interval) + after
+	}
+	if after != "" {
+		return healthOK, last + ", " + since
+	}
+	return healthOK, last
+}
+
+// lastSuccess is when plan p's last backup that ended done finished: its
+// LastSuccess, or its LastBackup when that one was done (a daemon older
+// than the LastSuccess property); zero when none is known.
+func lastSuccess(p client.Plan) time.Time {
+	if p.LastSuccess.IsZero() && p.LastResult == client.ResultDone {
+		return p.LastBackup
+	}
+	return p.LastSuccess
 }
 
 // intervalText is a schedule's interval as people say it: 15m, 6h, 24h,
@@ -179,8 +203,8 @@ func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 		case healthOverdue:
 			overdue = append(overdue, p.Name)
 		}
-		if p.LastBackup.After(newest) {
-			newest = p.LastBackup
+		if success := lastSuccess(p); success.After(newest) {
+			newest = success
 		}
 		parts := []string{}
 		if j, ok := activeOf[p.Name]; ok {
