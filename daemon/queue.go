@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/restore"
 )
 
 // Listener is told of every change of the queue, in order. Its methods are
@@ -160,7 +161,7 @@ func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job
 	}
 	q.jobs[id] = j
 	q.queued = append(q.queued, j)
-	q.log.Info("job queued", journal.Event(journal.EventJobQueued), "job", id, "kind", kind, "plan", plan, "trigger", trigger)
+	q.log.Info("job queued", append([]any{journal.Event(journal.EventJobQueued), "job", id, "kind", kind, "plan", plan, "trigger", trigger}, restoreAttrs(j)...)...)
 	for _, l := range q.listeners {
 		l.JobQueued(j.copy())
 	}
@@ -324,7 +325,7 @@ func (q *Queue) startLocked(j *Job) {
 	j.State = StateRunning
 	j.StartedAt = q.now()
 	q.lastRun[lastRunKey(j.Plan, j.Kind)] = j.StartedAt
-	q.log.Info("job started", journal.Event(journal.EventJobStarted), "job", j.ID, "kind", j.Kind, "plan", j.Plan)
+	q.log.Info("job started", append([]any{journal.Event(journal.EventJobStarted), "job", j.ID, "kind", j.Kind, "plan", j.Plan}, restoreAttrs(j)...)...)
 	for _, l := range q.listeners {
 		l.JobChanged(j.copy())
 	}
@@ -396,6 +397,7 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	if j.ArchiveID != "" {
 		attrs = append(attrs, "archive", j.ArchiveID)
 	}
+	attrs = append(attrs, restoreAttrs(j)...)
 	switch j.Result {
 	case ResultDone:
 		q.log.Info("job done", attrs...)
@@ -410,6 +412,34 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	}
 	q.trimHistoryLocked()
 	q.persistLocked()
+}
+
+// restoreAttrs are the fields a restore job's journal entries add: which
+// archive (the id it resolved to, once known), where, how; none for other
+// kinds.
+func restoreAttrs(j *Job) []any {
+	if j.Kind != KindRestore {
+		return nil
+	}
+	mode := j.RestoreMode
+	if mode == "" {
+		mode = restore.IntoDirectory
+	}
+	attrs := []any{"target", j.Target, "mode", mode}
+	if j.ArchiveID == "" { // a restore makes no archive: the one it reads
+		archive := j.Archive
+		if resolved, ok := j.Summary["archive"].(string); ok && resolved != "" {
+			archive = resolved
+		}
+		attrs = append(attrs, "archive", archive)
+	}
+	if len(j.Include) > 0 {
+		attrs = append(attrs, "include", j.Include)
+	}
+	if j.Verify {
+		attrs = append(attrs, "verify", true)
+	}
+	return attrs
 }
 
 func (q *Queue) trimHistoryLocked() {

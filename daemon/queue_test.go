@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/subvault/subvault/daemon/journal"
 )
 
 // fakeExecutor runs jobs until they are released or canceled.
@@ -350,4 +352,62 @@ func TestLastSuccessFromAnOldStateFile(t *testing.T) {
 	if st := q2.PlanStatus("home"); st.LastResult != ResultFailed || !st.LastSuccess.IsZero() {
 		t.Errorf("a backup interrupted before any success: %+v", st)
 	}
+}
+
+// A restore job's entries say what it restores, where and how: the
+// archive (the id it resolved to, once it ran), the target and the mode.
+func TestRestoreJobEntriesNameTargetAndMode(t *testing.T) {
+	// run runs one job of kind to its end with executor's outcome, and
+	// returns what was logged.
+	run := func(kind string, tmpl Job, outcome Outcome, err error) *logRecorder {
+		t.Helper()
+		rec := newLogRecorder()
+		q, qerr := NewQueue(QueueConfig{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }},
+			&outcomeExecutor{outcome, err}, t.TempDir(), slog.New(rec), nil)
+		if qerr != nil {
+			t.Fatal(qerr)
+		}
+		t.Cleanup(q.Drain)
+		j, _, qerr := q.Enqueue(kind, "home", TriggerManual, 0, tmpl)
+		if qerr != nil {
+			t.Fatal(qerr)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for done, _ := q.Job(j.ID); done.State != StateFinished; done, _ = q.Job(j.ID) {
+			if time.Now().After(deadline) {
+				t.Fatal("the job did not end")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return rec
+	}
+
+	// A failed restore into a new subvolume, verified; the archive is not
+	// resolved (the restore failed before it said which).
+	rec := run(KindRestore, Job{Archive: "latest", Target: "/srv/restored", RestoreMode: "subvolume", Verify: true},
+		Outcome{}, errors.New("restic: no space left on device"))
+	for _, event := range []string{journal.EventJobQueued, journal.EventJobStarted, journal.EventJobFailed} {
+		rec.only(t, event).want(t, event, map[string]string{"SUBVAULT_KIND": "restore", "SUBVAULT_ARCHIVE": "latest",
+			"SUBVAULT_TARGET": "/srv/restored", "SUBVAULT_MODE": "subvolume", "SUBVAULT_VERIFY": "true"})
+	}
+
+	// A done directory restore: mode directory where the job leaves it
+	// empty, and the archive it resolved, from its summary.
+	rec = run(KindRestore, Job{Archive: "latest", Target: "/tmp/r"}, Outcome{Summary: map[string]any{"archive": "4f1b2c3d"}}, nil)
+	rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "4f1b2c3d",
+		"SUBVAULT_TARGET": "/tmp/r", "SUBVAULT_MODE": "directory", "SUBVAULT_VERIFY": ""})
+
+	// A backup's entries have none of these.
+	rec = run(KindBackup, Job{}, Outcome{ArchiveID: "a1"}, nil)
+	rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "a1", "SUBVAULT_TARGET": "", "SUBVAULT_MODE": ""})
+}
+
+// outcomeExecutor ends every job at once with its outcome and error.
+type outcomeExecutor struct {
+	outcome Outcome
+	err     error
+}
+
+func (e *outcomeExecutor) Execute(context.Context, Job, func(Progress)) (Outcome, error) {
+	return e.outcome, e.err
 }

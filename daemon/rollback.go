@@ -73,6 +73,9 @@ type RollbackResult struct {
 // /etc/fstab and of the boot loader) and how to undo that.
 //
 // It holds the plan's lock, so a job of the plan that runs refuses it.
+//
+// The journal gets a rollback-done or rollback-prepared event, or, once the
+// arguments are right, a rollback-failed one (a dry run logs none).
 func (d *Daemon) Rollback(planName, snapshot, subvolume string, opts RollbackOptions) (RollbackResult, error) {
 	cfg, plan, err := d.plan(planName)
 	if err != nil {
@@ -91,23 +94,19 @@ func (d *Daemon) Rollback(planName, snapshot, subvolume string, opts RollbackOpt
 	if s.Subvolume != subvolume {
 		return RollbackResult{}, fmt.Errorf("%w: snapshot %s is of %s, not of %s", ErrInvalidArgument, snapshot, s.Subvolume, subvolume)
 	}
-	lock, err := state.LockPlan(cfg.Settings.StateDir, planName)
-	if err != nil {
-		return RollbackResult{}, fmt.Errorf("cannot roll back %s now: %w", subvolume, err)
-	}
-	defer lock.Unlock()
-	if _, err := btrfs.Info(subvolume); err != nil {
-		return RollbackResult{}, fmt.Errorf("cannot roll back %s: %w", subvolume, err)
-	}
-	mounted, err := btrfs.MountedAt(subvolume)
-	if err != nil {
-		return RollbackResult{}, fmt.Errorf("cannot roll back %s: %w", subvolume, err)
-	}
 	r := &rollback{d: d, cfg: cfg, plan: plan, snap: s, subvolume: subvolume, opts: opts}
-	if len(mounted) > 0 {
-		return r.prepare(mounted)
+	res, err := r.run()
+	if err != nil && !opts.DryRun {
+		attrs := []any{journal.Event(journal.EventRollbackFailed), "plan", planName, "subvolume", subvolume, "snapshot", s.Path, "err", err}
+		if r.kept != "" {
+			attrs = append(attrs, "kept", r.kept)
+		}
+		if r.made != "" {
+			attrs = append(attrs, "new", r.made)
+		}
+		d.log.Error("rollback failed", attrs...)
 	}
-	return r.swap()
+	return res, err
 }
 
 type rollback struct {
@@ -117,6 +116,32 @@ type rollback struct {
 	snap      btrfs.Snapshot
 	subvolume string
 	opts      RollbackOptions
+
+	// What a failed rollback leaves, for its journal entry: the pinned
+	// snapshot's name (swap), the new subvolume's path from the top level
+	// (prepare).
+	kept, made string
+}
+
+// run takes the plan's lock, then swaps an unmounted subvolume or prepares
+// a mounted one.
+func (r *rollback) run() (RollbackResult, error) {
+	lock, err := state.LockPlan(r.cfg.Settings.StateDir, r.plan.Name)
+	if err != nil {
+		return RollbackResult{}, fmt.Errorf("cannot roll back %s now: %w", r.subvolume, err)
+	}
+	defer lock.Unlock()
+	if _, err := btrfs.Info(r.subvolume); err != nil {
+		return RollbackResult{}, fmt.Errorf("cannot roll back %s: %w", r.subvolume, err)
+	}
+	mounted, err := btrfs.MountedAt(r.subvolume)
+	if err != nil {
+		return RollbackResult{}, fmt.Errorf("cannot roll back %s: %w", r.subvolume, err)
+	}
+	if len(mounted) > 0 {
+		return r.prepare(mounted)
+	}
+	return r.swap()
 }
 
 // names returns the pinned snapshot that keeps the current state and the
@@ -200,6 +225,7 @@ func (r *rollback) swap() (RollbackResult, error) {
 	if err := btrfs.SnapshotReadOnly(sv, pinned.Path); err != nil {
 		return fail(err)
 	}
+	r.kept = pinned.Name()
 	log.Info("snapshot created", journal.Event(journal.EventSnapshotCreated), "snapshot", pinned.Path, "why", "the state before a rollback")
 	if err := btrfs.SnapshotWritable(r.snap.Path, temp.Path); err != nil {
 		return fail(fmt.Errorf("%w (nothing changed; the pinned snapshot %s stays)", err, pinned.Name()))
@@ -233,7 +259,8 @@ func (r *rollback) swap() (RollbackResult, error) {
 	if err := btrfs.Delete(temp.Path); err != nil {
 		return fail(fmt.Errorf("rolled back, but the old subvolume stays at %s: %w", temp.Path, err))
 	}
-	log.Info("subvolume rolled back", "kept", pinned.Path)
+	// kept is the name Rollback returns, the one a second rollback takes.
+	log.Info("subvolume rolled back", journal.Event(journal.EventRollbackDone), "snapshot", r.snap.Path, "kept", pinned.Name())
 	msg := strings.Replace(what, " is replaced ", " was replaced ", 1)
 	msg = strings.Replace(msg, " is kept first ", " was kept first ", 1)
 	msg = strings.Replace(msg, ") move into ", ") moved into ", 1)
@@ -322,8 +349,7 @@ func (r *rollback) prepare(mounted []string) (RollbackResult, error) {
 		if err != nil {
 			return fail(err)
 		}
-		r.d.log.Info("subvolume prepared for a rollback at the next boot", "plan", r.plan.Name, "subvolume", sv,
-			"snapshot", r.snap.Path, "new", created.FSPath, "new_id", created.ID, "device", m.Device)
+		r.made = created.FSPath
 		if r.opts.SetDefault {
 			if err := btrfs.SetDefault(sv, created.ID); err != nil {
 				return fail(fmt.Errorf("prepared %s (id %d), but %w", created.FSPath, created.ID, err))
@@ -336,6 +362,13 @@ func (r *rollback) prepare(mounted []string) (RollbackResult, error) {
 		oldPath: oldPath, oldID: old.ID, newPath: created.FSPath, newID: created.ID,
 		nested: nested, readOnly: readOnly, placeholder: placeholder, noDir: noDir, boot: b, dryRun: r.opts.DryRun, setDefault: r.opts.SetDefault,
 	})
+	if !r.opts.DryRun {
+		// steps is the message: what to run before the reboot, and how to
+		// undo it, where journalctl -o verbose finds it again.
+		r.d.log.Info("subvolume prepared for a rollback at the next boot", journal.Event(journal.EventRollbackPrepared),
+			"plan", r.plan.Name, "subvolume", sv, "snapshot", r.snap.Path, "kept", oldPath, "kept_id", old.ID, "new", created.FSPath, "new_id", created.ID,
+			"device", m.Device, "mount_point", mountPoint, "default_set", r.opts.SetDefault, "steps", msg)
+	}
 	return RollbackResult{Kept: oldPath, Prepared: true, Message: msg}, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/backup"
+	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -32,6 +32,7 @@ type rollbackEnv struct {
 	d     *Daemon
 	state string
 	jobID uint32
+	log   *logRecorder // the daemon's log
 }
 
 // newRollbackEnv writes a configuration with one plan per name → subvolume
@@ -49,11 +50,12 @@ func newRollbackEnv(t *testing.T, fs *testutil.BtrfsFS, plans map[string]string)
 	fmt.Fprintf(&b, "settings:\n  state_dir: %s\n  cache_dir: %s\n", filepath.Join(dir, "state"), filepath.Join(dir, "cache"))
 	config := filepath.Join(dir, "config.yaml")
 	testutil.WriteFile(t, config, b.String())
-	d, err := New(context.Background(), Options{ConfigPath: config, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	log := newLogRecorder()
+	d, err := New(context.Background(), Options{ConfigPath: config, Logger: slog.New(log)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rollbackEnv{fs: fs, d: d, state: filepath.Join(dir, "state"), jobID: 100}
+	return &rollbackEnv{fs: fs, d: d, state: filepath.Join(dir, "state"), jobID: 100, log: log}
 }
 
 // snapshot takes a snapshot of the plan's subvolume as a backup does.
@@ -178,6 +180,13 @@ func TestRollbackUnmountedAndBack(t *testing.T) {
 	}
 	if !strings.Contains(res.Message, "subvault rollback p "+shellQuote(res.Kept)+" "+vol) {
 		t.Errorf("the message does not say how to undo: %s", res.Message)
+	}
+	// The journal: one rollback-done (the dry run logged nothing), whose
+	// kept is the name the undo takes.
+	e.log.only(t, journal.EventRollbackDone).want(t, "rollback-done", map[string]string{
+		"SUBVAULT_PLAN": "p", "SUBVAULT_SUBVOLUME": vol, "SUBVAULT_SNAPSHOT": good.Path, "SUBVAULT_KEPT": res.Kept})
+	if n := len(e.log.events(journal.EventRollbackPrepared)) + len(e.log.events(journal.EventRollbackFailed)); n != 0 {
+		t.Errorf("%d rollback-prepared or rollback-failed entries, want none", n)
 	}
 	sameTree(t, "after the rollback, the subvolume and the snapshot", good.Path, vol)
 	pinnedPath := filepath.Join(vol, snapDirName, res.Kept)
@@ -323,6 +332,24 @@ func TestRollbackRefusals(t *testing.T) {
 	if names := snapshotNames(t, e, "p"); len(names) != 1 {
 		t.Errorf("refused rollbacks made snapshots: %v", names)
 	}
+
+	// A rollback-failed entry for each real attempt (the busy plan, the
+	// process, the mount, the nested subvolume), none for wrong arguments;
+	// none has kept: nothing was made.
+	failed := e.log.events(journal.EventRollbackFailed)
+	if len(failed) != 4 {
+		t.Fatalf("%d rollback-failed entries, want 4: %+v", len(failed), failed)
+	}
+	for i, f := range failed {
+		f.hasCatalogFields(t, journal.EventRollbackFailed)
+		f.want(t, fmt.Sprintf("rollback-failed %d", i), map[string]string{"SUBVAULT_SUBVOLUME": vol, "SUBVAULT_SNAPSHOT": good.Path, "SUBVAULT_KEPT": "", "SUBVAULT_NEW": ""})
+		if f.level != slog.LevelError {
+			t.Errorf("rollback-failed %d: level %v, want error", i, f.level)
+		}
+	}
+	if err := failed[0].fields["SUBVAULT_ERR"]; !strings.Contains(err, "another job of plan p is running") {
+		t.Errorf("the first rollback-failed entry's err: %q", err)
+	}
 }
 
 // writeFstab points the daemon at an fstab with lines for the test's mounts.
@@ -409,6 +436,13 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 	if !res.Prepared || res.Kept != "/vol" {
 		t.Errorf("result %+v; want prepared, kept /vol", res)
 	}
+	// The journal: one rollback-prepared (the dry run logged nothing) with
+	// the printed steps.
+	e.log.only(t, journal.EventRollbackPrepared).want(t, "rollback-prepared", map[string]string{
+		"SUBVAULT_PLAN": "m", "SUBVAULT_SUBVOLUME": mnt, "SUBVAULT_SNAPSHOT": good.Path, "SUBVAULT_KEPT": "/vol",
+		"SUBVAULT_KEPT_ID": strconv.FormatUint(volID, 10), "SUBVAULT_NEW": "/" + filepath.Base(newSV),
+		"SUBVAULT_NEW_ID": strconv.FormatUint(subvolumeID(t, newSV), 10), "SUBVAULT_DEVICE": fs.Device,
+		"SUBVAULT_MOUNT_POINT": mnt, "SUBVAULT_DEFAULT_SET": "false", "SUBVAULT_STEPS": res.Message})
 	newName := filepath.Base(newSV)
 	for _, want := range []string{
 		mnt + " is mounted at " + mnt + ", so it is not replaced",
@@ -451,6 +485,9 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("with --set-default:\n%s", res.Message)
+	if prep := e.log.events(journal.EventRollbackPrepared); len(prep) != 3 || prep[2].fields["SUBVAULT_DEFAULT_SET"] != "true" {
+		t.Errorf("rollback-prepared entries: %+v; want the third with default_set true", prep)
+	}
 	newSV = prepared(res)
 	newID = subvolumeID(t, newSV)
 	if out := testutil.Run(t, "btrfs", "subvolume", "get-default", fs.Mount); !strings.HasPrefix(out, fmt.Sprintf("ID %d ", newID)) {
@@ -480,6 +517,8 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "top level") {
 		t.Errorf("a rollback of the top level: %v", err)
 	}
+	e.log.only(t, journal.EventRollbackFailed).want(t, "rollback-failed", map[string]string{
+		"SUBVAULT_PLAN": "top", "SUBVAULT_SUBVOLUME": fs.Mount, "SUBVAULT_ERR": err.Error(), "SUBVAULT_NEW": ""})
 	unchanged("all of it")
 	subvols := testutil.Run(t, "btrfs", "subvolume", "list", fs.Mount)
 	if n := strings.Count(subvols, "vol.subvault-rollback-"); n != 4 {

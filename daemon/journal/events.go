@@ -26,6 +26,9 @@ const (
 	EventDaemonStopping           = "daemon-stopping"
 	EventArchiveForgotten         = "archive-forgotten"
 	EventRepositoryDamaged        = "repository-damaged"
+	EventRollbackDone             = "rollback-done"
+	EventRollbackPrepared         = "rollback-prepared"
+	EventRollbackFailed           = "rollback-failed"
 )
 
 // events maps each event to its MESSAGE_ID. The ids were made once with
@@ -48,6 +51,9 @@ var events = []struct{ name, id string }{
 	{EventDaemonStopping, "c8ad7796691049acbd61d789008c08d3"},
 	{EventArchiveForgotten, "a7c0082a855141d8b64605a56b45332d"},
 	{EventRepositoryDamaged, "b5d0288eee5343f689145d6fdd229b7d"},
+	{EventRollbackDone, "9ab57860309a4c39bf6a13a26158a7ee"},
+	{EventRollbackPrepared, "32417a38eebe45fdb37902729387c6a8"},
+	{EventRollbackFailed, "24ca48f6c18d44dc8a930043ea84e85c"},
 }
 
 // Event is the attribute that names a log call's event:
