@@ -212,7 +212,8 @@ $`)
 
 	var plans []map[string]any
 	_, out, _ = e.cli(t, "plans", "--json")
-	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 2 || plans[1]["name"] != "home" || plans[1]["last_result"] != "done" || plans[1]["last_backup"] == nil {
+	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 2 || plans[1]["name"] != "home" || plans[1]["last_result"] != "done" || plans[1]["last_backup"] == nil ||
+		plans[1]["last_success"] != plans[1]["last_backup"] {
 		t.Errorf("plans --json after a backup: %v: %s", err, out)
 	}
 
