@@ -63,7 +63,8 @@ type Daemon struct {
 }
 
 // New loads the configuration and the job history, and removes what jobs
-// that died with an earlier daemon left behind (snapshots, stale locks).
+// that died with an earlier daemon left behind (snapshots, stale locks, a
+// restore's staging directories and half-restored subvolume).
 func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -84,6 +85,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	exec.recordRestore = d.queue.recordRestore
 	d.queue.Subscribe(statusListener{d})
 
 	lock := func(plan string) (func(), error) {
@@ -93,6 +95,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		}
 		return l.Unlock, nil
 	}
+	d.cleanUpInterruptedRestores(ctx, cfg, lock)
 	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
 		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
 	}

@@ -21,6 +21,9 @@ type executor struct {
 	config    func() *config.Config
 	log       *slog.Logger
 	inhibitor Inhibitor
+	// recordRestore keeps what a running restore has made in its job's
+	// record (Queue.recordRestore).
+	recordRestore func(id uint32, m restore.Made)
 }
 
 func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error) {
@@ -68,6 +71,9 @@ func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)
 				progress(Progress{Fraction: s.PercentDone, BytesDone: s.BytesRestored, BytesTotal: s.TotalBytes,
 					FilesDone: s.FilesRestored, FilesTotal: s.TotalFiles})
 			},
+		}
+		if e.recordRestore != nil {
+			r.OnMade = func(m restore.Made) { e.recordRestore(job.ID, m) }
 		}
 		res, err := r.Run(ctx)
 		return Outcome{Summary: res.Summary}, err

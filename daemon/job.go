@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"github.com/subvault/subvault/daemon/restore"
 )
 
 // Kinds of job, as the D-Bus API names them.
@@ -75,6 +77,10 @@ type Job struct {
 	Include     []string `json:"include,omitempty"`
 	RestoreMode string   `json:"restore_mode,omitempty"`
 	Verify      bool     `json:"verify,omitempty"`
+	// RestoreMade is what the running restore has made that it removes
+	// itself (staging directories, a new subvolume), kept so that a start
+	// after a crash can remove it.
+	RestoreMade restore.Made `json:"restore_made,omitzero"`
 
 	cancel   context.CancelFunc
 	canceled bool
@@ -84,6 +90,7 @@ func (j *Job) copy() Job {
 	c := *j
 	c.CurrentFiles = append([]string(nil), j.CurrentFiles...)
 	c.Include = append([]string(nil), j.Include...)
+	c.RestoreMade = j.RestoreMade.Clone()
 	c.cancel = nil
 	return c
 }

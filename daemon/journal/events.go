@@ -26,6 +26,7 @@ const (
 	EventDaemonStopping           = "daemon-stopping"
 	EventArchiveForgotten         = "archive-forgotten"
 	EventRepositoryDamaged        = "repository-damaged"
+	EventRestoreLeftoverRemoved   = "restore-leftover-removed"
 	EventRollbackDone             = "rollback-done"
 	EventRollbackPrepared         = "rollback-prepared"
 	EventRollbackFailed           = "rollback-failed"
@@ -51,6 +52,7 @@ var events = []struct{ name, id string }{
 	{EventDaemonStopping, "c8ad7796691049acbd61d789008c08d3"},
 	{EventArchiveForgotten, "a7c0082a855141d8b64605a56b45332d"},
 	{EventRepositoryDamaged, "b5d0288eee5343f689145d6fdd229b7d"},
+	{EventRestoreLeftoverRemoved, "69ccc51d0e004aad9954cfb180c16d28"},
 	{EventRollbackDone, "9ab57860309a4c39bf6a13a26158a7ee"},
 	{EventRollbackPrepared, "32417a38eebe45fdb37902729387c6a8"},
 	{EventRollbackFailed, "24ca48f6c18d44dc8a930043ea84e85c"},

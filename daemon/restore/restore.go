@@ -52,7 +52,16 @@ type Job struct {
 	// a difference fails the job.
 	Verify   bool
 	OnStatus func(restic.RestoreStatus)
-	Now      func() time.Time
+	// OnMade, when set, is told what the restore has made that it removes
+	// itself when it ends, each time that grows: a staging directory just
+	// before it is made, the new subvolume just after, and where the move
+	// into place begins and ends. The daemon keeps it in the job's record,
+	// so that its next start removes what a daemon killed mid-restore left
+	// (see Interrupted).
+	OnMade func(Made)
+	Now    func() time.Time
+
+	made Made
 }
 
 // Result is what a restore did.
@@ -128,7 +137,8 @@ func (j *Job) intoSubvolume(ctx context.Context, log *slog.Logger, runner *resti
 	if err != nil {
 		return err
 	}
-	log.Info("subvolume created for the restore", "subvolume", j.Target)
+	j.record(func(m *Made) { m.SubvolumeUUID = sv.UUID })
+	log.Info("subvolume created for the restore", "subvolume", j.Target, "subvolume_uuid", sv.UUID)
 	defer func() {
 		if err == nil {
 			return
@@ -209,6 +219,7 @@ func (j *Job) inPlace(ctx context.Context, log *slog.Logger, runner *restic.Runn
 // paths, with their full names).
 func (j *Job) restoreInto(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result, dst, root string) error {
 	stage := filepath.Join(dst, stageName(j.ID))
+	j.record(func(m *Made) { m.Staging = append(m.Staging, stage) })
 	if err := os.Mkdir(stage, 0o700); err != nil {
 		return fmt.Errorf("cannot make the staging directory: %w (a leftover of a restore that died can be removed)", err)
 	}
@@ -253,9 +264,11 @@ func (j *Job) restoreInto(ctx context.Context, log *slog.Logger, runner *restic.
 		}
 		rootMeta = &md
 	}
+	j.record(func(m *Made) { m.Merging = append(m.Merging, dst) })
 	if err := m.merge(src, dst); err != nil {
 		return fmt.Errorf("cannot move the restored files into %s: %w", dst, err)
 	}
+	j.record(func(m *Made) { m.Merged = append(m.Merged, dst) })
 	if len(m.skipped) > 0 {
 		log.Warn("left alone: other filesystems or subvolumes under the restore's destination", "dir", dst, "paths", m.skipped)
 		res.count("skipped_mounts", uint64(len(m.skipped)))
