@@ -453,7 +453,7 @@ func TestProgressThrottled(t *testing.T) {
 	if !sawNew {
 		t.Error("no JobNew")
 	}
-	if n := maxPerSecond(changed); n > 4 || len(changed) < 6 {
+	if n := testutil.MaxInOneSecond(changed); n > 4 || len(changed) < 6 {
 		t.Errorf("%d PropertiesChanged in 2 s, at most %d in one second: want 6 or more, never more than 4 a second", len(changed), n)
 	}
 	v, err := e.client.Object(BusName, JobPath(77)).GetProperty(JobInterface + ".Progress")
@@ -500,19 +500,6 @@ func callInteractive(t *testing.T, conn *dbus.Conn, method string, args ...any) 
 	}
 	call := <-conn.Send(msg, make(chan *dbus.Call, 1)).Done
 	return call.Err
-}
-
-// maxPerSecond is the most events in any 1-second window.
-func maxPerSecond(ts []time.Time) int {
-	best := 0
-	for i := range ts {
-		n := 0
-		for k := i; k < len(ts) && ts[k].Sub(ts[i]) < time.Second; k++ {
-			n++
-		}
-		best = max(best, n)
-	}
-	return best
 }
 
 func TestObjectManagerFollowsJobsAndPlans(t *testing.T) {

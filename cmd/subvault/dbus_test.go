@@ -261,18 +261,6 @@ func (l *signalLog) progress(id uint32) (times []time.Time, values []float64, n 
 	return times, values, n
 }
 
-func maxInOneSecond(ts []time.Time) int {
-	best := 0
-	for i := range ts {
-		n := 0
-		for k := i; k < len(ts) && ts[k].Sub(ts[i]) < time.Second; k++ {
-			n++
-		}
-		best = max(best, n)
-	}
-	return best
-}
-
 // TestDBusAPIWithBusctl drives the real daemon through busctl and
 // dbus-send only: a backup followed by its signals, the archive listed, a
 // snapshot cloned and deleted, a restore, a queued and a running job
@@ -322,7 +310,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	}
 	times, values, n := e.signals.progress(id)
 	t.Logf("backup: %d PropertiesChanged over %v, %d with Progress: %.2f", n, times[len(times)-1].Sub(times[0]), len(values), values)
-	if most := maxInOneSecond(times); most > 4 {
+	if most := testutil.MaxInOneSecond(times); most > 4 {
 		t.Errorf("%d PropertiesChanged of one job within a second; at most 4", most)
 	}
 	if len(values) < 3 || values[len(values)-1] != 1 {

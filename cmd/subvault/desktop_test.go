@@ -307,7 +307,7 @@ func TestWaybarFollowsTheDaemon(t *testing.T) {
 			t.Errorf("line %d repeats the one before: %s", i, lines[i].raw)
 		}
 	}
-	if most := maxInOneSecond(func() []time.Time {
+	if most := testutil.MaxInOneSecond(func() []time.Time {
 		var ts []time.Time
 		for _, s := range lines {
 			ts = append(ts, s.at)
