@@ -18,6 +18,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/daemon/state"
 )
 
@@ -266,7 +267,7 @@ func (r *rollback) swap() (RollbackResult, error) {
 	msg = strings.Replace(msg, ") move into ", ") moved into ", 1)
 	msg = strings.Replace(msg, ") moves into ", ") moved into ", 1)
 	msg += fmt.Sprintf(".\nThe state before is the pinned snapshot %s; to undo: subvault rollback %s %s %s",
-		pinned.Name(), r.plan.Name, shellQuote(pinned.Name()), shellQuote(sv))
+		pinned.Name(), r.plan.Name, shell.Quote(pinned.Name()), shell.Quote(sv))
 	return RollbackResult{Kept: pinned.Name(), Message: msg}, nil
 }
 
@@ -434,15 +435,15 @@ func prepareMessage(f prepareFacts) string {
 	b.WriteString("  then reboot.\n")
 	if len(f.nested) > 0 {
 		fmt.Fprintf(&b, "The subvolumes inside %s are not in the copy (it shows empty directories there); after the reboot, move those you want over from the top level:\n", f.oldPath)
-		fmt.Fprintf(&b, "  mount -o subvolid=5 %s /mnt\n", shellQuote(f.device))
+		fmt.Fprintf(&b, "  mount -o subvolid=5 %s /mnt\n", shell.Quote(f.device))
 		for _, n := range f.nested {
-			src, dst := shellQuote(filepath.Join("/mnt", f.oldPath, n.Rel)), shellQuote(filepath.Join("/mnt", f.newPath, n.Rel))
+			src, dst := shell.Quote(filepath.Join("/mnt", f.oldPath, n.Rel)), shell.Quote(filepath.Join("/mnt", f.newPath, n.Rel))
 			b.WriteString("  ")
 			switch {
 			case f.placeholder[n.Rel]:
 				fmt.Fprintf(&b, "rmdir %s && ", dst)
 			case f.noDir[n.Rel]:
-				fmt.Fprintf(&b, "mkdir -p %s && ", shellQuote(filepath.Dir(filepath.Join("/mnt", f.newPath, n.Rel))))
+				fmt.Fprintf(&b, "mkdir -p %s && ", shell.Quote(filepath.Dir(filepath.Join("/mnt", f.newPath, n.Rel))))
 			}
 			if f.readOnly[n.Rel] {
 				// A read-only subvolume cannot change directories.
@@ -461,7 +462,7 @@ func prepareMessage(f prepareFacts) string {
 		if f.setDefault {
 			fmt.Fprintf(&b, "btrfs subvolume set-default %d %s; ", f.oldID, f.mountPoint)
 		}
-		fmt.Fprintf(&b, "mount -o subvolid=5 %s /mnt && btrfs subvolume delete %s && umount /mnt\n", shellQuote(f.device), shellQuote("/mnt"+f.newPath))
+		fmt.Fprintf(&b, "mount -o subvolid=5 %s /mnt && btrfs subvolume delete %s && umount /mnt\n", shell.Quote(f.device), shell.Quote("/mnt"+f.newPath))
 	}
 	fmt.Fprintf(&b, "To go back after the reboot: point the boot at %s again (subvol=%s, subvolid=%d, or btrfs subvolume set-default %d %s), and reboot.",
 		f.oldPath, oldValue, f.oldID, f.oldID, f.mountPoint)
@@ -475,16 +476,6 @@ func styleLike(configured, fsPath string) string {
 		return fsPath
 	}
 	return strings.TrimPrefix(fsPath, "/")
-}
-
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(c rune) bool {
-		plain := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-@:+=,", c)
-		return !plain
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // bootConfig is how the machine mounts a mount point at boot.

@@ -18,6 +18,7 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -178,7 +179,7 @@ func TestRollbackUnmountedAndBack(t *testing.T) {
 	if err != nil || !pinned.Pinned || pinned.Subvolume != vol || res.Prepared {
 		t.Fatalf("Kept %q (%+v, %v); want a pinned snapshot of %s", res.Kept, pinned, err, vol)
 	}
-	if !strings.Contains(res.Message, "subvault rollback p "+shellQuote(res.Kept)+" "+vol) {
+	if !strings.Contains(res.Message, "subvault rollback p "+shell.Quote(res.Kept)+" "+vol) {
 		t.Errorf("the message does not say how to undo: %s", res.Message)
 	}
 	// The journal: one rollback-done (the dry run logged nothing), whose
@@ -452,8 +453,8 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 		"rmdir /mnt/" + newName + "/nested && mv /mnt/vol/nested /mnt/" + newName + "/nested\n",
 		// Neither snapshot has a place in good's tree (both are younger
 		// than the tree good shows); snapshots are read-only.
-		"  btrfs property set " + shellQuote("/mnt/vol/.subvault-snapshots/"+good.Name()) + " ro false && mv",
-		"  btrfs property set " + shellQuote("/mnt/vol/.subvault-snapshots/"+viaTop.Name()) + " ro false && mv",
+		"  btrfs property set " + shell.Quote("/mnt/vol/.subvault-snapshots/"+good.Name()) + " ro false && mv",
+		"  btrfs property set " + shell.Quote("/mnt/vol/.subvault-snapshots/"+viaTop.Name()) + " ro false && mv",
 		"btrfs subvolume delete /mnt/" + newName,
 		"To go back after the reboot",
 	} {
@@ -497,7 +498,7 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 		t.Errorf("the message does not say how to set the default back:\n%s", res.Message)
 	}
 	// viaTop's tree has an empty directory where good is.
-	if want := "  rmdir " + shellQuote("/mnt/"+filepath.Base(newSV)+"/.subvault-snapshots/"+good.Name()) + " && btrfs property set"; !strings.Contains(res.Message, want) {
+	if want := "  rmdir " + shell.Quote("/mnt/"+filepath.Base(newSV)+"/.subvault-snapshots/"+good.Name()) + " && btrfs property set"; !strings.Contains(res.Message, want) {
 		t.Errorf("the message lacks %q", want)
 	}
 	if err := btrfs.SetDefault(fs.Mount, btrfs.TopLevelID); err != nil {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/shell"
 )
 
 const cloneAbout = `Makes a writable btrfs snapshot of one of PLAN's local snapshots (a name
@@ -77,8 +78,8 @@ func runClone(args []string, stdout, stderr io.Writer) int {
 		subvolume = s.Subvolume
 	}
 	argv, kind := nspawnCommand(path, subvolume, name)
-	fmt.Fprintln(stdout, shellJoin(argv))
-	fmt.Fprintf(stderr, "%s; when done: btrfs subvolume delete %s\n", kind, shellQuote(path))
+	fmt.Fprintln(stdout, shell.Join(argv))
+	fmt.Fprintf(stderr, "%s; when done: btrfs subvolume delete %s\n", kind, shell.Quote(path))
 	if !*runIt {
 		return exitOK
 	}
@@ -136,24 +137,4 @@ func machineName(s string) string {
 		name = "subvault-clone"
 	}
 	return name
-}
-
-// shellJoin writes argv as a shell command line.
-func shellJoin(argv []string) string {
-	quoted := make([]string, len(argv))
-	for i, a := range argv {
-		quoted[i] = shellQuote(a)
-	}
-	return strings.Join(quoted, " ")
-}
-
-func shellQuote(s string) string {
-	plain := s != "" && strings.IndexFunc(s, func(c rune) bool {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-@:+=,%", c)
-		return !ok
-	}) < 0
-	if plain {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/daemon/emergencykit"
+	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -122,12 +123,12 @@ func TestEmergencyKitRestoresWithOnlyRestic(t *testing.T) {
 
 			rewritten := 0
 			for i, c := range commands {
-				if c == "export RESTIC_REPOSITORY="+emergencykit.ShellQuote(e.repo) {
-					commands[i] = "export RESTIC_REPOSITORY=" + emergencykit.ShellQuote(moved)
+				if c == "export RESTIC_REPOSITORY="+shell.Quote(e.repo) {
+					commands[i] = "export RESTIC_REPOSITORY=" + shell.Quote(moved)
 					rewritten++
 				}
 				if strings.Contains(c, " --target "+emergencykit.RestoreTarget+" ") {
-					commands[i] = strings.Replace(c, " --target "+emergencykit.RestoreTarget+" ", " --target "+emergencykit.ShellQuote(newDisk.Mount)+" ", 1)
+					commands[i] = strings.Replace(c, " --target "+emergencykit.RestoreTarget+" ", " --target "+shell.Quote(newDisk.Mount)+" ", 1)
 					rewritten++
 				}
 			}

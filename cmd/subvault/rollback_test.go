@@ -14,6 +14,7 @@ import (
 
 	"github.com/subvault/subvault/api"
 	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -256,7 +257,7 @@ func TestNspawnCommand(t *testing.T) {
 		{data, "/", "systemd-nspawn --directory=" + data + " --machine=m --private-network --boot"},
 	} {
 		argv, kind := nspawnCommand(c.target, c.subvolume, "m")
-		if got := shellJoin(argv); got != c.want {
+		if got := shell.Join(argv); got != c.want {
 			t.Errorf("nspawnCommand(%s, %s) = %s (%s)\nwant %s", c.target, c.subvolume, got, kind, c.want)
 		}
 	}
@@ -265,7 +266,7 @@ func TestNspawnCommand(t *testing.T) {
 			t.Errorf("machineName(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if got := shellJoin([]string{"a b", "it's", "--bind=/x:/y"}); got != `'a b' 'it'\''s' --bind=/x:/y` {
+	if got := shell.Join([]string{"a b", "it's", "--bind=/x:/y"}); got != `'a b' 'it'\''s' --bind=/x:/y` {
 		t.Errorf("shellJoin = %s", got)
 	}
 }

@@ -18,13 +18,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -308,9 +308,9 @@ func backendNotes(url string, urlCredentials, envFile bool) []string {
 // location, the env_file's keys, and the password typed once (read is a
 // shell built-in, so this works on any rescue system).
 func (k *Kit) OpenCommands(r Repository) []string {
-	cmds := []string{"export RESTIC_REPOSITORY=" + ShellQuote(r.URL)}
+	cmds := []string{"export RESTIC_REPOSITORY=" + shell.Quote(r.URL)}
 	for _, v := range r.Env {
-		cmds = append(cmds, "export "+v.Key+"="+ShellQuote(v.Value))
+		cmds = append(cmds, "export "+v.Key+"="+shell.Quote(v.Value))
 	}
 	return append(cmds, "read -r RESTIC_PASSWORD", "export RESTIC_PASSWORD")
 }
@@ -320,22 +320,11 @@ func (k *Kit) OpenCommands(r Repository) []string {
 // file back and compare it with the archive (restic 0.14 and later): on a
 // rescue disk that is quick next to the download, and it is the proof.
 func (k *Kit) PlanCommands(p Plan) []string {
-	filter := "--tag " + ShellQuote(p.Tag) + " --host " + ShellQuote(k.Host)
+	filter := "--tag " + shell.Quote(p.Tag) + " --host " + shell.Quote(k.Host)
 	return []string{
 		"restic snapshots " + filter,
 		"restic restore latest " + filter + " --target " + RestoreTarget + " --verify",
 	}
-}
-
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9@%+=:,./_-]+$`)
-
-// ShellQuote quotes s for a POSIX shell; words that need no quoting are
-// left as they are, so the commands read as a person would type them.
-func ShellQuote(s string) string {
-	if shellSafe.MatchString(s) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // Title is the kit's heading.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,28 +12,6 @@ import (
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/restic"
 )
-
-func TestShellQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		"/srv/restic/laptop":               "/srv/restic/laptop",
-		"sftp:backup@nas:/srv/restic":      "sftp:backup@nas:/srv/restic",
-		"rest:https://u:p@host:8000/repo/": "rest:https://u:p@host:8000/repo/",
-		"subvault:home":                    "subvault:home",
-		"k e y":                            "'k e y'",
-		"it's":                             `'it'\''s'`,
-		"$HOME;rm -rf /":                   `'$HOME;rm -rf /'`,
-		"":                                 "''",
-	} {
-		if got := ShellQuote(in); got != want {
-			t.Errorf("ShellQuote(%q) = %s, want %s", in, got, want)
-		}
-		// What the shell makes of it is the original.
-		out, err := exec.Command("/bin/sh", "-c", "printf %s "+ShellQuote(in)).Output()
-		if err != nil || string(out) != in {
-			t.Errorf("sh reads %s as %q (%v), want %q", ShellQuote(in), out, err, in)
-		}
-	}
-}
 
 func sampleKit(t *testing.T) *Kit {
 	t.Helper()

@@ -15,6 +15,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/shell"
 )
 
 // Made is what a restore has made that it removes itself when it ends
@@ -149,7 +150,7 @@ func (in Interrupted) inPlace(log *slog.Logger) string {
 		for _, s := range snaps {
 			if s.Pinned && s.JobID == in.ID {
 				undo = append(undo, s.Name())
-				back = append(back, fmt.Sprintf("subvault rollback %s %s %s", quoteArg(in.Plan.Name), quoteArg(s.Name()), quoteArg(s.Subvolume)))
+				back = append(back, fmt.Sprintf("subvault rollback %s %s %s", shell.Quote(in.Plan.Name), shell.Quote(s.Name()), shell.Quote(s.Subvolume)))
 			}
 		}
 		switch {
@@ -194,16 +195,4 @@ func (in Interrupted) removeStage(log *slog.Logger, stage string) string {
 	log.Warn("staging directory of a restore that died removed", journal.Event(journal.EventRestoreLeftoverRemoved),
 		"path", stage, "what", "the restore's staging directory")
 	return fmt.Sprintf("its staging directory %s was removed", stage)
-}
-
-// quoteArg quotes s for a POSIX shell where it needs it (a snapshot's name
-// has backslashes).
-func quoteArg(s string) string {
-	if s != "" && strings.IndexFunc(s, func(c rune) bool {
-		plain := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-@:+=,", c)
-		return !plain
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
