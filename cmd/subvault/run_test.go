@@ -19,6 +19,7 @@ import (
 // The test binary doubles as the subvault binary, so that tests can run
 // and kill it as a separate process.
 func TestMain(m *testing.M) {
+	testutil.HostileMain()
 	if os.Getenv("SUBVAULT_TEST_AS_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
