@@ -298,8 +298,16 @@ func Delete(path string) error {
 		return fmt.Errorf("cannot delete %s: %w", abs, err)
 	}
 	defer unix.Close(dirfd)
-	// Check and destroy through the same directory descriptor, so that a
-	// rename of a parent between the two cannot redirect the delete.
+	return deleteSnapshot(dirfd, abs, name)
+}
+
+// deleteSnapshot is Delete of the entry name of dirfd (abs, for messages).
+// It checks and destroys through the same directory descriptor, so that a
+// rename of a parent between the two cannot redirect the delete.
+func deleteSnapshot(dirfd int, abs, name string) error {
+	if _, err := ParseName(name); err != nil {
+		return fmt.Errorf("refusing to delete %s: its name is not a subvault snapshot name, so subvault did not make it", abs)
+	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if errors.Is(err, unix.ENOENT) {

@@ -103,7 +103,13 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 	if err := runHooks(ctx, log, "before_snapshot", j.Plan.Hooks.BeforeSnapshot, hookEnv); err != nil {
 		return j.finish(ctx, log, res, fmt.Errorf("nothing was snapshotted: %w", err))
 	}
-	res.Snapshots, err = j.snapshot(log)
+	var opened []*os.File
+	res.Snapshots, opened, err = j.snapshot(log)
+	defer func() {
+		for _, f := range opened {
+			f.Close() //nolint:errcheck,gosec // a directory
+		}
+	}()
 	// after_snapshot runs whenever before_snapshot did: whatever it
 	// quiesced must be released, even if a snapshot failed.
 	if hookErr := runHooks(context.WithoutCancel(ctx), log, "after_snapshot", j.Plan.Hooks.AfterSnapshot, append(hookEnv, snapshotsEnv(res.Snapshots))); hookErr != nil {
@@ -115,7 +121,7 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 		return j.finish(ctx, log, res, err)
 	}
 
-	res.Backup, err = j.backup(ctx, log, runner, res.Snapshots)
+	res.Backup, err = j.backup(ctx, log, runner, res.Snapshots, opened)
 	res.ArchiveID = res.Backup.SnapshotID
 	if errors.Is(err, restic.ErrInterrupted) {
 		// restic interrupted while it was still taking its lock can leave
@@ -159,7 +165,7 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 		}
 	} else {
 		for _, s := range res.Snapshots {
-			if delErr := btrfs.Delete(s.Path); delErr != nil {
+			if delErr := DeleteSnapshot(j.Plan, s); delErr != nil {
 				log.Error("cannot delete the job's snapshot", "snapshot", s.Path, "err", delErr)
 				continue
 			}
@@ -202,16 +208,16 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 // on every backup, and the backup itself says as clearly what is wrong.
 func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
 	for _, sv := range j.Plan.Subvolumes {
-		ok, err := btrfs.IsSubvolume(sv)
+		f, _, err := OpenSubvolume(j.Plan, sv)
 		if err != nil {
 			return fmt.Errorf("cannot back up %s: %w", sv, err)
 		}
-		if !ok {
-			return fmt.Errorf("cannot back up %s: it is not a btrfs subvolume (list subvolumes with \"btrfs subvolume list /\", and name those in plans.%s.subvolumes)", sv, j.Plan.Name)
+		f.Close() //nolint:errcheck,gosec // a directory
+		dir, err := OpenSnapshotDir(j.Plan, sv, true)
+		if err != nil {
+			return fmt.Errorf("cannot back up %s: %w", sv, err)
 		}
-		if err := os.MkdirAll(SnapshotDir(j.Plan, sv), 0o700); err != nil {
-			return fmt.Errorf("cannot create the snapshot directory: %w", err)
-		}
+		dir.Close() //nolint:errcheck,gosec // a directory
 	}
 	repo := j.Config.Repositories[j.Plan.Repository]
 	// The cache directory must exist before the snapshots are taken: it is
@@ -234,38 +240,45 @@ func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
 }
 
 // snapshot takes a read-only snapshot of every subvolume, one right after
-// the other, all named with the same second. On an error it deletes the ones
-// it made.
-func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, error) {
+// the other, all named with the same second, and returns them with each
+// opened (TakeSnapshot): the backup mounts them from these descriptors.
+// On an error it deletes the ones it made.
+func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, []*os.File, error) {
 	at := j.Now().UTC().Truncate(time.Second)
 	var made []btrfs.Snapshot
+	var opened []*os.File
 	for _, sv := range j.Plan.Subvolumes {
 		s := btrfs.Snapshot{Plan: j.Plan.Name, Time: at, JobID: j.ID, Subvolume: sv}
-		s.Path = filepath.Join(SnapshotDir(j.Plan, sv), s.Name())
-		if err := btrfs.SnapshotReadOnly(sv, s.Path); err != nil {
-			for _, m := range made {
-				if delErr := btrfs.Delete(m.Path); delErr != nil {
+		f, err := TakeSnapshot(j.Plan, sv, &s)
+		if err != nil {
+			for i, m := range made {
+				opened[i].Close() //nolint:errcheck,gosec // a directory
+				if delErr := DeleteSnapshot(j.Plan, m); delErr != nil {
 					log.Error("cannot delete snapshot", "snapshot", m.Path, "err", delErr)
 				}
 			}
 			if errors.Is(err, unix.EROFS) {
-				return nil, fmt.Errorf("%w; if the filesystem itself went read-only, btrfs hit an error: read \"dmesg\" and docs/recovery.md before writing to it again", err)
+				return nil, nil, fmt.Errorf("%w; if the filesystem itself went read-only, btrfs hit an error: read \"dmesg\" and docs/recovery.md before writing to it again", err)
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		log.Info("snapshot created", journal.Event(journal.EventSnapshotCreated), "snapshot", s.Path, "subvolume", sv)
 		made = append(made, s)
+		opened = append(opened, f)
 	}
-	return made, nil
+	return made, opened, nil
 }
 
 // backup runs restic in a private mount namespace in which every snapshot
 // is mounted over its subvolume.
-func (j *Job) backup(ctx context.Context, log *slog.Logger, runner *restic.Runner, snaps []btrfs.Snapshot) (restic.BackupResult, error) {
+//
+// Each snapshot is mounted from its descriptor (opened is parallel to
+// snaps), not its path: the snapshot directory's parent may be a user's.
+func (j *Job) backup(ctx context.Context, log *slog.Logger, runner *restic.Runner, snaps []btrfs.Snapshot, opened []*os.File) (restic.BackupResult, error) {
 	repo := j.Config.Repositories[j.Plan.Repository]
 	opts := mountns.Options{KeepHost: keepHostPaths(repo, j.Plan.Subvolumes), Logger: log}
-	for _, s := range snaps {
-		opts.Binds = append(opts.Binds, mountns.Bind{Source: s.Path, Target: s.Subvolume})
+	for i, s := range snaps {
+		opts.Binds = append(opts.Binds, mountns.Bind{Source: s.Path, Dir: opened[i], Target: s.Subvolume})
 	}
 	backupOpts := j.backupOptions(snaps)
 

@@ -12,6 +12,7 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -26,7 +27,15 @@ func PlanSnapshots(plan *config.Plan) ([]btrfs.Snapshot, error) {
 			continue
 		}
 		seen[dir] = true
-		list, err := btrfs.ListSnapshots(dir)
+		f, err := OpenSnapshotDir(plan, sv, false)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		list, err := btrfs.ListSnapshotsAt(f)
+		f.Close() //nolint:errcheck,gosec // a directory
 		if err != nil {
 			return nil, err
 		}
@@ -62,7 +71,7 @@ func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc 
 	}, now, loc)
 	var firstErr error
 	for _, s := range remove {
-		if err := btrfs.Delete(s.Path); err != nil {
+		if err := DeleteSnapshot(plan, s); err != nil {
 			log.Error("cannot delete snapshot", "snapshot", s.Path, "err", err)
 			if firstErr == nil {
 				firstErr = err
@@ -154,4 +163,90 @@ func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic
 	// which every backup excludes and keeps as on the host.
 	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host,
 		TempDir: filepath.Join(repo.CacheDir, "tmp")}, nil
+}
+
+// OpenSnapshotDir opens the plan's snapshot directory of the subvolume sv,
+// making it (root's, mode 0700) when create is set and it is missing. It
+// is reached without following a link another user could have planted
+// (safefs.OpenTrustedDir) and checked through the open descriptor: a
+// directory owned by another user, or that others may enter, or a link or
+// file in its place, is refused with an error that says what to do, since
+// whoever controls it could swap a snapshot for a link to root's files. A
+// missing one, without create, is an error wrapping os.ErrNotExist.
+func OpenSnapshotDir(plan *config.Plan, sv string, create bool) (*os.File, error) {
+	path := SnapshotDir(plan, sv)
+	parent, err := safefs.OpenTrustedDir(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the snapshot directory %s: %w", path, err)
+	}
+	defer parent.Close() //nolint:errcheck // a directory
+	var dir *os.File
+	if create {
+		dir, err = safefs.MakePrivateDir(parent, filepath.Base(path), false)
+	} else {
+		dir, err = safefs.OpenPrivateDir(parent, filepath.Base(path))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot directory of plan %s: %w", plan.Name, err)
+	}
+	return dir, nil
+}
+
+// OpenSubvolume opens the plan's subvolume sv through safefs.OpenTrustedDir
+// and checks that it is a btrfs subvolume.
+func OpenSubvolume(plan *config.Plan, sv string) (*os.File, btrfs.Subvolume, error) {
+	f, err := safefs.OpenTrustedDir(sv)
+	if err != nil {
+		return nil, btrfs.Subvolume{}, fmt.Errorf("cannot open subvolume %s: %w", sv, err)
+	}
+	info, err := btrfs.InfoOf(f)
+	if err != nil {
+		f.Close() //nolint:errcheck,gosec // refused
+		return nil, btrfs.Subvolume{}, fmt.Errorf("%w (name those in plans.%s.subvolumes that \"btrfs subvolume list /\" lists)", err, plan.Name)
+	}
+	return f, info, nil
+}
+
+// TakeSnapshot snapshots the plan's subvolume sv read-only as s (its Path is
+// set) in the plan's snapshot directory, and returns the snapshot opened:
+// the subvolume, the directory and the new snapshot are all reached through
+// checked descriptors, and the snapshot is the one this call made (its
+// parent UUID is the subvolume's), so it can be mounted from the descriptor
+// whatever happened to the paths since.
+func TakeSnapshot(plan *config.Plan, sv string, s *btrfs.Snapshot) (*os.File, error) {
+	src, _, err := OpenSubvolume(plan, sv)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close() //nolint:errcheck // a directory
+	dir, err := OpenSnapshotDir(plan, sv, true)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close() //nolint:errcheck // a directory
+	s.Path = filepath.Join(dir.Name(), s.Name())
+	f, _, err := btrfs.SnapshotAt(src, dir, s.Name(), true)
+	return f, err
+}
+
+// DeleteSnapshot deletes the plan's snapshot s in its checked snapshot
+// directory (btrfs.DeleteSnapshotAt: a subvault name, a subvolume, nothing
+// nested).
+func DeleteSnapshot(plan *config.Plan, s btrfs.Snapshot) error {
+	// The directory it was found in, which is one of the plan's; the
+	// subvolume its name records, for a snapshot made with an older
+	// configuration.
+	sv := s.Subvolume
+	for _, p := range plan.Subvolumes {
+		if SnapshotDir(plan, p) == filepath.Dir(s.Path) {
+			sv = p
+			break
+		}
+	}
+	dir, err := OpenSnapshotDir(plan, sv, false)
+	if err != nil {
+		return fmt.Errorf("cannot delete snapshot %s: %w", s.Path, err)
+	}
+	defer dir.Close() //nolint:errcheck // a directory
+	return btrfs.DeleteSnapshotAt(dir, filepath.Base(s.Path))
 }

@@ -16,8 +16,16 @@ import (
 type Bind struct {
 	// Source is a read-only snapshot, e.g. /home/.subvault-snapshots/x.
 	Source string
+	// Dir, when set, is Source opened and checked by the caller: the
+	// mount is cloned from this descriptor (open_tree with AT_EMPTY_PATH)
+	// and Source is only named in messages, so a rename or a link planted
+	// at Source's path after the check changes nothing.
+	Dir *os.File
 	// Target is the subvolume's original absolute path, e.g. /home.
 	Target string
+	// Writable mounts Source as it is rather than read-only: a restore's
+	// staging directory, which restic writes into.
+	Writable bool
 }
 
 // Options says what the backup's namespace shows.
@@ -137,6 +145,26 @@ func setup(opts Options) error {
 	if err != nil {
 		cwd = "/"
 	}
+	// A bind given as a descriptor is cloned while this thread is still in
+	// the namespace its mount belongs to: open_tree refuses a mount of
+	// another namespace, and the clone, detached, can be attached in the
+	// new one.
+	cloned := map[*os.File]int{}
+	defer func() {
+		for _, tree := range cloned {
+			unix.Close(tree)
+		}
+	}()
+	for _, b := range opts.Binds {
+		if b.Dir == nil {
+			continue
+		}
+		tree, err := unix.OpenTree(int(b.Dir.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+		if err != nil {
+			return openError(step{kind: stepSnapshot, source: b.Source, path: b.Target}, err)
+		}
+		cloned[b.Dir] = tree
+	}
 	// CLONE_NEWNS also unshares this thread's root and working directory
 	// (CLONE_FS), which the chroot below relies on.
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
@@ -183,6 +211,12 @@ func setup(opts Options) error {
 		}
 	}()
 	for _, s := range steps {
+		if s.dir != nil {
+			// open, from the clone made before the unshare; the trees
+			// closed below own it from here.
+			s.clone = cloned[s.dir]
+			delete(cloned, s.dir)
+		}
 		o, err := open(s)
 		if err != nil {
 			if s.kind == stepSubmount {
@@ -239,12 +273,18 @@ func open(s step) (opened, error) {
 		// shallower snapshot shows when it is mounted.
 		var st unix.Stat_t
 		if err := unix.Stat(s.path, &st); err != nil {
+			if s.dir != nil {
+				unix.Close(s.clone)
+			}
 			return o, fmt.Errorf("cannot mount snapshot %s over %s in the backup's namespace: target: %w", s.source, s.path, err)
 		}
 	}
-	tree, err := unix.OpenTree(unix.AT_FDCWD, s.source, flags)
-	if err != nil {
-		return o, openError(s, err)
+	tree := s.clone
+	if s.dir == nil {
+		var err error
+		if tree, err = unix.OpenTree(unix.AT_FDCWD, s.source, flags); err != nil {
+			return o, openError(s, err)
+		}
 	}
 	o.tree = tree
 	if err := unix.Fstat(tree, &o.stat); err != nil {
@@ -257,6 +297,9 @@ func open(s step) (opened, error) {
 			unix.Close(tree)
 			o.tree = -1
 			return o, openError(s, unix.ENOTDIR)
+		}
+		if s.writable {
+			return o, nil
 		}
 		// Read-only before it is attached, with the mount's other flags
 		// (nosuid, nodev, noexec, atime) left as they were.

@@ -3,6 +3,7 @@ package mountns
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -33,6 +34,11 @@ type step struct {
 	path string
 	// under is the Target a submount or KeepHost path lies below, for messages.
 	under string
+	// dir and writable are the snapshot Bind's; clone is the mount
+	// cloned from dir before the namespace was made.
+	dir      *os.File
+	writable bool
+	clone    int
 }
 
 // leftOut is a host mount below a Target that the namespace leaves out on
@@ -74,7 +80,7 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 	}
 	var steps []step
 	for _, b := range binds {
-		steps = append(steps, step{kind: stepSnapshot, source: b.Source, path: b.Target, under: b.Target})
+		steps = append(steps, step{kind: stepSnapshot, source: b.Source, path: b.Target, under: b.Target, dir: b.Dir, writable: b.Writable})
 	}
 	// Shallowest first, so that whether a mount is carried depends only on
 	// the mounts above it that are brought back: one below a mount left out

@@ -20,12 +20,12 @@ func TestPlan(t *testing.T) {
 		want   []string // kind:path(<under)
 	}{{
 		name:   "one subvolume, nothing below it",
-		binds:  []Bind{{"/home/.snaps/1", "/home"}},
+		binds:  []Bind{{Source: "/home/.snaps/1", Target: "/home"}},
 		mounts: []string{"/", "/proc", "/home"},
 		want:   []string{"snapshot:/home"},
 	}, {
 		name:   "root first, then the host mounts it covers, deeper targets in depth order",
-		binds:  []Bind{{"/home/.snaps/h", "/home"}, {"/.snaps/r", "/"}},
+		binds:  []Bind{{Source: "/home/.snaps/h", Target: "/home"}, {Source: "/.snaps/r", Target: "/"}},
 		mounts: hostMounts,
 		want: []string{
 			"snapshot:/",
@@ -36,18 +36,18 @@ func TestPlan(t *testing.T) {
 		},
 	}, {
 		name:   "nested subvolumes: a mount below the inner one belongs to it",
-		binds:  []Bind{{"/srv/.snaps/db", "/srv/db"}, {"/srv/.snaps/srv", "/srv"}},
+		binds:  []Bind{{Source: "/srv/.snaps/db", Target: "/srv/db"}, {Source: "/srv/.snaps/srv", Target: "/srv"}},
 		mounts: hostMounts,
 		want:   []string{"snapshot:/srv", "snapshot:/srv/db", "submount:/srv/db/run</srv/db"},
 	}, {
 		name:   "keep-host paths: last, shallowest first; one inside another, or under a host mount, needs nothing",
-		binds:  []Bind{{"/.snaps/r", "/"}},
+		binds:  []Bind{{Source: "/.snaps/r", Target: "/"}},
 		keep:   []string{"/root/.cache/restic", "/var/backups/repo", "/root/.cache/restic/x", "/tmp/restic", "/root/.cache/restic"},
 		mounts: []string{"/", "/proc", "/tmp"},
 		want:   []string{"snapshot:/", "submount:/proc</", "submount:/tmp</", "keep:/root/.cache/restic</", "keep:/var/backups/repo</"},
 	}, {
 		name:   "a keep-host path that is a host mount is bound as the keep-host path only",
-		binds:  []Bind{{"/srv/.snaps/srv", "/srv"}},
+		binds:  []Bind{{Source: "/srv/.snaps/srv", Target: "/srv"}},
 		keep:   []string{"/srv/cache", "/etc/restic"},
 		mounts: []string{"/", "/srv/cache", "/srv/cache/inner", "/srv/tmp"},
 		want:   []string{"snapshot:/srv", "submount:/srv/tmp</srv", "keep:/srv/cache</srv"},
@@ -87,7 +87,7 @@ func TestPlanLeavesOut(t *testing.T) {
 		"/tmp": "same subvolume", "/var/tmp": "same subvolume", "/home/u/usr-bind": "same subvolume",
 	}
 	var asked []string
-	steps, left, err := plan([]Bind{{"/.snaps/r", "/"}, {"/home/.snaps/h", "/home"}}, nil, mounts, func(m, target string) string {
+	steps, left, err := plan([]Bind{{Source: "/.snaps/r", Target: "/"}, {Source: "/home/.snaps/h", Target: "/home"}}, nil, mounts, func(m, target string) string {
 		asked = append(asked, m+"<"+target)
 		return leave[m]
 	})
@@ -136,14 +136,14 @@ func TestPlanRejects(t *testing.T) {
 		want  string
 	}{
 		{"nothing to mount", nil, nil, "no snapshot to mount"},
-		{"relative source", []Bind{{"snaps/x", "/home"}}, nil, `cannot mount snapshot "snaps/x" over "/home" in the backup's namespace: both paths must be absolute and clean`},
-		{"unclean target", []Bind{{"/snaps/x", "/home/"}}, nil, "must be absolute and clean"},
-		{"two snapshots on one target", []Bind{{"/s/1", "/home"}, {"/s/2", "/home"}}, nil,
+		{"relative source", []Bind{{Source: "snaps/x", Target: "/home"}}, nil, `cannot mount snapshot "snaps/x" over "/home" in the backup's namespace: both paths must be absolute and clean`},
+		{"unclean target", []Bind{{Source: "/snaps/x", Target: "/home/"}}, nil, "must be absolute and clean"},
+		{"two snapshots on one target", []Bind{{Source: "/s/1", Target: "/home"}, {Source: "/s/2", Target: "/home"}}, nil,
 			"cannot mount snapshot /s/2 over /home in the backup's namespace: snapshot /s/1 is already mounted there"},
-		{"keep-host over a target", []Bind{{"/s/1", "/srv/db"}}, []string{"/srv"},
+		{"keep-host over a target", []Bind{{Source: "/s/1", Target: "/srv/db"}}, []string{"/srv"},
 			"cannot keep /srv as on the host in the backup's namespace: it would hide snapshot /s/1 mounted over /srv/db"},
-		{"keep-host is a target", []Bind{{"/s/1", "/srv"}}, []string{"/srv"}, "it would hide snapshot /s/1"},
-		{"relative keep-host", []Bind{{"/s/1", "/srv"}}, []string{"cache"}, `cannot keep "cache" as on the host`},
+		{"keep-host is a target", []Bind{{Source: "/s/1", Target: "/srv"}}, []string{"/srv"}, "it would hide snapshot /s/1"},
+		{"relative keep-host", []Bind{{Source: "/s/1", Target: "/srv"}}, []string{"cache"}, `cannot keep "cache" as on the host`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

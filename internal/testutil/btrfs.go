@@ -76,6 +76,15 @@ func NewBtrfs(t testing.TB, sizeMiB int, subvolumes ...string) *BtrfsFS {
 	return fs
 }
 
+// Share lets other users reach the mount point (its temporary directory
+// is 0700), so a hostile process can work in what they own below it.
+func (fs *BtrfsFS) Share(t testing.TB) {
+	t.Helper()
+	if err := os.Chmod(filepath.Dir(fs.Mount), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (fs *BtrfsFS) teardown(t testing.TB, dir string) {
 	t.Helper()
 	if fs.Device != "" {
