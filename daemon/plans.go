@@ -13,6 +13,7 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -131,7 +132,7 @@ func (d *Daemon) DeleteSnapshot(planName, name string) error {
 	if d.runningJobIDs()[s.JobID] {
 		return fmt.Errorf("%w: snapshot %s belongs to job %d, which is running; cancel the job first", ErrInvalidArgument, name, s.JobID)
 	}
-	if err := btrfs.Delete(s.Path); err != nil {
+	if err := backup.DeleteSnapshot(plan, s); err != nil {
 		return err
 	}
 	d.log.Info("snapshot deleted", "plan", planName, "snapshot", s.Path, "why", "asked over D-Bus")
@@ -152,9 +153,24 @@ func (d *Daemon) CloneSnapshot(planName, name, target string) (string, error) {
 	if err := checkNewTarget(plan, target, false); err != nil {
 		return "", err
 	}
-	if err := btrfs.SnapshotWritable(s.Path, target); err != nil {
+	// The target's directory is opened once, with no symbolic link on the
+	// way, and the clone made in it from the snapshot's descriptor: a link
+	// planted in the target's path by another user redirects nothing.
+	parent, err := safefs.OpenDir(filepath.Dir(target))
+	if err != nil {
+		return "", fmt.Errorf("%w: target %s: %w", ErrInvalidArgument, target, err)
+	}
+	defer parent.Close() //nolint:errcheck // a directory
+	src, err := backup.OpenSnapshot(plan, s)
+	if err != nil {
 		return "", err
 	}
+	defer src.Close() //nolint:errcheck // a directory
+	clone, _, err := btrfs.SnapshotAt(src, parent, filepath.Base(target), false)
+	if err != nil {
+		return "", err
+	}
+	clone.Close() //nolint:errcheck,gosec // a directory
 	d.log.Info("snapshot cloned", "plan", planName, "snapshot", s.Path, "clone", target)
 	return target, nil
 }

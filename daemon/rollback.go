@@ -18,6 +18,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/daemon/state"
 )
@@ -161,6 +162,26 @@ func (r *rollback) names() (pinned btrfs.Snapshot, temp btrfs.Snapshot, err erro
 	return pinned, temp, nil
 }
 
+// copySnapshot makes the writable copy of the snapshot rolled back to at
+// temp.Path, beside the subvolume, from the snapshot's checked descriptor.
+func (r *rollback) copySnapshot(temp btrfs.Snapshot) error {
+	src, err := backup.OpenSnapshot(r.plan, r.snap)
+	if err != nil {
+		return err
+	}
+	defer src.Close() //nolint:errcheck // a directory
+	parent, err := safefs.OpenTrustedDir(filepath.Dir(temp.Path))
+	if err != nil {
+		return err
+	}
+	defer parent.Close() //nolint:errcheck // a directory
+	f, _, err := btrfs.SnapshotAt(src, parent, filepath.Base(temp.Path), false)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
 // swap replaces an unmounted subvolume.
 func (r *rollback) swap() (RollbackResult, error) {
 	sv, snapDir := r.subvolume, backup.SnapshotDir(r.plan, r.subvolume)
@@ -220,15 +241,14 @@ func (r *rollback) swap() (RollbackResult, error) {
 		return fail(err)
 	}
 	log := r.d.log.With("plan", r.plan.Name, "subvolume", sv, "rollback_to", r.snap.Path)
-	if err := os.MkdirAll(snapDir, 0o700); err != nil {
+	pinnedDir, err := backup.TakeSnapshot(r.plan, sv, &pinned)
+	if err != nil {
 		return fail(err)
 	}
-	if err := btrfs.SnapshotReadOnly(sv, pinned.Path); err != nil {
-		return fail(err)
-	}
+	pinnedDir.Close() //nolint:errcheck,gosec // a directory
 	r.kept = pinned.Name()
 	log.Info("snapshot created", journal.Event(journal.EventSnapshotCreated), "snapshot", pinned.Path, "why", "the state before a rollback")
-	if err := btrfs.SnapshotWritable(r.snap.Path, temp.Path); err != nil {
+	if err := r.copySnapshot(temp); err != nil {
 		return fail(fmt.Errorf("%w (nothing changed; the pinned snapshot %s stays)", err, pinned.Name()))
 	}
 	if err := btrfs.Exchange(temp.Path, sv); err != nil {

@@ -233,9 +233,38 @@ func TakeSnapshot(plan *config.Plan, sv string, s *btrfs.Snapshot) (*os.File, er
 // directory (btrfs.DeleteSnapshotAt: a subvault name, a subvolume, nothing
 // nested).
 func DeleteSnapshot(plan *config.Plan, s btrfs.Snapshot) error {
-	// The directory it was found in, which is one of the plan's; the
-	// subvolume its name records, for a snapshot made with an older
-	// configuration.
+	dir, err := snapshotDirOf(plan, s)
+	if err != nil {
+		return fmt.Errorf("cannot delete snapshot %s: %w", s.Path, err)
+	}
+	defer dir.Close() //nolint:errcheck // a directory
+	return btrfs.DeleteSnapshotAt(dir, filepath.Base(s.Path))
+}
+
+// OpenSnapshot opens the plan's snapshot s (one PlanSnapshots listed)
+// through its checked snapshot directory, and checks that it is a
+// subvolume.
+func OpenSnapshot(plan *config.Plan, s btrfs.Snapshot) (*os.File, error) {
+	dir, err := snapshotDirOf(plan, s)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open snapshot %s: %w", s.Name(), err)
+	}
+	defer dir.Close() //nolint:errcheck // a directory
+	f, err := btrfs.OpenAt(dir, filepath.Base(s.Path))
+	if err != nil {
+		return nil, fmt.Errorf("cannot open snapshot %s: %w", s.Name(), err)
+	}
+	if _, err := btrfs.InfoOf(f); err != nil {
+		f.Close() //nolint:errcheck,gosec // refused
+		return nil, fmt.Errorf("cannot open snapshot %s: %w", s.Name(), err)
+	}
+	return f, nil
+}
+
+// snapshotDirOf opens the directory the plan's snapshot s was listed in:
+// one of the plan's snapshot directories, or, for a snapshot made with an
+// older configuration, the one of the subvolume its name records.
+func snapshotDirOf(plan *config.Plan, s btrfs.Snapshot) (*os.File, error) {
 	sv := s.Subvolume
 	for _, p := range plan.Subvolumes {
 		if SnapshotDir(plan, p) == filepath.Dir(s.Path) {
@@ -243,10 +272,5 @@ func DeleteSnapshot(plan *config.Plan, s btrfs.Snapshot) error {
 			break
 		}
 	}
-	dir, err := OpenSnapshotDir(plan, sv, false)
-	if err != nil {
-		return fmt.Errorf("cannot delete snapshot %s: %w", s.Path, err)
-	}
-	defer dir.Close() //nolint:errcheck // a directory
-	return btrfs.DeleteSnapshotAt(dir, filepath.Base(s.Path))
+	return OpenSnapshotDir(plan, sv, false)
 }

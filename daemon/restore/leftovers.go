@@ -15,6 +15,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/daemon/shell"
 )
 
@@ -66,8 +67,9 @@ type Interrupted struct {
 // CleanUp removes what the restore left and says, for the job's error, what
 // state it left things in:
 //
-//   - a restore into a directory: nothing is removed; what restic wrote at
-//     the target stays for the user to look at or remove;
+//   - a restore into a directory: its staging directory in the target is
+//     removed; what had been moved into the target stays for the user to
+//     look at or remove;
 //   - a restore into a new subvolume: the subvolume at the target is
 //     deleted, with the staging directory in it, if it is still the one
 //     the restore created (its UUID, from the record); anything else there
@@ -88,7 +90,16 @@ func (in Interrupted) CleanUp() string {
 	case InPlace:
 		return in.inPlace(log)
 	}
-	return fmt.Sprintf("the restore into %s is incomplete: what restic had written there is left as it was (look at it, remove it, or restore again into an empty directory)", in.Target)
+	notes := []string{fmt.Sprintf("the restore into %s is incomplete: nothing of the archive had been moved into it yet", in.Target)}
+	if len(in.Made.Merging) > 0 {
+		notes[0] = fmt.Sprintf("the restore into %s is incomplete: what had been moved into it stays as it was (look at it, remove it, or restore again into an empty directory)", in.Target)
+	}
+	for _, stage := range in.Made.Staging {
+		if note := in.removeStage(log, stage); note != "" {
+			notes = append(notes, note)
+		}
+	}
+	return strings.Join(notes, "; ")
 }
 
 func (in Interrupted) removeSubvolume(log *slog.Logger) string {
@@ -100,7 +111,12 @@ func (in Interrupted) removeSubvolume(log *slog.Logger) string {
 		log.Warn("left alone: the restore died before it recorded the UUID of a subvolume it created, so nothing tells that this is the one", "subvolume", in.Target)
 		return fmt.Sprintf("%s is left alone: the restore died before it recorded the UUID of the subvolume it was creating there, so nothing tells that this is the one; if it is, delete it with \"btrfs subvolume delete %s\"", in.Target, in.Target)
 	}
-	if err := btrfs.DeleteSubvolume(in.Target, uuid); err != nil {
+	parent, err := safefs.OpenDir(filepath.Dir(in.Target))
+	if err == nil {
+		err = btrfs.DeleteSubvolumeAt(parent, filepath.Base(in.Target), uuid)
+		parent.Close() //nolint:errcheck,gosec // a directory
+	}
+	if err != nil {
 		log.Warn("left alone: not the half-restored subvolume, or it cannot be deleted", "subvolume", in.Target, "subvolume_uuid", uuid, "err", err)
 		return fmt.Sprintf("%s is left alone: %v (the restore created subvolume %s there; if that is this one, delete it with \"btrfs subvolume delete %s\")", in.Target, err, uuid, in.Target)
 	}
@@ -172,21 +188,26 @@ func (in Interrupted) removeStage(log *slog.Logger, stage string) string {
 		log.Error("left alone: not a staging directory of the restore", "path", stage)
 		return fmt.Sprintf("%s is left alone: it is not named as the restore's staging directory", stage)
 	}
-	dfd, err := openDirNoFollow(unix.AT_FDCWD, filepath.Dir(stage))
+	// The directory it is in, reached as root's own paths are, and the
+	// staging directory itself only if it is still root's and private: a
+	// directory another user put under its name is not this restore's.
+	dst, err := safefs.OpenTrustedDir(filepath.Dir(stage))
 	if errors.Is(err, unix.ENOENT) {
 		return ""
 	}
 	var left []string
 	if err == nil {
-		var st unix.Stat_t
-		if err = unix.Fstatat(dfd, filepath.Base(stage), &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
-			unix.Close(dfd)
+		var f *os.File
+		f, err = safefs.OpenOwnedDir(dst, filepath.Base(stage))
+		if errors.Is(err, os.ErrNotExist) {
+			dst.Close() //nolint:errcheck,gosec // a directory
 			return ""
 		}
 		if err == nil {
-			left, err = removeTree(dfd, filepath.Base(stage))
+			left, err = removeStaging(dst, f)
+			f.Close() //nolint:errcheck,gosec // a directory
 		}
-		unix.Close(dfd)
+		dst.Close() //nolint:errcheck,gosec // a directory
 	}
 	if err != nil || len(left) > 0 {
 		log.Error("cannot remove the staging directory of a restore that died", "path", stage, "err", err, "left", left)

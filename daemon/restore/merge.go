@@ -3,6 +3,7 @@ package restore
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"unsafe"
@@ -34,22 +35,14 @@ type merger struct {
 	moved   int      // entries moved or exchanged
 }
 
-// merge moves the entries of the directory src into the directory dst.
-func (m *merger) merge(src, dst string) error {
-	sfd, err := openDirNoFollow(unix.AT_FDCWD, src)
-	if err != nil {
-		return err
+// merge moves the entries of the open directory src into the open
+// directory dst.
+func (m *merger) merge(src, dst *os.File) error {
+	var err error
+	if m.dev, m.mnt, err = identity(int(dst.Fd()), ""); err != nil {
+		return fmt.Errorf("stat %s: %w", dst.Name(), err)
 	}
-	defer unix.Close(sfd)
-	dfd, err := openDirNoFollow(unix.AT_FDCWD, dst)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dfd)
-	if m.dev, m.mnt, err = identity(dfd, ""); err != nil {
-		return fmt.Errorf("stat %s: %w", dst, err)
-	}
-	return m.mergeAt(sfd, dfd, "")
+	return m.mergeAt(int(src.Fd()), int(dst.Fd()), "")
 }
 
 func (m *merger) mergeAt(sfd, dfd int, rel string) error {
@@ -304,6 +297,49 @@ func removeAt(dirfd int, name, rel string, dev, mnt uint64) ([]string, error) {
 		return left, nil
 	}
 	return nil, unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+}
+
+// removeStaging removes the restore's staging directory stage, an entry of
+// dst: its content through its own descriptor, then the entry itself, if
+// dst's entry is still this very directory (another process may have
+// renamed it away; it is then left, empty, where it went). It returns the
+// paths it left, as removeTree.
+func removeStaging(dst, stage *os.File) ([]string, error) {
+	fd := int(stage.Fd())
+	dev, mnt, err := identity(fd, "")
+	if err != nil {
+		return nil, err
+	}
+	names, err := readDirNames(fd)
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, n := range names {
+		l, err := removeAt(fd, n, filepath.Join(filepath.Base(stage.Name()), n), dev, mnt)
+		left = append(left, l...)
+		if err != nil {
+			return left, err
+		}
+	}
+	if len(left) > 0 {
+		return left, nil
+	}
+	var st, here unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	name := filepath.Base(stage.Name())
+	if err := unix.Fstatat(int(dst.Fd()), name, &here, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return []string{name + " (moved away by another process; left empty)"}, nil
+		}
+		return nil, err
+	}
+	if here.Dev != st.Dev || here.Ino != st.Ino {
+		return []string{name + " (another directory took its name; left alone)"}, nil
+	}
+	return nil, unix.Unlinkat(int(dst.Fd()), name, unix.AT_REMOVEDIR)
 }
 
 func openDirNoFollow(dirfd int, name string) (int, error) {

@@ -79,7 +79,17 @@ func TestMergeReplacesWithoutFollowingOrCrossing(t *testing.T) {
 	}
 
 	m := &merger{skip: ".stage"}
-	if err := m.merge(src, dst); err != nil {
+	srcDir, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srcDir.Close()
+	dstDir, err := os.Open(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dstDir.Close()
+	if err := m.merge(srcDir, dstDir); err != nil {
 		t.Fatal(err)
 	}
 	read := func(p string) string {

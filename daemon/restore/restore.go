@@ -32,6 +32,8 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/mountns"
+	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -84,6 +86,17 @@ func stageName(id uint32) string { return fmt.Sprintf(".subvault-restore-%d", id
 // restores. A failed restore into a new subvolume deletes the subvolume; a
 // failed in-place restore keeps its undo snapshots and names them in its
 // error.
+//
+// In every mode restic writes only into a staging directory the restore
+// makes in the destination, root's and 0700, which restic reaches through
+// a path of root's own directories (the state directory's restore
+// directory, over which the staging directory is mounted in restic's
+// private mount namespace). Everything else goes through descriptors taken
+// once and checked: the target's directory opened with no symbolic link on
+// the way, the destination made or opened in it without following one, and
+// the restored tree moved in by renames relative to those descriptors. So
+// whatever another user does to the paths meanwhile (renaming the target
+// away, planting links), nothing outside the destination is written.
 func (j *Job) Run(ctx context.Context) (Result, error) {
 	if j.Now == nil {
 		j.Now = time.Now
@@ -113,10 +126,7 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 
 	switch j.Mode {
 	case IntoDirectory:
-		opts.Target = j.Target
-		var r restic.RestoreResult
-		r, err = runner.RestoreArchive(ctx, opts, j.OnStatus)
-		res.add(r, j.Verify)
+		err = j.intoDirectory(ctx, log, runner, opts, &res)
 	case IntoSubvolume:
 		err = j.intoSubvolume(ctx, log, runner, opts, &res)
 	case InPlace:
@@ -129,21 +139,74 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
+// openTargetParent opens the directory of the target, with no symbolic
+// link anywhere on the way.
+func (j *Job) openTargetParent() (*os.File, error) {
+	parent, err := safefs.OpenDir(filepath.Dir(j.Target))
+	if err != nil {
+		return nil, fmt.Errorf("cannot restore into %s: %w", j.Target, err)
+	}
+	return parent, nil
+}
+
+// intoDirectory restores into the target, an empty directory or one the
+// restore makes (root's, 0700, as restic would make it): the archive's
+// paths below it.
+func (j *Job) intoDirectory(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result) error {
+	parent, err := j.openTargetParent()
+	if err != nil {
+		return err
+	}
+	defer parent.Close() //nolint:errcheck // a directory
+	name := filepath.Base(j.Target)
+	made := true
+	if err := unix.Mkdirat(int(parent.Fd()), name, 0o700); errors.Is(err, unix.EEXIST) {
+		made = false
+	} else if err != nil {
+		return fmt.Errorf("cannot make the target %s: %w", j.Target, err)
+	}
+	dst, err := btrfs.OpenAt(parent, name)
+	if err != nil {
+		return fmt.Errorf("cannot restore into %s: %w (it must be a directory, not a symbolic link)", j.Target, err)
+	}
+	defer dst.Close() //nolint:errcheck // a directory
+	st, err := safefs.Stat(dst)
+	if err != nil {
+		return err
+	}
+	if made && st.Uid != uint32(os.Geteuid()) {
+		return fmt.Errorf("cannot restore into %s: the directory made there was replaced by one of uid %d", j.Target, st.Uid)
+	}
+	if empty, err := safefs.IsEmpty(dst); err != nil || !empty {
+		return fmt.Errorf("cannot restore into %s: it is not empty (any more); restore into a new or empty directory", j.Target)
+	}
+	return j.restoreInto(ctx, log, runner, opts, res, dst, "")
+}
+
 // intoSubvolume creates the subvolume, restores into a staging directory in
 // it and moves the tree up: the content of the archive's one path to the
 // subvolume's root, or the archive's paths below it.
 func (j *Job) intoSubvolume(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result) (err error) {
-	sv, err := btrfs.CreateSubvolume(j.Target)
+	parent, err := j.openTargetParent()
 	if err != nil {
 		return err
 	}
+	defer parent.Close() //nolint:errcheck // a directory
+	name := filepath.Base(j.Target)
+	dst, sv, err := btrfs.CreateSubvolumeAt(parent, name)
+	if err != nil {
+		return err
+	}
+	defer dst.Close() //nolint:errcheck // a directory
 	j.record(func(m *Made) { m.SubvolumeUUID = sv.UUID })
 	log.Info("subvolume created for the restore", "subvolume", j.Target, "subvolume_uuid", sv.UUID)
 	defer func() {
 		if err == nil {
 			return
 		}
-		if derr := btrfs.DeleteSubvolume(j.Target, sv.UUID); derr != nil {
+		// Through the directory it was made in, and only if it is still
+		// the one made (its UUID).
+		if derr := btrfs.DeleteSubvolumeAt(parent, name, sv.UUID); derr != nil {
 			log.Error("cannot delete the half-restored subvolume", "subvolume", j.Target, "err", derr)
 			err = fmt.Errorf("%w; the half-restored subvolume %s could not be deleted (%w): delete it with \"btrfs subvolume delete %s\"", err, j.Target, derr, j.Target)
 			return
@@ -155,7 +218,7 @@ func (j *Job) intoSubvolume(ctx context.Context, log *slog.Logger, runner *resti
 		root = res.Archive.Paths[0]
 		res.Summary["subvolume_root"] = root
 	}
-	return j.restoreInto(ctx, log, runner, opts, res, j.Target, root)
+	return j.restoreInto(ctx, log, runner, opts, res, dst, root)
 }
 
 // inPlace snapshots every subvolume the archive covers (pinned: kept until
@@ -171,21 +234,17 @@ func (j *Job) inPlace(ctx context.Context, log *slog.Logger, runner *restic.Runn
 	at := j.Now().UTC().Truncate(time.Second)
 	for _, p := range paths {
 		s := btrfs.Snapshot{Plan: j.Plan.Name, Time: at, JobID: j.ID, Subvolume: p, Pinned: true}
-		dir := backup.SnapshotDir(j.Plan, p)
-		s.Path = filepath.Join(dir, s.Name())
-		err := os.MkdirAll(dir, 0o700)
-		if err == nil {
-			err = btrfs.SnapshotReadOnly(p, s.Path)
-		}
+		f, err := backup.TakeSnapshot(j.Plan, p, &s)
 		if err != nil {
 			for _, u := range res.Undo {
-				if derr := btrfs.Delete(u.Path); derr != nil {
+				if derr := backup.DeleteSnapshot(j.Plan, u); derr != nil {
 					log.Error("cannot delete an undo snapshot of the restore that did not start", "snapshot", u.Path, "err", derr)
 				}
 			}
 			res.Undo = nil
 			return fmt.Errorf("nothing was restored: cannot take the undo snapshot of %s: %w", p, err)
 		}
+		f.Close() //nolint:errcheck,gosec // a directory
 		log.Info("snapshot created", journal.Event(journal.EventSnapshotCreated), "snapshot", s.Path, "subvolume", p, "why", "undo point of an in-place restore")
 		res.Undo = append(res.Undo, s)
 	}
@@ -207,7 +266,13 @@ func (j *Job) inPlace(ctx context.Context, log *slog.Logger, runner *restic.Runn
 			// inside it: renames do not cross subvolumes.
 			o.Include = []string{p}
 		}
-		if err := j.restoreInto(ctx, log, runner, o, res, p, p); err != nil {
+		dst, _, err := backup.OpenSubvolume(j.Plan, p)
+		if err != nil {
+			return undo(err)
+		}
+		err = j.restoreInto(ctx, log, runner, o, res, dst, p)
+		dst.Close() //nolint:errcheck,gosec // a directory
+		if err != nil {
 			return undo(err)
 		}
 	}
@@ -217,79 +282,121 @@ func (j *Job) inPlace(ctx context.Context, log *slog.Logger, runner *restic.Runn
 // restoreInto has restic restore into a staging directory in dst and moves
 // the restored tree into dst: the archive's path root ("" for all its
 // paths, with their full names).
-func (j *Job) restoreInto(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result, dst, root string) error {
-	stage := filepath.Join(dst, stageName(j.ID))
-	j.record(func(m *Made) { m.Staging = append(m.Staging, stage) })
-	if err := os.Mkdir(stage, 0o700); err != nil {
+func (j *Job) restoreInto(ctx context.Context, log *slog.Logger, runner *restic.Runner, opts restic.RestoreOptions, res *Result, dst *os.File, root string) error {
+	name := stageName(j.ID)
+	j.record(func(m *Made) { m.Staging = append(m.Staging, filepath.Join(dst.Name(), name)) })
+	stage, err := safefs.MakePrivateDir(dst, name, true)
+	if err != nil {
 		return fmt.Errorf("cannot make the staging directory: %w (a leftover of a restore that died can be removed)", err)
 	}
+	defer stage.Close() //nolint:errcheck // a directory
 	// Whatever happens, the staging directory goes, with what the restore
 	// replaced.
-	var left []string
+	removed := false
 	defer func() {
-		dfd, err := openDirNoFollow(unix.AT_FDCWD, dst)
-		if err == nil {
-			left, err = removeTree(dfd, stageName(j.ID))
-			unix.Close(dfd)
+		if removed {
+			return
 		}
-		if err != nil || len(left) > 0 {
-			log.Error("cannot remove the restore's staging directory", "dir", stage, "err", err, "left", left)
+		if left, err := removeStaging(dst, stage); err != nil || len(left) > 0 {
+			log.Error("cannot remove the restore's staging directory", "dir", stage.Name(), "err", err, "left", left)
 		}
 	}()
-	opts.Target = stage
-	r, err := runner.RestoreArchive(ctx, opts, j.OnStatus)
+	if same, err := safefs.SameMount(dst, stage); err != nil || !same {
+		return fmt.Errorf("cannot use the staging directory %s: it is not on the mount of %s (%v)", stage.Name(), dst.Name(), err)
+	}
+	mountPoint, err := j.restoreMountPoint()
+	if err != nil {
+		return err
+	}
+	opts.Target = mountPoint
+	var r restic.RestoreResult
+	err = mountns.Run(ctx, mountns.Options{
+		Binds:  []mountns.Bind{{Source: stage.Name(), Dir: stage, Target: mountPoint, Writable: true}},
+		Logger: log,
+	}, func() error {
+		var rerr error
+		r, rerr = runner.RestoreArchive(ctx, opts, j.OnStatus)
+		return rerr
+	})
 	res.add(r, opts.Verify)
 	if err != nil {
 		return err
 	}
 	src := stage
 	if root != "" {
-		src = filepath.Join(stage, root)
+		src, err = safefs.OpenBeneath(stage, strings.TrimPrefix(root, "/"))
+		if errors.Is(err, unix.ENOENT) {
+			log.Info("nothing of the archive matched here", "dir", dst.Name(), "root", root)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("restored %s: %w", root, err)
+		}
+		defer src.Close() //nolint:errcheck // a directory
 	}
-	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
-		log.Info("nothing of the archive matched here", "dir", dst, "root", root)
-		return nil
-	}
-	m := &merger{skip: stageName(j.ID)}
 	var rootMeta *meta
 	if root != "" {
-		fd, err := openDirNoFollow(unix.AT_FDCWD, src)
-		if err != nil {
-			return err
-		}
-		md, err := readMeta(fd)
-		unix.Close(fd)
+		md, err := readMeta(int(src.Fd()))
 		if err != nil {
 			return fmt.Errorf("restored %s: %w", root, err)
 		}
 		rootMeta = &md
 	}
-	j.record(func(m *Made) { m.Merging = append(m.Merging, dst) })
+	m := &merger{skip: name}
+	j.record(func(m *Made) { m.Merging = append(m.Merging, dst.Name()) })
 	if err := m.merge(src, dst); err != nil {
-		return fmt.Errorf("cannot move the restored files into %s: %w", dst, err)
+		return fmt.Errorf("cannot move the restored files into %s: %w", dst.Name(), err)
 	}
-	j.record(func(m *Made) { m.Merged = append(m.Merged, dst) })
+	j.record(func(m *Made) { m.Merged = append(m.Merged, dst.Name()) })
 	if len(m.skipped) > 0 {
-		log.Warn("left alone: other filesystems or subvolumes under the restore's destination", "dir", dst, "paths", m.skipped)
+		log.Warn("left alone: other filesystems or subvolumes under the restore's destination", "dir", dst.Name(), "paths", m.skipped)
 		res.count("skipped_mounts", uint64(len(m.skipped)))
 	}
 	res.count("entries_moved", uint64(m.moved))
 	// The staging directory goes now, so that the top directory's times
 	// set below stay.
-	dfd, err := openDirNoFollow(unix.AT_FDCWD, dst)
+	removed = true
+	left, err := removeStaging(dst, stage)
 	if err != nil {
-		return err
+		return fmt.Errorf("cannot remove the staging directory %s: %w", stage.Name(), err)
 	}
-	defer unix.Close(dfd)
-	if left, err = removeTree(dfd, stageName(j.ID)); err != nil {
-		return fmt.Errorf("cannot remove the staging directory %s: %w", stage, err)
+	if len(left) > 0 {
+		return fmt.Errorf("the files are restored, but the staging directory %s could not be removed: %s", stage.Name(), strings.Join(left, ", "))
 	}
 	if rootMeta != nil {
-		if err := rootMeta.apply(dfd); err != nil {
-			return fmt.Errorf("cannot give %s the restored owner, mode and times: %w", dst, err)
+		if err := rootMeta.apply(int(dst.Fd())); err != nil {
+			return fmt.Errorf("cannot give %s the restored owner, mode and times: %w", dst.Name(), err)
 		}
 	}
 	return nil
+}
+
+// restoreMountPointName is the directory in the state directory over which
+// a restore's staging directory is mounted in restic's namespace: restic's
+// --target, a path no other user can change.
+const restoreMountPointName = "restore"
+
+// restoreMountPoint makes (or checks) the state directory's restore
+// directory, root's and 0700, and returns its path.
+func (j *Job) restoreMountPoint() (string, error) {
+	state, err := safefs.OpenTrustedDir(j.Config.Settings.StateDir)
+	if err != nil {
+		return "", fmt.Errorf("cannot open the state directory: %w", err)
+	}
+	defer state.Close() //nolint:errcheck // a directory
+	st, err := safefs.Stat(state)
+	if err != nil {
+		return "", err
+	}
+	if st.Mode&0o022 != 0 || (st.Uid != 0 && st.Uid != uint32(os.Geteuid())) {
+		return "", fmt.Errorf("the state directory %s is owned by uid %d with mode %04o: it must be root's and writable by root only (chown root: %s && chmod 0700 %s)",
+			state.Name(), st.Uid, st.Mode&0o7777, state.Name(), state.Name())
+	}
+	dir, err := safefs.MakePrivateDir(state, restoreMountPointName, false)
+	if err != nil {
+		return "", err
+	}
+	return dir.Name(), dir.Close()
 }
 
 // add folds one restic restore into the summary: restic's own counts

@@ -318,3 +318,26 @@ func mountOf(f *os.File) (mountID, error) {
 	}
 	return id, nil
 }
+
+// OpenOwnedDir opens the existing directory name in dir without following
+// a link, and checks that root (or the daemon's user) owns it, so that no
+// other user made it: what the daemon may remove as its own leftover. A
+// missing one is an error wrapping os.ErrNotExist.
+func OpenOwnedDir(dir *os.File, name string) (*os.File, error) {
+	f, err := openDirAt(dir, name)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir.Name(), name), os.ErrNotExist)
+		}
+		return nil, fmt.Errorf("cannot open %s: %w", filepath.Join(dir.Name(), name), err)
+	}
+	st, err := Stat(f)
+	if err == nil && !trustedOwner(st.Uid) {
+		err = fmt.Errorf("%s is owned by uid %d, so subvault did not make it", f.Name(), st.Uid)
+	}
+	if err != nil {
+		f.Close() //nolint:errcheck,gosec // refused
+		return nil, err
+	}
+	return f, nil
+}
