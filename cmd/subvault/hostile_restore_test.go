@@ -171,6 +171,22 @@ func TestHostileRestoreWritesNothingOutsideTarget(t *testing.T) {
 				t.Fatal(err)
 			}
 			attack("in-place", home, "--in-place")
+
+			// A target whose path goes through a link the user made is
+			// refused before anything is queued.
+			d3 := mine("d3")
+			if err := os.Symlink(victimDir, filepath.Join(d3, "link")); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{{filepath.Join(d3, "link", "new")}, {filepath.Join(d3, "link", "sv"), "--subvolume"}} {
+				code, out, errOut := e.cli(t, append([]string{"restore", "home", "latest"}, args...)...)
+				if code != exitUsage || out != "" || !strings.Contains(errOut, "symbolic link") {
+					t.Errorf("restore into %v: exit %d, %q %q; want %d and the symbolic link named", args, code, out, errOut, exitUsage)
+				}
+			}
+			if diffs := testutil.DiffStates(before, testutil.TreeState(t, victimDir)); len(diffs) > 0 {
+				t.Errorf("a refused restore wrote into root's directory:\n%s", strings.Join(diffs, "\n"))
+			}
 		})
 	}
 }

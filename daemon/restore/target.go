@@ -10,6 +10,7 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/safefs"
 )
 
 // Where a restore writes.
@@ -34,7 +35,8 @@ const InPlaceTarget = "/"
 // queued and again when it starts: for a directory, an absolute clean path
 // outside the plan's snapshot directories that does not exist (its parent
 // does) or is an empty directory; for a subvolume, the same but it must not
-// exist and its parent must be on btrfs; in place, "/".
+// exist and its parent must be on btrfs; in place, "/". The path may hold
+// no symbolic link.
 func CheckTarget(plan *config.Plan, target, mode string) error {
 	if mode == InPlace {
 		if target != InPlaceTarget {
@@ -54,13 +56,20 @@ func CheckTarget(plan *config.Plan, target, mode string) error {
 			return fmt.Errorf("target %s is inside the plan's snapshot directory %s", target, dir)
 		}
 	}
+	// The job opens the target's directory with no symbolic link on the
+	// way (safefs.OpenDir): say so now rather than when it runs.
+	parent := filepath.Dir(target)
+	pdir, err := safefs.OpenDir(parent)
+	switch {
+	case errors.Is(err, safefs.ErrSymlink):
+		return fmt.Errorf("target %s: %w", target, err)
+	case err != nil:
+		return fmt.Errorf("the directory of target %s does not exist", target)
+	}
+	pdir.Close() //nolint:errcheck,gosec // a directory
 	fi, err := os.Lstat(target)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		parent := filepath.Dir(target)
-		if pfi, err := os.Stat(parent); err != nil || !pfi.IsDir() {
-			return fmt.Errorf("the directory of target %s does not exist", target)
-		}
 		if mode == IntoSubvolume {
 			// IsSubvolume says whether the parent is on btrfs at all.
 			if _, err := btrfs.IsSubvolume(parent); err != nil {
