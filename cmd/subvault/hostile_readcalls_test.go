@@ -230,8 +230,9 @@ func TestHostileListArchivesFloodIsBounded(t *testing.T) {
 
 // Item 4. Ten Diff calls of a large archive with the live subvolume over a
 // slow repository, then the caller leaves the bus: at most 2 restic
-// processes ran for them at once (2 per caller), and once the caller has
-// gone its restic processes end within seconds, and no other starts.
+// processes ran for them at once (2 per caller, 4 more waiting, the rest
+// refused at once with LimitsExceeded), and once the caller has gone its
+// restic processes end within seconds, and no other starts.
 func TestHostileCallerLeavingEndsItsRestic(t *testing.T) {
 	e := newBoundsEnv(t, 1)
 	for i := range 2000 {
@@ -272,13 +273,21 @@ func TestHostileCallerLeavingEndsItsRestic(t *testing.T) {
 		t.Errorf("one caller's %d Diff calls had %d restic processes running at once; want at most 2", diffs, most)
 	}
 
+	// Two run and four wait; the rest are refused at once, saying why.
 	refused := 0
 	for len(replies) > 0 {
-		if c := <-replies; c.Err != nil && strings.Contains(c.Err.Error(), "too many read calls") {
+		c := <-replies
+		var derr dbus.Error
+		if errors.As(c.Err, &derr) && derr.Name == api.ErrorLimitsExceeded && strings.Contains(derr.Error(), "uid 0 already has 2") {
 			refused++
+		} else {
+			t.Errorf("a Diff call answered while the others ran: %v", c.Err)
 		}
 	}
 	t.Logf("%d of the calls were refused at once (LimitsExceeded): more than the caller may have waiting", refused)
+	if refused < diffs-2-4 {
+		t.Errorf("%d calls refused at once, want %d", refused, diffs-2-4)
+	}
 	running := len(e.resticChildren(pid))
 	if err := caller.Close(); err != nil {
 		t.Fatal(err)
