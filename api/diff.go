@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"strings"
 	"time"
 
@@ -35,11 +34,12 @@ func (m manager) Diff(msg dbus.Message, sender dbus.Sender, plan, a, b string) (
 	if derr := firstError(checkDiffSide(a), checkDiffSide(b)); derr != nil {
 		return nil, derr
 	}
-	if _, derr := m.s.authorize(msg, sender, ActionBackup, p); derr != nil {
+	uid, derr := m.s.authorize(msg, sender, ActionBackup, p)
+	if derr != nil {
 		return nil, derr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), diffTimeout)
-	defer cancel()
+	ctx, done := m.s.readCall(sender, uid, diffTimeout)
+	defer done()
 	changes, err := m.s.d.Diff(ctx, plan, a, b)
 	if err != nil {
 		return nil, daemonError(err)

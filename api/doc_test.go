@@ -102,7 +102,7 @@ func TestDocMatchesInterfaces(t *testing.T) {
 			}
 		}
 	}
-	for _, e := range []string{ErrorNoSuchPlan, ErrorNoSuchJob, ErrorNoSuchSnapshot, ErrorNoSuchArchive, ErrorInvalidArgument, ErrorInvalidConfig, ErrorFailed, ErrorAccessDenied} {
+	for _, e := range []string{ErrorNoSuchPlan, ErrorNoSuchJob, ErrorNoSuchSnapshot, ErrorNoSuchArchive, ErrorInvalidArgument, ErrorInvalidConfig, ErrorFailed, ErrorAccessDenied, ErrorLimitsExceeded} {
 		if !strings.Contains(string(data), e) {
 			t.Errorf("%s does not name the error %s", apiDoc, e)
 		}

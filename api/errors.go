@@ -23,6 +23,10 @@ const (
 	// ErrorAccessDenied is the bus's own name for a caller that is not
 	// authorized (the Authorizer answers with it).
 	ErrorAccessDenied = "org.freedesktop.DBus.Error.AccessDenied"
+	// ErrorLimitsExceeded is the bus's own name for a call refused because
+	// its caller, or all callers, have as many calls that run restic or
+	// walk a tree running as they may (daemon.ErrBusy).
+	ErrorLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
 )
 
 // newError is a D-Bus error with a one-line message that is valid UTF-8
@@ -53,6 +57,7 @@ func daemonError(err error) *dbus.Error {
 		{daemon.ErrNoSuchSnapshot, ErrorNoSuchSnapshot, true},
 		{daemon.ErrNoSuchArchive, ErrorNoSuchArchive, true},
 		{daemon.ErrInvalidArgument, ErrorInvalidArgument, true},
+		{daemon.ErrBusy, ErrorLimitsExceeded, false},
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -149,11 +148,12 @@ func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string)
 	if derr != nil {
 		return nil, derr
 	}
-	if _, derr := m.s.authorize(msg, sender, ActionBackup, p); derr != nil {
+	uid, derr := m.s.authorize(msg, sender, ActionBackup, p)
+	if derr != nil {
 		return nil, derr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), listArchivesTimeout)
-	defer cancel()
+	ctx, done := m.s.readCall(sender, uid, listArchivesTimeout)
+	defer done()
 	list, err := m.s.d.Archives(ctx, plan)
 	if err != nil {
 		return nil, daemonError(fmt.Errorf("cannot list the archives of plan %s: %w", plan, err))

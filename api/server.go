@@ -42,6 +42,7 @@ type Server struct {
 	authz    Authorizer
 	log      *slog.Logger
 	interval time.Duration
+	callers  *callerWatch
 
 	mu           sync.Mutex
 	manager      *prop.Properties
@@ -86,7 +87,7 @@ func NewServer(conn *dbus.Conn, d *daemon.Daemon, authz Authorizer, log *slog.Lo
 		authz = rootOnly{conn: conn}
 	}
 	return &Server{
-		conn: conn, d: d, authz: authz, log: log, interval: ProgressInterval,
+		conn: conn, d: d, authz: authz, log: log, interval: ProgressInterval, callers: newCallerWatch(conn, log),
 		jobs: map[uint32]*jobObject{}, plans: map[string]*planObject{},
 		active: map[uint32]string{}, throttled: map[uint32]*jobObject{},
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),

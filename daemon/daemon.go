@@ -60,6 +60,10 @@ type Daemon struct {
 	sched *scheduler.Scheduler
 
 	statusDirty chan struct{}
+	// reads bounds the calls that run restic or walk a tree for a caller;
+	// archives is each repository's archive list.
+	reads    *readLimiter
+	archives *archiveCache
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -79,7 +83,9 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1)}
+	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1),
+		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
+		archives: newArchiveCache(archiveCacheTTL)}
 	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor}
 	d.queue, err = NewQueue(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
 	if err != nil {
@@ -87,6 +93,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	}
 	exec.recordRestore = d.queue.recordRestore
 	d.queue.Subscribe(statusListener{d})
+	d.queue.Subscribe(archiveCacheListener{d})
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
@@ -190,6 +197,7 @@ func (d *Daemon) Reload() error {
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
+	d.archives.invalidate("")
 	d.queue.Configure(d.queueConfig(cfg))
 	d.sched.Set(d.entries(cfg), d.queue.LastRun)
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,

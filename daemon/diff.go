@@ -60,12 +60,19 @@ func (d *Daemon) Diff(ctx context.Context, planName, a, b string) ([]Change, err
 	if !sa.isArchive() && !sb.isArchive() {
 		return nil, fmt.Errorf("%w: neither %q nor %q is an archive; compare an archive (an id or \"latest\") with another, with \"live\" or with a snapshot", ErrInvalidArgument, a, b)
 	}
+	// One slot for the whole call: its restic runs one after the other,
+	// then the walk.
+	ctx, release, err := d.reads.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	log := d.log.With("plan", planName)
 	runner, err := backup.NewRunner(cfg, plan, log)
 	if err != nil {
 		return nil, err
 	}
-	archives, err := runner.Snapshots(ctx, restic.SnapshotFilter{Tags: []string{backup.PlanTag(planName)}})
+	archives, err := d.planArchives(ctx, cfg, plan)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -192,11 +193,7 @@ func (d *Daemon) Archives(ctx context.Context, planName string) ([]Archive, erro
 	if err != nil {
 		return nil, err
 	}
-	runner, err := backup.NewRunner(cfg, plan, d.log.With("plan", planName))
-	if err != nil {
-		return nil, err
-	}
-	list, err := runner.Snapshots(ctx, restic.SnapshotFilter{Tags: []string{backup.PlanTag(planName)}})
+	list, err := d.planArchives(ctx, cfg, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -206,6 +203,61 @@ func (d *Daemon) Archives(ctx context.Context, planName string) ([]Archive, erro
 	}
 	sort.SliceStable(out, func(a, b int) bool { return out[a].Time.After(out[b].Time) })
 	return out, nil
+}
+
+// planArchives is the plan's archives (those tagged with the plan) in
+// restic's order, from the repository's list in the archive cache; a
+// restic run that fills it takes a read call's slot (one the caller
+// holds already, or a new one).
+func (d *Daemon) planArchives(ctx context.Context, cfg *config.Config, plan *config.Plan) ([]restic.Archive, error) {
+	runner, err := backup.NewRunner(cfg, plan, d.log.With("plan", plan.Name))
+	if err != nil {
+		return nil, err
+	}
+	all, err := d.archives.get(ctx, runner.Repo.URL, func(ctx context.Context) ([]restic.Archive, error) {
+		ctx, release, err := d.reads.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		return runner.Snapshots(ctx, restic.SnapshotFilter{})
+	})
+	if err != nil {
+		return nil, err
+	}
+	tag := backup.PlanTag(plan.Name)
+	var out []restic.Archive
+	for _, a := range all {
+		if slices.Contains(a.Tags, tag) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// repositoryURL is the URL of plan's repository in the configuration in
+// force, "" when the plan or its repository is gone.
+func (d *Daemon) repositoryURL(plan string) string {
+	cfg := d.Config()
+	if p, ok := cfg.Plans[plan]; ok {
+		if r, ok := cfg.Repositories[p.Repository]; ok {
+			return r.URL
+		}
+	}
+	return ""
+}
+
+// archiveCacheListener drops a repository's archive list when a job on it
+// ends: a backup adds an archive, a prune removes some, and a job of any
+// kind may have been one of them under another name. A job of a plan no
+// longer configured drops every list.
+type archiveCacheListener struct{ d *Daemon }
+
+func (l archiveCacheListener) JobQueued(Job)    {}
+func (l archiveCacheListener) JobChanged(Job)   {}
+func (l archiveCacheListener) JobForgotten(Job) {}
+func (l archiveCacheListener) JobFinished(j Job) {
+	l.d.archives.invalidate(l.d.repositoryURL(j.Plan))
 }
 
 // StartRestore queues a restore of archive (an id or "latest") of the plan

@@ -13,11 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"sort"
 	"strings"
-	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -97,67 +96,134 @@ func (w *walker) add(kind, p string, onlyArchive bool) {
 	w.changes = append(w.changes, restic.Change{Kind: kind, Path: p})
 }
 
+// The walk opens directories only, each relative to its parent's
+// descriptor, with O_NOFOLLOW and O_DIRECTORY (which fails on anything
+// else before it is opened) and O_NONBLOCK; every other entry is only
+// lstat-ed (fstatat with AT_SYMLINK_NOFOLLOW). So a named pipe, a device
+// or a link another user put in the tree is never opened or followed,
+// and a directory swapped for a link while the walk runs is not entered.
+const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOCTTY
+
 func (w *walker) root(r Root) error {
-	fi, err := os.Lstat(r.Dir)
-	if errors.Is(err, fs.ErrNotExist) {
+	// The root is the plan's subvolume or a snapshot of it, named by
+	// root's configuration; its last component is not followed.
+	fd, err := unix.Open(r.Dir, dirFlags, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
 		return nil // everything under it is only in the archive
-	}
-	if err != nil {
+	case errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP):
+		var st unix.Stat_t
+		if err := unix.Lstat(r.Dir, &st); err != nil {
+			return fmt.Errorf("cannot compare %s: %w", r.Dir, err)
+		}
+		return w.visit(-1, r.Dir, r.Path, newEntry(&st), 0, 0)
+	case err != nil:
 		return fmt.Errorf("cannot compare %s: %w", r.Dir, err)
 	}
-	dev, _ := device(fi)
-	return w.visit(r.Dir, r.Path, fi, dev, true)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		_ = unix.Close(fd)
+		return fmt.Errorf("cannot compare %s: %w", r.Dir, err)
+	}
+	e := newEntry(&st)
+	return w.visit(fd, r.Dir, r.Path, e, e.dev, 0)
 }
 
-// visit compares one entry, then the entries of a directory.
-func (w *walker) visit(disk, orig string, fi fs.FileInfo, rootDev uint64, isRoot bool) error {
-	if w.visited++; w.visited%4096 == 0 {
+// visit compares one entry, then the entries of a directory. fd is the
+// directory's descriptor, which visit closes, or -1 for anything else;
+// depth is 0 for a root.
+func (w *walker) visit(fd int, disk, orig string, e entry, rootDev uint64, depth int) error {
+	if fd >= 0 {
+		defer unix.Close(fd)
+	}
+	if w.visited++; w.visited%256 == 0 {
 		if err := w.ctx.Err(); err != nil {
 			return err
 		}
 	}
 	key := restic.JSONPath(orig)
-	if !isRoot && w.opts.Exclude.Excluded(orig, disk, fi.IsDir()) {
+	if depth > 0 && w.opts.Exclude.Excluded(orig, fd) {
 		w.skipped[key] = true
 		return nil
 	}
+	isDir := e.mode.IsDir()
 	n, inArchive := w.archive[key]
 	delete(w.archive, key)
 	if !inArchive {
-		w.add(restic.ChangeAdded, displayPath(orig, fi.IsDir()), false)
-	} else if kind := differs(n, fi); kind != "" {
-		w.add(kind, displayPath(orig, fi.IsDir()), false)
+		w.add(restic.ChangeAdded, displayPath(orig, isDir), false)
+	} else if kind := differs(n, e); kind != "" {
+		w.add(kind, displayPath(orig, isDir), false)
 	}
-	if !fi.IsDir() {
+	if fd < 0 {
 		return nil
 	}
-	if !isRoot {
-		dev, _ := device(fi)
-		if dev != rootDev || mountRoot(disk) {
-			w.skipped[key] = true
-			return nil
-		}
+	// restic reads by path, and cannot read below PATH_MAX: nor is there
+	// anything there to compare. This also bounds the descriptors the walk
+	// holds open at once, one a level.
+	if depth > 0 && (e.dev != rootDev || mountRoot(fd) || len(disk) >= unix.PathMax) {
+		w.skipped[key] = true
+		return nil
 	}
-	entries, err := os.ReadDir(disk)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // removed while we looked
+	if err := w.ctx.Err(); err != nil {
+		return err
 	}
+	names, err := readNames(fd)
 	if err != nil {
 		return fmt.Errorf("cannot compare %s: %w", disk, err)
 	}
-	for _, e := range entries {
-		child, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+	for _, name := range names {
+		var st unix.Stat_t
+		err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.ENOENT) {
+			continue // removed while we looked
 		}
 		if err != nil {
-			return fmt.Errorf("cannot compare %s: %w", path.Join(disk, e.Name()), err)
+			return fmt.Errorf("cannot compare %s: %w", path.Join(disk, name), err)
 		}
-		if err := w.visit(path.Join(disk, e.Name()), path.Join(orig, e.Name()), child, rootDev, false); err != nil {
+		child, childFd := newEntry(&st), -1
+		if child.mode.IsDir() {
+			childFd, err = unix.Openat(fd, name, dirFlags, 0)
+			switch {
+			case err == nil:
+				// What was opened is what is compared: the entry may have
+				// been swapped since fstatat.
+				if err := unix.Fstat(childFd, &st); err != nil {
+					_ = unix.Close(childFd)
+					return fmt.Errorf("cannot compare %s: %w", path.Join(disk, name), err)
+				}
+				child = newEntry(&st)
+			case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP):
+				// Removed, or swapped for something else, while we looked:
+				// compared as it was, not entered.
+				childFd = -1
+			default:
+				return fmt.Errorf("cannot compare %s: %w", path.Join(disk, name), err)
+			}
+		}
+		if err := w.visit(childFd, path.Join(disk, name), path.Join(orig, name), child, rootDev, depth+1); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// readNames lists the directory open at fd, without closing it.
+func readNames(fd int) ([]string, error) {
+	var names []string
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
 }
 
 // skippedAbove reports whether a directory above p was not compared below.
@@ -172,17 +238,55 @@ func (w *walker) skippedAbove(p string) bool {
 	}
 }
 
+// entry is what the comparison reads of a file on disk.
+type entry struct {
+	mode     fs.FileMode
+	size     int64
+	modTime  time.Time
+	uid, gid uint32
+	dev      uint64
+}
+
+func newEntry(st *unix.Stat_t) entry {
+	mode := fs.FileMode(st.Mode & 0o777)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFBLK:
+		mode |= fs.ModeDevice
+	case unix.S_IFCHR:
+		mode |= fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFDIR:
+		mode |= fs.ModeDir
+	case unix.S_IFIFO:
+		mode |= fs.ModeNamedPipe
+	case unix.S_IFLNK:
+		mode |= fs.ModeSymlink
+	case unix.S_IFSOCK:
+		mode |= fs.ModeSocket
+	}
+	if st.Mode&unix.S_ISGID != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if st.Mode&unix.S_ISUID != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if st.Mode&unix.S_ISVTX != 0 {
+		mode |= fs.ModeSticky
+	}
+	return entry{mode: mode, size: st.Size, modTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
+		uid: st.Uid, gid: st.Gid, dev: st.Dev}
+}
+
 // differs says how the entry on disk differs from the archive's node, ""
 // when it does not.
-func differs(n restic.Node, fi fs.FileInfo) string {
-	typ := nodeType(fi.Mode())
+func differs(n restic.Node, e entry) string {
+	typ := nodeType(e.mode)
 	if typ != n.Type {
 		return restic.ChangeTypeChanged
 	}
-	sameTime := fi.ModTime().Equal(n.ModTime)
+	sameTime := e.modTime.Equal(n.ModTime)
 	switch typ {
 	case "file":
-		if uint64(fi.Size()) != n.Size || !sameTime {
+		if uint64(e.size) != n.Size || !sameTime {
 			return restic.ChangeChanged
 		}
 	case "symlink":
@@ -197,8 +301,7 @@ func differs(n restic.Node, fi fs.FileInfo) string {
 		}
 	}
 	const bits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
-	uid, gid := owner(fi)
-	if fi.Mode()&bits != n.Mode&bits || uid != n.UID || gid != n.GID {
+	if e.mode&bits != n.Mode&bits || e.uid != n.UID || e.gid != n.GID {
 		return restic.ChangeMetadata
 	}
 	return ""
@@ -223,25 +326,12 @@ func nodeType(m fs.FileMode) string {
 	return "file"
 }
 
-func owner(fi fs.FileInfo) (uid, gid uint32) {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return st.Uid, st.Gid
-	}
-	return 0, 0
-}
-
-func device(fi fs.FileInfo) (uint64, bool) {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return st.Dev, true
-	}
-	return 0, false
-}
-
-// mountRoot reports whether a directory is the root of a mount (a bind
-// mount of the same file system included, which st_dev cannot tell).
-func mountRoot(p string) bool {
+// mountRoot reports whether the directory open at fd is the root of a
+// mount (a bind mount of the same file system included, which st_dev
+// cannot tell).
+func mountRoot(fd int) bool {
 	var stx unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &stx); err != nil {
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &stx); err != nil {
 		return false
 	}
 	return stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0

@@ -2,10 +2,13 @@ package compare
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Excluder says which paths a backup leaves out, by the rules of restic's
@@ -59,9 +62,10 @@ func NewExcluder(patterns, ifPresent []string) *Excluder {
 }
 
 // Excluded reports whether the backup leaves out path (the path the
-// archive records). disk is where the entry is read now, for
-// --exclude-if-present, which looks inside directories.
-func (e *Excluder) Excluded(path, disk string, isDir bool) bool {
+// archive records). dirfd is the entry's descriptor when it is a
+// directory, for --exclude-if-present, which looks inside directories;
+// -1 for anything else.
+func (e *Excluder) Excluded(path string, dirfd int) bool {
 	if e == nil {
 		return false
 	}
@@ -80,9 +84,9 @@ func (e *Excluder) Excluded(path, disk string, isDir bool) bool {
 			return true
 		}
 	}
-	if isDir {
+	if dirfd >= 0 {
 		for _, r := range e.ifPresent {
-			if r.presentIn(disk) {
+			if r.presentIn(dirfd) {
 				return true
 			}
 		}
@@ -90,15 +94,33 @@ func (e *Excluder) Excluded(path, disk string, isDir bool) bool {
 	return false
 }
 
-func (r presentRule) presentIn(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, r.name))
+// presentIn reports whether the directory open at dirfd holds the marker.
+// Without a header any entry of that name is one, as restic lstats it:
+// nothing is opened. With one, only a regular file can be, and nothing
+// else is opened: the marker is first reached with O_PATH (which runs no
+// driver's open and does not block on a named pipe), its type checked on
+// that descriptor, and only a regular file opened again through it to
+// read the header.
+func (r presentRule) presentIn(dirfd int) bool {
+	if len(r.header) == 0 {
+		var st unix.Stat_t
+		return unix.Fstatat(dirfd, r.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+	}
+	pathFd, err := unix.Openat(dirfd, r.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
-	defer f.Close() //nolint:errcheck // read only
-	if len(r.header) == 0 {
-		return true
+	defer unix.Close(pathFd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pathFd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false
 	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pathFd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(fd), r.name)
+	defer f.Close() //nolint:errcheck // read only
 	buf := make([]byte, len(r.header))
 	if _, err := io.ReadFull(f, buf); err != nil {
 		return false
