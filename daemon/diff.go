@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/compare"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -95,13 +97,31 @@ func (d *Daemon) Diff(ctx context.Context, planName, a, b string) ([]Change, err
 	if err != nil {
 		return nil, err
 	}
+	// Each root is opened as the daemon opens what it backs up: a
+	// subvolume as root's own paths are, a snapshot through its checked
+	// snapshot directory.
 	var roots []compare.Root
+	defer func() {
+		for _, r := range roots {
+			if r.Open != nil {
+				r.Open.Close() //nolint:errcheck,gosec // a directory
+			}
+		}
+	}()
 	if tree.live {
 		for _, sv := range plan.Subvolumes {
-			roots = append(roots, compare.Root{Path: sv, Dir: sv})
+			f, err := safefs.OpenTrustedDir(sv)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("cannot compare %s: %w", sv, err)
+			}
+			roots = append(roots, compare.Root{Path: sv, Dir: sv, Open: f})
 		}
 	} else {
-		roots = []compare.Root{{Path: tree.snapshot.Subvolume, Dir: tree.snapshot.Path}}
+		f, err := backup.OpenSnapshot(plan, tree.snapshot)
+		if err != nil {
+			return nil, err
+		}
+		roots = []compare.Root{{Path: tree.snapshot.Subvolume, Dir: tree.snapshot.Path, Open: f}}
 	}
 	excluder, err := planExcluder(cfg, plan)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -29,6 +30,9 @@ import (
 type Root struct {
 	Path string
 	Dir  string
+	// Open, when set, is Dir opened and checked by the caller: the walk
+	// starts from this descriptor rather than looking Dir up again.
+	Open *os.File
 }
 
 // Options is one comparison.
@@ -107,7 +111,13 @@ const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_NON
 func (w *walker) root(r Root) error {
 	// The root is the plan's subvolume or a snapshot of it, named by
 	// root's configuration; its last component is not followed.
-	fd, err := unix.Open(r.Dir, dirFlags, 0)
+	var fd int
+	var err error
+	if r.Open != nil {
+		fd, err = unix.Openat(int(r.Open.Fd()), ".", dirFlags, 0)
+	} else {
+		fd, err = unix.Open(r.Dir, dirFlags, 0)
+	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil // everything under it is only in the archive
