@@ -119,7 +119,11 @@ func readConfig(path string) ([]byte, error) {
 	// The descriptor is O_PATH: open the very file it holds for reading.
 	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", fd))
 	if err != nil {
-		return nil, fmt.Errorf("cannot read configuration file %s: %w", path, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = &fs.PathError{Op: "open", Path: path, Err: pe.Err}
+		}
+		return nil, fmt.Errorf("cannot read configuration file: %w", err)
 	}
 	defer f.Close() //nolint:errcheck // read only
 	data, err := io.ReadAll(f)

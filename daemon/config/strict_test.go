@@ -277,6 +277,12 @@ func TestStrictTrustsItsOwnUID(t *testing.T) {
 	if err == nil || !strings.Contains(out, "owned by uid 1, who could change it") {
 		t.Errorf("uid 65534 accepted uid 1's configuration: %v: %s", err, out)
 	}
+	// Root's configuration, which only root may read: the message names it.
+	secret := s.file("config.yaml", strictConfig(s, "    password_command: /bin/echo pw", ""), 0o600, 0)
+	out, err = testutil.RunHostile(t, time.Minute, "load", secret)
+	if want := "cannot read configuration file: open " + secret + ": permission denied"; err == nil || !strings.Contains(out, want) {
+		t.Errorf("uid 65534 loading root's 0600 configuration: %v: %s; want %q", err, out, want)
+	}
 }
 
 func TestFirstWord(t *testing.T) {
