@@ -42,7 +42,7 @@ func newRollbackEnv(t *testing.T, fs *testutil.BtrfsFS, plans map[string]string)
 	t.Helper()
 	dir := t.TempDir()
 	password := filepath.Join(dir, "password")
-	testutil.WriteFile(t, password, "secret\n")
+	testutil.WriteSecret(t, password, "secret\n")
 	var b strings.Builder
 	fmt.Fprintf(&b, "repositories:\n  r:\n    url: %s\n    password_file: %s\nplans:\n", filepath.Join(dir, "repo"), password)
 	for name, sv := range plans {

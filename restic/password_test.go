@@ -91,7 +91,7 @@ func TestReadPasswordAgreesWithRestic(t *testing.T) {
 			t.Fatalf("ReadPassword: %q, %v", pw, err)
 		}
 		file := filepath.Join(dir, "pw")
-		testutil.WriteFile(t, file, pw)
+		testutil.WriteSecret(t, file, pw)
 		byFile := &Runner{Binary: f.bin, Repo: Repository{URL: byCommand.Repo.URL, PasswordFile: file, CacheDir: byCommand.Repo.CacheDir}}
 		if _, err := byFile.Snapshots(context.Background(), SnapshotFilter{}); err != nil {
 			t.Errorf("the password ReadPassword returned does not open the repository: %v", err)

@@ -28,17 +28,17 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, printableText(err.Error()))
 		var list *config.Errors
 		if errors.As(err, &list) && len(list.List) > 1 {
-			fmt.Fprintf(stderr, "%s: %d errors; the file was refused and nothing else happened\n", *path, len(list.List))
+			fmt.Fprintf(stderr, "%s: %d errors; the file was refused and nothing else happened\n", printable(*path), len(list.List))
 		}
 		return exitFailure
 	}
 	if *quiet {
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "%s: valid: %s, %s\n", cfg.File,
+	fmt.Fprintf(stdout, "%s: valid: %s, %s\n", printable(cfg.File),
 		plural(len(cfg.Repositories), "repository", "repositories"), plural(len(cfg.Plans), "plan", "plans"))
 	for _, name := range cfg.PlanNames() {
 		p := cfg.Plans[name]
@@ -47,7 +47,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 			schedule = "manual only"
 		}
 		fmt.Fprintf(stdout, "  plan %s: %s -> repository %s, schedule %s\n",
-			name, strings.Join(p.Subvolumes, ", "), p.Repository, schedule)
+			printable(name), strings.Join(printableAll(p.Subvolumes), ", "), printable(p.Repository), printable(schedule))
 	}
 	return exitOK
 }

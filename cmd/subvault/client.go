@@ -122,7 +122,7 @@ func (cc *clientCmd) close() {
 
 // fail prints err as one line and returns the exit code it stands for.
 func (cc *clientCmd) fail(err error) int {
-	fmt.Fprintf(cc.stderr, "subvault %s: %v\n", cc.name, err)
+	fmt.Fprintf(cc.stderr, "subvault %s: %s\n", cc.name, printableText(err.Error()))
 	return exitCodeOf(err)
 }
 
@@ -143,7 +143,7 @@ func exitCodeOf(err error) int {
 
 // printJSON prints v as indented JSON.
 func (cc *clientCmd) printJSON(v any) int {
-	enc := json.NewEncoder(cc.stdout)
+	enc := json.NewEncoder(printableJSON{cc.stdout})
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		return cc.fail(err)
@@ -181,7 +181,10 @@ const (
 	colorDim    = "2"
 )
 
+// paint colours s, escaped by printable: the colour's own escapes are the
+// only ones that reach the terminal.
 func (o output) paint(code, s string) string {
+	s = printable(s)
 	if !o.color || s == "" {
 		return s
 	}
@@ -198,7 +201,7 @@ func (o output) result(r string) string {
 	case client.ResultCanceled:
 		return o.paint(colorYellow, r)
 	}
-	return r
+	return printable(r)
 }
 
 // size is a byte count: 1.2 GiB for a person, 1288490188 for a pipe.
@@ -246,7 +249,7 @@ func roughDuration(d time.Duration) string {
 }
 
 // table prints rows aligned under a header. Cells must not hold tabs or
-// newlines (names from the daemon are checked already).
+// newlines: the callers escape what they put in them with printable.
 func table(w io.Writer, header []string, rows [][]string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))

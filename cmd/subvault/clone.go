@@ -65,7 +65,7 @@ func runClone(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return cc.fail(err)
 	}
-	fmt.Fprintln(stdout, path)
+	fmt.Fprintln(stdout, printable(path))
 	if !*nspawn && !*runIt {
 		return exitOK
 	}
@@ -78,8 +78,10 @@ func runClone(args []string, stdout, stderr io.Writer) int {
 		subvolume = s.Subvolume
 	}
 	argv, kind := nspawnCommand(path, subvolume, name)
-	fmt.Fprintln(stdout, shell.Join(argv))
-	fmt.Fprintf(stderr, "%s; when done: btrfs subvolume delete %s\n", kind, shell.Quote(path))
+	// A path with a control character in it shows escaped, not as a
+	// command that pastes as it is.
+	fmt.Fprintln(stdout, printable(shell.Join(argv)))
+	fmt.Fprintf(stderr, "%s; when done: btrfs subvolume delete %s\n", printable(kind), printable(shell.Quote(path)))
 	if !*runIt {
 		return exitOK
 	}

@@ -40,7 +40,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 
 	conn, err := api.Connect(*bus)
 	if err != nil {
-		fmt.Fprintf(stderr, "subvault daemon: %v\n", err)
+		fmt.Fprintf(stderr, "subvault daemon: %s\n", printableText(err.Error()))
 		return exitFailure
 	}
 	defer conn.Close() //nolint:errcheck // the process ends here
@@ -54,11 +54,11 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		Serve:      api.Serve(conn, api.NewAuthorizer(conn, log), log),
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "subvault daemon: %v\n", err)
+		fmt.Fprintf(stderr, "subvault daemon: %s\n", printableText(err.Error()))
 		return exitFailure
 	}
 	if err := d.Run(ctx); err != nil {
-		fmt.Fprintf(stderr, "subvault daemon: %v\n", err)
+		fmt.Fprintf(stderr, "subvault daemon: %s\n", printableText(err.Error()))
 		return exitFailure
 	}
 	return exitOK

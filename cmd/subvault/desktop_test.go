@@ -382,7 +382,7 @@ func TestNotifyFailedBackup(t *testing.T) {
 	following(1)
 
 	// A wrong password: restic refuses the repository.
-	testutil.WriteFile(t, e.password, "not the password\n")
+	testutil.WriteSecret(t, e.password, "not the password\n")
 	failBackup := func() (uint32, string, time.Duration) {
 		t.Helper()
 		id := e.startJob(t, "StartBackup", "s", "home")

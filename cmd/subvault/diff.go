@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/subvault/subvault/api/client"
 )
@@ -77,7 +76,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		for _, c := range shown {
-			fmt.Fprintf(stdout, "%s  %s\n", cc.out.paint(changeColor[c.Kind], changeMark[c.Kind]), printablePath(c.Path))
+			fmt.Fprintf(stdout, "%s  %s\n", cc.out.paint(changeColor[c.Kind], changeMark[c.Kind]), printable(c.Path))
 		}
 		fmt.Fprintln(stdout, diffSummary(counts, *metadata))
 	}
@@ -123,23 +122,3 @@ func diffSummary(counts map[string]int, metadata bool) string {
 	}
 	return s
 }
-
-// printablePath keeps a path on its line: control characters (a newline
-// in a name) are written as \xNN, as the daemon writes bytes that are not
-// UTF-8.
-func printablePath(p string) string {
-	if !strings.ContainsFunc(p, isControl) {
-		return p
-	}
-	var b strings.Builder
-	for _, r := range p {
-		if isControl(r) {
-			fmt.Fprintf(&b, `\x%02x`, r)
-		} else {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

@@ -78,13 +78,13 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, printableText(err.Error()))
 		return exitFailure
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	kit, err := emergencykit.Build(context.Background(), cfg, emergencykit.Options{Plan: plan, SubvaultVersion: version, Logger: log})
 	if err != nil {
-		fmt.Fprintf(stderr, "subvault emergency-kit: %v\n", err)
+		fmt.Fprintf(stderr, "subvault emergency-kit: %s\n", printableText(err.Error()))
 		return exitFailure
 	}
 
@@ -102,7 +102,7 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 			err = kit.WriteText(&b)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "subvault emergency-kit: %v\n", err)
+			fmt.Fprintf(stderr, "subvault emergency-kit: %s\n", printableText(err.Error()))
 			return exitFailure
 		}
 		files = append(files, kitFile{path: filepath.Join(*out, name+"."+ext), content: b.Bytes()})
@@ -118,7 +118,7 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 	var written []string
 	for _, f := range files {
 		if err := writeSecretFile(f.path, f.content, *force); err != nil {
-			fmt.Fprintf(stderr, "subvault emergency-kit: %v\n", err)
+			fmt.Fprintf(stderr, "subvault emergency-kit: %s\n", printableText(err.Error()))
 			return exitFailure
 		}
 		written = append(written, f.path)
@@ -127,13 +127,13 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 
 	for _, r := range kit.Repositories {
 		if r.Password == "" {
-			fmt.Fprintf(stderr, "subvault emergency-kit: repository %s: the password is not in the kit (%s); write it on the paper by hand\n", r.Name, r.PasswordProblem)
+			fmt.Fprintf(stderr, "subvault emergency-kit: repository %s: the password is not in the kit (%s); write it on the paper by hand\n", r.Name, printable(r.PasswordProblem))
 		}
 		if r.EnvProblem != "" {
-			fmt.Fprintf(stderr, "subvault emergency-kit: repository %s: the env_file's keys are not in the kit (%s)\n", r.Name, r.EnvProblem)
+			fmt.Fprintf(stderr, "subvault emergency-kit: repository %s: the env_file's keys are not in the kit (%s)\n", r.Name, printable(r.EnvProblem))
 		}
 		if !r.Opened {
-			fmt.Fprintf(stderr, "subvault emergency-kit: repository %s: %s\n", r.Name, r.Checked)
+			fmt.Fprintf(stderr, "subvault emergency-kit: repository %s: %s\n", r.Name, printableText(r.Checked))
 		}
 	}
 	fmt.Fprintln(stderr, "WARNING: these files hold the secrets that open your backups (repository passwords, credentials, backend keys):")

@@ -266,7 +266,7 @@ func TestEmergencyKitQRCodesDecode(t *testing.T) {
 		{"Grüße aus Köln", "Grüße aus Köln", []string{"-Sbinary"}, true},
 	} {
 		// A password that is not the repository's: the kit says so.
-		testutil.WriteFile(t, e.password, c.password+"\n")
+		testutil.WriteSecret(t, e.password, c.password+"\n")
 		out := t.TempDir()
 		var o, eo bytes.Buffer
 		if code := run([]string{"emergency-kit", "--config", e.config, "--out", out}, &o, &eo); code != exitOK {

@@ -31,8 +31,8 @@ func runPlans(args []string, stdout, stderr io.Writer) int {
 	}
 	rows := make([][]string, 0, len(plans))
 	for _, p := range plans {
-		rows = append(rows, []string{p.Name, strings.Join(p.Subvolumes, ","), p.Repository, dash(p.Schedule),
-			cc.out.when(p.LastBackup), dash(p.LastResult), cc.out.when(p.NextRun)})
+		rows = append(rows, []string{printable(p.Name), strings.Join(printableAll(p.Subvolumes), ","), printable(p.Repository),
+			dash(printable(p.Schedule)), cc.out.when(p.LastBackup), dash(printable(p.LastResult)), cc.out.when(p.NextRun)})
 	}
 	table(stdout, []string{"PLAN", "SUBVOLUMES", "REPOSITORY", "SCHEDULE", "LAST BACKUP", "RESULT", "NEXT RUN"}, rows)
 	return exitOK
@@ -69,7 +69,7 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 	}
 	rows := make([][]string, 0, len(jobs))
 	for _, j := range jobs {
-		state := j.State
+		state := printable(j.State)
 		switch j.State {
 		case client.StateFinished:
 			state = cc.out.result(j.Result)
@@ -80,8 +80,8 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 		if started.IsZero() {
 			started = j.QueuedAt
 		}
-		rows = append(rows, []string{strconv.FormatUint(uint64(j.ID), 10), j.Kind, j.Plan, cc.out.when(started),
-			took(j, cc.out.now()), j.Trigger, state})
+		rows = append(rows, []string{strconv.FormatUint(uint64(j.ID), 10), printable(j.Kind), printable(j.Plan), cc.out.when(started),
+			took(j, cc.out.now()), printable(j.Trigger), state})
 	}
 	table(stdout, []string{"ID", "KIND", "PLAN", "STARTED", "TOOK", "TRIGGER", "STATE"}, rows)
 	return exitOK
@@ -149,13 +149,13 @@ func printJob(w io.Writer, o output, j client.Job) {
 			rows = append(rows, [2]string{k, v})
 		}
 	}
-	state := j.State
+	state := printable(j.State)
 	if j.State == client.StateFinished {
 		state = o.result(j.Result)
 	}
-	add("job", fmt.Sprintf("%d, %s of %s", j.ID, j.Kind, j.Plan))
+	add("job", fmt.Sprintf("%d, %s of %s", j.ID, printable(j.Kind), printable(j.Plan)))
 	add("state", state)
-	add("trigger", j.Trigger)
+	add("trigger", printable(j.Trigger))
 	add("queued", o.when(j.QueuedAt))
 	if !j.StartedAt.IsZero() {
 		add("started", o.when(j.StartedAt))
@@ -167,13 +167,13 @@ func printJob(w io.Writer, o output, j client.Job) {
 	if j.State == client.StateRunning {
 		add("progress", progressText(o, j, 0))
 		if len(j.CurrentFiles) > 0 {
-			add("working on", strings.Join(j.CurrentFiles, ", "))
+			add("working on", strings.Join(printableAll(j.CurrentFiles), ", "))
 		}
 	}
-	add("archive", j.ArchiveID)
+	add("archive", printable(j.ArchiveID))
 	add("error", o.paint(colorRed, j.Error))
 	for _, k := range sortedKeys(j.Summary) {
-		add(k, summaryValue(o, k, j.Summary[k]))
+		add(printable(k), summaryValue(o, k, j.Summary[k]))
 	}
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-24s %s\n", r[0]+":", r[1])
@@ -189,8 +189,8 @@ func sortedKeys(m map[string]any) []string {
 	return keys
 }
 
-// summaryValue prints one of restic's summary fields; sizes and durations
-// read as such on a terminal.
+// summaryValue prints one of restic's summary fields, escaped; sizes and
+// durations read as such on a terminal.
 func summaryValue(o output, k string, v any) string {
 	switch v := v.(type) {
 	case uint64:
@@ -204,7 +204,7 @@ func summaryValue(o output, k string, v any) string {
 		}
 		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
-	return fmt.Sprint(v)
+	return printable(fmt.Sprint(v))
 }
 
 const snapshotsAbout = `Lists a plan's local read-only snapshots, oldest first: name, when it was
@@ -232,7 +232,7 @@ func runSnapshots(args []string, stdout, stderr io.Writer) int {
 		if s.Kept {
 			kept = "yes"
 		}
-		rows = append(rows, []string{s.Name, cc.out.when(s.Created), kept, s.Path})
+		rows = append(rows, []string{printable(s.Name), cc.out.when(s.Created), kept, printable(s.Path)})
 	}
 	table(stdout, []string{"NAME", "TAKEN", "KEPT", "PATH"}, rows)
 	return exitOK
@@ -260,7 +260,8 @@ func runArchives(args []string, stdout, stderr io.Writer) int {
 	}
 	rows := make([][]string, 0, len(archives))
 	for _, a := range archives {
-		rows = append(rows, []string{a.ID, cc.out.when(a.Time), a.Host, strings.Join(a.Paths, ","), dash(strings.Join(a.Tags, ","))})
+		rows = append(rows, []string{printable(a.ID), cc.out.when(a.Time), printable(a.Host), strings.Join(printableAll(a.Paths), ","),
+			dash(strings.Join(printableAll(a.Tags), ","))})
 	}
 	table(stdout, []string{"ID", "TIME", "HOST", "PATHS", "TAGS"}, rows)
 	return exitOK

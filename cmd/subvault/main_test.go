@@ -17,7 +17,17 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestCheckConfigAcceptsTheShippedExample(t *testing.T) {
-	code, out, errOut := runCLI(t, "check-config", "--config", "../../packaging/config.example.yaml")
+	// Copied where root owns every directory above it, as /etc/subvault:
+	// a clone in a user's home is that user's, and refused.
+	example, err := os.ReadFile("../../packaging/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, example, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "check-config", "--config", path)
 	if code != exitOK {
 		t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut)
 	}

@@ -59,7 +59,20 @@ this page is made from the same text. Options take one dash or two
 and a value after a space or an
 .B =
 .RB ( \-\-quiet=false
-for a switch).`
+for a switch).
+.PP
+What the daemon, a repository or the configuration hands on (file names
+above all: any user names the files in a backed\-up subvolume) is printed so
+that it cannot act on the terminal: control characters, DEL and bytes that
+are not UTF\-8 as
+.BI \ex NN\fR,
+the C1 controls, the bidirectional embeddings, overrides, isolates and
+marks and the line and paragraph separators (U+0080 to U+009F, U+061C,
+U+200E, U+200F, U+202A to U+202E, U+2028, U+2029, U+2066 to U+2069) as
+.BI \eu NNNN\fR.
+A backslash is printed as it is: a name holding the text
+.B \ex1b
+looks like one holding ESC, and neither acts.`
 
 const manExitStatus = `.TP
 .B 0
@@ -91,7 +104,11 @@ in its description above.`
 const manJSON = `With
 .BR \-\-json ,
 a listing prints one JSON value; times are RFC 3339 strings, absent when
-there is none; sizes are bytes. The fields:
+there is none; sizes are bytes. Strings hold the values themselves; the
+characters a terminal acts on are written as JSON
+.BI \eu NNNN
+escapes (control characters, DEL, the C1 controls and the bidirectional
+ones), so the output is safe on a terminal too. The fields:
 .TP
 .B plans
 an array of plans:

@@ -130,7 +130,7 @@ func (n *notifier) run(ctx context.Context, deskEvents <-chan desktop.Event) int
 			case up && !reachable:
 				n.logf("following the daemon on the %s bus", busLabel(n.bus))
 			case !up && v.Err != nil && v.Err.Error() != lastErr:
-				n.logf("%v; trying again every %v", v.Err, notifyRetry)
+				n.logf("%s; trying again every %v", printable(v.Err.Error()), notifyRetry)
 				lastErr = v.Err.Error()
 			case !up && reachable:
 				n.logf("the daemon left the bus; waiting for it to come back")
@@ -173,30 +173,36 @@ func (n *notifier) jobFinished(ctx context.Context, j client.Job) {
 		return
 	}
 	n.finished[j.ID] = true
+	if note, ok := jobNotification(j, n.onSuccess); ok {
+		n.notify(ctx, j.Plan+"/"+j.Kind, j.ID, note)
+	}
+}
+
+// jobNotification is what to show about finished job j: a failure, or a
+// success when onSuccess; ok is false when there is nothing to show. Its
+// text is escaped by printable.
+func jobNotification(j client.Job, onSuccess bool) (note desktop.Notification, ok bool) {
 	what := jobTitle(j)
 	switch {
 	case j.Result == client.ResultFailed:
-		body := j.Error
+		body := printable(j.Error)
 		if body == "" {
 			body = fmt.Sprintf("job %d failed without saying why; see subvault job %d", j.ID, j.ID)
 		}
-		n.notify(ctx, j.Plan+"/"+j.Kind, j.ID, desktop.Notification{
-			Summary: what + " failed", Body: body, Icon: "dialog-error", Urgency: desktop.Critical,
-		})
-	case j.Result == client.ResultDone && n.onSuccess:
-		n.notify(ctx, j.Plan+"/"+j.Kind, j.ID, desktop.Notification{
-			Summary: what + " done", Body: successBody(j), Icon: "dialog-information", Urgency: desktop.Normal,
-		})
+		return desktop.Notification{Summary: what + " failed", Body: body, Icon: "dialog-error", Urgency: desktop.Critical}, true
+	case j.Result == client.ResultDone && onSuccess:
+		return desktop.Notification{Summary: what + " done", Body: successBody(j), Icon: "dialog-information", Urgency: desktop.Normal}, true
 	}
+	return desktop.Notification{}, false
 }
 
 // jobTitle is "Backup of home".
 func jobTitle(j client.Job) string {
-	kind := j.Kind
+	kind := printable(j.Kind)
 	if kind == "" {
 		kind = "job"
 	}
-	return strings.ToUpper(kind[:1]) + kind[1:] + " of " + j.Plan
+	return strings.ToUpper(kind[:1]) + kind[1:] + " of " + printable(j.Plan)
 }
 
 // successBody says what a successful job did: for a backup, its archive
@@ -204,7 +210,7 @@ func jobTitle(j client.Job) string {
 func successBody(j client.Job) string {
 	var parts []string
 	if j.ArchiveID != "" {
-		parts = append(parts, "archive "+j.ArchiveID)
+		parts = append(parts, "archive "+printable(j.ArchiveID))
 	}
 	num := func(key string) (uint64, bool) {
 		v, ok := j.Summary[key].(uint64)
@@ -239,12 +245,12 @@ func (n *notifier) checkOverdue(ctx context.Context, plans []client.Plan, now ti
 			continue
 		}
 		n.overdue[p.Name] = true
-		body := strings.TrimPrefix(why, "overdue: ")
+		body := printable(strings.TrimPrefix(why, "overdue: "))
 		if !p.NextRun.IsZero() {
 			body += "; next run " + relative(now, p.NextRun)
 		}
 		n.notify(ctx, p.Name+"/backup", 0, desktop.Notification{
-			Summary: "Backup of " + p.Name + " is overdue", Body: body, Icon: "dialog-warning", Urgency: desktop.Normal,
+			Summary: "Backup of " + printable(p.Name) + " is overdue", Body: body, Icon: "dialog-warning", Urgency: desktop.Normal,
 		})
 	}
 }
@@ -258,7 +264,7 @@ func (n *notifier) notify(ctx context.Context, key string, job uint32, note desk
 	// each time (notifications are rare).
 	caps, err := n.desk.Capabilities(ctx)
 	if err != nil {
-		n.logf("%v", err)
+		n.logf("%s", printable(err.Error()))
 	}
 	if desktop.Has(caps, desktop.CapBodyMarkup) {
 		note.Body = desktop.EscapeMarkup(note.Body)
@@ -270,7 +276,7 @@ func (n *notifier) notify(ctx context.Context, key string, job uint32, note desk
 	note.Timeout = -1
 	id, err := n.desk.Notify(ctx, note)
 	if err != nil {
-		n.logf("%v", err)
+		n.logf("%s", printable(err.Error()))
 		return
 	}
 	if old := note.ReplacesID; old != 0 && old != id {

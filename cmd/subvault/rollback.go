@@ -58,7 +58,7 @@ func runRollback(args []string, stdout, stderr io.Writer) int {
 	}
 	interactive := isTerminal(os.Stdin)
 	if !*yes && !*dryRun && !interactive {
-		fmt.Fprintf(stderr, "subvault rollback: stdin is not a terminal, so nobody can confirm: give --yes to roll back %s without asking, or --dry-run to see what would be done\n", subvolume)
+		fmt.Fprintf(stderr, "subvault rollback: stdin is not a terminal, so nobody can confirm: give --yes to roll back %s without asking, or --dry-run to see what would be done\n", printable(subvolume))
 		return exitUsage
 	}
 	ctx := context.Background()
@@ -71,12 +71,12 @@ func runRollback(args []string, stdout, stderr io.Writer) int {
 		return cc.fail(err)
 	}
 	if *dryRun {
-		fmt.Fprintln(stdout, plan)
+		fmt.Fprintln(stdout, printableText(plan))
 		return exitOK
 	}
 	if !*yes {
-		fmt.Fprintln(stderr, plan)
-		fmt.Fprintf(stderr, "Roll %s back to %s? [y/N] ", subvolume, pos[1])
+		fmt.Fprintln(stderr, printableText(plan))
+		fmt.Fprintf(stderr, "Roll %s back to %s? [y/N] ", printable(subvolume), printable(pos[1]))
 		answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
 			fmt.Fprintln(stderr, "nothing changed")
@@ -87,6 +87,6 @@ func runRollback(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return cc.fail(err)
 	}
-	fmt.Fprintln(stdout, message)
+	fmt.Fprintln(stdout, printableText(message))
 	return exitOK
 }

@@ -72,11 +72,11 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, printableText(err.Error()))
 		return exitFailure
 	}
 	if _, ok := cfg.Plans[plan]; !ok {
-		fmt.Fprintf(stderr, "subvault run backup: no plan %q in %s (plans: %s)\n", plan, cfg.File, strings.Join(cfg.PlanNames(), ", "))
+		fmt.Fprintf(stderr, "subvault run backup: no plan %q in %s (plans: %s)\n", plan, printable(cfg.File), strings.Join(cfg.PlanNames(), ", "))
 		return exitUsage
 	}
 
@@ -99,13 +99,13 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 	case backup.ResultDone:
 		return exitOK
 	case backup.ResultPartial:
-		fmt.Fprintf(stderr, "subvault: backup of %s is partial: %v\n", plan, err)
+		fmt.Fprintf(stderr, "subvault: backup of %s is partial: %s\n", plan, printableText(fmt.Sprint(err)))
 		return exitPartial
 	case backup.ResultCanceled:
 		fmt.Fprintf(stderr, "subvault: backup of %s canceled; its snapshots were removed\n", plan)
 		return exitCanceled
 	default:
-		fmt.Fprintf(stderr, "subvault: backup of %s failed: %v\n", plan, err)
+		fmt.Fprintf(stderr, "subvault: backup of %s failed: %s\n", plan, printableText(fmt.Sprint(err)))
 		return exitFailure
 	}
 }
@@ -115,14 +115,14 @@ func printSummary(w io.Writer, plan string, id uint32, res backup.Result) {
 	if res.ArchiveID == "" || s == nil {
 		return
 	}
-	fmt.Fprintf(w, "plan %s, job %d: archive %s\n", plan, id, res.ArchiveID)
+	fmt.Fprintf(w, "plan %s, job %d: archive %s\n", plan, id, printable(res.ArchiveID))
 	fmt.Fprintf(w, "  files: %d new, %d changed, %d unmodified\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
 	fmt.Fprintf(w, "  dirs:  %d new, %d changed, %d unmodified\n", s.DirsNew, s.DirsChanged, s.DirsUnmodified)
 	fmt.Fprintf(w, "  added to the repository: %s; processed %d files, %s in %s\n",
 		humanBytes(s.DataAdded), s.TotalFilesProcessed, humanBytes(s.TotalBytesProcessed),
 		humanDuration(s.TotalDuration))
 	for _, k := range res.Kept {
-		fmt.Fprintf(w, "  kept snapshot: %s\n", k.Path)
+		fmt.Fprintf(w, "  kept snapshot: %s\n", printable(k.Path))
 	}
 }
 
@@ -155,10 +155,10 @@ func (p *progressLine) status(s restic.BackupStatus) {
 		line += "  ETA " + humanDuration(time.Duration(s.SecondsRemaining)*time.Second)
 	}
 	if len(s.CurrentFiles) > 0 {
-		line += "  " + s.CurrentFiles[0]
+		line += "  " + printable(s.CurrentFiles[0])
 	}
-	if len(line) > 120 {
-		line = line[:117] + "..."
+	if r := []rune(line); len(r) > 120 {
+		line = string(r[:117]) + "..."
 	}
 	fmt.Fprintf(p.w, "\r\033[K%s", line)
 	p.shown = true

@@ -257,14 +257,14 @@ func (sc *startCmd) finished(j client.Job) int {
 	o := sc.out
 	switch j.Result {
 	case client.ResultDone:
-		fmt.Fprintf(sc.stdout, "job %d: %s of %s %s in %s\n", j.ID, j.Kind, j.Plan, o.result("done"), took(j, o.now()))
+		fmt.Fprintf(sc.stdout, "job %d: %s of %s %s in %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("done"), took(j, o.now()))
 		printJobSummary(sc.stdout, o, j)
 		return exitOK
 	case client.ResultCanceled:
-		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s\n", j.ID, j.Kind, j.Plan, o.result("canceled"))
+		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("canceled"))
 		return exitCanceled
 	}
-	fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, j.Kind, j.Plan, o.result("failed"), j.Error)
+	fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("failed"), printable(j.Error))
 	if strings.HasPrefix(j.Error, "partial") {
 		printJobSummary(sc.stdout, o, j)
 		return exitPartial
@@ -277,7 +277,7 @@ func (sc *startCmd) finished(j client.Job) int {
 func printJobSummary(w io.Writer, o output, j client.Job) {
 	s := j.Summary
 	if j.ArchiveID != "" {
-		fmt.Fprintf(w, "  archive: %s\n", j.ArchiveID)
+		fmt.Fprintf(w, "  archive: %s\n", printable(j.ArchiveID))
 	}
 	n := func(k string) uint64 { v, _ := s[k].(uint64); return v }
 	if _, ok := s["files_new"]; ok {
@@ -288,7 +288,7 @@ func printJobSummary(w io.Writer, o output, j client.Job) {
 		return
 	}
 	for _, k := range sortedKeys(s) {
-		fmt.Fprintf(w, "  %s: %s\n", strings.ReplaceAll(k, "_", " "), summaryValue(o, k, s[k]))
+		fmt.Fprintf(w, "  %s: %s\n", printable(strings.ReplaceAll(k, "_", " ")), summaryValue(o, k, s[k]))
 	}
 }
 
@@ -336,7 +336,7 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 	if err := cc.c.Reload(ctx); err != nil {
 		var cerr *client.Error
 		if errors.As(err, &cerr) && cerr.Name == "org.subvault.Subvault1.Error.InvalidConfig" {
-			fmt.Fprintf(stderr, "subvault reload: %v\n", err)
+			fmt.Fprintf(stderr, "subvault reload: %s\n", printableText(err.Error()))
 			return exitFailure
 		}
 		return cc.fail(err)
@@ -367,7 +367,7 @@ func (b *progressBar) update(j client.Job) {
 		b.clear()
 		b.phase = j.State
 		if j.State != client.StateFinished {
-			fmt.Fprintf(b.w, "job %d: %s of %s %s\n", j.ID, j.Kind, j.Plan, j.State)
+			fmt.Fprintf(b.w, "job %d: %s of %s %s\n", j.ID, printable(j.Kind), printable(j.Plan), printable(j.State))
 		}
 	}
 	if !b.tty || j.State != client.StateRunning {
@@ -418,7 +418,7 @@ func progressText(o output, j client.Job, rate float64) string {
 	}
 	line := strings.Join(parts, "  ")
 	if len(j.CurrentFiles) > 0 {
-		line += "  " + j.CurrentFiles[0]
+		line += "  " + printable(j.CurrentFiles[0])
 	}
 	width := o.width - 1
 	if width < 20 {

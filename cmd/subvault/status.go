@@ -83,25 +83,25 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func printStatus(w io.Writer, o output, st statusJSON) {
-	fmt.Fprintf(w, "subvault daemon %s: %s, %s\n", st.Daemon.Version, st.Daemon.State, plural(len(st.Plans), "plan", "plans"))
+	fmt.Fprintf(w, "subvault daemon %s: %s, %s\n", printable(st.Daemon.Version), printable(st.Daemon.State), plural(len(st.Plans), "plan", "plans"))
 	if len(st.Plans) > 0 {
 		fmt.Fprintln(w)
 		rows := make([][]string, 0, len(st.Plans))
 		for _, p := range st.Plans {
-			rows = append(rows, []string{p.Name, o.when(p.LastBackup), dash(p.LastResult), o.when(p.NextRun), o.health(p.Health)})
+			rows = append(rows, []string{printable(p.Name), o.when(p.LastBackup), dash(printable(p.LastResult)), o.when(p.NextRun), o.health(p.Health)})
 		}
 		table(w, []string{"PLAN", "LAST BACKUP", "RESULT", "NEXT RUN", "HEALTH"}, rows)
 	}
 	for _, j := range st.Running {
-		fmt.Fprintf(w, "\nrunning: job %d, %s of %s, started %s\n  %s\n", j.ID, j.Kind, j.Plan, o.when(j.StartedAt), progressText(o, j, 0))
+		fmt.Fprintf(w, "\nrunning: job %d, %s of %s, started %s\n  %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.when(j.StartedAt), progressText(o, j, 0))
 	}
 	for _, j := range st.Queued {
-		fmt.Fprintf(w, "queued:  job %d, %s of %s\n", j.ID, j.Kind, j.Plan)
+		fmt.Fprintf(w, "queued:  job %d, %s of %s\n", j.ID, printable(j.Kind), printable(j.Plan))
 	}
 	var problems []string
 	for _, p := range st.Plans {
 		if p.Health == healthFailed || p.Health == healthOverdue {
-			problems = append(problems, fmt.Sprintf("  %s: %s", p.Name, p.Why))
+			problems = append(problems, fmt.Sprintf("  %s: %s", printable(p.Name), printable(p.Why)))
 		}
 	}
 	if len(problems) > 0 {
@@ -123,5 +123,5 @@ func (o output) health(h string) string {
 	case healthOverdue:
 		return o.paint(colorYellow, h)
 	}
-	return h
+	return printable(h)
 }

@@ -42,15 +42,16 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 	phase := map[uint32]string{}
 	quarter := map[uint32]int{}
 	bar := &progressBar{w: stdout, out: cc.out, tty: cc.out.tty}
-	enc := json.NewEncoder(stdout)
+	enc := json.NewEncoder(printableJSON{stdout})
+	// what is escaped by its caller (it may be painted).
 	line := func(j client.Job, what string) {
 		bar.clear()
-		fmt.Fprintf(stdout, "%s job %d %s %s: %s\n", cc.out.stamp(), j.ID, j.Kind, j.Plan, what)
+		fmt.Fprintf(stdout, "%s job %d %s %s: %s\n", cc.out.stamp(), j.ID, printable(j.Kind), printable(j.Plan), what)
 	}
 	for _, j := range w.Jobs() {
 		if j.Active() {
 			phase[j.ID], quarter[j.ID] = j.State, int(j.Progress*4)
-			line(j, j.State)
+			line(j, printable(j.State))
 		}
 	}
 	for {
@@ -87,7 +88,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 		}
 		switch e.Type {
 		case client.JobNew:
-			line(j, "queued ("+j.Trigger+")")
+			line(j, "queued ("+printable(j.Trigger)+")")
 		case client.JobChanged:
 			switch {
 			case newPhase && j.State == client.StateRunning:
@@ -96,7 +97,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 				line(j, fmt.Sprintf("%d%%  %s/%s", int(j.Progress*4)*25, humanBytes(j.BytesDone), humanBytes(j.BytesTotal)))
 			}
 			if j.State == client.StateRunning && cc.out.tty {
-				fmt.Fprintf(stdout, "\r\033[Kjob %d %s: %s", j.ID, j.Plan, progressText(cc.out, j, 0))
+				fmt.Fprintf(stdout, "\r\033[Kjob %d %s: %s", j.ID, printable(j.Plan), progressText(cc.out, j, 0))
 				bar.shown = true
 			}
 		case client.JobFinished:

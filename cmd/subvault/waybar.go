@@ -174,7 +174,8 @@ type barLine struct {
 	Percentage int    `json:"percentage"`
 }
 
-// renderBar makes the line from the daemon's plans and jobs.
+// renderBar makes the line from the daemon's plans and jobs; what came from
+// the daemon is escaped by printable (the bar shows it as text too).
 func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 	// The job a plan's line shows: the running one, else the first queued.
 	var active *client.Job
@@ -197,11 +198,12 @@ func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 	tooltip := make([]string, 0, len(plans))
 	for _, p := range plans {
 		status, why := planHealth(p, now)
+		name := printable(p.Name)
 		switch status {
 		case healthFailed:
-			failed = append(failed, p.Name)
+			failed = append(failed, name)
 		case healthOverdue:
-			overdue = append(overdue, p.Name)
+			overdue = append(overdue, name)
 		}
 		if success := lastSuccess(p); success.After(newest) {
 			newest = success
@@ -210,7 +212,7 @@ func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 		if j, ok := activeOf[p.Name]; ok {
 			parts = append(parts, jobPhrase(j))
 		}
-		parts = append(parts, shorten(why, 160))
+		parts = append(parts, shorten(printable(why), 160))
 		if p.NextRun.IsZero() {
 			if p.Schedule == "" {
 				parts = append(parts, "manual")
@@ -218,7 +220,7 @@ func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 		} else {
 			parts = append(parts, "next "+relative(now, p.NextRun))
 		}
-		tooltip = append(tooltip, p.Name+": "+strings.Join(parts, " · "))
+		tooltip = append(tooltip, name+": "+strings.Join(parts, " · "))
 	}
 	if len(plans) == 0 {
 		tooltip = append(tooltip, "no plans are configured")
@@ -228,9 +230,9 @@ func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 	switch {
 	case active != nil:
 		line.Class = classRunning
-		line.Text = "⟳ " + active.Plan
+		line.Text = "⟳ " + printable(active.Plan)
 		if active.Kind != "backup" {
-			line.Text += " " + active.Kind
+			line.Text += " " + printable(active.Kind)
 		}
 		switch {
 		case active.State == client.StateQueued:
@@ -254,17 +256,18 @@ func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 
 // unreachableBar is the line while the daemon cannot be reached.
 func unreachableBar(why string) barLine {
-	return barLine{Text: "? subvault", Tooltip: why, Class: classUnreachable}
+	return barLine{Text: "? subvault", Tooltip: printable(why), Class: classUnreachable}
 }
 
 // jobPhrase is what a plan's active job is doing: "backing up 42% (job 7)".
 func jobPhrase(j client.Job) string {
+	kind := printable(j.Kind)
 	verb := map[string]string{"backup": "backing up", "prune": "pruning", "check": "checking", "restore": "restoring"}[j.Kind]
 	if verb == "" {
-		verb = j.Kind
+		verb = kind
 	}
 	if j.State == client.StateQueued {
-		return fmt.Sprintf("%s queued (job %d)", j.Kind, j.ID)
+		return fmt.Sprintf("%s queued (job %d)", kind, j.ID)
 	}
 	return fmt.Sprintf("%s %d%% (job %d)", verb, min(100, max(0, int(j.Progress*100))), j.ID)
 }
@@ -331,7 +334,7 @@ func i3blocksJSON(l barLine) ([]byte, error) {
 
 func marshalLine(v any) ([]byte, error) {
 	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
+	enc := json.NewEncoder(printableJSON{&b})
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return nil, err

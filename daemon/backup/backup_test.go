@@ -445,7 +445,7 @@ func TestFailuresSayWhatToDo(t *testing.T) {
 	}{
 		{"wrong password", func(t *testing.T, e *testEnv) {
 			wrong := filepath.Join(t.TempDir(), "wrong.pass")
-			testutil.WriteFile(t, wrong, "not the password")
+			testutil.WriteSecret(t, wrong, "not the password")
 			e.configure(t, fmt.Sprintf("url: %s\n    password_file: %s", e.repo, wrong), []string{e.fs.Path("home")}, "")
 		}, []string{"wrong password", "wrong.pass"}},
 		{"missing repository", func(t *testing.T, e *testEnv) {

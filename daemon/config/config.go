@@ -3,13 +3,14 @@
 // key path, and says what is expected.
 //
 // The file's shape is the contract in design/config.md; docs/configuration.md
-// is the user's reference. The package reads the one file and does no other
-// I/O: no user, group or path look-ups, no time zone loading.
+// is the user's reference. Load reads the one file and, besides, only the
+// owner, type and mode of the files it names and of the directories above
+// them (strict.go: like sshd's StrictModes, a file another user may change
+// is refused); Parse does no I/O at all. Neither looks up users, groups or
+// time zones.
 package config
 
 import (
-	"fmt"
-	"os"
 	"sort"
 
 	"github.com/robfig/cron/v3"
@@ -40,6 +41,8 @@ type Config struct {
 	Repositories map[string]*Repository
 	Plans        map[string]*Plan
 	Settings     Settings
+
+	files []fileRef // what Load checks (strict.go), in file order
 }
 
 // Repository is one entry of "repositories". Exactly one of PasswordFile,
@@ -145,13 +148,25 @@ func DefaultSettings() Settings {
 	}
 }
 
-// Load reads the file at path and parses it with Parse.
+// Load reads the file at path and parses it with Parse, then checks that
+// nobody but root (or the uid this process runs as) can change the file,
+// the programs it runs, the files restic reads and the directories root
+// writes into, or read its secrets (strict.go). A problem is refused as an
+// *Errors whose entries name the file, the key and the chmod or chown that
+// fixes it.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read configuration file: %w", err)
+		return nil, err
 	}
-	return Parse(path, data)
+	cfg, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.checkFiles(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // Parse decodes and validates a configuration. file is used only in
@@ -168,6 +183,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, &p.errs
 	}
 	cfg.File = file
+	cfg.files = p.files
 	return cfg, nil
 }
 

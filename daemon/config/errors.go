@@ -14,7 +14,9 @@ import (
 //
 // Key is the full dotted key path with list indexes ("plans.home.subvolumes[0]");
 // it is empty for problems with the file as a whole (syntax errors, an empty file),
-// and then the text is "FILE:LINE: what is wrong; expected WHAT".
+// and then the text is "FILE:LINE: what is wrong; expected WHAT". Line is 0
+// for what is on no line: a default value ("FILE: KEY: ..."), or the file's
+// own owner and mode ("FILE: ...").
 type Error struct {
 	File   string
 	Line   int // 1-based
@@ -24,6 +26,12 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	if e.Line == 0 {
+		if e.Key == "" {
+			return fmt.Sprintf("%s: %s", e.File, e.Msg)
+		}
+		return fmt.Sprintf("%s: %s: %s", e.File, e.Key, e.Msg)
+	}
 	if e.Key == "" {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
 	}

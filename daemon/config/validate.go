@@ -64,9 +64,13 @@ func (p *parser) parse(data []byte) *Config {
 		Settings:     DefaultSettings(),
 	}
 	// Settings first: repositories' cache directories default below settings.cache_dir.
+	settingsAt := map[string]*yaml.Node{}
 	if e, path, ok := m.get("settings"); ok {
-		p.settings(e, path, &cfg.Settings)
+		p.settings(e, path, &cfg.Settings, settingsAt)
 	}
+	p.names(settingsAt["state_dir"], "settings.state_dir", cfg.Settings.StateDir, roleDirectory)
+	p.names(settingsAt["cache_dir"], "settings.cache_dir", cfg.Settings.CacheDir, roleDirectory)
+	p.names(settingsAt["restic"], "settings.restic", cfg.Settings.Restic, roleProgram)
 	if e, path, ok := m.get("repositories"); ok {
 		entries, _ := p.pairs(e.value, path, "a mapping of repository names to repositories ({} for none)")
 		for _, r := range entries {
@@ -92,7 +96,9 @@ func (p *parser) name(e pair, path, what string) {
 	}
 }
 
-func (p *parser) settings(e pair, path string, s *Settings) {
+// settings decodes the settings block; at gets the value node of each key
+// that names a file.
+func (p *parser) settings(e pair, path string, s *Settings, at map[string]*yaml.Node) {
 	m := p.mapping(e.key, e.value, path, "a mapping of daemon settings", settingsKeys)
 	if m == nil {
 		return
@@ -108,9 +114,11 @@ func (p *parser) settings(e pair, path string, s *Settings) {
 	}
 	if e, path, ok := m.get("state_dir"); ok {
 		s.StateDir, _ = p.absPath(e.value, path, "an absolute directory such as "+DefaultStateDir, false)
+		at["state_dir"] = e.value
 	}
 	if e, path, ok := m.get("cache_dir"); ok {
 		s.CacheDir, _ = p.absPath(e.value, path, "an absolute directory such as "+DefaultCacheDir, false)
+		at["cache_dir"] = e.value
 	}
 	if e, path, ok := m.get("restic"); ok {
 		const expected = "a program name looked up in PATH (such as restic) or an absolute path (such as /usr/bin/restic)"
@@ -122,6 +130,7 @@ func (p *parser) settings(e pair, path string, s *Settings) {
 				p.fail(resolve(e.value), path, fmt.Sprintf("%q is a relative path", v), expected)
 			default:
 				s.Restic = v
+				at["restic"] = e.value
 			}
 		}
 	}
@@ -140,6 +149,9 @@ func (p *parser) repository(e pair, path string, settings Settings) *Repository 
 				p.fail(resolve(e.value), path, "is empty", expected)
 			}
 			repo.URL = v
+			if dir, local := localRepository(v); local {
+				p.names(e.value, path, dir, roleDirectory)
+			}
 		}
 	} else {
 		p.missing(m, "url", "a restic repository such as sftp:user@host:/srv/restic")
@@ -166,13 +178,19 @@ func (p *parser) repository(e pair, path string, settings Settings) *Repository 
 			"exactly one of password_file, password_command or credential")
 	}
 	if e, path, ok := m.get("password_file"); ok {
-		repo.PasswordFile, _ = p.absPath(e.value, path, "an absolute path to the file holding the password, such as /etc/subvault/offsite.pass", false)
+		var good bool
+		repo.PasswordFile, good = p.absPath(e.value, path, "an absolute path to the file holding the password, such as /etc/subvault/offsite.pass", false)
+		if good {
+			p.names(e.value, path, repo.PasswordFile, roleSecret)
+		}
 	}
 	if e, path, ok := m.get("password_command"); ok {
 		const expected = "a command printing the password, such as \"/usr/bin/pass show restic\""
 		if v, ok := p.str(e.value, path, expected); ok {
 			if strings.TrimSpace(v) == "" {
 				p.fail(resolve(e.value), path, "is empty", expected)
+			} else if program := firstWord(v); program != "" {
+				p.names(e.value, path, program, roleProgram)
 			}
 			repo.PasswordCommand = v
 		}
@@ -190,13 +208,24 @@ func (p *parser) repository(e pair, path string, settings Settings) *Repository 
 		}
 	}
 	if e, path, ok := m.get("env_file"); ok {
-		repo.EnvFile, _ = p.absPath(e.value, path, "an absolute path to a file of KEY=VALUE lines, such as /etc/subvault/offsite.env", false)
+		var good bool
+		repo.EnvFile, good = p.absPath(e.value, path, "an absolute path to a file of KEY=VALUE lines, such as /etc/subvault/offsite.env", false)
+		if good {
+			p.names(e.value, path, repo.EnvFile, roleSecret)
+		}
 	}
 	if e, path, ok := m.get("init"); ok {
 		repo.Init, _ = p.boolean(e.value, path)
 	}
 	if e, path, ok := m.get("cache_dir"); ok {
-		repo.CacheDir, _ = p.absPath(e.value, path, "an absolute directory such as "+filepath.Join(DefaultCacheDir, repo.Name), false)
+		var good bool
+		repo.CacheDir, good = p.absPath(e.value, path, "an absolute directory such as "+filepath.Join(DefaultCacheDir, repo.Name), false)
+		if good {
+			p.names(e.value, path, repo.CacheDir, roleDirectory)
+		}
+	} else {
+		// The default, below settings.cache_dir: reported at the repository.
+		p.names(m.at, join(m.path, "cache_dir"), repo.CacheDir, roleDirectory)
 	}
 	return repo
 }
@@ -427,7 +456,10 @@ func (p *parser) backup(e pair, path string, b *Backup) {
 	if e, path, ok := m.get("exclude_file"); ok {
 		const expected = `"" or an absolute path to a file of exclude patterns`
 		if v, ok := p.str(e.value, path, expected); ok && v != "" {
-			b.ExcludeFile, _ = p.absPath(e.value, path, expected, false)
+			var good bool
+			if b.ExcludeFile, good = p.absPath(e.value, path, expected, false); good {
+				p.names(e.value, path, b.ExcludeFile, roleRead)
+			}
 		}
 	}
 	if e, path, ok := m.get("exclude_if_present"); ok {
@@ -468,6 +500,44 @@ func (p *parser) backup(e pair, path string, b *Backup) {
 				return ""
 			})
 	}
+}
+
+// localRepository is the directory of a repository on a local path
+// ("/srv/restic" or "local:/srv/restic"), which restic writes as root.
+func localRepository(url string) (string, bool) {
+	url = strings.TrimPrefix(url, "local:")
+	if filepath.IsAbs(url) {
+		return filepath.Clean(url), true
+	}
+	return "", false
+}
+
+// firstWord is the program of a password_command, as restic splits the
+// command line: words separated by spaces, with '...' and "..." quoting
+// and backslash escapes.
+func firstWord(command string) string {
+	command = strings.TrimLeft(command, " \t")
+	var b strings.Builder
+	var quote rune
+	escaped := false
+	for _, r := range command {
+		switch {
+		case escaped:
+			b.WriteRune(r)
+			escaped = false
+		case r == '\\' && quote != '\'':
+			escaped = true
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote == 0 && (r == '"' || r == '\''):
+			quote = r
+		case quote == 0 && (r == ' ' || r == '\t'):
+			return b.String()
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func nonEmpty(s string) string {
@@ -611,6 +681,9 @@ func (p *parser) argv(n *yaml.Node, path string) []string {
 			p.fail(resolve(item), index(path, i), "the program is empty", "the program to run, such as /usr/bin/psql")
 			good = false
 			continue
+		}
+		if i == 0 {
+			p.names(item, index(path, i), s, roleProgram)
 		}
 		argv = append(argv, s)
 	}

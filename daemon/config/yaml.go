@@ -31,6 +31,12 @@ type parser struct {
 	errs    Errors
 	merging map[*yaml.Node]bool   // mappings being expanded by pairs, to refuse "<<" cycles
 	merged  map[*yaml.Node][]pair // pairs of mappings already expanded, so chains of merges stay linear
+	files   []fileRef             // the files the configuration names, for Load to check
+}
+
+// names records a file the configuration names at n (nil for a default).
+func (p *parser) names(n *yaml.Node, key, path string, role fileRole) {
+	p.files = append(p.files, fileRef{key: key, node: resolve(n), path: path, role: role})
 }
 
 // fail records a problem at n (line 1 when n is nil).

@@ -391,7 +391,7 @@ func TestPruneAppliesKeepSnapshots(t *testing.T) {
 			t.Fatal(err)
 		}
 		wrong := filepath.Join(t.TempDir(), "wrong")
-		testutil.WriteFile(t, wrong, "not the password\n")
+		testutil.WriteSecret(t, wrong, "not the password\n")
 		cfg := *e.cfg
 		repo := *cfg.Repositories["r"]
 		repo.PasswordFile = wrong

@@ -123,12 +123,28 @@ func Run(t testing.TB, name string, args ...string) string {
 }
 
 // WriteFile writes content to path, making parent directories, or fails the test.
+// A new file is 0644; an existing one keeps its mode.
 func WriteFile(t testing.TB, path, content string) {
+	t.Helper()
+	writeFile(t, path, content, 0o644)
+}
+
+// WriteSecret writes a password_file or env_file: as WriteFile, but mode
+// 0600 (the daemon refuses a secret that others may read).
+func WriteSecret(t testing.TB, path, content string) {
+	t.Helper()
+	writeFile(t, path, content, 0o600)
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeFile(t testing.TB, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(fmt.Errorf("write %s: %w", path, err))
 	}
 }
