@@ -43,7 +43,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(journal.NewHandler(stderr, journal.WithLevel(level)))
 
-	conn, err := api.Connect(*bus)
+	conn, err := api.ConnectServer(*bus)
 	if err != nil {
 		fmt.Fprintf(stderr, "subvault daemon: %v\n", err)
 		return exitFailure
