@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -156,4 +158,49 @@ ask:
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// Issue 12, item 7: a job's Error, and its plan's LastError, go to every
+// user on the bus. A partial backup's named the files restic could not
+// read; now it counts them, and the daemon's log names them. (restic here
+// is a wrapper that reports one unreadable file after a real backup, as
+// restic 0.14 does: a JSON error line and exit 3.)
+func TestHostilePartialBackupErrorNamesNoFile(t *testing.T) {
+	testutil.RequireNobody(t)
+	e := newAPIEnv(t, 1)
+	wrapper := filepath.Join(e.state, "restic-partial")
+	testutil.WriteFile(t, wrapper, fmt.Sprintf(`#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = backup ]; then
+    %[1]q "$@" || exit $?
+    echo '{"message_type":"error","error":{"Op":"open","Path":"/home/ann/ann-secret-plans.txt","Err":13},"during":"archival","item":"/home/ann/ann-secret-plans.txt"}' >&2
+    exit 3
+  fi
+done
+exec %[1]q "$@"
+`, e.restic))
+	if err := os.Chmod(wrapper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "restic: "+e.restic, "restic: "+wrapper, 1))
+	e.startDaemon(t)
+	code, out, errOut := e.cli(t, "backup", "home", "--wait")
+	t.Logf("subvault backup home --wait: exit %d\n%s%s", code, out, errOut)
+	if code != exitPartial {
+		t.Fatalf("backup: exit %d, want %d (partial)", code, exitPartial)
+	}
+	for _, p := range []struct{ path, iface, prop string }{
+		{string(api.JobPath(1)), api.JobInterface, "Error"},
+		{string(api.PlanPath("home")), api.PlanInterface, "LastError"},
+	} {
+		got, err := testutil.AsNobody("busctl", "--address="+e.bus.Address, "get-property", api.BusName, p.path, p.iface, p.prop).CombinedOutput()
+		t.Logf("as uid 65534, %s: %v %s", p.prop, err, got)
+		if err != nil || strings.Contains(string(got), "ann-secret") || !strings.Contains(string(got), "could not read 1 file(s)") {
+			t.Errorf("as uid 65534, %s %s: %v %s (want a count, no name)", p.path, p.prop, err, got)
+		}
+	}
 }
