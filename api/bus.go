@@ -37,6 +37,17 @@ func Connect(bus string) (*dbus.Conn, error) {
 	return conn, nil
 }
 
+// ConnectServer opens the bus as Connect does, for the daemon: through a
+// guard (busguard.go) that keeps what godbus cannot take safely, and every
+// file descriptor but DiffTo's, from reaching it.
+func ConnectServer(bus string) (*dbus.Conn, error) {
+	conn, err := dialGuarded(bus)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to the %s bus: %w", busName(bus), err)
+	}
+	return conn, nil
+}
+
 func busName(bus string) string {
 	if bus == "" {
 		return "system"

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -22,33 +24,58 @@ type DiffEntry struct {
 
 // Diff lists what differs from a to b in the plan: each an archive id,
 // "latest", "live" or a local snapshot's name, at least one an archive.
-// It reads the repository, so it is authorized as ListArchives is.
+// It names files, in directories the caller may not be able to read and
+// made since the last backup too, so it needs the restore authorization
+// (root, or polkit's admin): a plan's allow_users may back it up, not see
+// what everybody's files are called. A result whose reply would be over
+// MaxReplyBytes is refused, naming DiffTo, which writes any size.
 func (m manager) Diff(msg dbus.Message, sender dbus.Sender, plan, a, b string) ([]DiffEntry, *dbus.Error) {
 	if err := checkSignature(msg, "sss"); err != nil {
 		return nil, err
 	}
-	p, derr := m.s.plan(plan)
+	ctx, cancel := context.WithTimeout(context.Background(), diffTimeout)
+	defer cancel()
+	changes, derr := m.s.diff(ctx, msg, sender, plan, a, b, nil)
+	if derr != nil {
+		return nil, derr
+	}
+	out := make([]DiffEntry, 0, len(changes))
+	for _, c := range changes {
+		out = append(out, DiffEntry{Kind: c.Kind, Path: escapeInvalidUTF8(c.Path)})
+	}
+	if derr := checkReplySize(out, fmt.Sprintf("%d paths differ from %s to %s", len(out), a, b),
+		"call DiffTo, which writes them to a file descriptor the caller passes (subvault diff does)"); derr != nil {
+		return nil, derr
+	}
+	return out, nil
+}
+
+// diff checks the arguments Diff and DiffTo share (and check's, for
+// DiffTo's own), asks for the restore authorization, and compares.
+func (s *Server) diff(ctx context.Context, msg dbus.Message, sender dbus.Sender, plan, a, b string, check func() *dbus.Error) ([]daemon.Change, *dbus.Error) {
+	p, derr := s.plan(plan)
 	if derr != nil {
 		return nil, derr
 	}
 	if derr := firstError(checkDiffSide(a), checkDiffSide(b)); derr != nil {
 		return nil, derr
 	}
-	uid, derr := m.s.authorize(msg, sender, ActionBackup, p)
+	if check != nil {
+		if derr := check(); derr != nil {
+			return nil, derr
+		}
+	}
+	uid, derr := s.authorize(msg, sender, ActionRestore, p)
 	if derr != nil {
 		return nil, derr
 	}
-	ctx, done := m.s.readCall(sender, uid, diffTimeout)
+	ctx, done := s.readCall(ctx, sender, uid, diffTimeout)
 	defer done()
-	changes, err := m.s.d.Diff(ctx, plan, a, b)
+	changes, err := s.d.Diff(ctx, plan, a, b)
 	if err != nil {
 		return nil, daemonError(err)
 	}
-	out := make([]DiffEntry, 0, len(changes))
-	for _, c := range changes {
-		out = append(out, DiffEntry{Kind: c.Kind, Path: escapeInvalidUTF8(c.Path)})
-	}
-	return out, nil
+	return changes, nil
 }
 
 // checkDiffSide checks one side of Diff: "live", an archive ("latest" or

@@ -49,6 +49,8 @@ var managerIntrospection = introspect.Interface{
 		{Name: "DeleteSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s")}},
 		{Name: "CloneSnapshot", Args: []introspect.Arg{in("plan", "s"), in("name", "s"), in("target", "s"), out("path", "s")}},
 		{Name: "Diff", Args: []introspect.Arg{in("plan", "s"), in("a", "s"), in("b", "s"), out("changes", "a(ss)")}},
+		{Name: "DiffTo", Args: []introspect.Arg{in("plan", "s"), in("a", "s"), in("b", "s"), in("fd", "h"), in("options", "a{sv}"), out("count", "t")}},
+		{Name: "GetJobFiles", Args: []introspect.Arg{in("id", "u"), out("files", "as")}},
 		{Name: "Rollback", Args: []introspect.Arg{in("plan", "s"), in("snapshot", "s"), in("subvolume", "s"), in("options", "a{sv}"), out("kept", "s"), out("message", "s")}},
 		{Name: "Reload"},
 	},

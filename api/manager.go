@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -77,6 +78,9 @@ func (m manager) ListJobs(msg dbus.Message) ([]JobEntry, *dbus.Error) {
 	for _, j := range m.s.d.Queue().Jobs() {
 		out = append(out, JobEntry{ID: j.ID, Kind: j.Kind, Plan: j.Plan, State: j.State, Result: j.Result, Path: JobPath(j.ID)})
 	}
+	if derr := checkReplySize(out, fmt.Sprintf("the daemon has %d jobs", len(out)), "lower settings.job_history"); derr != nil {
+		return nil, derr
+	}
 	return out, nil
 }
 
@@ -137,6 +141,10 @@ func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]SnapshotEntry, 
 	for _, sn := range list {
 		out = append(out, SnapshotEntry{Name: escapeInvalidUTF8(sn.Name), Path: escapeInvalidUTF8(sn.Path), Time: micros(sn.Time), Kept: sn.Kept})
 	}
+	if derr := checkReplySize(out, fmt.Sprintf("plan %s has %d local snapshots", plan, len(out)),
+		"delete some (DeleteSnapshot) or keep fewer (keep_snapshots)"); derr != nil {
+		return nil, derr
+	}
 	return out, nil
 }
 
@@ -152,7 +160,7 @@ func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string)
 	if derr != nil {
 		return nil, derr
 	}
-	ctx, done := m.s.readCall(sender, uid, listArchivesTimeout)
+	ctx, done := m.s.readCall(context.Background(), sender, uid, listArchivesTimeout)
 	defer done()
 	list, err := m.s.d.Archives(ctx, plan)
 	if err != nil {
@@ -162,6 +170,10 @@ func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string)
 	for _, a := range list {
 		out = append(out, ArchiveEntry{ShortID: a.ShortID, Time: micros(a.Time), Hostname: escapeInvalidUTF8(a.Hostname),
 			Paths: escapeAll(a.Paths), Tags: escapeAll(a.Tags)})
+	}
+	if derr := checkReplySize(out, fmt.Sprintf("plan %s has %d archives", plan, len(out)),
+		"forget old ones (subvault prune, with the plan's retention)"); derr != nil {
+		return nil, derr
 	}
 	return out, nil
 }

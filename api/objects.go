@@ -6,6 +6,7 @@ import (
 	"math"
 	"reflect"
 	"time"
+	"unicode/utf8"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
@@ -38,9 +39,11 @@ func jobValues(j daemon.Job) map[string]any {
 		"Id": j.ID, "Kind": j.Kind, "Plan": j.Plan, "State": j.State, "Result": j.Result,
 		"Trigger": escapeInvalidUTF8(j.Trigger), "Progress": finite(j.Progress),
 		"BytesDone": j.BytesDone, "BytesTotal": j.BytesTotal, "FilesDone": j.FilesDone, "FilesTotal": j.FilesTotal,
-		"SecondsRemaining": j.SecondsRemaining, "CurrentFiles": escapeAll(j.CurrentFiles),
+		// File names are not for everyone on the bus: GetJobFiles gives
+		// them to those with the restore authorization.
+		"SecondsRemaining": j.SecondsRemaining, "CurrentFiles": []string{},
 		"QueuedAt": micros(j.QueuedAt), "StartedAt": micros(j.StartedAt), "FinishedAt": micros(j.FinishedAt),
-		"Error": oneLine(escapeInvalidUTF8(j.Error)), "ArchiveId": escapeInvalidUTF8(j.ArchiveID),
+		"Error": boundedLine(j.Error), "ArchiveId": escapeInvalidUTF8(j.ArchiveID),
 		"Summary": summaryVariants(j.Summary),
 	}
 }
@@ -131,7 +134,7 @@ func planValues(p daemon.PlanInfo) map[string]any {
 		"Name": p.Name, "Subvolumes": escapeAll(p.Subvolumes), "Repository": p.Repository,
 		"Schedule": escapeInvalidUTF8(p.Schedule), "NextRun": micros(p.NextRun),
 		"LastBackup": micros(p.LastBackup), "LastResult": p.LastResult,
-		"LastError": oneLine(escapeInvalidUTF8(p.LastError)), "LastSuccess": micros(p.LastSuccess),
+		"LastError": boundedLine(p.LastError), "LastSuccess": micros(p.LastSuccess),
 	}
 }
 
@@ -210,6 +213,27 @@ func (j jobMethods) Cancel(msg dbus.Message, sender dbus.Sender) *dbus.Error {
 		return err
 	}
 	return j.s.cancel(msg, sender, j.id)
+}
+
+// maxErrorBytes bounds a job's Error and a plan's LastError on the bus:
+// restic's messages are kept up to some 100 KiB, and job_history jobs of
+// that in GetManagedObjects would pass the bus's message limit. The daemon's
+// log has the whole message.
+const maxErrorBytes = 4096
+
+// boundedLine is an error message as a property carries it: one line,
+// valid UTF-8, at most maxErrorBytes (cut at a character, marked " [...]").
+func boundedLine(s string) string {
+	s = oneLine(escapeInvalidUTF8(s))
+	if len(s) <= maxErrorBytes {
+		return s
+	}
+	const mark = " [...]"
+	cut := maxErrorBytes - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 func micros(t time.Time) uint64 {

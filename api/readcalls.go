@@ -20,10 +20,10 @@ import (
 // The call must call done when it returns. A new method of this kind
 // wraps its daemon call the same way, after authorization:
 //
-//	ctx, done := s.readCall(sender, uid, timeout)
+//	ctx, done := s.readCall(parent, sender, uid, timeout)
 //	defer done()
-func (s *Server) readCall(sender dbus.Sender, uid uint32, timeout time.Duration) (context.Context, func()) {
-	ctx, cancel := context.WithTimeout(daemon.WithCaller(context.Background(), uid), timeout)
+func (s *Server) readCall(parent context.Context, sender dbus.Sender, uid uint32, timeout time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithTimeout(daemon.WithCaller(parent, uid), timeout)
 	stop := s.callers.onLeave(string(sender), cancel)
 	return ctx, func() { stop(); cancel() }
 }

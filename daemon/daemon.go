@@ -208,6 +208,9 @@ func (d *Daemon) Reload() error {
 
 // Run serves until ctx is done or SIGINT/SIGTERM arrives, then stops: no new
 // jobs, running ones interrupted and cleaned up, and returns when they have.
+// A ctx canceled with a cause (context.WithCancelCause: the bus is gone)
+// is logged as the reason to stop, and returned once the jobs are cleaned
+// up; a signal or a plain cancel returns nil.
 func (d *Daemon) Run(ctx context.Context) error {
 	signals := d.opts.Signals
 	if signals == nil {
@@ -248,10 +251,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var statusLimit <-chan time.Time
 	pending := false
 
+	var stopErr error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
+			if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() { //nolint:errorlint // a cause of its own, not ctx's
+				stopErr = cause
+				d.log.Error("stopping: "+cause.Error(), journal.Event(journal.EventDaemonStopping))
+			}
 			break loop
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
@@ -294,7 +302,7 @@ loop:
 		select {
 		case <-drained:
 			d.log.Info("subvault stopped")
-			return nil
+			return stopErr
 		case <-extend.C:
 			d.notify("EXTEND_TIMEOUT_USEC=20000000")
 		}

@@ -98,6 +98,14 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 		out.Summary = s.Raw
 	}
 	if res.Result == backup.ResultPartial {
+		// The job's Error goes to every user on the bus, and file names are
+		// not for all of them: it counts the files, and the backup's own
+		// log line ("backup partial", with the job's id) names them.
+		var partial *restic.PartialError
+		if errors.As(err, &partial) {
+			return out, fmt.Errorf("partial backup, archive %s exists: restic could not read %d file(s); the daemon's log names them (subvault logs --job %d)",
+				res.ArchiveID, len(partial.Files), job.ID)
+		}
 		return out, fmt.Errorf("partial backup, archive %s exists: %w", res.ArchiveID, err)
 	}
 	if err != nil && res.Result == backup.ResultCanceled {

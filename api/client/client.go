@@ -167,11 +167,15 @@ type Archive struct {
 }
 
 func (c *Client) call(ctx context.Context, method string, args ...any) *dbus.Call {
-	var flags dbus.Flags
+	return c.mgr.CallWithContext(ctx, api.ManagerInterface+"."+method, c.flags(), args...)
+}
+
+// flags lets polkit ask for a password when the client is interactive.
+func (c *Client) flags() dbus.Flags {
 	if c.Interactive {
-		flags |= dbus.FlagAllowInteractiveAuthorization
+		return dbus.FlagAllowInteractiveAuthorization
 	}
-	return c.mgr.CallWithContext(ctx, api.ManagerInterface+"."+method, flags, args...)
+	return 0
 }
 
 // Daemon reads the manager's properties.
@@ -260,6 +264,20 @@ func (c *Client) Job(ctx context.Context, id uint32) (Job, error) {
 		return Job{}, wrap(fmt.Sprintf("read job %d", id), err)
 	}
 	return jobFrom(props), nil
+}
+
+// JobFiles names the files job id works on now (none unless it runs). The
+// daemon names files only to a caller with the restore authorization (root,
+// or polkit's admin), and a progress display is no reason to ask for a
+// password: it never asks, and a refusal is an *Error whose AccessDenied
+// is true (show the progress without names then). A job's CurrentFiles
+// property is always empty.
+func (c *Client) JobFiles(ctx context.Context, id uint32) ([]string, error) {
+	var files []string
+	if err := c.mgr.CallWithContext(ctx, api.ManagerInterface+".GetJobFiles", 0, id).Store(&files); err != nil {
+		return nil, wrap(fmt.Sprintf("name the files of job %d", id), err)
+	}
+	return files, nil
 }
 
 // Snapshots lists the plan's local snapshots, oldest first.

@@ -22,7 +22,12 @@ stale restic locks of this host.
 It logs to the journal (with SUBVAULT_PLAN, SUBVAULT_JOB and a MESSAGE_ID per
 event, see journal.md) or, without one, to standard error.
 
-Exit status: 0 stopped cleanly, 1 could not start (the message says why).`
+A daemon that loses its bus connection (dbus-daemon stopped, or dropped it)
+can serve nobody: it logs why, stops as on SIGTERM and exits 1, so that
+systemd starts it again.
+
+Exit status: 0 stopped cleanly, 1 could not start, or lost its bus (the
+message says why).`
 
 func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("daemon", "[--config PATH] [--bus system|session|ADDRESS] [--debug]", daemonAbout, stdout, stderr)
@@ -38,14 +43,26 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(journal.NewHandler(stderr, journal.WithLevel(level)))
 
-	conn, err := api.Connect(*bus)
+	conn, err := api.ConnectServer(*bus)
 	if err != nil {
 		fmt.Fprintf(stderr, "subvault daemon: %s\n", printableText(err.Error()))
 		return exitFailure
 	}
 	defer conn.Close() //nolint:errcheck // the process ends here
 
-	ctx := context.Background()
+	// Off the bus the daemon serves nobody, and godbus does not reconnect:
+	// it stops (running jobs interrupted and cleaned up, as on SIGTERM),
+	// says why, and exits 1 so that systemd (Restart=on-failure) starts a
+	// new one on the bus.
+	ctx, stop := context.WithCancelCause(context.Background())
+	defer stop(nil)
+	go func() {
+		select {
+		case <-conn.Context().Done():
+			stop(fmt.Errorf("lost its connection to the bus (%s): dbus-daemon stopped or dropped the connection; exiting so that systemd starts it again", *bus))
+		case <-ctx.Done():
+		}
+	}()
 	d, err := daemon.New(ctx, daemon.Options{
 		ConfigPath: *path,
 		Version:    version,

@@ -295,3 +295,41 @@ func TestDaemonSIGHUPKeepsConfigWhenNewOneIsBroken(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	_ = cmd.Wait()
 }
+
+// Issue 12, item 2: a daemon that loses its bus connection says why and
+// exits non-zero, so that systemd restarts it (Restart=on-failure), rather
+// than running on unreachable while it feeds the watchdog.
+func TestDaemonExitsWhenItLosesTheBus(t *testing.T) {
+	e := newAPIEnv(t, 1)
+	cmd, log := e.start(t)
+	e.notify.waitFor(t, 0, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+
+	pid := testutil.ProcessBelow(os.Getpid(), "dbus-daemon", "--config-file="+filepath.Join(e.bus.Dir, "bus.conf"))
+	if pid == 0 {
+		t.Fatal("cannot find the private dbus-daemon")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the daemon still runs 20 s after its bus went away; its log:\n%s", log.String())
+	}
+	code := cmd.ProcessState.ExitCode()
+	t.Logf("the daemon exited %d, %v after the bus went away; its log ends:\n%s", code, time.Since(killed).Round(time.Millisecond), tail(log.String(), 6))
+	if code != exitFailure {
+		t.Errorf("exit %d, want %d (so that systemd restarts it)", code, exitFailure)
+	}
+	if !strings.Contains(log.String(), "lost its connection to the bus") {
+		t.Errorf("the log does not say why the daemon stopped:\n%s", log.String())
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

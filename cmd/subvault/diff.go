@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -35,8 +36,11 @@ recovery, compare the archive it came from with "live" once the files are
 back in place, or back up and compare the new archive with the old one
 (docs/recovery.md).
 
-It reads the repository, so it needs the same authorization as a backup,
-and can take minutes on a big tree (it waits up to 30 minutes).
+It names files, also in directories you may not be able to read, so it
+needs the restore authorization: root, or an administrator's password
+(polkit); a plan's allow_users are not enough. It can take minutes on a big
+tree (it waits up to 30 minutes); the rows come through a pipe (DiffTo), so
+a difference of any size is listed whole.
 
 Exit status: 0 no differences, 1 differences (as diff(1)), 2 trouble (a
 wrong command line, no such plan, archive or snapshot, or the comparison
@@ -54,33 +58,44 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer cc.close()
-	all, err := cc.c.Diff(ctx, pos[0], pos[1], pos[2])
+	// Rows are printed as they come (a diff of a big tree is tens of MiB);
+	// --json collects them into one array.
+	var shown []client.Change
+	listed := 0
+	counts := map[string]int{}
+	out := bufio.NewWriter(stdout)
+	_, err := cc.c.DiffEach(ctx, pos[0], pos[1], pos[2], func(c client.Change) error {
+		counts[c.Kind]++
+		if c.Kind == client.ChangeMetadata && !*metadata {
+			return nil
+		}
+		listed++
+		if *cc.json {
+			shown = append(shown, c)
+			return nil
+		}
+		fmt.Fprintf(out, "%s  %s\n", cc.out.paint(changeColor[c.Kind], changeMark[c.Kind]), printable(c.Path))
+		return nil
+	})
 	if err != nil {
+		out.Flush() //nolint:errcheck,gosec // what came before the trouble
 		// Like diff(1), 1 means "they differ": every trouble is 2 or more.
 		if code := cc.fail(err); code != exitFailure {
 			return code
 		}
 		return exitUsage
 	}
-	var shown []client.Change
-	counts := map[string]int{}
-	for _, c := range all {
-		counts[c.Kind]++
-		if c.Kind != client.ChangeMetadata || *metadata {
-			shown = append(shown, c)
-		}
-	}
 	if *cc.json {
 		if code := cc.printJSON(nonNil(shown)); code != exitOK {
 			return exitUsage
 		}
 	} else {
-		for _, c := range shown {
-			fmt.Fprintf(stdout, "%s  %s\n", cc.out.paint(changeColor[c.Kind], changeMark[c.Kind]), printable(c.Path))
+		fmt.Fprintln(out, diffSummary(counts, *metadata))
+		if err := out.Flush(); err != nil {
+			return exitUsage
 		}
-		fmt.Fprintln(stdout, diffSummary(counts, *metadata))
 	}
-	if len(shown) > 0 {
+	if listed > 0 {
 		return exitFailure
 	}
 	return exitOK

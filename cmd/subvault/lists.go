@@ -101,7 +101,8 @@ func took(j client.Job, now time.Time) string {
 
 const jobAbout = `Shows one job: what it is, who started it, when it ran, how it ended (with
 the cause when it failed), the archive it made and restic's summary; a
-running job's progress.`
+running job's progress, and the files it works on when the daemon names
+files to you (root, or polkit's restore authorization without a password).`
 
 func runJob(args []string, stdout, stderr io.Writer) int {
 	cc := newClientCmd("job", "ID [--json] [--bus BUS]", jobAbout, true, stdout, stderr)
@@ -123,6 +124,7 @@ func runJob(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return cc.fail(err)
 	}
+	newJobFiles(cc.c).fill(ctx, &j)
 	if *cc.json {
 		return cc.printJSON(j)
 	}

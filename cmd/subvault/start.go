@@ -18,8 +18,9 @@ import (
 )
 
 const waitAbout = `With --wait (the default on a terminal) it follows the job: a live progress
-bar on a terminal (percent, bytes, files, rate, time left, the file being
-read), one line per phase when piped; then the job's summary, and it exits
+bar on a terminal (percent, bytes, files, rate, time left, and the file
+being read when the daemon names files to you: root, or polkit's restore
+authorization without a password), one line per phase when piped; then the job's summary, and it exits
 with the job's result. Ctrl-C asks whether to cancel the job or only stop
 watching. --wait=false prints the job's id and returns at once.
 
@@ -203,7 +204,12 @@ func (sc *startCmd) follow(ctx context.Context, w *client.Watcher, id uint32) in
 
 	errFile, _ := sc.stderr.(*os.File)
 	bar := &progressBar{w: sc.stderr, out: outputFor(sc.stderr), tty: errFile != nil && isTerminal(errFile)}
+	var files *jobFiles
+	if bar.tty {
+		files = newJobFiles(sc.c) // only the bar shows them
+	}
 	j, _ := w.Job(id)
+	files.fill(ctx, &j)
 	bar.update(j)
 	for j.State != client.StateFinished {
 		select {
@@ -220,6 +226,7 @@ func (sc *startCmd) follow(ctx context.Context, w *client.Watcher, id uint32) in
 				return exitFailure
 			case e.Job.ID == id && (e.Type == client.JobChanged || e.Type == client.JobFinished || e.Type == client.JobNew):
 				j = e.Job
+				files.fill(ctx, &j)
 				bar.update(j)
 			}
 		case sig := <-interrupts:

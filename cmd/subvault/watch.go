@@ -17,7 +17,9 @@ import (
 const watchAbout = `Follows every job live, like "journalctl -f" for backups: a line when a
 job is queued, starts, passes each quarter of its progress, and ends (with
 the cause when it failed). On a terminal the running jobs' progress is also
-drawn on the last line. With --json, one JSON object per event. It follows
+drawn on the last line (with the file being read when the daemon names
+files to you: root, or polkit's restore authorization without a password).
+With --json, one JSON object per event. It follows
 the daemon across restarts and runs until interrupted.`
 
 func runWatch(args []string, stdout, stderr io.Writer) int {
@@ -42,6 +44,10 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 	phase := map[uint32]string{}
 	quarter := map[uint32]int{}
 	bar := &progressBar{w: stdout, out: cc.out, tty: cc.out.tty}
+	var files *jobFiles
+	if cc.out.tty && !*cc.json {
+		files = newJobFiles(cc.c) // only the progress line shows them
+	}
 	enc := json.NewEncoder(printableJSON{stdout})
 	// what is escaped by its caller (it may be painted).
 	line := func(j client.Job, what string) {
@@ -97,6 +103,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 				line(j, fmt.Sprintf("%d%%  %s/%s", int(j.Progress*4)*25, humanBytes(j.BytesDone), humanBytes(j.BytesTotal)))
 			}
 			if j.State == client.StateRunning && cc.out.tty {
+				files.fill(ctx, &j)
 				fmt.Fprintf(stdout, "\r\033[Kjob %d %s: %s", j.ID, printable(j.Plan), progressText(cc.out, j, 0))
 				bar.shown = true
 			}
