@@ -37,6 +37,7 @@ func jobValues(j daemon.Job) map[string]any {
 	return map[string]any{
 		"Id": j.ID, "Kind": j.Kind, "Plan": j.Plan, "State": j.State, "Result": j.Result,
 		"Trigger": escapeInvalidUTF8(j.Trigger), "Progress": finite(j.Progress),
+		"Callers": j.Callers(), "Triggers": escapeAll(j.Triggers()),
 		"BytesDone": j.BytesDone, "BytesTotal": j.BytesTotal, "FilesDone": j.FilesDone, "FilesTotal": j.FilesTotal,
 		"SecondsRemaining": j.SecondsRemaining, "CurrentFiles": escapeAll(j.CurrentFiles),
 		"QueuedAt": micros(j.QueuedAt), "StartedAt": micros(j.StartedAt), "FinishedAt": micros(j.FinishedAt),

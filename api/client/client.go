@@ -112,7 +112,8 @@ type Plan struct {
 	LastSuccess time.Time `json:"last_success,omitzero"`
 }
 
-// Job is a job object's properties.
+// Job is a job object's properties. Callers and Triggers are everyone who
+// asked for the job (nil from a daemon older than those properties).
 type Job struct {
 	ID               uint32         `json:"id"`
 	Kind             string         `json:"kind"`
@@ -120,6 +121,8 @@ type Job struct {
 	State            string         `json:"state"`
 	Result           string         `json:"result"`
 	Trigger          string         `json:"trigger"`
+	Callers          []uint32       `json:"callers"`
+	Triggers         []string       `json:"triggers"`
 	Progress         float64        `json:"progress"`
 	BytesDone        uint64         `json:"bytes_done"`
 	BytesTotal       uint64         `json:"bytes_total"`
@@ -498,6 +501,10 @@ func applyJob(out *Job, p map[string]dbus.Variant) {
 			out.Result, _ = v.Value().(string)
 		case "Trigger":
 			out.Trigger, _ = v.Value().(string)
+		case "Callers":
+			out.Callers, _ = v.Value().([]uint32)
+		case "Triggers":
+			out.Triggers, _ = v.Value().([]string)
 		case "Progress":
 			out.Progress, _ = v.Value().(float64)
 		case "BytesDone":

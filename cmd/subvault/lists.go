@@ -156,6 +156,9 @@ func printJob(w io.Writer, o output, j client.Job) {
 	add("job", fmt.Sprintf("%d, %s of %s", j.ID, j.Kind, j.Plan))
 	add("state", state)
 	add("trigger", j.Trigger)
+	if len(j.Triggers) > 1 {
+		add("asked for by", strings.Join(j.Triggers, ", "))
+	}
 	add("queued", o.when(j.QueuedAt))
 	if !j.StartedAt.IsZero() {
 		add("started", o.when(j.StartedAt))
