@@ -28,7 +28,7 @@ func (m manager) Diff(msg dbus.Message, sender dbus.Sender, plan, a, b string) (
 	if err := checkSignature(msg, "sss"); err != nil {
 		return nil, err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return nil, derr
 	}

@@ -23,6 +23,14 @@ const (
 	// ErrorAccessDenied is the bus's own name for a caller that is not
 	// authorized (the Authorizer answers with it).
 	ErrorAccessDenied = "org.freedesktop.DBus.Error.AccessDenied"
+
+	// The D-Bus specification's names for a path without an object and
+	// for what org.freedesktop.DBus.Properties refuses, as systemd's
+	// sd-bus answers them.
+	ErrorUnknownObject    = "org.freedesktop.DBus.Error.UnknownObject"
+	ErrorUnknownInterface = "org.freedesktop.DBus.Error.UnknownInterface"
+	ErrorUnknownProperty  = "org.freedesktop.DBus.Error.UnknownProperty"
+	ErrorPropertyReadOnly = "org.freedesktop.DBus.Error.PropertyReadOnly"
 )
 
 // newError is a D-Bus error with a one-line message that is valid UTF-8

@@ -98,7 +98,7 @@ func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archiv
 	if err := checkSignature(msg, "sssas"); err != nil {
 		return 0, "", err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return 0, "", derr
 	}
@@ -128,7 +128,7 @@ func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]SnapshotEntry, 
 	if err := checkSignature(msg, "s"); err != nil {
 		return nil, err
 	}
-	if _, derr := m.s.plan(plan); derr != nil {
+	if _, derr := m.s.plan(msg, plan); derr != nil {
 		return nil, derr
 	}
 	list, err := m.s.d.Snapshots(plan)
@@ -146,7 +146,7 @@ func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string)
 	if err := checkSignature(msg, "s"); err != nil {
 		return nil, err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return nil, derr
 	}
@@ -171,7 +171,7 @@ func (m manager) DeleteSnapshot(msg dbus.Message, sender dbus.Sender, plan, name
 	if err := checkSignature(msg, "ss"); err != nil {
 		return err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return derr
 	}
@@ -188,7 +188,7 @@ func (m manager) CloneSnapshot(msg dbus.Message, sender dbus.Sender, plan, name,
 	if err := checkSignature(msg, "sss"); err != nil {
 		return "", err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return "", derr
 	}
@@ -228,7 +228,7 @@ func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan 
 	if err := checkSignature(msg, "s"); err != nil {
 		return 0, "", err
 	}
-	p, derr := s.plan(plan)
+	p, derr := s.plan(msg, plan)
 	if derr != nil {
 		return 0, "", derr
 	}
@@ -324,8 +324,11 @@ func askerWords(t string) string {
 	}
 }
 
-// plan checks a plan argument and returns the plan's configuration.
-func (s *Server) plan(name string) (*config.Plan, *dbus.Error) {
+// plan checks a plan argument of the call msg and returns the plan's
+// configuration. An unknown plan's error lists the plans, and names the
+// configuration file to root only: the file is root's, and its path is
+// not for every caller to learn.
+func (s *Server) plan(msg dbus.Message, name string) (*config.Plan, *dbus.Error) {
 	if derr := checkName("plan", name); derr != nil {
 		return nil, derr
 	}
@@ -336,9 +339,20 @@ func (s *Server) plan(name string) (*config.Plan, *dbus.Error) {
 		if plans == "" {
 			plans = "none"
 		}
-		return nil, newError(ErrorNoSuchPlan, "no plan %q in %s (plans: %s)", name, cfg.File, plans)
+		where := "in the configuration"
+		if s.fromRoot(msg) {
+			where = "in " + cfg.File
+		}
+		return nil, newError(ErrorNoSuchPlan, "no plan %q %s (plans: %s)", name, where, plans)
 	}
 	return p, nil
+}
+
+// fromRoot reports whether the bus says uid 0 sent msg.
+func (s *Server) fromRoot(msg dbus.Message) bool {
+	sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
+	uid, derr := s.authz.CallerUID(dbus.Sender(sender))
+	return derr == nil && uid == 0
 }
 
 // authorize asks the Authorizer whether the sender may do action on plan,

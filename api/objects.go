@@ -56,8 +56,8 @@ func (s *Server) exportJob(j daemon.Job) (*jobObject, error) {
 		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
 	}
 	var err error
-	if o.props, err = prop.Export(s.conn, o.path, prop.Map{JobInterface: props}); err != nil {
-		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
+	if o.props, err = exportProperties(s.conn, o.path, JobInterface, props); err != nil {
+		return nil, err
 	}
 	if err := s.conn.Export(jobMethods{s: s, id: j.ID}, o.path, JobInterface); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
@@ -143,8 +143,8 @@ func (s *Server) exportPlan(p daemon.PlanInfo) (*planObject, error) {
 		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
 	}
 	var err error
-	if o.props, err = prop.Export(s.conn, o.path, prop.Map{PlanInterface: props}); err != nil {
-		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
+	if o.props, err = exportProperties(s.conn, o.path, PlanInterface, props); err != nil {
+		return nil, err
 	}
 	// The Plan interface has no methods; exporting an empty method set
 	// still makes the object answer for the interface.

@@ -132,8 +132,8 @@ func (s *Server) Export() error {
 		"QueuedJobs":  {Value: []dbus.ObjectPath{}, Emit: prop.EmitFalse},
 	}
 	var err error
-	if s.manager, err = prop.Export(s.conn, ManagerPath, prop.Map{ManagerInterface: props}); err != nil {
-		return fmt.Errorf("cannot export %s: %w", ManagerPath, err)
+	if s.manager, err = exportProperties(s.conn, ManagerPath, ManagerInterface, props); err != nil {
+		return err
 	}
 	s.managerShown = map[string]any{"Version": s.d.Version(), "State": "idle", "Plans": []string{},
 		"RunningJobs": []dbus.ObjectPath{}, "QueuedJobs": []dbus.ObjectPath{}}
@@ -145,6 +145,10 @@ func (s *Server) Export() error {
 		if err := s.conn.Export(v, ManagerPath, iface); err != nil {
 			return fmt.Errorf("cannot export %s on %s: %w", iface, ManagerPath, err)
 		}
+	}
+
+	if err := exportMissing(s.conn); err != nil {
+		return err
 	}
 
 	// Subscribed before the jobs are read, so no change falls between; a

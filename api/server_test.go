@@ -393,14 +393,16 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	authz.mu.Lock()
 	authz.asked = nil
 	authz.mu.Unlock()
+	// The shared one first: it waits behind the others, and would start
+	// (and fail at once, its subvolume missing) once they are gone.
+	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, shared.ID); call.Err != nil {
+		t.Errorf("cancel the shared one: %v", call.Err)
+	}
 	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, mine.ID); call.Err != nil {
 		t.Errorf("cancel own: %v", call.Err)
 	}
 	if call := e.client.Object(BusName, JobPath(theirs.ID)).Call(JobInterface+".Cancel", 0); call.Err != nil {
 		t.Errorf("cancel theirs: %v", call.Err)
-	}
-	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, shared.ID); call.Err != nil {
-		t.Errorf("cancel the shared one: %v", call.Err)
 	}
 	for _, id := range []uint32{mine.ID, theirs.ID, shared.ID} {
 		waitUntil(t, 10*time.Second, func() bool { j, _ := e.d.Queue().Job(id); return !j.Active() })
@@ -409,7 +411,7 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 		}
 	}
 	got := authz.questions()
-	if len(got) != 3 || got[0] != "org.subvault.backup home false" || got[1] != "org.subvault.manage home false" || got[2] != "org.subvault.manage home false" {
+	if len(got) != 3 || got[0] != "org.subvault.manage home false" || got[1] != "org.subvault.backup home false" || got[2] != "org.subvault.manage home false" {
 		t.Errorf("asked %q", got)
 	}
 }
