@@ -46,12 +46,14 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	defer conn.Close() //nolint:errcheck // the process ends here
 
 	ctx := context.Background()
+	authz := api.NewAuthorizer(conn, log)
+	defer authz.Close() // the count of refusals not logged yet
 	d, err := daemon.New(ctx, daemon.Options{
 		ConfigPath: *path,
 		Version:    version,
 		Logger:     log,
 		Inhibitor:  &api.Inhibitor{Conn: conn, Log: log},
-		Serve:      api.Serve(conn, api.NewAuthorizer(conn, log), log),
+		Serve:      api.Serve(conn, authz, log),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "subvault daemon: %v\n", err)

@@ -301,4 +301,3 @@ func TestHostileAllowedUserSkipsScheduledRuns(t *testing.T) {
 		}
 	}
 }
-
