@@ -161,6 +161,9 @@ func TestHostileAllowedUserCancelsRootsBackup(t *testing.T) {
 	if err != nil || out != "s \"running\"\nau 2 65534 0\nas 2 \"dbus:65534\" \"dbus:0\"\n" {
 		t.Errorf("job %d after the user's cancel: %v\n%s", id, err, out)
 	}
+	if _, out, errOut := e.cli(t, "job", strconv.FormatUint(uint64(id), 10)); !strings.Contains(out, "asked for by:            dbus:65534, dbus:0\n") {
+		t.Errorf("subvault job %d does not say who asked for it:\n%s%s", id, out, errOut)
+	}
 	e.call(t, nil, "CancelJob", "u", strconv.FormatUint(uint64(id), 10))
 	if result := e.signals.waitRemoved(t, id, time.Minute); result != "canceled" {
 		t.Errorf("root's cancel of job %d: %s", id, result)
