@@ -2,8 +2,11 @@ package api
 
 import (
 	"fmt"
+	"path"
+	"strings"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/introspect"
 	"github.com/godbus/dbus/v5/prop"
 )
 
@@ -85,8 +88,8 @@ func (p properties) unknownProperty(name string) *dbus.Error {
 type missingObject struct{ kind, list string }
 
 func (m missingObject) refuse(msg dbus.Message) *dbus.Error {
-	path, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
-	return newError(ErrorUnknownObject, "there is no %s object %s; %s lists those there are", m.kind, path, m.list)
+	at, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
+	return newError(ErrorUnknownObject, "there is no %s object %s; %s lists those there are", m.kind, at, m.list)
 }
 
 func (m missingObject) Get(msg dbus.Message, _, _ string) (dbus.Variant, *dbus.Error) {
@@ -106,22 +109,61 @@ type missingJob struct{ missingObject }
 
 func (m missingJob) Cancel(msg dbus.Message) *dbus.Error { return m.refuse(msg) }
 
-// exportMissing exports missingObject under the job and plan paths.
-func exportMissing(conn *dbus.Conn) error {
+// exportMissing exports missingObject under the job and plan paths, and
+// their introspection (the objects there), which godbus gave those paths
+// before they had an object of their own.
+func (s *Server) exportMissing() error {
 	jobs := missingObject{kind: "job", list: "ListJobs"}
 	plans := missingObject{kind: "plan", list: "ListPlans"}
 	for _, e := range []struct {
-		v     any
-		path  dbus.ObjectPath
-		iface string
+		v       any
+		path    dbus.ObjectPath
+		iface   string
+		subtree bool
 	}{
-		{jobs, ManagerPath + "/job", propertiesInterface},
-		{missingJob{jobs}, ManagerPath + "/job", JobInterface},
-		{plans, ManagerPath + "/plan", propertiesInterface},
+		{jobs, ManagerPath + "/job", propertiesInterface, true},
+		{missingJob{jobs}, ManagerPath + "/job", JobInterface, true},
+		{children{s, "job"}, ManagerPath + "/job", introspectInterface, false},
+		{plans, ManagerPath + "/plan", propertiesInterface, true},
+		{children{s, "plan"}, ManagerPath + "/plan", introspectInterface, false},
 	} {
-		if err := conn.ExportSubtree(e.v, e.path, e.iface); err != nil {
-			return fmt.Errorf("cannot export %s under %s: %w", e.iface, e.path, err)
+		export := s.conn.Export
+		if e.subtree {
+			export = s.conn.ExportSubtree
+		}
+		if err := export(e.v, e.path, e.iface); err != nil {
+			return fmt.Errorf("cannot export %s on %s: %w", e.iface, e.path, err)
 		}
 	}
 	return nil
+}
+
+// children introspects /org/subvault/Subvault1/job or .../plan: the
+// objects below it, for busctl tree and the like.
+type children struct {
+	s    *Server
+	kind string
+}
+
+func (c children) Introspect() (string, *dbus.Error) {
+	c.s.mu.Lock()
+	var paths []dbus.ObjectPath
+	if c.kind == "job" {
+		for _, o := range c.s.jobs {
+			paths = append(paths, o.path)
+		}
+	} else {
+		for _, o := range c.s.plans {
+			paths = append(paths, o.path)
+		}
+	}
+	c.s.mu.Unlock()
+	sortPaths(paths)
+	var b strings.Builder
+	b.WriteString(strings.TrimSpace(introspect.IntrospectDeclarationString) + "<node>")
+	for _, p := range paths {
+		fmt.Fprintf(&b, "<node name=%q/>", path.Base(string(p)))
+	}
+	b.WriteString("</node>")
+	return b.String(), nil
 }

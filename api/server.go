@@ -147,7 +147,7 @@ func (s *Server) Export() error {
 		}
 	}
 
-	if err := exportMissing(s.conn); err != nil {
+	if err := s.exportMissing(); err != nil {
 		return err
 	}
 
