@@ -170,11 +170,21 @@ type Archive struct {
 }
 
 func (c *Client) call(ctx context.Context, method string, args ...any) *dbus.Call {
-	var flags dbus.Flags
-	if c.Interactive {
-		flags |= dbus.FlagAllowInteractiveAuthorization
+	if !c.Interactive {
+		return c.mgr.CallWithContext(ctx, api.ManagerInterface+"."+method, 0, args...)
 	}
-	return c.mgr.CallWithContext(ctx, api.ManagerInterface+"."+method, flags, args...)
+	// godbus's object calls send only the flags NoAutoStart and
+	// NoReplyExpected: the call is built here, with the flag.
+	msg := &dbus.Message{Type: dbus.TypeMethodCall, Flags: dbus.FlagAllowInteractiveAuthorization, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldDestination: dbus.MakeVariant(api.BusName),
+		dbus.FieldPath:        dbus.MakeVariant(api.ManagerPath),
+		dbus.FieldInterface:   dbus.MakeVariant(api.ManagerInterface),
+		dbus.FieldMember:      dbus.MakeVariant(method),
+	}, Body: args}
+	if len(args) > 0 {
+		msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(args...))
+	}
+	return <-c.conn.SendWithContext(ctx, msg, make(chan *dbus.Call, 1)).Done
 }
 
 // Daemon reads the manager's properties.
