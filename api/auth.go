@@ -10,11 +10,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/journal"
 )
 
 // The polkit authority, and the error names the authorization answers with
@@ -40,30 +43,60 @@ const (
 	PolkitInteractiveTimeout = 25 * time.Second
 )
 
+// How many polkit checks may wait at once, of one caller (uid) and in all.
+// Each is a reply the bus keeps pending for the daemon, which it allows 128
+// of (dbus-daemon's max_replies_per_connection); beyond that every call
+// the daemon makes fails. A caller with a few checks waiting gets a prompt
+// refusal for more.
+const (
+	maxChecksPerCaller = 4
+	maxChecks          = 64
+)
+
 // PolkitAuthorizer is the daemon's Authorizer: root passes; for backups the
 // plan's allow_users and allow_groups pass; everyone else is up to polkit.
 // When polkit is missing, slow or failing, the answer is no (fail closed).
+// A polkit check ends with its caller: it is canceled
+// (CancelCheckAuthorization) when the caller leaves the bus or the check
+// times out.
 type PolkitAuthorizer struct {
-	conn *dbus.Conn
-	log  *slog.Logger
+	conn     *dbus.Conn
+	log      *slog.Logger
+	refusals *refusalLog
+	callers  *callerWatch
 
 	// Bounds of a polkit check; the tests shorten them.
 	timeout, interactiveTimeout time.Duration
 	selfUID                     uint32
+
+	// The checks waiting for polkit, by uid and in all, and their bounds.
+	checksMu                      sync.Mutex
+	checks                        map[uint32]int
+	checksAll                     int
+	maxChecksPerCaller, maxChecks int
+	lastCheck                     atomic.Uint64 // for cancellation ids
+	watchFailed                   sync.Once
 }
 
 var _ Authorizer = (*PolkitAuthorizer)(nil)
 
 // NewAuthorizer asks the bus behind conn who a caller is, and the polkit
 // authority on that bus whether they may act. log gets polkit's refusals
-// (Info) and the refusals for want of polkit (Warn); nil logs nothing.
+// (Info) and the refusals for want of polkit (Warn), each caller's first
+// few in a minute and then their number (Close logs what is not logged
+// yet); nil logs nothing.
 func NewAuthorizer(conn *dbus.Conn, log *slog.Logger) *PolkitAuthorizer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PolkitAuthorizer{conn: conn, log: log, timeout: PolkitTimeout, interactiveTimeout: PolkitInteractiveTimeout,
-		selfUID: uint32(os.Getuid())}
+	return &PolkitAuthorizer{conn: conn, log: log, refusals: newRefusalLog(log), callers: callersOn(conn),
+		timeout: PolkitTimeout, interactiveTimeout: PolkitInteractiveTimeout, selfUID: uint32(os.Getuid()),
+		checks: map[uint32]int{}, maxChecksPerCaller: maxChecksPerCaller, maxChecks: maxChecks}
 }
+
+// Close logs the number of refusals left out of the log so far (the
+// daemon is stopping).
+func (a *PolkitAuthorizer) Close() { a.refusals.flush() }
 
 // CallerUID asks the bus for the uid of the connection that sent a call.
 func (a *PolkitAuthorizer) CallerUID(sender dbus.Sender) (uint32, *dbus.Error) {
@@ -72,7 +105,8 @@ func (a *PolkitAuthorizer) CallerUID(sender dbus.Sender) (uint32, *dbus.Error) {
 	defer cancel()
 	err := a.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, string(sender)).Store(&uid)
 	if err != nil {
-		a.log.Warn("cannot identify a caller; refusing", "sender", string(sender), "err", err)
+		a.refusals.add(slog.LevelWarn, -1, "cannot identify a caller; refusing", journal.Event(journal.EventCallerRefused),
+			"sender", string(sender), "uid", -1, "err", err)
 		return 0, denyCaller("cannot identify the caller %s: the bus did not say which user it is (%v)", sender, err)
 	}
 	return uid, nil
@@ -104,17 +138,24 @@ func (a *PolkitAuthorizer) Authorize(sender dbus.Sender, interactive bool, actio
 	}
 
 	refusal := refusal{uid: uid, action: action, what: what, plan: plan}
-	answer, err := a.checkPolkit(sender, interactive, action)
-	if err != nil {
-		a.log.Warn("polkit could not be asked; refusing (fail closed)",
-			"sender", string(sender), "uid", uid, "action", action, "plan", planNameOf(plan), "err", err)
+	who := []any{journal.Event(journal.EventCallerRefused), "sender", string(sender), "uid", uid, "action", action, "plan", planNameOf(plan)}
+	answer, err := a.checkPolkit(sender, uid, interactive, action)
+	var limit checkLimitError
+	switch {
+	case errors.As(err, &limit):
+		a.refusals.add(slog.LevelWarn, int64(uid), "too many polkit checks waiting; refusing", append(who, "err", err)...)
+		return refusal.deny(err.Error())
+	case errors.Is(err, errCallerLeft):
+		a.refusals.add(slog.LevelInfo, int64(uid), "the caller left before polkit answered; its check was canceled", who...)
+		return refusal.deny(err.Error())
+	case err != nil:
+		a.refusals.add(slog.LevelWarn, int64(uid), "polkit could not be asked; refusing (fail closed)", append(who, "err", err)...)
 		return refusal.deny(fmt.Sprintf("%v, so only root%s can be allowed", err, refusal.alternative()))
 	}
 	if answer.IsAuthorized {
 		return nil
 	}
-	a.log.Info("refused a caller", "sender", string(sender), "uid", uid, "action", action, "plan", planNameOf(plan),
-		"challenge", answer.IsChallenge, "interactive", interactive)
+	a.refusals.add(slog.LevelInfo, int64(uid), "refused a caller", append(who, "challenge", answer.IsChallenge, "interactive", interactive)...)
 	switch {
 	case answer.IsChallenge && !interactive:
 		return dbus.NewError(authInteractiveAuthorizationRequired, []any{
@@ -154,7 +195,7 @@ func (a *PolkitAuthorizer) planAllows(sender dbus.Sender, uid uint32, plan *conf
 	}
 	gids, err := a.callerGroups(sender, uid)
 	if err != nil {
-		a.log.Warn("cannot learn a caller's groups; allow_groups does not apply to it",
+		a.refusals.add(slog.LevelWarn, int64(uid), "cannot learn a caller's groups; allow_groups does not apply to it",
 			"sender", string(sender), "uid", uid, "plan", plan.Name, "err", err)
 		return false
 	}
@@ -243,8 +284,14 @@ type polkitResult struct {
 }
 
 // checkPolkit asks polkit about the caller's bus name, never its PID (which
-// may be reused by the time polkit looks).
-func (a *PolkitAuthorizer) checkPolkit(sender dbus.Sender, interactive bool, action string) (polkitResult, error) {
+// may be reused by the time polkit looks). The check is canceled when the
+// caller leaves the bus or it times out: polkit, which may be waiting for
+// an authentication agent, answers then, and the bus stops holding its
+// reply for the daemon.
+func (a *PolkitAuthorizer) checkPolkit(sender dbus.Sender, uid uint32, interactive bool, action string) (polkitResult, error) {
+	if err := a.beginCheck(uid); err != nil {
+		return polkitResult{}, err
+	}
 	subject := polkitSubject{
 		Kind:    "system-bus-name",
 		Details: map[string]dbus.Variant{"name": dbus.MakeVariant(string(sender))},
@@ -257,21 +304,92 @@ func (a *PolkitAuthorizer) checkPolkit(sender dbus.Sender, interactive bool, act
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	gone, release, err := a.callers.Gone(sender)
+	defer release()
+	if err != nil {
+		a.watchFailed.Do(func() {
+			a.log.Warn("polkit checks of callers that leave are canceled only when they time out", "err", err)
+		})
+	}
+	go func() {
+		select {
+		case <-gone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	// Unique on the daemon's connection, as polkit requires.
+	id := fmt.Sprintf("subvault-%d", a.lastCheck.Add(1))
 	var result polkitResult
-	err := a.conn.Object(polkitBusName, polkitPath).CallWithContext(ctx, polkitInterface+".CheckAuthorization", 0,
-		subject, action, map[string]string{}, flags, "").Store(&result)
+	err = a.conn.Object(polkitBusName, polkitPath).CallWithContext(ctx, polkitInterface+".CheckAuthorization", 0,
+		subject, action, map[string]string{}, flags, id).Store(&result)
+	if err != nil && ctx.Err() != nil {
+		// The check counts as waiting until polkit has been told.
+		go func() {
+			a.cancelCheck(id)
+			a.endCheck(uid)
+		}()
+		select {
+		case <-gone:
+			return polkitResult{}, errCallerLeft
+		default:
+			return polkitResult{}, fmt.Errorf("polkit did not answer within %s", timeout)
+		}
+	}
+	a.endCheck(uid)
 	if err == nil {
 		return result, nil
 	}
 	var derr dbus.Error
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return polkitResult{}, fmt.Errorf("polkit did not answer within %s", timeout)
 	case errors.As(err, &derr) && (derr.Name == "org.freedesktop.DBus.Error.ServiceUnknown" || derr.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"):
 		return polkitResult{}, errors.New("polkit is not running on this bus")
 	default:
 		return polkitResult{}, fmt.Errorf("polkit failed: %w", err)
 	}
+}
+
+// cancelCheck tells polkit to stop check id.
+func (a *PolkitAuthorizer) cancelCheck(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+	defer cancel()
+	err := a.conn.Object(polkitBusName, polkitPath).CallWithContext(ctx, polkitInterface+".CancelCheckAuthorization", 0, id).Err
+	if err != nil {
+		// polkit had answered already, or is gone.
+		a.log.Debug("cannot cancel a polkit check", "cancellation_id", id, "err", err)
+	}
+}
+
+// checkLimitError refuses a check over the bounds.
+type checkLimitError struct{ msg string }
+
+func (e checkLimitError) Error() string { return e.msg }
+
+// beginCheck counts a check of uid as waiting, or refuses it when uid or
+// everyone together has as many waiting as allowed.
+func (a *PolkitAuthorizer) beginCheck(uid uint32) error {
+	a.checksMu.Lock()
+	defer a.checksMu.Unlock()
+	if n := a.checks[uid]; n >= a.maxChecksPerCaller {
+		return checkLimitError{fmt.Sprintf("%d authorization checks of yours are already waiting for polkit (at most %d at a time); wait for their answers (or cancel those calls), then call again",
+			n, a.maxChecksPerCaller)}
+	}
+	if a.checksAll >= a.maxChecks {
+		return checkLimitError{fmt.Sprintf("%d authorization checks are already waiting for polkit (at most %d at a time); try again in a moment",
+			a.checksAll, a.maxChecks)}
+	}
+	a.checks[uid]++
+	a.checksAll++
+	return nil
+}
+
+func (a *PolkitAuthorizer) endCheck(uid uint32) {
+	a.checksMu.Lock()
+	defer a.checksMu.Unlock()
+	if a.checks[uid]--; a.checks[uid] <= 0 {
+		delete(a.checks, uid)
+	}
+	a.checksAll--
 }
 
 // actionWords says what each action lets a caller do, for messages.

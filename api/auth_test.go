@@ -314,8 +314,10 @@ func TestAuthorizePolkit(t *testing.T) {
 	b := newAuthBusTuned(t, func(a *PolkitAuthorizer) {
 		a.timeout = 500 * time.Millisecond
 		a.interactiveTimeout = time.Second
+		a.refusals.burst = 100 // the log is looked at
 	}, &config.Plan{Name: "home"})
 	fake := startFakePolkit(t, b.bus.Address)
+	seenIDs := map[string]bool{}
 
 	for _, action := range allActions {
 		for _, interactive := range []bool{false, true} {
@@ -344,9 +346,10 @@ func TestAuthorizePolkit(t *testing.T) {
 				if c.flags != wantFlags || got.interactive != interactive {
 					t.Errorf("flags %d (service saw interactive=%v); want %d", c.flags, got.interactive, wantFlags)
 				}
-				if len(c.details) != 0 || c.cancellationID != "" {
-					t.Errorf("details %v, cancellation id %q; want none", c.details, c.cancellationID)
+				if len(c.details) != 0 || !strings.HasPrefix(c.cancellationID, "subvault-") || seenIDs[c.cancellationID] {
+					t.Errorf("details %v, cancellation id %q; want none, and a new id (ids so far: %v)", c.details, c.cancellationID, seenIDs)
 				}
+				seenIDs[c.cancellationID] = true
 			})
 		}
 	}
@@ -632,6 +635,14 @@ type fakePolkit struct {
 	delay  time.Duration
 	err    *dbus.Error
 	calls  []polkitCall
+
+	// A slow authority: checks of action hold wait, unanswered, until
+	// they are canceled or the test ends.
+	hold     string
+	held     map[string]chan struct{} // by cancellation id
+	mostHeld int
+	canceled []string // the cancellation ids CancelCheckAuthorization was given
+	stop     chan struct{}
 }
 
 type polkitCall struct {
@@ -645,7 +656,8 @@ type polkitCall struct {
 func startFakePolkit(t *testing.T, address string) *fakePolkit {
 	t.Helper()
 	conn := dialBus(t, address)
-	f := &fakePolkit{}
+	f := &fakePolkit{held: map[string]chan struct{}{}, stop: make(chan struct{})}
+	t.Cleanup(func() { close(f.stop) })
 	if err := conn.Export(f, polkitPath, polkitInterface); err != nil {
 		t.Fatal(err)
 	}
@@ -677,16 +689,64 @@ func (f *fakePolkit) seen() []polkitCall {
 	return slices.Clone(f.calls)
 }
 
+// holdChecks makes the fake a slow authority for action: its checks are
+// never answered, only canceled.
+func (f *fakePolkit) holdChecks(action string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold, f.mostHeld, f.canceled = action, 0, nil
+}
+
+// holding is the number of checks waiting now, the most that ever waited
+// at once, and the cancellations seen.
+func (f *fakePolkit) holding() (now, most int, canceled []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.held), f.mostHeld, slices.Clone(f.canceled)
+}
+
 func (f *fakePolkit) CheckAuthorization(subject polkitSubject, action string, details map[string]string, flags uint32, cancellationID string) (polkitResult, *dbus.Error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, polkitCall{subject, action, details, flags, cancellationID})
 	result, delay, err := f.result, f.delay, f.err
+	if action == f.hold {
+		canceled := make(chan struct{})
+		key := cancellationID
+		if key == "" { // cannot be canceled: held all the same
+			key = fmt.Sprintf("uncancelable-%d", len(f.calls))
+		}
+		f.held[key] = canceled
+		f.mostHeld = max(f.mostHeld, len(f.held))
+		f.mu.Unlock()
+		select {
+		case <-canceled:
+		case <-f.stop:
+		}
+		f.mu.Lock()
+		delete(f.held, key)
+		f.mu.Unlock()
+		return polkitResult{}, dbus.NewError("org.freedesktop.PolicyKit1.Error.Cancelled", []any{"The authorization check was cancelled"})
+	}
 	f.mu.Unlock()
 	time.Sleep(delay)
 	if result.Details == nil {
 		result.Details = map[string]string{}
 	}
 	return result, err
+}
+
+// CancelCheckAuthorization ends the held check of cancellationID, as
+// polkit does: that check is answered with Cancelled.
+func (f *fakePolkit) CancelCheckAuthorization(cancellationID string) *dbus.Error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.canceled = append(f.canceled, cancellationID)
+	if ch, ok := f.held[cancellationID]; ok {
+		close(ch)
+		delete(f.held, cancellationID)
+		return nil
+	}
+	return dbus.NewError("org.freedesktop.PolicyKit1.Error.Failed", []any{"No such cancellation_id " + cancellationID})
 }
 
 func TestResolveID(t *testing.T) {

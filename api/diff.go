@@ -53,7 +53,7 @@ func (m manager) Diff(msg dbus.Message, sender dbus.Sender, plan, a, b string) (
 // diff checks the arguments Diff and DiffTo share (and check's, for
 // DiffTo's own), asks for the restore authorization, and compares.
 func (s *Server) diff(ctx context.Context, msg dbus.Message, sender dbus.Sender, plan, a, b string, check func() *dbus.Error) ([]daemon.Change, *dbus.Error) {
-	p, derr := s.plan(plan)
+	p, derr := s.plan(msg, plan)
 	if derr != nil {
 		return nil, derr
 	}

@@ -27,6 +27,14 @@ const (
 	// its caller, or all callers, have as many calls that run restic or
 	// walk a tree running as they may (daemon.ErrBusy).
 	ErrorLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded"
+
+	// The D-Bus specification's names for a path without an object and
+	// for what org.freedesktop.DBus.Properties refuses, as systemd's
+	// sd-bus answers them.
+	ErrorUnknownObject    = "org.freedesktop.DBus.Error.UnknownObject"
+	ErrorUnknownInterface = "org.freedesktop.DBus.Error.UnknownInterface"
+	ErrorUnknownProperty  = "org.freedesktop.DBus.Error.UnknownProperty"
+	ErrorPropertyReadOnly = "org.freedesktop.DBus.Error.PropertyReadOnly"
 )
 
 // newError is a D-Bus error with a one-line message that is valid UTF-8

@@ -77,6 +77,8 @@ var jobIntrospection = introspect.Interface{
 		property("State", "s", "true"),
 		property("Result", "s", "true"),
 		property("Trigger", "s", "const"),
+		property("Callers", "au", "true"),
+		property("Triggers", "as", "true"),
 		property("Progress", "d", "true"),
 		property("BytesDone", "t", "true"),
 		property("BytesTotal", "t", "true"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,7 +101,7 @@ func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archiv
 	if err := checkSignature(msg, "sssas"); err != nil {
 		return 0, "", err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return 0, "", derr
 	}
@@ -130,7 +131,7 @@ func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]SnapshotEntry, 
 	if err := checkSignature(msg, "s"); err != nil {
 		return nil, err
 	}
-	if _, derr := m.s.plan(plan); derr != nil {
+	if _, derr := m.s.plan(msg, plan); derr != nil {
 		return nil, derr
 	}
 	list, err := m.s.d.Snapshots(plan)
@@ -152,7 +153,7 @@ func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string)
 	if err := checkSignature(msg, "s"); err != nil {
 		return nil, err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return nil, derr
 	}
@@ -182,7 +183,7 @@ func (m manager) DeleteSnapshot(msg dbus.Message, sender dbus.Sender, plan, name
 	if err := checkSignature(msg, "ss"); err != nil {
 		return err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return derr
 	}
@@ -199,7 +200,7 @@ func (m manager) CloneSnapshot(msg dbus.Message, sender dbus.Sender, plan, name,
 	if err := checkSignature(msg, "sss"); err != nil {
 		return "", err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return "", derr
 	}
@@ -239,7 +240,7 @@ func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan 
 	if err := checkSignature(msg, "s"); err != nil {
 		return 0, "", err
 	}
-	p, derr := s.plan(plan)
+	p, derr := s.plan(msg, plan)
 	if derr != nil {
 		return 0, "", derr
 	}
@@ -255,39 +256,91 @@ func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan 
 	return j.ID, JobPath(j.ID), nil
 }
 
-// cancel cancels job id: the caller's own job needs ActionBackup on its
-// plan, anyone else's ActionManage.
+// cancel cancels job id. A job the caller alone asked for needs
+// ActionBackup on its plan; a job anyone else asked for too (another
+// caller, root, the schedule) needs ActionManage, as anyone else's does.
 func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.Error {
-	j, ok := s.d.Queue().Job(id)
-	if !ok {
-		return newError(ErrorNoSuchJob, "there is no job %d; ListJobs lists the jobs", id)
-	}
-	if !j.Active() {
-		return newError(ErrorNoSuchJob, "job %d has already finished (%s); there is nothing to cancel", id, j.Result)
-	}
 	uid, derr := s.authz.CallerUID(sender)
 	if derr != nil {
 		return derr
 	}
-	action := ActionManage
-	if j.Caller >= 0 && j.Caller == int64(uid) {
-		action = ActionBackup
-	}
-	if _, derr := s.authorize(msg, sender, action, s.planConfig(j.Plan)); derr != nil {
-		return derr
-	}
-	if err := s.d.Queue().Cancel(id); err != nil {
-		if errors.Is(err, daemon.ErrNoSuchJob) {
-			return newError(ErrorNoSuchJob, "job %d has already finished; there is nothing to cancel", id)
+	// A second round only when someone asked for the job between the
+	// first round's look and its cancel; it is then shared for good.
+	for range 2 {
+		j, ok := s.d.Queue().Job(id)
+		if !ok {
+			return newError(ErrorNoSuchJob, "there is no job %d; ListJobs lists the jobs", id)
 		}
-		return daemonError(err)
+		if !j.Active() {
+			return newError(ErrorNoSuchJob, "job %d has already finished (%s); there is nothing to cancel", id, j.Result)
+		}
+		own := j.AskedOnlyBy(uid)
+		action := ActionManage
+		if own {
+			action = ActionBackup
+		}
+		if _, derr := s.authorize(msg, sender, action, s.planConfig(j.Plan)); derr != nil {
+			return notYoursAlone(derr, j, uid)
+		}
+		var err error
+		if own {
+			err = s.d.Queue().CancelAskedOnlyBy(id, uid)
+		} else {
+			err = s.d.Queue().Cancel(id)
+		}
+		switch {
+		case errors.Is(err, daemon.ErrAskedByOthers):
+			continue
+		case errors.Is(err, daemon.ErrNoSuchJob):
+			return newError(ErrorNoSuchJob, "job %d has already finished; there is nothing to cancel", id)
+		case err != nil:
+			return daemonError(err)
+		}
+		s.sync()
+		return nil
 	}
-	s.sync()
-	return nil
+	return newError(ErrorFailed, "job %d changed while it was being canceled; try again", id)
 }
 
-// plan checks a plan argument and returns the plan's configuration.
-func (s *Server) plan(name string) (*config.Plan, *dbus.Error) {
+// notYoursAlone adds to a refusal to cancel a job the caller asked for
+// why its own authorization is not enough: others asked for it too.
+func notYoursAlone(refusal *dbus.Error, j daemon.Job, uid uint32) *dbus.Error {
+	if refusal.Name != ErrorAccessDenied || !slices.Contains(j.Callers(), uid) {
+		return refusal
+	}
+	var others []string
+	for _, t := range j.Triggers() {
+		if t != trigger(uid) {
+			others = append(others, askerWords(t))
+		}
+	}
+	var msg string
+	if len(refusal.Body) > 0 {
+		msg, _ = refusal.Body[0].(string)
+	}
+	return newError(ErrorAccessDenied, "%s; job %d is not yours alone: %s asked for it too, so only an administrator may cancel it",
+		msg, j.ID, strings.Join(others, " and "))
+}
+
+// askerWords names who asked for a job, by its trigger.
+func askerWords(t string) string {
+	switch {
+	case t == daemon.TriggerSchedule:
+		return "the schedule"
+	case t == daemon.TriggerCatchUp:
+		return "the catch-up of a missed scheduled run"
+	case strings.HasPrefix(t, "dbus:"):
+		return "uid " + strings.TrimPrefix(t, "dbus:")
+	default:
+		return t
+	}
+}
+
+// plan checks a plan argument of the call msg and returns the plan's
+// configuration. An unknown plan's error lists the plans, and names the
+// configuration file to root only: the file is root's, and its path is
+// not for every caller to learn.
+func (s *Server) plan(msg dbus.Message, name string) (*config.Plan, *dbus.Error) {
 	if derr := checkName("plan", name); derr != nil {
 		return nil, derr
 	}
@@ -298,9 +351,20 @@ func (s *Server) plan(name string) (*config.Plan, *dbus.Error) {
 		if plans == "" {
 			plans = "none"
 		}
-		return nil, newError(ErrorNoSuchPlan, "no plan %q in %s (plans: %s)", name, cfg.File, plans)
+		where := "in the configuration"
+		if s.fromRoot(msg) {
+			where = "in " + cfg.File
+		}
+		return nil, newError(ErrorNoSuchPlan, "no plan %q %s (plans: %s)", name, where, plans)
 	}
 	return p, nil
+}
+
+// fromRoot reports whether the bus says uid 0 sent msg.
+func (s *Server) fromRoot(msg dbus.Message) bool {
+	sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
+	uid, derr := s.authz.CallerUID(dbus.Sender(sender))
+	return derr == nil && uid == 0
 }
 
 // authorize asks the Authorizer whether the sender may do action on plan,

@@ -38,6 +38,7 @@ func jobValues(j daemon.Job) map[string]any {
 	return map[string]any{
 		"Id": j.ID, "Kind": j.Kind, "Plan": j.Plan, "State": j.State, "Result": j.Result,
 		"Trigger": escapeInvalidUTF8(j.Trigger), "Progress": finite(j.Progress),
+		"Callers": j.Callers(), "Triggers": escapeAll(j.Triggers()),
 		"BytesDone": j.BytesDone, "BytesTotal": j.BytesTotal, "FilesDone": j.FilesDone, "FilesTotal": j.FilesTotal,
 		// File names are not for everyone on the bus: GetJobFiles gives
 		// them to those with the restore authorization.
@@ -58,8 +59,8 @@ func (s *Server) exportJob(j daemon.Job) (*jobObject, error) {
 		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
 	}
 	var err error
-	if o.props, err = prop.Export(s.conn, o.path, prop.Map{JobInterface: props}); err != nil {
-		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
+	if o.props, err = exportProperties(s.conn, o.path, JobInterface, props); err != nil {
+		return nil, err
 	}
 	if err := s.conn.Export(jobMethods{s: s, id: j.ID}, o.path, JobInterface); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
@@ -145,8 +146,8 @@ func (s *Server) exportPlan(p daemon.PlanInfo) (*planObject, error) {
 		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
 	}
 	var err error
-	if o.props, err = prop.Export(s.conn, o.path, prop.Map{PlanInterface: props}); err != nil {
-		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
+	if o.props, err = exportProperties(s.conn, o.path, PlanInterface, props); err != nil {
+		return nil, err
 	}
 	// The Plan interface has no methods; exporting an empty method set
 	// still makes the object answer for the interface.

@@ -61,7 +61,7 @@ func (m manager) StartRestoreWith(msg dbus.Message, sender dbus.Sender, plan, ar
 	if err := checkSignature(msg, "sssasa{sv}"); err != nil {
 		return 0, "", err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return 0, "", derr
 	}

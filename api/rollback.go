@@ -31,7 +31,7 @@ func (m manager) Rollback(msg dbus.Message, sender dbus.Sender, plan, snapshot, 
 	if err := checkSignature(msg, "sssa{sv}"); err != nil {
 		return "", "", err
 	}
-	p, derr := m.s.plan(plan)
+	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return "", "", derr
 	}

@@ -42,7 +42,6 @@ type Server struct {
 	authz    Authorizer
 	log      *slog.Logger
 	interval time.Duration
-	callers  *callerWatch
 
 	mu           sync.Mutex
 	manager      *prop.Properties
@@ -87,7 +86,7 @@ func NewServer(conn *dbus.Conn, d *daemon.Daemon, authz Authorizer, log *slog.Lo
 		authz = rootOnly{conn: conn}
 	}
 	return &Server{
-		conn: conn, d: d, authz: authz, log: log, interval: ProgressInterval, callers: newCallerWatch(conn, log),
+		conn: conn, d: d, authz: authz, log: log, interval: ProgressInterval,
 		jobs: map[uint32]*jobObject{}, plans: map[string]*planObject{},
 		active: map[uint32]string{}, throttled: map[uint32]*jobObject{},
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
@@ -133,8 +132,8 @@ func (s *Server) Export() error {
 		"QueuedJobs":  {Value: []dbus.ObjectPath{}, Emit: prop.EmitFalse},
 	}
 	var err error
-	if s.manager, err = prop.Export(s.conn, ManagerPath, prop.Map{ManagerInterface: props}); err != nil {
-		return fmt.Errorf("cannot export %s: %w", ManagerPath, err)
+	if s.manager, err = exportProperties(s.conn, ManagerPath, ManagerInterface, props); err != nil {
+		return err
 	}
 	s.managerShown = map[string]any{"Version": s.d.Version(), "State": "idle", "Plans": []string{},
 		"RunningJobs": []dbus.ObjectPath{}, "QueuedJobs": []dbus.ObjectPath{}}
@@ -146,6 +145,10 @@ func (s *Server) Export() error {
 		if err := s.conn.Export(v, ManagerPath, iface); err != nil {
 			return fmt.Errorf("cannot export %s on %s: %w", iface, ManagerPath, err)
 		}
+	}
+
+	if err := s.exportMissing(); err != nil {
+		return err
 	}
 
 	// Subscribed before the jobs are read, so no change falls between; a

@@ -367,8 +367,25 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Started by the caller, then asked for by the schedule: no longer
+	// the caller's alone.
+	shared, err := e.d.Start(daemon.KindBackup, "home", "dbus:1000", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err := e.d.Start(daemon.KindBackup, "home", daemon.TriggerSchedule, -1); err != nil || j.ID != shared.ID {
+		t.Fatalf("the schedule's backup: %d, %v; want job %d", j.ID, err, shared.ID)
+	}
 	e.s.sync()
-	for _, id := range []uint32{mine.ID, theirs.ID} {
+	var callers []uint32
+	var triggers []string
+	if err := e.client.Object(BusName, JobPath(shared.ID)).StoreProperty(JobInterface+".Callers", &callers); err != nil || fmt.Sprint(callers) != "[1000]" {
+		t.Errorf("Callers of the shared job: %v %v", callers, err)
+	}
+	if err := e.client.Object(BusName, JobPath(shared.ID)).StoreProperty(JobInterface+".Triggers", &triggers); err != nil || fmt.Sprint(triggers) != "[dbus:1000 schedule]" {
+		t.Errorf("Triggers of the shared job: %v %v", triggers, err)
+	}
+	for _, id := range []uint32{mine.ID, theirs.ID, shared.ID} {
 		if j, _ := e.d.Queue().Job(id); !j.Active() {
 			t.Fatalf("job %d ended (%s: %s) before it could be canceled", id, j.Result, j.Error)
 		}
@@ -376,20 +393,25 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	authz.mu.Lock()
 	authz.asked = nil
 	authz.mu.Unlock()
+	// The shared one first: it waits behind the others, and would start
+	// (and fail at once, its subvolume missing) once they are gone.
+	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, shared.ID); call.Err != nil {
+		t.Errorf("cancel the shared one: %v", call.Err)
+	}
 	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, mine.ID); call.Err != nil {
 		t.Errorf("cancel own: %v", call.Err)
 	}
 	if call := e.client.Object(BusName, JobPath(theirs.ID)).Call(JobInterface+".Cancel", 0); call.Err != nil {
 		t.Errorf("cancel theirs: %v", call.Err)
 	}
-	for _, id := range []uint32{mine.ID, theirs.ID} {
+	for _, id := range []uint32{mine.ID, theirs.ID, shared.ID} {
 		waitUntil(t, 10*time.Second, func() bool { j, _ := e.d.Queue().Job(id); return !j.Active() })
 		if j, _ := e.d.Queue().Job(id); j.Result != daemon.ResultCanceled {
 			t.Errorf("job %d: %s (%s), want canceled", id, j.Result, j.Error)
 		}
 	}
 	got := authz.questions()
-	if len(got) != 2 || got[0] != "org.subvault.backup home false" || got[1] != "org.subvault.manage home false" {
+	if len(got) != 3 || got[0] != "org.subvault.manage home false" || got[1] != "org.subvault.backup home false" || got[2] != "org.subvault.manage home false" {
 		t.Errorf("asked %q", got)
 	}
 }

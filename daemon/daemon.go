@@ -152,17 +152,15 @@ func (d *Daemon) Start(kind, plan, trigger string, caller int64) (Job, error) {
 // NextRun is the next scheduled run of kind for plan, zero when manual.
 func (d *Daemon) NextRun(plan, kind string) time.Time { return d.sched.Next(plan, kind) }
 
-// scheduled is the scheduler's way in: a firing while the plan's job of
-// that kind still runs is refused, and the scheduler logs it.
+// scheduled is the scheduler's way in. A firing while the plan's job of
+// that kind is queued or running is that job's run: the schedule is
+// recorded among those who asked for it (the queue logs it), so that only
+// an administrator can cancel it. Skipping the run instead let a user who
+// may back up the plan start a backup before each run, have the schedule
+// skip it, and cancel it as the user's own.
 func (d *Daemon) scheduled(plan, kind, trigger string) error {
-	j, created, err := d.queue.Enqueue(kind, plan, trigger, -1, Job{})
-	if err != nil {
-		return err
-	}
-	if !created {
-		return fmt.Errorf("job %d (%s of %s) is still %s", j.ID, kind, plan, j.State)
-	}
-	return nil
+	_, _, err := d.queue.Enqueue(kind, plan, trigger, -1, Job{})
+	return err
 }
 
 func (d *Daemon) entries(cfg *config.Config) []scheduler.Entry {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/subvault/subvault/daemon/restore"
@@ -53,6 +54,14 @@ type Job struct {
 	Trigger string `json:"trigger"`
 	// Caller is the uid that started the job over D-Bus, or -1.
 	Caller int64 `json:"caller"`
+	// Requests is everyone who asked for the job, in order: first whoever
+	// queued it (Trigger, Caller), then each caller or schedule that asked
+	// for a backup, prune or check of the plan while this one was queued
+	// or running, and was given it. Who may cancel the job follows from
+	// it. A trigger asking again is not recorded again, and at most
+	// MaxRequests are. Empty in a state file written before it existed:
+	// the job's own Trigger and Caller were then all.
+	Requests []Request `json:"requests,omitempty"`
 
 	Progress         float64  `json:"progress,omitempty"`
 	BytesDone        uint64   `json:"bytes_done,omitempty"`
@@ -86,8 +95,79 @@ type Job struct {
 	canceled bool
 }
 
+// Request is one asking for a job.
+type Request struct {
+	Trigger string `json:"trigger"`
+	// Caller is the D-Bus caller's uid, or -1 (the schedule, ...).
+	Caller int64     `json:"caller"`
+	At     time.Time `json:"at,omitzero"`
+}
+
+// MaxRequests bounds a job's Requests. Only whether anyone but one caller
+// asked decides anything, so the ones past it need no record.
+const MaxRequests = 32
+
+// requests is j.Requests, or, for a job recorded before they were, its
+// own trigger.
+func (j *Job) requests() []Request {
+	if len(j.Requests) > 0 {
+		return j.Requests
+	}
+	return []Request{{Trigger: j.Trigger, Caller: j.Caller, At: j.QueuedAt}}
+}
+
+// addRequest records r unless its trigger has asked already, and reports
+// whether it did.
+func (j *Job) addRequest(r Request) bool {
+	requests := j.requests()
+	for _, old := range requests {
+		if old.Trigger == r.Trigger {
+			return false
+		}
+	}
+	if len(requests) >= MaxRequests {
+		return false
+	}
+	j.Requests = append(append([]Request(nil), requests...), r)
+	return true
+}
+
+// Callers are the uids of the D-Bus callers that asked for the job, in
+// the order they asked.
+func (j *Job) Callers() []uint32 {
+	out := []uint32{}
+	for _, r := range j.requests() {
+		if r.Caller >= 0 && r.Caller <= math.MaxUint32 {
+			out = append(out, uint32(r.Caller))
+		}
+	}
+	return out
+}
+
+// Triggers are the triggers of everyone who asked for the job, in the
+// order they asked: the first is Trigger.
+func (j *Job) Triggers() []string {
+	out := []string{}
+	for _, r := range j.requests() {
+		out = append(out, r.Trigger)
+	}
+	return out
+}
+
+// AskedOnlyBy reports whether the D-Bus caller uid is the only one that
+// asked for the job: no other caller, and not the schedule.
+func (j *Job) AskedOnlyBy(uid uint32) bool {
+	for _, r := range j.requests() {
+		if r.Caller != int64(uid) {
+			return false
+		}
+	}
+	return true
+}
+
 func (j *Job) copy() Job {
 	c := *j
+	c.Requests = append([]Request(nil), j.Requests...)
 	c.CurrentFiles = append([]string(nil), j.CurrentFiles...)
 	c.Include = append([]string(nil), j.Include...)
 	c.RestoreMade = j.RestoreMade.Clone()

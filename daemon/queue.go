@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,10 @@ type Executor interface {
 
 // ErrNoSuchJob is returned by Cancel for an unknown or finished job.
 var ErrNoSuchJob = errors.New("no such job")
+
+// ErrAskedByOthers is returned by CancelAskedOnlyBy for a job that someone
+// else (another caller, the schedule) asked for too.
+var ErrAskedByOthers = errors.New("others asked for the job too")
 
 // PlanStatus is what the last backup of a plan did, and when the last one
 // that succeeded finished: a canceled or failed backup moves LastBackup but
@@ -135,8 +140,8 @@ func (q *Queue) Configure(cfg QueueConfig) {
 
 // Enqueue queues a job of kind for plan. A backup, prune or check of a plan
 // that already has one of the same kind queued or running returns that job
-// instead (created is false). The job's other fields (restore arguments)
-// come from tmpl.
+// instead (created is false), with trigger added to its Requests. The
+// job's other fields (restore arguments) come from tmpl.
 func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job, bool, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -146,6 +151,13 @@ func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job
 	if kind != KindRestore {
 		for _, j := range q.jobs {
 			if j.Plan == plan && j.Kind == kind {
+				if j.addRequest(Request{Trigger: trigger, Caller: caller, At: q.now()}) {
+					q.log.Info("job asked for again", "job", j.ID, "kind", kind, "plan", plan, "trigger", trigger, "state", j.State)
+					for _, l := range q.listeners {
+						l.JobChanged(j.copy())
+					}
+					q.persistLocked()
+				}
 				return j.copy(), false, nil
 			}
 		}
@@ -154,9 +166,11 @@ func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job
 	if err != nil {
 		return Job{}, false, err
 	}
+	now := q.now()
 	j := &Job{
 		ID: id, Kind: kind, Plan: plan, State: StateQueued, Trigger: trigger, Caller: caller,
-		QueuedAt: q.now(), Archive: tmpl.Archive, Target: tmpl.Target, Include: append([]string(nil), tmpl.Include...),
+		Requests: []Request{{Trigger: trigger, Caller: caller, At: now}},
+		QueuedAt: now, Archive: tmpl.Archive, Target: tmpl.Target, Include: append([]string(nil), tmpl.Include...),
 		RestoreMode: tmpl.RestoreMode, Verify: tmpl.Verify,
 	}
 	q.jobs[id] = j
@@ -179,15 +193,37 @@ func (q *Queue) Cancel(id uint32) error {
 	if !ok {
 		return fmt.Errorf("%w: job %d is not queued or running", ErrNoSuchJob, id)
 	}
+	q.cancelLocked(j)
+	return nil
+}
+
+// CancelAskedOnlyBy cancels job id as Cancel does, if the D-Bus caller uid
+// alone asked for it; otherwise it returns ErrAskedByOthers. The check and
+// the cancel are one step, so that nobody's request can come between a
+// caller's authorization for its own job and the cancel.
+func (q *Queue) CancelAskedOnlyBy(id, uid uint32) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	j, ok := q.jobs[id]
+	if !ok {
+		return fmt.Errorf("%w: job %d is not queued or running", ErrNoSuchJob, id)
+	}
+	if !j.AskedOnlyBy(uid) {
+		return fmt.Errorf("%w: job %d was asked for by %s", ErrAskedByOthers, id, strings.Join(j.Triggers(), ", "))
+	}
+	q.cancelLocked(j)
+	return nil
+}
+
+func (q *Queue) cancelLocked(j *Job) {
 	j.canceled = true
 	if j.State == StateQueued {
 		q.removeQueuedLocked(j)
 		q.finishLocked(j, Outcome{}, errors.New("canceled before it started"))
 		q.dispatchLocked()
-		return nil
+		return
 	}
 	j.cancel()
-	return nil
 }
 
 // Job returns a copy of job id, queued, running or in the history.

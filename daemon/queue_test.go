@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -410,4 +411,102 @@ type outcomeExecutor struct {
 
 func (e *outcomeExecutor) Execute(context.Context, Job, func(Progress)) (Outcome, error) {
 	return e.outcome, e.err
+}
+
+// Everyone who asks for a queued or running job is recorded once, in
+// order, and survives a restart; a job asked for by others too cannot be
+// canceled as one caller's own, and nobody can join it between that check
+// and the cancel.
+func TestJobRequestsAndCancelAskedOnlyBy(t *testing.T) {
+	dir := t.TempDir()
+	q, exec, _ := newTestQueue(t, dir, 1, 10)
+	first, created, err := q.Enqueue(KindBackup, "home", "dbus:1000", 1000, Job{})
+	if err != nil || !created {
+		t.Fatal(created, err)
+	}
+	exec.waitStarted(t)
+	for _, ask := range []struct {
+		trigger string
+		caller  int64
+	}{{"dbus:1000", 1000}, {"dbus:0", 0}, {TriggerSchedule, -1}, {"dbus:0", 0}} {
+		j, created, err := q.Enqueue(KindBackup, "home", ask.trigger, ask.caller, Job{})
+		if err != nil || created || j.ID != first.ID {
+			t.Fatalf("%s: job %d, created %v, %v; want job %d", ask.trigger, j.ID, created, err, first.ID)
+		}
+	}
+	j, _ := q.Job(first.ID)
+	if got := fmt.Sprint(j.Triggers(), j.Callers()); got != "[dbus:1000 dbus:0 schedule] [1000 0]" {
+		t.Errorf("triggers and callers %s", got)
+	}
+	if j.AskedOnlyBy(1000) || j.Trigger != "dbus:1000" || j.Caller != 1000 {
+		t.Errorf("%+v", j)
+	}
+	if err := q.CancelAskedOnlyBy(first.ID, 1000); !errors.Is(err, ErrAskedByOthers) {
+		t.Errorf("CancelAskedOnlyBy of a shared job: %v", err)
+	}
+
+	// A job of one caller alone is that caller's to cancel, however often
+	// it asked; nobody else's.
+	mine, _, _ := q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
+	q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
+	if j, _ := q.Job(mine.ID); !j.AskedOnlyBy(1000) || j.AskedOnlyBy(0) || len(j.Requests) != 1 {
+		t.Errorf("%+v", j)
+	}
+	if err := q.CancelAskedOnlyBy(mine.ID, 1001); !errors.Is(err, ErrAskedByOthers) {
+		t.Errorf("another uid's CancelAskedOnlyBy: %v", err)
+	}
+	if err := q.CancelAskedOnlyBy(mine.ID, 1000); err != nil {
+		t.Errorf("the caller's own: %v", err)
+	}
+	if j, _ := q.Job(mine.ID); j.Result != ResultCanceled {
+		t.Errorf("after CancelAskedOnlyBy: %s", j.Result)
+	}
+
+	exec.finish(first.ID, nil)
+	waitFinished(t, q, first.ID)
+	q.Drain()
+	q2, _, _ := newTestQueue(t, dir, 1, 10)
+	if j, _ := q2.Job(first.ID); fmt.Sprint(j.Triggers()) != "[dbus:1000 dbus:0 schedule]" || j.Requests[2].Caller != -1 || j.Requests[1].At.IsZero() {
+		t.Errorf("after a restart: %+v", j.Requests)
+	}
+
+	// A job of a state file from before requests were recorded: its own
+	// trigger was all.
+	old := `{"version": 1, "jobs": [{"id": 3, "kind": "backup", "plan": "home", "state": "finished", "result": "done", "trigger": "dbus:1000", "caller": 1000},
+ {"id": 4, "kind": "backup", "plan": "home", "state": "finished", "result": "done", "trigger": "schedule", "caller": -1}]}`
+	dir3 := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir3, StateFile), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q3, _, _ := newTestQueue(t, dir3, 1, 10)
+	j3, _ := q3.Job(3)
+	j4, _ := q3.Job(4)
+	if fmt.Sprint(j3.Triggers(), j3.Callers(), j3.AskedOnlyBy(1000), j4.Triggers(), j4.Callers(), j4.AskedOnlyBy(1000)) !=
+		"[dbus:1000] [1000] true [schedule] [] false" {
+		t.Errorf("an old state file's jobs: %+v %+v", j3, j4)
+	}
+}
+
+// A trigger that has asked is not recorded again, and the record is
+// bounded.
+func TestJobRequestsBounded(t *testing.T) {
+	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+	first, _, _ := q.Enqueue(KindBackup, "home", "dbus:1", 1, Job{})
+	exec.waitStarted(t)
+	for uid := range int64(100) {
+		q.Enqueue(KindBackup, "home", fmt.Sprintf("dbus:%d", uid), uid, Job{})
+	}
+	if j, _ := q.Job(first.ID); len(j.Requests) != MaxRequests || j.Triggers()[0] != "dbus:1" || j.AskedOnlyBy(1) {
+		t.Errorf("%d requests: %v", len(j.Requests), j.Triggers())
+	}
+}
+
+func waitFinished(t *testing.T, q *Queue, id uint32) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if j, _ := q.Job(id); !j.Active() {
+			return
+		}
+	}
+	t.Fatalf("job %d did not finish", id)
 }

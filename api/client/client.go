@@ -112,7 +112,8 @@ type Plan struct {
 	LastSuccess time.Time `json:"last_success,omitzero"`
 }
 
-// Job is a job object's properties.
+// Job is a job object's properties. Callers and Triggers are everyone who
+// asked for the job (nil from a daemon older than those properties).
 type Job struct {
 	ID               uint32         `json:"id"`
 	Kind             string         `json:"kind"`
@@ -120,6 +121,8 @@ type Job struct {
 	State            string         `json:"state"`
 	Result           string         `json:"result"`
 	Trigger          string         `json:"trigger"`
+	Callers          []uint32       `json:"callers"`
+	Triggers         []string       `json:"triggers"`
 	Progress         float64        `json:"progress"`
 	BytesDone        uint64         `json:"bytes_done"`
 	BytesTotal       uint64         `json:"bytes_total"`
@@ -167,15 +170,29 @@ type Archive struct {
 }
 
 func (c *Client) call(ctx context.Context, method string, args ...any) *dbus.Call {
-	return c.mgr.CallWithContext(ctx, api.ManagerInterface+"."+method, c.flags(), args...)
+	return <-c.send(ctx, method, make(chan *dbus.Call, 1), args...).Done
 }
 
-// flags lets polkit ask for a password when the client is interactive.
-func (c *Client) flags() dbus.Flags {
+// send sends a call of the manager's method and returns at once: the
+// message, with any descriptor in args, has been written to the bus when
+// it returns. godbus's object calls send only the flags NoAutoStart and
+// NoReplyExpected, so the call is built here, with
+// allow-interactive-authorization when the client is interactive (polkit
+// may then ask for a password).
+func (c *Client) send(ctx context.Context, method string, done chan *dbus.Call, args ...any) *dbus.Call {
+	msg := &dbus.Message{Type: dbus.TypeMethodCall, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldDestination: dbus.MakeVariant(api.BusName),
+		dbus.FieldPath:        dbus.MakeVariant(api.ManagerPath),
+		dbus.FieldInterface:   dbus.MakeVariant(api.ManagerInterface),
+		dbus.FieldMember:      dbus.MakeVariant(method),
+	}, Body: args}
 	if c.Interactive {
-		return dbus.FlagAllowInteractiveAuthorization
+		msg.Flags = dbus.FlagAllowInteractiveAuthorization
 	}
-	return 0
+	if len(args) > 0 {
+		msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(args...))
+	}
+	return c.conn.SendWithContext(ctx, msg, done)
 }
 
 // Daemon reads the manager's properties.
@@ -516,6 +533,10 @@ func applyJob(out *Job, p map[string]dbus.Variant) {
 			out.Result, _ = v.Value().(string)
 		case "Trigger":
 			out.Trigger, _ = v.Value().(string)
+		case "Callers":
+			out.Callers, _ = v.Value().([]uint32)
+		case "Triggers":
+			out.Triggers, _ = v.Value().([]string)
 		case "Progress":
 			out.Progress, _ = v.Value().(float64)
 		case "BytesDone":

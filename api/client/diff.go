@@ -60,8 +60,7 @@ func (c *Client) DiffEach(ctx context.Context, plan, a, b string, each func(Chan
 		return 0, fmt.Errorf("cannot %s: %w", what, err)
 	}
 	defer r.Close() //nolint:errcheck // read to its end, or abandoned
-	call := c.mgr.GoWithContext(ctx, api.ManagerInterface+".DiffTo", c.flags(), make(chan *dbus.Call, 1),
-		plan, a, b, dbus.UnixFD(w.Fd()), map[string]dbus.Variant{})
+	call := c.send(ctx, "DiffTo", make(chan *dbus.Call, 1), plan, a, b, dbus.UnixFD(w.Fd()), map[string]dbus.Variant{})
 	// The message is sent: the daemon has a descriptor of its own, and the
 	// pipe ends when it closes that one.
 	w.Close() //nolint:errcheck,gosec // nothing was written through it

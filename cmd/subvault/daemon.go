@@ -63,12 +63,14 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		case <-ctx.Done():
 		}
 	}()
+	authz := api.NewAuthorizer(conn, log)
+	defer authz.Close() // the count of refusals not logged yet
 	d, err := daemon.New(ctx, daemon.Options{
 		ConfigPath: *path,
 		Version:    version,
 		Logger:     log,
 		Inhibitor:  &api.Inhibitor{Conn: conn, Log: log},
-		Serve:      api.Serve(conn, api.NewAuthorizer(conn, log), log),
+		Serve:      api.Serve(conn, authz, log),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "subvault daemon: %s\n", printableText(err.Error()))

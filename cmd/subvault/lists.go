@@ -158,6 +158,9 @@ func printJob(w io.Writer, o output, j client.Job) {
 	add("job", fmt.Sprintf("%d, %s of %s", j.ID, printable(j.Kind), printable(j.Plan)))
 	add("state", state)
 	add("trigger", printable(j.Trigger))
+	if len(j.Triggers) > 1 {
+		add("asked for by", strings.Join(printableAll(j.Triggers), ", "))
+	}
 	add("queued", o.when(j.QueuedAt))
 	if !j.StartedAt.IsZero() {
 		add("started", o.when(j.StartedAt))

@@ -133,6 +133,8 @@ an array of jobs, or one:
 .BR state " (" queued ", " running ", " finished ),
 .BR result ,
 .BR trigger ,
+.BR triggers " (everyone who asked for the job: the trigger, then each caller or schedule given it while it was queued or running),"
+.BR callers " (the uids among them),"
 .BR progress " (0 to 1),"
 .BR bytes_done ,
 .BR bytes_total ,

@@ -30,6 +30,8 @@ const (
 	EventRollbackDone             = "rollback-done"
 	EventRollbackPrepared         = "rollback-prepared"
 	EventRollbackFailed           = "rollback-failed"
+	EventCallerRefused            = "caller-refused"
+	EventRefusalsSuppressed       = "refusals-suppressed"
 )
 
 // events maps each event to its MESSAGE_ID. The ids were made once with
@@ -56,6 +58,8 @@ var events = []struct{ name, id string }{
 	{EventRollbackDone, "9ab57860309a4c39bf6a13a26158a7ee"},
 	{EventRollbackPrepared, "32417a38eebe45fdb37902729387c6a8"},
 	{EventRollbackFailed, "24ca48f6c18d44dc8a930043ea84e85c"},
+	{EventCallerRefused, "ad44cdc0d2cb4cc093ff7136595e17d2"},
+	{EventRefusalsSuppressed, "5227ca89038d43ffabcfd7e809e5f008"},
 }
 
 // Event is the attribute that names a log call's event:
