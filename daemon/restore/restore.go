@@ -301,8 +301,12 @@ func (j *Job) restoreInto(ctx context.Context, log *slog.Logger, runner *restic.
 			log.Error("cannot remove the restore's staging directory", "dir", stage.Name(), "err", err, "left", left)
 		}
 	}()
-	if same, err := safefs.SameMount(dst, stage); err != nil || !same {
-		return fmt.Errorf("cannot use the staging directory %s: it is not on the mount of %s (%v)", stage.Name(), dst.Name(), err)
+	same, err := safefs.SameMount(dst, stage)
+	if err != nil {
+		return fmt.Errorf("cannot check the staging directory %s: %w", stage.Name(), err)
+	}
+	if !same {
+		return fmt.Errorf("cannot use the staging directory %s: something is mounted on it, so it is not on the mount of %s", stage.Name(), dst.Name())
 	}
 	mountPoint, err := j.restoreMountPoint()
 	if err != nil {
