@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 
 	cbtrfs "github.com/containerd/btrfs/v2"
 	"golang.org/x/sys/unix"
@@ -360,34 +359,5 @@ func ListSnapshots(dir string) ([]Snapshot, error) {
 		}
 		return nil, fmt.Errorf("cannot list snapshots in %s: it is not on btrfs", dir)
 	}
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("cannot list snapshots in %s: %w", dir, err)
-	}
-	var snaps []Snapshot
-	for _, name := range names {
-		s, err := ParseName(name)
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue // deleted while we listed
-			}
-			return nil, fmt.Errorf("cannot list snapshots in %s: %w", dir, err)
-		}
-		if !isSubvolumeRoot(&st) {
-			continue
-		}
-		s.Path = filepath.Join(dir, name)
-		snaps = append(snaps, s)
-	}
-	sort.SliceStable(snaps, func(i, j int) bool {
-		if snapshotLess(snaps[i], snaps[j]) != snapshotLess(snaps[j], snaps[i]) {
-			return snapshotLess(snaps[i], snaps[j])
-		}
-		return snaps[i].Path < snaps[j].Path
-	})
-	return snaps, nil
+	return ListSnapshotsAt(f)
 }
