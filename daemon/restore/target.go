@@ -84,12 +84,14 @@ func CheckTarget(plan *config.Plan, target, mode string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("target %s exists and is not a directory", target)
 	}
-	f, err := os.Open(target)
+	// Opened as a directory without following a link: a pipe or a link
+	// swapped in since the Lstat is refused, never waited on.
+	f, err := safefs.OpenDir(target)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", target, err)
 	}
 	defer f.Close() //nolint:errcheck // read only
-	if names, _ := f.Readdirnames(1); len(names) > 0 {
+	if empty, err := safefs.IsEmpty(f); err != nil || !empty {
 		return fmt.Errorf("target %s is not empty; restore into a new or empty directory (or, as root, in place with --in-place)", target)
 	}
 	return nil
