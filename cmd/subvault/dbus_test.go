@@ -76,6 +76,13 @@ func (e *apiEnv) addFiles(t *testing.T, prefix string, n int) {
 // subscribed before.
 func (e *apiEnv) startDaemon(t *testing.T) {
 	t.Helper()
+	e.startDaemonLogged(t)
+}
+
+// startDaemonLogged is startDaemon that also hands back the daemon's
+// process and log.
+func (e *apiEnv) startDaemonLogged(t *testing.T) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
 	// dbus-daemon makes its socket a moment before it listens on it.
 	var conn *dbus.Conn
 	waitFor(t, 5*time.Second, func() int {
@@ -88,8 +95,7 @@ func (e *apiEnv) startDaemon(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	e.signals = newSignalLog(t, conn)
 	from := len(e.notify.messages())
-	_, log := e.start(t)
-	e.notify.waitFor(t, from, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
+	cmd, log := e.start(t)
 	t.Cleanup(func() {
 		if strings.Contains(log.String(), "DATA RACE") { // go test -race: the daemon is this binary
 			t.Error("the race detector found a race in the daemon")
@@ -98,6 +104,8 @@ func (e *apiEnv) startDaemon(t *testing.T) {
 			t.Logf("daemon log:\n%s", log.String())
 		}
 	})
+	e.notify.waitFor(t, from, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
+	return cmd, log
 }
 
 // busctl runs busctl on the test bus and returns its output and error.

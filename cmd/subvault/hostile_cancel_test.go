@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -25,31 +24,6 @@ import (
 
 func init() {
 	testutil.RegisterHostile("auth-skip-schedule", hostileSkipSchedule)
-}
-
-// startDaemonLogged is startDaemon that also hands back the daemon's
-// process and log.
-func (e *apiEnv) startDaemonLogged(t *testing.T) (*exec.Cmd, *testutil.SyncBuffer) {
-	t.Helper()
-	var conn *dbus.Conn
-	waitFor(t, 5*time.Second, func() int {
-		var err error
-		if conn, err = dbus.Connect(e.bus.Address); err != nil {
-			return 0
-		}
-		return 1
-	})
-	t.Cleanup(func() { conn.Close() })
-	e.signals = newSignalLog(t, conn)
-	from := len(e.notify.messages())
-	cmd, log := e.start(t)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", log.String())
-		}
-	})
-	e.notify.waitFor(t, from, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
-	return cmd, log
 }
 
 // editPlan adds lines to plan home's block (after its keep_snapshots) and
