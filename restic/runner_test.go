@@ -34,28 +34,25 @@ type fixture struct {
 	pw   string
 }
 
-// forEachRestic runs fn in a subtest for every restic binary, each with a
-// new repository.
+// forEachRestic runs fn in a subtest for every restic binary
+// (testutil.ForEachRestic), each with a new repository.
 func forEachRestic(t *testing.T, fn func(t *testing.T, f *fixture)) {
 	t.Helper()
-	for _, bin := range testutil.ResticBinaries(t) {
-		t.Run(testutil.ResticName(bin), func(t *testing.T) {
-			ver := testutil.RequireRestic(t, bin)
-			repo, pw := testutil.NewResticRepo(t, bin)
-			logs := &testutil.SyncBuffer{}
-			r := &Runner{
-				Binary:   bin,
-				Repo:     Repository{URL: repo, PasswordFile: pw, CacheDir: filepath.Join(t.TempDir(), "cache")},
-				Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-				Hostname: "subvault-test",
-				Grace:    10 * time.Second,
-			}
-			fn(t, &fixture{r: r, logs: logs, bin: bin, ver: ver, repo: repo, pw: pw})
-			if t.Failed() {
-				t.Logf("runner log:\n%s", logs)
-			}
-		})
-	}
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		repo, pw := testutil.NewResticRepo(t, bin)
+		logs := &testutil.SyncBuffer{}
+		r := &Runner{
+			Binary:   bin,
+			Repo:     Repository{URL: repo, PasswordFile: pw, CacheDir: filepath.Join(t.TempDir(), "cache")},
+			Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Hostname: "subvault-test",
+			Grace:    10 * time.Second,
+		}
+		fn(t, &fixture{r: r, logs: logs, bin: bin, ver: testutil.ResticVersion(bin), repo: repo, pw: pw})
+		if t.Failed() {
+			t.Logf("runner log:\n%s", logs)
+		}
+	})
 }
 
 // smallTree makes n files of 1 KiB and a sparse file of sparseGiB (restic

@@ -32,142 +32,137 @@ import (
 // kit's text. The restored tree matches the original.
 func TestEmergencyKitRestoresWithOnlyRestic(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, bin := range testutil.ResticBinaries(t) {
-		t.Run(testutil.ResticName(bin), func(t *testing.T) {
-			testutil.RequireRestic(t, bin)
-			e := newKitEnv(t, bin)
-			home := e.fs.Path("home")
-			testutil.WriteFile(t, filepath.Join(home, "notes.txt"), "the file that matters\n")
-			testutil.WriteFile(t, filepath.Join(home, "a dir", "with space.txt"), strings.Repeat("x", 100_000))
-			testutil.WriteFile(t, filepath.Join(home, "deep", "er", "still", "f"), "")
-			testutil.WriteFile(t, filepath.Join(home, "private"), "alice's\n")
-			if err := os.Chmod(filepath.Join(home, "private"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chown(filepath.Join(home, "private"), 1234, 2345); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink("notes.txt", filepath.Join(home, "link")); err != nil {
-				t.Fatal(err)
-			}
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		e := newKitEnv(t, bin)
+		home := e.fs.Path("home")
+		testutil.WriteFile(t, filepath.Join(home, "notes.txt"), "the file that matters\n")
+		testutil.WriteFile(t, filepath.Join(home, "a dir", "with space.txt"), strings.Repeat("x", 100_000))
+		testutil.WriteFile(t, filepath.Join(home, "deep", "er", "still", "f"), "")
+		testutil.WriteFile(t, filepath.Join(home, "private"), "alice's\n")
+		if err := os.Chmod(filepath.Join(home, "private"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(filepath.Join(home, "private"), 1234, 2345); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("notes.txt", filepath.Join(home, "link")); err != nil {
+			t.Fatal(err)
+		}
 
-			var out, errOut bytes.Buffer
-			if code := run([]string{"run", "backup", "home", "--config", e.config}, &out, &errOut); code != exitOK {
-				t.Fatalf("backup: exit %d\n%s", code, errOut.String())
-			}
-			archive := regexp.MustCompile(`archive ([0-9a-f]{8})`).FindStringSubmatch(out.String())
-			if archive == nil {
-				t.Fatalf("no archive in the summary:\n%s", out.String())
-			}
+		var out, errOut bytes.Buffer
+		if code := run([]string{"run", "backup", "home", "--config", e.config}, &out, &errOut); code != exitOK {
+			t.Fatalf("backup: exit %d\n%s", code, errOut.String())
+		}
+		archive := regexp.MustCompile(`archive ([0-9a-f]{8})`).FindStringSubmatch(out.String())
+		if archive == nil {
+			t.Fatalf("no archive in the summary:\n%s", out.String())
+		}
 
-			kitDir := t.TempDir()
-			out.Reset()
-			errOut.Reset()
-			if code := run([]string{"emergency-kit", "home", "--config", e.config, "--out", kitDir}, &out, &errOut); code != exitOK {
-				t.Fatalf("emergency-kit: exit %d\n%s", code, errOut.String())
+		kitDir := t.TempDir()
+		out.Reset()
+		errOut.Reset()
+		if code := run([]string{"emergency-kit", "home", "--config", e.config, "--out", kitDir}, &out, &errOut); code != exitOK {
+			t.Fatalf("emergency-kit: exit %d\n%s", code, errOut.String())
+		}
+		host, _ := os.Hostname()
+		base := filepath.Join(kitDir, "subvault-emergency-kit-"+host+"-home-"+todayForKit())
+		htmlPath, textPath := base+".html", base+".txt"
+		for _, p := range []string{htmlPath, textPath} {
+			if !strings.Contains(out.String(), "wrote "+p+"\n") {
+				t.Errorf("stdout does not name %s:\n%s", p, out.String())
 			}
-			host, _ := os.Hostname()
-			base := filepath.Join(kitDir, "subvault-emergency-kit-"+host+"-home-"+todayForKit())
-			htmlPath, textPath := base+".html", base+".txt"
-			for _, p := range []string{htmlPath, textPath} {
-				if !strings.Contains(out.String(), "wrote "+p+"\n") {
-					t.Errorf("stdout does not name %s:\n%s", p, out.String())
-				}
-				if !strings.Contains(errOut.String(), "  "+p+"\n") {
-					t.Errorf("the warning does not name %s:\n%s", p, errOut.String())
-				}
-				st, err := os.Stat(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if st.Mode().Perm() != 0o600 {
-					t.Errorf("%s has mode %v, want 0600", p, st.Mode().Perm())
-				}
+			if !strings.Contains(errOut.String(), "  "+p+"\n") {
+				t.Errorf("the warning does not name %s:\n%s", p, errOut.String())
 			}
-			if !strings.Contains(errOut.String(), "WARNING: these files hold the secrets") || !strings.Contains(errOut.String(), "delete the files") {
-				t.Errorf("no warning about the secrets:\n%s", errOut.String())
-			}
-			text := readKitFile(t, textPath)
-			if !strings.Contains(text, "Checked: the password above opened it") || !strings.Contains(text, "latest when this kit was made: "+archive[1]) {
-				t.Errorf("the kit does not say it opened the repository and found archive %s:\n%s", archive[1], text)
-			}
-			if v := testutil.ResticVersion(bin); !strings.Contains(strings.Join(strings.Fields(text), " "), "written by restic "+v) {
-				t.Errorf("the kit does not name restic %s:\n%s", v, text)
-			}
-
-			// The person's side: the password from the paper, the commands.
-			password := kitField(t, text, emergencykit.TextPasswordLabel)
-			if password != testutil.ResticPassword {
-				t.Fatalf("the kit's password is %q, want %q", password, testutil.ResticPassword)
-			}
-			var commands []string
-			for _, line := range strings.Split(text, "\n") {
-				if c, ok := strings.CutPrefix(strings.TrimLeft(line, " "), emergencykit.CommandPrefix); ok {
-					commands = append(commands, c)
-				}
-			}
-
-			// The repository disk, mounted somewhere else.
-			moved := filepath.Join(t.TempDir(), "usb", "restic-repo")
-			testutil.Run(t, "mkdir", "-p", filepath.Dir(moved))
-			testutil.Run(t, "cp", "-a", e.repo, moved)
-			if err := os.Rename(e.repo, e.repo+".gone"); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = os.Rename(e.repo+".gone", e.repo) })
-			// The new disk, with the plan's subvolume made where the
-			// archive's files land below the target.
-			newDisk := testutil.NewBtrfs(t, 256)
-			testutil.Run(t, "mkdir", "-p", filepath.Dir(newDisk.Path(home)))
-			testutil.Run(t, "btrfs", "subvolume", "create", newDisk.Path(home))
-
-			rewritten := 0
-			for i, c := range commands {
-				if c == "export RESTIC_REPOSITORY="+shell.Quote(e.repo) {
-					commands[i] = "export RESTIC_REPOSITORY=" + shell.Quote(moved)
-					rewritten++
-				}
-				if strings.Contains(c, " --target "+emergencykit.RestoreTarget+" ") {
-					commands[i] = strings.Replace(c, " --target "+emergencykit.RestoreTarget+" ", " --target "+shell.Quote(newDisk.Mount)+" ", 1)
-					rewritten++
-				}
-			}
-			if rewritten != 2 || len(commands) != 5 {
-				t.Fatalf("expected 5 commands, one export of %s and one restore to %s:\n%s", e.repo, emergencykit.RestoreTarget, strings.Join(commands, "\n"))
-			}
-			t.Logf("the kit's commands, as run:\n%s", strings.Join(commands, "\n"))
-			script := filepath.Join(t.TempDir(), "kit.sh")
-			testutil.WriteFile(t, script, strings.Join(commands, "\n")+"\n")
-			pathDir := t.TempDir()
-			if err := os.Symlink(bin, filepath.Join(pathDir, "restic")); err != nil {
-				t.Fatal(err)
-			}
-			sh := exec.Command("/bin/sh", "-eu", script)
-			sh.Env = []string{"PATH=" + pathDir, "HOME=" + t.TempDir()}
-			sh.Dir = t.TempDir()
-			sh.Stdin = strings.NewReader(password + "\n")
-			shOut, err := sh.CombinedOutput()
+			st, err := os.Stat(p)
 			if err != nil {
-				t.Fatalf("the kit's commands failed: %v\n%s", err, shOut)
+				t.Fatal(err)
 			}
-			if !strings.Contains(string(shOut), archive[1]) {
-				t.Errorf("restic snapshots did not list archive %s:\n%s", archive[1], shOut)
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s has mode %v, want 0600", p, st.Mode().Perm())
 			}
-			if !regexp.MustCompile(`finished verifying \d+ files`).Match(shOut) {
-				t.Errorf("restic restore did not verify the files:\n%s", shOut)
+		}
+		if !strings.Contains(errOut.String(), "WARNING: these files hold the secrets") || !strings.Contains(errOut.String(), "delete the files") {
+			t.Errorf("no warning about the secrets:\n%s", errOut.String())
+		}
+		text := readKitFile(t, textPath)
+		if !strings.Contains(text, "Checked: the password above opened it") || !strings.Contains(text, "latest when this kit was made: "+archive[1]) {
+			t.Errorf("the kit does not say it opened the repository and found archive %s:\n%s", archive[1], text)
+		}
+		if v := testutil.ResticVersion(bin); !strings.Contains(strings.Join(strings.Fields(text), " "), "written by restic "+v) {
+			t.Errorf("the kit does not name restic %s:\n%s", v, text)
+		}
+
+		// The person's side: the password from the paper, the commands.
+		password := kitField(t, text, emergencykit.TextPasswordLabel)
+		if password != testutil.ResticPassword {
+			t.Fatalf("the kit's password is %q, want %q", password, testutil.ResticPassword)
+		}
+		var commands []string
+		for _, line := range strings.Split(text, "\n") {
+			if c, ok := strings.CutPrefix(strings.TrimLeft(line, " "), emergencykit.CommandPrefix); ok {
+				commands = append(commands, c)
 			}
-			kitCompareTrees(t, home, newDisk.Path(home))
-		})
-	}
+		}
+
+		// The repository disk, mounted somewhere else.
+		moved := filepath.Join(t.TempDir(), "usb", "restic-repo")
+		testutil.Run(t, "mkdir", "-p", filepath.Dir(moved))
+		testutil.Run(t, "cp", "-a", e.repo, moved)
+		if err := os.Rename(e.repo, e.repo+".gone"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Rename(e.repo+".gone", e.repo) })
+		// The new disk, with the plan's subvolume made where the
+		// archive's files land below the target.
+		newDisk := testutil.NewBtrfs(t, 256)
+		testutil.Run(t, "mkdir", "-p", filepath.Dir(newDisk.Path(home)))
+		testutil.Run(t, "btrfs", "subvolume", "create", newDisk.Path(home))
+
+		rewritten := 0
+		for i, c := range commands {
+			if c == "export RESTIC_REPOSITORY="+shell.Quote(e.repo) {
+				commands[i] = "export RESTIC_REPOSITORY=" + shell.Quote(moved)
+				rewritten++
+			}
+			if strings.Contains(c, " --target "+emergencykit.RestoreTarget+" ") {
+				commands[i] = strings.Replace(c, " --target "+emergencykit.RestoreTarget+" ", " --target "+shell.Quote(newDisk.Mount)+" ", 1)
+				rewritten++
+			}
+		}
+		if rewritten != 2 || len(commands) != 5 {
+			t.Fatalf("expected 5 commands, one export of %s and one restore to %s:\n%s", e.repo, emergencykit.RestoreTarget, strings.Join(commands, "\n"))
+		}
+		t.Logf("the kit's commands, as run:\n%s", strings.Join(commands, "\n"))
+		script := filepath.Join(t.TempDir(), "kit.sh")
+		testutil.WriteFile(t, script, strings.Join(commands, "\n")+"\n")
+		pathDir := t.TempDir()
+		if err := os.Symlink(bin, filepath.Join(pathDir, "restic")); err != nil {
+			t.Fatal(err)
+		}
+		sh := exec.Command("/bin/sh", "-eu", script)
+		sh.Env = []string{"PATH=" + pathDir, "HOME=" + t.TempDir()}
+		sh.Dir = t.TempDir()
+		sh.Stdin = strings.NewReader(password + "\n")
+		shOut, err := sh.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the kit's commands failed: %v\n%s", err, shOut)
+		}
+		if !strings.Contains(string(shOut), archive[1]) {
+			t.Errorf("restic snapshots did not list archive %s:\n%s", archive[1], shOut)
+		}
+		if !regexp.MustCompile(`finished verifying \d+ files`).Match(shOut) {
+			t.Errorf("restic restore did not verify the files:\n%s", shOut)
+		}
+		kitCompareTrees(t, home, newDisk.Path(home))
+	})
 }
 
 // TestEmergencyKitRefusals: not as root, over existing files, an unknown
 // plan; --force and --format.
 func TestEmergencyKitRefusals(t *testing.T) {
 	testutil.RequireNobody(t)
-	bins := testutil.ResticBinaries(t)
-	testutil.RequireRestic(t, bins[0])
-	e := newKitEnv(t, bins[0])
+	e := newKitEnv(t, testutil.Restic(t))
 
 	// As nobody: refused before anything is read.
 	dir, err := os.MkdirTemp("", "subvault-kit-")
@@ -254,9 +249,7 @@ func TestEmergencyKitRefusals(t *testing.T) {
 func TestEmergencyKitQRCodesDecode(t *testing.T) {
 	testutil.RequireRoot(t)
 	zbarimg := testutil.RequireCommand(t, "zbarimg", "zbar-tools")
-	bins := testutil.ResticBinaries(t)
-	testutil.RequireRestic(t, bins[0])
-	e := newKitEnv(t, bins[0])
+	e := newKitEnv(t, testutil.Restic(t))
 	for _, c := range []struct {
 		password, escaped string
 		zbarArgs          []string

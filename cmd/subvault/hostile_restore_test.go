@@ -115,78 +115,76 @@ func waitRestore(dir string, match func(string) bool) (string, error) {
 // renamed away and replaced). Whatever the restore's end, the root-only
 // directory and file are as they were: mode, content, entries.
 func TestHostileRestoreWritesNothingOutsideTarget(t *testing.T) {
-	for _, bin := range testutil.ResticBinaries(t) {
-		t.Run(testutil.ResticName(bin), func(t *testing.T) {
-			testutil.RequireNobody(t)
-			e := newRestoreEnv(t, bin, 300)
-			e.fs.Share(t)
-			home := e.fs.Path("home")
-			file := filepath.Join(home, "sub", "hello.txt")
-			testutil.WriteFile(t, file, "the archive's bytes\n")
-			e.mustCLI(t, "backup", "home", "--wait")
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		testutil.RequireNobody(t)
+		e := newRestoreEnv(t, bin, 300)
+		e.fs.Share(t)
+		home := e.fs.Path("home")
+		file := filepath.Join(home, "sub", "hello.txt")
+		testutil.WriteFile(t, file, "the archive's bytes\n")
+		e.mustCLI(t, "backup", "home", "--wait")
 
-			victimDir := e.fs.Path("root-only")
-			victim := filepath.Join(victimDir, "important.conf")
-			testutil.WriteFile(t, victim, "root's configuration\n")
-			if err := os.Chmod(victim, 0o600); err != nil {
+		victimDir := e.fs.Path("root-only")
+		victim := filepath.Join(victimDir, "important.conf")
+		testutil.WriteFile(t, victim, "root's configuration\n")
+		if err := os.Chmod(victim, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(victimDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		before := testutil.TreeState(t, victimDir)
+
+		mine := func(name string) string {
+			p := e.fs.Path(name)
+			if err := os.Mkdir(p, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Chmod(victimDir, 0o700); err != nil {
+			if err := os.Chown(p, testutil.NobodyUID, testutil.NobodyGID); err != nil {
 				t.Fatal(err)
 			}
-			before := testutil.TreeState(t, victimDir)
-
-			mine := func(name string) string {
-				p := e.fs.Path(name)
-				if err := os.Mkdir(p, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chown(p, testutil.NobodyUID, testutil.NobodyGID); err != nil {
-					t.Fatal(err)
-				}
-				return p
-			}
-			attack := func(how, watch string, restore ...string) {
-				attacker := testutil.StartHostile(t, "plant-restore", how, watch, file, victim)
-				waitFor(t, 10*time.Second, func() int { return strings.Count(attacker.Output.String(), "ready") })
-				code, out, errOut := e.cli(t, append([]string{"restore", "home", "latest"}, append(restore, "--wait")...)...)
-				attacker.Stop()
-				t.Logf("%s: restore exit %d\n%s%s\nattacker: %s", how, code, out, errOut, attacker.Output.String())
-				if diffs := testutil.DiffStates(before, testutil.TreeState(t, victimDir)); len(diffs) > 0 {
-					t.Errorf("%s: the restore wrote outside its target, into root's directory:\n%s", how, strings.Join(diffs, "\n"))
-				}
-				if data, err := os.ReadFile(victim); err != nil || string(data) != "root's configuration\n" {
-					t.Errorf("%s: root's file holds %q (%v)", how, data, err)
-				}
-			}
-
-			d1, d2 := mine("d1"), mine("d2")
-			attack("file-link", d1, d1)
-			attack("dir-link", d2, d2)
-			parent := mine("p1")
-			attack("new-target", filepath.Join(parent, "new"), filepath.Join(parent, "new"))
-			parent = mine("p2")
-			attack("subvolume", filepath.Join(parent, "sv"), filepath.Join(parent, "sv"), "--subvolume")
-			if err := os.Chown(home, testutil.NobodyUID, testutil.NobodyGID); err != nil {
-				t.Fatal(err)
-			}
-			attack("in-place", home, "--in-place")
-
-			// A target whose path goes through a link the user made is
-			// refused before anything is queued.
-			d3 := mine("d3")
-			if err := os.Symlink(victimDir, filepath.Join(d3, "link")); err != nil {
-				t.Fatal(err)
-			}
-			for _, args := range [][]string{{filepath.Join(d3, "link", "new")}, {filepath.Join(d3, "link", "sv"), "--subvolume"}} {
-				code, out, errOut := e.cli(t, append([]string{"restore", "home", "latest"}, args...)...)
-				if code != exitUsage || out != "" || !strings.Contains(errOut, "symbolic link") {
-					t.Errorf("restore into %v: exit %d, %q %q; want %d and the symbolic link named", args, code, out, errOut, exitUsage)
-				}
-			}
+			return p
+		}
+		attack := func(how, watch string, restore ...string) {
+			attacker := testutil.StartHostile(t, "plant-restore", how, watch, file, victim)
+			waitFor(t, 10*time.Second, func() int { return strings.Count(attacker.Output.String(), "ready") })
+			code, out, errOut := e.cli(t, append([]string{"restore", "home", "latest"}, append(restore, "--wait")...)...)
+			attacker.Stop()
+			t.Logf("%s: restore exit %d\n%s%s\nattacker: %s", how, code, out, errOut, attacker.Output.String())
 			if diffs := testutil.DiffStates(before, testutil.TreeState(t, victimDir)); len(diffs) > 0 {
-				t.Errorf("a refused restore wrote into root's directory:\n%s", strings.Join(diffs, "\n"))
+				t.Errorf("%s: the restore wrote outside its target, into root's directory:\n%s", how, strings.Join(diffs, "\n"))
 			}
-		})
-	}
+			if data, err := os.ReadFile(victim); err != nil || string(data) != "root's configuration\n" {
+				t.Errorf("%s: root's file holds %q (%v)", how, data, err)
+			}
+		}
+
+		d1, d2 := mine("d1"), mine("d2")
+		attack("file-link", d1, d1)
+		attack("dir-link", d2, d2)
+		parent := mine("p1")
+		attack("new-target", filepath.Join(parent, "new"), filepath.Join(parent, "new"))
+		parent = mine("p2")
+		attack("subvolume", filepath.Join(parent, "sv"), filepath.Join(parent, "sv"), "--subvolume")
+		if err := os.Chown(home, testutil.NobodyUID, testutil.NobodyGID); err != nil {
+			t.Fatal(err)
+		}
+		attack("in-place", home, "--in-place")
+
+		// A target whose path goes through a link the user made is
+		// refused before anything is queued.
+		d3 := mine("d3")
+		if err := os.Symlink(victimDir, filepath.Join(d3, "link")); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{filepath.Join(d3, "link", "new")}, {filepath.Join(d3, "link", "sv"), "--subvolume"}} {
+			code, out, errOut := e.cli(t, append([]string{"restore", "home", "latest"}, args...)...)
+			if code != exitUsage || out != "" || !strings.Contains(errOut, "symbolic link") {
+				t.Errorf("restore into %v: exit %d, %q %q; want %d and the symbolic link named", args, code, out, errOut, exitUsage)
+			}
+		}
+		if diffs := testutil.DiffStates(before, testutil.TreeState(t, victimDir)); len(diffs) > 0 {
+			t.Errorf("a refused restore wrote into root's directory:\n%s", strings.Join(diffs, "\n"))
+		}
+	})
 }

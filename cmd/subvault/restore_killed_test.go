@@ -158,81 +158,79 @@ func (e *killedRestoreEnv) checkFailed(t *testing.T, j daemon.Job, want ...strin
 // directory's times aside) and its pinned undo snapshot. Then a restore
 // runs to its end.
 func TestDaemonKilledMidRestoreCleansUpAtStart(t *testing.T) {
-	for _, bin := range testutil.ResticBinaries(t) {
-		t.Run(testutil.ResticName(bin), func(t *testing.T) {
-			e := newKilledRestoreEnv(t, bin, 400)
-			home := e.fs.Path("home")
-			e.mustCLI(t, "backup", "home", "--wait")
-			archived := testutil.TreeState(t, home)
-			delete(archived, ".")
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		e := newKilledRestoreEnv(t, bin, 400)
+		home := e.fs.Path("home")
+		e.mustCLI(t, "backup", "home", "--wait")
+		archived := testutil.TreeState(t, home)
+		delete(archived, ".")
 
-			// Into a new subvolume.
-			target := e.fs.Path("restored")
-			id, _ := e.killMidRestore(t, func(uint32) string { return target }, target, "--subvolume")
-			if ok, err := btrfs.IsSubvolume(target); !ok || err != nil {
-				t.Fatalf("after kill -9, %s: subvolume %v, %v", target, ok, err)
-			}
-			e.startAgain(t)
-			if _, err := os.Lstat(target); !os.IsNotExist(err) {
-				t.Errorf("the half-restored subvolume is left: %v", err)
-			}
-			e.checkFailed(t, e.job(t, id), "the half-restored subvolume "+target+" was deleted")
-			if n := strings.Count(e.log.String(), "event="+journal.EventRestoreLeftoverRemoved); n != 1 {
-				t.Errorf("%d removals logged, want 1 (the subvolume):\n%s", n, e.log)
-			}
+		// Into a new subvolume.
+		target := e.fs.Path("restored")
+		id, _ := e.killMidRestore(t, func(uint32) string { return target }, target, "--subvolume")
+		if ok, err := btrfs.IsSubvolume(target); !ok || err != nil {
+			t.Fatalf("after kill -9, %s: subvolume %v, %v", target, ok, err)
+		}
+		e.startAgain(t)
+		if _, err := os.Lstat(target); !os.IsNotExist(err) {
+			t.Errorf("the half-restored subvolume is left: %v", err)
+		}
+		e.checkFailed(t, e.job(t, id), "the half-restored subvolume "+target+" was deleted")
+		if n := strings.Count(e.log.String(), "event="+journal.EventRestoreLeftoverRemoved); n != 1 {
+			t.Errorf("%d removals logged, want 1 (the subvolume):\n%s", n, e.log)
+		}
 
-			// In place, over a tree changed since the archive.
-			for i := range 10 {
-				testutil.WriteFile(t, filepath.Join(home, fmt.Sprintf("d%d", i), fmt.Sprintf("f%d", i)), "changed since the archive\n")
+		// In place, over a tree changed since the archive.
+		for i := range 10 {
+			testutil.WriteFile(t, filepath.Join(home, fmt.Sprintf("d%d", i), fmt.Sprintf("f%d", i)), "changed since the archive\n")
+		}
+		testutil.WriteFile(t, filepath.Join(home, "added"), "made after the archive\n")
+		before := testutil.TreeState(t, home)
+		id, stage := e.killMidRestore(t, func(uint32) string { return home }, "--in-place")
+		e.startAgain(t)
+		if _, err := os.Lstat(stage); !os.IsNotExist(err) {
+			t.Errorf("the staging directory is left: %v", err)
+		}
+		after := testutil.TreeState(t, home)
+		delete(before, ".")
+		delete(after, ".")
+		if d := testutil.DiffStates(before, after); len(d) > 0 {
+			t.Errorf("the killed in-place restore changed home:\n%s", strings.Join(d, "\n"))
+		}
+		var undo []btrfs.Snapshot
+		snaps, err := btrfs.ListSnapshots(e.fs.Path("snapshots"))
+		for _, s := range snaps {
+			if s.Pinned && s.JobID == id {
+				undo = append(undo, s)
 			}
-			testutil.WriteFile(t, filepath.Join(home, "added"), "made after the archive\n")
-			before := testutil.TreeState(t, home)
-			id, stage := e.killMidRestore(t, func(uint32) string { return home }, "--in-place")
-			e.startAgain(t)
-			if _, err := os.Lstat(stage); !os.IsNotExist(err) {
-				t.Errorf("the staging directory is left: %v", err)
-			}
-			after := testutil.TreeState(t, home)
-			delete(before, ".")
-			delete(after, ".")
-			if d := testutil.DiffStates(before, after); len(d) > 0 {
-				t.Errorf("the killed in-place restore changed home:\n%s", strings.Join(d, "\n"))
-			}
-			var undo []btrfs.Snapshot
-			snaps, err := btrfs.ListSnapshots(e.fs.Path("snapshots"))
-			for _, s := range snaps {
-				if s.Pinned && s.JobID == id {
-					undo = append(undo, s)
-				}
-			}
-			if err != nil || len(undo) != 1 {
-				t.Fatalf("the undo snapshot of job %d: %v %+v", id, err, snaps)
-			}
-			e.checkFailed(t, e.job(t, id), home+" is unchanged", "staging directory "+stage+" was removed",
-				"kept in snapshot "+undo[0].Name()+" (subvault snapshots home); nothing was moved in, so nothing needs undoing")
-			if n := strings.Count(e.log.String(), "event="+journal.EventRestoreLeftoverRemoved); n != 1 {
-				t.Errorf("%d removals logged, want 1 (the staging directory):\n%s", n, e.log)
-			}
-			if out := e.mustCLI(t, "snapshots", "home"); !strings.Contains(out, undo[0].Name()) {
-				t.Errorf("subvault snapshots home lacks the undo snapshot %s:\n%s", undo[0].Name(), out)
-			}
-			if locks := strings.TrimSpace(e.resticOut(t, "list", "locks", "--no-lock")); locks != "" {
-				t.Errorf("restic locks left: %s", locks)
-			}
+		}
+		if err != nil || len(undo) != 1 {
+			t.Fatalf("the undo snapshot of job %d: %v %+v", id, err, snaps)
+		}
+		e.checkFailed(t, e.job(t, id), home+" is unchanged", "staging directory "+stage+" was removed",
+			"kept in snapshot "+undo[0].Name()+" (subvault snapshots home); nothing was moved in, so nothing needs undoing")
+		if n := strings.Count(e.log.String(), "event="+journal.EventRestoreLeftoverRemoved); n != 1 {
+			t.Errorf("%d removals logged, want 1 (the staging directory):\n%s", n, e.log)
+		}
+		if out := e.mustCLI(t, "snapshots", "home"); !strings.Contains(out, undo[0].Name()) {
+			t.Errorf("subvault snapshots home lacks the undo snapshot %s:\n%s", undo[0].Name(), out)
+		}
+		if locks := strings.TrimSpace(e.resticOut(t, "list", "locks", "--no-lock")); locks != "" {
+			t.Errorf("restic locks left: %s", locks)
+		}
 
-			// The jobs' records do not come back at a third start.
-			_ = e.daemon.Process.Signal(syscall.SIGTERM)
-			_ = e.daemon.Wait()
-			e.startAgain(t)
-			if strings.Contains(e.log.String(), "restore interrupted") {
-				t.Errorf("the third start looks at the restores again:\n%s", e.log)
-			}
-			e.mustCLI(t, "restore", "home", "latest", target, "--subvolume", "--wait")
-			restored := testutil.TreeState(t, target)
-			delete(restored, ".")
-			if d := testutil.DiffStates(archived, restored); len(d) > 0 {
-				t.Errorf("the restore after the restarts:\n%s", strings.Join(d, "\n"))
-			}
-		})
-	}
+		// The jobs' records do not come back at a third start.
+		_ = e.daemon.Process.Signal(syscall.SIGTERM)
+		_ = e.daemon.Wait()
+		e.startAgain(t)
+		if strings.Contains(e.log.String(), "restore interrupted") {
+			t.Errorf("the third start looks at the restores again:\n%s", e.log)
+		}
+		e.mustCLI(t, "restore", "home", "latest", target, "--subvolume", "--wait")
+		restored := testutil.TreeState(t, target)
+		delete(restored, ".")
+		if d := testutil.DiffStates(archived, restored); len(d) > 0 {
+			t.Errorf("the restore after the restarts:\n%s", strings.Join(d, "\n"))
+		}
+	})
 }

@@ -42,7 +42,7 @@ type runEnv struct {
 
 func newRunEnv(t *testing.T, sizeMiB int) *runEnv {
 	t.Helper()
-	return newRunEnvWith(t, testutil.ResticBinaries(t)[0], sizeMiB)
+	return newRunEnvWith(t, testutil.Restic(t), sizeMiB)
 }
 
 // newRunEnvWith is a loop-device btrfs of sizeMiB with a subvolume home, a

@@ -132,28 +132,11 @@ func noSnapshotsLeft(t *testing.T, dir string) {
 	}
 }
 
-func forEachRestic(t *testing.T, f func(t *testing.T, bin string)) {
-	for _, bin := range testutil.ResticBinaries(t) {
-		t.Run(filepath.Base(filepath.Dir(filepath.Dir(bin)))+"-"+resticVersion(t, bin), func(t *testing.T) { f(t, bin) })
-	}
-}
-
-func resticVersion(t *testing.T, bin string) string {
-	out, err := exec.Command(bin, "version").Output()
-	if err != nil {
-		t.Fatalf("%s version: %v", bin, err)
-	}
-	if f := strings.Fields(string(out)); len(f) > 1 {
-		return f[1]
-	}
-	return "unknown"
-}
-
 // The archive records the original path, finds its parent, and a second
 // run of unchanged data reads no file; a third after one change reads one.
 func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 	testutil.RequireRoot(t)
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, 512, []string{"home"}, "")
 		home := e.fs.Path("home")
 		writeFiles(t, home, 200, 4096)
@@ -221,7 +204,7 @@ func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 // starts, and both end up in one archive.
 func TestBackupOfNestedSubvolumes(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.ResticBinaries(t)[0]
+	bin := testutil.Restic(t)
 	e := newEnv(t, bin, 256, []string{"srv", "srv/db"}, "")
 	testutil.WriteFile(t, e.fs.Path("srv", "www", "index.html"), "v1")
 	testutil.WriteFile(t, e.fs.Path("srv", "db", "table"), "rows v1")
@@ -247,7 +230,7 @@ func TestBackupOfNestedSubvolumes(t *testing.T) {
 // restic's own shows the snapshot over the original path.
 func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.ResticBinaries(t)[0]
+	bin := testutil.Restic(t)
 	e := newEnv(t, bin, 768, []string{"home"}, "")
 	home := e.fs.Path("home")
 	writeFiles(t, home, 300, 1<<20) // enough for restic to report progress
@@ -301,7 +284,7 @@ func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
 // which proves the check can fail.
 func TestBackupIsConsistentUnderConcurrentWrites(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.ResticBinaries(t)[0]
+	bin := testutil.Restic(t)
 	e := newEnv(t, bin, 512, []string{"data"}, "")
 	data := e.fs.Path("data")
 	writeFiles(t, filepath.Join(data, "m"), 64, 256<<10) // between a/ and z/ in restic's walk
@@ -370,7 +353,7 @@ func TestBackupIsConsistentUnderConcurrentWrites(t *testing.T) {
 // left no lock.
 func TestCancelCleansUp(t *testing.T) {
 	testutil.RequireRoot(t)
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, 768, []string{"home"}, "")
 		home := e.fs.Path("home")
 		writeFiles(t, home, 400, 1<<20)
@@ -402,7 +385,7 @@ func TestCancelCleansUp(t *testing.T) {
 // subvolumes beside them are never touched; keep_snapshots keeps its own.
 func TestLeftoversRemovedForeignKept(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.ResticBinaries(t)[0]
+	bin := testutil.Restic(t)
 	e := newEnv(t, bin, 256, []string{"home"}, "    keep_snapshots: {last: 1}")
 	home := e.fs.Path("home")
 	dir := filepath.Join(home, DefaultSnapshotDirName)
@@ -437,7 +420,7 @@ func TestLeftoversRemovedForeignKept(t *testing.T) {
 // Each failure says what failed and what to do, and leaves no snapshot.
 func TestFailuresSayWhatToDo(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.ResticBinaries(t)[0]
+	bin := testutil.Restic(t)
 	cases := []struct {
 		name  string
 		setup func(t *testing.T, e *testEnv)
@@ -484,7 +467,7 @@ func TestFailuresSayWhatToDo(t *testing.T) {
 // init: true creates a missing repository, then backs up.
 func TestInitCreatesRepository(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.ResticBinaries(t)[0]
+	bin := testutil.Restic(t)
 	e := newEnv(t, bin, 256, []string{"home"}, "")
 	testutil.WriteFile(t, e.fs.Path("home", "f"), "x")
 	e.repo = filepath.Join(t.TempDir(), "new-repo")
@@ -501,7 +484,7 @@ func TestInitCreatesRepository(t *testing.T) {
 // hook fails the job before anything is taken.
 func TestHooks(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.ResticBinaries(t)[0]
+	bin := testutil.Restic(t)
 	out := filepath.Join(t.TempDir(), "hooks.log")
 	hook := func(name string) string {
 		return fmt.Sprintf(`["/bin/sh", "-c", "echo %s $SUBVAULT_PLAN $SUBVAULT_JOB $SUBVAULT_RESULT >> %s"]`, name, out)

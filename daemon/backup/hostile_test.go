@@ -67,7 +67,7 @@ func TestHostileSnapshotDirectory(t *testing.T) {
 	for _, mode := range []string{"premade", "takeover"} {
 		t.Run(mode, func(t *testing.T) {
 			testutil.RequireNobody(t)
-			bin := testutil.ResticBinaries(t)[0]
+			bin := testutil.Restic(t)
 			// A hook between the snapshot and the backup (a database
 			// resumed, say) holds the window open for the attacker.
 			e := newEnv(t, bin, 256, []string{"home"}, "    hooks:\n      after_snapshot: [[\"/bin/sleep\", \"1\"]]")

@@ -155,22 +155,12 @@ func count(list []restic.Archive, tag, host string) int {
 	return n
 }
 
-func forEachRestic(t *testing.T, fn func(t *testing.T, bin string)) {
-	t.Helper()
-	for _, bin := range testutil.ResticBinaries(t) {
-		t.Run(testutil.ResticName(bin), func(t *testing.T) {
-			testutil.RequireRestic(t, bin)
-			fn(t, bin)
-		})
-	}
-}
-
 // daily: 2 over five days keeps the two newest of the plan's archives, all
 // in one group although the plan's own tags and paths changed on the way,
 // and leaves alone another plan's archives, untagged archives made by hand
 // and the plan's archives made by another host.
 func TestPruneDailyKeepsTwoAndOnlyThePlans(t *testing.T) {
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, nil, "    retention: {daily: 2}\n    prune_schedule: \"@daily\"")
 		other := t.TempDir()
 		testutil.WriteFile(t, filepath.Join(other, "f"), "other")
@@ -239,7 +229,7 @@ func TestPruneDailyKeepsTwoAndOnlyThePlans(t *testing.T) {
 // within: 2d keeps what is less than two days older than the plan's newest
 // archive.
 func TestPruneWithin(t *testing.T) {
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, nil, "    retention: {within: 2d}")
 		var mine []string
 		for _, at := range days() {
@@ -267,7 +257,7 @@ func TestPruneWithin(t *testing.T) {
 // manual prune (which the configuration lets through without a
 // prune_schedule).
 func TestPruneRefusesRetentionKeepingNothing(t *testing.T) {
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, nil, "    retention: {}\n    prune_schedule: \"\"")
 		for _, at := range days()[:3] {
 			e.archive(t, at, "", backup.PlanTag("p"))
@@ -294,7 +284,7 @@ func TestPruneRefusesRetentionKeepingNothing(t *testing.T) {
 
 // A prune whose context is already done deletes nothing.
 func TestPruneCanceled(t *testing.T) {
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, nil, "    retention: {last: 1}")
 		for _, at := range days()[:3] {
 			e.archive(t, at, "", backup.PlanTag("p"))
@@ -318,7 +308,7 @@ func TestPruneCanceled(t *testing.T) {
 // another plan's snapshots alone.
 func TestPruneAppliesKeepSnapshots(t *testing.T) {
 	testutil.RequireRoot(t)
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		fs := testutil.NewBtrfs(t, 256, "home")
 		home := fs.Path("home")
 		testutil.WriteFile(t, filepath.Join(home, "notes"), "v1")
@@ -411,7 +401,7 @@ func TestPruneAppliesKeepSnapshots(t *testing.T) {
 // Check passes on a sound repository, also reading data back, and on one
 // whose pack file is gone says the repository has errors and what to do.
 func TestCheck(t *testing.T) {
-	forEachRestic(t, func(t *testing.T, bin string) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, nil, "    check_read_data_subset: \"100%\"")
 		big := make([]byte, 1<<20)
 		if _, err := rand.Read(big); err != nil {

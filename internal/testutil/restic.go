@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -27,18 +28,26 @@ func ResticCacheBinary() string {
 	return filepath.Join(cache, "restic-trixie", "root", "usr", "bin", "restic")
 }
 
+// resticVersions caches ResticVersion by path: a binary does not change
+// during a test run, and each per-binary subtest asks for its version.
+var resticVersions sync.Map
+
 // ResticVersion runs `bin version` and returns "0.14.0", or "" when bin
 // does not run or says something else.
 func ResticVersion(bin string) string {
+	if v, ok := resticVersions.Load(bin); ok {
+		return v.(string)
+	}
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil {
-		return ""
+		return "" // not cached: it may be unpacked later in the run
 	}
-	m := resticVersionRE.FindStringSubmatch(strings.TrimSpace(string(out)))
-	if m == nil {
-		return ""
+	v := ""
+	if m := resticVersionRE.FindStringSubmatch(strings.TrimSpace(string(out))); m != nil {
+		v = m[1] + "." + m[2] + "." + m[3]
 	}
-	return m[1] + "." + m[2] + "." + m[3]
+	resticVersions.Store(bin, v)
+	return v
 }
 
 // ResticBinaries is the restic binaries to run each restic test against:
@@ -47,7 +56,8 @@ func ResticVersion(bin string) string {
 // downloads). Under CI=true it fails unless both an old (< 0.17) and a new
 // (>= 0.17) restic are there, since their exit codes and messages differ;
 // outside CI a missing one is skipped loudly (t.Log) and only no restic at
-// all skips the test.
+// all skips the test. Most tests want ForEachRestic
+// or Restic instead.
 func ResticBinaries(t testing.TB) []string {
 	t.Helper()
 	var candidates []string
@@ -97,7 +107,7 @@ func ResticBinaries(t testing.TB) []string {
 	return bins
 }
 
-const resticFix = "apt-get install restic for 0.14, and run .ci/restic-versions before the tests for 0.18 (or set SUBVAULT_RESTIC_BINARIES=old:new)"
+const resticFix = "apt-get install restic for 0.14; make test fetches trixie's 0.18 (or run .ci/restic-versions, or set SUBVAULT_RESTIC_BINARIES=old:new)"
 
 // RequireRestic returns the version of bin, one of ResticBinaries, or skips
 // (fails under CI) with the fix when bin is missing or does not run. Call it
@@ -111,8 +121,35 @@ func RequireRestic(t testing.TB, bin string) string {
 	return v
 }
 
-// ResticName is a subtest name for bin: its version, or "missing" and the
-// path.
+// ForEachRestic runs fn in a subtest for each of ResticBinaries, named
+// by ResticName; a subtest whose binary is missing or does not run skips
+// (fails under CI) with the fix, as RequireRestic does. fn's bin is the
+// binary; ResticVersion(bin) is its version.
+func ForEachRestic(t *testing.T, fn func(t *testing.T, bin string)) {
+	t.Helper()
+	for _, bin := range ResticBinaries(t) {
+		t.Run(ResticName(bin), func(t *testing.T) {
+			RequireRestic(t, bin)
+			fn(t, bin)
+		})
+	}
+}
+
+// Restic returns the restic binary of a test that needs one but not each
+// version: the first of ResticBinaries (the machine's own), or it skips
+// (fails under CI) as RequireRestic does.
+func Restic(t testing.TB) string {
+	t.Helper()
+	bins := ResticBinaries(t)
+	if len(bins) == 0 {
+		SkipOrFail(t, "a restic binary: "+resticFix)
+	}
+	RequireRestic(t, bins[0])
+	return bins[0]
+}
+
+// ResticName is a subtest name for bin: "restic-" and its version, or
+// "restic-not-found".
 func ResticName(bin string) string {
 	if v := ResticVersion(bin); v != "" {
 		return "restic-" + v

@@ -27,20 +27,17 @@ func TestResticCacheBinaryFollowsSubvaultCache(t *testing.T) {
 }
 
 func TestNewResticRepo(t *testing.T) {
-	for _, bin := range ResticBinaries(t) {
-		t.Run(ResticName(bin), func(t *testing.T) {
-			RequireRestic(t, bin)
-			repo, pw := NewResticRepo(t, bin)
-			if _, err := os.Stat(filepath.Join(repo, "config")); err != nil {
-				t.Errorf("no repository made: %v", err)
-			}
-			st, err := os.Stat(pw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Mode().Perm() != 0o600 {
-				t.Errorf("password file mode %v, want 0600", st.Mode().Perm())
-			}
-		})
-	}
+	ForEachRestic(t, func(t *testing.T, bin string) {
+		repo, pw := NewResticRepo(t, bin)
+		if _, err := os.Stat(filepath.Join(repo, "config")); err != nil {
+			t.Errorf("no repository made: %v", err)
+		}
+		st, err := os.Stat(pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("password file mode %v, want 0600", st.Mode().Perm())
+		}
+	})
 }
