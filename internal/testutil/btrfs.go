@@ -32,9 +32,11 @@ func (fs *BtrfsFS) Path(elem ...string) string {
 // as "srv/db" are allowed: parents are made first as subvolumes if listed
 // before, or as plain directories otherwise). Teardown (unmount, detach the
 // loop device, remove the image) is registered with t.Cleanup, so it runs even
-// when the test fails. It skips (or fails under CI) without root or btrfs-progs.
+// when the test fails. It skips (or fails under CI) without root or
+// btrfs-progs, and skips under -short.
 func NewBtrfs(t testing.TB, sizeMiB int, subvolumes ...string) *BtrfsFS {
 	t.Helper()
+	SkipShort(t, "a btrfs filesystem on a loop device")
 	RequireRoot(t)
 	RequireCommand(t, "mkfs.btrfs", "btrfs-progs")
 	RequireCommand(t, "losetup", "mount")

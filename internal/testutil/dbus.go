@@ -17,9 +17,10 @@ type Bus struct {
 
 // NewBus starts a private dbus-daemon whose policy lets anyone own any name
 // and talk to anyone (the system bus's own policy comes with the D-Bus API
-// tests). It is stopped, by PID, when the test ends.
+// tests). It is stopped, by PID, when the test ends. It skips under -short.
 func NewBus(t testing.TB) *Bus {
 	t.Helper()
+	SkipShort(t, "a private dbus-daemon")
 	RequireCommand(t, "dbus-daemon", "dbus")
 	dir, err := os.MkdirTemp("", "subvault-bus-")
 	if err != nil {

@@ -3,6 +3,12 @@
 //
 // A test that needs something this machine lacks skips with the reason; under
 // CI (CI=true) the same skip is a failure, so a green CI run means the test ran.
+//
+// Under -short (`go test -short ./...`, make test-unit) every helper that
+// needs root, a loop device, a bus or restic skips, whoever runs it: what is
+// left needs only Go and a temporary directory, and runs in seconds for a
+// contributor without root. A -short skip is a skip under CI=true too, since
+// -short asked for it; CI runs without -short.
 package testutil
 
 import (
@@ -27,9 +33,21 @@ func SkipOrFail(t testing.TB, reason string) {
 	t.Skipf("SKIP (needs %s; set CI=true to make this a failure)", reason)
 }
 
-// RequireRoot skips (or fails under CI) unless the test runs as root.
+// SkipShort skips the test under -short, saying it needs what; the helpers
+// below call it, and a test that needs the system without one of them (a
+// mount namespace, a terminal of another user) calls it itself.
+func SkipShort(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: needs %s (run without -short, as root, for this test)", what)
+	}
+}
+
+// RequireRoot skips (or fails under CI) unless the test runs as root; it
+// skips under -short.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	SkipShort(t, "root")
 	if os.Geteuid() != 0 {
 		SkipOrFail(t, "root: run the tests as root, e.g. `sudo make test`")
 	}

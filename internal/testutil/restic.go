@@ -56,10 +56,11 @@ func ResticVersion(bin string) string {
 // downloads). Under CI=true it fails unless both an old (< 0.17) and a new
 // (>= 0.17) restic are there, since their exit codes and messages differ;
 // outside CI a missing one is skipped loudly (t.Log) and only no restic at
-// all skips the test. Most tests want ForEachRestic
+// all skips the test. It skips under -short. Most tests want ForEachRestic
 // or Restic instead.
 func ResticBinaries(t testing.TB) []string {
 	t.Helper()
+	SkipShort(t, "restic")
 	var candidates []string
 	if env := os.Getenv("SUBVAULT_RESTIC_BINARIES"); env != "" {
 		for _, b := range strings.Split(env, ":") {

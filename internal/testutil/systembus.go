@@ -37,9 +37,10 @@ var (
 // as a package installs them in /usr/share/dbus-1/system.d. Its directory is
 // mode 755 so a caller running as another uid (AsNobody) can reach the
 // socket. It runs as messagebus, as on a real system, when the test runs as
-// root; it is stopped, by PID, when the test ends.
+// root; it is stopped, by PID, when the test ends. It skips under -short.
 func NewSystemBus(t testing.TB, policyFiles ...string) *Bus {
 	t.Helper()
+	SkipShort(t, "a private dbus-daemon with the system bus's policy")
 	RequireCommand(t, "dbus-daemon", "dbus")
 	system, err := os.ReadFile(SystemConf)
 	if err != nil {
@@ -98,9 +99,11 @@ func AsNobody(name string, args ...string) *exec.Cmd {
 }
 
 // RequireNobody skips (or fails under CI) unless the test can run commands
-// as uid 65534: root, setpriv, and the uid known to the system.
+// as uid 65534: root, setpriv, and the uid known to the system. It skips
+// under -short.
 func RequireNobody(t testing.TB) {
 	t.Helper()
+	SkipShort(t, "root, to run a process as uid 65534")
 	RequireRoot(t)
 	RequireCommand(t, "setpriv", "util-linux")
 	if _, err := user.LookupId("65534"); err != nil {
