@@ -2,6 +2,7 @@
 #
 #   make demo    a real backup on a loop-device btrfs, shown end to end
 #   make test    every test, the root-only ones included (run as root)
+#   make test-unit  the tests that need neither root nor restic nor a bus (go test -short)
 #   make lint    gofmt, go vet, golangci-lint
 #   make build   bin/subvault
 #   make man     docs/man/ from the --help texts and docs/*.md
@@ -50,9 +51,10 @@ test:
 	$(GO) vet ./...
 	@.ci/gotest $(GO) -count=1 -timeout 15m ./...
 
-# Tests that need nothing but Go: fast, any user.
+# Every test that needs nothing but Go (no root, loop device, bus or
+# restic: their helpers skip under -short), in seconds, as any user.
 test-unit:
-	$(GO) test -count=1 -short ./daemon/config/ ./btrfs/
+	$(GO) test -short ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
