@@ -10,10 +10,16 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/subvault/subvault/daemon/journal"
 )
+
+// The queue's tests run in a synctest bubble: the queue's clock (time.Now)
+// is the bubble's, which moves only when every goroutine of the test waits,
+// and synctest.Wait returns once they all do, so "nothing else started" and
+// "the job has ended" are facts, not guesses after a sleep.
 
 // fakeExecutor runs jobs until they are released or canceled.
 type fakeExecutor struct {
@@ -62,12 +68,15 @@ func (f *fakeExecutor) waitStarted(t *testing.T) Job {
 	}
 }
 
+// noneStarted checks, once every goroutine of the bubble waits, that no
+// job started.
 func (f *fakeExecutor) noneStarted(t *testing.T) {
 	t.Helper()
+	synctest.Wait()
 	select {
 	case j := <-f.started:
 		t.Fatalf("job %d (%s of %s) started, want none", j.ID, j.Kind, j.Plan)
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 }
 
@@ -99,139 +108,147 @@ func newTestQueue(t *testing.T, dir string, maxConcurrent, history int) (*Queue,
 }
 
 func TestConcurrentStartsOfOnePlanMakeOneJob(t *testing.T) {
-	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
-	var wg sync.WaitGroup
-	ids := make(chan uint32, 50)
-	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
-			if err != nil {
-				t.Error(err)
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+		var wg sync.WaitGroup
+		ids := make(chan uint32, 50)
+		for range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+				if err != nil {
+					t.Error(err)
+				}
+				ids <- j.ID
+			}()
+		}
+		wg.Wait()
+		close(ids)
+		first := uint32(0)
+		for id := range ids {
+			if first == 0 {
+				first = id
 			}
-			ids <- j.ID
-		}()
-	}
-	wg.Wait()
-	close(ids)
-	first := uint32(0)
-	for id := range ids {
-		if first == 0 {
-			first = id
+			if id != first {
+				t.Fatalf("two jobs: %d and %d", first, id)
+			}
 		}
-		if id != first {
-			t.Fatalf("two jobs: %d and %d", first, id)
+		exec.waitStarted(t)
+		if n := len(q.Jobs()); n != 1 {
+			t.Errorf("%d jobs in the queue, want 1", n)
 		}
-	}
-	exec.waitStarted(t)
-	if n := len(q.Jobs()); n != 1 {
-		t.Errorf("%d jobs in the queue, want 1", n)
-	}
+	})
 }
 
 func TestPruneNeverBesideAnotherJobOnItsRepository(t *testing.T) {
-	q, exec, _ := newTestQueue(t, t.TempDir(), 3, 10)
-	b, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
-	exec.waitStarted(t)
-	p, _, _ := q.Enqueue(KindPrune, "srv", TriggerManual, 0, Job{}) // same repository
-	exec.noneStarted(t)
-	// A backup of srv (same repository) queued after the prune waits too,
-	// so the prune is not starved; a job on another repository runs.
-	q.Enqueue(KindBackup, "srv", TriggerManual, 0, Job{})
-	q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
-	if j := exec.waitStarted(t); j.Plan != "laptop" {
-		t.Fatalf("started %s of %s, want the backup of laptop", j.Kind, j.Plan)
-	}
-	exec.noneStarted(t)
-	exec.finish(b.ID, nil)
-	if j := exec.waitStarted(t); j.ID != p.ID {
-		t.Fatalf("started %s of %s, want the prune", j.Kind, j.Plan)
-	}
-	exec.noneStarted(t) // the srv backup waits for the prune
-	exec.finish(p.ID, nil)
-	if j := exec.waitStarted(t); j.Plan != "srv" || j.Kind != KindBackup {
-		t.Fatalf("started %s of %s, want the backup of srv", j.Kind, j.Plan)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, _ := newTestQueue(t, t.TempDir(), 3, 10)
+		b, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		exec.waitStarted(t)
+		p, _, _ := q.Enqueue(KindPrune, "srv", TriggerManual, 0, Job{}) // same repository
+		exec.noneStarted(t)
+		// A backup of srv (same repository) queued after the prune waits too,
+		// so the prune is not starved; a job on another repository runs.
+		q.Enqueue(KindBackup, "srv", TriggerManual, 0, Job{})
+		q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		if j := exec.waitStarted(t); j.Plan != "laptop" {
+			t.Fatalf("started %s of %s, want the backup of laptop", j.Kind, j.Plan)
+		}
+		exec.noneStarted(t)
+		exec.finish(b.ID, nil)
+		if j := exec.waitStarted(t); j.ID != p.ID {
+			t.Fatalf("started %s of %s, want the prune", j.Kind, j.Plan)
+		}
+		exec.noneStarted(t) // the srv backup waits for the prune
+		exec.finish(p.ID, nil)
+		if j := exec.waitStarted(t); j.Plan != "srv" || j.Kind != KindBackup {
+			t.Fatalf("started %s of %s, want the backup of srv", j.Kind, j.Plan)
+		}
+	})
 }
 
 func TestMaxConcurrentJobs(t *testing.T) {
-	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
-	a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
-	exec.waitStarted(t)
-	q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
-	exec.noneStarted(t)
-	exec.finish(a.ID, nil)
-	exec.waitStarted(t)
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+		a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		exec.waitStarted(t)
+		q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		exec.noneStarted(t)
+		exec.finish(a.ID, nil)
+		exec.waitStarted(t)
+	})
 }
 
 func TestCancelQueuedAndRunning(t *testing.T) {
-	q, exec, rec := newTestQueue(t, t.TempDir(), 1, 10)
-	running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
-	exec.waitStarted(t)
-	queued, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
-	if err := q.Cancel(queued.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Cancel(running.ID); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for q.Running() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	for _, id := range []uint32{queued.ID, running.ID} {
-		if j, _ := q.Job(id); j.State != StateFinished || j.Result != ResultCanceled {
-			t.Errorf("job %d: state %s result %s, want finished canceled", id, j.State, j.Result)
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, rec := newTestQueue(t, t.TempDir(), 1, 10)
+		running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		exec.waitStarted(t)
+		queued, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		if err := q.Cancel(queued.ID); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := q.Cancel(running.ID); !errors.Is(err, ErrNoSuchJob) {
-		t.Errorf("cancel of a finished job: %v, want ErrNoSuchJob", err)
-	}
-	exec.noneStarted(t) // the canceled queued job never ran
-	_ = rec
+		if err := q.Cancel(running.ID); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if n := q.Running(); n > 0 {
+			t.Fatalf("%d job(s) still running after their cancel", n)
+		}
+		for _, id := range []uint32{queued.ID, running.ID} {
+			if j, _ := q.Job(id); j.State != StateFinished || j.Result != ResultCanceled {
+				t.Errorf("job %d: state %s result %s, want finished canceled", id, j.State, j.Result)
+			}
+		}
+		if err := q.Cancel(running.ID); !errors.Is(err, ErrNoSuchJob) {
+			t.Errorf("cancel of a finished job: %v, want ErrNoSuchJob", err)
+		}
+		exec.noneStarted(t) // the canceled queued job never ran
+		_ = rec
+	})
 }
 
 func TestHistoryPersistsAndInterruptedJobsComeBackFailed(t *testing.T) {
-	dir := t.TempDir()
-	q, exec, _ := newTestQueue(t, dir, 1, 3)
-	for range 5 {
-		j, _, _ := q.Enqueue(KindCheck, "laptop", TriggerSchedule, -1, Job{})
-		exec.waitStarted(t)
-		exec.finish(j.ID, nil)
-		for q.Running() > 0 {
-			time.Sleep(time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		q, exec, _ := newTestQueue(t, dir, 1, 3)
+		for range 5 {
+			j, _, _ := q.Enqueue(KindCheck, "laptop", TriggerSchedule, -1, Job{})
+			exec.waitStarted(t)
+			exec.finish(j.ID, nil)
+			waitFinished(t, q, j.ID)
 		}
-	}
-	running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
-	exec.waitStarted(t)
+		running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		exec.waitStarted(t)
 
-	// The daemon "dies" here: a new queue reads the state file as it is.
-	data, err := os.ReadFile(filepath.Join(dir, StateFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir2 := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir2, StateFile), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	q2, _, _ := newTestQueue(t, dir2, 1, 3)
-	jobs := q2.Jobs()
-	if len(jobs) != 3 {
-		t.Fatalf("%d jobs after restart, want the 3 of the history", len(jobs))
-	}
-	if jobs[0].ID != running.ID || jobs[0].Result != ResultFailed || jobs[0].Error != InterruptedError {
-		t.Errorf("newest job after restart: %+v; want job %d failed %q", jobs[0], running.ID, InterruptedError)
-	}
-	if st := q2.PlanStatus("home"); st.LastResult != ResultFailed || st.LastError != InterruptedError {
-		t.Errorf("plan status after restart: %+v", st)
-	}
-	if q2.LastRun("laptop", KindCheck).IsZero() {
-		t.Error("last run times were not kept")
-	}
-	if next, _, _ := q2.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); next.ID <= running.ID {
-		t.Errorf("job id %d reused (last was %d)", next.ID, running.ID)
-	}
+		// The daemon "dies" here: a new queue reads the state file as it is.
+		data, err := os.ReadFile(filepath.Join(dir, StateFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir2 := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir2, StateFile), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		q2, _, _ := newTestQueue(t, dir2, 1, 3)
+		jobs := q2.Jobs()
+		if len(jobs) != 3 {
+			t.Fatalf("%d jobs after restart, want the 3 of the history", len(jobs))
+		}
+		if jobs[0].ID != running.ID || jobs[0].Result != ResultFailed || jobs[0].Error != InterruptedError {
+			t.Errorf("newest job after restart: %+v; want job %d failed %q", jobs[0], running.ID, InterruptedError)
+		}
+		if st := q2.PlanStatus("home"); st.LastResult != ResultFailed || st.LastError != InterruptedError {
+			t.Errorf("plan status after restart: %+v", st)
+		}
+		if q2.LastRun("laptop", KindCheck).IsZero() {
+			t.Error("last run times were not kept")
+		}
+		if next, _, _ := q2.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); next.ID <= running.ID {
+			t.Errorf("job id %d reused (last was %d)", next.ID, running.ID)
+		}
+	})
 }
 
 func TestBrokenStateFileIsMovedAside(t *testing.T) {
@@ -250,68 +267,70 @@ func TestBrokenStateFileIsMovedAside(t *testing.T) {
 }
 
 func TestDrainInterruptsRunningJobs(t *testing.T) {
-	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
-	a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
-	exec.waitStarted(t)
-	b, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
-	q.Drain()
-	if j, _ := q.Job(a.ID); j.Result != ResultFailed || j.Error != InterruptedError {
-		t.Errorf("running job after drain: %s %q", j.Result, j.Error)
-	}
-	if j, _ := q.Job(b.ID); j.State != StateFinished {
-		t.Errorf("queued job after drain: %s", j.State)
-	}
-	if _, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); err == nil {
-		t.Error("a draining queue accepted a job")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+		a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		exec.waitStarted(t)
+		b, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		q.Drain()
+		if j, _ := q.Job(a.ID); j.Result != ResultFailed || j.Error != InterruptedError {
+			t.Errorf("running job after drain: %s %q", j.Result, j.Error)
+		}
+		if j, _ := q.Job(b.ID); j.State != StateFinished {
+			t.Errorf("queued job after drain: %s", j.State)
+		}
+		if _, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); err == nil {
+			t.Error("a draining queue accepted a job")
+		}
+	})
 }
 
 // LastSuccess is the last done backup's end: a failed, partial or canceled
 // backup after it moves LastBackup only, and a restart (the state file)
 // keeps both.
 func TestLastSuccessSurvivesFailedBackupsAndRestart(t *testing.T) {
-	dir := t.TempDir()
-	q, exec, _ := newTestQueue(t, dir, 1, 10)
-	backup := func(end func(id uint32)) Job {
-		t.Helper()
-		j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		q, exec, _ := newTestQueue(t, dir, 1, 10)
+		backup := func(end func(id uint32)) Job {
+			t.Helper()
+			j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			exec.waitStarted(t)
+			end(j.ID)
+			waitFinished(t, q, j.ID)
+			j, _ = q.Job(j.ID)
+			return j
 		}
-		exec.waitStarted(t)
-		end(j.ID)
-		for q.Running() > 0 {
-			time.Sleep(time.Millisecond)
+		done := backup(func(id uint32) { exec.finish(id, nil) })
+		if st := q.PlanStatus("home"); !st.LastSuccess.Equal(done.FinishedAt) || !st.LastBackup.Equal(done.FinishedAt) {
+			t.Fatalf("after a done backup: %+v, want LastSuccess and LastBackup %v", st, done.FinishedAt)
 		}
-		j, _ = q.Job(j.ID)
-		return j
-	}
-	done := backup(func(id uint32) { exec.finish(id, nil) })
-	if st := q.PlanStatus("home"); !st.LastSuccess.Equal(done.FinishedAt) || !st.LastBackup.Equal(done.FinishedAt) {
-		t.Fatalf("after a done backup: %+v, want LastSuccess and LastBackup %v", st, done.FinishedAt)
-	}
-	time.Sleep(2 * time.Millisecond) // distinct times
-	// The fake executor's outcome has an archive: this is a partial backup.
-	failed := backup(func(id uint32) { exec.finish(id, errors.New("restic: wrong password")) })
-	time.Sleep(2 * time.Millisecond)
-	canceled := backup(func(id uint32) {
-		if err := q.Cancel(id); err != nil {
-			t.Fatal(err)
+		time.Sleep(time.Minute) // distinct times: the bubble's clock moves at once
+		// The fake executor's outcome has an archive: this is a partial backup.
+		failed := backup(func(id uint32) { exec.finish(id, errors.New("restic: wrong password")) })
+		time.Sleep(time.Minute)
+		canceled := backup(func(id uint32) {
+			if err := q.Cancel(id); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if failed.Result != ResultFailed || canceled.Result != ResultCanceled {
+			t.Fatalf("results %s, %s; want failed, canceled", failed.Result, canceled.Result)
+		}
+		st := q.PlanStatus("home")
+		if !st.LastSuccess.Equal(done.FinishedAt) || !st.LastBackup.Equal(canceled.FinishedAt) || st.LastResult != ResultCanceled {
+			t.Errorf("after failed and canceled backups: %+v; want LastSuccess %v, LastBackup %v canceled", st, done.FinishedAt, canceled.FinishedAt)
+		}
+
+		q.Drain()
+		q2, _, _ := newTestQueue(t, dir, 1, 10)
+		if st2 := q2.PlanStatus("home"); !st2.LastSuccess.Equal(st.LastSuccess) || !st2.LastBackup.Equal(st.LastBackup) || st2.LastResult != st.LastResult {
+			t.Errorf("after a restart: %+v, want %+v", st2, st)
 		}
 	})
-	if failed.Result != ResultFailed || canceled.Result != ResultCanceled {
-		t.Fatalf("results %s, %s; want failed, canceled", failed.Result, canceled.Result)
-	}
-	st := q.PlanStatus("home")
-	if !st.LastSuccess.Equal(done.FinishedAt) || !st.LastBackup.Equal(canceled.FinishedAt) || st.LastResult != ResultCanceled {
-		t.Errorf("after failed and canceled backups: %+v; want LastSuccess %v, LastBackup %v canceled", st, done.FinishedAt, canceled.FinishedAt)
-	}
-
-	q.Drain()
-	q2, _, _ := newTestQueue(t, dir, 1, 10)
-	if st2 := q2.PlanStatus("home"); !st2.LastSuccess.Equal(st.LastSuccess) || !st2.LastBackup.Equal(st.LastBackup) || st2.LastResult != st.LastResult {
-		t.Errorf("after a restart: %+v, want %+v", st2, st)
-	}
 }
 
 // A state file written before LastSuccess existed: a plan whose last backup
@@ -358,49 +377,45 @@ func TestLastSuccessFromAnOldStateFile(t *testing.T) {
 // A restore job's entries say what it restores, where and how: the
 // archive (the id it resolved to, once it ran), the target and the mode.
 func TestRestoreJobEntriesNameTargetAndMode(t *testing.T) {
-	// run runs one job of kind to its end with executor's outcome, and
-	// returns what was logged.
-	run := func(kind string, tmpl Job, outcome Outcome, err error) *logRecorder {
-		t.Helper()
-		rec := newLogRecorder()
-		q, qerr := NewQueue(QueueConfig{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }},
-			&outcomeExecutor{outcome, err}, t.TempDir(), slog.New(rec), nil)
-		if qerr != nil {
-			t.Fatal(qerr)
-		}
-		t.Cleanup(q.Drain)
-		j, _, qerr := q.Enqueue(kind, "home", TriggerManual, 0, tmpl)
-		if qerr != nil {
-			t.Fatal(qerr)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for done, _ := q.Job(j.ID); done.State != StateFinished; done, _ = q.Job(j.ID) {
-			if time.Now().After(deadline) {
-				t.Fatal("the job did not end")
+	synctest.Test(t, func(t *testing.T) {
+		// run runs one job of kind to its end with executor's outcome, and
+		// returns what was logged.
+		run := func(kind string, tmpl Job, outcome Outcome, err error) *logRecorder {
+			t.Helper()
+			rec := newLogRecorder()
+			q, qerr := NewQueue(QueueConfig{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }},
+				&outcomeExecutor{outcome, err}, t.TempDir(), slog.New(rec), nil)
+			if qerr != nil {
+				t.Fatal(qerr)
 			}
-			time.Sleep(time.Millisecond)
+			t.Cleanup(q.Drain)
+			j, _, qerr := q.Enqueue(kind, "home", TriggerManual, 0, tmpl)
+			if qerr != nil {
+				t.Fatal(qerr)
+			}
+			waitFinished(t, q, j.ID)
+			return rec
 		}
-		return rec
-	}
 
-	// A failed restore into a new subvolume, verified; the archive is not
-	// resolved (the restore failed before it said which).
-	rec := run(KindRestore, Job{Archive: "latest", Target: "/srv/restored", RestoreMode: "subvolume", Verify: true},
-		Outcome{}, errors.New("restic: no space left on device"))
-	for _, event := range []string{journal.EventJobQueued, journal.EventJobStarted, journal.EventJobFailed} {
-		rec.only(t, event).want(t, event, map[string]string{"SUBVAULT_KIND": "restore", "SUBVAULT_ARCHIVE": "latest",
-			"SUBVAULT_TARGET": "/srv/restored", "SUBVAULT_MODE": "subvolume", "SUBVAULT_VERIFY": "true"})
-	}
+		// A failed restore into a new subvolume, verified; the archive is not
+		// resolved (the restore failed before it said which).
+		rec := run(KindRestore, Job{Archive: "latest", Target: "/srv/restored", RestoreMode: "subvolume", Verify: true},
+			Outcome{}, errors.New("restic: no space left on device"))
+		for _, event := range []string{journal.EventJobQueued, journal.EventJobStarted, journal.EventJobFailed} {
+			rec.only(t, event).want(t, event, map[string]string{"SUBVAULT_KIND": "restore", "SUBVAULT_ARCHIVE": "latest",
+				"SUBVAULT_TARGET": "/srv/restored", "SUBVAULT_MODE": "subvolume", "SUBVAULT_VERIFY": "true"})
+		}
 
-	// A done directory restore: mode directory where the job leaves it
-	// empty, and the archive it resolved, from its summary.
-	rec = run(KindRestore, Job{Archive: "latest", Target: "/tmp/r"}, Outcome{Summary: map[string]any{"archive": "4f1b2c3d"}}, nil)
-	rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "4f1b2c3d",
-		"SUBVAULT_TARGET": "/tmp/r", "SUBVAULT_MODE": "directory", "SUBVAULT_VERIFY": ""})
+		// A done directory restore: mode directory where the job leaves it
+		// empty, and the archive it resolved, from its summary.
+		rec = run(KindRestore, Job{Archive: "latest", Target: "/tmp/r"}, Outcome{Summary: map[string]any{"archive": "4f1b2c3d"}}, nil)
+		rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "4f1b2c3d",
+			"SUBVAULT_TARGET": "/tmp/r", "SUBVAULT_MODE": "directory", "SUBVAULT_VERIFY": ""})
 
-	// A backup's entries have none of these.
-	rec = run(KindBackup, Job{}, Outcome{ArchiveID: "a1"}, nil)
-	rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "a1", "SUBVAULT_TARGET": "", "SUBVAULT_MODE": ""})
+		// A backup's entries have none of these.
+		rec = run(KindBackup, Job{}, Outcome{ArchiveID: "a1"}, nil)
+		rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "a1", "SUBVAULT_TARGET": "", "SUBVAULT_MODE": ""})
+	})
 }
 
 // outcomeExecutor ends every job at once with its outcome and error.
@@ -418,95 +433,99 @@ func (e *outcomeExecutor) Execute(context.Context, Job, func(Progress)) (Outcome
 // canceled as one caller's own, and nobody can join it between that check
 // and the cancel.
 func TestJobRequestsAndCancelAskedOnlyBy(t *testing.T) {
-	dir := t.TempDir()
-	q, exec, _ := newTestQueue(t, dir, 1, 10)
-	first, created, err := q.Enqueue(KindBackup, "home", "dbus:1000", 1000, Job{})
-	if err != nil || !created {
-		t.Fatal(created, err)
-	}
-	exec.waitStarted(t)
-	for _, ask := range []struct {
-		trigger string
-		caller  int64
-	}{{"dbus:1000", 1000}, {"dbus:0", 0}, {TriggerSchedule, -1}, {"dbus:0", 0}} {
-		j, created, err := q.Enqueue(KindBackup, "home", ask.trigger, ask.caller, Job{})
-		if err != nil || created || j.ID != first.ID {
-			t.Fatalf("%s: job %d, created %v, %v; want job %d", ask.trigger, j.ID, created, err, first.ID)
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		q, exec, _ := newTestQueue(t, dir, 1, 10)
+		first, created, err := q.Enqueue(KindBackup, "home", "dbus:1000", 1000, Job{})
+		if err != nil || !created {
+			t.Fatal(created, err)
 		}
-	}
-	j, _ := q.Job(first.ID)
-	if got := fmt.Sprint(j.Triggers(), j.Callers()); got != "[dbus:1000 dbus:0 schedule] [1000 0]" {
-		t.Errorf("triggers and callers %s", got)
-	}
-	if j.AskedOnlyBy(1000) || j.Trigger != "dbus:1000" || j.Caller != 1000 {
-		t.Errorf("%+v", j)
-	}
-	if err := q.CancelAskedOnlyBy(first.ID, 1000); !errors.Is(err, ErrAskedByOthers) {
-		t.Errorf("CancelAskedOnlyBy of a shared job: %v", err)
-	}
+		exec.waitStarted(t)
+		for _, ask := range []struct {
+			trigger string
+			caller  int64
+		}{{"dbus:1000", 1000}, {"dbus:0", 0}, {TriggerSchedule, -1}, {"dbus:0", 0}} {
+			j, created, err := q.Enqueue(KindBackup, "home", ask.trigger, ask.caller, Job{})
+			if err != nil || created || j.ID != first.ID {
+				t.Fatalf("%s: job %d, created %v, %v; want job %d", ask.trigger, j.ID, created, err, first.ID)
+			}
+		}
+		j, _ := q.Job(first.ID)
+		if got := fmt.Sprint(j.Triggers(), j.Callers()); got != "[dbus:1000 dbus:0 schedule] [1000 0]" {
+			t.Errorf("triggers and callers %s", got)
+		}
+		if j.AskedOnlyBy(1000) || j.Trigger != "dbus:1000" || j.Caller != 1000 {
+			t.Errorf("%+v", j)
+		}
+		if err := q.CancelAskedOnlyBy(first.ID, 1000); !errors.Is(err, ErrAskedByOthers) {
+			t.Errorf("CancelAskedOnlyBy of a shared job: %v", err)
+		}
 
-	// A job of one caller alone is that caller's to cancel, however often
-	// it asked; nobody else's.
-	mine, _, _ := q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
-	q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
-	if j, _ := q.Job(mine.ID); !j.AskedOnlyBy(1000) || j.AskedOnlyBy(0) || len(j.Requests) != 1 {
-		t.Errorf("%+v", j)
-	}
-	if err := q.CancelAskedOnlyBy(mine.ID, 1001); !errors.Is(err, ErrAskedByOthers) {
-		t.Errorf("another uid's CancelAskedOnlyBy: %v", err)
-	}
-	if err := q.CancelAskedOnlyBy(mine.ID, 1000); err != nil {
-		t.Errorf("the caller's own: %v", err)
-	}
-	if j, _ := q.Job(mine.ID); j.Result != ResultCanceled {
-		t.Errorf("after CancelAskedOnlyBy: %s", j.Result)
-	}
+		// A job of one caller alone is that caller's to cancel, however often
+		// it asked; nobody else's.
+		mine, _, _ := q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
+		q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
+		if j, _ := q.Job(mine.ID); !j.AskedOnlyBy(1000) || j.AskedOnlyBy(0) || len(j.Requests) != 1 {
+			t.Errorf("%+v", j)
+		}
+		if err := q.CancelAskedOnlyBy(mine.ID, 1001); !errors.Is(err, ErrAskedByOthers) {
+			t.Errorf("another uid's CancelAskedOnlyBy: %v", err)
+		}
+		if err := q.CancelAskedOnlyBy(mine.ID, 1000); err != nil {
+			t.Errorf("the caller's own: %v", err)
+		}
+		if j, _ := q.Job(mine.ID); j.Result != ResultCanceled {
+			t.Errorf("after CancelAskedOnlyBy: %s", j.Result)
+		}
 
-	exec.finish(first.ID, nil)
-	waitFinished(t, q, first.ID)
-	q.Drain()
-	q2, _, _ := newTestQueue(t, dir, 1, 10)
-	if j, _ := q2.Job(first.ID); fmt.Sprint(j.Triggers()) != "[dbus:1000 dbus:0 schedule]" || j.Requests[2].Caller != -1 || j.Requests[1].At.IsZero() {
-		t.Errorf("after a restart: %+v", j.Requests)
-	}
+		exec.finish(first.ID, nil)
+		waitFinished(t, q, first.ID)
+		q.Drain()
+		q2, _, _ := newTestQueue(t, dir, 1, 10)
+		if j, _ := q2.Job(first.ID); fmt.Sprint(j.Triggers()) != "[dbus:1000 dbus:0 schedule]" || j.Requests[2].Caller != -1 || j.Requests[1].At.IsZero() {
+			t.Errorf("after a restart: %+v", j.Requests)
+		}
 
-	// A job of a state file from before requests were recorded: its own
-	// trigger was all.
-	old := `{"version": 1, "jobs": [{"id": 3, "kind": "backup", "plan": "home", "state": "finished", "result": "done", "trigger": "dbus:1000", "caller": 1000},
+		// A job of a state file from before requests were recorded: its own
+		// trigger was all.
+		old := `{"version": 1, "jobs": [{"id": 3, "kind": "backup", "plan": "home", "state": "finished", "result": "done", "trigger": "dbus:1000", "caller": 1000},
  {"id": 4, "kind": "backup", "plan": "home", "state": "finished", "result": "done", "trigger": "schedule", "caller": -1}]}`
-	dir3 := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir3, StateFile), []byte(old), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	q3, _, _ := newTestQueue(t, dir3, 1, 10)
-	j3, _ := q3.Job(3)
-	j4, _ := q3.Job(4)
-	if fmt.Sprint(j3.Triggers(), j3.Callers(), j3.AskedOnlyBy(1000), j4.Triggers(), j4.Callers(), j4.AskedOnlyBy(1000)) !=
-		"[dbus:1000] [1000] true [schedule] [] false" {
-		t.Errorf("an old state file's jobs: %+v %+v", j3, j4)
-	}
+		dir3 := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir3, StateFile), []byte(old), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		q3, _, _ := newTestQueue(t, dir3, 1, 10)
+		j3, _ := q3.Job(3)
+		j4, _ := q3.Job(4)
+		if fmt.Sprint(j3.Triggers(), j3.Callers(), j3.AskedOnlyBy(1000), j4.Triggers(), j4.Callers(), j4.AskedOnlyBy(1000)) !=
+			"[dbus:1000] [1000] true [schedule] [] false" {
+			t.Errorf("an old state file's jobs: %+v %+v", j3, j4)
+		}
+	})
 }
 
 // A trigger that has asked is not recorded again, and the record is
 // bounded.
 func TestJobRequestsBounded(t *testing.T) {
-	q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
-	first, _, _ := q.Enqueue(KindBackup, "home", "dbus:1", 1, Job{})
-	exec.waitStarted(t)
-	for uid := range int64(100) {
-		q.Enqueue(KindBackup, "home", fmt.Sprintf("dbus:%d", uid), uid, Job{})
-	}
-	if j, _ := q.Job(first.ID); len(j.Requests) != MaxRequests || j.Triggers()[0] != "dbus:1" || j.AskedOnlyBy(1) {
-		t.Errorf("%d requests: %v", len(j.Requests), j.Triggers())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
+		first, _, _ := q.Enqueue(KindBackup, "home", "dbus:1", 1, Job{})
+		exec.waitStarted(t)
+		for uid := range int64(100) {
+			q.Enqueue(KindBackup, "home", fmt.Sprintf("dbus:%d", uid), uid, Job{})
+		}
+		if j, _ := q.Job(first.ID); len(j.Requests) != MaxRequests || j.Triggers()[0] != "dbus:1" || j.AskedOnlyBy(1) {
+			t.Errorf("%d requests: %v", len(j.Requests), j.Triggers())
+		}
+	})
 }
 
+// waitFinished checks, once every goroutine of the bubble waits, that job
+// id has finished.
 func waitFinished(t *testing.T, q *Queue, id uint32) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if j, _ := q.Job(id); !j.Active() {
-			return
-		}
+	synctest.Wait()
+	if j, _ := q.Job(id); j.Active() {
+		t.Fatalf("job %d did not finish: %s", id, j.State)
 	}
-	t.Fatalf("job %d did not finish", id)
 }
