@@ -13,6 +13,7 @@ import (
 )
 
 func TestRealClockWaitsUntilTheInstant(t *testing.T) {
+	t.Parallel()
 	clock := scheduler.RealClock()
 	now := clock.Now()
 	until := now.Add(200 * time.Millisecond)
@@ -30,27 +31,33 @@ func TestRealClockWaitsUntilTheInstant(t *testing.T) {
 }
 
 func TestRealClockNowIsWallClockOnly(t *testing.T) {
+	t.Parallel()
 	// With a monotonic reading, Sub and Before would ignore suspend.
 	if now := scheduler.RealClock().Now(); now != now.Round(0) {
 		t.Errorf("Now() = %v carries a monotonic reading", now)
 	}
 }
 
+// A wait for an instant past returns at once; one that blocked instead
+// would run into the context's deadline. How long "at once" took is
+// logged, not bounded: a shared machine decides that.
 func TestRealClockPastInstant(t *testing.T) {
+	t.Parallel()
 	clock := scheduler.RealClock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	begin := time.Now()
-	if err := clock.Wait(context.Background(), clock.Now().Add(-time.Hour)); err != nil {
+	if err := clock.Wait(ctx, clock.Now().Add(-time.Hour)); err != nil {
 		t.Errorf("Wait for the past = %v, want nil", err)
 	}
-	if err := clock.Wait(context.Background(), time.Time{}); err != nil {
+	if err := clock.Wait(ctx, time.Time{}); err != nil {
 		t.Errorf("Wait for the zero time = %v, want nil", err)
 	}
-	if d := time.Since(begin); d > 100*time.Millisecond {
-		t.Errorf("Wait for the past took %v", d)
-	}
+	t.Logf("two waits for the past took %v", time.Since(begin))
 }
 
 func TestRealClockCancel(t *testing.T) {
+	t.Parallel()
 	clock := scheduler.RealClock()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
@@ -70,6 +77,7 @@ func TestRealClockCancel(t *testing.T) {
 }
 
 func TestRealClockManyWaitsCloseTheirTimers(t *testing.T) {
+	t.Parallel()
 	clock := scheduler.RealClock()
 	for range 2000 { // more than a default RLIMIT_NOFILE of 1024
 		ctx, cancel := context.WithCancel(context.Background())
@@ -84,6 +92,7 @@ func TestRealClockManyWaitsCloseTheirTimers(t *testing.T) {
 }
 
 func TestRunOnRealClock(t *testing.T) {
+	t.Parallel()
 	runs := make(chan string, 10)
 	s := scheduler.New(scheduler.RealClock(), func(plan, kind, trigger string) error {
 		runs <- plan + "/" + kind + " " + trigger

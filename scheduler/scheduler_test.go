@@ -18,6 +18,7 @@ func utc(t *testing.T) *harness {
 }
 
 func TestDailyFiresOncePerDay(t *testing.T) {
+	t.Parallel()
 	h := utc(t)
 	h.s.Set([]scheduler.Entry{{Plan: "home", Kind: "backup", Spec: spec(t, "0 3 * * *")}}, nil)
 	h.start()
@@ -34,6 +35,7 @@ func TestDailyFiresOncePerDay(t *testing.T) {
 }
 
 func TestCatchUp(t *testing.T) {
+	t.Parallel()
 	daily := spec(t, "0 3 * * *")
 	for _, tc := range []struct {
 		name    string
@@ -74,6 +76,7 @@ func TestCatchUp(t *testing.T) {
 }
 
 func TestCatchUpOfAnEntryAddedOnReload(t *testing.T) {
+	t.Parallel()
 	h := utc(t)
 	lastWeek := lastRunAt(start.AddDate(0, 0, -7))
 	home := scheduler.Entry{Plan: "home", Kind: "backup", Spec: spec(t, "0 3 * * *"), CatchUp: true}
@@ -88,6 +91,7 @@ func TestCatchUpOfAnEntryAddedOnReload(t *testing.T) {
 }
 
 func TestSuspendFiresOnceRightAfterWake(t *testing.T) {
+	t.Parallel()
 	h := utc(t)
 	h.s.Set([]scheduler.Entry{
 		{Plan: "home", Kind: "backup", Spec: spec(t, "0 3 * * *")},
@@ -120,6 +124,7 @@ func TestSuspendFiresOnceRightAfterWake(t *testing.T) {
 }
 
 func TestBusyFiringIsSkippedAndLogged(t *testing.T) {
+	t.Parallel()
 	h := utc(t)
 	h.s.Set([]scheduler.Entry{{Plan: "home", Kind: "backup", Spec: spec(t, "0 3 * * *")}}, nil)
 	h.start()
@@ -148,6 +153,7 @@ func TestBusyFiringIsSkippedAndLogged(t *testing.T) {
 }
 
 func TestSetWhileRunning(t *testing.T) {
+	t.Parallel()
 	h := utc(t)
 	h.s.Set([]scheduler.Entry{{Plan: "home", Kind: "backup", Spec: spec(t, "@every 90m")}}, nil)
 	h.start()
@@ -209,6 +215,7 @@ func TestSetWhileRunning(t *testing.T) {
 }
 
 func TestNextAndNextAny(t *testing.T) {
+	t.Parallel()
 	h := utc(t)
 	if plan, kind, at := h.s.NextAny(); plan != "" || kind != "" || !at.IsZero() {
 		t.Errorf("NextAny before Set = %q %q %v, want nothing", plan, kind, at)
@@ -256,6 +263,7 @@ func TestNextAndNextAny(t *testing.T) {
 }
 
 func TestEveryAndHourly(t *testing.T) {
+	t.Parallel()
 	begin := start.Add(20 * time.Second)
 	h := newHarness(t, begin, scheduler.WithLocation(time.UTC))
 	h.s.Set([]scheduler.Entry{
@@ -292,6 +300,7 @@ func berlin(t *testing.T) *time.Location {
 
 // In Europe/Berlin, 2026-03-29 02:00 CET is followed by 03:00 CEST.
 func TestSpringForward(t *testing.T) {
+	t.Parallel()
 	loc := berlin(t)
 	h := newHarness(t, time.Date(2026, 3, 27, 12, 0, 0, 0, loc), scheduler.WithLocation(loc))
 	h.s.Set([]scheduler.Entry{
@@ -328,6 +337,7 @@ func TestSpringForward(t *testing.T) {
 
 // In Europe/Berlin, 2026-10-25 03:00 CEST is followed by 02:00 CET.
 func TestFallBack(t *testing.T) {
+	t.Parallel()
 	loc := berlin(t)
 	h := newHarness(t, time.Date(2026, 10, 24, 12, 0, 0, 0, loc), scheduler.WithLocation(loc))
 	h.s.Set([]scheduler.Entry{{Plan: "home", Kind: "backup", Spec: spec(t, "30 2 * * *")}}, nil)
@@ -346,6 +356,7 @@ func TestFallBack(t *testing.T) {
 }
 
 func TestClockSetBack(t *testing.T) {
+	t.Parallel()
 	h := utc(t)
 	h.s.Set([]scheduler.Entry{{Plan: "home", Kind: "backup", Spec: spec(t, "0 3 * * *")}}, nil)
 	h.start()
@@ -372,6 +383,7 @@ func TestClockSetBack(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
+	t.Parallel()
 	s := scheduler.New(nil, func(string, string, string) error { return nil }, nil)
 	s.Set([]scheduler.Entry{{Plan: "home", Kind: "backup", Spec: spec(t, "@hourly")}}, nil)
 	next := s.Next("home", "backup")

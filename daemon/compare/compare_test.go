@@ -88,6 +88,7 @@ func changesText(cs []restic.Change) string {
 // compared; a name that is not UTF-8 matches its U+FFFD form in the
 // archive.
 func TestTrees(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "home")
 	const orig = "/srv/home"
 	for _, f := range []string{"keep", "gone", "grow", "touch", "chmod", "typ", "sub/x", "olddir/f", "cache/junk", "bad\xffname", "tagged/data"} {
@@ -167,6 +168,7 @@ func TestTrees(t *testing.T) {
 }
 
 func TestTreesUnchangedAndMissingRoot(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "home")
 	write(t, filepath.Join(dir, "a", "b"), "x")
 	nodes := listing(t, dir, "/home")
@@ -189,6 +191,7 @@ func TestTreesUnchangedAndMissingRoot(t *testing.T) {
 }
 
 func TestExcluder(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		patterns []string
 		path     string
@@ -265,6 +268,7 @@ func TestTreesStopAtMountPoints(t *testing.T) {
 }
 
 func TestListings(t *testing.T) {
+	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC)
 	node := func(p, typ string, mode fs.FileMode, uid uint32, mt time.Time) restic.Node {
 		return restic.Node{Path: p, Type: typ, Mode: mode, UID: uid, GID: uid, ModTime: mt}
@@ -310,6 +314,7 @@ func TestListings(t *testing.T) {
 // header excludes its directory, as restic only lstats it) is what the
 // comparison does.
 func TestTreesOpenNoPipeOrDevice(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "home")
 	elsewhere := t.TempDir()
 	for _, f := range []string{"pipe/x", "devlink/x", "pipelink/x", "tagpipe/x", "taglink/x", "plain/x"} {

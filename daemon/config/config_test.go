@@ -15,6 +15,7 @@ import (
 
 // TestGood loads every file in testdata/good: each must be accepted.
 func TestGood(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("testdata/good/*.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +43,7 @@ var wantLine = regexp.MustCompile(`^:([0-9]+):`)
 // be in the error, and the error must start with "FILE:LINE:", LINE taken
 // from the first want.
 func TestBad(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("testdata/bad/*.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +123,7 @@ func readWants(t *testing.T, file string) []string {
 }
 
 func TestPackagingExample(t *testing.T) {
+	t.Parallel()
 	const file = "../../packaging/config.example.yaml"
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -155,6 +158,7 @@ plans:
 `
 
 func TestDefaults(t *testing.T) {
+	t.Parallel()
 	cfg, err := Parse("minimal.yaml", []byte(minimal))
 	if err != nil {
 		t.Fatal(err)
@@ -215,6 +219,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestExplicitValues(t *testing.T) {
+	t.Parallel()
 	cfg, err := Parse("explicit.yaml", []byte(`
 settings:
   cache_dir: /srv/cache
@@ -258,6 +263,7 @@ plans:
 }
 
 func TestHooksNormalised(t *testing.T) {
+	t.Parallel()
 	cfg, err := parseFile(t, "testdata/good/hooks_single.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -289,6 +295,7 @@ func TestHooksNormalised(t *testing.T) {
 }
 
 func TestAnchorsAndMerge(t *testing.T) {
+	t.Parallel()
 	cfg, err := parseFile(t, "testdata/good/anchors.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +313,7 @@ func TestAnchorsAndMerge(t *testing.T) {
 }
 
 func TestAllErrorsInLineOrder(t *testing.T) {
+	t.Parallel()
 	_, err := Parse("three.yaml", []byte(`plans:
   home:
     subvolumes: [home]
@@ -358,6 +366,7 @@ repositories:
 }
 
 func TestErrorFormat(t *testing.T) {
+	t.Parallel()
 	e := &Error{File: "/etc/subvault/config.yaml", Line: 14, Key: "plans.home.schedule", Msg: "bad; expected good"}
 	if got, want := e.Error(), "/etc/subvault/config.yaml:14: plans.home.schedule: bad; expected good"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
@@ -378,6 +387,7 @@ func TestErrorFormat(t *testing.T) {
 }
 
 func TestLoadMissingFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "nope.yaml")
 	_, err := Load(path)
 	if err == nil {
@@ -395,6 +405,7 @@ func TestLoadMissingFile(t *testing.T) {
 }
 
 func TestControlledFlag(t *testing.T) {
+	t.Parallel()
 	for arg, want := range map[string]string{
 		"--repo":                 "--repo",
 		"--repo=/x":              "--repo",
@@ -423,6 +434,7 @@ func TestControlledFlag(t *testing.T) {
 }
 
 func TestPlanNamesSorted(t *testing.T) {
+	t.Parallel()
 	cfg := &Config{Plans: map[string]*Plan{"b": {}, "a": {}, "C": {}}}
 	if got, want := cfg.PlanNames(), []string{"C", "a", "b"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("PlanNames() = %q, want %q", got, want)
@@ -432,6 +444,7 @@ func TestPlanNamesSorted(t *testing.T) {
 // TestReference checks docs/configuration.md: its complete example loads,
 // and every key the parser knows is documented.
 func TestReference(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)

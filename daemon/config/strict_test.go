@@ -286,6 +286,7 @@ func TestStrictTrustsItsOwnUID(t *testing.T) {
 }
 
 func TestFirstWord(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"/usr/bin/pass show restic":    "/usr/bin/pass",
 		"  pass show":                  "pass",
@@ -306,6 +307,7 @@ func TestFirstWord(t *testing.T) {
 }
 
 func TestLocalRepository(t *testing.T) {
+	t.Parallel()
 	for url, want := range map[string]string{
 		"/srv/restic":           "/srv/restic",
 		"local:/srv/restic/":    "/srv/restic",

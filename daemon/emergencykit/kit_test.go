@@ -40,6 +40,7 @@ func sampleKit(t *testing.T) *Kit {
 // The text kit: every command is a "$ " line in the order a person types
 // them, secrets are marked, and what is missing says where it is kept.
 func TestWriteText(t *testing.T) {
+	t.Parallel()
 	var b bytes.Buffer
 	if err := sampleKit(t).WriteText(&b); err != nil {
 		t.Fatal(err)
@@ -100,6 +101,7 @@ func TestWriteText(t *testing.T) {
 // The HTML kit is one file for A4 paper: the page rule, the QR code inline,
 // escaped text, nothing fetched.
 func TestWriteHTML(t *testing.T) {
+	t.Parallel()
 	k := sampleKit(t)
 	k.Repositories[1].Password = `<b>"x"</b>`
 	var b bytes.Buffer
@@ -135,6 +137,7 @@ func TestWriteHTML(t *testing.T) {
 // A QR code is square, has the three finder patterns, and its half-block
 // drawing has the quiet zone around it.
 func TestQRCode(t *testing.T) {
+	t.Parallel()
 	q, err := NewQRCode("correct horse battery staple")
 	if err != nil {
 		t.Fatal(err)

@@ -83,6 +83,7 @@ var (
 )
 
 func TestCatalogMatchesEvents(t *testing.T) {
+	t.Parallel()
 	sections := parseCatalog(t, catalogPath)
 	seen := map[string]int{}
 	for _, s := range sections {
@@ -137,6 +138,7 @@ func TestCatalogMatchesEvents(t *testing.T) {
 // TestCatalogJournalctl has journalctl itself compile the catalog into a
 // private root and list it back.
 func TestCatalogJournalctl(t *testing.T) {
+	t.Parallel()
 	journalctl := testutil.RequireCommand(t, "journalctl", "systemd")
 	root := t.TempDir()
 	dir := filepath.Join(root, "usr/lib/systemd/catalog")

@@ -169,6 +169,7 @@ func validFieldName(name string) bool {
 }
 
 func TestJournalFields(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler())
 
@@ -204,6 +205,7 @@ func TestJournalFields(t *testing.T) {
 }
 
 func TestJournalMessageWithError(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler())
 
@@ -235,6 +237,7 @@ func TestJournalMessageWithError(t *testing.T) {
 }
 
 func TestJournalPriority(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler(WithLevel(slog.LevelDebug)))
 	for _, c := range []struct {
@@ -257,6 +260,7 @@ func TestJournalPriority(t *testing.T) {
 }
 
 func TestJournalLevel(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler()) // Info by default
 	log.Debug("not sent")
@@ -267,6 +271,7 @@ func TestJournalLevel(t *testing.T) {
 }
 
 func TestJournalMultiLine(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler())
 	stderr := "Fatal: unable to open config file\nIs there a repository at the following location?\n"
@@ -292,6 +297,7 @@ func TestJournalMultiLine(t *testing.T) {
 }
 
 func TestJournalLargeEntryGoesAsMemfd(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler())
 	big := strings.Repeat("x", 1<<20) + "\nend"
@@ -311,6 +317,7 @@ func TestJournalLargeEntryGoesAsMemfd(t *testing.T) {
 }
 
 func TestJournalWithAndGroups(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	base := slog.New(j.handler())
 	jobLog := base.With("plan", "home", "job", "7", Event(EventJobStarted))
@@ -360,6 +367,7 @@ func TestJournalWithAndGroups(t *testing.T) {
 }
 
 func TestJournalEventIDs(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler())
 	for _, name := range Events() {
@@ -376,6 +384,7 @@ func TestJournalEventIDs(t *testing.T) {
 }
 
 func TestJournalRedaction(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	const secret = "hunter2"
 	log := slog.New(j.handler()).With("password", secret)
@@ -400,6 +409,7 @@ func TestJournalRedaction(t *testing.T) {
 }
 
 func TestIsSecret(t *testing.T) {
+	t.Parallel()
 	for key, want := range map[string]bool{
 		"password": true, "PASSWORD": true, "password_file": true, "secret": true, "client_secret": true,
 		"token": true, "AccessToken": true, "env": true, "ENV": true, "restic_env": true, "environment": true,
@@ -413,6 +423,7 @@ func TestIsSecret(t *testing.T) {
 }
 
 func TestFieldName(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		groups []string
 		key    string
@@ -440,6 +451,7 @@ func TestFieldName(t *testing.T) {
 }
 
 func TestJournalConcurrent(t *testing.T) {
+	t.Parallel()
 	j := newFakeJournald(t)
 	log := slog.New(j.handler()).With("plan", "home")
 	const n = 50

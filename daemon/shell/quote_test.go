@@ -6,6 +6,7 @@ import (
 )
 
 func TestQuoteRoundTripsThroughSh(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{"", "plain/path-1.2_x@y:z,%+=", "two words", "it's", `back\slash`, "$HOME", "a\nb", "*", "\xff"} {
 		out, err := exec.Command("sh", "-c", "printf %s "+Quote(s)).Output()
 		if err != nil || string(out) != s {
@@ -21,6 +22,7 @@ func TestQuoteRoundTripsThroughSh(t *testing.T) {
 }
 
 func TestQuoteRepositoryWords(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"/srv/restic/laptop":               "/srv/restic/laptop",
 		"sftp:backup@nas:/srv/restic":      "sftp:backup@nas:/srv/restic",

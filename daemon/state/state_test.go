@@ -9,6 +9,7 @@ import (
 )
 
 func TestNextJobIDNeverRepeats(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	seen := make(map[uint32]bool)
 	var mu sync.Mutex
@@ -42,6 +43,7 @@ func TestNextJobIDNeverRepeats(t *testing.T) {
 }
 
 func TestNextJobIDRefusesGarbage(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, jobIDFile), []byte("banana\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -52,6 +54,7 @@ func TestNextJobIDRefusesGarbage(t *testing.T) {
 }
 
 func TestLockPlanIsExclusivePerPlan(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	home, err := LockPlan(dir, "home")
 	if err != nil {
@@ -74,6 +77,7 @@ func TestLockPlanIsExclusivePerPlan(t *testing.T) {
 }
 
 func TestWriteFileAtomicReplaces(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "f")
 	for _, content := range []string{"one", "two"} {
 		if err := WriteFileAtomic(path, []byte(content), 0o600); err != nil {
