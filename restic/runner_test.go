@@ -184,10 +184,18 @@ func TestBackupSnapshotsForgetCheckRestore(t *testing.T) {
 			t.Fatal("no pack files in the repository")
 		}
 		// Garbage in place of the packs (a missing file would make 0.14
-		// retry for a minute and a half).
+		// retry for a minute and a half). restic makes them read-only,
+		// which stops their owner too unless it is root.
 		for _, p := range packs {
-			if st, err := os.Stat(p); err == nil {
-				os.WriteFile(p, bytes.Repeat([]byte{0x5a}, int(st.Size())), 0o600)
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, bytes.Repeat([]byte{0x5a}, int(st.Size())), 0o600); err != nil {
+				t.Fatal(err)
 			}
 		}
 		err = f.r.Check(ctx, "")
