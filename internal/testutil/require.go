@@ -33,9 +33,8 @@ func SkipOrFail(t testing.TB, reason string) {
 	t.Skipf("SKIP (needs %s; set CI=true to make this a failure)", reason)
 }
 
-// SkipShort skips the test under -short, saying it needs what; the helpers
-// below call it, and a test that needs the system without one of them (a
-// mount namespace, a terminal of another user) calls it itself.
+// SkipShort skips the test under -short, saying it needs what. Every
+// helper that needs root, a loop device, a bus or restic calls it first.
 func SkipShort(t testing.TB, what string) {
 	t.Helper()
 	if testing.Short() {
