@@ -514,7 +514,7 @@ func bootSetup(mountPoint string) bootConfig {
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) < 3 || strings.HasPrefix(fields[0], "#") || unescapeFstab(fields[1]) != mountPoint {
+			if len(fields) < 3 || strings.HasPrefix(fields[0], "#") || btrfs.UnescapeOctal(fields[1]) != mountPoint {
 				continue
 			}
 			b.inFstab = true
@@ -545,25 +545,6 @@ func subvolOptions(options string) (subvol, subvolID string) {
 		}
 	}
 	return subvol, subvolID
-}
-
-// unescapeFstab undoes fstab's octal escapes (\040 for a space).
-func unescapeFstab(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // processesUsing lists the processes whose working directory, root,

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -178,17 +179,13 @@ func setup(opts Options) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("cannot make / a slave mount in the backup's namespace: %w", err)
 	}
-	mountinfo, err := os.ReadFile("/proc/thread-self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("cannot list the mounts of the backup's namespace: %w", err)
-	}
-	mounts, err := parseMountinfo(string(mountinfo))
+	mounts, err := namespaceMounts()
 	if err != nil {
 		return fmt.Errorf("cannot list the mounts of the backup's namespace: %w", err)
 	}
 	points := make([]string, len(mounts))
 	for i, m := range mounts {
-		points[i] = m.mountPoint
+		points[i] = m.Mountpoint
 	}
 	steps, left, err := plan(opts.Binds, opts.KeepHost, points, newByDesign(mounts).leaveOut)
 	if err != nil {
@@ -259,6 +256,19 @@ func setup(opts Options) error {
 		}
 	}
 	return nil
+}
+
+// namespaceMounts lists the mounts of the namespace the calling thread has
+// just unshared. /proc/thread-self, not /proc/self: the process's main
+// thread stays in the host's namespace, and the goroutine is locked, so
+// the thread that reads is the one that unshared.
+func namespaceMounts() ([]*mountinfo.Info, error) {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return mountinfo.GetMountsFromReader(f, nil)
 }
 
 // open clones the mount tree a step mounts, as a detached mount.

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -245,68 +244,4 @@ func dedupe(paths []string) []string {
 		}
 	}
 	return out
-}
-
-// mountEntry is one line of mountinfo, with the fields the namespace uses.
-type mountEntry struct {
-	id uint64
-	// root is the path, within its filesystem, of the directory (or file)
-	// the mount shows: "/" for a whole filesystem, "/@/usr" for a bind of
-	// /usr on btrfs subvolume @.
-	root       string
-	mountPoint string
-	fstype     string
-}
-
-// parseMountinfo reads proc_pid_mountinfo(5): the mount id (field 1), root
-// (4), mount point (5), unescaped, and the filesystem type after the "-".
-func parseMountinfo(mountinfo string) ([]mountEntry, error) {
-	var out []mountEntry
-	for n, line := range strings.Split(mountinfo, "\n") {
-		if line == "" {
-			continue
-		}
-		fields := strings.Fields(line)
-		sep := -1
-		for i := 6; i < len(fields); i++ {
-			if fields[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) {
-			return nil, fmt.Errorf("mountinfo line %d is not \"ID PARENT DEV ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE ...\": %q", n+1, line)
-		}
-		id, err := strconv.ParseUint(fields[0], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("mountinfo line %d: mount id %q: %w", n+1, fields[0], err)
-		}
-		out = append(out, mountEntry{
-			id:         id,
-			root:       unescapeOctal(fields[3]),
-			mountPoint: unescapeOctal(fields[4]),
-			fstype:     unescapeOctal(fields[sep+1]),
-		})
-	}
-	return out, nil
-}
-
-// unescapeOctal undoes the kernel's \NNN escapes of space, tab, newline and
-// backslash in mountinfo paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
