@@ -17,12 +17,6 @@ import (
 // version is stamped at build time: -ldflags "-X main.version=...".
 var version = "0.0.0-dev"
 
-// A backup runs in a goroutine that locks its OS thread and unshares its
-// mount namespace. Locking main to the startup thread here keeps that thread
-// (the process's own view of the mounts) out of any backup's namespace
-// (golang/go#20395; measured in shared/notes/machine-recipes.md).
-func init() { runtime.LockOSThread() }
-
 // Exit codes, documented in subvault(1).
 const (
 	exitOK      = 0

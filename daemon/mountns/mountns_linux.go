@@ -71,10 +71,10 @@ type Options struct {
 // inaccessible nodes, whose paths the snapshot shows; then the KeepHost
 // paths. Before fn runs, each Target is checked to show its snapshot.
 //
-// The process's main thread must be locked to package main's goroutine
-// (runtime.LockOSThread in an init function): /proc/self shows that thread's
-// mounts, so it must never enter a backup's namespace. Run never uses it
-// either way.
+// The process's startup thread must never enter a backup's namespace:
+// /proc/self shows that thread's mounts. This package's init locks it to the
+// main goroutine (mainthread.go), and Run keeps off it even when it is
+// free.
 func Run(ctx context.Context, opts Options, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -98,10 +98,11 @@ func inNamespace(ctx context.Context, opts Options, fn func() error, locked chan
 		close(locked)
 	}
 	if unix.Gettid() == unix.Getpid() {
-		// The main thread is free, so main did not lock it in init. Its
-		// mounts are what /proc/self shows, and a locked goroutine that
-		// ends there parks it for good: hold it while a new goroutine
-		// locks another thread, then give it back unchanged.
+		// The main thread is free: the program unlocked what this
+		// package's init locked. Its mounts are what /proc/self shows,
+		// and a locked goroutine that ends there parks it for good: hold
+		// it while a new goroutine locks another thread, then give it
+		// back unchanged.
 		other := make(chan struct{})
 		go inNamespace(ctx, opts, fn, other, result)
 		<-other
