@@ -3,7 +3,8 @@ package api
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,11 +87,7 @@ func hostilePolkitFlood(args []string) error {
 			n = calls
 		}
 	}
-	var list []string
-	for m := range messages {
-		list = append(list, m)
-	}
-	sort.Strings(list)
+	list := slices.Sorted(maps.Keys(messages))
 	fmt.Printf("%d calls, answered within %s: %v\n", calls, wait, answers)
 	for _, m := range list {
 		fmt.Printf("message: %s\n", m)

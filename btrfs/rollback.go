@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -108,7 +108,7 @@ func NestedSubvolumes(path string) ([]Nested, error) {
 		dir := cString(look.Path[:]) // "a/b/" or ""
 		out = append(out, Nested{Rel: dir + cString(look.Name[:]), ID: r.TreeID})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Rel < out[j].Rel })
+	slices.SortFunc(out, func(a, b Nested) int { return strings.Compare(a.Rel, b.Rel) })
 	return out, nil
 }
 

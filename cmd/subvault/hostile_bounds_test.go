@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,7 +142,7 @@ func diffRows(conn *dbus.Conn, limit time.Duration, plan, a, b string) (string, 
 	for _, r := range rows {
 		lines = append(lines, r.Kind+" "+r.Path)
 	}
-	sort.Strings(lines)
+	slices.Sort(lines)
 	return strings.Join(lines, "\n"), nil
 }
 

@@ -10,7 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -104,7 +104,7 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "subvault %s: atomic, incremental restic backups of btrfs subvolumes\n\n", version)
 	fmt.Fprintln(w, "Usage: subvault COMMAND [OPTIONS]")
 	cmds := commands()
-	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
+	slices.SortFunc(cmds, func(a, b command) int { return strings.Compare(a.name, b.name) })
 	for _, g := range groupOrder {
 		heading := false
 		for _, c := range cmds {

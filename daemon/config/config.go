@@ -11,7 +11,8 @@
 package config
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/robfig/cron/v3"
 )
@@ -189,19 +190,10 @@ func Parse(file string, data []byte) (*Config, error) {
 
 // PlanNames returns the names of all plans, sorted.
 func (c *Config) PlanNames() []string {
-	return sortedKeys(c.Plans)
+	return slices.Sorted(maps.Keys(c.Plans))
 }
 
 // RepositoryNames returns the names of all repositories, sorted.
 func (c *Config) RepositoryNames() []string {
-	return sortedKeys(c.Repositories)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for name := range m {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(c.Repositories))
 }

@@ -16,9 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -150,12 +151,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (*Kit, error) 
 		}
 		r.Plans = append(r.Plans, Plan{Name: name, Subvolumes: plan.Subvolumes, Tag: backup.PlanTag(name)})
 	}
-	repoNames := make([]string, 0, len(byRepo))
-	for n := range byRepo {
-		repoNames = append(repoNames, n)
-	}
-	sort.Strings(repoNames)
-	for _, n := range repoNames {
+	for _, n := range slices.Sorted(maps.Keys(byRepo)) {
 		r := byRepo[n]
 		r.check(ctx, cfg, cfg.Repositories[n], k.Host, k.Made, log)
 		k.Repositories = append(k.Repositories, *r)
@@ -253,7 +249,7 @@ func (r *Repository) check(ctx context.Context, cfg *config.Config, conf *config
 		p := &r.Plans[i]
 		for j := range archives {
 			a := archives[j]
-			if !hasTag(a.Tags, p.Tag) {
+			if !slices.Contains(a.Tags, p.Tag) {
 				continue
 			}
 			p.Archives++
@@ -271,15 +267,6 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-func hasTag(tags []string, tag string) bool {
-	for _, t := range tags {
-		if t == tag {
-			return true
-		}
-	}
-	return false
 }
 
 // IsLocal reports whether the repository is a path on a disk.

@@ -3,6 +3,7 @@ package mountns
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
@@ -138,13 +139,5 @@ func (d *byDesign) inaccessible() map[fileID]string {
 // node's identity settles it.
 func isInaccessibleRoot(root string) bool {
 	dir, node := filepath.Split(root)
-	if !strings.HasSuffix(dir, "/inaccessible/") {
-		return false
-	}
-	for _, n := range inaccessibleNodes {
-		if node == n {
-			return true
-		}
-	}
-	return false
+	return strings.HasSuffix(dir, "/inaccessible/") && slices.Contains(inaccessibleNodes, node)
 }

@@ -8,7 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -491,7 +491,7 @@ func TestRunManyTimesLeavesNothingBehind(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	sort.Slice(setups, func(i, j int) bool { return setups[i] < setups[j] })
+	slices.Sort(setups)
 	t.Logf("%d runs: setup median %v, p90 %v, max %v", len(setups), setups[len(setups)/2], setups[len(setups)*9/10], setups[len(setups)-1])
 
 	sameViews(t, "after many runs", before, readViews(t, fs.Mount, hostViews...))

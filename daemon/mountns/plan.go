@@ -1,11 +1,13 @@
 package mountns
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -63,13 +65,13 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 	for _, b := range binds {
 		targets[b.Target] = true
 	}
-	keep := dedupe(keepHost)
+	keep := slices.Compact(slices.Sorted(slices.Values(keepHost)))
 
 	// The host mounts a snapshot hides: below a Target, with no deeper
 	// Target between, not a Target themselves, and not already carried by
 	// a shallower one's recursive bind or by a KeepHost path.
 	candidates := map[string]string{} // mount point -> Target above it
-	for _, m := range dedupe(mountPoints) {
+	for _, m := range mountPoints {
 		if targets[m] || underAny(m, keep, true) {
 			continue
 		}
@@ -84,15 +86,8 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 	// Shallowest first, so that whether a mount is carried depends only on
 	// the mounts above it that are brought back: one below a mount left out
 	// is decided on its own.
-	order := make([]string, 0, len(candidates))
-	for m := range candidates {
-		order = append(order, m)
-	}
-	sort.Slice(order, func(i, j int) bool {
-		if di, dj := depth(order[i]), depth(order[j]); di != dj {
-			return di < dj
-		}
-		return order[i] < order[j]
+	order := slices.SortedFunc(maps.Keys(candidates), func(a, b string) int {
+		return cmp.Or(cmp.Compare(depth(a), depth(b)), strings.Compare(a, b))
 	})
 	brought := map[string]string{} // mount point -> Target above it
 	var left []leftOut
@@ -117,14 +112,8 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 		brought[m] = t
 		steps = append(steps, step{kind: stepSubmount, source: m, path: m, under: t})
 	}
-	sort.Slice(steps, func(i, j int) bool {
-		if di, dj := depth(steps[i].path), depth(steps[j].path); di != dj {
-			return di < dj
-		}
-		if steps[i].kind != steps[j].kind {
-			return steps[i].kind < steps[j].kind
-		}
-		return steps[i].path < steps[j].path
+	slices.SortFunc(steps, func(a, b step) int {
+		return cmp.Or(cmp.Compare(depth(a.path), depth(b.path)), cmp.Compare(a.kind, b.kind), strings.Compare(a.path, b.path))
 	})
 
 	// A KeepHost path needs a mount only where a snapshot, not the host,
@@ -156,11 +145,8 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 			keepSteps = append(keepSteps, step{kind: stepKeepHost, source: k, path: k, under: best})
 		}
 	}
-	sort.Slice(keepSteps, func(i, j int) bool {
-		if di, dj := depth(keepSteps[i].path), depth(keepSteps[j].path); di != dj {
-			return di < dj
-		}
-		return keepSteps[i].path < keepSteps[j].path
+	slices.SortFunc(keepSteps, func(a, b step) int {
+		return cmp.Or(cmp.Compare(depth(a.path), depth(b.path)), strings.Compare(a.path, b.path))
 	})
 	return append(steps, keepSteps...), left, nil
 }
@@ -232,16 +218,4 @@ func depth(p string) int {
 		return 0
 	}
 	return strings.Count(p, "/")
-}
-
-func dedupe(paths []string) []string {
-	seen := make(map[string]bool, len(paths))
-	var out []string
-	for _, p := range paths {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	return out
 }
