@@ -257,7 +257,7 @@ func openToNobody(t interface{ Fatal(...any) }, mount string) {
 	}
 }
 
-// Found with issue 12, item 2 (DiffTo takes a descriptor): godbus hands
+// Found with docs/security.md's attack 2 (DiffTo takes a descriptor): godbus hands
 // the descriptors a message brings to the method, and no method but DiffTo
 // takes one, so each sent with any other call stayed open in the daemon
 // (the pipe's reader never saw its end): any user could fill the daemon's

@@ -2,8 +2,8 @@
 // and validation whose every message names the file, the line and the full
 // key path, and says what is expected.
 //
-// The file's shape is the contract in design/config.md; docs/configuration.md
-// is the user's reference. Load reads the one file and, besides, only the
+// docs/configuration.md is the reference of the file's shape (subvault.yaml(5)
+// is generated from it). Load reads the one file and, besides, only the
 // owner, type and mode of the files it names and of the directories above
 // them (strict.go: like sshd's StrictModes, a file another user may change
 // is refused); Parse does no I/O at all. Neither looks up users, groups or

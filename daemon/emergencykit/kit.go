@@ -1,7 +1,7 @@
 // Package emergencykit builds subvault's emergency kit: one document, to be
 // printed, with everything a person needs to restore the backups on a bare
-// machine without subvault (seed 000: the author's credentials lived only on
-// a phone that had just been wiped). For each repository it holds the
+// machine without subvault (the case it is for: a repository whose only
+// copy of the credentials was on a phone that had just been wiped). For each repository it holds the
 // location, the password (and a QR code of it), the backend keys of the
 // env_file, and the exact restic commands that list and restore each plan's
 // archives; plus how to get restic and the version that wrote the archives.
