@@ -268,7 +268,7 @@ func namespaceMounts() ([]*mountinfo.Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read only
 	return mountinfo.GetMountsFromReader(f, nil)
 }
 
