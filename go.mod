@@ -7,6 +7,7 @@ require (
 	github.com/containerd/btrfs/v2 v2.0.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/godbus/dbus/v5 v5.2.4
+	github.com/moby/sys/mountinfo v0.7.3
 	github.com/robfig/cron/v3 v3.0.1
 	golang.org/x/sys v0.49.0
 	gopkg.in/yaml.v3 v3.0.1

@@ -12,7 +12,7 @@ import (
 	"github.com/subvault/subvault/daemon"
 )
 
-// The names of the contract (design/dbus-api.md).
+// The names of the contract (docs/dbus-api.md).
 const (
 	BusName     = "org.subvault.Subvault1"
 	ManagerPath = dbus.ObjectPath("/org/subvault/Subvault1")

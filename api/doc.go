@@ -2,5 +2,6 @@
 // and job objects of org.subvault.Subvault1, their introspection, properties,
 // signals and ObjectManager, the error names, and the caller's authorization
 // (bus credentials, the plan's allow lists, polkit). It holds no backup logic
-// and imports neither btrfs nor restic (checked by depguard).
+// and imports neither btrfs nor restic (checked by depguard);
+// docs/architecture.md says how a call travels through it.
 package api

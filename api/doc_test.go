@@ -109,8 +109,8 @@ func TestDocMatchesInterfaces(t *testing.T) {
 	}
 }
 
-// The contract's own tables (design/dbus-api.md's shape, as docs/dbus-api.md
-// repeats them) agree with the XML: | `Name` | `in` | `out` | rows.
+// The contract's tables in docs/dbus-api.md agree with the XML:
+// | `Name` | `in` | `out` | rows.
 func TestDocTablesMatchInterfaces(t *testing.T) {
 	data, err := os.ReadFile(apiDoc)
 	if err != nil {

@@ -3,7 +3,8 @@ package api
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,11 +87,7 @@ func hostilePolkitFlood(args []string) error {
 			n = calls
 		}
 	}
-	var list []string
-	for m := range messages {
-		list = append(list, m)
-	}
-	sort.Strings(list)
+	list := slices.Sorted(maps.Keys(messages))
 	fmt.Printf("%d calls, answered within %s: %v\n", calls, wait, answers)
 	for _, m := range list {
 		fmt.Printf("message: %s\n", m)
@@ -98,7 +95,7 @@ func hostilePolkitFlood(args []string) error {
 	return nil
 }
 
-// Item 11 of issue 12: 200 interactive calls against a slow polkit filled
+// Attack 11 of docs/security.md: 200 interactive calls against a slow polkit filled
 // the daemon's 128 pending replies on the bus (dbus-daemon's
 // max_replies_per_connection), and every later check failed, for good: the
 // checks were never canceled. Each caller has a few checks in flight at

@@ -31,8 +31,8 @@ func property(name, typ, emits string) introspect.Property {
 	}}
 }
 
-// managerIntrospection is org.subvault.Subvault1.Manager as the contract
-// (design/dbus-api.md) and docs/dbus-api.md define it.
+// managerIntrospection is org.subvault.Subvault1.Manager as the contract,
+// docs/dbus-api.md, defines it.
 var managerIntrospection = introspect.Interface{
 	Name: ManagerInterface,
 	Methods: []introspect.Method{

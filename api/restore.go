@@ -1,7 +1,8 @@
 package api
 
 import (
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/godbus/dbus/v5"
@@ -28,17 +29,8 @@ func parseRestoreOptions(options map[string]dbus.Variant) (daemon.RestoreOptions
 // set names: an unknown key or a value that is not a boolean is refused
 // rather than ignored, in the order of the keys.
 func parseBoolOptions(what string, options map[string]dbus.Variant, set map[string]*bool) *dbus.Error {
-	keys := make([]string, 0, len(options))
-	for k := range options {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	known := make([]string, 0, len(set))
-	for k := range set {
-		known = append(known, k)
-	}
-	sort.Strings(known)
-	for _, k := range keys {
+	known := slices.Sorted(maps.Keys(set))
+	for _, k := range slices.Sorted(maps.Keys(options)) {
 		v := options[k]
 		b, isBool := v.Value().(bool)
 		p, ok := set[k]

@@ -5,7 +5,8 @@
 #   subvault  bin/subvault run backup data --config ... (read-only snapshot,
 #             bind-mounted over the subvolume in a private mount namespace,
 #             restic backs up the original path and finds its parent)
-#   seed003   the seed 003 script's method: btrfs subvolume snapshot -r to a
+#   seed003   the method of the usual script (what subvault replaces):
+#             btrfs subvolume snapshot -r to a
 #             timestamped path, restic backup <that path>, delete the snapshot
 #             (a new path each time: restic finds no parent, rereads all)
 #   plain     restic backup <subvolume path>, live, no snapshot (no

@@ -1,11 +1,13 @@
 package btrfs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -221,17 +223,10 @@ func ListSnapshotsAt(dir *os.File) ([]Snapshot, error) {
 		s.Path = filepath.Join(dir.Name(), name)
 		snaps = append(snaps, s)
 	}
-	sortSnapshotList(snaps)
-	return snaps, nil
-}
-
-func sortSnapshotList(snaps []Snapshot) {
-	sort.SliceStable(snaps, func(i, j int) bool {
-		if snapshotLess(snaps[i], snaps[j]) != snapshotLess(snaps[j], snaps[i]) {
-			return snapshotLess(snaps[i], snaps[j])
-		}
-		return snaps[i].Path < snaps[j].Path
+	slices.SortFunc(snaps, func(a, b Snapshot) int {
+		return cmp.Or(compareSnapshots(a, b), strings.Compare(a.Path, b.Path))
 	})
+	return snaps, nil
 }
 
 // readNames lists the open directory f without moving f's own offset.

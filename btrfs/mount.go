@@ -1,14 +1,13 @@
 package btrfs
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,13 +24,6 @@ type Mount struct {
 	// SubvolID is the id of that subvolume (the subvolid= option).
 	SubvolID uint64
 }
-
-// mountEntry is one line of /proc/self/mountinfo, unescaped.
-type mountEntry struct {
-	root, mountPoint, fsType, source, superOptions string
-}
-
-const mountinfoPath = "/proc/self/mountinfo"
 
 // FindMount returns the btrfs mount holding path: the mount with the longest
 // mount point that contains the path with its symlinks resolved. It is an
@@ -52,15 +44,8 @@ func FindMount(path string) (Mount, error) {
 	if uint32(st.Type) != superMagic {
 		return Mount{}, fmt.Errorf("cannot find the btrfs mount of %s: %s", path, notBtrfs(resolved, entry))
 	}
-	m := Mount{MountPoint: entry.mountPoint, Device: entry.source}
-	for _, opt := range strings.Split(entry.superOptions, ",") {
-		switch {
-		case strings.HasPrefix(opt, "subvol="):
-			m.Subvol = strings.TrimPrefix(opt, "subvol=")
-		case strings.HasPrefix(opt, "subvolid="):
-			m.SubvolID, _ = strconv.ParseUint(strings.TrimPrefix(opt, "subvolid="), 10, 64)
-		}
-	}
+	m := Mount{MountPoint: entry.Mountpoint, Device: entry.Source}
+	m.Subvol, m.SubvolID = subvolOf(entry.VFSOptions)
 	m.FSID, err = fsidOf(resolved)
 	if err != nil {
 		return Mount{}, fmt.Errorf("cannot find the mount of %s: %w", path, err)
@@ -101,32 +86,38 @@ func fsidOf(path string) (string, error) {
 
 // notBtrfs says what a path that is not on btrfs is on, e.g. "/tmp/x is not
 // on btrfs (it is on ext4 at /)".
-func notBtrfs(path string, entry mountEntry) string {
-	return fmt.Sprintf("%s is not on btrfs (it is on %s at %s)", path, entry.fsType, entry.mountPoint)
+func notBtrfs(path string, entry *mountinfo.Info) string {
+	return fmt.Sprintf("%s is not on btrfs (it is on %s at %s)", path, entry.FSType, entry.Mountpoint)
+}
+
+// mounts lists the mounts this thread sees (/proc/thread-self/mountinfo),
+// their paths unescaped.
+func mounts() ([]*mountinfo.Info, error) {
+	entries, err := mountinfo.GetMounts(nil)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the mounts: %w", err)
+	}
+	return entries, nil
 }
 
 // mountOf returns the mountinfo entry of the mount holding the resolved
 // absolute path. Of equal mount points the last one wins: it is mounted on top.
-func mountOf(resolved string) (mountEntry, error) {
-	data, err := os.ReadFile(mountinfoPath)
+func mountOf(resolved string) (*mountinfo.Info, error) {
+	entries, err := mounts()
 	if err != nil {
-		return mountEntry{}, err
+		return nil, err
 	}
-	entries, err := parseMountinfo(data)
-	if err != nil {
-		return mountEntry{}, err
-	}
-	best, found := mountEntry{}, false
+	var best *mountinfo.Info
 	for _, e := range entries {
-		if !underMountPoint(resolved, e.mountPoint) {
+		if !underMountPoint(resolved, e.Mountpoint) {
 			continue
 		}
-		if !found || len(e.mountPoint) >= len(best.mountPoint) {
-			best, found = e, true
+		if best == nil || len(e.Mountpoint) >= len(best.Mountpoint) {
+			best = e
 		}
 	}
-	if !found {
-		return mountEntry{}, fmt.Errorf("no mount in %s holds %s", mountinfoPath, resolved)
+	if best == nil {
+		return nil, fmt.Errorf("no mount holds %s", resolved)
 	}
 	return best, nil
 }
@@ -138,55 +129,33 @@ func underMountPoint(path, mountPoint string) bool {
 	return path == mountPoint || strings.HasPrefix(path, mountPoint+"/")
 }
 
-// parseMountinfo parses proc(5) mountinfo lines:
-// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-func parseMountinfo(data []byte) ([]mountEntry, error) {
-	var entries []mountEntry
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		fields := strings.Split(line, " ")
-		sep := -1
-		for i := 6; i < len(fields); i++ {
-			if fields[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 6 || sep < 0 || len(fields) < sep+4 {
-			return nil, fmt.Errorf("malformed line in %s: %q", mountinfoPath, line)
-		}
-		entries = append(entries, mountEntry{
-			root:         unescapeMountinfo(fields[3]),
-			mountPoint:   unescapeMountinfo(fields[4]),
-			fsType:       fields[sep+1],
-			source:       unescapeMountinfo(fields[sep+2]),
-			superOptions: unescapeMountinfo(fields[sep+3]),
-		})
-	}
-	return entries, sc.Err()
+// subvolOf reads the subvolume a btrfs mount shows from its superblock
+// options (mountinfo's last field): subvol= and subvolid=. The kernel
+// escapes a comma, a space or a backslash in an option's value, so the
+// options are split at commas before the value is unescaped.
+func subvolOf(options string) (subvol string, id uint64) {
+	id, _ = strconv.ParseUint(optionValue(options, "subvolid"), 10, 64)
+	return UnescapeOctal(optionValue(options, "subvol")), id
 }
 
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, \011,
-// \012, \134 for backslash) in a mountinfo field.
-func unescapeMountinfo(s string) string {
+// UnescapeOctal undoes the \NNN octal escapes (\040 for a space, \134 for a
+// backslash) that fstab(5) uses in its fields and the kernel in the values of
+// mount options. mountinfo's paths come unescaped from
+// github.com/moby/sys/mountinfo; a backslash that starts no escape stays.
+func UnescapeOctal(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
 		}
 		b.WriteByte(s[i])
 	}
 	return b.String()
 }
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

@@ -1,7 +1,9 @@
 package btrfs
 
 import (
-	"sort"
+	"cmp"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -67,7 +69,7 @@ func SelectKeep(snaps []Snapshot, policy KeepPolicy, now time.Time, loc *time.Lo
 			past = append(past, s)
 		}
 		// Newest first; ties by job id, newest job first.
-		sort.SliceStable(past, func(i, j int) bool { return snapshotLess(past[j], past[i]) })
+		slices.SortStableFunc(past, func(a, b Snapshot) int { return compareSnapshots(b, a) })
 
 		kinds := []struct {
 			count  int
@@ -115,25 +117,14 @@ func SelectKeep(snaps []Snapshot, policy KeepPolicy, now time.Time, loc *time.Lo
 			}
 		}
 	}
-	sortSnapshots(keep)
-	sortSnapshots(remove)
+	slices.SortStableFunc(keep, compareSnapshots)
+	slices.SortStableFunc(remove, compareSnapshots)
 	return keep, remove, reasons
 }
 
-// snapshotLess orders snapshots by time, then job id, then subvolume, then plan.
-func snapshotLess(a, b Snapshot) bool {
-	if !a.Time.Equal(b.Time) {
-		return a.Time.Before(b.Time)
-	}
-	if a.JobID != b.JobID {
-		return a.JobID < b.JobID
-	}
-	if a.Subvolume != b.Subvolume {
-		return a.Subvolume < b.Subvolume
-	}
-	return a.Plan < b.Plan
-}
-
-func sortSnapshots(s []Snapshot) {
-	sort.SliceStable(s, func(i, j int) bool { return snapshotLess(s[i], s[j]) })
+// compareSnapshots orders snapshots by time, then job id, then subvolume,
+// then plan.
+func compareSnapshots(a, b Snapshot) int {
+	return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.JobID, b.JobID),
+		strings.Compare(a.Subvolume, b.Subvolume), strings.Compare(a.Plan, b.Plan))
 }

@@ -3,7 +3,7 @@ package btrfs
 import (
 	"fmt"
 	"reflect"
-	"sort"
+	"slices"
 	"testing"
 	"time"
 )
@@ -165,7 +165,7 @@ func TestSelectKeep(t *testing.T) {
 					t.Errorf("reasons for %s = %v, want %v", s.Name(), reasons[s.Name()], want)
 				}
 			}
-			if !sort.SliceIsSorted(keep, func(i, j int) bool { return snapshotLess(keep[i], keep[j]) }) {
+			if !slices.IsSortedFunc(keep, compareSnapshots) {
 				t.Errorf("keep is not sorted: %v", times(keep))
 			}
 		})

@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -108,7 +108,7 @@ func NestedSubvolumes(path string) ([]Nested, error) {
 		dir := cString(look.Path[:]) // "a/b/" or ""
 		out = append(out, Nested{Rel: dir + cString(look.Name[:]), ID: r.TreeID})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Rel < out[j].Rel })
+	slices.SortFunc(out, func(a, b Nested) int { return strings.Compare(a.Rel, b.Rel) })
 	return out, nil
 }
 
@@ -242,7 +242,7 @@ func SetDefault(path string, id uint64) error {
 }
 
 // MountedAt returns the mount points that show the subvolume at path (or a
-// directory in it) as their root, from /proc/self/mountinfo: where it is
+// directory in it) as their root, from this thread's mountinfo: where it is
 // mounted with subvol= or subvolid=, path itself when it is such a mount
 // point, and bind mounts of it. A subvolume reached only through the mount
 // of a subvolume above it gives none.
@@ -255,49 +255,41 @@ func MountedAt(path string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot tell where %s is mounted: %w", path, err)
 	}
-	entries, err := readMountinfo()
+	entries, err := mounts()
 	if err != nil {
 		return nil, fmt.Errorf("cannot tell where %s is mounted: %w", path, err)
 	}
 	var out []string
 	for _, e := range entries {
-		if e.fsType != "btrfs" || optionValue(e.superOptions, "subvolid") != strconv.FormatUint(sv.ID, 10) {
+		if e.FSType != "btrfs" || optionValue(e.VFSOptions, "subvolid") != strconv.FormatUint(sv.ID, 10) {
 			continue
 		}
-		if id, err := fsidOf(e.mountPoint); err != nil || id != fsid {
+		if id, err := fsidOf(e.Mountpoint); err != nil || id != fsid {
 			continue
 		}
-		out = append(out, e.mountPoint)
+		out = append(out, e.Mountpoint)
 	}
 	return out, nil
 }
 
 // MountPointsUnder returns the mount points strictly below the directory
-// dir (any filesystem), from /proc/self/mountinfo.
+// dir (any filesystem), from this thread's mountinfo.
 func MountPointsUnder(dir string) ([]string, error) {
 	resolved, err := resolve(dir)
 	if err != nil {
 		return nil, err
 	}
-	entries, err := readMountinfo()
+	entries, err := mounts()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, e := range entries {
-		if e.mountPoint != resolved && underMountPoint(e.mountPoint, resolved) {
-			out = append(out, e.mountPoint)
+		if e.Mountpoint != resolved && underMountPoint(e.Mountpoint, resolved) {
+			out = append(out, e.Mountpoint)
 		}
 	}
 	return out, nil
-}
-
-func readMountinfo() ([]mountEntry, error) {
-	data, err := os.ReadFile(mountinfoPath)
-	if err != nil {
-		return nil, err
-	}
-	return parseMountinfo(data)
 }
 
 func optionValue(options, key string) string {
@@ -322,7 +314,7 @@ func FSPath(path string) (string, Mount, error) {
 		return "", Mount{}, err
 	}
 	if m.Subvol == "" {
-		return "", Mount{}, fmt.Errorf("cannot tell which subvolume is mounted at %s: no subvol= option in %s", m.MountPoint, mountinfoPath)
+		return "", Mount{}, fmt.Errorf("cannot tell which subvolume is mounted at %s: no subvol= option in its mountinfo", m.MountPoint)
 	}
 	rel := strings.TrimPrefix(strings.TrimPrefix(resolved, m.MountPoint), "/")
 	return filepath.Join(m.Subvol, rel), m, nil

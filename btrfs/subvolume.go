@@ -216,13 +216,13 @@ func sameFilesystem(subvolume, dir string) error {
 		if mountErr != nil {
 			return kind
 		}
-		return fmt.Sprintf("%s at %s", kind, entry.mountPoint)
+		return fmt.Sprintf("%s at %s", kind, entry.Mountpoint)
 	}
 	const tail = "snapshots must be on the same btrfs filesystem as the subvolume"
 	if uint32(st.Type) != superMagic {
 		kind := fmt.Sprintf("magic %#x", st.Type)
 		if mountErr == nil {
-			kind = entry.fsType
+			kind = entry.FSType
 		}
 		return fmt.Errorf("the snapshot directory is on a different filesystem (%s), %s", where(kind), tail)
 	}
@@ -231,7 +231,7 @@ func sameFilesystem(subvolume, dir string) error {
 		return err
 	}
 	if dirFSID != srcFSID {
-		return fmt.Errorf("the snapshot directory is on a different filesystem (btrfs %s at %s, the subvolume is on btrfs %s), %s", dirFSID, entry.mountPoint, srcFSID, tail)
+		return fmt.Errorf("the snapshot directory is on a different filesystem (%s, the subvolume is on btrfs %s), %s", where("btrfs "+dirFSID), srcFSID, tail)
 	}
 	return nil
 }

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/subvault/subvault/btrfs"
@@ -194,7 +194,7 @@ func archivesDiff(ctx context.Context, runner *restic.Runner, a, b string, subvo
 		reported[restic.JSONPath(p)] = true
 	}
 	changes = append(changes, compare.Listings(first, second, subvolumes, reported)...)
-	sort.SliceStable(changes, func(i, k int) bool { return changes[i].Path < changes[k].Path })
+	slices.SortStableFunc(changes, func(a, b Change) int { return strings.Compare(a.Path, b.Path) })
 	return changes, nil
 }
 

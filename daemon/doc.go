@@ -5,5 +5,6 @@
 //
 // It speaks no D-Bus: package api is a thin skin over it. It uses btrfs,
 // restic and scheduler, never the other way round (checked by depguard in
-// .golangci.yml).
+// .golangci.yml). docs/architecture.md has the layers, who owns what, and
+// the flow of a job through the queue.
 package daemon

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -201,7 +200,7 @@ func (d *Daemon) Archives(ctx context.Context, planName string) ([]Archive, erro
 	for i, a := range list {
 		out[i] = Archive{ShortID: a.ShortID, ID: a.ID, Time: a.Time, Hostname: a.Hostname, Paths: a.Paths, Tags: a.Tags}
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].Time.After(out[b].Time) })
+	slices.SortStableFunc(out, func(a, b Archive) int { return b.Time.Compare(a.Time) })
 	return out, nil
 }
 

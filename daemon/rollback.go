@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,7 +90,7 @@ func (d *Daemon) Rollback(planName, snapshot, subvolume string, opts RollbackOpt
 	if !filepath.IsAbs(subvolume) || filepath.Clean(subvolume) != subvolume {
 		return RollbackResult{}, fmt.Errorf("%w: subvolume %q must be an absolute, clean path", ErrInvalidArgument, subvolume)
 	}
-	if !containsString(plan.Subvolumes, subvolume) {
+	if !slices.Contains(plan.Subvolumes, subvolume) {
 		return RollbackResult{}, fmt.Errorf("%w: %s is not a subvolume of plan %s (it has %s)", ErrInvalidArgument, subvolume, planName, strings.Join(plan.Subvolumes, ", "))
 	}
 	if s.Subvolume != subvolume {
@@ -320,7 +320,7 @@ func (r *rollback) prepare(mounted []string) (RollbackResult, error) {
 		return RollbackResult{}, fmt.Errorf("cannot prepare a rollback of %s: %w", sv, err)
 	}
 	mountPoint := mounted[0]
-	if containsString(mounted, sv) {
+	if slices.Contains(mounted, sv) {
 		mountPoint = sv
 	}
 	oldPath, m, err := btrfs.FSPath(sv)
@@ -514,7 +514,7 @@ func bootSetup(mountPoint string) bootConfig {
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) < 3 || strings.HasPrefix(fields[0], "#") || unescapeFstab(fields[1]) != mountPoint {
+			if len(fields) < 3 || strings.HasPrefix(fields[0], "#") || btrfs.UnescapeOctal(fields[1]) != mountPoint {
 				continue
 			}
 			b.inFstab = true
@@ -545,25 +545,6 @@ func subvolOptions(options string) (subvol, subvolID string) {
 		}
 	}
 	return subvol, subvolID
-}
-
-// unescapeFstab undoes fstab's octal escapes (\040 for a space).
-func unescapeFstab(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // processesUsing lists the processes whose working directory, root,
@@ -613,7 +594,7 @@ func processesUsing(dir string) ([]string, error) {
 			out = append(out, fmt.Sprintf("%s (%s)", pid, strings.TrimSpace(string(comm))))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	slices.Sort(out)
 	return out, nil
 }
 
@@ -626,13 +607,4 @@ func relUnder(p, dir string) (string, bool) {
 		return rel, true
 	}
 	return "", false
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

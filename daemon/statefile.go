@@ -1,13 +1,14 @@
 package daemon
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/subvault/subvault/daemon/state"
@@ -59,7 +60,7 @@ func NewQueue(cfg QueueConfig, exec Executor, stateDir string, log *slog.Logger,
 		}
 		return q, nil
 	}
-	sort.Slice(s.Jobs, func(a, b int) bool { return s.Jobs[a].ID < s.Jobs[b].ID })
+	slices.SortFunc(s.Jobs, func(a, b Job) int { return cmp.Compare(a.ID, b.ID) })
 	if s.Plans == nil {
 		s.Plans = map[string]PlanStatus{}
 	}

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -124,7 +124,7 @@ func parseDiff(out []byte) ([]Change, error) {
 		}
 		changes[len(changes)-1].Path += "\n" + l
 	}
-	sort.SliceStable(changes, func(i, k int) bool { return changes[i].Path < changes[k].Path })
+	slices.SortStableFunc(changes, func(a, b Change) int { return strings.Compare(a.Path, b.Path) })
 	return changes, nil
 }
 

@@ -22,7 +22,9 @@ import (
 
 // The test binary's main thread stays with the main goroutine, so a test
 // goroutine that unshares its mount namespace (TestPartialBackup) never
-// runs on it; as in package main of the daemon.
+// runs on it. daemon/mountns's init does this for every binary that runs
+// restic in a namespace (its mainthread.go says why); restic sits below
+// daemon and cannot import it.
 func init() { runtime.LockOSThread() }
 
 type fixture struct {

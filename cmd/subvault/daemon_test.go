@@ -296,7 +296,7 @@ func TestDaemonSIGHUPKeepsConfigWhenNewOneIsBroken(t *testing.T) {
 	_ = cmd.Wait()
 }
 
-// Issue 12, item 2: a daemon that loses its bus connection says why and
+// docs/security.md, attack 2: a daemon that loses its bus connection says why and
 // exits non-zero, so that systemd restarts it (Restart=on-failure), rather
 // than running on unreachable while it feeds the watchdog.
 func TestDaemonExitsWhenItLosesTheBus(t *testing.T) {

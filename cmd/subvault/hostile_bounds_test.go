@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +17,9 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// Issue 12, item 3, as a local user (uid 65534, in the plan's
+// docs/security.md, attack 3, as a local user (uid 65534, in the plan's
 // allow_users) did it: a named pipe or a link to a device as a directory's
-// exclude_if_present marker hung every live Diff. boundsEnv is item 4's
+// exclude_if_present marker hung every live Diff. boundsEnv is attack 4's
 // too (hostile_readcalls_test.go).
 
 func init() {
@@ -142,7 +142,7 @@ func diffRows(conn *dbus.Conn, limit time.Duration, plan, a, b string) (string, 
 	for _, r := range rows {
 		lines = append(lines, r.Kind+" "+r.Path)
 	}
-	sort.Strings(lines)
+	slices.Sort(lines)
 	return strings.Join(lines, "\n"), nil
 }
 
@@ -175,7 +175,7 @@ func (e *boundsEnv) busConn(t *testing.T) *dbus.Conn {
 	return conn
 }
 
-// Item 3. A user's directory in the subvolume holds directories whose
+// Attack 3. A user's directory in the subvolume holds directories whose
 // .nobackup marker is a named pipe, a link to /dev/zero or a link to a
 // named pipe elsewhere (the user made them, as uid 65534). restic's
 // backup counts any entry of that name as the marker (it only lstats it),

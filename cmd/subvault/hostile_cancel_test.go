@@ -19,7 +19,7 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// Issue 12, item 5: an allowed user cancels root's and scheduled backups.
+// docs/security.md, attack 5: an allowed user cancels root's and scheduled backups.
 // The attacker is a real process of uid 65534 on the bus.
 
 func init() {
@@ -85,7 +85,7 @@ func (e *apiEnv) stateRequests(t *testing.T, id uint32) []map[string]any {
 	return nil
 }
 
-// Item 5 of issue 12: a user in allow_users starts a backup, root asks for
+// Attack 5 of docs/security.md: a user in allow_users starts a backup, root asks for
 // one too and is given the same job; the user must not be able to cancel
 // root's backup any more, nor one the schedule started (here the catch-up
 // of a missed run). A backup only the user asked for stays theirs to
@@ -164,7 +164,7 @@ func TestHostileAllowedUserCancelsRootsBackup(t *testing.T) {
 	}
 }
 
-// hostileSkipSchedule is the looping attack of item 5: before each
+// hostileSkipSchedule is the looping form of attack 5: before each
 // scheduled run (NextRun is anyone's to read) the user starts a backup of
 // its plan, so the scheduler finds one running; once the run is due the
 // user cancels it. Arguments: bus address, plan, rounds.
@@ -236,7 +236,7 @@ func hostileSkipSchedule(args []string) error {
 	return nil
 }
 
-// Item 5 of issue 12, the loop: the user made the scheduler skip every
+// Attack 5 of docs/security.md, the loop: the user made the scheduler skip every
 // run and canceled each. A scheduled run that finds the plan's backup
 // queued or running must count as asking for it, so that the user can no
 // longer cancel it. The schedule fires every minute (the least a

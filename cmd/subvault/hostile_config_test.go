@@ -82,7 +82,7 @@ func withPlanLines(cfg, lines string) string {
 	return strings.Replace(cfg, "    repository: r\n", "    repository: r\n"+lines, 1)
 }
 
-// TestHostileConfigFilesRefused (issue 12, item 9): files that steer root
+// TestHostileConfigFilesRefused (docs/security.md, attack 9): files that steer root
 // (the configuration, a hook's program, a password_file, an env_file) that
 // a user (uid 65534, a real process) wrote, may write, or may read are
 // refused by check-config and by run backup, with the file and the chmod or
@@ -174,7 +174,7 @@ func TestHostileConfigFilesRefused(t *testing.T) {
 	})
 }
 
-// TestHostileConfigRefusedByTheDaemon (issue 12, item 9): the daemon does
+// TestHostileConfigRefusedByTheDaemon (docs/security.md, attack 9): the daemon does
 // not start on a configuration whose password_file others may read, and a
 // reload that names a hook in a user's directory is refused (the
 // configuration in force stays, and a backup runs no hook of the user's).

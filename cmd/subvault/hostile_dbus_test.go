@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -231,11 +232,7 @@ func init() {
 
 // someNames is the first three names of m, in order.
 func someNames(m map[string]bool) string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(m))
 	return strings.Join(names[:min(3, len(names))], " ")
 }
 
@@ -260,7 +257,7 @@ func openToNobody(t interface{ Fatal(...any) }, mount string) {
 	}
 }
 
-// Found with issue 12, item 2 (DiffTo takes a descriptor): godbus hands
+// Found with docs/security.md's attack 2 (DiffTo takes a descriptor): godbus hands
 // the descriptors a message brings to the method, and no method but DiffTo
 // takes one, so each sent with any other call stayed open in the daemon
 // (the pipe's reader never saw its end): any user could fill the daemon's

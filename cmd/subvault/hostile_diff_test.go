@@ -13,7 +13,7 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// Issue 12, item 2: a Diff whose reply is over dbus-daemon's 32 MiB
+// docs/security.md, attack 2: a Diff whose reply is over dbus-daemon's 32 MiB
 // message limit. A user makes 10,000 files with paths near PATH_MAX (3.8 KB
 // each: the ~38 MB of 100,000 files with 200-byte names, made in seconds)
 // after the last backup; root's Diff of that backup with the live

@@ -9,7 +9,7 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// Item 12 of issue 12: every error a caller can provoke has the contract's
+// Attack 12 of docs/security.md: every error a caller can provoke has the contract's
 // name and a one-line message, Properties' too (busctl printed
 // "Input/output error"), and the configuration file's path goes to root
 // only.

@@ -97,7 +97,7 @@ func checkNoTerminalControls(t *testing.T, command, out string, shown bool) {
 	}
 }
 
-// TestHostileFileNamesReachNoTerminal (issue 12, item 8): a user names a
+// TestHostileFileNamesReachNoTerminal (docs/security.md, attack 8): a user names a
 // directory and files in a backed-up subvolume with terminal escapes (OSC,
 // CSI, a C1 control, U+202E); while root backs it up, follows it, lists
 // and compares, no command prints them raw, on a terminal or piped, and

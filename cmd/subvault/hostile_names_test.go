@@ -30,7 +30,7 @@ func (e *apiEnv) allowNobody(t *testing.T) {
 	testutil.WriteFile(t, e.config, edited)
 }
 
-// Issue 12, item 7: Diff names files, so it is no read for a plan's
+// docs/security.md, attack 7: Diff names files, so it is no read for a plan's
 // allow_users. A user allowed to back up the plan asked Diff for the names
 // inside root's 0700 directory, even of a file made after the last backup
 // (a live oracle of any directory the plan covers). Now Diff and DiffTo
@@ -82,7 +82,7 @@ func TestHostileDiffNamesNeedTheRestoreAuthorization(t *testing.T) {
 	}
 }
 
-// Issue 12, item 7: a running job's CurrentFiles told every user on the bus
+// docs/security.md, attack 7: a running job's CurrentFiles told every user on the bus
 // (even one not allowed for the plan) which files restic was reading, by
 // Get and in PropertiesChanged. Now CurrentFiles is empty on the bus, and
 // the names go only to a caller with the restore authorization, through
@@ -160,7 +160,7 @@ func lastLine(s string) string {
 	return s[strings.LastIndexByte(s, '\n')+1:]
 }
 
-// Issue 12, item 7: a job's Error, and its plan's LastError, go to every
+// docs/security.md, attack 7: a job's Error, and its plan's LastError, go to every
 // user on the bus. A partial backup's named the files restic could not
 // read; now it counts them, and the daemon's log names them. (restic here
 // is a wrapper that reports one unreadable file after a real backup, as

@@ -20,7 +20,7 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// Issue 12, item 4: floods of read calls (ListArchives, Diff) each ran
+// docs/security.md, attack 4: floods of read calls (ListArchives, Diff) each ran
 // restic, without bound, and restic went on after the caller had left.
 
 func init() {
@@ -172,7 +172,7 @@ func (e *boundsEnv) flood(t *testing.T, conns, inflight, total int, plans ...str
 	return answered, strings.TrimSpace(out)
 }
 
-// Item 4. As uid 65534 in allow_users: 1000 ListArchives calls in a row
+// Attack 4. As uid 65534 in allow_users: 1000 ListArchives calls in a row
 // run restic snapshots once; 200 calls, 40 at a time over 8 connections,
 // spread over four plans with a repository each, never have more than 2
 // restic processes running (2 per caller), and each is answered; a backup
@@ -228,7 +228,7 @@ func TestHostileListArchivesFloodIsBounded(t *testing.T) {
 	}
 }
 
-// Item 4. Ten Diff calls of a large archive with the live subvolume over a
+// Attack 4. Ten Diff calls of a large archive with the live subvolume over a
 // slow repository, then the caller leaves the bus: at most 2 restic
 // processes ran for them at once (2 per caller, 4 more waiting, the rest
 // refused at once with LimitsExceeded), and once the caller has gone its

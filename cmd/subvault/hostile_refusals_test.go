@@ -17,7 +17,7 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// Issue 12, item 10: a flood of refused calls floods the log.
+// docs/security.md, attack 10: a flood of refused calls floods the log.
 
 func init() {
 	testutil.RegisterHostile("auth-refusal-flood", hostileRefusalFlood)
@@ -69,7 +69,7 @@ func hostileRefusalFlood(args []string) error {
 	return nil
 }
 
-// Item 10 of issue 12: 3000 refused calls wrote 3000 warnings, and
+// Attack 10 of docs/security.md: 3000 refused calls wrote 3000 warnings, and
 // journald's rate limit then drops what matters. The refusals of one
 // caller are logged a few at a time, and the rest counted: the count comes
 // when the daemon stops, if its minute has not passed.

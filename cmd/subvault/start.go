@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -294,7 +296,7 @@ func printJobSummary(w io.Writer, o output, j client.Job) {
 			o.size(n("data_added")), n("total_files_processed"), o.size(n("total_bytes_processed")))
 		return
 	}
-	for _, k := range sortedKeys(s) {
+	for _, k := range slices.Sorted(maps.Keys(s)) {
 		fmt.Fprintf(w, "  %s: %s\n", printable(strings.ReplaceAll(k, "_", " ")), summaryValue(o, k, s[k]))
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,7 +71,7 @@ func Trees(ctx context.Context, nodes []restic.Node, opts Options) ([]restic.Cha
 			w.add(restic.ChangeRemoved, displayPath(p, n.Type == "dir"), true)
 		}
 	}
-	sort.Slice(w.changes, func(i, k int) bool { return w.changes[i].Path < w.changes[k].Path })
+	slices.SortFunc(w.changes, func(a, b restic.Change) int { return strings.Compare(a.Path, b.Path) })
 	return w.changes, nil
 }
 

@@ -2,8 +2,8 @@
 // and validation whose every message names the file, the line and the full
 // key path, and says what is expected.
 //
-// The file's shape is the contract in design/config.md; docs/configuration.md
-// is the user's reference. Load reads the one file and, besides, only the
+// docs/configuration.md is the reference of the file's shape (subvault.yaml(5)
+// is generated from it). Load reads the one file and, besides, only the
 // owner, type and mode of the files it names and of the directories above
 // them (strict.go: like sshd's StrictModes, a file another user may change
 // is refused); Parse does no I/O at all. Neither looks up users, groups or
@@ -11,7 +11,8 @@
 package config
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/robfig/cron/v3"
 )
@@ -189,19 +190,10 @@ func Parse(file string, data []byte) (*Config, error) {
 
 // PlanNames returns the names of all plans, sorted.
 func (c *Config) PlanNames() []string {
-	return sortedKeys(c.Plans)
+	return slices.Sorted(maps.Keys(c.Plans))
 }
 
 // RepositoryNames returns the names of all repositories, sorted.
 func (c *Config) RepositoryNames() []string {
-	return sortedKeys(c.Repositories)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for name := range m {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(c.Repositories))
 }

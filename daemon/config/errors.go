@@ -1,8 +1,9 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -63,11 +64,7 @@ func (e *Errors) Unwrap() []error {
 }
 
 func (e *Errors) sort() {
-	sort.SliceStable(e.List, func(i, j int) bool {
-		a, b := e.List[i], e.List[j]
-		if a.Line != b.Line {
-			return a.Line < b.Line
-		}
-		return a.Column < b.Column
+	slices.SortStableFunc(e.List, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
 	})
 }

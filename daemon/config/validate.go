@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -369,7 +370,7 @@ func (p *parser) absPath(n *yaml.Node, path, expected string, clean bool) (strin
 		p.fail(n, path, "is empty", expected)
 	case !filepath.IsAbs(v):
 		p.fail(n, path, fmt.Sprintf("%q is a relative path", v), expected)
-	case clean && contains(strings.Split(v, "/"), ".."):
+	case clean && slices.Contains(strings.Split(v, "/"), ".."):
 		p.fail(n, path, fmt.Sprintf("%q contains \"..\"", v), expected)
 	case clean && filepath.Clean(v) != v:
 		p.fail(n, path, fmt.Sprintf("%q is not a clean path (write %q)", v, filepath.Clean(v)), expected)
@@ -553,7 +554,7 @@ func nonEmpty(s string) string {
 func controlledFlag(arg string) string {
 	if strings.HasPrefix(arg, "--") {
 		name, _, _ := strings.Cut(arg, "=")
-		if contains(controlledFlags, name) {
+		if slices.Contains(controlledFlags, name) {
 			return name
 		}
 		return ""

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -255,7 +256,7 @@ func (p *parser) mapping(at, n *yaml.Node, path, expected string, known []string
 	}
 	m := &mapping{at: at, path: path, fields: map[string]pair{}}
 	for _, e := range entries {
-		if !contains(known, e.name) {
+		if !slices.Contains(known, e.name) {
 			what := "unknown key"
 			if s := suggest(e.name, known); s != "" {
 				what += fmt.Sprintf(" (did you mean %s?)", s)
@@ -379,15 +380,6 @@ func (p *parser) stringList(n *yaml.Node, path, expected, elem string, check fun
 		out = append(out, s)
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // suggest returns the known key closest to name, if it is close enough to

@@ -1,7 +1,7 @@
 // Package emergencykit builds subvault's emergency kit: one document, to be
 // printed, with everything a person needs to restore the backups on a bare
-// machine without subvault (seed 000: the author's credentials lived only on
-// a phone that had just been wiped). For each repository it holds the
+// machine without subvault (the case it is for: a repository whose only
+// copy of the credentials was on a phone that had just been wiped). For each repository it holds the
 // location, the password (and a QR code of it), the backend keys of the
 // env_file, and the exact restic commands that list and restore each plan's
 // archives; plus how to get restic and the version that wrote the archives.
@@ -16,9 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -150,12 +151,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (*Kit, error) 
 		}
 		r.Plans = append(r.Plans, Plan{Name: name, Subvolumes: plan.Subvolumes, Tag: backup.PlanTag(name)})
 	}
-	repoNames := make([]string, 0, len(byRepo))
-	for n := range byRepo {
-		repoNames = append(repoNames, n)
-	}
-	sort.Strings(repoNames)
-	for _, n := range repoNames {
+	for _, n := range slices.Sorted(maps.Keys(byRepo)) {
 		r := byRepo[n]
 		r.check(ctx, cfg, cfg.Repositories[n], k.Host, k.Made, log)
 		k.Repositories = append(k.Repositories, *r)
@@ -253,7 +249,7 @@ func (r *Repository) check(ctx context.Context, cfg *config.Config, conf *config
 		p := &r.Plans[i]
 		for j := range archives {
 			a := archives[j]
-			if !hasTag(a.Tags, p.Tag) {
+			if !slices.Contains(a.Tags, p.Tag) {
 				continue
 			}
 			p.Archives++
@@ -271,15 +267,6 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-func hasTag(tags []string, tag string) bool {
-	for _, t := range tags {
-		if t == tag {
-			return true
-		}
-	}
-	return false
 }
 
 // IsLocal reports whether the repository is a path on a disk.

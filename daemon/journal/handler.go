@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	sdjournal "github.com/coreos/go-systemd/v22/journal"
 )
 
 // Identifier is the SYSLOG_IDENTIFIER of every entry.
@@ -46,9 +48,18 @@ func makeOptions(opts []Option) options {
 
 // Seams for tests: whether stderr is the journal, and where journald listens.
 var (
-	stderrIsJournal = StderrIsJournalStream
+	stderrIsJournal = stderrIsJournalStream
 	journalSocket   = DefaultSocket
 )
+
+// stderrIsJournalStream reports whether stderr is connected to journald, as
+// systemd sets it up for a service with StandardError=journal
+// ($JOURNAL_STREAM names that stream's device and inode). A JOURNAL_STREAM
+// that cannot be read counts as no journal: the text still reaches it.
+func stderrIsJournalStream() bool {
+	ok, err := sdjournal.StderrIsJournalStream()
+	return ok && err == nil
+}
 
 // NewHandler returns the handler the daemon logs through: native journal
 // entries when stderr is the journal and journald answers on its socket,

@@ -116,26 +116,3 @@ func sealedMemfd(b []byte) (int, error) {
 	}
 	return fd, nil
 }
-
-// StderrIsJournalStream reports whether stderr is connected to journald, as
-// systemd sets it up for a service with StandardError=journal: $JOURNAL_STREAM
-// names the device and inode of that stream.
-func StderrIsJournalStream() bool {
-	return fdIsJournalStream(int(os.Stderr.Fd()))
-}
-
-func fdIsJournalStream(fd int) bool {
-	stream := os.Getenv("JOURNAL_STREAM")
-	if stream == "" {
-		return false
-	}
-	var dev, ino uint64
-	if n, err := fmt.Sscanf(stream, "%d:%d", &dev, &ino); n != 2 || err != nil {
-		return false
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return false
-	}
-	return uint64(st.Dev) == dev && uint64(st.Ino) == ino //nolint:unconvert // Stat_t fields are narrower on some architectures
-}

@@ -3,8 +3,10 @@ package mountns
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +36,7 @@ var inaccessibleNodes = []string{"dir", "reg", "chr", "blk", "fifo", "sock"}
 //
 // What it cannot be sure of, it brings back as before.
 type byDesign struct {
-	byID map[uint64]mountEntry
+	byID map[uint64]*mountinfo.Info
 	// targets caches each Target's identity; nodes maps the identity of
 	// each inaccessible node to its path, loaded on first use.
 	targets map[string]*unix.Statx_t
@@ -47,10 +49,10 @@ func idOf(st *unix.Statx_t) fileID {
 	return fileID{dev: unix.Mkdev(st.Dev_major, st.Dev_minor), ino: st.Ino}
 }
 
-func newByDesign(mounts []mountEntry) *byDesign {
-	d := &byDesign{byID: map[uint64]mountEntry{}, targets: map[string]*unix.Statx_t{}}
+func newByDesign(mounts []*mountinfo.Info) *byDesign {
+	d := &byDesign{byID: map[uint64]*mountinfo.Info{}, targets: map[string]*unix.Statx_t{}}
 	for _, m := range mounts {
-		d.byID[m.id] = m
+		d.byID[uint64(m.ID)] = m
 	}
 	return d
 }
@@ -85,7 +87,7 @@ func (d *byDesign) leaveOut(mountPoint, target string) string {
 	if !ok {
 		return ""
 	}
-	if isInaccessibleRoot(top.root) {
+	if isInaccessibleRoot(top.Root) {
 		if node, ok := d.inaccessible()[idOf(st)]; ok {
 			return fmt.Sprintf("it is systemd's inaccessible node %s (InaccessiblePaths=, ProtectKernelModules=), not what is there: the snapshot shows that", node)
 		}
@@ -93,10 +95,10 @@ func (d *byDesign) leaveOut(mountPoint, target string) string {
 	// btrfs gives every subvolume its own device number, so a mount of
 	// the Target's device is a bind of a directory of that very subvolume,
 	// which the snapshot holds at this path.
-	if top.fstype == "btrfs" {
+	if top.FSType == "btrfs" {
 		t, err := d.target(target)
 		if err == nil && idOf(st).dev == idOf(t).dev {
-			return fmt.Sprintf("it shows subvolume %s's own files, through a bind of %s (ProtectSystem=, PrivateTmp= or another): the snapshot has them as they were", target, top.root)
+			return fmt.Sprintf("it shows subvolume %s's own files, through a bind of %s (ProtectSystem=, PrivateTmp= or another): the snapshot has them as they were", target, top.Root)
 		}
 	}
 	return ""
@@ -137,13 +139,5 @@ func (d *byDesign) inaccessible() map[fileID]string {
 // node's identity settles it.
 func isInaccessibleRoot(root string) bool {
 	dir, node := filepath.Split(root)
-	if !strings.HasSuffix(dir, "/inaccessible/") {
-		return false
-	}
-	for _, n := range inaccessibleNodes {
-		if node == n {
-			return true
-		}
-	}
-	return false
+	return strings.HasSuffix(dir, "/inaccessible/") && slices.Contains(inaccessibleNodes, node)
 }

@@ -39,7 +39,8 @@
 //     still comes back. Options.Logger gets them at debug level.
 //   - Before fn runs, each Target must show its snapshot's device and inode.
 //
-// Linux 5.12 or later (mount_setattr). The process's main thread must be
-// locked to main's goroutine in an init function (golang/go#20395): /proc/self
-// shows that thread's mounts.
+// Linux 5.12 or later (mount_setattr). Importing the package locks the main
+// goroutine to the process's startup thread (an init function, in
+// mainthread.go, says why): /proc/self shows that thread's mounts, so no
+// namespace may ever land on it.
 package mountns

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,10 +71,10 @@ type Options struct {
 // inaccessible nodes, whose paths the snapshot shows; then the KeepHost
 // paths. Before fn runs, each Target is checked to show its snapshot.
 //
-// The process's main thread must be locked to package main's goroutine
-// (runtime.LockOSThread in an init function): /proc/self shows that thread's
-// mounts, so it must never enter a backup's namespace. Run never uses it
-// either way.
+// The process's startup thread must never enter a backup's namespace:
+// /proc/self shows that thread's mounts. This package's init locks it to the
+// main goroutine (mainthread.go), and Run keeps off it even when it is
+// free.
 func Run(ctx context.Context, opts Options, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -97,10 +98,11 @@ func inNamespace(ctx context.Context, opts Options, fn func() error, locked chan
 		close(locked)
 	}
 	if unix.Gettid() == unix.Getpid() {
-		// The main thread is free, so main did not lock it in init. Its
-		// mounts are what /proc/self shows, and a locked goroutine that
-		// ends there parks it for good: hold it while a new goroutine
-		// locks another thread, then give it back unchanged.
+		// The main thread is free: the program unlocked what this
+		// package's init locked. Its mounts are what /proc/self shows,
+		// and a locked goroutine that ends there parks it for good: hold
+		// it while a new goroutine locks another thread, then give it
+		// back unchanged.
 		other := make(chan struct{})
 		go inNamespace(ctx, opts, fn, other, result)
 		<-other
@@ -178,17 +180,13 @@ func setup(opts Options) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("cannot make / a slave mount in the backup's namespace: %w", err)
 	}
-	mountinfo, err := os.ReadFile("/proc/thread-self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("cannot list the mounts of the backup's namespace: %w", err)
-	}
-	mounts, err := parseMountinfo(string(mountinfo))
+	mounts, err := namespaceMounts()
 	if err != nil {
 		return fmt.Errorf("cannot list the mounts of the backup's namespace: %w", err)
 	}
 	points := make([]string, len(mounts))
 	for i, m := range mounts {
-		points[i] = m.mountPoint
+		points[i] = m.Mountpoint
 	}
 	steps, left, err := plan(opts.Binds, opts.KeepHost, points, newByDesign(mounts).leaveOut)
 	if err != nil {
@@ -259,6 +257,19 @@ func setup(opts Options) error {
 		}
 	}
 	return nil
+}
+
+// namespaceMounts lists the mounts of the namespace the calling thread has
+// just unshared. /proc/thread-self, not /proc/self: the process's main
+// thread stays in the host's namespace, and the goroutine is locked, so
+// the thread that reads is the one that unshared.
+func namespaceMounts() ([]*mountinfo.Info, error) {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() //nolint:errcheck // read only
+	return mountinfo.GetMountsFromReader(f, nil)
 }
 
 // open clones the mount tree a step mounts, as a detached mount.

@@ -8,13 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/subvault/subvault/internal/testutil"
@@ -39,10 +40,8 @@ func readViews(t *testing.T, ours string, paths ...string) map[string]string {
 		}
 		var kept []string
 		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 4 {
-				mp := unescapeOctal(f[4])
-				if under(mp, tmp) && mp != ours && !under(mp, ours) {
+			if m := parseLine(line); m != nil {
+				if mp := m.Mountpoint; under(mp, tmp) && mp != ours && !under(mp, ours) {
 					continue
 				}
 			}
@@ -189,10 +188,19 @@ func mountTmpfs(t *testing.T, dir string) {
 	})
 }
 
-func mountinfoHas(mountinfo, root, mountPoint, opt string) bool {
-	for _, line := range strings.Split(mountinfo, "\n") {
-		f := strings.Fields(line)
-		if len(f) > 5 && f[3] == root && unescapeOctal(f[4]) == mountPoint && strings.Contains(","+f[5]+",", ","+opt+",") {
+// parseLine parses one line of mountinfo, or returns nil.
+func parseLine(line string) *mountinfo.Info {
+	m, err := mountinfo.GetMountsFromReader(strings.NewReader(line), nil)
+	if err != nil || len(m) != 1 {
+		return nil
+	}
+	return m[0]
+}
+
+func mountinfoHas(info, root, mountPoint, opt string) bool {
+	for _, line := range strings.Split(info, "\n") {
+		m := parseLine(line)
+		if m != nil && m.Root == root && m.Mountpoint == mountPoint && strings.Contains(","+m.Options+",", ","+opt+",") {
 			return true
 		}
 	}
@@ -483,7 +491,7 @@ func TestRunManyTimesLeavesNothingBehind(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	sort.Slice(setups, func(i, j int) bool { return setups[i] < setups[j] })
+	slices.Sort(setups)
 	t.Logf("%d runs: setup median %v, p90 %v, max %v", len(setups), setups[len(setups)/2], setups[len(setups)*9/10], setups[len(setups)-1])
 
 	sameViews(t, "after many runs", before, readViews(t, fs.Mount, hostViews...))

@@ -1,12 +1,13 @@
 package mountns
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 )
 
@@ -64,13 +65,13 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 	for _, b := range binds {
 		targets[b.Target] = true
 	}
-	keep := dedupe(keepHost)
+	keep := slices.Compact(slices.Sorted(slices.Values(keepHost)))
 
 	// The host mounts a snapshot hides: below a Target, with no deeper
 	// Target between, not a Target themselves, and not already carried by
 	// a shallower one's recursive bind or by a KeepHost path.
 	candidates := map[string]string{} // mount point -> Target above it
-	for _, m := range dedupe(mountPoints) {
+	for _, m := range mountPoints {
 		if targets[m] || underAny(m, keep, true) {
 			continue
 		}
@@ -85,15 +86,8 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 	// Shallowest first, so that whether a mount is carried depends only on
 	// the mounts above it that are brought back: one below a mount left out
 	// is decided on its own.
-	order := make([]string, 0, len(candidates))
-	for m := range candidates {
-		order = append(order, m)
-	}
-	sort.Slice(order, func(i, j int) bool {
-		if di, dj := depth(order[i]), depth(order[j]); di != dj {
-			return di < dj
-		}
-		return order[i] < order[j]
+	order := slices.SortedFunc(maps.Keys(candidates), func(a, b string) int {
+		return cmp.Or(cmp.Compare(depth(a), depth(b)), strings.Compare(a, b))
 	})
 	brought := map[string]string{} // mount point -> Target above it
 	var left []leftOut
@@ -118,14 +112,8 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 		brought[m] = t
 		steps = append(steps, step{kind: stepSubmount, source: m, path: m, under: t})
 	}
-	sort.Slice(steps, func(i, j int) bool {
-		if di, dj := depth(steps[i].path), depth(steps[j].path); di != dj {
-			return di < dj
-		}
-		if steps[i].kind != steps[j].kind {
-			return steps[i].kind < steps[j].kind
-		}
-		return steps[i].path < steps[j].path
+	slices.SortFunc(steps, func(a, b step) int {
+		return cmp.Or(cmp.Compare(depth(a.path), depth(b.path)), cmp.Compare(a.kind, b.kind), strings.Compare(a.path, b.path))
 	})
 
 	// A KeepHost path needs a mount only where a snapshot, not the host,
@@ -157,11 +145,8 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 			keepSteps = append(keepSteps, step{kind: stepKeepHost, source: k, path: k, under: best})
 		}
 	}
-	sort.Slice(keepSteps, func(i, j int) bool {
-		if di, dj := depth(keepSteps[i].path), depth(keepSteps[j].path); di != dj {
-			return di < dj
-		}
-		return keepSteps[i].path < keepSteps[j].path
+	slices.SortFunc(keepSteps, func(a, b step) int {
+		return cmp.Or(cmp.Compare(depth(a.path), depth(b.path)), strings.Compare(a.path, b.path))
 	})
 	return append(steps, keepSteps...), left, nil
 }
@@ -233,80 +218,4 @@ func depth(p string) int {
 		return 0
 	}
 	return strings.Count(p, "/")
-}
-
-func dedupe(paths []string) []string {
-	seen := make(map[string]bool, len(paths))
-	var out []string
-	for _, p := range paths {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// mountEntry is one line of mountinfo, with the fields the namespace uses.
-type mountEntry struct {
-	id uint64
-	// root is the path, within its filesystem, of the directory (or file)
-	// the mount shows: "/" for a whole filesystem, "/@/usr" for a bind of
-	// /usr on btrfs subvolume @.
-	root       string
-	mountPoint string
-	fstype     string
-}
-
-// parseMountinfo reads proc_pid_mountinfo(5): the mount id (field 1), root
-// (4), mount point (5), unescaped, and the filesystem type after the "-".
-func parseMountinfo(mountinfo string) ([]mountEntry, error) {
-	var out []mountEntry
-	for n, line := range strings.Split(mountinfo, "\n") {
-		if line == "" {
-			continue
-		}
-		fields := strings.Fields(line)
-		sep := -1
-		for i := 6; i < len(fields); i++ {
-			if fields[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) {
-			return nil, fmt.Errorf("mountinfo line %d is not \"ID PARENT DEV ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE ...\": %q", n+1, line)
-		}
-		id, err := strconv.ParseUint(fields[0], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("mountinfo line %d: mount id %q: %w", n+1, fields[0], err)
-		}
-		out = append(out, mountEntry{
-			id:         id,
-			root:       unescapeOctal(fields[3]),
-			mountPoint: unescapeOctal(fields[4]),
-			fstype:     unescapeOctal(fields[sep+1]),
-		})
-	}
-	return out, nil
-}
-
-// unescapeOctal undoes the kernel's \NNN escapes of space, tab, newline and
-// backslash in mountinfo paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 func TestPlan(t *testing.T) {
@@ -155,6 +157,8 @@ func TestPlanRejects(t *testing.T) {
 	}
 }
 
+// The namespace's mountinfo as github.com/moby/sys/mountinfo parses it: the
+// fields byDesign and plan use, unescaped.
 func TestParseMountinfo(t *testing.T) {
 	info := "22 27 0:21 / /proc rw,relatime - proc proc rw\n" +
 		"45 27 0:40 / /mnt/with\\040space\\134and\\011tab rw - tmpfs tmpfs rw\n" +
@@ -162,11 +166,19 @@ func TestParseMountinfo(t *testing.T) {
 		// optional fields before the separator; a bind's root
 		"612 27 0:48 /@/usr /usr ro,relatime shared:1 master:2 - btrfs /dev/vda2 rw,subvolid=256,subvol=/@\n" +
 		"613 612 0:25 /systemd/inaccessible/dir /usr/lib/modules ro,nosuid,nodev,noexec - tmpfs tmpfs rw,mode=755\n"
-	got, err := parseMountinfo(info)
+	mounts, err := mountinfo.GetMountsFromReader(strings.NewReader(info), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []mountEntry{
+	type entry struct {
+		id                       int
+		root, mountPoint, fstype string
+	}
+	var got []entry
+	for _, m := range mounts {
+		got = append(got, entry{m.ID, m.Root, m.Mountpoint, m.FSType})
+	}
+	want := []entry{
 		{22, "/", "/proc", "proc"},
 		{45, "/", "/mnt/with space\\and\ttab", "tmpfs"},
 		{46, "/", "/trailing\\", "tmpfs"},
@@ -176,8 +188,8 @@ func TestParseMountinfo(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got  %v\nwant %v", got, want)
 	}
-	for _, bad := range []string{"1 2 3\n", "1 2 3 / /x rw tmpfs tmpfs rw\n", "x 2 0:1 / /x rw - tmpfs tmpfs rw\n", "1 2 0:1 / /x rw -\n"} {
-		if _, err := parseMountinfo(bad); err == nil {
+	for _, bad := range []string{"1 2 3\n", "1 2 3 / /x rw tmpfs tmpfs rw\n", "1 2 0:1 / /x rw -\n"} {
+		if _, err := mountinfo.GetMountsFromReader(strings.NewReader(bad), nil); err == nil {
 			t.Errorf("%q was accepted", bad)
 		}
 	}

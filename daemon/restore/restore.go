@@ -3,14 +3,16 @@
 // subvolumes after a pinned read-only snapshot of each (the restore's undo
 // point).
 //
-// Only the directory restore lets restic write at the target itself. The
-// other two have restic restore into a staging directory inside the
-// destination subvolume, then move the restored tree into place by renames
-// through O_NOFOLLOW directory descriptors: a symbolic link already in the
-// destination is replaced, never followed (restic 0.14 follows it and
-// writes outside the target; 0.14 also fails on existing symbolic links and
-// loses hard links, and 0.18 zeroes hard-linked files it overwrites), and a
-// 1 GiB file costs a rename, not a copy.
+// In every mode restic restores into a staging directory the restore makes
+// in the destination (root's, 0700), mounted over the state directory's
+// restore directory in a private mount namespace, and the restored tree is
+// then moved into place by renames through O_NOFOLLOW directory
+// descriptors: a symbolic link already in the destination is replaced,
+// never followed (restic 0.14 follows it and writes outside the target;
+// 0.14 also fails on existing symbolic links and loses hard links, and 0.18
+// zeroes hard-linked files it overwrites), and a 1 GiB file costs a rename,
+// not a copy. docs/architecture.md has the flow, docs/security.md what it
+// guarantees.
 package restore
 
 import (

@@ -8,6 +8,11 @@
 #     settings = import /path/to/subvault/packaging/nixos/example-settings.nix;
 #   };
 #
+# subvault is licensed under the Apache License 2.0 (LICENSE at the top of
+# the repository). A NixOS module's meta knows only maintainers and docs, so
+# the license is the package's: meta.license = lib.licenses.asl20 in the
+# derivation docs/install.md shows.
+#
 # docs/install.md says more. The system unit below mirrors
 # packaging/subvault.service directive for directive, and the user unit
 # packaging/subvault-notify.service; cmd/subvault/nixos_test.go checks that
