@@ -384,13 +384,7 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 	viaTop := e.snapshot(t, "v", fs.Path("vol"))
 	changeTree(t, mnt)
 	before := testutil.TreeState(t, mnt)
-	mountinfo := func() string {
-		b, err := os.ReadFile("/proc/self/mountinfo")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
+	mountinfo := func() string { return testutil.HostMounts(t, fs.Mount, mnt) }
 	mountsBefore := mountinfo()
 	volID := subvolumeID(t, mnt)
 	unchanged := func(what string) {

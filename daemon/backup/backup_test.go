@@ -235,7 +235,7 @@ func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
 	home := e.fs.Path("home")
 	writeFiles(t, home, 300, 1<<20) // enough for restic to report progress
 
-	before := hostMounts(t, e.fs.Mount)
+	before := testutil.HostMounts(t, e.fs.Mount)
 	var checked atomic.Bool
 	var during, resticView string
 	var mu sync.Mutex
@@ -253,14 +253,14 @@ func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
 			return
 		}
 		mu.Lock()
-		during, resticView = hostMounts(t, e.fs.Mount), string(mi)
+		during, resticView = testutil.HostMounts(t, e.fs.Mount), string(mi)
 		mu.Unlock()
 		checked.Store(true)
 	}
 	if _, err := job.Run(context.Background()); err != nil {
 		t.Fatalf("backup: %v\n%s", err, e.logs)
 	}
-	after := hostMounts(t, e.fs.Mount)
+	after := testutil.HostMounts(t, e.fs.Mount)
 	if !checked.Load() {
 		t.Fatal("never saw restic running: no progress reported")
 	}
@@ -511,24 +511,6 @@ func TestHooks(t *testing.T) {
 		t.Errorf("hooks ran:\n%s\nwant:\n%s", got, want)
 	}
 	noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
-}
-
-// hostMounts is this process's mount table, less the mounts other tests
-// running at the same time make and remove (their loop-device filesystems
-// under /tmp/subvault-* and /var/tmp/subvault-*); anything at or below ours
-// stays in.
-func hostMounts(t *testing.T, ours string) string {
-	t.Helper()
-	var keep []string
-	for _, line := range strings.Split(readFile(t, "/proc/self/mountinfo"), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && !strings.HasPrefix(f[4], ours) &&
-			(strings.HasPrefix(f[4], "/tmp/subvault-") || strings.HasPrefix(f[4], "/var/tmp/subvault-")) {
-			continue
-		}
-		keep = append(keep, line)
-	}
-	return strings.Join(keep, "\n")
 }
 
 func readFile(t *testing.T, path string) string {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -149,4 +150,29 @@ func writeFile(t testing.TB, path, content string, mode os.FileMode) {
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(fmt.Errorf("write %s: %w", path, err))
 	}
+}
+
+// HostMounts is this process's mount table (/proc/self/mountinfo) without
+// the mounts other tests make meanwhile: every mount point below the
+// temporary directory is left out but those below one of ours. Tests that
+// check that the mount table did not change compare two of these, so that
+// a test of another package mounting a loop btrfs at that moment is not
+// taken for a change.
+func HostMounts(t testing.TB, ours ...string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Clean(os.TempDir())
+	below := func(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
+	var keep []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && below(f[4], tmp) && !slices.ContainsFunc(ours, func(o string) bool { return below(f[4], o) }) {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
 }
