@@ -16,6 +16,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -137,12 +138,12 @@ func connect(b *testing.B, address string) *dbus.Conn {
 // contract wants each under 20 ms).
 func BenchmarkDBus200Jobs(b *testing.B) {
 	client := dbusDaemon(b)
-	manager := client.Object(api.BusName, api.ManagerPath)
+	manager := client.Object(contract.BusName, contract.ManagerPath)
 
 	b.Run("ListJobs", func(b *testing.B) {
-		var jobs []api.JobEntry
+		var jobs []contract.JobEntry
 		for b.Loop() {
-			if err := manager.Call(api.ManagerInterface+".ListJobs", 0).Store(&jobs); err != nil {
+			if err := manager.Call(contract.ManagerInterface+".ListJobs", 0).Store(&jobs); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -154,14 +155,14 @@ func BenchmarkDBus200Jobs(b *testing.B) {
 	b.Run("GetManagedObjects", func(b *testing.B) {
 		var objects map[dbus.ObjectPath]map[string]map[string]dbus.Variant
 		for b.Loop() {
-			if err := manager.Call(api.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
+			if err := manager.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
 				b.Fatal(err)
 			}
 		}
 		if len(objects) != historyJobs+1 {
 			b.Fatalf("GetManagedObjects: %d objects, want %d jobs and a plan", len(objects), historyJobs)
 		}
-		summary, _ := objects[api.JobPath(1)][api.JobInterface]["Summary"].Value().(map[string]dbus.Variant)
+		summary, _ := objects[contract.JobPath(1)][contract.JobInterface]["Summary"].Value().(map[string]dbus.Variant)
 		if len(summary) != 20 {
 			b.Fatalf("job 1's Summary has %d fields, want 20: %v", len(summary), summary)
 		}
@@ -172,7 +173,7 @@ func BenchmarkDBus200Jobs(b *testing.B) {
 	b.Run("GetManagedObjects-nostore", func(b *testing.B) {
 		var call *dbus.Call
 		for b.Loop() {
-			if call = manager.Call(api.ObjectManagerInterface+".GetManagedObjects", 0); call.Err != nil {
+			if call = manager.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0); call.Err != nil {
 				b.Fatal(call.Err)
 			}
 		}
@@ -185,7 +186,7 @@ func BenchmarkDBus200Jobs(b *testing.B) {
 	// encodes a message body twice (Message.CountFds, then EncodeTo).
 	b.Run("GetManagedObjects-encode", func(b *testing.B) {
 		var objects map[dbus.ObjectPath]map[string]map[string]dbus.Variant
-		if err := manager.Call(api.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
+		if err := manager.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
 			b.Fatal(err)
 		}
 		reply := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{

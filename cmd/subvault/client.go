@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 // Exit codes of the client commands, documented in subvault(1) (exitOK,
@@ -192,14 +193,14 @@ func (o output) paint(code, s string) string {
 }
 
 // result paints a job result: done green, failed red, canceled yellow.
-func (o output) result(r string) string {
+func (o output) result(r contract.Result) string {
 	switch r {
-	case client.ResultDone:
-		return o.paint(colorGreen, r)
-	case client.ResultFailed:
-		return o.paint(colorRed, r)
-	case client.ResultCanceled:
-		return o.paint(colorYellow, r)
+	case contract.ResultDone:
+		return o.paint(colorGreen, string(r))
+	case contract.ResultFailed:
+		return o.paint(colorRed, string(r))
+	case contract.ResultCanceled:
+		return o.paint(colorYellow, string(r))
 	}
 	return printable(r)
 }
