@@ -16,6 +16,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/internal/testutil"
@@ -81,8 +82,8 @@ func writeHistory(b *testing.B, stateDir string, n int) {
 
 // dbusDaemon serves a daemon in this process on a private bus, its state
 // file holding historyJobs finished backups, and returns a client
-// connection to it.
-func dbusDaemon(b *testing.B) *dbus.Conn {
+// connection to it and the bus's address.
+func dbusDaemon(b *testing.B) (*dbus.Conn, string) {
 	b.Helper()
 	requireRoot(b)
 	bus := testutil.NewBus(b)
@@ -115,7 +116,7 @@ settings:
 	if err := api.Serve(server, nil, slog.New(slog.DiscardHandler))(d); err != nil {
 		b.Fatal(err)
 	}
-	return connect(b, bus.Address)
+	return connect(b, bus.Address), bus.Address
 }
 
 // connect connects to the bus, retrying while dbus-daemon starts to listen.
@@ -137,8 +138,8 @@ func connect(b *testing.B, address string) *dbus.Conn {
 // on the bus, of a daemon with 200 finished jobs in its history (the
 // contract wants each under 20 ms).
 func BenchmarkDBus200Jobs(b *testing.B) {
-	client := dbusDaemon(b)
-	manager := client.Object(contract.BusName, contract.ManagerPath)
+	conn, address := dbusDaemon(b)
+	manager := conn.Object(contract.BusName, contract.ManagerPath)
 
 	b.Run("ListJobs", func(b *testing.B) {
 		var jobs []contract.JobEntry
@@ -168,8 +169,28 @@ func BenchmarkDBus200Jobs(b *testing.B) {
 		}
 		reportMs(b)
 	})
-	// The same call without converting the reply into Go maps: the round
-	// trip and godbus's decoding of the message only.
+	// What subvault status, jobs, watch and waybar do: GetManagedObjects
+	// through api/client, into its plans and jobs.
+	b.Run("client.Objects", func(b *testing.B) {
+		ctx := context.Background()
+		c, err := client.Dial(ctx, address)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close() //nolint:errcheck // the benchmark's bus goes anyway
+		var jobs []contract.Job
+		for b.Loop() {
+			if _, jobs, err = c.Objects(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if len(jobs) != historyJobs || len(jobs[0].Summary) != 20 {
+			b.Fatalf("Objects: %d jobs, the first with %d summary fields; want %d and 20", len(jobs), len(jobs[0].Summary), historyJobs)
+		}
+		reportMs(b)
+	})
+	// The same call without converting the reply into Go maps of the
+	// caller's: the round trip and godbus's decoding of the message only.
 	b.Run("GetManagedObjects-nostore", func(b *testing.B) {
 		var call *dbus.Call
 		for b.Loop() {
