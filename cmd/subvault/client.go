@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -135,8 +136,8 @@ func exitCodeOf(err error) int {
 		return exitUnreachable
 	case errors.As(err, &cerr) && cerr.AccessDenied():
 		return exitDenied
-	case errors.As(err, &cerr) && strings.HasPrefix(cerr.Name, "org.subvault.Subvault1.Error.NoSuch"),
-		errors.As(err, &cerr) && cerr.Name == "org.subvault.Subvault1.Error.InvalidArgument":
+	case errors.As(err, &cerr) && slices.Contains([]string{contract.ErrorNoSuchPlan, contract.ErrorNoSuchJob,
+		contract.ErrorNoSuchSnapshot, contract.ErrorNoSuchArchive, contract.ErrorInvalidArgument}, cerr.Name):
 		return exitUsage
 	}
 	return exitFailure

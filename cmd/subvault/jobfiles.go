@@ -40,7 +40,7 @@ func (f *jobFiles) fill(ctx context.Context, j *contract.Job) {
 	f.asked[j.ID] = time.Now()
 	var cerr *client.Error
 	switch {
-	case errors.As(err, &cerr) && (cerr.AccessDenied() || cerr.Name == "org.freedesktop.DBus.Error.UnknownMethod"):
+	case errors.As(err, &cerr) && (cerr.AccessDenied() || cerr.Name == contract.ErrorUnknownMethod):
 		f.refused = true
 	case err == nil:
 		f.names[j.ID] = names

@@ -343,7 +343,7 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 	defer cc.close()
 	if err := cc.c.Reload(ctx); err != nil {
 		var cerr *client.Error
-		if errors.As(err, &cerr) && cerr.Name == "org.subvault.Subvault1.Error.InvalidConfig" {
+		if errors.As(err, &cerr) && cerr.Name == contract.ErrorInvalidConfig {
 			fmt.Fprintf(stderr, "subvault reload: %s\n", printableText(err.Error()))
 			return exitFailure
 		}
