@@ -34,16 +34,29 @@ type jobObject struct {
 // bounded line, no file names.
 func wireJob(j daemon.Job) contract.Job {
 	return contract.Job{
-		ID: j.ID, Kind: contract.Kind(j.Kind), Plan: j.Plan, State: contract.State(j.State), Result: contract.Result(j.Result),
-		Trigger: contract.EscapeInvalidUTF8(j.Trigger), Callers: j.Callers(), Triggers: contract.EscapeAll(j.Triggers()),
-		Progress: finite(j.Progress), BytesDone: j.BytesDone, BytesTotal: j.BytesTotal,
-		FilesDone: j.FilesDone, FilesTotal: j.FilesTotal, SecondsRemaining: j.SecondsRemaining,
+		ID:               j.ID,
+		Kind:             contract.Kind(j.Kind),
+		Plan:             j.Plan,
+		State:            contract.State(j.State),
+		Result:           contract.Result(j.Result),
+		Trigger:          contract.EscapeInvalidUTF8(j.Trigger),
+		Callers:          j.Callers(),
+		Triggers:         contract.EscapeAll(j.Triggers()),
+		Progress:         finite(j.Progress),
+		BytesDone:        j.BytesDone,
+		BytesTotal:       j.BytesTotal,
+		FilesDone:        j.FilesDone,
+		FilesTotal:       j.FilesTotal,
+		SecondsRemaining: j.SecondsRemaining,
 		// File names are not for everyone on the bus: GetJobFiles gives
 		// them to those with the restore authorization.
 		CurrentFiles: []string{},
-		QueuedAt:     j.QueuedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
-		Error: boundedLine(j.Error), ArchiveID: contract.EscapeInvalidUTF8(j.ArchiveID),
-		Summary: summaryValues(j.Summary),
+		QueuedAt:     j.QueuedAt,
+		StartedAt:    j.StartedAt,
+		FinishedAt:   j.FinishedAt,
+		Error:        boundedLine(j.Error),
+		ArchiveID:    contract.EscapeInvalidUTF8(j.ArchiveID),
+		Summary:      summaryValues(j.Summary),
 	}
 }
 
@@ -99,10 +112,15 @@ type planObject struct {
 // wirePlan is p as its object shows it.
 func wirePlan(p daemon.PlanInfo) contract.Plan {
 	return contract.Plan{
-		Name: p.Name, Subvolumes: contract.EscapeAll(p.Subvolumes), Repository: p.Repository,
-		Schedule: contract.EscapeInvalidUTF8(p.Schedule), NextRun: p.NextRun,
-		LastBackup: p.LastBackup, LastResult: contract.Result(p.LastResult),
-		LastError: boundedLine(p.LastError), LastSuccess: p.LastSuccess,
+		Name:        p.Name,
+		Subvolumes:  contract.EscapeAll(p.Subvolumes),
+		Repository:  p.Repository,
+		Schedule:    contract.EscapeInvalidUTF8(p.Schedule),
+		NextRun:     p.NextRun,
+		LastBackup:  p.LastBackup,
+		LastResult:  contract.Result(p.LastResult),
+		LastError:   boundedLine(p.LastError),
+		LastSuccess: p.LastSuccess,
 	}
 }
 

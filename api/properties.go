@@ -50,14 +50,19 @@ func exportProperties(conn *dbus.Conn, path dbus.ObjectPath, iface string, value
 
 // store makes values the properties (the map is the store's from now on:
 // the caller changes it no more) and returns those that differ from the
-// ones before.
+// ones before. Values equal to those stored are not stored: the map
+// handed out so far stays.
 func (p *properties) store(values map[string]dbus.Variant) map[string]dbus.Variant {
-	var old map[string]dbus.Variant
-	if before := p.current.Load(); before != nil {
-		old = before.values
+	before := p.current.Load()
+	if before == nil {
+		p.current.Store(&storedProperties{values: values, ifaces: map[string]map[string]dbus.Variant{p.iface: values}})
+		return values
 	}
-	p.current.Store(&storedProperties{values: values, ifaces: map[string]map[string]dbus.Variant{p.iface: values}})
-	return changedProperties(old, values)
+	changed := changedProperties(before.values, values)
+	if len(changed) > 0 || len(values) != len(before.values) {
+		p.current.Store(&storedProperties{values: values, ifaces: map[string]map[string]dbus.Variant{p.iface: values}})
+	}
+	return changed
 }
 
 // values are the properties stored: not to be changed.
