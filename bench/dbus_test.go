@@ -177,7 +177,7 @@ func BenchmarkDBus200Jobs(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer c.Close() //nolint:errcheck // the benchmark's bus goes anyway
+		defer c.Close()
 		var jobs []contract.Job
 		for b.Loop() {
 			if _, jobs, err = c.Objects(ctx); err != nil {
