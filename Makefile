@@ -56,10 +56,17 @@ test:
 test-unit:
 	$(GO) test -short ./...
 
+# The last step: api/client, what widgets and scripts link, pulls in nothing
+# of subvault but the wire contract (api/contract). depguard checks what the
+# two import; this checks what those imports pull in, all the way down.
+CLIENT_DEPS_ALLOWED = github.com/subvault/subvault/api/client github.com/subvault/subvault/api/contract
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$$($(DEPS) lint | sed -n 's/^GOLANGCI_LINT=//p') run ./...
+	@bad=$$($(GO) list -deps ./api/client | grep '^github.com/subvault/subvault/' | grep -vxF $(CLIENT_DEPS_ALLOWED:%=-e %)); \
+	if [ -n "$$bad" ]; then echo "api/client pulls in server packages (go list -deps ./api/client): $$bad" | tr '\n' ' '; echo; exit 1; fi
 
 # The man pages are generated (cmd/subvault/man.go) and committed; a test
 # fails when they are stale.

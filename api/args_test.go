@@ -8,39 +8,10 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
 )
-
-func TestPlanPathEscapesLikeSystemd(t *testing.T) {
-	for name, want := range map[string]string{
-		"home":      "/org/subvault/Subvault1/plan/home",
-		"my_plan.x": "/org/subvault/Subvault1/plan/my_5fplan_2ex",
-		"a-b":       "/org/subvault/Subvault1/plan/a_2db",
-		"":          "/org/subvault/Subvault1/plan/_",
-	} {
-		if got := PlanPath(name); string(got) != want || !got.IsValid() {
-			t.Errorf("PlanPath(%q) = %s, want %s", name, got, want)
-		}
-	}
-	if JobPath(42) != "/org/subvault/Subvault1/job/42" {
-		t.Errorf("JobPath(42) = %s", JobPath(42))
-	}
-}
-
-func TestEscapeInvalidUTF8(t *testing.T) {
-	for in, want := range map[string]string{
-		"/home/ok":          "/home/ok",
-		"/home/caf\xc3\xa9": "/home/café",
-		"/home/\xff\xfeX":   `/home/\xff\xfeX`,
-		"/home/a\x00b":      `/home/a\x00b`,
-		"\xc3":              `\xc3`,
-	} {
-		if got := escapeInvalidUTF8(in); got != want {
-			t.Errorf("escapeInvalidUTF8(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
 
 func TestChecks(t *testing.T) {
 	good := []string{"home", "a", "A1_b.c-d", strings.Repeat("x", 64)}
@@ -51,7 +22,7 @@ func TestChecks(t *testing.T) {
 		}
 	}
 	for _, n := range bad {
-		if err := checkName("plan", n); err == nil || err.Name != ErrorInvalidArgument {
+		if err := checkName("plan", n); err == nil || err.Name != contract.ErrorInvalidArgument {
 			t.Errorf("checkName(%q) = %v", n, err)
 		}
 	}
@@ -87,7 +58,7 @@ func TestChecks(t *testing.T) {
 
 func TestSignatureCheck(t *testing.T) {
 	msg := dbus.Message{Body: []any{int32(65)}}
-	if err := checkSignature(msg, "s"); err == nil || err.Name != ErrorInvalidArgument {
+	if err := checkSignature(msg, "s"); err == nil || err.Name != contract.ErrorInvalidArgument {
 		t.Errorf("an int32 for a string: %v", err)
 	}
 	if err := checkSignature(dbus.Message{Body: []any{"a", []string{}}}, "sas"); err != nil {
@@ -98,14 +69,14 @@ func TestSignatureCheck(t *testing.T) {
 	}
 }
 
-func TestSummaryVariants(t *testing.T) {
+func TestSummaryValues(t *testing.T) {
 	var raw map[string]any
 	d := json.NewDecoder(strings.NewReader(`{"files_new":21,"total_duration":1.5,"snapshot_id":"ab\u00e9","dry_run":false,"neg":-3,"nested":{"a":1},"nothing":null}`))
 	d.UseNumber()
 	if err := d.Decode(&raw); err != nil {
 		t.Fatal(err)
 	}
-	v := summaryVariants(raw)
+	v, _ := contract.Job{Summary: summaryValues(raw)}.Properties()["Summary"].Value().(map[string]dbus.Variant)
 	want := map[string]string{"files_new": "t", "total_duration": "d", "snapshot_id": "s", "dry_run": "b", "neg": "x", "nested": "s"}
 	for k, sig := range want {
 		if got := v[k].Signature().String(); got != sig {
@@ -126,22 +97,22 @@ func TestDaemonErrorNames(t *testing.T) {
 		want string
 		msg  string
 	}{
-		{errString("boom"), ErrorFailed, "boom"},
-		{fmt.Errorf("%w: \"x\" (plans: home)", daemon.ErrNoSuchPlan), ErrorNoSuchPlan, `no such plan: "x" (plans: home)`},
-		{fmt.Errorf("%w: plan home has no snapshot s", daemon.ErrNoSuchSnapshot), ErrorNoSuchSnapshot, "plan home has no snapshot s"},
-		{fmt.Errorf("%w: job 3 is not queued or running", daemon.ErrNoSuchJob), ErrorNoSuchJob, "job 3 is not queued or running"},
-		{fmt.Errorf("%w: nope", daemon.ErrNoSuchArchive), ErrorNoSuchArchive, "nope"},
-		{fmt.Errorf("%w: target /x is not empty;\nrestore elsewhere", daemon.ErrInvalidArgument), ErrorInvalidArgument, "target /x is not empty; restore elsewhere"},
-		{fmt.Errorf("cannot list /home/\xff: %w", errString("denied")), ErrorFailed, `cannot list /home/\xff: denied`},
+		{errString("boom"), contract.ErrorFailed, "boom"},
+		{fmt.Errorf("%w: \"x\" (plans: home)", daemon.ErrNoSuchPlan), contract.ErrorNoSuchPlan, `no such plan: "x" (plans: home)`},
+		{fmt.Errorf("%w: plan home has no snapshot s", daemon.ErrNoSuchSnapshot), contract.ErrorNoSuchSnapshot, "plan home has no snapshot s"},
+		{fmt.Errorf("%w: job 3 is not queued or running", daemon.ErrNoSuchJob), contract.ErrorNoSuchJob, "job 3 is not queued or running"},
+		{fmt.Errorf("%w: nope", daemon.ErrNoSuchArchive), contract.ErrorNoSuchArchive, "nope"},
+		{fmt.Errorf("%w: target /x is not empty;\nrestore elsewhere", daemon.ErrInvalidArgument), contract.ErrorInvalidArgument, "target /x is not empty; restore elsewhere"},
+		{fmt.Errorf("cannot list /home/\xff: %w", errString("denied")), contract.ErrorFailed, `cannot list /home/\xff: denied`},
 		{&config.Errors{List: []*config.Error{{File: "/etc/c.yaml", Line: 3, Key: "plans.x", Msg: "bad"}, {File: "/etc/c.yaml", Line: 9, Key: "y", Msg: "worse"}}},
-			ErrorInvalidConfig, ""},
+			contract.ErrorInvalidConfig, ""},
 	} {
 		got := daemonError(c.err)
 		msg, _ := got.Body[0].(string)
 		if got.Name != c.want || (c.msg != "" && msg != c.msg) || strings.Contains(msg, "\n") {
 			t.Errorf("%q: %s %q, want %s %q", c.err, got.Name, msg, c.want, c.msg)
 		}
-		if c.want == ErrorInvalidConfig && (!strings.Contains(msg, "/etc/c.yaml:3") || !strings.Contains(msg, "/etc/c.yaml:9")) {
+		if c.want == contract.ErrorInvalidConfig && (!strings.Contains(msg, "/etc/c.yaml:3") || !strings.Contains(msg, "/etc/c.yaml:9")) {
 			t.Errorf("InvalidConfig message %q lacks the problems", msg)
 		}
 	}

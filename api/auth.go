@@ -16,19 +16,16 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
 )
 
-// The polkit authority, and the error names the authorization answers with
-// (the bus's own; errors.go names the contract's).
+// The polkit authority.
 const (
 	polkitBusName   = "org.freedesktop.PolicyKit1"
 	polkitPath      = dbus.ObjectPath("/org/freedesktop/PolicyKit1/Authority")
 	polkitInterface = "org.freedesktop.PolicyKit1.Authority"
-
-	authAccessDenied                     = "org.freedesktop.DBus.Error.AccessDenied"
-	authInteractiveAuthorizationRequired = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
 )
 
 // polkitAllowUserInteraction is CheckAuthorization's flag
@@ -112,7 +109,7 @@ func (a *PolkitAuthorizer) CallerUID(sender dbus.Sender) (uint32, *dbus.Error) {
 	return uid, nil
 }
 
-// Authorize decides whether sender may do action (ActionBackup,
+// Authorize decides whether sender may do action (contract.ActionBackup,
 // ActionManage, ActionRestore) on plan (nil when the action is not about
 // one plan). interactive is the call's allow-interactive-authorization flag.
 func (a *PolkitAuthorizer) Authorize(sender dbus.Sender, interactive bool, action string, plan *config.Plan) *dbus.Error {
@@ -131,7 +128,7 @@ func (a *PolkitAuthorizer) Authorize(sender dbus.Sender, interactive bool, actio
 	if uid == 0 || uid == a.selfUID {
 		return nil
 	}
-	if action == ActionBackup && plan != nil {
+	if action == contract.ActionBackup && plan != nil {
 		if a.planAllows(sender, uid, plan) {
 			return nil
 		}
@@ -158,7 +155,7 @@ func (a *PolkitAuthorizer) Authorize(sender dbus.Sender, interactive bool, actio
 	a.refusals.add(slog.LevelInfo, int64(uid), "refused a caller", append(who, "challenge", answer.IsChallenge, "interactive", interactive)...)
 	switch {
 	case answer.IsChallenge && !interactive:
-		return dbus.NewError(authInteractiveAuthorizationRequired, []any{
+		return dbus.NewError(contract.ErrorInteractiveAuthorizationRequired, []any{
 			fmt.Sprintf("authentication is needed to %s: call again with interactive authorization allowed, e.g. busctl --allow-interactive-authorization=yes ...", refusal.object()),
 		})
 	case answer.IsChallenge:
@@ -394,9 +391,9 @@ func (a *PolkitAuthorizer) endCheck(uid uint32) {
 
 // actionWords says what each action lets a caller do, for messages.
 var actionWords = map[string]string{
-	ActionBackup:  "back up",
-	ActionManage:  "manage",
-	ActionRestore: "restore from",
+	contract.ActionBackup:  "back up",
+	contract.ActionManage:  "manage",
+	contract.ActionRestore: "restore from",
 }
 
 // refusal builds the AccessDenied message: what was refused, who asked,
@@ -410,7 +407,7 @@ type refusal struct {
 
 func (r refusal) object() string {
 	if r.plan == nil {
-		if r.action == ActionManage {
+		if r.action == contract.ActionManage {
 			return "manage subvault"
 		}
 		return r.what + " subvault"
@@ -421,7 +418,7 @@ func (r refusal) object() string {
 // alternative is who else passes without polkit ("" for actions only root
 // and polkit allow).
 func (r refusal) alternative() string {
-	if r.action == ActionBackup && r.plan != nil {
+	if r.action == contract.ActionBackup && r.plan != nil {
 		return fmt.Sprintf(" and the users and groups in plans.%s.allow_users/allow_groups", r.plan.Name)
 	}
 	return ""
@@ -429,7 +426,7 @@ func (r refusal) alternative() string {
 
 func (r refusal) deny(why string) *dbus.Error {
 	fix := fmt.Sprintf("authenticate as an administrator (polkit action %s)", r.action)
-	if r.action == ActionBackup && r.plan != nil {
+	if r.action == contract.ActionBackup && r.plan != nil {
 		fix = fmt.Sprintf("add your user to plans.%s.allow_users (or a group of yours to plans.%s.allow_groups), or %s", r.plan.Name, r.plan.Name, fix)
 	} else {
 		fix = "run as root or " + fix
@@ -438,11 +435,11 @@ func (r refusal) deny(why string) *dbus.Error {
 	if why != "" {
 		msg += "; " + why
 	}
-	return dbus.NewError(authAccessDenied, []any{msg})
+	return dbus.NewError(contract.ErrorAccessDenied, []any{msg})
 }
 
 func denyCaller(format string, args ...any) *dbus.Error {
-	return dbus.NewError(authAccessDenied, []any{fmt.Sprintf(format, args...)})
+	return dbus.NewError(contract.ErrorAccessDenied, []any{fmt.Sprintf(format, args...)})
 }
 
 func planNameOf(plan *config.Plan) string {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -23,7 +24,7 @@ import (
 const (
 	busPolicyFile     = "../packaging/org.subvault.Subvault1.conf"
 	polkitActionsFile = "../packaging/org.subvault.policy"
-	managerInterface  = BusName + ".Manager"
+	managerInterface  = contract.BusName + ".Manager"
 	polkitd           = "/usr/lib/polkit-1/polkitd"
 	polkitdBusPolicy  = "/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf"
 )
@@ -48,7 +49,7 @@ const testPolkitPolicy = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS 
 // asking a PolkitAuthorizer, as the daemon's methods do.
 type authBus struct {
 	bus     *testutil.Bus
-	conn    *dbus.Conn // root, owns BusName
+	conn    *dbus.Conn // root, owns contract.BusName
 	authz   *PolkitAuthorizer
 	log     *testutil.SyncBuffer
 	plans   map[string]*config.Plan
@@ -92,12 +93,12 @@ func newAuthBusTuned(t *testing.T, tune func(*PolkitAuthorizer), plans ...*confi
 	if tune != nil {
 		tune(b.authz)
 	}
-	if err := b.conn.Export(authTestService{b}, ManagerPath, managerInterface); err != nil {
+	if err := b.conn.Export(authTestService{b}, contract.ManagerPath, managerInterface); err != nil {
 		t.Fatal(err)
 	}
-	reply, err := b.conn.RequestName(BusName, dbus.NameFlagDoNotQueue)
+	reply, err := b.conn.RequestName(contract.BusName, dbus.NameFlagDoNotQueue)
 	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
-		t.Fatalf("root could not own %s on the private system bus (reply %v): %v", BusName, reply, err)
+		t.Fatalf("root could not own %s on the private system bus (reply %v): %v", contract.BusName, reply, err)
 	}
 	return b
 }
@@ -141,10 +142,10 @@ func (b *authBus) asNobody(t *testing.T, interactive bool, action, plan string) 
 	var cmd *exec.Cmd
 	if interactive {
 		cmd = testutil.AsNobody("busctl", "--address="+b.bus.Address, "--allow-interactive-authorization=yes",
-			"--timeout=30", "call", BusName, string(ManagerPath), managerInterface, "AuthTest", "ss", action, plan)
+			"--timeout=30", "call", contract.BusName, string(contract.ManagerPath), managerInterface, "AuthTest", "ss", action, plan)
 	} else {
 		cmd = testutil.AsNobody("dbus-send", "--bus="+b.bus.Address, "--print-reply", "--reply-timeout=30000",
-			"--dest="+BusName, string(ManagerPath), managerInterface+".AuthTest", "string:"+action, "string:"+plan)
+			"--dest="+contract.BusName, string(contract.ManagerPath), managerInterface+".AuthTest", "string:"+action, "string:"+plan)
 	}
 	out, err := cmd.CombinedOutput()
 	var answer authAnswer
@@ -171,7 +172,7 @@ func (b *authBus) asNobody(t *testing.T, interactive bool, action, plan string) 
 func (b *authBus) asRoot(t *testing.T, action, plan string) authAnswer {
 	t.Helper()
 	conn := dialBus(t, b.bus.Address)
-	call := conn.Object(BusName, ManagerPath).Call(managerInterface+".AuthTest", 0, action, plan)
+	call := conn.Object(contract.BusName, contract.ManagerPath).Call(managerInterface+".AuthTest", 0, action, plan)
 	answer := <-b.answers
 	if (call.Err == nil) != (answer.err == nil) {
 		t.Fatalf("the root client's answer %v disagrees with the service's %v", call.Err, answer.err)
@@ -202,7 +203,7 @@ func errMessage(err *dbus.Error) string {
 
 func requireDenied(t *testing.T, got authAnswer, clientOut string, wantIn ...string) {
 	t.Helper()
-	if errName(got.err) != authAccessDenied {
+	if errName(got.err) != contract.ErrorAccessDenied {
 		t.Fatalf("got %s (%s), want AccessDenied", errName(got.err), errMessage(got.err))
 	}
 	msg := errMessage(got.err)
@@ -216,7 +217,7 @@ func requireDenied(t *testing.T, got authAnswer, clientOut string, wantIn ...str
 	}
 }
 
-var allActions = []string{ActionBackup, ActionManage, ActionRestore}
+var allActions = []string{contract.ActionBackup, contract.ActionManage, contract.ActionRestore}
 
 func TestAuthorizeRootPassesEverything(t *testing.T) {
 	b := newAuthBus(t, &config.Plan{Name: "home"})
@@ -233,12 +234,12 @@ func TestAuthorizeRootPassesEverything(t *testing.T) {
 		t.Errorf("polkit was asked %d times about root; want never", n)
 	}
 	// An action api made up by mistake is refused, even to root.
-	if got := b.asRoot(t, "org.subvault.everything", "home"); errName(got.err) != authAccessDenied {
+	if got := b.asRoot(t, "org.subvault.everything", "home"); errName(got.err) != contract.ErrorAccessDenied {
 		t.Errorf("root, unknown action: %s; want AccessDenied", errName(got.err))
 	}
 	conn := dialBus(t, b.bus.Address)
 	var uid uint32
-	if err := conn.Object(BusName, ManagerPath).Call(managerInterface+".WhoAmI", 0).Store(&uid); err != nil || uid != 0 {
+	if err := conn.Object(contract.BusName, contract.ManagerPath).Call(managerInterface+".WhoAmI", 0).Store(&uid); err != nil || uid != 0 {
 		t.Errorf("CallerUID of a root client = %d, %v; want 0", uid, err)
 	}
 }
@@ -254,22 +255,22 @@ func TestAuthorizeFailsClosedWithoutPolkit(t *testing.T) {
 			requireDenied(t, got, out, "you are uid 65534", "plan home", "polkit action "+action, "polkit is not running")
 		}
 	}
-	got, out := b.asNobody(t, false, ActionBackup, "home")
+	got, out := b.asNobody(t, false, contract.ActionBackup, "home")
 	requireDenied(t, got, out, "not authorized to back up plan home: you are uid 65534; add your user to plans.home.allow_users")
-	got, out = b.asNobody(t, false, ActionManage, "")
+	got, out = b.asNobody(t, false, contract.ActionManage, "")
 	requireDenied(t, got, out, "not authorized to manage subvault: you are uid 65534; run as root or authenticate as an administrator (polkit action org.subvault.manage)")
 
-	if got, _ := b.asNobody(t, false, ActionBackup, "shared"); got.err != nil {
+	if got, _ := b.asNobody(t, false, contract.ActionBackup, "shared"); got.err != nil {
 		t.Errorf("nobody, in shared's allow_users, was refused a backup without polkit: %s", errMessage(got.err))
 	}
-	for _, action := range []string{ActionManage, ActionRestore} {
+	for _, action := range []string{contract.ActionManage, contract.ActionRestore} {
 		got, out := b.asNobody(t, false, action, "shared")
 		requireDenied(t, got, out, "polkit is not running")
 	}
 	if !strings.Contains(b.log.String(), "fail closed") {
 		t.Errorf("the refusals for want of polkit were not logged; the log holds:\n%s", b.log.String())
 	}
-	if got := b.asRoot(t, ActionRestore, "home"); got.err != nil {
+	if got := b.asRoot(t, contract.ActionRestore, "home"); got.err != nil {
 		t.Errorf("root was refused without polkit: %s", errMessage(got.err))
 	}
 }
@@ -288,11 +289,11 @@ func TestAuthorizePlanAllowLists(t *testing.T) {
 	fake.answer(polkitResult{}) // not authorized
 	for _, plan := range []string{"by-name", "by-uid", "by-group-name", "by-gid"} {
 		t.Run(plan, func(t *testing.T) {
-			if got, out := b.asNobody(t, false, ActionBackup, plan); got.err != nil {
+			if got, out := b.asNobody(t, false, contract.ActionBackup, plan); got.err != nil {
 				t.Errorf("uid 65534 was refused a backup of %s: %s (busctl: %s)", plan, errMessage(got.err), out)
 			}
 			// The allow lists are about backups only.
-			for _, action := range []string{ActionManage, ActionRestore} {
+			for _, action := range []string{contract.ActionManage, contract.ActionRestore} {
 				got, out := b.asNobody(t, false, action, plan)
 				requireDenied(t, got, out, "polkit action "+action)
 			}
@@ -301,7 +302,7 @@ func TestAuthorizePlanAllowLists(t *testing.T) {
 	if n := len(fake.seen()); n != 8 {
 		t.Errorf("polkit was asked %d times; want 8 (manage and restore only: the allow lists answer backups without it)", n)
 	}
-	got, out := b.asNobody(t, false, ActionBackup, "others")
+	got, out := b.asNobody(t, false, contract.ActionBackup, "others")
 	requireDenied(t, got, out, "plans.others.allow_users")
 }
 
@@ -356,8 +357,8 @@ func TestAuthorizePolkit(t *testing.T) {
 
 	t.Run("challenge, not interactive", func(t *testing.T) {
 		fake.answer(polkitResult{IsChallenge: true})
-		got, _ := b.asNobody(t, false, ActionBackup, "home")
-		if errName(got.err) != authInteractiveAuthorizationRequired {
+		got, _ := b.asNobody(t, false, contract.ActionBackup, "home")
+		if errName(got.err) != contract.ErrorInteractiveAuthorizationRequired {
 			t.Fatalf("got %s (%s); want InteractiveAuthorizationRequired", errName(got.err), errMessage(got.err))
 		}
 		if msg := errMessage(got.err); !strings.Contains(msg, "back up plan home") || !strings.Contains(msg, "--allow-interactive-authorization=yes") {
@@ -366,24 +367,24 @@ func TestAuthorizePolkit(t *testing.T) {
 	})
 	t.Run("challenge, interactive", func(t *testing.T) {
 		fake.answer(polkitResult{IsChallenge: true})
-		got, out := b.asNobody(t, true, ActionRestore, "home")
+		got, out := b.asNobody(t, true, contract.ActionRestore, "home")
 		requireDenied(t, got, out, "restore from plan home", "no authentication agent")
 	})
 	t.Run("not authorized", func(t *testing.T) {
 		fake.answer(polkitResult{Details: map[string]string{}})
-		got, out := b.asNobody(t, false, ActionManage, "home")
+		got, out := b.asNobody(t, false, contract.ActionManage, "home")
 		requireDenied(t, got, out, "not authorized to manage plan home: you are uid 65534; run as root or authenticate as an administrator (polkit action org.subvault.manage)")
 	})
 	t.Run("dismissed", func(t *testing.T) {
 		fake.answer(polkitResult{Details: map[string]string{"polkit.dismissed": "true"}})
-		got, out := b.asNobody(t, true, ActionBackup, "home")
+		got, out := b.asNobody(t, true, contract.ActionBackup, "home")
 		requireDenied(t, got, out, "dismissed")
 	})
 	t.Run("timeout", func(t *testing.T) {
 		for _, interactive := range []bool{false, true} {
 			fake.answerAfter(polkitResult{IsAuthorized: true}, 3*time.Second)
 			start := time.Now()
-			got, out := b.asNobody(t, interactive, ActionBackup, "home")
+			got, out := b.asNobody(t, interactive, contract.ActionBackup, "home")
 			requireDenied(t, got, out, "polkit did not answer within", "so only root and the users and groups in plans.home.allow_users/allow_groups can be allowed")
 			if d := time.Since(start); d > 2500*time.Millisecond {
 				t.Errorf("the refusal took %s; the bound is %s", d, b.authz.interactiveTimeout)
@@ -392,7 +393,7 @@ func TestAuthorizePolkit(t *testing.T) {
 	})
 	t.Run("error", func(t *testing.T) {
 		fake.fail(dbus.NewError("org.freedesktop.PolicyKit1.Error.Failed", []any{"Action org.subvault.backup is not registered"}))
-		got, out := b.asNobody(t, false, ActionBackup, "home")
+		got, out := b.asNobody(t, false, contract.ActionBackup, "home")
 		requireDenied(t, got, out, "polkit failed", "not registered")
 		if !strings.Contains(b.log.String(), "not registered") {
 			t.Errorf("the polkit failure was not logged:\n%s", b.log.String())
@@ -443,19 +444,19 @@ func TestAuthorizeRealPolkitd(t *testing.T) {
 		}
 	}
 
-	got, _ := b.asNobody(t, false, ActionBackup, "home")
-	if errName(got.err) != authInteractiveAuthorizationRequired {
+	got, _ := b.asNobody(t, false, contract.ActionBackup, "home")
+	if errName(got.err) != contract.ErrorInteractiveAuthorizationRequired {
 		t.Errorf("backup (auth_admin), not interactive: %s (%s); want InteractiveAuthorizationRequired", errName(got.err), errMessage(got.err))
 	}
-	got, clientOut := b.asNobody(t, true, ActionBackup, "home")
+	got, clientOut := b.asNobody(t, true, contract.ActionBackup, "home")
 	requireDenied(t, got, clientOut, "plan home")
 	t.Logf("backup, interactive, no authentication agent: %s", errMessage(got.err))
-	if got, out := b.asNobody(t, false, ActionManage, "home"); got.err != nil {
+	if got, out := b.asNobody(t, false, contract.ActionManage, "home"); got.err != nil {
 		t.Errorf("manage, which a rule allows uid 65534: %s (%s)", errMessage(got.err), out)
 	}
-	got, clientOut = b.asNobody(t, false, ActionRestore, "home")
+	got, clientOut = b.asNobody(t, false, contract.ActionRestore, "home")
 	requireDenied(t, got, clientOut, "not authorized to restore from plan home: you are uid 65534")
-	if got := b.asRoot(t, ActionRestore, "home"); got.err != nil {
+	if got := b.asRoot(t, contract.ActionRestore, "home"); got.err != nil {
 		t.Errorf("root: %s", errMessage(got.err))
 	}
 }
@@ -516,9 +517,9 @@ func TestBusPolicy(t *testing.T) {
 
 	t.Run("nobody cannot own the name", func(t *testing.T) {
 		out, err := testutil.AsNobody("dbus-send", "--bus="+bus.Address, "--print-reply", "--dest=org.freedesktop.DBus",
-			"/org/freedesktop/DBus", "org.freedesktop.DBus.RequestName", "string:"+BusName, "uint32:4").CombinedOutput()
+			"/org/freedesktop/DBus", "org.freedesktop.DBus.RequestName", "string:"+contract.BusName, "uint32:4").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "not allowed to own") {
-			t.Fatalf("uid 65534 asked for %s: %v, %s; want refused by the bus policy", BusName, err, out)
+			t.Fatalf("uid 65534 asked for %s: %v, %s; want refused by the bus policy", contract.BusName, err, out)
 		}
 	})
 	// Nor may root own names the policy does not mention: the base policy
@@ -527,36 +528,36 @@ func TestBusPolicy(t *testing.T) {
 	if _, err := root.RequestName("org.subvault.Other", dbus.NameFlagDoNotQueue); err == nil {
 		t.Fatal("root owned org.subvault.Other: the private bus does not have the system bus's policy")
 	}
-	reply, err := root.RequestName(BusName, dbus.NameFlagDoNotQueue)
+	reply, err := root.RequestName(contract.BusName, dbus.NameFlagDoNotQueue)
 	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
-		t.Fatalf("root could not own %s: %v %v", BusName, reply, err)
+		t.Fatalf("root could not own %s: %v %v", contract.BusName, reply, err)
 	}
 
 	svc := &policyService{}
-	for _, iface := range []string{managerInterface, BusName + ".Job", BusName + ".Plan", BusName + ".Secret"} {
-		if err := root.Export(pingService{svc}, ManagerPath, iface); err != nil {
+	for _, iface := range []string{managerInterface, contract.BusName + ".Job", contract.BusName + ".Plan", contract.BusName + ".Secret"} {
+		if err := root.Export(pingService{svc}, contract.ManagerPath, iface); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := root.Export(introspectService{svc}, ManagerPath, "org.freedesktop.DBus.Introspectable"); err != nil {
+	if err := root.Export(introspectService{svc}, contract.ManagerPath, "org.freedesktop.DBus.Introspectable"); err != nil {
 		t.Fatal(err)
 	}
-	if err := root.Export(propertiesService{svc}, ManagerPath, "org.freedesktop.DBus.Properties"); err != nil {
+	if err := root.Export(propertiesService{svc}, contract.ManagerPath, "org.freedesktop.DBus.Properties"); err != nil {
 		t.Fatal(err)
 	}
-	if err := root.Export(objectManagerService{svc}, ManagerPath, "org.freedesktop.DBus.ObjectManager"); err != nil {
+	if err := root.Export(objectManagerService{svc}, contract.ManagerPath, "org.freedesktop.DBus.ObjectManager"); err != nil {
 		t.Fatal(err)
 	}
 
 	dbusSend := func(member string, args ...string) (string, error) {
-		argv := append([]string{"--bus=" + bus.Address, "--print-reply", "--dest=" + BusName, string(ManagerPath), member}, args...)
+		argv := append([]string{"--bus=" + bus.Address, "--print-reply", "--dest=" + contract.BusName, string(contract.ManagerPath), member}, args...)
 		out, err := testutil.AsNobody("dbus-send", argv...).CombinedOutput()
 		return string(out), err
 	}
 	allowed := []struct{ member, arg string }{
 		{managerInterface + ".Ping", ""},
-		{BusName + ".Job.Ping", ""},
-		{BusName + ".Plan.Ping", ""},
+		{contract.BusName + ".Job.Ping", ""},
+		{contract.BusName + ".Plan.Ping", ""},
 		{"org.freedesktop.DBus.Introspectable.Introspect", ""},
 		{"org.freedesktop.DBus.Properties.GetAll", "string:" + managerInterface},
 		{"org.freedesktop.DBus.ObjectManager.GetManagedObjects", ""},
@@ -575,12 +576,12 @@ func TestBusPolicy(t *testing.T) {
 		t.Errorf("the service answered %d calls; want %d", got, want)
 	}
 
-	out, err := dbusSend(BusName + ".Secret.Ping")
+	out, err := dbusSend(contract.BusName + ".Secret.Ping")
 	if err == nil || !strings.Contains(out, "org.freedesktop.DBus.Error.AccessDenied") {
 		t.Errorf("uid 65534 called an interface the policy does not open: %v: %s; want AccessDenied from the bus", err, out)
 	}
 	// Root is no exception: the daemon serves only the contract's interfaces.
-	if call := dialBus(t, bus.Address).Object(BusName, ManagerPath).Call(BusName+".Secret.Ping", 0); call.Err == nil {
+	if call := dialBus(t, bus.Address).Object(contract.BusName, contract.ManagerPath).Call(contract.BusName+".Secret.Ping", 0); call.Err == nil {
 		t.Error("root called an interface the policy does not open")
 	}
 	if got, want := svc.count(), len(allowed)-1; got != want {
@@ -796,9 +797,9 @@ func TestPolkitActionsFile(t *testing.T) {
 		t.Fatalf("%s: %v", polkitActionsFile, err)
 	}
 	want := map[string][3]string{
-		ActionBackup:  {"auth_admin", "auth_admin", "auth_admin_keep"},
-		ActionManage:  {"auth_admin", "auth_admin", "auth_admin_keep"},
-		ActionRestore: {"auth_admin", "auth_admin", "auth_admin"},
+		contract.ActionBackup:  {"auth_admin", "auth_admin", "auth_admin_keep"},
+		contract.ActionManage:  {"auth_admin", "auth_admin", "auth_admin_keep"},
+		contract.ActionRestore: {"auth_admin", "auth_admin", "auth_admin"},
 	}
 	if len(policy.Actions) != len(want) {
 		t.Errorf("%d actions; want %d", len(policy.Actions), len(want))

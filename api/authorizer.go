@@ -6,20 +6,6 @@ import (
 	"github.com/subvault/subvault/daemon/config"
 )
 
-// Actions, as the contract's "Who may call what" names them: the polkit
-// action ids.
-const (
-	// ActionBackup: ListArchives, StartBackup, StartCheck, CancelJob of a
-	// job the caller started. Root, the plan's allow_users/allow_groups, or
-	// polkit.
-	ActionBackup = "org.subvault.backup"
-	// ActionManage: StartPrune, DeleteSnapshot, CancelJob of others' jobs,
-	// Reload. Root or polkit.
-	ActionManage = "org.subvault.manage"
-	// ActionRestore: StartRestore, CloneSnapshot. Root or polkit.
-	ActionRestore = "org.subvault.restore"
-)
-
 // Authorizer decides whether the sender of a method call may do an action.
 // The caller's identity comes from the bus, never from an argument.
 type Authorizer interface {

@@ -12,34 +12,10 @@ import (
 	"github.com/subvault/subvault/daemon"
 )
 
-// The names of the contract (docs/dbus-api.md).
-const (
-	BusName     = "org.subvault.Subvault1"
-	ManagerPath = dbus.ObjectPath("/org/subvault/Subvault1")
-)
-
-// Connect opens the bus the daemon serves on: "system", "session", or a
-// D-Bus address such as unix:path=/run/test/bus.
-func Connect(bus string) (*dbus.Conn, error) {
-	var conn *dbus.Conn
-	var err error
-	switch bus {
-	case "", "system":
-		conn, err = dbus.ConnectSystemBus()
-	case "session":
-		conn, err = dbus.ConnectSessionBus()
-	default:
-		conn, err = dbus.Connect(bus)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot connect to the %s bus: %w", busName(bus), err)
-	}
-	return conn, nil
-}
-
-// ConnectServer opens the bus as Connect does, for the daemon: through a
-// guard (busguard.go) that keeps what godbus cannot take safely, and every
-// file descriptor but DiffTo's, from reaching it.
+// ConnectServer opens the bus the daemon serves on ("system", "session",
+// or a D-Bus address such as unix:path=/run/test/bus) through a guard
+// (busguard.go) that keeps what godbus cannot take safely, and every file
+// descriptor but DiffTo's, from reaching it.
 func ConnectServer(bus string) (*dbus.Conn, error) {
 	conn, err := dialGuarded(bus)
 	if err != nil {

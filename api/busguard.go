@@ -14,6 +14,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 // The daemon's bus connection goes through a guard: the daemon dials the
@@ -315,7 +317,7 @@ func isDiffToCall(msg *dbus.Message, fds []int) bool {
 	iface, _ := msg.Headers[dbus.FieldInterface].Value().(string)
 	member, _ := msg.Headers[dbus.FieldMember].Value().(string)
 	sig, _ := msg.Headers[dbus.FieldSignature].Value().(dbus.Signature)
-	if path != ManagerPath || iface != ManagerInterface || member != "DiffTo" || sig.String() != "sssha{sv}" || len(fds) != 1 || len(msg.Body) != 5 {
+	if path != contract.ManagerPath || iface != contract.ManagerInterface || member != "DiffTo" || sig.String() != "sssha{sv}" || len(fds) != 1 || len(msg.Body) != 5 {
 		return false
 	}
 	fd, ok := msg.Body[3].(dbus.UnixFD)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 )
 
@@ -16,12 +17,6 @@ import (
 // waits as long (busctl --timeout=30min; its default is 25 s).
 const diffTimeout = 30 * time.Minute
 
-// DiffEntry is one row of Diff: a(ss), the kind of change and the path.
-type DiffEntry struct {
-	Kind string
-	Path string
-}
-
 // Diff lists what differs from a to b in the plan: each an archive id,
 // "latest", "live" or a local snapshot's name, at least one an archive.
 // It names files, in directories the caller may not be able to read and
@@ -29,7 +24,7 @@ type DiffEntry struct {
 // (root, or polkit's admin): a plan's allow_users may back it up, not see
 // what everybody's files are called. A result whose reply would be over
 // MaxReplyBytes is refused, naming DiffTo, which writes any size.
-func (m manager) Diff(msg dbus.Message, sender dbus.Sender, plan, a, b string) ([]DiffEntry, *dbus.Error) {
+func (m manager) Diff(msg dbus.Message, sender dbus.Sender, plan, a, b string) ([]contract.Change, *dbus.Error) {
 	if err := checkSignature(msg, "sss"); err != nil {
 		return nil, err
 	}
@@ -39,9 +34,9 @@ func (m manager) Diff(msg dbus.Message, sender dbus.Sender, plan, a, b string) (
 	if derr != nil {
 		return nil, derr
 	}
-	out := make([]DiffEntry, 0, len(changes))
+	out := make([]contract.Change, 0, len(changes))
 	for _, c := range changes {
-		out = append(out, DiffEntry{Kind: c.Kind, Path: escapeInvalidUTF8(c.Path)})
+		out = append(out, contract.Change{Kind: c.Kind, Path: contract.EscapeInvalidUTF8(c.Path)})
 	}
 	if derr := checkReplySize(out, fmt.Sprintf("%d paths differ from %s to %s", len(out), a, b),
 		"call DiffTo, which writes them to a file descriptor the caller passes (subvault diff does)"); derr != nil {
@@ -65,7 +60,7 @@ func (s *Server) diff(ctx context.Context, msg dbus.Message, sender dbus.Sender,
 			return nil, derr
 		}
 	}
-	uid, derr := s.authorize(msg, sender, ActionRestore, p)
+	uid, derr := s.authorize(msg, sender, contract.ActionRestore, p)
 	if derr != nil {
 		return nil, derr
 	}

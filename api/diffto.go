@@ -13,6 +13,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 )
 
@@ -25,7 +26,7 @@ var callerWriteIdle = 30 * time.Second
 // DiffTo is Diff for results of any size: it writes the changes to fd, a
 // descriptor the caller passes (the write end of a pipe, a stream socket
 // or a regular file, as systemd's Dump methods take one), one record each
-// (api.ReadDiffRecords reads them), and answers how many. options is for
+// (contract.ReadDiffRecords reads them), and answers how many. options is for
 // later; today every key is refused.
 func (m manager) DiffTo(msg dbus.Message, sender dbus.Sender, plan, a, b string, fd dbus.UnixFD, options map[string]dbus.Variant) (uint64, *dbus.Error) {
 	// The descriptor is the daemon's own copy, made by the kernel when the
@@ -54,7 +55,7 @@ func (m manager) DiffTo(msg dbus.Message, sender dbus.Sender, plan, a, b string,
 	}
 	n, err := writeDiffRecords(ctx, out, changes)
 	if err != nil {
-		return 0, newError(ErrorFailed, "cannot write the differences to the file descriptor passed (%d of %d written): %v", n, len(changes), err)
+		return 0, newError(contract.ErrorFailed, "cannot write the differences to the file descriptor passed (%d of %d written): %v", n, len(changes), err)
 	}
 	return uint64(n), nil
 }
@@ -69,7 +70,7 @@ func writeDiffRecords(ctx context.Context, out *callerOutput, changes []daemon.C
 		if err := ctx.Err(); err != nil {
 			return i, err
 		}
-		rec = appendDiffRecord(rec[:0], c.Kind, c.Path)
+		rec = contract.AppendDiffRecord(rec[:0], c)
 		if _, err := w.Write(rec); err != nil {
 			return i, err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 )
 
@@ -76,7 +77,7 @@ func TestCallerOutputKinds(t *testing.T) {
 		switch {
 		case c.want == "" && derr != nil:
 			t.Errorf("%s: refused: %v", c.name, derr)
-		case c.want != "" && (derr == nil || derr.Name != ErrorInvalidArgument || !strings.Contains(derr.Error(), c.want)):
+		case c.want != "" && (derr == nil || derr.Name != contract.ErrorInvalidArgument || !strings.Contains(derr.Error(), c.want)):
 			t.Errorf("%s: %v, want InvalidArgument saying %q", c.name, derr, c.want)
 		}
 		if out != nil {
@@ -123,8 +124,8 @@ func TestDiffRecordsRoundTrip(t *testing.T) {
 		written <- result{n, err}
 	}()
 	var got []daemon.Change
-	n, err := ReadDiffRecords(r, func(kind, path string) error {
-		got = append(got, daemon.Change{Kind: kind, Path: path})
+	n, err := contract.ReadDiffRecords(r, func(c contract.Change) error {
+		got = append(got, c)
 		return nil
 	})
 	wrote := <-written
@@ -135,7 +136,7 @@ func TestDiffRecordsRoundTrip(t *testing.T) {
 		t.Error("the records read differ from those written")
 	}
 
-	if _, err := ReadDiffRecords(bytes.NewReader([]byte("added\t/a\x00added\t/b")), func(string, string) error { return nil }); err == nil {
+	if _, err := contract.ReadDiffRecords(bytes.NewReader([]byte("added\t/a\x00added\t/b")), func(contract.Change) error { return nil }); err == nil {
 		t.Error("a record cut short was read without an error")
 	}
 }
@@ -174,8 +175,8 @@ func TestDiffToGivesUpOnACallerThatDoesNotRead(t *testing.T) {
 
 // A reply over MaxReplyBytes is refused; one under passes.
 func TestReplySizeBound(t *testing.T) {
-	row := DiffEntry{Kind: "added", Path: "/" + strings.Repeat("p", 4000)}
-	rows := make([]DiffEntry, MaxReplyBytes/wireSize(reflect.ValueOf(row))+1)
+	row := contract.Change{Kind: "added", Path: "/" + strings.Repeat("p", 4000)}
+	rows := make([]contract.Change, MaxReplyBytes/wireSize(reflect.ValueOf(row))+1)
 	for i := range rows {
 		rows[i] = row
 	}
@@ -183,7 +184,7 @@ func TestReplySizeBound(t *testing.T) {
 		t.Errorf("a reply under the bound: %v", derr)
 	}
 	derr := checkReplySize(rows, "2100 paths differ", "call DiffTo")
-	if derr == nil || derr.Name != ErrorFailed || !strings.Contains(derr.Error(), "call DiffTo") || !strings.Contains(derr.Error(), "8 MiB") {
+	if derr == nil || derr.Name != contract.ErrorFailed || !strings.Contains(derr.Error(), "call DiffTo") || !strings.Contains(derr.Error(), "8 MiB") {
 		t.Errorf("a reply over the bound: %v", derr)
 	}
 	t.Logf("%d rows of 4 KB: %v", len(rows), derr)

@@ -4,12 +4,16 @@ import (
 	"encoding/xml"
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 const apiDoc = "../docs/dbus-api.md"
@@ -102,7 +106,7 @@ func TestDocMatchesInterfaces(t *testing.T) {
 			}
 		}
 	}
-	for _, e := range []string{ErrorNoSuchPlan, ErrorNoSuchJob, ErrorNoSuchSnapshot, ErrorNoSuchArchive, ErrorInvalidArgument, ErrorInvalidConfig, ErrorFailed, ErrorAccessDenied, ErrorLimitsExceeded} {
+	for _, e := range []string{contract.ErrorNoSuchPlan, contract.ErrorNoSuchJob, contract.ErrorNoSuchSnapshot, contract.ErrorNoSuchArchive, contract.ErrorInvalidArgument, contract.ErrorInvalidConfig, contract.ErrorFailed, contract.ErrorAccessDenied, contract.ErrorLimitsExceeded} {
 		if !strings.Contains(string(data), e) {
 			t.Errorf("%s does not name the error %s", apiDoc, e)
 		}
@@ -148,6 +152,29 @@ func TestDocTablesMatchInterfaces(t *testing.T) {
 		}
 		if sigOf(row[0]) != in || sigOf(row[1]) != out {
 			t.Errorf("%s: table says in %q out %q; built in %q out %q", m.Name, sigOf(row[0]), sigOf(row[1]), in, out)
+		}
+	}
+}
+
+// The properties contract's types carry are those the interfaces declare,
+// with the declared D-Bus types: what a client reads (contract's Apply)
+// and what the objects hold come from one definition.
+func TestContractPropertiesMatchInterfaces(t *testing.T) {
+	for iface, props := range map[string]map[string]dbus.Variant{
+		contract.ManagerInterface: contract.Manager{}.Properties(),
+		contract.JobInterface:     contract.Job{}.Properties(),
+		contract.PlanInterface:    contract.Plan{}.Properties(),
+	} {
+		declared := map[string]string{}
+		for _, p := range Introspection()[iface].Properties {
+			declared[p.Name] = p.Type
+		}
+		got := map[string]string{}
+		for name, v := range props {
+			got[name] = v.Signature().String()
+		}
+		if !reflect.DeepEqual(got, declared) {
+			t.Errorf("%s: contract has\n%v\nthe interface declares\n%v", iface, got, declared)
 		}
 	}
 }

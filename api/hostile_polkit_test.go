@@ -12,6 +12,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -59,8 +60,8 @@ func hostilePolkitFlood(args []string) error {
 	for range calls {
 		// godbus's Object.Go drops the interactive flag: a message of our own.
 		conn.Send(&dbus.Message{Type: dbus.TypeMethodCall, Flags: flags, Headers: map[dbus.HeaderField]dbus.Variant{
-			dbus.FieldDestination: dbus.MakeVariant(BusName),
-			dbus.FieldPath:        dbus.MakeVariant(ManagerPath),
+			dbus.FieldDestination: dbus.MakeVariant(contract.BusName),
+			dbus.FieldPath:        dbus.MakeVariant(contract.ManagerPath),
 			dbus.FieldInterface:   dbus.MakeVariant(managerInterface),
 			dbus.FieldMember:      dbus.MakeVariant("AuthFlood"),
 			dbus.FieldSignature:   dbus.MakeVariant(dbus.SignatureOf(args[2], args[3])),
@@ -112,17 +113,17 @@ func TestHostilePolkitFlood(t *testing.T) {
 	}, &config.Plan{Name: "home"})
 	fake := startFakePolkit(t, b.bus.Address)
 	fake.answer(polkitResult{IsAuthorized: true})
-	fake.holdChecks(ActionRestore) // a slow authority, for restores
+	fake.holdChecks(contract.ActionRestore) // a slow authority, for restores
 
 	legitimate := func(when string) {
 		t.Helper()
-		if got, out := b.asNobody(t, false, ActionManage, "home"); got.err != nil {
+		if got, out := b.asNobody(t, false, contract.ActionManage, "home"); got.err != nil {
 			t.Errorf("%s: a check polkit answers yes at once was refused: %s (%s)", when, errMessage(got.err), out)
 		}
 	}
 
 	// The caller leaves with its checks unanswered.
-	out, err := testutil.RunHostile(t, time.Minute, "auth-polkit-flood", b.bus.Address, "200", ActionRestore, "home", "1s", "interactive")
+	out, err := testutil.RunHostile(t, time.Minute, "auth-polkit-flood", b.bus.Address, "200", contract.ActionRestore, "home", "1s", "interactive")
 	t.Logf("the flood, leaving after a second:\n%s", out)
 	if err != nil {
 		t.Fatal(err)
@@ -151,8 +152,8 @@ func TestHostilePolkitFlood(t *testing.T) {
 	legitimate("after the flood left")
 
 	// The caller waits: each check times out and is canceled.
-	fake.holdChecks(ActionRestore)
-	out, err = testutil.RunHostile(t, time.Minute, "auth-polkit-flood", b.bus.Address, strconv.Itoa(maxChecksPerCaller), ActionRestore, "home", "30s", "plain")
+	fake.holdChecks(contract.ActionRestore)
+	out, err = testutil.RunHostile(t, time.Minute, "auth-polkit-flood", b.bus.Address, strconv.Itoa(maxChecksPerCaller), contract.ActionRestore, "home", "30s", "plain")
 	t.Logf("checks that time out:\n%s", out)
 	if err != nil {
 		t.Fatal(err)

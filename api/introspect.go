@@ -3,16 +3,8 @@ package api
 import (
 	"github.com/godbus/dbus/v5/introspect"
 	"github.com/godbus/dbus/v5/prop"
-)
 
-// Interface names of the contract, and the standard ones the objects carry.
-const (
-	ManagerInterface       = "org.subvault.Subvault1.Manager"
-	JobInterface           = "org.subvault.Subvault1.Job"
-	PlanInterface          = "org.subvault.Subvault1.Plan"
-	ObjectManagerInterface = "org.freedesktop.DBus.ObjectManager"
-	propertiesInterface    = "org.freedesktop.DBus.Properties"
-	introspectInterface    = "org.freedesktop.DBus.Introspectable"
+	"github.com/subvault/subvault/api/contract"
 )
 
 func in(name, typ string) introspect.Arg {
@@ -34,7 +26,7 @@ func property(name, typ, emits string) introspect.Property {
 // managerIntrospection is org.subvault.Subvault1.Manager as the contract,
 // docs/dbus-api.md, defines it.
 var managerIntrospection = introspect.Interface{
-	Name: ManagerInterface,
+	Name: contract.ManagerInterface,
 	Methods: []introspect.Method{
 		{Name: "ListPlans", Args: []introspect.Arg{out("plans", "a(so)")}},
 		{Name: "ListJobs", Args: []introspect.Arg{out("jobs", "a(usssso)")}},
@@ -68,7 +60,7 @@ var managerIntrospection = introspect.Interface{
 }
 
 var jobIntrospection = introspect.Interface{
-	Name:    JobInterface,
+	Name:    contract.JobInterface,
 	Methods: []introspect.Method{{Name: "Cancel"}},
 	Properties: []introspect.Property{
 		property("Id", "u", "const"),
@@ -96,7 +88,7 @@ var jobIntrospection = introspect.Interface{
 }
 
 var planIntrospection = introspect.Interface{
-	Name: PlanInterface,
+	Name: contract.PlanInterface,
 	Properties: []introspect.Property{
 		property("Name", "s", "const"),
 		property("Subvolumes", "as", "true"),
@@ -111,7 +103,7 @@ var planIntrospection = introspect.Interface{
 }
 
 var objectManagerIntrospection = introspect.Interface{
-	Name: ObjectManagerInterface,
+	Name: contract.ObjectManagerInterface,
 	Methods: []introspect.Method{
 		{Name: "GetManagedObjects", Args: []introspect.Arg{out("objects", "a{oa{sa{sv}}}")}},
 	},
@@ -136,7 +128,7 @@ func node(children []string, ifaces ...introspect.Interface) *introspect.Node {
 // Manager, Job, Plan and ObjectManager interfaces.
 func Introspection() map[string]introspect.Interface {
 	return map[string]introspect.Interface{
-		ManagerInterface: managerIntrospection, JobInterface: jobIntrospection,
-		PlanInterface: planIntrospection, ObjectManagerInterface: objectManagerIntrospection,
+		contract.ManagerInterface: managerIntrospection, contract.JobInterface: jobIntrospection,
+		contract.PlanInterface: planIntrospection, contract.ObjectManagerInterface: objectManagerIntrospection,
 	}
 }

@@ -2,6 +2,8 @@ package api
 
 import (
 	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 // GetJobFiles names the files job id works on now, as restic reports them
@@ -16,10 +18,10 @@ func (m manager) GetJobFiles(msg dbus.Message, sender dbus.Sender, id uint32) ([
 	}
 	j, ok := m.s.d.Queue().Job(id)
 	if !ok {
-		return nil, newError(ErrorNoSuchJob, "there is no job %d; ListJobs lists the jobs", id)
+		return nil, newError(contract.ErrorNoSuchJob, "there is no job %d; ListJobs lists the jobs", id)
 	}
-	if _, derr := m.s.authorize(msg, sender, ActionRestore, m.s.planConfig(j.Plan)); derr != nil {
+	if _, derr := m.s.authorize(msg, sender, contract.ActionRestore, m.s.planConfig(j.Plan)); derr != nil {
 		return nil, derr
 	}
-	return escapeAll(j.CurrentFiles), nil
+	return contract.EscapeAll(j.CurrentFiles), nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
 )
@@ -27,57 +28,25 @@ const listArchivesTimeout = 2 * time.Minute
 // anybody for a password.
 type manager struct{ s *Server }
 
-// PlanEntry is one row of ListPlans: a(so).
-type PlanEntry struct {
-	Name string
-	Path dbus.ObjectPath
-}
-
-// JobEntry is one row of ListJobs: a(usssso).
-type JobEntry struct {
-	ID     uint32
-	Kind   string
-	Plan   string
-	State  string
-	Result string
-	Path   dbus.ObjectPath
-}
-
-// SnapshotEntry is one row of ListSnapshots: a(sstb).
-type SnapshotEntry struct {
-	Name string
-	Path string
-	Time uint64
-	Kept bool
-}
-
-// ArchiveEntry is one row of ListArchives: a(stsasas).
-type ArchiveEntry struct {
-	ShortID  string
-	Time     uint64
-	Hostname string
-	Paths    []string
-	Tags     []string
-}
-
-func (m manager) ListPlans(msg dbus.Message) ([]PlanEntry, *dbus.Error) {
+func (m manager) ListPlans(msg dbus.Message) ([]contract.PlanEntry, *dbus.Error) {
 	if err := checkSignature(msg, ""); err != nil {
 		return nil, err
 	}
-	out := []PlanEntry{}
+	out := []contract.PlanEntry{}
 	for _, name := range m.s.d.Config().PlanNames() {
-		out = append(out, PlanEntry{Name: name, Path: PlanPath(name)})
+		out = append(out, contract.PlanEntry{Name: name, Path: contract.PlanPath(name)})
 	}
 	return out, nil
 }
 
-func (m manager) ListJobs(msg dbus.Message) ([]JobEntry, *dbus.Error) {
+func (m manager) ListJobs(msg dbus.Message) ([]contract.JobEntry, *dbus.Error) {
 	if err := checkSignature(msg, ""); err != nil {
 		return nil, err
 	}
-	out := []JobEntry{}
+	out := []contract.JobEntry{}
 	for _, j := range m.s.d.Queue().Jobs() {
-		out = append(out, JobEntry{ID: j.ID, Kind: j.Kind, Plan: j.Plan, State: j.State, Result: j.Result, Path: JobPath(j.ID)})
+		out = append(out, contract.JobEntry{ID: j.ID, Kind: contract.Kind(j.Kind), Plan: j.Plan, State: contract.State(j.State),
+			Result: contract.Result(j.Result), Path: contract.JobPath(j.ID)})
 	}
 	if derr := checkReplySize(out, fmt.Sprintf("the daemon has %d jobs", len(out)), "lower settings.job_history"); derr != nil {
 		return nil, derr
@@ -86,15 +55,15 @@ func (m manager) ListJobs(msg dbus.Message) ([]JobEntry, *dbus.Error) {
 }
 
 func (m manager) StartBackup(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindBackup, ActionBackup, plan)
+	return m.s.start(msg, sender, daemon.KindBackup, contract.ActionBackup, plan)
 }
 
 func (m manager) StartPrune(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindPrune, ActionManage, plan)
+	return m.s.start(msg, sender, daemon.KindPrune, contract.ActionManage, plan)
 }
 
 func (m manager) StartCheck(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindCheck, ActionBackup, plan)
+	return m.s.start(msg, sender, daemon.KindCheck, contract.ActionBackup, plan)
 }
 
 func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archive, target string, include []string) (uint32, dbus.ObjectPath, *dbus.Error) {
@@ -108,16 +77,16 @@ func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archiv
 	if derr := firstError(checkArchive(archive), checkPath("restore target", target), checkIncludes(include)); derr != nil {
 		return 0, "", derr
 	}
-	uid, derr := m.s.authorize(msg, sender, ActionRestore, p)
+	uid, derr := m.s.authorize(msg, sender, contract.ActionRestore, p)
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := m.s.d.StartRestore(plan, archive, target, include, trigger(uid), int64(uid))
+	j, err := m.s.d.StartRestore(plan, archive, target, include, contract.CallerTrigger(uid), int64(uid))
 	if err != nil {
 		return 0, "", daemonError(err)
 	}
 	m.s.sync()
-	return j.ID, JobPath(j.ID), nil
+	return j.ID, contract.JobPath(j.ID), nil
 }
 
 func (m manager) CancelJob(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.Error {
@@ -127,7 +96,7 @@ func (m manager) CancelJob(msg dbus.Message, sender dbus.Sender, id uint32) *dbu
 	return m.s.cancel(msg, sender, id)
 }
 
-func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]SnapshotEntry, *dbus.Error) {
+func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]contract.SnapshotEntry, *dbus.Error) {
 	if err := checkSignature(msg, "s"); err != nil {
 		return nil, err
 	}
@@ -138,9 +107,9 @@ func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]SnapshotEntry, 
 	if err != nil {
 		return nil, daemonError(err)
 	}
-	out := []SnapshotEntry{}
+	out := []contract.SnapshotEntry{}
 	for _, sn := range list {
-		out = append(out, SnapshotEntry{Name: escapeInvalidUTF8(sn.Name), Path: escapeInvalidUTF8(sn.Path), Time: micros(sn.Time), Kept: sn.Kept})
+		out = append(out, contract.SnapshotEntry{Name: contract.EscapeInvalidUTF8(sn.Name), Path: contract.EscapeInvalidUTF8(sn.Path), Time: contract.Micros(sn.Time), Kept: sn.Kept})
 	}
 	if derr := checkReplySize(out, fmt.Sprintf("plan %s has %d local snapshots", plan, len(out)),
 		"delete some (DeleteSnapshot) or keep fewer (keep_snapshots)"); derr != nil {
@@ -149,7 +118,7 @@ func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]SnapshotEntry, 
 	return out, nil
 }
 
-func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string) ([]ArchiveEntry, *dbus.Error) {
+func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string) ([]contract.ArchiveEntry, *dbus.Error) {
 	if err := checkSignature(msg, "s"); err != nil {
 		return nil, err
 	}
@@ -157,7 +126,7 @@ func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string)
 	if derr != nil {
 		return nil, derr
 	}
-	uid, derr := m.s.authorize(msg, sender, ActionBackup, p)
+	uid, derr := m.s.authorize(msg, sender, contract.ActionBackup, p)
 	if derr != nil {
 		return nil, derr
 	}
@@ -167,10 +136,10 @@ func (m manager) ListArchives(msg dbus.Message, sender dbus.Sender, plan string)
 	if err != nil {
 		return nil, daemonError(fmt.Errorf("cannot list the archives of plan %s: %w", plan, err))
 	}
-	out := []ArchiveEntry{}
+	out := []contract.ArchiveEntry{}
 	for _, a := range list {
-		out = append(out, ArchiveEntry{ShortID: a.ShortID, Time: micros(a.Time), Hostname: escapeInvalidUTF8(a.Hostname),
-			Paths: escapeAll(a.Paths), Tags: escapeAll(a.Tags)})
+		out = append(out, contract.ArchiveEntry{ShortID: a.ShortID, Time: contract.Micros(a.Time), Hostname: contract.EscapeInvalidUTF8(a.Hostname),
+			Paths: contract.EscapeAll(a.Paths), Tags: contract.EscapeAll(a.Tags)})
 	}
 	if derr := checkReplySize(out, fmt.Sprintf("plan %s has %d archives", plan, len(out)),
 		"forget old ones (subvault prune, with the plan's retention)"); derr != nil {
@@ -190,7 +159,7 @@ func (m manager) DeleteSnapshot(msg dbus.Message, sender dbus.Sender, plan, name
 	if derr := checkSnapshotName(name); derr != nil {
 		return derr
 	}
-	if _, derr := m.s.authorize(msg, sender, ActionManage, p); derr != nil {
+	if _, derr := m.s.authorize(msg, sender, contract.ActionManage, p); derr != nil {
 		return derr
 	}
 	return daemonError(m.s.d.DeleteSnapshot(plan, name))
@@ -207,21 +176,21 @@ func (m manager) CloneSnapshot(msg dbus.Message, sender dbus.Sender, plan, name,
 	if derr := firstError(checkSnapshotName(name), checkPath("clone target", target)); derr != nil {
 		return "", derr
 	}
-	if _, derr := m.s.authorize(msg, sender, ActionRestore, p); derr != nil {
+	if _, derr := m.s.authorize(msg, sender, contract.ActionRestore, p); derr != nil {
 		return "", derr
 	}
 	path, err := m.s.d.CloneSnapshot(plan, name, target)
 	if err != nil {
 		return "", daemonError(err)
 	}
-	return escapeInvalidUTF8(path), nil
+	return contract.EscapeInvalidUTF8(path), nil
 }
 
 func (m manager) Reload(msg dbus.Message, sender dbus.Sender) *dbus.Error {
 	if err := checkSignature(msg, ""); err != nil {
 		return err
 	}
-	if _, derr := m.s.authorize(msg, sender, ActionManage, nil); derr != nil {
+	if _, derr := m.s.authorize(msg, sender, contract.ActionManage, nil); derr != nil {
 		return derr
 	}
 	if err := m.s.d.Reload(); err != nil {
@@ -248,12 +217,12 @@ func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan 
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := s.d.Start(kind, plan, trigger(uid), int64(uid))
+	j, err := s.d.Start(kind, plan, contract.CallerTrigger(uid), int64(uid))
 	if err != nil {
 		return 0, "", daemonError(err)
 	}
 	s.sync()
-	return j.ID, JobPath(j.ID), nil
+	return j.ID, contract.JobPath(j.ID), nil
 }
 
 // cancel cancels job id. A job the caller alone asked for needs
@@ -269,15 +238,15 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.E
 	for range 2 {
 		j, ok := s.d.Queue().Job(id)
 		if !ok {
-			return newError(ErrorNoSuchJob, "there is no job %d; ListJobs lists the jobs", id)
+			return newError(contract.ErrorNoSuchJob, "there is no job %d; ListJobs lists the jobs", id)
 		}
 		if !j.Active() {
-			return newError(ErrorNoSuchJob, "job %d has already finished (%s); there is nothing to cancel", id, j.Result)
+			return newError(contract.ErrorNoSuchJob, "job %d has already finished (%s); there is nothing to cancel", id, j.Result)
 		}
 		own := j.AskedOnlyBy(uid)
-		action := ActionManage
+		action := contract.ActionManage
 		if own {
-			action = ActionBackup
+			action = contract.ActionBackup
 		}
 		if _, derr := s.authorize(msg, sender, action, s.planConfig(j.Plan)); derr != nil {
 			return notYoursAlone(derr, j, uid)
@@ -292,25 +261,25 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.E
 		case errors.Is(err, daemon.ErrAskedByOthers):
 			continue
 		case errors.Is(err, daemon.ErrNoSuchJob):
-			return newError(ErrorNoSuchJob, "job %d has already finished; there is nothing to cancel", id)
+			return newError(contract.ErrorNoSuchJob, "job %d has already finished; there is nothing to cancel", id)
 		case err != nil:
 			return daemonError(err)
 		}
 		s.sync()
 		return nil
 	}
-	return newError(ErrorFailed, "job %d changed while it was being canceled; try again", id)
+	return newError(contract.ErrorFailed, "job %d changed while it was being canceled; try again", id)
 }
 
 // notYoursAlone adds to a refusal to cancel a job the caller asked for
 // why its own authorization is not enough: others asked for it too.
 func notYoursAlone(refusal *dbus.Error, j daemon.Job, uid uint32) *dbus.Error {
-	if refusal.Name != ErrorAccessDenied || !slices.Contains(j.Callers(), uid) {
+	if refusal.Name != contract.ErrorAccessDenied || !slices.Contains(j.Callers(), uid) {
 		return refusal
 	}
 	var others []string
 	for _, t := range j.Triggers() {
-		if t != trigger(uid) {
+		if t != contract.CallerTrigger(uid) {
 			others = append(others, askerWords(t))
 		}
 	}
@@ -318,16 +287,16 @@ func notYoursAlone(refusal *dbus.Error, j daemon.Job, uid uint32) *dbus.Error {
 	if len(refusal.Body) > 0 {
 		msg, _ = refusal.Body[0].(string)
 	}
-	return newError(ErrorAccessDenied, "%s; job %d is not yours alone: %s asked for it too, so only an administrator may cancel it",
+	return newError(contract.ErrorAccessDenied, "%s; job %d is not yours alone: %s asked for it too, so only an administrator may cancel it",
 		msg, j.ID, strings.Join(others, " and "))
 }
 
 // askerWords names who asked for a job, by its trigger.
 func askerWords(t string) string {
 	switch {
-	case t == daemon.TriggerSchedule:
+	case t == contract.TriggerSchedule:
 		return "the schedule"
-	case t == daemon.TriggerCatchUp:
+	case t == contract.TriggerCatchUp:
 		return "the catch-up of a missed scheduled run"
 	case strings.HasPrefix(t, "dbus:"):
 		return "uid " + strings.TrimPrefix(t, "dbus:")
@@ -355,7 +324,7 @@ func (s *Server) plan(msg dbus.Message, name string) (*config.Plan, *dbus.Error)
 		if s.fromRoot(msg) {
 			where = "in " + cfg.File
 		}
-		return nil, newError(ErrorNoSuchPlan, "no plan %q %s (plans: %s)", name, where, plans)
+		return nil, newError(contract.ErrorNoSuchPlan, "no plan %q %s (plans: %s)", name, where, plans)
 	}
 	return p, nil
 }
@@ -377,8 +346,6 @@ func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action string, 
 	}
 	return s.authz.CallerUID(sender)
 }
-
-func trigger(uid uint32) string { return fmt.Sprintf("dbus:%d", uid) }
 
 func firstError(errs ...*dbus.Error) *dbus.Error {
 	for _, e := range errs {

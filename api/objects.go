@@ -4,68 +4,74 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"reflect"
 	"time"
 	"unicode/utf8"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/godbus/dbus/v5/prop"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 )
 
-// jobObject is /org/subvault/Subvault1/job/<id>. Its properties live in a
-// prop.Properties (Get and GetAll answer the newest values at once); the
-// PropertiesChanged signals are the server's, one per flush with every
-// property that changed, throttled.
+// jobObject is /org/subvault/Subvault1/job/<id>. Get and GetAll answer
+// its newest properties at once; the PropertiesChanged signals are the
+// server's, one per flush with every property that changed, throttled.
 type jobObject struct {
 	id     uint32
 	path   dbus.ObjectPath
 	plan   string
 	caller int64
-	props  *prop.Properties
-	values map[string]any // as set
-	shown  map[string]any // as last announced
+	props  *properties
+	shown  map[string]dbus.Variant // as last announced
 
 	lastEmit time.Time
 	due      time.Time   // when the throttled changes go out
 	final    *daemon.Job // finished: JobRemoved goes out with the final state
 }
 
-// jobValues are the Job interface's properties of j.
-func jobValues(j daemon.Job) map[string]any {
-	return map[string]any{
-		"Id": j.ID, "Kind": j.Kind, "Plan": j.Plan, "State": j.State, "Result": j.Result,
-		"Trigger": escapeInvalidUTF8(j.Trigger), "Progress": finite(j.Progress),
-		"Callers": j.Callers(), "Triggers": escapeAll(j.Triggers()),
-		"BytesDone": j.BytesDone, "BytesTotal": j.BytesTotal, "FilesDone": j.FilesDone, "FilesTotal": j.FilesTotal,
+// wireJob is j as its object shows it: every name valid UTF-8, messages one
+// bounded line, no file names.
+func wireJob(j daemon.Job) contract.Job {
+	return contract.Job{
+		ID:               j.ID,
+		Kind:             contract.Kind(j.Kind),
+		Plan:             j.Plan,
+		State:            contract.State(j.State),
+		Result:           contract.Result(j.Result),
+		Trigger:          contract.EscapeInvalidUTF8(j.Trigger),
+		Callers:          j.Callers(),
+		Triggers:         contract.EscapeAll(j.Triggers()),
+		Progress:         finite(j.Progress),
+		BytesDone:        j.BytesDone,
+		BytesTotal:       j.BytesTotal,
+		FilesDone:        j.FilesDone,
+		FilesTotal:       j.FilesTotal,
+		SecondsRemaining: j.SecondsRemaining,
 		// File names are not for everyone on the bus: GetJobFiles gives
 		// them to those with the restore authorization.
-		"SecondsRemaining": j.SecondsRemaining, "CurrentFiles": []string{},
-		"QueuedAt": micros(j.QueuedAt), "StartedAt": micros(j.StartedAt), "FinishedAt": micros(j.FinishedAt),
-		"Error": boundedLine(j.Error), "ArchiveId": escapeInvalidUTF8(j.ArchiveID),
-		"Summary": summaryVariants(j.Summary),
+		CurrentFiles: []string{},
+		QueuedAt:     j.QueuedAt,
+		StartedAt:    j.StartedAt,
+		FinishedAt:   j.FinishedAt,
+		Error:        boundedLine(j.Error),
+		ArchiveID:    contract.EscapeInvalidUTF8(j.ArchiveID),
+		Summary:      summaryValues(j.Summary),
 	}
 }
 
 // exportJob exports j's object; mu is held.
 func (s *Server) exportJob(j daemon.Job) (*jobObject, error) {
-	o := &jobObject{id: j.ID, path: JobPath(j.ID), plan: j.Plan, caller: j.Caller, values: jobValues(j), shown: jobValues(j)}
-	// prop gets values of its own: SetMust stores a map into the map it
-	// holds, in place, which must not change ours.
-	props := map[string]*prop.Prop{}
-	for k, v := range jobValues(j) {
-		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
-	}
+	o := &jobObject{id: j.ID, path: contract.JobPath(j.ID), plan: j.Plan, caller: j.Caller}
 	var err error
-	if o.props, err = exportProperties(s.conn, o.path, JobInterface, props); err != nil {
+	if o.props, err = exportProperties(s.conn, o.path, contract.JobInterface, wireJob(j).Properties()); err != nil {
 		return nil, err
 	}
-	if err := s.conn.Export(jobMethods{s: s, id: j.ID}, o.path, JobInterface); err != nil {
+	o.shown = o.props.values()
+	if err := s.conn.Export(jobMethods{s: s, id: j.ID}, o.path, contract.JobInterface); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
 	}
-	if err := s.conn.Export(introspect.NewIntrospectable(node(nil, jobIntrospection)), o.path, introspectInterface); err != nil {
+	if err := s.conn.Export(introspect.NewIntrospectable(node(nil, jobIntrospection)), o.path, contract.IntrospectableInterface); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
 	}
 	s.jobs[j.ID] = o
@@ -73,88 +79,63 @@ func (s *Server) exportJob(j daemon.Job) (*jobObject, error) {
 }
 
 func (s *Server) unexportJob(o *jobObject) {
-	for _, iface := range []string{JobInterface, propertiesInterface, introspectInterface} {
+	for _, iface := range []string{contract.JobInterface, contract.PropertiesInterface, contract.IntrospectableInterface} {
 		_ = s.conn.Export(nil, o.path, iface)
 	}
 	delete(s.jobs, o.id)
 	delete(s.throttled, o.id)
 }
 
-// set takes the job's new values into its properties. (prop stores a map
-// by adding its keys to the map it has; Summary, the one map, is set once,
-// when the job finishes, so no stale key stays.)
+// set takes the job's new values into its properties.
 func (o *jobObject) set(j daemon.Job) {
-	for k, v := range jobValues(j) {
-		if !reflect.DeepEqual(o.values[k], v) {
-			o.props.SetMust(JobInterface, k, v)
-			o.values[k] = v
-		}
-	}
+	o.props.store(wireJob(j).Properties())
 }
 
 // changed returns the properties changed since the last announcement and
 // counts them as announced.
 func (o *jobObject) changed() map[string]dbus.Variant {
-	return diff(o.values, o.shown)
-}
-
-func (o *jobObject) interfaces() map[string]map[string]dbus.Variant {
-	all, _ := o.props.GetAll(JobInterface)
-	return map[string]map[string]dbus.Variant{JobInterface: all}
-}
-
-func diff(values, shown map[string]any) map[string]dbus.Variant {
-	changed := map[string]dbus.Variant{}
-	for k, v := range values {
-		if !reflect.DeepEqual(shown[k], v) {
-			changed[k] = dbus.MakeVariant(v)
-			shown[k] = v
-		}
-	}
+	now := o.props.values()
+	changed := changedProperties(o.shown, now)
+	o.shown = now
 	return changed
 }
 
-func copyValues(m map[string]any) map[string]any {
-	c := make(map[string]any, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
-}
+func (o *jobObject) interfaces() map[string]map[string]dbus.Variant { return o.props.interfaces() }
 
 // planObject is /org/subvault/Subvault1/plan/<escaped name>.
 type planObject struct {
-	name   string
-	path   dbus.ObjectPath
-	props  *prop.Properties
-	values map[string]any
+	name  string
+	path  dbus.ObjectPath
+	props *properties
 }
 
-func planValues(p daemon.PlanInfo) map[string]any {
-	return map[string]any{
-		"Name": p.Name, "Subvolumes": escapeAll(p.Subvolumes), "Repository": p.Repository,
-		"Schedule": escapeInvalidUTF8(p.Schedule), "NextRun": micros(p.NextRun),
-		"LastBackup": micros(p.LastBackup), "LastResult": p.LastResult,
-		"LastError": boundedLine(p.LastError), "LastSuccess": micros(p.LastSuccess),
+// wirePlan is p as its object shows it.
+func wirePlan(p daemon.PlanInfo) contract.Plan {
+	return contract.Plan{
+		Name:        p.Name,
+		Subvolumes:  contract.EscapeAll(p.Subvolumes),
+		Repository:  p.Repository,
+		Schedule:    contract.EscapeInvalidUTF8(p.Schedule),
+		NextRun:     p.NextRun,
+		LastBackup:  p.LastBackup,
+		LastResult:  contract.Result(p.LastResult),
+		LastError:   boundedLine(p.LastError),
+		LastSuccess: p.LastSuccess,
 	}
 }
 
 func (s *Server) exportPlan(p daemon.PlanInfo) (*planObject, error) {
-	o := &planObject{name: p.Name, path: PlanPath(p.Name), values: planValues(p)}
-	props := map[string]*prop.Prop{}
-	for k, v := range planValues(p) { // prop's own, as in exportJob
-		props[k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
-	}
+	o := &planObject{name: p.Name, path: contract.PlanPath(p.Name)}
 	var err error
-	if o.props, err = exportProperties(s.conn, o.path, PlanInterface, props); err != nil {
+	if o.props, err = exportProperties(s.conn, o.path, contract.PlanInterface, wirePlan(p).Properties()); err != nil {
 		return nil, err
 	}
 	// The Plan interface has no methods; exporting an empty method set
 	// still makes the object answer for the interface.
-	if err := s.conn.ExportMethodTable(map[string]any{}, o.path, PlanInterface); err != nil {
+	if err := s.conn.ExportMethodTable(map[string]any{}, o.path, contract.PlanInterface); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
 	}
-	if err := s.conn.Export(introspect.NewIntrospectable(node(nil, planIntrospection)), o.path, introspectInterface); err != nil {
+	if err := s.conn.Export(introspect.NewIntrospectable(node(nil, planIntrospection)), o.path, contract.IntrospectableInterface); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", o.path, err)
 	}
 	s.plans[p.Name] = o
@@ -162,7 +143,7 @@ func (s *Server) exportPlan(p daemon.PlanInfo) (*planObject, error) {
 }
 
 func (s *Server) unexportPlan(o *planObject) {
-	for _, iface := range []string{PlanInterface, propertiesInterface, introspectInterface} {
+	for _, iface := range []string{contract.PlanInterface, contract.PropertiesInterface, contract.IntrospectableInterface} {
 		_ = s.conn.Export(nil, o.path, iface)
 	}
 	delete(s.plans, o.name)
@@ -170,20 +151,10 @@ func (s *Server) unexportPlan(o *planObject) {
 
 // set takes the plan's new values and returns those that changed.
 func (o *planObject) set(p daemon.PlanInfo) map[string]dbus.Variant {
-	shown := copyValues(o.values)
-	for k, v := range planValues(p) {
-		if !reflect.DeepEqual(o.values[k], v) {
-			o.props.SetMust(PlanInterface, k, v)
-			o.values[k] = v
-		}
-	}
-	return diff(o.values, shown)
+	return o.props.store(wirePlan(p).Properties())
 }
 
-func (o *planObject) interfaces() map[string]map[string]dbus.Variant {
-	all, _ := o.props.GetAll(PlanInterface)
-	return map[string]map[string]dbus.Variant{PlanInterface: all}
-}
+func (o *planObject) interfaces() map[string]map[string]dbus.Variant { return o.props.interfaces() }
 
 // objectManager is org.freedesktop.DBus.ObjectManager on the manager.
 type objectManager struct{ s *Server }
@@ -225,7 +196,7 @@ const maxErrorBytes = 4096
 // boundedLine is an error message as a property carries it: one line,
 // valid UTF-8, at most maxErrorBytes (cut at a character, marked " [...]").
 func boundedLine(s string) string {
-	s = oneLine(escapeInvalidUTF8(s))
+	s = oneLine(contract.EscapeInvalidUTF8(s))
 	if len(s) <= maxErrorBytes {
 		return s
 	}
@@ -237,13 +208,6 @@ func boundedLine(s string) string {
 	return s[:cut] + mark
 }
 
-func micros(t time.Time) uint64 {
-	if t.IsZero() || t.UnixMicro() < 0 {
-		return 0
-	}
-	return uint64(t.UnixMicro())
-}
-
 func finite(f float64) float64 {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0
@@ -251,41 +215,42 @@ func finite(f float64) float64 {
 	return f
 }
 
-// summaryVariants turns restic's summary (numbers as json.Number) into
-// a{sv}: whole numbers as t (x when negative), others as d, strings as s,
-// booleans as b, anything else as its JSON text.
-func summaryVariants(summary map[string]any) map[string]dbus.Variant {
-	out := make(map[string]dbus.Variant, len(summary))
+// summaryValues turns restic's summary (numbers as json.Number) into
+// what a{sv} carries: whole numbers as uint64 (t; int64, x, when
+// negative), others as float64 (d), strings, booleans, anything else as
+// its JSON text; keys and strings valid UTF-8.
+func summaryValues(summary map[string]any) map[string]any {
+	out := make(map[string]any, len(summary))
 	for k, v := range summary {
-		k = escapeInvalidUTF8(k)
+		k = contract.EscapeInvalidUTF8(k)
 		switch v := v.(type) {
 		case json.Number:
 			if n, err := v.Int64(); err == nil {
 				if n >= 0 {
-					out[k] = dbus.MakeVariant(uint64(n))
+					out[k] = uint64(n)
 				} else {
-					out[k] = dbus.MakeVariant(n)
+					out[k] = n
 				}
 			} else if f, err := v.Float64(); err == nil {
-				out[k] = dbus.MakeVariant(finite(f))
+				out[k] = finite(f)
 			} else {
-				out[k] = dbus.MakeVariant(v.String())
+				out[k] = v.String()
 			}
 		case float64:
 			if v == math.Trunc(v) && v >= 0 && v < 1<<63 {
-				out[k] = dbus.MakeVariant(uint64(v))
+				out[k] = uint64(v)
 			} else {
-				out[k] = dbus.MakeVariant(finite(v))
+				out[k] = finite(v)
 			}
 		case string:
-			out[k] = dbus.MakeVariant(escapeInvalidUTF8(v))
+			out[k] = contract.EscapeInvalidUTF8(v)
 		case bool:
-			out[k] = dbus.MakeVariant(v)
+			out[k] = v
 		case nil:
 		default:
 			data, err := json.Marshal(v)
 			if err == nil {
-				out[k] = dbus.MakeVariant(escapeInvalidUTF8(string(data)))
+				out[k] = contract.EscapeInvalidUTF8(string(data))
 			}
 		}
 	}

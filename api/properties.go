@@ -3,46 +3,94 @@ package api
 import (
 	"fmt"
 	"path"
+	"reflect"
 	"strings"
+	"sync/atomic"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/godbus/dbus/v5/prop"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 // properties is org.freedesktop.DBus.Properties of an object with one
-// interface of read-only properties. prop keeps the values (the server
-// sets them and sends PropertiesChanged itself); this answers the calls,
-// with the specification's errors: prop's have names of its own and no
-// message, which busctl shows as "Input/output error".
+// interface of read-only properties, and the store of their values: the
+// server stores them and sends PropertiesChanged itself; this answers the
+// calls, with the specification's errors.
+//
+// A stored map is never changed: a change stores a new one. So Get, GetAll
+// and GetManagedObjects hand out what is stored as it is, without a copy
+// and without a lock (godbus encodes a reply after the method returns,
+// when the server may be storing the next values), and a job that has
+// finished is never converted again: GetManagedObjects of 200 finished
+// jobs encodes the maps made when each finished.
 type properties struct {
-	values *prop.Properties
-	path   dbus.ObjectPath
-	iface  string
+	path    dbus.ObjectPath
+	iface   string
+	current atomic.Pointer[storedProperties]
 }
 
-// exportProperties exports props as iface's properties on path, answered
-// by properties, and returns prop's store to set them in.
-func exportProperties(conn *dbus.Conn, path dbus.ObjectPath, iface string, props map[string]*prop.Prop) (*prop.Properties, error) {
-	values, err := prop.Export(conn, path, prop.Map{iface: props})
-	if err != nil {
+type storedProperties struct {
+	values map[string]dbus.Variant
+	// ifaces is values under the interface's name, as GetManagedObjects
+	// and InterfacesAdded carry them.
+	ifaces map[string]map[string]dbus.Variant
+}
+
+// exportProperties exports iface's properties on path, with values, and
+// returns their store.
+func exportProperties(conn *dbus.Conn, path dbus.ObjectPath, iface string, values map[string]dbus.Variant) (*properties, error) {
+	p := &properties{path: path, iface: iface}
+	p.store(values)
+	if err := conn.Export(p, path, contract.PropertiesInterface); err != nil {
 		return nil, fmt.Errorf("cannot export %s: %w", path, err)
 	}
-	// Exported again on the same path and interface: this replaces prop's
-	// own answers.
-	if err := conn.Export(properties{values: values, path: path, iface: iface}, path, propertiesInterface); err != nil {
-		return nil, fmt.Errorf("cannot export %s: %w", path, err)
+	return p, nil
+}
+
+// store makes values the properties (the map is the store's from now on:
+// the caller changes it no more) and returns those that differ from the
+// ones before. Values equal to those stored are not stored: the map
+// handed out so far stays.
+func (p *properties) store(values map[string]dbus.Variant) map[string]dbus.Variant {
+	before := p.current.Load()
+	if before == nil {
+		p.current.Store(&storedProperties{values: values, ifaces: map[string]map[string]dbus.Variant{p.iface: values}})
+		return values
 	}
-	return values, nil
+	changed := changedProperties(before.values, values)
+	if len(changed) > 0 || len(values) != len(before.values) {
+		p.current.Store(&storedProperties{values: values, ifaces: map[string]map[string]dbus.Variant{p.iface: values}})
+	}
+	return changed
+}
+
+// values are the properties stored: not to be changed.
+func (p *properties) values() map[string]dbus.Variant { return p.current.Load().values }
+
+// interfaces are the properties under the interface's name: not to be
+// changed.
+func (p *properties) interfaces() map[string]map[string]dbus.Variant { return p.current.Load().ifaces }
+
+// changedProperties are the properties of now that were not in before, or
+// held another value.
+func changedProperties(before, now map[string]dbus.Variant) map[string]dbus.Variant {
+	changed := map[string]dbus.Variant{}
+	for k, v := range now {
+		if old, ok := before[k]; !ok || old.Signature() != v.Signature() || !reflect.DeepEqual(old.Value(), v.Value()) {
+			changed[k] = v
+		}
+	}
+	return changed
 }
 
 // Get answers one property of the object's interface.
-func (p properties) Get(iface, name string) (dbus.Variant, *dbus.Error) {
+func (p *properties) Get(iface, name string) (dbus.Variant, *dbus.Error) {
 	if iface != p.iface && iface != "" {
 		return dbus.Variant{}, p.unknownInterface(iface)
 	}
-	v, derr := p.values.Get(p.iface, name)
-	if derr != nil {
+	v, ok := p.values()[name]
+	if !ok {
 		return dbus.Variant{}, p.unknownProperty(name)
 	}
 	return v, nil
@@ -50,35 +98,31 @@ func (p properties) Get(iface, name string) (dbus.Variant, *dbus.Error) {
 
 // GetAll answers every property of the object's interface; an empty
 // interface name means all of the object's, as sd-bus has it.
-func (p properties) GetAll(iface string) (map[string]dbus.Variant, *dbus.Error) {
+func (p *properties) GetAll(iface string) (map[string]dbus.Variant, *dbus.Error) {
 	if iface != p.iface && iface != "" {
 		return nil, p.unknownInterface(iface)
 	}
-	all, derr := p.values.GetAll(p.iface)
-	if derr != nil {
-		return nil, newError(ErrorFailed, "cannot read the properties of %s: %s", p.path, derr.Name)
-	}
-	return all, nil
+	return p.values(), nil
 }
 
 // Set refuses: every property of the contract is read-only.
-func (p properties) Set(iface, name string, _ dbus.Variant) *dbus.Error {
+func (p *properties) Set(iface, name string, _ dbus.Variant) *dbus.Error {
 	if iface != p.iface && iface != "" {
 		return p.unknownInterface(iface)
 	}
-	if _, derr := p.values.Get(p.iface, name); derr != nil {
+	if _, ok := p.values()[name]; !ok {
 		return p.unknownProperty(name)
 	}
-	return newError(ErrorPropertyReadOnly, "property %s of %s is read-only; the daemon sets it", name, p.iface)
+	return newError(contract.ErrorPropertyReadOnly, "property %s of %s is read-only; the daemon sets it", name, p.iface)
 }
 
-func (p properties) unknownInterface(iface string) *dbus.Error {
-	return newError(ErrorUnknownInterface, "%s has no properties of interface %s; its properties are %s's", p.path, iface, p.iface)
+func (p *properties) unknownInterface(iface string) *dbus.Error {
+	return newError(contract.ErrorUnknownInterface, "%s has no properties of interface %s; its properties are %s's", p.path, iface, p.iface)
 }
 
-func (p properties) unknownProperty(name string) *dbus.Error {
-	return newError(ErrorUnknownProperty, "interface %s has no property %q; busctl introspect %s %s lists those it has",
-		p.iface, name, BusName, p.path)
+func (p *properties) unknownProperty(name string) *dbus.Error {
+	return newError(contract.ErrorUnknownProperty, "interface %s has no property %q; busctl introspect %s %s lists those it has",
+		p.iface, name, contract.BusName, p.path)
 }
 
 // missingObject answers for the job and plan paths that have no object
@@ -89,7 +133,7 @@ type missingObject struct{ kind, list string }
 
 func (m missingObject) refuse(msg dbus.Message) *dbus.Error {
 	at, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
-	return newError(ErrorUnknownObject, "there is no %s object %s; %s lists those there are", m.kind, at, m.list)
+	return newError(contract.ErrorUnknownObject, "there is no %s object %s; %s lists those there are", m.kind, at, m.list)
 }
 
 func (m missingObject) Get(msg dbus.Message, _, _ string) (dbus.Variant, *dbus.Error) {
@@ -121,11 +165,11 @@ func (s *Server) exportMissing() error {
 		iface   string
 		subtree bool
 	}{
-		{jobs, ManagerPath + "/job", propertiesInterface, true},
-		{missingJob{jobs}, ManagerPath + "/job", JobInterface, true},
-		{children{s, "job"}, ManagerPath + "/job", introspectInterface, false},
-		{plans, ManagerPath + "/plan", propertiesInterface, true},
-		{children{s, "plan"}, ManagerPath + "/plan", introspectInterface, false},
+		{jobs, contract.ManagerPath + "/job", contract.PropertiesInterface, true},
+		{missingJob{jobs}, contract.ManagerPath + "/job", contract.JobInterface, true},
+		{children{s, "job"}, contract.ManagerPath + "/job", contract.IntrospectableInterface, false},
+		{plans, contract.ManagerPath + "/plan", contract.PropertiesInterface, true},
+		{children{s, "plan"}, contract.ManagerPath + "/plan", contract.IntrospectableInterface, false},
 	} {
 		export := s.conn.Export
 		if e.subtree {

@@ -5,6 +5,8 @@ import (
 	"reflect"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 // MaxReplyBytes bounds the body of every reply whose size callers or the
@@ -68,7 +70,7 @@ func wireSize(v reflect.Value) int {
 // 90000 archives") and fix, what to do instead.
 func checkReplySize(reply any, what, fix string) *dbus.Error {
 	if size := wireSize(reflect.ValueOf(reply)); size > MaxReplyBytes {
-		return newError(ErrorFailed, "%s, %s in one reply, over the %d MiB a reply may carry; %s",
+		return newError(contract.ErrorFailed, "%s, %s in one reply, over the %d MiB a reply may carry; %s",
 			what, mebibytes(size), MaxReplyBytes>>20, fix)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 )
 
@@ -80,14 +81,14 @@ func (m manager) StartRestoreWith(msg dbus.Message, sender dbus.Sender, plan, ar
 			return 0, "", denyCaller("not authorized to restore plan %s in place: you are uid %d; an in-place restore writes over the plan's subvolumes, which only root may ask for (run it as root, or restore into a directory or a new subvolume)", plan, uid)
 		}
 	}
-	uid, derr := m.s.authorize(msg, sender, ActionRestore, p)
+	uid, derr := m.s.authorize(msg, sender, contract.ActionRestore, p)
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := m.s.d.StartRestoreWith(plan, archive, target, include, opts, trigger(uid), int64(uid))
+	j, err := m.s.d.StartRestoreWith(plan, archive, target, include, opts, contract.CallerTrigger(uid), int64(uid))
 	if err != nil {
 		return 0, "", daemonError(err)
 	}
 	m.s.sync()
-	return j.ID, JobPath(j.ID), nil
+	return j.ID, contract.JobPath(j.ID), nil
 }

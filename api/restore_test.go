@@ -7,6 +7,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 )
 
@@ -29,7 +30,7 @@ func TestParseRestoreOptions(t *testing.T) {
 		switch {
 		case c.err == "" && derr != nil:
 			t.Errorf("%v: %v", c.in, derr)
-		case c.err != "" && (derr == nil || derr.Name != ErrorInvalidArgument || !strings.Contains(derr.Error(), c.err)):
+		case c.err != "" && (derr == nil || derr.Name != contract.ErrorInvalidArgument || !strings.Contains(derr.Error(), c.err)):
 			t.Errorf("%v: %v, want InvalidArgument with %q", c.in, derr, c.err)
 		case c.err == "" && got != c.want:
 			t.Errorf("%v: %+v, want %+v", c.in, got, c.want)
@@ -44,8 +45,8 @@ func TestStartRestoreWithInPlaceIsRootOnly(t *testing.T) {
 	authz := &recordingAuthorizer{uid: 1000}
 	e := newAPIEnv(t, authz)
 	inPlace := map[string]dbus.Variant{"in_place": dbus.MakeVariant(true)}
-	err := e.obj.Call(ManagerInterface+".StartRestoreWith", dbus.FlagAllowInteractiveAuthorization, "home", "latest", "/", []string{}, inPlace).Err
-	if dbusErrorName(err) != ErrorAccessDenied || !strings.Contains(err.Error(), "only root") || !strings.Contains(err.Error(), "uid 1000") {
+	err := e.obj.Call(contract.ManagerInterface+".StartRestoreWith", dbus.FlagAllowInteractiveAuthorization, "home", "latest", "/", []string{}, inPlace).Err
+	if dbusErrorName(err) != contract.ErrorAccessDenied || !strings.Contains(err.Error(), "only root") || !strings.Contains(err.Error(), "uid 1000") {
 		t.Errorf("in place as uid 1000: %v", err)
 	}
 	for _, c := range []struct {
@@ -57,13 +58,13 @@ func TestStartRestoreWithInPlaceIsRootOnly(t *testing.T) {
 		{"relative", map[string]dbus.Variant{"subvolume": dbus.MakeVariant(true)}},
 		{filepath.Join(e.dir, "r"), map[string]dbus.Variant{"nosuch": dbus.MakeVariant(true)}},
 	} {
-		err := e.obj.Call(ManagerInterface+".StartRestoreWith", 0, "home", "latest", c.target, []string{}, c.options).Err
-		if dbusErrorName(err) != ErrorInvalidArgument {
+		err := e.obj.Call(contract.ManagerInterface+".StartRestoreWith", 0, "home", "latest", c.target, []string{}, c.options).Err
+		if dbusErrorName(err) != contract.ErrorInvalidArgument {
 			t.Errorf("target %s, options %v: %v, want InvalidArgument", c.target, c.options, err)
 		}
 	}
 	// A string for a{sv} cannot even be stored: the bus-level check.
-	if err := e.obj.Call(ManagerInterface+".StartRestoreWith", 0, "home", "latest", filepath.Join(e.dir, "r"), []string{}, "verify").Err; dbusErrorName(err) != "org.freedesktop.DBus.Error.InvalidArgs" {
+	if err := e.obj.Call(contract.ManagerInterface+".StartRestoreWith", 0, "home", "latest", filepath.Join(e.dir, "r"), []string{}, "verify").Err; dbusErrorName(err) != "org.freedesktop.DBus.Error.InvalidArgs" {
 		t.Errorf("options of type s: %v", err)
 	}
 	if got := authz.questions(); len(got) != 0 {
@@ -76,7 +77,7 @@ func TestStartRestoreWithInPlaceIsRootOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, _ := e.d.Queue().Job(id)
-	if j.Kind != daemon.KindRestore || !j.Verify || j.RestoreMode != "directory" || j.Caller != 1000 || path != JobPath(id) {
+	if j.Kind != daemon.KindRestore || !j.Verify || j.RestoreMode != "directory" || j.Caller != 1000 || path != contract.JobPath(id) {
 		t.Errorf("job %+v at %s", j, path)
 	}
 	if got := authz.questions(); strings.Join(got, "|") != "org.subvault.restore home false" {

@@ -3,6 +3,7 @@ package api
 import (
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 )
 
@@ -42,12 +43,12 @@ func (m manager) Rollback(msg dbus.Message, sender dbus.Sender, plan, snapshot, 
 	if derr := firstError(checkSnapshotName(snapshot), checkSubvolumePath(subvolume)); derr != nil {
 		return "", "", derr
 	}
-	if _, derr := m.s.authorize(msg, sender, ActionRestore, p); derr != nil {
+	if _, derr := m.s.authorize(msg, sender, contract.ActionRestore, p); derr != nil {
 		return "", "", derr
 	}
 	res, err := m.s.d.Rollback(plan, snapshot, subvolume, opts)
 	if err != nil {
 		return "", "", daemonError(err)
 	}
-	return escapeInvalidUTF8(res.Kept), escapeInvalidUTF8(res.Message), nil
+	return contract.EscapeInvalidUTF8(res.Kept), contract.EscapeInvalidUTF8(res.Message), nil
 }

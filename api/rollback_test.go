@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 // Rollback's arguments are checked before anybody is asked, and the
@@ -20,13 +22,13 @@ func TestRollbackArguments(t *testing.T) {
 		args []any
 		want string
 	}{
-		{"unknown option", []any{"home", snap, "/home", map[string]dbus.Variant{"force": dbus.MakeVariant(true)}}, ErrorInvalidArgument},
-		{"option of another type", []any{"home", snap, "/home", map[string]dbus.Variant{"dry_run": dbus.MakeVariant("yes")}}, ErrorInvalidArgument},
-		{"relative subvolume", []any{"home", snap, "home", none}, ErrorInvalidArgument},
-		{"unclean subvolume", []any{"home", snap, "/home/", none}, ErrorInvalidArgument},
-		{"snapshot path", []any{"home", "/home/.subvault-snapshots/" + snap, "/home", none}, ErrorInvalidArgument},
+		{"unknown option", []any{"home", snap, "/home", map[string]dbus.Variant{"force": dbus.MakeVariant(true)}}, contract.ErrorInvalidArgument},
+		{"option of another type", []any{"home", snap, "/home", map[string]dbus.Variant{"dry_run": dbus.MakeVariant("yes")}}, contract.ErrorInvalidArgument},
+		{"relative subvolume", []any{"home", snap, "home", none}, contract.ErrorInvalidArgument},
+		{"unclean subvolume", []any{"home", snap, "/home/", none}, contract.ErrorInvalidArgument},
+		{"snapshot path", []any{"home", "/home/.subvault-snapshots/" + snap, "/home", none}, contract.ErrorInvalidArgument},
 		{"no options argument", []any{"home", snap, "/home"}, "org.freedesktop.DBus.Error.InvalidArgs"},
-		{"unknown plan", []any{"nosuch", snap, "/home", none}, ErrorNoSuchPlan},
+		{"unknown plan", []any{"nosuch", snap, "/home", none}, contract.ErrorNoSuchPlan},
 	}
 	for _, c := range cases {
 		err := callInteractive(t, e.client, "Rollback", c.args...)
@@ -41,7 +43,7 @@ func TestRollbackArguments(t *testing.T) {
 	// subvolume path like any other).
 	for _, sv := range []string{"/home", "/"} {
 		err := callInteractive(t, e.client, "Rollback", "home", snap, sv, map[string]dbus.Variant{"dry_run": dbus.MakeVariant(true)})
-		if got := dbusErrorName(err); got != ErrorNoSuchSnapshot {
+		if got := dbusErrorName(err); got != contract.ErrorNoSuchSnapshot {
 			t.Errorf("a missing snapshot, %s: %s (%v)", sv, got, err)
 		}
 	}
@@ -49,10 +51,10 @@ func TestRollbackArguments(t *testing.T) {
 		t.Errorf("asked %v, want the restore action twice", got)
 	}
 
-	denied := &recordingAuthorizer{deny: map[string]bool{ActionRestore: true}, uid: 1000}
+	denied := &recordingAuthorizer{deny: map[string]bool{contract.ActionRestore: true}, uid: 1000}
 	e = newAPIEnv(t, denied)
 	err := callInteractive(t, e.client, "Rollback", "home", snap, "/home", none)
-	if got := dbusErrorName(err); got != ErrorAccessDenied {
+	if got := dbusErrorName(err); got != contract.ErrorAccessDenied {
 		t.Errorf("denied restore: %s (%v), want AccessDenied", got, err)
 	}
 }

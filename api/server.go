@@ -3,15 +3,15 @@ package api
 import (
 	"fmt"
 	"log/slog"
-	"reflect"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/godbus/dbus/v5/prop"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
 )
@@ -43,13 +43,12 @@ type Server struct {
 	log      *slog.Logger
 	interval time.Duration
 
-	mu           sync.Mutex
-	manager      *prop.Properties
-	managerShown map[string]any
-	jobs         map[uint32]*jobObject
-	plans        map[string]*planObject
-	active       map[uint32]string // queued and running jobs: their state
-	throttled    map[uint32]*jobObject
+	mu        sync.Mutex
+	manager   *properties
+	jobs      map[uint32]*jobObject
+	plans     map[string]*planObject
+	active    map[uint32]string // queued and running jobs: their state
+	throttled map[uint32]*jobObject
 
 	evMu   sync.Mutex
 	events []event
@@ -106,14 +105,14 @@ func Serve(conn *dbus.Conn, authz Authorizer, log *slog.Logger) func(d *daemon.D
 	}
 }
 
-// RequestName takes BusName on conn, or says who has it.
+// RequestName takes the daemon's bus name on conn, or says who has it.
 func RequestName(conn *dbus.Conn) error {
-	reply, err := conn.RequestName(BusName, dbus.NameFlagDoNotQueue)
+	reply, err := conn.RequestName(contract.BusName, dbus.NameFlagDoNotQueue)
 	if err != nil {
-		return fmt.Errorf("cannot request the bus name %s: %w", BusName, err)
+		return fmt.Errorf("cannot request the bus name %s: %w", contract.BusName, err)
 	}
 	if reply != dbus.RequestNameReplyPrimaryOwner {
-		return fmt.Errorf("another process owns the bus name %s: is subvault already running? (systemctl status subvault)", BusName)
+		return fmt.Errorf("another process owns the bus name %s: is subvault already running? (systemctl status subvault)", contract.BusName)
 	}
 	return nil
 }
@@ -124,26 +123,17 @@ func RequestName(conn *dbus.Conn) error {
 func (s *Server) Export() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	props := map[string]*prop.Prop{
-		"Version":     {Value: s.d.Version(), Emit: prop.EmitConst},
-		"State":       {Value: "idle", Emit: prop.EmitFalse},
-		"Plans":       {Value: []string{}, Emit: prop.EmitFalse},
-		"RunningJobs": {Value: []dbus.ObjectPath{}, Emit: prop.EmitFalse},
-		"QueuedJobs":  {Value: []dbus.ObjectPath{}, Emit: prop.EmitFalse},
-	}
 	var err error
-	if s.manager, err = exportProperties(s.conn, ManagerPath, ManagerInterface, props); err != nil {
+	if s.manager, err = exportProperties(s.conn, contract.ManagerPath, contract.ManagerInterface, s.managerValues().Properties()); err != nil {
 		return err
 	}
-	s.managerShown = map[string]any{"Version": s.d.Version(), "State": "idle", "Plans": []string{},
-		"RunningJobs": []dbus.ObjectPath{}, "QueuedJobs": []dbus.ObjectPath{}}
 	for iface, v := range map[string]any{
-		ManagerInterface:       manager{s},
-		ObjectManagerInterface: objectManager{s},
-		introspectInterface:    introspect.NewIntrospectable(node([]string{"job", "plan"}, managerIntrospection, objectManagerIntrospection)),
+		contract.ManagerInterface:        manager{s},
+		contract.ObjectManagerInterface:  objectManager{s},
+		contract.IntrospectableInterface: introspect.NewIntrospectable(node([]string{"job", "plan"}, managerIntrospection, objectManagerIntrospection)),
 	} {
-		if err := s.conn.Export(v, ManagerPath, iface); err != nil {
-			return fmt.Errorf("cannot export %s on %s: %w", iface, ManagerPath, err)
+		if err := s.conn.Export(v, contract.ManagerPath, iface); err != nil {
+			return fmt.Errorf("cannot export %s on %s: %w", iface, contract.ManagerPath, err)
 		}
 	}
 
@@ -275,9 +265,9 @@ func (s *Server) handle(ev event, now time.Time) {
 				s.log.Error("cannot export a job object", "job", j.ID, "err", err)
 				return
 			}
-			s.emit(ManagerPath, ObjectManagerInterface+".InterfacesAdded", o.path, o.interfaces())
+			s.emit(contract.ManagerPath, contract.ObjectManagerInterface+".InterfacesAdded", o.path, o.interfaces())
 			if ev.kind == evQueued {
-				s.emit(ManagerPath, ManagerInterface+".JobNew", j.ID, o.path, j.Kind, j.Plan)
+				s.emit(contract.ManagerPath, contract.ManagerInterface+".JobNew", j.ID, o.path, j.Kind, j.Plan)
 			}
 		} else {
 			o.set(j) // on evQueued: the listener raced Export, and the job is shown already
@@ -307,7 +297,7 @@ func (s *Server) handle(ev event, now time.Time) {
 		}
 		s.flushJob(o, now, true)
 		s.unexportJob(o)
-		s.emit(ManagerPath, ObjectManagerInterface+".InterfacesRemoved", o.path, []string{JobInterface})
+		s.emit(contract.ManagerPath, contract.ObjectManagerInterface+".InterfacesRemoved", o.path, []string{contract.JobInterface})
 	}
 }
 
@@ -324,51 +314,40 @@ func (s *Server) flushJob(o *jobObject, now time.Time, force bool) {
 	delete(s.throttled, o.id)
 	o.due = time.Time{}
 	if changed := o.changed(); len(changed) > 0 {
-		s.emit(o.path, propertiesInterface+".PropertiesChanged", JobInterface, changed, []string{})
+		s.emit(o.path, contract.PropertiesInterface+".PropertiesChanged", contract.JobInterface, changed, []string{})
 		o.lastEmit = now
 	}
 	if f := o.final; f != nil {
 		o.final = nil
-		s.emit(ManagerPath, ManagerInterface+".JobRemoved", f.ID, o.path, f.Kind, f.Plan, f.Result)
+		s.emit(contract.ManagerPath, contract.ManagerInterface+".JobRemoved", f.ID, o.path, f.Kind, f.Plan, f.Result)
 	}
+}
+
+// managerValues are the manager's properties from the jobs and plans
+// shown. mu is held.
+func (s *Server) managerValues() contract.Manager {
+	m := contract.Manager{Version: s.d.Version(), State: contract.ManagerIdle, Plans: slices.Sorted(maps.Keys(s.plans)),
+		Running: []uint32{}, Queued: []uint32{}}
+	for id, state := range s.active {
+		if state == daemon.StateRunning {
+			m.Running = append(m.Running, id)
+		} else {
+			m.Queued = append(m.Queued, id)
+		}
+	}
+	slices.Sort(m.Running)
+	slices.Sort(m.Queued)
+	if len(s.active) > 0 {
+		m.State = contract.ManagerRunning
+	}
+	return m
 }
 
 // updateManager sets the manager's properties from the jobs and plans
 // shown, and announces what changed. mu is held.
 func (s *Server) updateManager() {
-	var running, queued []dbus.ObjectPath
-	for id, state := range s.active {
-		if state == daemon.StateRunning {
-			running = append(running, JobPath(id))
-		} else {
-			queued = append(queued, JobPath(id))
-		}
-	}
-	sortPaths(running)
-	sortPaths(queued)
-	plans := make([]string, 0, len(s.plans))
-	for name := range s.plans {
-		plans = append(plans, name)
-	}
-	slices.Sort(plans)
-	state := "idle"
-	if len(s.active) > 0 {
-		state = "running"
-	}
-	values := map[string]any{
-		"State": state, "Plans": plans,
-		"RunningJobs": append([]dbus.ObjectPath{}, running...), "QueuedJobs": append([]dbus.ObjectPath{}, queued...),
-	}
-	changed := map[string]dbus.Variant{}
-	for k, v := range values {
-		if !reflect.DeepEqual(s.managerShown[k], v) {
-			s.manager.SetMust(ManagerInterface, k, v)
-			s.managerShown[k] = v
-			changed[k] = dbus.MakeVariant(v)
-		}
-	}
-	if len(changed) > 0 {
-		s.emit(ManagerPath, propertiesInterface+".PropertiesChanged", ManagerInterface, changed, []string{})
+	if changed := s.manager.store(s.managerValues().Properties()); len(changed) > 0 {
+		s.emit(contract.ManagerPath, contract.PropertiesInterface+".PropertiesChanged", contract.ManagerInterface, changed, []string{})
 	}
 }
 
@@ -403,19 +382,19 @@ func (s *Server) syncPlans(announce bool) error {
 				return err
 			}
 			if announce {
-				s.emit(ManagerPath, ObjectManagerInterface+".InterfacesAdded", o.path, o.interfaces())
+				s.emit(contract.ManagerPath, contract.ObjectManagerInterface+".InterfacesAdded", o.path, o.interfaces())
 			}
 			continue
 		}
 		if changed := o.set(p); len(changed) > 0 && announce {
-			s.emit(o.path, propertiesInterface+".PropertiesChanged", PlanInterface, changed, []string{})
+			s.emit(o.path, contract.PropertiesInterface+".PropertiesChanged", contract.PlanInterface, changed, []string{})
 		}
 	}
 	for name, o := range s.plans {
 		if !seen[name] {
 			s.unexportPlan(o)
 			if announce {
-				s.emit(ManagerPath, ObjectManagerInterface+".InterfacesRemoved", o.path, []string{PlanInterface})
+				s.emit(contract.ManagerPath, contract.ObjectManagerInterface+".InterfacesRemoved", o.path, []string{contract.PlanInterface})
 			}
 		}
 	}
@@ -441,7 +420,7 @@ type rootOnly struct{ conn *dbus.Conn }
 func (r rootOnly) CallerUID(sender dbus.Sender) (uint32, *dbus.Error) {
 	var uid uint32
 	if err := r.conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixUser", 0, string(sender)).Store(&uid); err != nil {
-		return 0, newError(ErrorAccessDenied, "cannot learn who is calling from the bus: %v", err)
+		return 0, newError(contract.ErrorAccessDenied, "cannot learn who is calling from the bus: %v", err)
 	}
 	return uid, nil
 }
@@ -452,7 +431,7 @@ func (r rootOnly) Authorize(sender dbus.Sender, _ bool, action string, _ *config
 		return derr
 	}
 	if uid != 0 {
-		return newError(ErrorAccessDenied, "uid %d may not do %s: only root may", uid, action)
+		return newError(contract.ErrorAccessDenied, "uid %d may not do %s: only root may", uid, action)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/internal/testutil"
@@ -45,7 +46,7 @@ func (r *recordingAuthorizer) Authorize(_ dbus.Sender, interactive bool, action 
 	}
 	r.asked = append(r.asked, fmt.Sprintf("%s %s %v", action, name, interactive))
 	if r.deny[action] {
-		return dbus.NewError(ErrorAccessDenied, []any{"denied by the test"})
+		return dbus.NewError(contract.ErrorAccessDenied, []any{"denied by the test"})
 	}
 	return nil
 }
@@ -113,7 +114,7 @@ func newAPIEnvWith(t *testing.T, e *apiEnv, authz Authorizer, plans ...string) *
 	}
 	e.client = connectRetrying(t, e.bus.Address)
 	t.Cleanup(func() { e.client.Close() })
-	e.obj = e.client.Object(BusName, ManagerPath)
+	e.obj = e.client.Object(contract.BusName, contract.ManagerPath)
 	return e
 }
 
@@ -167,15 +168,15 @@ func TestIntrospectionServedMatchesDoc(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths := map[dbus.ObjectPath][]string{
-		ManagerPath:      {ManagerInterface, ObjectManagerInterface},
-		PlanPath("home"): {PlanInterface},
+		contract.ManagerPath:      {contract.ManagerInterface, contract.ObjectManagerInterface},
+		contract.PlanPath("home"): {contract.PlanInterface},
 	}
 	if _, _, err := startJob(t, e, "StartBackup", "home"); err != nil {
 		t.Fatal(err)
 	}
-	paths[JobPath(1)] = []string{JobInterface}
+	paths[contract.JobPath(1)] = []string{contract.JobInterface}
 	for path, ifaces := range paths {
-		n, err := introspect.Call(e.client.Object(BusName, path))
+		n, err := introspect.Call(e.client.Object(contract.BusName, path))
 		if err != nil {
 			t.Fatalf("introspect %s: %v", path, err)
 		}
@@ -214,7 +215,7 @@ func startJob(t *testing.T, e *apiEnv, method string, args ...any) (uint32, dbus
 	t.Helper()
 	var id uint32
 	var path dbus.ObjectPath
-	err := e.obj.Call(ManagerInterface+"."+method, 0, args...).Store(&id, &path)
+	err := e.obj.Call(contract.ManagerInterface+"."+method, 0, args...).Store(&id, &path)
 	return id, path, err
 }
 
@@ -227,36 +228,36 @@ func TestErrorsForWrongArguments(t *testing.T) {
 		args   []any
 		want   string
 	}{
-		{"../x", "StartBackup", []any{"../x"}, ErrorInvalidArgument},
-		{"a/b", "StartBackup", []any{"a/b"}, ErrorInvalidArgument},
-		{"empty", "StartBackup", []any{""}, ErrorInvalidArgument},
-		{"64 KiB name", "StartCheck", []any{long}, ErrorInvalidArgument},
-		{"leading dot", "StartPrune", []any{".home"}, ErrorInvalidArgument},
-		{"unknown plan", "StartBackup", []any{"nosuch"}, ErrorNoSuchPlan},
-		{"integer for a string", "StartBackup", []any{int32(65)}, ErrorInvalidArgument},
+		{"../x", "StartBackup", []any{"../x"}, contract.ErrorInvalidArgument},
+		{"a/b", "StartBackup", []any{"a/b"}, contract.ErrorInvalidArgument},
+		{"empty", "StartBackup", []any{""}, contract.ErrorInvalidArgument},
+		{"64 KiB name", "StartCheck", []any{long}, contract.ErrorInvalidArgument},
+		{"leading dot", "StartPrune", []any{".home"}, contract.ErrorInvalidArgument},
+		{"unknown plan", "StartBackup", []any{"nosuch"}, contract.ErrorNoSuchPlan},
+		{"integer for a string", "StartBackup", []any{int32(65)}, contract.ErrorInvalidArgument},
 		{"two strings for one", "StartBackup", []any{"home", "home"}, "org.freedesktop.DBus.Error.InvalidArgs"},
-		{"unknown plan listing", "ListSnapshots", []any{"nosuch"}, ErrorNoSuchPlan},
-		{"unknown plan archives", "ListArchives", []any{"nosuch"}, ErrorNoSuchPlan},
-		{"relative restore target", "StartRestore", []any{"home", "latest", "restore/here", []string{}}, ErrorInvalidArgument},
-		{"restore target with ..", "StartRestore", []any{"home", "latest", "/tmp/../etc", []string{}}, ErrorInvalidArgument},
-		{"restore target /", "StartRestore", []any{"home", "latest", "/", []string{}}, ErrorInvalidArgument},
-		{"restore target non-empty", "StartRestore", []any{"home", "latest", e.dir, []string{}}, ErrorInvalidArgument},
-		{"bad archive", "StartRestore", []any{"home", "zz;rm", filepath.Join(e.dir, "r"), []string{}}, ErrorInvalidArgument},
-		{"empty include", "StartRestore", []any{"home", "latest", filepath.Join(e.dir, "r"), []string{""}}, ErrorInvalidArgument},
-		{"too many includes", "StartRestore", []any{"home", "latest", filepath.Join(e.dir, "r"), make([]string, 1001)}, ErrorInvalidArgument},
-		{"long target", "StartRestore", []any{"home", "latest", "/" + strings.Repeat("x/", 3000), []string{}}, ErrorInvalidArgument},
-		{"unknown job", "CancelJob", []any{uint32(4242)}, ErrorNoSuchJob},
+		{"unknown plan listing", "ListSnapshots", []any{"nosuch"}, contract.ErrorNoSuchPlan},
+		{"unknown plan archives", "ListArchives", []any{"nosuch"}, contract.ErrorNoSuchPlan},
+		{"relative restore target", "StartRestore", []any{"home", "latest", "restore/here", []string{}}, contract.ErrorInvalidArgument},
+		{"restore target with ..", "StartRestore", []any{"home", "latest", "/tmp/../etc", []string{}}, contract.ErrorInvalidArgument},
+		{"restore target /", "StartRestore", []any{"home", "latest", "/", []string{}}, contract.ErrorInvalidArgument},
+		{"restore target non-empty", "StartRestore", []any{"home", "latest", e.dir, []string{}}, contract.ErrorInvalidArgument},
+		{"bad archive", "StartRestore", []any{"home", "zz;rm", filepath.Join(e.dir, "r"), []string{}}, contract.ErrorInvalidArgument},
+		{"empty include", "StartRestore", []any{"home", "latest", filepath.Join(e.dir, "r"), []string{""}}, contract.ErrorInvalidArgument},
+		{"too many includes", "StartRestore", []any{"home", "latest", filepath.Join(e.dir, "r"), make([]string, 1001)}, contract.ErrorInvalidArgument},
+		{"long target", "StartRestore", []any{"home", "latest", "/" + strings.Repeat("x/", 3000), []string{}}, contract.ErrorInvalidArgument},
+		{"unknown job", "CancelJob", []any{uint32(4242)}, contract.ErrorNoSuchJob},
 		{"string for a job id", "CancelJob", []any{"1"}, "org.freedesktop.DBus.Error.InvalidArgs"},
-		{"snapshot path", "DeleteSnapshot", []any{"home", "/etc/passwd"}, ErrorInvalidArgument},
-		{"snapshot ..", "DeleteSnapshot", []any{"home", ".."}, ErrorInvalidArgument},
-		{"snapshot not ours", "DeleteSnapshot", []any{"home", "not-a-snapshot"}, ErrorNoSuchSnapshot},
-		{"snapshot of another plan", "DeleteSnapshot", []any{"home", "subvault@other@20260101T000000Z@1@home"}, ErrorNoSuchSnapshot},
-		{"clone relative", "CloneSnapshot", []any{"home", "subvault@home@20260101T000000Z@1@home", "x"}, ErrorInvalidArgument},
-		{"clone of a missing snapshot", "CloneSnapshot", []any{"home", "subvault@home@20260101T000000Z@1@home", filepath.Join(e.dir, "c")}, ErrorNoSuchSnapshot},
+		{"snapshot path", "DeleteSnapshot", []any{"home", "/etc/passwd"}, contract.ErrorInvalidArgument},
+		{"snapshot ..", "DeleteSnapshot", []any{"home", ".."}, contract.ErrorInvalidArgument},
+		{"snapshot not ours", "DeleteSnapshot", []any{"home", "not-a-snapshot"}, contract.ErrorNoSuchSnapshot},
+		{"snapshot of another plan", "DeleteSnapshot", []any{"home", "subvault@other@20260101T000000Z@1@home"}, contract.ErrorNoSuchSnapshot},
+		{"clone relative", "CloneSnapshot", []any{"home", "subvault@home@20260101T000000Z@1@home", "x"}, contract.ErrorInvalidArgument},
+		{"clone of a missing snapshot", "CloneSnapshot", []any{"home", "subvault@home@20260101T000000Z@1@home", filepath.Join(e.dir, "c")}, contract.ErrorNoSuchSnapshot},
 	}
 	for _, c := range cases {
 		t.Run(c.what, func(t *testing.T) {
-			call := e.obj.Call(ManagerInterface+"."+c.method, 0, c.args...)
+			call := e.obj.Call(contract.ManagerInterface+"."+c.method, 0, c.args...)
 			if call.Err == nil {
 				t.Fatalf("%s(%.60v) succeeded", c.method, c.args)
 			}
@@ -280,33 +281,33 @@ func TestNULInArgumentChangesNothing(t *testing.T) {
 	e := newAPIEnv(t, permissive{})
 	// The bus refuses a string with a NUL byte (or godbus refuses to send
 	// it); either way the daemon must not act and must stay up.
-	call := e.obj.Call(ManagerInterface+".StartRestore", 0, "home", "latest", "/tmp/a\x00b", []string{})
+	call := e.obj.Call(contract.ManagerInterface+".StartRestore", 0, "home", "latest", "/tmp/a\x00b", []string{})
 	if call.Err == nil {
 		t.Fatal("a NUL byte in a path was accepted")
 	}
 	t.Logf("NUL: %v", call.Err)
-	if err := checkPath("target", "/tmp/a\x00b"); err == nil || err.Name != ErrorInvalidArgument {
+	if err := checkPath("target", "/tmp/a\x00b"); err == nil || err.Name != contract.ErrorInvalidArgument {
 		t.Errorf("checkPath lets a NUL through: %v", err)
 	}
 	if jobs := e.d.Queue().Jobs(); len(jobs) != 0 {
 		t.Errorf("jobs: %+v", jobs)
 	}
-	var plans []PlanEntry
-	if err := e.obj.Call(ManagerInterface+".ListPlans", 0).Store(&plans); err != nil || len(plans) != 1 {
+	var plans []contract.PlanEntry
+	if err := e.obj.Call(contract.ManagerInterface+".ListPlans", 0).Store(&plans); err != nil || len(plans) != 1 {
 		t.Errorf("the server after a NUL: %v %v", plans, err)
 	}
 }
 
 func TestAuthorizationAsked(t *testing.T) {
-	authz := &recordingAuthorizer{deny: map[string]bool{ActionManage: true, ActionRestore: true}, uid: 1000}
+	authz := &recordingAuthorizer{deny: map[string]bool{contract.ActionManage: true, contract.ActionRestore: true}, uid: 1000}
 	e := newAPIEnv(t, authz)
 	// Reads ask nobody.
 	for _, m := range []string{"ListPlans", "ListJobs"} {
-		if call := e.obj.Call(ManagerInterface+"."+m, 0); call.Err != nil {
+		if call := e.obj.Call(contract.ManagerInterface+"."+m, 0); call.Err != nil {
 			t.Errorf("%s: %v", m, call.Err)
 		}
 	}
-	if call := e.obj.Call(ManagerInterface+".ListSnapshots", 0, "home"); call.Err != nil && dbusErrorName(call.Err) == ErrorAccessDenied {
+	if call := e.obj.Call(contract.ManagerInterface+".ListSnapshots", 0, "home"); call.Err != nil && dbusErrorName(call.Err) == contract.ErrorAccessDenied {
 		t.Errorf("ListSnapshots asked for authorization: %v", call.Err)
 	}
 	if got := authz.questions(); len(got) != 0 {
@@ -324,7 +325,7 @@ func TestAuthorizationAsked(t *testing.T) {
 	}
 	for _, c := range denied {
 		err := callInteractive(t, e.client, c.method, c.args...)
-		if got := dbusErrorName(err); got != ErrorAccessDenied {
+		if got := dbusErrorName(err); got != contract.ErrorAccessDenied {
 			t.Errorf("%s: %s, want AccessDenied", c.method, got)
 		}
 	}
@@ -333,7 +334,7 @@ func TestAuthorizationAsked(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, _ := e.d.Queue().Job(id)
-	if j.Trigger != "dbus:1000" || j.Caller != 1000 || path != JobPath(id) {
+	if j.Trigger != "dbus:1000" || j.Caller != 1000 || path != contract.JobPath(id) {
 		t.Errorf("job %+v at %s", j, path)
 	}
 	want := []string{
@@ -379,10 +380,10 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	e.s.sync()
 	var callers []uint32
 	var triggers []string
-	if err := e.client.Object(BusName, JobPath(shared.ID)).StoreProperty(JobInterface+".Callers", &callers); err != nil || fmt.Sprint(callers) != "[1000]" {
+	if err := e.client.Object(contract.BusName, contract.JobPath(shared.ID)).StoreProperty(contract.JobInterface+".Callers", &callers); err != nil || fmt.Sprint(callers) != "[1000]" {
 		t.Errorf("Callers of the shared job: %v %v", callers, err)
 	}
-	if err := e.client.Object(BusName, JobPath(shared.ID)).StoreProperty(JobInterface+".Triggers", &triggers); err != nil || fmt.Sprint(triggers) != "[dbus:1000 schedule]" {
+	if err := e.client.Object(contract.BusName, contract.JobPath(shared.ID)).StoreProperty(contract.JobInterface+".Triggers", &triggers); err != nil || fmt.Sprint(triggers) != "[dbus:1000 schedule]" {
 		t.Errorf("Triggers of the shared job: %v %v", triggers, err)
 	}
 	for _, id := range []uint32{mine.ID, theirs.ID, shared.ID} {
@@ -395,13 +396,13 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	authz.mu.Unlock()
 	// The shared one first: it waits behind the others, and would start
 	// (and fail at once, its subvolume missing) once they are gone.
-	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, shared.ID); call.Err != nil {
+	if call := e.obj.Call(contract.ManagerInterface+".CancelJob", 0, shared.ID); call.Err != nil {
 		t.Errorf("cancel the shared one: %v", call.Err)
 	}
-	if call := e.obj.Call(ManagerInterface+".CancelJob", 0, mine.ID); call.Err != nil {
+	if call := e.obj.Call(contract.ManagerInterface+".CancelJob", 0, mine.ID); call.Err != nil {
 		t.Errorf("cancel own: %v", call.Err)
 	}
-	if call := e.client.Object(BusName, JobPath(theirs.ID)).Call(JobInterface+".Cancel", 0); call.Err != nil {
+	if call := e.client.Object(contract.BusName, contract.JobPath(theirs.ID)).Call(contract.JobInterface+".Cancel", 0); call.Err != nil {
 		t.Errorf("cancel theirs: %v", call.Err)
 	}
 	for _, id := range []uint32{mine.ID, theirs.ID, shared.ID} {
@@ -447,7 +448,7 @@ func TestProgressThrottled(t *testing.T) {
 		case ts := <-sigs:
 			s := ts.sig
 			switch {
-			case s.Path == JobPath(77) && s.Name == propertiesInterface+".PropertiesChanged":
+			case s.Path == contract.JobPath(77) && s.Name == contract.PropertiesInterface+".PropertiesChanged":
 				changed = append(changed, ts.at)
 				last = s.Body[1].(map[string]dbus.Variant)
 				if f, ok := last["CurrentFiles"]; ok {
@@ -457,9 +458,9 @@ func TestProgressThrottled(t *testing.T) {
 						}
 					}
 				}
-			case s.Name == ManagerInterface+".JobNew":
+			case s.Name == contract.ManagerInterface+".JobNew":
 				sawNew = true
-			case s.Name == ManagerInterface+".JobRemoved":
+			case s.Name == contract.ManagerInterface+".JobRemoved":
 				sawRemoved = true
 				if s.Body[4] != "done" {
 					t.Errorf("JobRemoved %v", s.Body)
@@ -478,7 +479,7 @@ func TestProgressThrottled(t *testing.T) {
 	if n := testutil.MaxInOneSecond(changed); n > 4 || len(changed) < 6 {
 		t.Errorf("%d PropertiesChanged in 2 s, at most %d in one second: want 6 or more, never more than 4 a second", len(changed), n)
 	}
-	v, err := e.client.Object(BusName, JobPath(77)).GetProperty(JobInterface + ".Progress")
+	v, err := e.client.Object(contract.BusName, contract.JobPath(77)).GetProperty(contract.JobInterface + ".Progress")
 	if err != nil || v.Value() != 1.0 {
 		t.Errorf("Progress %v %v", v, err)
 	}
@@ -489,13 +490,13 @@ type timedSignal struct {
 	at  time.Time
 }
 
-// timedSignals delivers the signals from BusName with the time each
+// timedSignals delivers the signals from contract.BusName with the time each
 // arrived.
 func timedSignals(t *testing.T, conn *dbus.Conn) <-chan timedSignal {
 	t.Helper()
 	raw := make(chan *dbus.Signal, 1000)
 	conn.Signal(raw)
-	if err := conn.AddMatchSignal(dbus.WithMatchSender(BusName)); err != nil {
+	if err := conn.AddMatchSignal(dbus.WithMatchSender(contract.BusName)); err != nil {
 		t.Fatal(err)
 	}
 	out := make(chan timedSignal, 1000)
@@ -512,9 +513,9 @@ func timedSignals(t *testing.T, conn *dbus.Conn) <-chan timedSignal {
 func callInteractive(t *testing.T, conn *dbus.Conn, method string, args ...any) error {
 	t.Helper()
 	msg := &dbus.Message{Type: dbus.TypeMethodCall, Flags: dbus.FlagAllowInteractiveAuthorization, Headers: map[dbus.HeaderField]dbus.Variant{
-		dbus.FieldDestination: dbus.MakeVariant(BusName),
-		dbus.FieldPath:        dbus.MakeVariant(ManagerPath),
-		dbus.FieldInterface:   dbus.MakeVariant(ManagerInterface),
+		dbus.FieldDestination: dbus.MakeVariant(contract.BusName),
+		dbus.FieldPath:        dbus.MakeVariant(contract.ManagerPath),
+		dbus.FieldInterface:   dbus.MakeVariant(contract.ManagerInterface),
 		dbus.FieldMember:      dbus.MakeVariant(method),
 	}, Body: args}
 	if len(args) > 0 {
@@ -528,19 +529,19 @@ func TestObjectManagerFollowsJobsAndPlans(t *testing.T) {
 	e := newAPIEnv(t, permissive{}, "home", "my_plan.x")
 	sigs := make(chan *dbus.Signal, 1000)
 	e.client.Signal(sigs)
-	if err := e.client.AddMatchSignal(dbus.WithMatchSender(BusName)); err != nil {
+	if err := e.client.AddMatchSignal(dbus.WithMatchSender(contract.BusName)); err != nil {
 		t.Fatal(err)
 	}
 	objects := func() map[dbus.ObjectPath]map[string]map[string]dbus.Variant {
 		var m map[dbus.ObjectPath]map[string]map[string]dbus.Variant
-		if err := e.obj.Call(ObjectManagerInterface+".GetManagedObjects", 0).Store(&m); err != nil {
+		if err := e.obj.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0).Store(&m); err != nil {
 			t.Fatal(err)
 		}
 		return m
 	}
 	m := objects()
 	planPath := dbus.ObjectPath("/org/subvault/Subvault1/plan/my_5fplan_2ex")
-	if p, ok := m[planPath][PlanInterface]; !ok || p["Name"].Value() != "my_plan.x" || p["Repository"].Value() != "r" || p["Schedule"].Value() != "0 3 * * *" {
+	if p, ok := m[planPath][contract.PlanInterface]; !ok || p["Name"].Value() != "my_plan.x" || p["Repository"].Value() != "r" || p["Schedule"].Value() != "0 3 * * *" {
 		t.Errorf("plan object %s: %v", planPath, m[planPath])
 	}
 	// Four jobs with a history of 3: the first is forgotten, its object
@@ -559,43 +560,43 @@ func TestObjectManagerFollowsJobsAndPlans(t *testing.T) {
 	}
 	e.s.sync()
 	m = objects()
-	if _, ok := m[JobPath(ids[0])]; ok {
+	if _, ok := m[contract.JobPath(ids[0])]; ok {
 		t.Errorf("forgotten job %d still an object", ids[0])
 	}
-	j := m[JobPath(ids[3])][JobInterface]
+	j := m[contract.JobPath(ids[3])][contract.JobInterface]
 	if j["State"].Value() != "finished" || j["Result"].Value() != "failed" || j["Error"].Value() == "" || !strings.HasPrefix(j["Trigger"].Value().(string), "dbus:") {
 		t.Errorf("job %d: %v", ids[3], j)
 	}
-	var list []JobEntry
-	if err := e.obj.Call(ManagerInterface+".ListJobs", 0).Store(&list); err != nil || len(list) != 3 || list[0].ID != ids[3] {
+	var list []contract.JobEntry
+	if err := e.obj.Call(contract.ManagerInterface+".ListJobs", 0).Store(&list); err != nil || len(list) != 3 || list[0].ID != ids[3] {
 		t.Errorf("ListJobs %+v %v", list, err)
 	}
 	// The plan shows the failed backup.
-	v, _ := e.client.Object(BusName, PlanPath("home")).GetProperty(PlanInterface + ".LastResult")
+	v, _ := e.client.Object(contract.BusName, contract.PlanPath("home")).GetProperty(contract.PlanInterface + ".LastResult")
 	if v.Value() != "failed" {
 		t.Errorf("plan LastResult %v", v)
 	}
 
 	// Reload with a plan gone and one added.
 	e.writeConfig(t, "home", "new")
-	if call := e.obj.Call(ManagerInterface+".Reload", 0); call.Err != nil {
+	if call := e.obj.Call(contract.ManagerInterface+".Reload", 0); call.Err != nil {
 		t.Fatal(call.Err)
 	}
 	m = objects()
 	if _, ok := m[planPath]; ok {
 		t.Error("removed plan still an object")
 	}
-	if _, ok := m[PlanPath("new")]; !ok {
+	if _, ok := m[contract.PlanPath("new")]; !ok {
 		t.Error("new plan is not an object")
 	}
-	v, _ = e.obj.GetProperty(ManagerInterface + ".Plans")
+	v, _ = e.obj.GetProperty(contract.ManagerInterface + ".Plans")
 	if fmt.Sprint(v.Value()) != "[home new]" {
 		t.Errorf("Plans %v", v)
 	}
 	// A broken file: InvalidConfig, the plans stay.
 	testutil.WriteFile(t, e.config, "plans: [\n")
-	call := e.obj.Call(ManagerInterface+".Reload", 0)
-	if dbusErrorName(call.Err) != ErrorInvalidConfig {
+	call := e.obj.Call(contract.ManagerInterface+".Reload", 0)
+	if dbusErrorName(call.Err) != contract.ErrorInvalidConfig {
 		t.Errorf("Reload of a broken file: %v", call.Err)
 	}
 
@@ -606,22 +607,22 @@ loop:
 		select {
 		case s := <-sigs:
 			switch s.Name {
-			case ObjectManagerInterface + ".InterfacesAdded":
+			case contract.ObjectManagerInterface + ".InterfacesAdded":
 				added = append(added, string(s.Body[0].(dbus.ObjectPath)))
-			case ObjectManagerInterface + ".InterfacesRemoved":
+			case contract.ObjectManagerInterface + ".InterfacesRemoved":
 				removed = append(removed, string(s.Body[0].(dbus.ObjectPath)))
 			}
-			if s.Path != ManagerPath && strings.HasPrefix(s.Name, ObjectManagerInterface) {
+			if s.Path != contract.ManagerPath && strings.HasPrefix(s.Name, contract.ObjectManagerInterface) {
 				t.Errorf("%s from %s, not the manager", s.Name, s.Path)
 			}
 		case <-drain:
 			break loop
 		}
 	}
-	if strings.Join(added, " ") != fmt.Sprintf("%s %s %s %s %s", JobPath(ids[0]), JobPath(ids[1]), JobPath(ids[2]), JobPath(ids[3]), PlanPath("new")) {
+	if strings.Join(added, " ") != fmt.Sprintf("%s %s %s %s %s", contract.JobPath(ids[0]), contract.JobPath(ids[1]), contract.JobPath(ids[2]), contract.JobPath(ids[3]), contract.PlanPath("new")) {
 		t.Errorf("InterfacesAdded %v", added)
 	}
-	if strings.Join(removed, " ") != fmt.Sprintf("%s %s", JobPath(ids[0]), planPath) {
+	if strings.Join(removed, " ") != fmt.Sprintf("%s %s", contract.JobPath(ids[0]), planPath) {
 		t.Errorf("InterfacesRemoved %v", removed)
 	}
 }
@@ -685,23 +686,23 @@ func TestManyJobsAnswerQuickly(t *testing.T) {
 		}
 		return best
 	}
-	listTook := measure(ManagerInterface + ".ListJobs")
-	objectsTook := measure(ObjectManagerInterface + ".GetManagedObjects")
+	listTook := measure(contract.ManagerInterface + ".ListJobs")
+	objectsTook := measure(contract.ObjectManagerInterface + ".GetManagedObjects")
 	start := time.Now()
 	_, _ = objectManager{e.s}.GetManagedObjects()
 	t.Logf("200 jobs: ListJobs %v, GetManagedObjects %v (of which collecting the properties %v)", listTook, objectsTook, time.Since(start))
-	var list []JobEntry
-	if err := e.obj.Call(ManagerInterface+".ListJobs", 0).Store(&list); err != nil {
+	var list []contract.JobEntry
+	if err := e.obj.Call(contract.ManagerInterface+".ListJobs", 0).Store(&list); err != nil {
 		t.Fatal(err)
 	}
 	var objects map[dbus.ObjectPath]map[string]map[string]dbus.Variant
-	if err := e.obj.Call(ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
+	if err := e.obj.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 200 || list[0].ID != 200 || len(objects) != 201 {
 		t.Fatalf("ListJobs %d (first %+v), GetManagedObjects %d objects", len(list), list[0], len(objects))
 	}
-	if s := objects[JobPath(7)][JobInterface]["Summary"].Value().(map[string]dbus.Variant); s["files_new"].Value() != uint64(12) {
+	if s := objects[contract.JobPath(7)][contract.JobInterface]["Summary"].Value().(map[string]dbus.Variant); s["files_new"].Value() != uint64(12) {
 		t.Errorf("job 7 from the history: Summary %v", s)
 	}
 	if listTook > time.Second || objectsTook > time.Second {

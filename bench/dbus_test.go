@@ -16,6 +16,8 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -80,8 +82,8 @@ func writeHistory(b *testing.B, stateDir string, n int) {
 
 // dbusDaemon serves a daemon in this process on a private bus, its state
 // file holding historyJobs finished backups, and returns a client
-// connection to it.
-func dbusDaemon(b *testing.B) *dbus.Conn {
+// connection to it and the bus's address.
+func dbusDaemon(b *testing.B) (*dbus.Conn, string) {
 	b.Helper()
 	requireRoot(b)
 	bus := testutil.NewBus(b)
@@ -114,7 +116,7 @@ settings:
 	if err := api.Serve(server, nil, slog.New(slog.DiscardHandler))(d); err != nil {
 		b.Fatal(err)
 	}
-	return connect(b, bus.Address)
+	return connect(b, bus.Address), bus.Address
 }
 
 // connect connects to the bus, retrying while dbus-daemon starts to listen.
@@ -136,13 +138,13 @@ func connect(b *testing.B, address string) *dbus.Conn {
 // on the bus, of a daemon with 200 finished jobs in its history (the
 // contract wants each under 20 ms).
 func BenchmarkDBus200Jobs(b *testing.B) {
-	client := dbusDaemon(b)
-	manager := client.Object(api.BusName, api.ManagerPath)
+	conn, address := dbusDaemon(b)
+	manager := conn.Object(contract.BusName, contract.ManagerPath)
 
 	b.Run("ListJobs", func(b *testing.B) {
-		var jobs []api.JobEntry
+		var jobs []contract.JobEntry
 		for b.Loop() {
-			if err := manager.Call(api.ManagerInterface+".ListJobs", 0).Store(&jobs); err != nil {
+			if err := manager.Call(contract.ManagerInterface+".ListJobs", 0).Store(&jobs); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -154,25 +156,45 @@ func BenchmarkDBus200Jobs(b *testing.B) {
 	b.Run("GetManagedObjects", func(b *testing.B) {
 		var objects map[dbus.ObjectPath]map[string]map[string]dbus.Variant
 		for b.Loop() {
-			if err := manager.Call(api.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
+			if err := manager.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
 				b.Fatal(err)
 			}
 		}
 		if len(objects) != historyJobs+1 {
 			b.Fatalf("GetManagedObjects: %d objects, want %d jobs and a plan", len(objects), historyJobs)
 		}
-		summary, _ := objects[api.JobPath(1)][api.JobInterface]["Summary"].Value().(map[string]dbus.Variant)
+		summary, _ := objects[contract.JobPath(1)][contract.JobInterface]["Summary"].Value().(map[string]dbus.Variant)
 		if len(summary) != 20 {
 			b.Fatalf("job 1's Summary has %d fields, want 20: %v", len(summary), summary)
 		}
 		reportMs(b)
 	})
-	// The same call without converting the reply into Go maps: the round
-	// trip and godbus's decoding of the message only.
+	// What subvault status, jobs, watch and waybar do: GetManagedObjects
+	// through api/client, into its plans and jobs.
+	b.Run("client.Objects", func(b *testing.B) {
+		ctx := context.Background()
+		c, err := client.Dial(ctx, address)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		var jobs []contract.Job
+		for b.Loop() {
+			if _, jobs, err = c.Objects(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if len(jobs) != historyJobs || len(jobs[0].Summary) != 20 {
+			b.Fatalf("Objects: %d jobs, the first with %d summary fields; want %d and 20", len(jobs), len(jobs[0].Summary), historyJobs)
+		}
+		reportMs(b)
+	})
+	// The same call without converting the reply into Go maps of the
+	// caller's: the round trip and godbus's decoding of the message only.
 	b.Run("GetManagedObjects-nostore", func(b *testing.B) {
 		var call *dbus.Call
 		for b.Loop() {
-			if call = manager.Call(api.ObjectManagerInterface+".GetManagedObjects", 0); call.Err != nil {
+			if call = manager.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0); call.Err != nil {
 				b.Fatal(call.Err)
 			}
 		}
@@ -185,7 +207,7 @@ func BenchmarkDBus200Jobs(b *testing.B) {
 	// encodes a message body twice (Message.CountFds, then EncodeTo).
 	b.Run("GetManagedObjects-encode", func(b *testing.B) {
 		var objects map[dbus.ObjectPath]map[string]map[string]dbus.Variant
-		if err := manager.Call(api.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
+		if err := manager.Call(contract.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objects); err != nil {
 			b.Fatal(err)
 		}
 		reply := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{

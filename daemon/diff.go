@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/compare"
@@ -21,8 +22,8 @@ import (
 const DiffLive = "live"
 
 // Change is one path that differs between the two sides of a Diff: its
-// kind (restic.ChangeAdded, ...) and path, a directory's ending in "/".
-type Change = restic.Change
+// kind (contract.ChangeAdded, ...) and path, a directory's ending in "/".
+type Change = contract.Change
 
 // diffSide is one side of a Diff: an archive (its full id), the live
 // subvolumes, or a local snapshot.

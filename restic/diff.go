@@ -7,33 +7,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-)
 
-// Kinds of Change.
-const (
-	// ChangeAdded: the path is in the second tree only.
-	ChangeAdded = "added"
-	// ChangeRemoved: the path is in the first tree only.
-	ChangeRemoved = "removed"
-	// ChangeChanged: a file's content changed (restic's M, and 0.18's ?
-	// for content that changed under unchanged metadata).
-	ChangeChanged = "changed"
-	// ChangeTypeChanged: the path is of another type (a file became a
-	// symlink); restic's T.
-	ChangeTypeChanged = "type-changed"
-	// ChangeMetadata: only metadata changed (permission bits, owner,
-	// modification time); restic's U, which Diff does not ask for (see
-	// there). Directories whose entries came or went have this too.
-	ChangeMetadata = "metadata"
+	"github.com/subvault/subvault/api/contract"
 )
-
-// Change is one path that differs between two trees. A directory's path
-// ends in "/", as restic prints it. Paths are bytes as the file system
-// has them (a name that is not UTF-8 keeps its bytes).
-type Change struct {
-	Kind string `json:"kind"`
-	Path string `json:"path"`
-}
 
 // Diff runs `restic diff A B` and returns every path added, removed, of
 // another type or whose content changed from archive a to archive b,
@@ -49,12 +25,12 @@ type Change struct {
 // --json for diff, but it turns each byte of a name that is not UTF-8 into
 // U+FFFD, and the text keeps the bytes. The one thing text cannot tell is
 // a name holding a newline followed by what looks like a change line.
-func (r *Runner) Diff(ctx context.Context, a, b string) ([]Change, error) {
+func (r *Runner) Diff(ctx context.Context, a, b string) ([]contract.Change, error) {
 	if a == "" || b == "" {
 		return nil, errors.New("restic diff: two archives are required")
 	}
 	args := []string{"diff", "--", a, b}
-	var changes []Change
+	var changes []contract.Change
 	err := r.retryUnlocked(ctx, func() error {
 		var out bytes.Buffer
 		res, err := r.exec(ctx, invocation{op: "diff", args: args, stdout: func(line []byte) {
@@ -90,7 +66,7 @@ func (r *Runner) Diff(ctx context.Context, a, b string) ([]Change, error) {
 // Each change is its modifier padded to five columns, then the path. A
 // line that is not one (the rest of a name that holds a newline) belongs
 // to the path before it.
-func parseDiff(out []byte) ([]Change, error) {
+func parseDiff(out []byte) ([]contract.Change, error) {
 	lines := strings.Split(string(out), "\n")
 	start := 0
 	for i, l := range lines {
@@ -110,10 +86,10 @@ func parseDiff(out []byte) ([]Change, error) {
 	if end == len(lines) {
 		return nil, errors.New("its output has no statistics (\"Files: ...\"); is this restic's diff?")
 	}
-	var changes []Change
+	var changes []contract.Change
 	for _, l := range lines[start:end] {
 		if kind, path, ok := diffLine(l); ok {
-			changes = append(changes, Change{Kind: kind, Path: path})
+			changes = append(changes, contract.Change{Kind: kind, Path: path})
 			continue
 		}
 		if len(changes) == 0 {
@@ -124,12 +100,15 @@ func parseDiff(out []byte) ([]Change, error) {
 		}
 		changes[len(changes)-1].Path += "\n" + l
 	}
-	slices.SortStableFunc(changes, func(a, b Change) int { return strings.Compare(a.Path, b.Path) })
+	slices.SortStableFunc(changes, func(a, b contract.Change) int { return strings.Compare(a.Path, b.Path) })
 	return changes, nil
 }
 
-// diffLine reads one change line: "M    /path", "TU   /path".
-func diffLine(l string) (kind, path string, ok bool) {
+// diffLine reads one change line: "M    /path", "TU   /path". restic's
+// + and - are added and removed; T (of another type) wins over M (content)
+// and 0.18's ? (content that changed under unchanged metadata), which are
+// changed; U alone (metadata, which Diff does not ask for) is metadata.
+func diffLine(l string) (kind contract.ChangeKind, path string, ok bool) {
 	if len(l) < 6 || l[5] != '/' {
 		return "", "", false
 	}
@@ -139,15 +118,15 @@ func diffLine(l string) (kind, path string, ok bool) {
 	}
 	switch {
 	case mod == "+":
-		kind = ChangeAdded
+		kind = contract.ChangeAdded
 	case mod == "-":
-		kind = ChangeRemoved
+		kind = contract.ChangeRemoved
 	case strings.Contains(mod, "T"):
-		kind = ChangeTypeChanged
+		kind = contract.ChangeTypeChanged
 	case strings.ContainsAny(mod, "M?"):
-		kind = ChangeChanged
+		kind = contract.ChangeChanged
 	case strings.Contains(mod, "U"):
-		kind = ChangeMetadata
+		kind = contract.ChangeMetadata
 	default:
 		return "", "", false
 	}

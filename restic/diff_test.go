@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 func readRecordedStdout(t *testing.T, version, name string) []byte {
@@ -24,27 +26,27 @@ func readRecordedStdout(t *testing.T, version, name string) []byte {
 
 // What testdata/record-diff.sh changed between its two archives, as
 // parseDiff must report it with --metadata (sorted by path).
-var recordedChanges = []Change{
-	{ChangeMetadata, "/data/"},
-	{ChangeChanged, "/data/bad\xffname"},
-	{ChangeRemoved, "/data/gone"},
-	{ChangeMetadata, "/data/meta"},
-	{ChangeChanged, "/data/mod"},
-	{ChangeAdded, "/data/new\nline"},
-	{ChangeAdded, "/data/newdir/"},
-	{ChangeAdded, "/data/newdir/f"},
-	{ChangeRemoved, "/data/olddir/"},
-	{ChangeRemoved, "/data/olddir/f"},
-	{ChangeMetadata, "/data/sub/"},
-	{ChangeAdded, "/data/sub/added"},
-	{ChangeTypeChanged, "/data/typ"},
-	{ChangeAdded, "/data/with  space"},
+var recordedChanges = []contract.Change{
+	{Kind: contract.ChangeMetadata, Path: "/data/"},
+	{Kind: contract.ChangeChanged, Path: "/data/bad\xffname"},
+	{Kind: contract.ChangeRemoved, Path: "/data/gone"},
+	{Kind: contract.ChangeMetadata, Path: "/data/meta"},
+	{Kind: contract.ChangeChanged, Path: "/data/mod"},
+	{Kind: contract.ChangeAdded, Path: "/data/new\nline"},
+	{Kind: contract.ChangeAdded, Path: "/data/newdir/"},
+	{Kind: contract.ChangeAdded, Path: "/data/newdir/f"},
+	{Kind: contract.ChangeRemoved, Path: "/data/olddir/"},
+	{Kind: contract.ChangeRemoved, Path: "/data/olddir/f"},
+	{Kind: contract.ChangeMetadata, Path: "/data/sub/"},
+	{Kind: contract.ChangeAdded, Path: "/data/sub/added"},
+	{Kind: contract.ChangeTypeChanged, Path: "/data/typ"},
+	{Kind: contract.ChangeAdded, Path: "/data/with  space"},
 }
 
-func changesText(cs []Change) string {
+func changesText(cs []contract.Change) string {
 	var b strings.Builder
 	for _, c := range cs {
-		b.WriteString(c.Kind + " " + strings.ReplaceAll(c.Path, "\n", `\n`) + "\n")
+		b.WriteString(string(c.Kind) + " " + strings.ReplaceAll(c.Path, "\n", `\n`) + "\n")
 	}
 	return b.String()
 }
@@ -61,9 +63,9 @@ func TestDiffRecorded(t *testing.T) {
 			}
 			// Without --metadata restic leaves out the U lines and prints
 			// TU as T: the same list without the metadata kind.
-			var noMeta []Change
+			var noMeta []contract.Change
 			for _, c := range recordedChanges {
-				if c.Kind != ChangeMetadata {
+				if c.Kind != contract.ChangeMetadata {
 					noMeta = append(noMeta, c)
 				}
 			}
@@ -122,20 +124,20 @@ func TestParseDiff(t *testing.T) {
 	stats := "\nFiles:           0 new,     0 removed,     1 changed\nDirs: 0 new, 0 removed\n"
 	for _, c := range []struct {
 		name, out string
-		want      []Change
+		want      []contract.Change
 		err       string
 	}{
 		{name: "bitrot and content with metadata", out: "comparing snapshot a to b:\n\n?    /x\nMU   /y\n" + stats,
-			want: []Change{{ChangeChanged, "/x"}, {ChangeChanged, "/y"}}},
+			want: []contract.Change{{Kind: contract.ChangeChanged, Path: "/x"}, {Kind: contract.ChangeChanged, Path: "/y"}}},
 		{name: "type change of a directory", out: "comparing snapshot a to b:\n\nT    /d/\n" + stats,
-			want: []Change{{ChangeTypeChanged, "/d/"}}},
+			want: []contract.Change{{Kind: contract.ChangeTypeChanged, Path: "/d/"}}},
 		{name: "a name with a blank line in it", out: "comparing snapshot a to b:\n\n+    /a\n\nb\n-    /c\n" + stats,
-			want: []Change{{ChangeAdded, "/a\n\nb"}, {ChangeRemoved, "/c"}}},
+			want: []contract.Change{{Kind: contract.ChangeAdded, Path: "/a\n\nb"}, {Kind: contract.ChangeRemoved, Path: "/c"}}},
 		{name: "a name that reads like statistics", out: "comparing snapshot a to b:\n\n+    /a\n\nFiles: x\n" + stats,
-			want: []Change{{ChangeAdded, "/a\n\nFiles: x"}}},
-		{name: "no header (restic -q)", out: "M    /x\n" + stats, want: []Change{{ChangeChanged, "/x"}}},
+			want: []contract.Change{{Kind: contract.ChangeAdded, Path: "/a\n\nFiles: x"}}},
+		{name: "no header (restic -q)", out: "M    /x\n" + stats, want: []contract.Change{{Kind: contract.ChangeChanged, Path: "/x"}}},
 		{name: "sorted by path", out: "comparing snapshot a to b:\n\n+    /b\n-    /a\n" + stats,
-			want: []Change{{ChangeRemoved, "/a"}, {ChangeAdded, "/b"}}},
+			want: []contract.Change{{Kind: contract.ChangeRemoved, Path: "/a"}, {Kind: contract.ChangeAdded, Path: "/b"}}},
 		{name: "not a diff", out: "Fatal: something\n", err: "no statistics"},
 		{name: "an unknown line first", out: "comparing snapshot a to b:\n\nX    /a\n" + stats, err: "cannot read the line"},
 	} {
@@ -264,7 +266,7 @@ func TestDiffAndList(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []Change{{ChangeRemoved, dir + "/sub/f00"}, {ChangeChanged, dir + "/sub/f01"}, {ChangeAdded, dir + "/sub/new"}}
+		want := []contract.Change{{Kind: contract.ChangeRemoved, Path: dir + "/sub/f00"}, {Kind: contract.ChangeChanged, Path: dir + "/sub/f01"}, {Kind: contract.ChangeAdded, Path: dir + "/sub/new"}}
 		if g, w := changesText(changes), changesText(want); g != w {
 			t.Errorf("Diff:\n%s\nwant\n%s", g, w)
 		}

@@ -9,25 +9,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 )
-
-// Kinds of Change, as Diff names them.
-const (
-	ChangeAdded       = "added"
-	ChangeRemoved     = "removed"
-	ChangeChanged     = "changed"
-	ChangeTypeChanged = "type-changed"
-	ChangeMetadata    = "metadata"
-)
-
-// Change is one path that differs between the two sides of a Diff. A
-// directory's path ends in "/". Bytes of the path that are not UTF-8 are
-// written as \xNN, as the daemon's replies write them.
-type Change struct {
-	Kind string `json:"kind"`
-	Path string `json:"path"`
-}
 
 // DiffTimeout is how long the daemon may take over a Diff before it gives
 // up; Diff waits that long and a minute more.
@@ -35,9 +18,9 @@ const DiffTimeout = 30 * time.Minute
 
 // Diff lists what differs from a to b in plan: each an archive id,
 // "latest", "live" or a local snapshot's name, at least one an archive.
-func (c *Client) Diff(ctx context.Context, plan, a, b string) ([]Change, error) {
-	out := []Change{}
-	_, err := c.DiffEach(ctx, plan, a, b, func(ch Change) error {
+func (c *Client) Diff(ctx context.Context, plan, a, b string) ([]contract.Change, error) {
+	out := []contract.Change{}
+	_, err := c.DiffEach(ctx, plan, a, b, func(ch contract.Change) error {
 		out = append(out, ch)
 		return nil
 	})
@@ -48,10 +31,12 @@ func (c *Client) Diff(ctx context.Context, plan, a, b string) ([]Change, error) 
 }
 
 // DiffEach calls each with every change from a to b in plan, as they come,
-// and returns how many there were. They come through a pipe (DiffTo), so
+// and returns how many there were. A directory's path ends in "/"; bytes
+// of a path that are not UTF-8 are written as \xNN, as the daemon's
+// replies write them. They come through a pipe (DiffTo), so
 // that a result of any size arrives whole: a reply on the bus is bounded.
 // A daemon older than DiffTo is asked with Diff.
-func (c *Client) DiffEach(ctx context.Context, plan, a, b string, each func(Change) error) (int, error) {
+func (c *Client) DiffEach(ctx context.Context, plan, a, b string, each func(contract.Change) error) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, DiffTimeout+time.Minute)
 	defer cancel()
 	what := fmt.Sprintf("compare %s with %s in plan %s", a, b, plan)
@@ -64,8 +49,9 @@ func (c *Client) DiffEach(ctx context.Context, plan, a, b string, each func(Chan
 	// The message is sent: the daemon has a descriptor of its own, and the
 	// pipe ends when it closes that one.
 	w.Close() //nolint:errcheck,gosec // nothing was written through it
-	n, readErr := api.ReadDiffRecords(r, func(kind, path string) error {
-		return each(Change{Kind: kind, Path: api.EscapeInvalidUTF8(path)})
+	n, readErr := contract.ReadDiffRecords(r, func(ch contract.Change) error {
+		ch.Path = contract.EscapeInvalidUTF8(ch.Path)
+		return each(ch)
 	})
 	if readErr != nil {
 		// The daemon's next write fails, and it answers.
@@ -74,7 +60,7 @@ func (c *Client) DiffEach(ctx context.Context, plan, a, b string, each func(Chan
 	<-call.Done
 	if call.Err != nil {
 		var derr dbus.Error
-		if errors.As(call.Err, &derr) && derr.Name == "org.freedesktop.DBus.Error.UnknownMethod" && n == 0 {
+		if errors.As(call.Err, &derr) && derr.Name == contract.ErrorUnknownMethod && n == 0 {
 			return c.diffReply(ctx, what, plan, a, b, each)
 		}
 		return n, wrap(what, call.Err)
@@ -94,13 +80,13 @@ func (c *Client) DiffEach(ctx context.Context, plan, a, b string, each func(Chan
 
 // diffReply asks with Diff, whose reply holds the changes (a daemon
 // without DiffTo).
-func (c *Client) diffReply(ctx context.Context, what, plan, a, b string, each func(Change) error) (int, error) {
-	var raw []struct{ Kind, Path string }
+func (c *Client) diffReply(ctx context.Context, what, plan, a, b string, each func(contract.Change) error) (int, error) {
+	var raw []contract.Change
 	if err := c.call(ctx, "Diff", plan, a, b).Store(&raw); err != nil {
 		return 0, wrap(what, err)
 	}
 	for i, r := range raw {
-		if err := each(Change{Kind: r.Kind, Path: r.Path}); err != nil {
+		if err := each(r); err != nil {
 			return i, err
 		}
 	}

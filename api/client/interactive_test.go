@@ -7,7 +7,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -17,7 +17,7 @@ type flagService struct{ seen chan bool }
 
 func (f flagService) StartBackup(msg dbus.Message, _ string) (uint32, dbus.ObjectPath, *dbus.Error) {
 	f.seen <- msg.Flags&dbus.FlagAllowInteractiveAuthorization != 0
-	return 7, api.JobPath(7), nil
+	return 7, contract.JobPath(7), nil
 }
 
 // A client at a terminal lets polkit ask for a password: its calls carry
@@ -36,10 +36,10 @@ func TestInteractiveFlagSent(t *testing.T) {
 	}
 	defer server.Close()
 	svc := flagService{seen: make(chan bool, 1)}
-	if err := server.Export(svc, api.ManagerPath, api.ManagerInterface); err != nil {
+	if err := server.Export(svc, contract.ManagerPath, contract.ManagerInterface); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := server.RequestName(api.BusName, dbus.NameFlagDoNotQueue); err != nil {
+	if _, err := server.RequestName(contract.BusName, dbus.NameFlagDoNotQueue); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

@@ -2,13 +2,14 @@ package client
 
 import (
 	"context"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 )
 
 // EventType says what changed.
@@ -30,8 +31,8 @@ const (
 // Event is one change, with the job or plan as it is after it.
 type Event struct {
 	Type EventType
-	Job  Job
-	Plan Plan
+	Job  contract.Job
+	Plan contract.Plan
 }
 
 // Watcher follows the daemon's signals and keeps a mirror of its plans and
@@ -49,16 +50,16 @@ type Watcher struct {
 	done    chan struct{}
 
 	mu    sync.Mutex
-	plans map[dbus.ObjectPath]*Plan
-	jobs  map[dbus.ObjectPath]*Job
+	plans map[dbus.ObjectPath]*contract.Plan
+	jobs  map[dbus.ObjectPath]*contract.Job
 	up    bool
 }
 
 // Watch subscribes to the daemon's signals, then reads its objects.
 func (c *Client) Watch(ctx context.Context) (*Watcher, error) {
 	rules := [][]dbus.MatchOption{
-		{dbus.WithMatchSender(api.BusName), dbus.WithMatchPathNamespace(api.ManagerPath)},
-		{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, api.BusName)},
+		{dbus.WithMatchSender(contract.BusName), dbus.WithMatchPathNamespace(contract.ManagerPath)},
+		{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, contract.BusName)},
 	}
 	for _, r := range rules {
 		if err := c.conn.AddMatchSignalContext(ctx, r...); err != nil {
@@ -88,22 +89,22 @@ func (w *Watcher) Close() {
 }
 
 // Plans is the mirror's plans, sorted by name.
-func (w *Watcher) Plans() []Plan {
+func (w *Watcher) Plans() []contract.Plan {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]Plan, 0, len(w.plans))
+	out := make([]contract.Plan, 0, len(w.plans))
 	for _, p := range w.plans {
 		out = append(out, *p)
 	}
-	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
+	slices.SortFunc(out, func(a, b contract.Plan) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Jobs is the mirror's jobs, in ListJobs order.
-func (w *Watcher) Jobs() []Job {
+func (w *Watcher) Jobs() []contract.Job {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]Job, 0, len(w.jobs))
+	out := make([]contract.Job, 0, len(w.jobs))
 	for _, j := range w.jobs {
 		out = append(out, *j)
 	}
@@ -112,12 +113,12 @@ func (w *Watcher) Jobs() []Job {
 }
 
 // Job is one job of the mirror.
-func (w *Watcher) Job(id uint32) (Job, bool) {
+func (w *Watcher) Job(id uint32) (contract.Job, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	j, ok := w.jobs[api.JobPath(id)]
+	j, ok := w.jobs[contract.JobPath(id)]
 	if !ok {
-		return Job{}, false
+		return contract.Job{}, false
 	}
 	return *j, true
 }
@@ -136,21 +137,21 @@ const syncTimeout = 30 * time.Second
 func (w *Watcher) sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
-	if err := w.c.mgr.CallWithContext(ctx, api.ObjectManagerInterface+".GetManagedObjects", 0).Store(&objs); err != nil {
-		return wrap("list the daemon's plans and jobs", err)
+	objs, err := w.c.managedObjects(ctx)
+	if err != nil {
+		return err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.plans = map[dbus.ObjectPath]*Plan{}
-	w.jobs = map[dbus.ObjectPath]*Job{}
+	w.plans = map[dbus.ObjectPath]*contract.Plan{}
+	w.jobs = map[dbus.ObjectPath]*contract.Job{}
 	for path, ifaces := range objs {
-		if p, ok := ifaces[api.PlanInterface]; ok {
-			plan := planFrom(p)
+		if p, ok := ifaces[contract.PlanInterface]; ok {
+			plan := contract.PlanOf(p)
 			w.plans[path] = &plan
 		}
-		if j, ok := ifaces[api.JobInterface]; ok {
-			job := jobFrom(j)
+		if j, ok := ifaces[contract.JobInterface]; ok {
+			job := contract.JobOf(j)
 			w.jobs[path] = &job
 		}
 	}
@@ -198,7 +199,7 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 			return nil
 		}
 		return []Event{{Type: DaemonStarted}}
-	case "org.freedesktop.DBus.Properties.PropertiesChanged":
+	case contract.PropertiesInterface + ".PropertiesChanged":
 		if len(s.Body) < 2 {
 			return nil
 		}
@@ -207,28 +208,28 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		switch iface {
-		case api.JobInterface:
+		case contract.JobInterface:
 			j := w.jobs[s.Path]
 			if j == nil {
-				id, ok := JobID(s.Path)
+				id, ok := contract.JobID(s.Path)
 				if !ok {
 					return nil
 				}
-				j = &Job{ID: id}
+				j = &contract.Job{ID: id}
 				w.jobs[s.Path] = j
 			}
 			applyJobMonotonic(j, changed)
 			return []Event{{Type: JobChanged, Job: copyJob(j)}}
-		case api.PlanInterface:
+		case contract.PlanInterface:
 			p := w.plans[s.Path]
 			if p == nil {
-				p = &Plan{}
+				p = &contract.Plan{}
 				w.plans[s.Path] = p
 			}
-			applyPlan(p, changed)
+			p.Apply(changed)
 			return []Event{{Type: PlanChanged, Plan: *p}}
 		}
-	case api.ObjectManagerInterface + ".InterfacesAdded":
+	case contract.ObjectManagerInterface + ".InterfacesAdded":
 		if len(s.Body) < 2 {
 			return nil
 		}
@@ -236,21 +237,21 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 		ifaces, _ := s.Body[1].(map[string]map[string]dbus.Variant)
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if p, ok := ifaces[api.PlanInterface]; ok {
-			plan := planFrom(p)
+		if p, ok := ifaces[contract.PlanInterface]; ok {
+			plan := contract.PlanOf(p)
 			w.plans[path] = &plan
 			return []Event{{Type: PlanAdded, Plan: plan}}
 		}
-		if j, ok := ifaces[api.JobInterface]; ok {
+		if j, ok := ifaces[contract.JobInterface]; ok {
 			job := w.jobs[path]
 			if job == nil {
-				job = &Job{}
+				job = &contract.Job{}
 				w.jobs[path] = job
 			}
 			applyJobMonotonic(job, j)
 			return []Event{{Type: JobNew, Job: copyJob(job)}}
 		}
-	case api.ObjectManagerInterface + ".InterfacesRemoved":
+	case contract.ObjectManagerInterface + ".InterfacesRemoved":
 		if len(s.Body) < 1 {
 			return nil
 		}
@@ -265,7 +266,7 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 			delete(w.jobs, path)
 			return []Event{{Type: JobForgotten, Job: *j}}
 		}
-	case api.ManagerInterface + ".JobRemoved":
+	case contract.ManagerInterface + ".JobRemoved":
 		// u id, o job, s kind, s plan, s result; the job's last
 		// PropertiesChanged came before it.
 		if len(s.Body) < 5 {
@@ -280,10 +281,10 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 			id, _ := s.Body[0].(uint32)
 			kind, _ := s.Body[2].(string)
 			plan, _ := s.Body[3].(string)
-			j = &Job{ID: id, Kind: kind, Plan: plan}
+			j = &contract.Job{ID: id, Kind: contract.Kind(kind), Plan: plan}
 			w.jobs[path] = j
 		}
-		j.State, j.Result = StateFinished, result
+		j.State, j.Result = contract.StateFinished, contract.Result(result)
 		return []Event{{Type: JobFinished, Job: copyJob(j)}}
 	}
 	return nil
@@ -292,8 +293,8 @@ func (w *Watcher) handle(ctx context.Context, s *dbus.Signal) []Event {
 // applyJobMonotonic applies changed properties, except that a job never
 // goes back (finished to running, running to queued): a signal sent before
 // the first GetManagedObjects may arrive after it.
-func applyJobMonotonic(j *Job, changed map[string]dbus.Variant) {
-	if s, ok := changed["State"].Value().(string); ok && StateRank(s) < StateRank(j.State) {
+func applyJobMonotonic(j *contract.Job, changed map[string]dbus.Variant) {
+	if s, ok := changed["State"].Value().(string); ok && contract.State(s).Rank() < j.State.Rank() {
 		// An older state: only what never changes is news.
 		static := map[string]dbus.Variant{}
 		for _, k := range []string{"Id", "Kind", "Plan", "Trigger", "QueuedAt"} {
@@ -301,26 +302,13 @@ func applyJobMonotonic(j *Job, changed map[string]dbus.Variant) {
 				static[k] = v
 			}
 		}
-		applyJob(j, static)
+		j.Apply(static)
 		return
 	}
-	applyJob(j, changed)
+	j.Apply(changed)
 }
 
-// StateRank orders job states: queued < running < finished.
-func StateRank(state string) int {
-	switch state {
-	case StateQueued:
-		return 1
-	case StateRunning:
-		return 2
-	case StateFinished:
-		return 3
-	}
-	return 0
-}
-
-func copyJob(j *Job) Job {
+func copyJob(j *contract.Job) contract.Job {
 	out := *j
 	out.CurrentFiles = append([]string(nil), j.CurrentFiles...)
 	return out

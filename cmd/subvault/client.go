@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 // Exit codes of the client commands, documented in subvault(1) (exitOK,
@@ -134,8 +136,8 @@ func exitCodeOf(err error) int {
 		return exitUnreachable
 	case errors.As(err, &cerr) && cerr.AccessDenied():
 		return exitDenied
-	case errors.As(err, &cerr) && strings.HasPrefix(cerr.Name, "org.subvault.Subvault1.Error.NoSuch"),
-		errors.As(err, &cerr) && cerr.Name == "org.subvault.Subvault1.Error.InvalidArgument":
+	case errors.As(err, &cerr) && slices.Contains([]string{contract.ErrorNoSuchPlan, contract.ErrorNoSuchJob,
+		contract.ErrorNoSuchSnapshot, contract.ErrorNoSuchArchive, contract.ErrorInvalidArgument}, cerr.Name):
 		return exitUsage
 	}
 	return exitFailure
@@ -192,14 +194,14 @@ func (o output) paint(code, s string) string {
 }
 
 // result paints a job result: done green, failed red, canceled yellow.
-func (o output) result(r string) string {
+func (o output) result(r contract.Result) string {
 	switch r {
-	case client.ResultDone:
-		return o.paint(colorGreen, r)
-	case client.ResultFailed:
-		return o.paint(colorRed, r)
-	case client.ResultCanceled:
-		return o.paint(colorYellow, r)
+	case contract.ResultDone:
+		return o.paint(colorGreen, string(r))
+	case contract.ResultFailed:
+		return o.paint(colorRed, string(r))
+	case contract.ResultCanceled:
+		return o.paint(colorYellow, string(r))
 	}
 	return printable(r)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -121,7 +122,7 @@ func (e *apiEnv) busctl(args ...string) (string, error) {
 func (e *apiEnv) call(t *testing.T, out any, method, signature string, args ...string) {
 	t.Helper()
 	e.called[method] = true
-	argv := []string{"--json=short", "call", api.BusName, string(api.ManagerPath), api.ManagerInterface, method}
+	argv := []string{"--json=short", "call", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, method}
 	if signature != "" {
 		argv = append(argv, signature)
 	}
@@ -157,7 +158,7 @@ func (e *apiEnv) startJob(t *testing.T, method, signature string, args ...string
 	e.call(t, &reply, method, signature, args...)
 	var id uint32
 	var path string
-	if len(reply) != 2 || json.Unmarshal(reply[0], &id) != nil || json.Unmarshal(reply[1], &path) != nil || path != string(api.JobPath(id)) {
+	if len(reply) != 2 || json.Unmarshal(reply[0], &id) != nil || json.Unmarshal(reply[1], &path) != nil || path != string(contract.JobPath(id)) {
 		t.Fatalf("%s replied %s", method, reply)
 	}
 	return id
@@ -178,8 +179,8 @@ func (e *apiEnv) sendAsNobody(method string, args ...string) (string, string) {
 }
 
 func (e *apiEnv) sendArgs(method string, args ...string) []string {
-	return append([]string{"--bus=" + e.bus.Address, "--print-reply", "--dest=" + api.BusName,
-		string(api.ManagerPath), api.ManagerInterface + "." + method}, args...)
+	return append([]string{"--bus=" + e.bus.Address, "--print-reply", "--dest=" + contract.BusName,
+		string(contract.ManagerPath), contract.ManagerInterface + "." + method}, args...)
 }
 
 // dbusSend runs a dbus-send command and returns the error name ("" on
@@ -219,7 +220,7 @@ func newSignalLog(t *testing.T, conn *dbus.Conn) *signalLog {
 	t.Helper()
 	raw := make(chan *dbus.Signal, 4096)
 	conn.Signal(raw)
-	if err := conn.AddMatchSignal(dbus.WithMatchSender(api.BusName)); err != nil {
+	if err := conn.AddMatchSignal(dbus.WithMatchSender(contract.BusName)); err != nil {
 		t.Fatal(err)
 	}
 	l := &signalLog{}
@@ -244,7 +245,7 @@ func (l *signalLog) waitRemoved(t *testing.T, id uint32, limit time.Duration) st
 	t.Helper()
 	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		for _, s := range l.all() {
-			if s.Name == api.ManagerInterface+".JobRemoved" && s.Body[0] == id {
+			if s.Name == contract.ManagerInterface+".JobRemoved" && s.Body[0] == id {
 				return s.Body[4].(string)
 			}
 		}
@@ -257,7 +258,7 @@ func (l *signalLog) waitRemoved(t *testing.T, id uint32, limit time.Duration) st
 // signals, and the number of them.
 func (l *signalLog) progress(id uint32) (times []time.Time, values []float64, n int) {
 	for _, s := range l.all() {
-		if s.Path != api.JobPath(id) || s.Name != "org.freedesktop.DBus.Properties.PropertiesChanged" {
+		if s.Path != contract.JobPath(id) || s.Name != "org.freedesktop.DBus.Properties.PropertiesChanged" {
 			continue
 		}
 		n++
@@ -278,11 +279,11 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	e := newAPIEnv(t, 300)
 	e.startDaemon(t)
 
-	out, err := e.busctl("introspect", api.BusName, string(api.ManagerPath))
+	out, err := e.busctl("introspect", contract.BusName, string(contract.ManagerPath))
 	if err != nil {
 		t.Fatalf("busctl introspect: %v: %s", err, out)
 	}
-	for _, iface := range []string{api.ManagerInterface, api.ObjectManagerInterface, "org.freedesktop.DBus.Properties",
+	for _, iface := range []string{contract.ManagerInterface, contract.ObjectManagerInterface, "org.freedesktop.DBus.Properties",
 		"org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Peer", ".StartBackup", ".JobRemoved", ".RunningJobs"} {
 		if !strings.Contains(out, iface) {
 			t.Errorf("busctl introspect lacks %s:\n%s", iface, out)
@@ -292,7 +293,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	// The plan's next run shows once the scheduler runs (after the name is
 	// taken), as µs since the epoch.
 	waitFor(t, 15*time.Second, func() int {
-		out, _ := e.busctl("get-property", api.BusName, string(api.PlanPath("home")), api.PlanInterface, "NextRun")
+		out, _ := e.busctl("get-property", contract.BusName, string(contract.PlanPath("home")), contract.PlanInterface, "NextRun")
 		var us int64
 		if _, err := fmt.Sscanf(out, "t %d", &us); err == nil && us > 0 {
 			next := time.UnixMicro(us)
@@ -306,11 +307,11 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 
 	// A backup: its object, its rising progress, its end.
 	id := e.startJob(t, "StartBackup", "s", "home")
-	out, err = e.busctl("--json=short", "call", api.BusName, string(api.ManagerPath), api.ObjectManagerInterface, "GetManagedObjects")
-	if err != nil || !strings.Contains(out, fmt.Sprintf(`"%s"`, api.JobPath(id))) || !strings.Contains(out, string(api.PlanPath("home"))) {
+	out, err = e.busctl("--json=short", "call", contract.BusName, string(contract.ManagerPath), contract.ObjectManagerInterface, "GetManagedObjects")
+	if err != nil || !strings.Contains(out, fmt.Sprintf(`"%s"`, contract.JobPath(id))) || !strings.Contains(out, string(contract.PlanPath("home"))) {
 		t.Errorf("GetManagedObjects lacks job %d or plan home: %v\n%s", id, err, out)
 	}
-	if out, err := e.busctl("get-property", api.BusName, string(api.JobPath(id)), api.JobInterface, "Kind", "Trigger"); err != nil || out != "s \"backup\"\ns \"dbus:0\"\n" {
+	if out, err := e.busctl("get-property", contract.BusName, string(contract.JobPath(id)), contract.JobInterface, "Kind", "Trigger"); err != nil || out != "s \"backup\"\ns \"dbus:0\"\n" {
 		t.Errorf("get-property Kind Trigger: %v %q", err, out)
 	}
 	if result := e.signals.waitRemoved(t, id, 3*time.Minute); result != "done" {
@@ -330,18 +331,18 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	for _, want := range []string{"State", "Result", "FinishedAt", "ArchiveId", "Summary"} {
 		found := false
 		for _, s := range e.signals.all() {
-			if s.Path == api.JobPath(id) && strings.HasSuffix(s.Name, "PropertiesChanged") {
+			if s.Path == contract.JobPath(id) && strings.HasSuffix(s.Name, "PropertiesChanged") {
 				_, ok := s.Body[1].(map[string]dbus.Variant)[want]
 				found = found || ok
 			}
 		}
 		if !found {
-			out, err := e.busctl("get-property", api.BusName, string(api.JobPath(id)), api.JobInterface, want)
+			out, err := e.busctl("get-property", contract.BusName, string(contract.JobPath(id)), contract.JobInterface, want)
 			t.Errorf("no PropertiesChanged carried %s (now: %v %s)", want, err, out)
 		}
 	}
 
-	if out, err := e.busctl("tree", api.BusName); err != nil || !strings.Contains(out, string(api.JobPath(id))) || !strings.Contains(out, string(api.PlanPath("home"))) {
+	if out, err := e.busctl("tree", contract.BusName); err != nil || !strings.Contains(out, string(contract.JobPath(id))) || !strings.Contains(out, string(contract.PlanPath("home"))) {
 		t.Errorf("busctl tree: %v\n%s", err, out)
 	}
 
@@ -374,11 +375,11 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	}
 	defer fdConn.Close()
 	var count uint64
-	err = fdConn.Object(api.BusName, api.ManagerPath).Call(api.ManagerInterface+".DiffTo", 0, "home", "latest", "live",
+	err = fdConn.Object(contract.BusName, contract.ManagerPath).Call(contract.ManagerInterface+".DiffTo", 0, "home", "latest", "live",
 		dbus.UnixFD(devNull.Fd()), map[string]dbus.Variant{}).Store(&count)
 	devNull.Close()
 	var derr dbus.Error
-	if !errors.As(err, &derr) || derr.Name != api.ErrorInvalidArgument || !strings.Contains(derr.Error(), "character device") {
+	if !errors.As(err, &derr) || derr.Name != contract.ErrorInvalidArgument || !strings.Contains(derr.Error(), "character device") {
 		t.Errorf("DiffTo into /dev/null: %v", err)
 	}
 	// The finished backup works on no file.
@@ -408,25 +409,25 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		args   []string
 		want   string
 	}{
-		{"StartBackup", []string{"string:../x"}, api.ErrorInvalidArgument},
-		{"StartBackup", []string{"string:a/b"}, api.ErrorInvalidArgument},
-		{"StartBackup", []string{"string:"}, api.ErrorInvalidArgument},
-		{"StartBackup", []string{"int32:7"}, api.ErrorInvalidArgument},
-		{"StartBackup", []string{"string:nosuch"}, api.ErrorNoSuchPlan},
-		{"StartCheck", []string{"string:" + strings.Repeat("x", 65536)}, api.ErrorInvalidArgument},
-		{"CancelJob", []string{"uint32:999999"}, api.ErrorNoSuchJob},
-		{"GetJobFiles", []string{"uint32:999999"}, api.ErrorNoSuchJob},
-		{"CancelJob", []string{fmt.Sprintf("uint32:%d", id)}, api.ErrorNoSuchJob}, // finished
-		{"DeleteSnapshot", []string{"string:home", "string:subvault@other@20260101T000000Z@1@home"}, api.ErrorNoSuchSnapshot},
-		{"DeleteSnapshot", []string{"string:home", "string:" + filepath.Join(e.fs.Path("home"), ".subvault-snapshots", name)}, api.ErrorInvalidArgument},
-		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:relative/clone"}, api.ErrorInvalidArgument},
-		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + e.fs.Mount + "/x/../y"}, api.ErrorInvalidArgument},
-		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + clone}, api.ErrorInvalidArgument}, // exists
-		{"ListArchives", []string{"string:nosuch"}, api.ErrorNoSuchPlan},
-		{"Diff", []string{"string:home", "string:live", "string:live"}, api.ErrorInvalidArgument},
-		{"Diff", []string{"string:home", "string:latest", "string:../x"}, api.ErrorInvalidArgument},
-		{"Diff", []string{"string:home", "string:deadbeef", "string:live"}, api.ErrorNoSuchArchive},
-		{"Diff", []string{"string:home", "string:latest", "string:subvault@other@20260101T000000Z@1@home"}, api.ErrorNoSuchSnapshot},
+		{"StartBackup", []string{"string:../x"}, contract.ErrorInvalidArgument},
+		{"StartBackup", []string{"string:a/b"}, contract.ErrorInvalidArgument},
+		{"StartBackup", []string{"string:"}, contract.ErrorInvalidArgument},
+		{"StartBackup", []string{"int32:7"}, contract.ErrorInvalidArgument},
+		{"StartBackup", []string{"string:nosuch"}, contract.ErrorNoSuchPlan},
+		{"StartCheck", []string{"string:" + strings.Repeat("x", 65536)}, contract.ErrorInvalidArgument},
+		{"CancelJob", []string{"uint32:999999"}, contract.ErrorNoSuchJob},
+		{"GetJobFiles", []string{"uint32:999999"}, contract.ErrorNoSuchJob},
+		{"CancelJob", []string{fmt.Sprintf("uint32:%d", id)}, contract.ErrorNoSuchJob}, // finished
+		{"DeleteSnapshot", []string{"string:home", "string:subvault@other@20260101T000000Z@1@home"}, contract.ErrorNoSuchSnapshot},
+		{"DeleteSnapshot", []string{"string:home", "string:" + filepath.Join(e.fs.Path("home"), ".subvault-snapshots", name)}, contract.ErrorInvalidArgument},
+		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:relative/clone"}, contract.ErrorInvalidArgument},
+		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + e.fs.Mount + "/x/../y"}, contract.ErrorInvalidArgument},
+		{"CloneSnapshot", []string{"string:home", "string:" + name, "string:" + clone}, contract.ErrorInvalidArgument}, // exists
+		{"ListArchives", []string{"string:nosuch"}, contract.ErrorNoSuchPlan},
+		{"Diff", []string{"string:home", "string:live", "string:live"}, contract.ErrorInvalidArgument},
+		{"Diff", []string{"string:home", "string:latest", "string:../x"}, contract.ErrorInvalidArgument},
+		{"Diff", []string{"string:home", "string:deadbeef", "string:live"}, contract.ErrorNoSuchArchive},
+		{"Diff", []string{"string:home", "string:latest", "string:subvault@other@20260101T000000Z@1@home"}, contract.ErrorNoSuchSnapshot},
 	} {
 		got, out := e.send(c.method, c.args...)
 		if got != c.want {
@@ -434,12 +435,12 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		}
 	}
 	// An include list and a relative restore target, through busctl.
-	if out, err := e.busctl("call", api.BusName, string(api.ManagerPath), api.ManagerInterface, "StartRestore", "sssas", "home", "latest", "restore/here", "0"); err == nil || !strings.Contains(out, "relative") {
+	if out, err := e.busctl("call", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "StartRestore", "sssas", "home", "latest", "restore/here", "0"); err == nil || !strings.Contains(out, "relative") {
 		t.Errorf("relative restore target: %v %s", err, out)
 	}
 	nonEmpty := t.TempDir()
 	testutil.WriteFile(t, filepath.Join(nonEmpty, "x"), "x")
-	if out, err := e.busctl("call", api.BusName, string(api.ManagerPath), api.ManagerInterface, "StartRestore", "sssas", "home", "latest", nonEmpty, "0"); err == nil || !strings.Contains(out, "not empty") {
+	if out, err := e.busctl("call", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "StartRestore", "sssas", "home", "latest", nonEmpty, "0"); err == nil || !strings.Contains(out, "not empty") {
 		t.Errorf("non-empty restore target: %v %s", err, out)
 	}
 	// NUL cannot even be sent; the daemon is untouched.
@@ -448,7 +449,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if call := conn.Object(api.BusName, api.ManagerPath).Call(api.ManagerInterface+".StartRestore", 0, "home", "latest", "/tmp/a\x00b", []string{}); call.Err == nil {
+	if call := conn.Object(contract.BusName, contract.ManagerPath).Call(contract.ManagerInterface+".StartRestore", 0, "home", "latest", "/tmp/a\x00b", []string{}); call.Err == nil {
 		t.Error("a NUL byte in a target was accepted")
 	}
 	if now := e.jobCount(t); now != jobs {
@@ -504,7 +505,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	if result := e.signals.waitRemoved(t, mid, time.Minute); result != "failed" {
 		t.Errorf("restore of a missing archive: %s", result)
 	}
-	if out, err := e.busctl("get-property", api.BusName, string(api.JobPath(mid)), api.JobInterface, "Error"); err != nil || len(out) < 20 {
+	if out, err := e.busctl("get-property", contract.BusName, string(contract.JobPath(mid)), contract.JobInterface, "Error"); err != nil || len(out) < 20 {
 		t.Errorf("restore of a missing archive: Error %v %q", err, out)
 	} else {
 		t.Logf("restore of a missing archive: %s", strings.TrimSpace(out))
@@ -520,7 +521,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		t.Errorf("a second StartBackup made job %d beside %d", again, bid)
 	}
 	var queued []string
-	if out, err := e.busctl("--json=short", "get-property", api.BusName, string(api.ManagerPath), api.ManagerInterface, "QueuedJobs"); err != nil || !strings.Contains(out, string(api.JobPath(cid))) {
+	if out, err := e.busctl("--json=short", "get-property", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "QueuedJobs"); err != nil || !strings.Contains(out, string(contract.JobPath(cid))) {
 		t.Errorf("QueuedJobs lacks the check: %v %s %v", err, out, queued)
 	}
 	e.call(t, nil, "CancelJob", "u", fmt.Sprint(cid))
@@ -528,13 +529,13 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		t.Errorf("the canceled check ended %s", result)
 	}
 	waitFor(t, 60*time.Second, func() int {
-		out, _ := e.busctl("get-property", api.BusName, string(api.JobPath(bid)), api.JobInterface, "State")
+		out, _ := e.busctl("get-property", contract.BusName, string(contract.JobPath(bid)), contract.JobInterface, "State")
 		if strings.Contains(out, "running") {
 			return 1
 		}
 		return 0
 	})
-	if out, err := e.busctl("call", api.BusName, string(api.JobPath(bid)), api.JobInterface, "Cancel"); err != nil {
+	if out, err := e.busctl("call", contract.BusName, string(contract.JobPath(bid)), contract.JobInterface, "Cancel"); err != nil {
 		t.Errorf("Job.Cancel: %v %s", err, out)
 	}
 	if result := e.signals.waitRemoved(t, bid, time.Minute); result != "canceled" {
@@ -553,7 +554,7 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	e.call(t, nil, "Reload", "")
 	var plans [][]string
 	e.call(t, &plans, "ListPlans", "")
-	if len(plans) != 1 || plans[0][0] != "home" || plans[0][1] != string(api.PlanPath("home")) {
+	if len(plans) != 1 || plans[0][0] != "home" || plans[0][1] != string(contract.PlanPath("home")) {
 		t.Errorf("ListPlans: %v", plans)
 	}
 	var list [][]any
@@ -561,22 +562,22 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	if len(list) != 8 || list[0][0] != float64(kid) || list[0][3] != "finished" {
 		t.Errorf("ListJobs: %v", list)
 	}
-	if out, err := e.busctl("get-property", api.BusName, string(api.PlanPath("home")), api.PlanInterface, "LastResult"); err != nil || out != "s \"canceled\"\n" {
+	if out, err := e.busctl("get-property", contract.BusName, string(contract.PlanPath("home")), contract.PlanInterface, "LastResult"); err != nil || out != "s \"canceled\"\n" {
 		t.Errorf("plan LastResult after the canceled backup: %v %q", err, out)
 	}
-	if out, err := e.busctl("get-property", api.BusName, string(api.ManagerPath), api.ManagerInterface, "State"); err != nil || out != "s \"idle\"\n" {
+	if out, err := e.busctl("get-property", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "State"); err != nil || out != "s \"idle\"\n" {
 		t.Errorf("State: %v %q", err, out)
 	}
 
 	// Rollback through busctl, with its a{sv}: a relative subvolume is
 	// refused (rollbacks themselves: TestRollbackThroughTheCLI).
 	e.called["Rollback"] = true
-	if out, err := e.busctl("call", api.BusName, string(api.ManagerPath), api.ManagerInterface, "Rollback", "sssa{sv}",
+	if out, err := e.busctl("call", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "Rollback", "sssa{sv}",
 		"home", "subvault@home@20260101T000000Z@1@home", "relative", "1", "dry_run", "b", "true"); err == nil || !strings.Contains(out, "relative") {
 		t.Errorf("Rollback of a relative subvolume: %v %s", err, out)
 	}
 
-	for _, m := range api.Introspection()[api.ManagerInterface].Methods {
+	for _, m := range api.Introspection()[contract.ManagerInterface].Methods {
 		if !e.called[m.Name] {
 			t.Errorf("%s was not called through busctl or dbus-send", m.Name)
 		}
@@ -620,14 +621,14 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 		out, err := testutil.AsNobody("busctl", append([]string{"--address=" + e.bus.Address}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	manager := []string{api.BusName, string(api.ManagerPath), api.ManagerInterface}
+	manager := []string{contract.BusName, string(contract.ManagerPath), contract.ManagerInterface}
 	for _, read := range [][]string{
 		append(append([]string{"call"}, manager...), "ListPlans"),
 		append(append([]string{"call"}, manager...), "ListJobs"),
 		append(append([]string{"call"}, manager...), "ListSnapshots", "s", "home"),
-		{"call", api.BusName, string(api.ManagerPath), api.ObjectManagerInterface, "GetManagedObjects"},
+		{"call", contract.BusName, string(contract.ManagerPath), contract.ObjectManagerInterface, "GetManagedObjects"},
 		append(append([]string{"get-property"}, manager...), "State"),
-		{"introspect", api.BusName, string(api.PlanPath("home"))},
+		{"introspect", contract.BusName, string(contract.PlanPath("home"))},
 	} {
 		if out, err := nobody(read...); err != nil {
 			t.Errorf("as nobody, %v: %v: %s", read[:min(len(read), 5)], err, out)
@@ -651,9 +652,9 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 		}
 	}
 	// busctl shows only the message; dbus-send shows the error's name.
-	out, _ := testutil.AsNobody("dbus-send", "--bus="+e.bus.Address, "--print-reply", "--dest="+api.BusName,
-		string(api.ManagerPath), api.ManagerInterface+".StartBackup", "string:home").CombinedOutput()
-	if !strings.HasPrefix(string(out), "Error "+api.ErrorAccessDenied+": ") {
+	out, _ := testutil.AsNobody("dbus-send", "--bus="+e.bus.Address, "--print-reply", "--dest="+contract.BusName,
+		string(contract.ManagerPath), contract.ManagerInterface+".StartBackup", "string:home").CombinedOutput()
+	if !strings.HasPrefix(string(out), "Error "+contract.ErrorAccessDenied+": ") {
 		t.Errorf("as nobody, StartBackup through dbus-send: %s", out)
 	}
 	t.Logf("the refusal: %s", out)
@@ -670,9 +671,9 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 func nobodyCannotOwnName(t *testing.T, bus *testutil.Bus) {
 	t.Helper()
 	got, out := dbusSend(testutil.AsNobody("dbus-send", "--bus="+bus.Address, "--print-reply", "--dest=org.freedesktop.DBus",
-		"/org/freedesktop/DBus", "org.freedesktop.DBus.RequestName", "string:"+api.BusName, "uint32:4"))
-	if got != api.ErrorAccessDenied || !strings.Contains(out, "not allowed to own") {
-		t.Errorf("as nobody, RequestName %s: %s\n%s", api.BusName, got, out)
+		"/org/freedesktop/DBus", "org.freedesktop.DBus.RequestName", "string:"+contract.BusName, "uint32:4"))
+	if got != contract.ErrorAccessDenied || !strings.Contains(out, "not allowed to own") {
+		t.Errorf("as nobody, RequestName %s: %s\n%s", contract.BusName, got, out)
 	}
 }
 
@@ -719,13 +720,13 @@ func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
 		n, _ := strconv.ParseUint(m[1], 10, 32)
 		id, path = uint32(n), m[2]
 	}
-	if got != "" || m == nil || path != string(api.JobPath(id)) {
+	if got != "" || m == nil || path != string(contract.JobPath(id)) {
 		t.Fatalf("as nobody, StartBackup home: %s\n%s", got, out)
 	}
 	if result := e.signals.waitRemoved(t, id, 3*time.Minute); result != "done" {
 		t.Fatalf("nobody's backup job %d: %s", id, result)
 	}
-	if out, err := e.busctl("get-property", api.BusName, path, api.JobInterface, "Trigger"); err != nil || out != "s \"dbus:65534\"\n" {
+	if out, err := e.busctl("get-property", contract.BusName, path, contract.JobInterface, "Trigger"); err != nil || out != "s \"dbus:65534\"\n" {
 		t.Errorf("Trigger of nobody's backup: %v %q", err, out)
 	}
 	if got, out := e.sendAsNobody("ListArchives", "string:home"); got != "" || !strings.Contains(out, e.fs.Path("home")) {
@@ -768,8 +769,8 @@ func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
 		got, out := e.sendAsNobody(c.method, c.args...)
 		// The daemon refuses, saying why; the bus's own refusal would be
 		// "Rejected send message".
-		if got != api.ErrorAccessDenied || !strings.Contains(out, "not authorized") || !strings.Contains(out, "uid 65534") {
-			t.Errorf("as nobody, %s %v: %s, want %s from the daemon\n%s", c.method, c.args, got, api.ErrorAccessDenied, out)
+		if got != contract.ErrorAccessDenied || !strings.Contains(out, "not authorized") || !strings.Contains(out, "uid 65534") {
+			t.Errorf("as nobody, %s %v: %s, want %s from the daemon\n%s", c.method, c.args, got, contract.ErrorAccessDenied, out)
 		}
 	}
 

@@ -16,8 +16,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
-	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -25,8 +24,8 @@ import (
 // interval, counted from the last backup.
 func TestWaybarPlanHealth(t *testing.T) {
 	now := time.Date(2026, 3, 16, 2, 0, 0, 0, time.UTC) // a Monday
-	plan := func(schedule string, ago time.Duration, result string) client.Plan {
-		p := client.Plan{Name: "home", Schedule: schedule, LastResult: result}
+	plan := func(schedule string, ago time.Duration, result contract.Result) contract.Plan {
+		p := contract.Plan{Name: "home", Schedule: schedule, LastResult: result}
 		if ago > 0 {
 			p.LastBackup = now.Add(-ago)
 		}
@@ -35,7 +34,7 @@ func TestWaybarPlanHealth(t *testing.T) {
 	friday := time.Date(2026, 3, 13, 3, 10, 0, 0, time.UTC)
 	for _, c := range []struct {
 		name string
-		plan client.Plan
+		plan contract.Plan
 		want string
 		why  string
 	}{
@@ -46,23 +45,23 @@ func TestWaybarPlanHealth(t *testing.T) {
 		{"every 6h, 13h ago", plan("@every 6h", 13*time.Hour, "done"), healthOverdue, ""},
 		// Friday's backup is not overdue on Monday morning: the weekend's
 		// 72 h gap is the interval.
-		{"weekdays, Friday's on Monday", client.Plan{Schedule: "0 3 * * 1-5", LastBackup: friday, LastResult: "done"}, healthOK, ""},
-		{"weekdays, a week ago", client.Plan{Schedule: "0 3 * * 1-5", LastBackup: friday.Add(-7 * 24 * time.Hour), LastResult: "done"}, healthOverdue, "overdue: last backup 9d22h ago, scheduled every 3d"},
+		{"weekdays, Friday's on Monday", contract.Plan{Schedule: "0 3 * * 1-5", LastBackup: friday, LastResult: "done"}, healthOK, ""},
+		{"weekdays, a week ago", contract.Plan{Schedule: "0 3 * * 1-5", LastBackup: friday.Add(-7 * 24 * time.Hour), LastResult: "done"}, healthOverdue, "overdue: last backup 9d22h ago, scheduled every 3d"},
 		{"every 90m, 4h ago", plan("@every 90m", 4*time.Hour, "done"), healthOverdue, "overdue: last backup 4h00m ago, scheduled every 1h30m"},
 		{"manual, a year ago", plan("", 365*24*time.Hour, "done"), healthOK, ""},
 		{"a schedule this client cannot read", plan("bogus", 365*24*time.Hour, "done"), healthOK, ""},
 		{"never", plan("0 3 * * *", 0, ""), healthNever, "no backup yet"},
-		{"failed an hour ago", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastResult: "failed", LastError: "wrong password"}, healthFailed, "last backup failed 1h00m ago: wrong password"},
+		{"failed an hour ago", contract.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastResult: "failed", LastError: "wrong password"}, healthFailed, "last backup failed 1h00m ago: wrong password"},
 		{"failed long ago: failed, not overdue", plan("0 3 * * *", 30*24*time.Hour, "failed"), healthFailed, ""},
 		// A daemon that publishes LastSuccess: the same as LastBackup after
 		// a done backup.
-		{"daily, 49h ago, LastSuccess set", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-49 * time.Hour), LastSuccess: now.Add(-49 * time.Hour), LastResult: "done"}, healthOverdue, "overdue: last backup 2d1h ago, scheduled every 24h"},
-		{"canceled after a recent success", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-23 * time.Hour), LastResult: "canceled"}, healthOK, "last backup canceled 1h00m ago, last successful backup 23h00m ago"},
+		{"daily, 49h ago, LastSuccess set", contract.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-49 * time.Hour), LastSuccess: now.Add(-49 * time.Hour), LastResult: "done"}, healthOverdue, "overdue: last backup 2d1h ago, scheduled every 24h"},
+		{"canceled after a recent success", contract.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-23 * time.Hour), LastResult: "canceled"}, healthOK, "last backup canceled 1h00m ago, last successful backup 23h00m ago"},
 		// A cancel does not restart the overdue clock: overdue from the
 		// success three days ago, not from the cancel an hour ago.
-		{"canceled after an old success", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-72 * time.Hour), LastResult: "canceled", LastError: "canceled"}, healthOverdue, "overdue: last successful backup 3d0h ago, scheduled every 24h; last backup canceled 1h00m ago"},
+		{"canceled after an old success", contract.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-72 * time.Hour), LastResult: "canceled", LastError: "canceled"}, healthOverdue, "overdue: last successful backup 3d0h ago, scheduled every 24h; last backup canceled 1h00m ago"},
 		{"canceled, none succeeded", plan("0 3 * * *", time.Hour, "canceled"), healthNever, "no backup succeeded yet; last backup canceled 1h00m ago"},
-		{"failed after a success: failed", client.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-72 * time.Hour), LastResult: "failed", LastError: "partial backup"}, healthFailed, "last backup failed 1h00m ago: partial backup"},
+		{"failed after a success: failed", contract.Plan{Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastSuccess: now.Add(-72 * time.Hour), LastResult: "failed", LastError: "partial backup"}, healthFailed, "last backup failed 1h00m ago: partial backup"},
 	} {
 		status, why := planHealth(c.plan, now)
 		if status != c.want || (c.why != "" && why != c.why) {
@@ -74,35 +73,35 @@ func TestWaybarPlanHealth(t *testing.T) {
 // The bar line for each state, and the escaping waybar needs.
 func TestWaybarRender(t *testing.T) {
 	now := time.Date(2026, 3, 16, 12, 0, 0, 0, time.UTC)
-	home := client.Plan{Name: "home", Schedule: "0 3 * * *", LastBackup: now.Add(-3 * time.Hour), LastResult: "done", NextRun: now.Add(15 * time.Hour)}
-	srv := client.Plan{Name: "srv", LastBackup: now.Add(-5 * time.Hour), LastResult: "done"}
+	home := contract.Plan{Name: "home", Schedule: "0 3 * * *", LastBackup: now.Add(-3 * time.Hour), LastResult: "done", NextRun: now.Add(15 * time.Hour)}
+	srv := contract.Plan{Name: "srv", LastBackup: now.Add(-5 * time.Hour), LastResult: "done"}
 	failed := home
 	failed.LastResult, failed.LastError = "failed", "restic: <wrong> password & more"
 	overdue := home
 	overdue.LastBackup = now.Add(-72 * time.Hour)
 	canceled := home // the success 3h ago stays the newest
 	canceled.LastBackup, canceled.LastSuccess, canceled.LastResult = now.Add(-10*time.Minute), home.LastBackup, "canceled"
-	running := client.Job{ID: 7, Kind: "backup", Plan: "home", State: client.StateRunning, Progress: 0.426}
-	queued := client.Job{ID: 8, Kind: "check", Plan: "srv", State: client.StateQueued}
+	running := contract.Job{ID: 7, Kind: "backup", Plan: "home", State: contract.StateRunning, Progress: 0.426}
+	queued := contract.Job{ID: 8, Kind: "check", Plan: "srv", State: contract.StateQueued}
 	for _, c := range []struct {
 		name    string
-		plans   []client.Plan
-		jobs    []client.Job
+		plans   []contract.Plan
+		jobs    []contract.Job
 		want    barLine
 		tooltip []string
 	}{
-		{"ok", []client.Plan{home, srv}, nil, barLine{Text: "✓ 3h", Class: classOK},
+		{"ok", []contract.Plan{home, srv}, nil, barLine{Text: "✓ 3h", Class: classOK},
 			[]string{"home: last backup 3h00m ago · next in 15h00m", "srv: last backup 5h00m ago · manual"}},
-		{"canceled since", []client.Plan{canceled, srv}, nil, barLine{Text: "✓ 3h", Class: classOK},
+		{"canceled since", []contract.Plan{canceled, srv}, nil, barLine{Text: "✓ 3h", Class: classOK},
 			[]string{"home: last backup canceled 10m ago, last successful backup 3h00m ago · next in 15h00m"}},
-		{"running", []client.Plan{home, srv}, []client.Job{running, queued}, barLine{Text: "⟳ home 42%", Class: classRunning, Percentage: 42},
+		{"running", []contract.Plan{home, srv}, []contract.Job{running, queued}, barLine{Text: "⟳ home 42%", Class: classRunning, Percentage: 42},
 			[]string{"home: backing up 42% (job 7) · last backup 3h00m ago", "srv: check queued (job 8) · last backup"}},
-		{"queued only", []client.Plan{home, srv}, []client.Job{queued}, barLine{Text: "⟳ srv check queued", Class: classRunning}, nil},
-		{"failed", []client.Plan{failed, srv}, nil, barLine{Text: "✗ home", Class: classFailed}, []string{"home: last backup failed 3h00m ago: restic: <wrong> password & more"}},
-		{"overdue", []client.Plan{overdue, srv}, nil, barLine{Text: "! home", Class: classOverdue}, []string{"home: overdue: last backup 3d0h ago"}},
-		{"failed before overdue", []client.Plan{overdue, {Name: "x", LastBackup: now, LastResult: "failed"}, {Name: "y", LastResult: "failed"}}, nil,
+		{"queued only", []contract.Plan{home, srv}, []contract.Job{queued}, barLine{Text: "⟳ srv check queued", Class: classRunning}, nil},
+		{"failed", []contract.Plan{failed, srv}, nil, barLine{Text: "✗ home", Class: classFailed}, []string{"home: last backup failed 3h00m ago: restic: <wrong> password & more"}},
+		{"overdue", []contract.Plan{overdue, srv}, nil, barLine{Text: "! home", Class: classOverdue}, []string{"home: overdue: last backup 3d0h ago"}},
+		{"failed before overdue", []contract.Plan{overdue, {Name: "x", LastBackup: now, LastResult: "failed"}, {Name: "y", LastResult: "failed"}}, nil,
 			barLine{Text: "✗ x +1", Class: classFailed}, nil},
-		{"never", []client.Plan{{Name: "home", Schedule: "0 3 * * *"}}, nil, barLine{Text: "✓ –", Class: classOK}, []string{"home: no backup yet"}},
+		{"never", []contract.Plan{{Name: "home", Schedule: "0 3 * * *"}}, nil, barLine{Text: "✓ –", Class: classOK}, []string{"home: no backup yet"}},
 		{"no plans", nil, nil, barLine{Text: "✓ –", Class: classOK}, []string{"no plans are configured"}},
 	} {
 		got := renderBar(c.plans, c.jobs, now)
@@ -115,11 +114,11 @@ func TestWaybarRender(t *testing.T) {
 			}
 		}
 	}
-	b, err := waybarJSON(renderBar([]client.Plan{failed}, nil, now))
+	b, err := waybarJSON(renderBar([]contract.Plan{failed}, nil, now))
 	if err != nil || !strings.Contains(string(b), "&lt;wrong&gt; password &amp; more") || strings.Count(string(b), "\n") != 1 {
 		t.Errorf("waybar line %s (%v): the tooltip is Pango markup, and the line one line", b, err)
 	}
-	b, err = i3blocksJSON(renderBar([]client.Plan{failed}, nil, now))
+	b, err = i3blocksJSON(renderBar([]contract.Plan{failed}, nil, now))
 	if err != nil || string(b) != `{"full_text":"✗ home","short_text":"✗ home","color":"#FF5555","urgent":true}`+"\n" {
 		t.Errorf("i3blocks line %s (%v)", b, err)
 	}
@@ -222,7 +221,7 @@ func signalAt(t *testing.T, e *apiEnv, member string, id uint32, limit time.Dura
 	t.Helper()
 	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		for _, s := range e.signals.all() {
-			if s.Name == api.ManagerInterface+"."+member && len(s.Body) > 0 && s.Body[0] == id {
+			if s.Name == contract.ManagerInterface+"."+member && len(s.Body) > 0 && s.Body[0] == id {
 				return s.at
 			}
 		}
@@ -249,7 +248,7 @@ func restartDaemon(t *testing.T, e *apiEnv, between func()) {
 	}
 	waitFor(t, 30*time.Second, func() int {
 		var owned bool
-		if err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, api.BusName).Store(&owned); err == nil && !owned {
+		if err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, contract.BusName).Store(&owned); err == nil && !owned {
 			return 1
 		}
 		return 0
@@ -390,7 +389,7 @@ func TestNotifyFailedBackup(t *testing.T) {
 			t.Fatalf("backup with a wrong password: %s", result)
 		}
 		removedAt := signalAt(t, e, "JobRemoved", id, time.Second)
-		out, err := e.busctl("--json=short", "get-property", api.BusName, string(api.JobPath(id)), api.JobInterface, "Error")
+		out, err := e.busctl("--json=short", "get-property", contract.BusName, string(contract.JobPath(id)), contract.JobInterface, "Error")
 		var prop struct{ Data string }
 		if err != nil || json.Unmarshal([]byte(out), &prop) != nil || prop.Data == "" {
 			t.Fatalf("the failed job's Error: %v %s", err, out)

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 const diffAbout = `Lists what differs from A to B in PLAN, one path a line after a mark:
@@ -60,13 +60,13 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	defer cc.close()
 	// Rows are printed as they come (a diff of a big tree is tens of MiB);
 	// --json collects them into one array.
-	var shown []client.Change
+	var shown []contract.Change
 	listed := 0
-	counts := map[string]int{}
+	counts := map[contract.ChangeKind]int{}
 	out := bufio.NewWriter(stdout)
-	_, err := cc.c.DiffEach(ctx, pos[0], pos[1], pos[2], func(c client.Change) error {
+	_, err := cc.c.DiffEach(ctx, pos[0], pos[1], pos[2], func(c contract.Change) error {
 		counts[c.Kind]++
-		if c.Kind == client.ChangeMetadata && !*metadata {
+		if c.Kind == contract.ChangeMetadata && !*metadata {
 			return nil
 		}
 		listed++
@@ -102,21 +102,21 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 }
 
 // changeMark is restic diff's mark for each kind.
-var changeMark = map[string]string{
-	client.ChangeAdded: "+", client.ChangeRemoved: "-", client.ChangeChanged: "M",
-	client.ChangeTypeChanged: "T", client.ChangeMetadata: "U",
+var changeMark = map[contract.ChangeKind]string{
+	contract.ChangeAdded: "+", contract.ChangeRemoved: "-", contract.ChangeChanged: "M",
+	contract.ChangeTypeChanged: "T", contract.ChangeMetadata: "U",
 }
 
-var changeColor = map[string]string{
-	client.ChangeAdded: colorGreen, client.ChangeRemoved: colorRed, client.ChangeChanged: colorYellow,
-	client.ChangeTypeChanged: colorYellow, client.ChangeMetadata: colorDim,
+var changeColor = map[contract.ChangeKind]string{
+	contract.ChangeAdded: colorGreen, contract.ChangeRemoved: colorRed, contract.ChangeChanged: colorYellow,
+	contract.ChangeTypeChanged: colorYellow, contract.ChangeMetadata: colorDim,
 }
 
 // diffSummary is the last line: the counts, and what --metadata would add.
-func diffSummary(counts map[string]int, metadata bool) string {
-	n := counts[client.ChangeAdded] + counts[client.ChangeRemoved] + counts[client.ChangeChanged] + counts[client.ChangeTypeChanged]
+func diffSummary(counts map[contract.ChangeKind]int, metadata bool) string {
+	n := counts[contract.ChangeAdded] + counts[contract.ChangeRemoved] + counts[contract.ChangeChanged] + counts[contract.ChangeTypeChanged]
 	if metadata {
-		n += counts[client.ChangeMetadata]
+		n += counts[contract.ChangeMetadata]
 	}
 	var s string
 	switch n {
@@ -127,12 +127,12 @@ func diffSummary(counts map[string]int, metadata bool) string {
 	default:
 		s = fmt.Sprintf("%d differences", n)
 	}
-	s += fmt.Sprintf(": %d added, %d removed, %d changed, %d changed type", counts[client.ChangeAdded],
-		counts[client.ChangeRemoved], counts[client.ChangeChanged], counts[client.ChangeTypeChanged])
+	s += fmt.Sprintf(": %d added, %d removed, %d changed, %d changed type", counts[contract.ChangeAdded],
+		counts[contract.ChangeRemoved], counts[contract.ChangeChanged], counts[contract.ChangeTypeChanged])
 	if metadata {
-		return s + fmt.Sprintf(", %d metadata only", counts[client.ChangeMetadata])
+		return s + fmt.Sprintf(", %d metadata only", counts[contract.ChangeMetadata])
 	}
-	if m := counts[client.ChangeMetadata]; m > 0 {
+	if m := counts[contract.ChangeMetadata]; m > 0 {
 		s += fmt.Sprintf(" (and %d metadata only, not listed: --metadata lists them)", m)
 	}
 	return s

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 // diff runs subvault diff and returns its exit code and stdout,
@@ -21,20 +22,20 @@ func (e *apiEnv) diff(t *testing.T, args ...string) (int, string) {
 	return code, out
 }
 
-func (e *apiEnv) diffJSON(t *testing.T, args ...string) []client.Change {
+func (e *apiEnv) diffJSON(t *testing.T, args ...string) []contract.Change {
 	t.Helper()
 	_, out := e.diff(t, append(args, "--json", "--metadata")...)
-	var changes []client.Change
+	var changes []contract.Change
 	if err := json.Unmarshal([]byte(out), &changes); err != nil {
 		t.Fatalf("subvault diff home %v --json: %v\n%s", args, err, out)
 	}
 	return changes
 }
 
-func changeLines(cs []client.Change) string {
+func changeLines(cs []contract.Change) string {
 	var b strings.Builder
 	for _, c := range cs {
-		b.WriteString(c.Kind + " " + c.Path + "\n")
+		b.WriteString(string(c.Kind) + " " + c.Path + "\n")
 	}
 	return b.String()
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -123,7 +123,7 @@ exec %[3]s "$@"
 func (e *boundsEnv) daemonPid(t *testing.T, conn *dbus.Conn) int {
 	t.Helper()
 	var pid uint32
-	if err := conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, api.BusName).Store(&pid); err != nil {
+	if err := conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, contract.BusName).Store(&pid); err != nil {
 		t.Fatal(err)
 	}
 	return int(pid)
@@ -134,13 +134,13 @@ func (e *boundsEnv) daemonPid(t *testing.T, conn *dbus.Conn) int {
 func diffRows(conn *dbus.Conn, limit time.Duration, plan, a, b string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	var rows []api.DiffEntry
-	if err := conn.Object(api.BusName, api.ManagerPath).CallWithContext(ctx, api.ManagerInterface+".Diff", 0, plan, a, b).Store(&rows); err != nil {
+	var rows []contract.Change
+	if err := conn.Object(contract.BusName, contract.ManagerPath).CallWithContext(ctx, contract.ManagerInterface+".Diff", 0, plan, a, b).Store(&rows); err != nil {
 		return "", err
 	}
 	var lines []string
 	for _, r := range rows {
-		lines = append(lines, r.Kind+" "+r.Path)
+		lines = append(lines, string(r.Kind)+" "+r.Path)
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n"), nil

@@ -14,7 +14,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -114,7 +114,7 @@ func TestHostileAllowedUserCancelsRootsBackup(t *testing.T) {
 	}
 	got, out := e.sendAsNobody("CancelJob", fmt.Sprintf("uint32:%d", catchUp))
 	t.Logf("the user's CancelJob of the catch-up backup %d: %q %s", catchUp, got, strings.TrimSpace(out))
-	if got != api.ErrorAccessDenied || !strings.Contains(out, "org.subvault.manage") {
+	if got != contract.ErrorAccessDenied || !strings.Contains(out, "org.subvault.manage") {
 		t.Errorf("the user canceled the catch-up backup: %s %s; want AccessDenied naming the manage action", got, out)
 	}
 	e.call(t, nil, "CancelJob", "u", strconv.FormatUint(uint64(catchUp), 10))
@@ -128,10 +128,10 @@ func TestHostileAllowedUserCancelsRootsBackup(t *testing.T) {
 	}
 	got, out = e.sendAsNobody("CancelJob", fmt.Sprintf("uint32:%d", id))
 	t.Logf("the user's CancelJob of job %d, which root asked for too: %q %s", id, got, strings.TrimSpace(out))
-	if got != api.ErrorAccessDenied || !strings.Contains(out, "org.subvault.manage") || !strings.Contains(out, "uid 0") {
+	if got != contract.ErrorAccessDenied || !strings.Contains(out, "org.subvault.manage") || !strings.Contains(out, "uid 0") {
 		t.Errorf("the user canceled root's backup: %s %s; want AccessDenied naming the manage action and root", got, out)
 	}
-	out, err := e.busctl("get-property", api.BusName, string(api.JobPath(id)), api.JobInterface, "State", "Callers", "Triggers")
+	out, err := e.busctl("get-property", contract.BusName, string(contract.JobPath(id)), contract.JobInterface, "State", "Callers", "Triggers")
 	if err != nil || out != "s \"running\"\nau 2 65534 0\nas 2 \"dbus:65534\" \"dbus:0\"\n" {
 		t.Errorf("job %d after the user's cancel: %v\n%s", id, err, out)
 	}
@@ -181,10 +181,10 @@ func hostileSkipSchedule(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	manager := conn.Object(api.BusName, api.ManagerPath)
-	planObj := conn.Object(api.BusName, api.PlanPath(args[1]))
+	manager := conn.Object(contract.BusName, contract.ManagerPath)
+	planObj := conn.Object(contract.BusName, contract.PlanPath(args[1]))
 	jobProp := func(id uint32, name string) string {
-		v, err := conn.Object(api.BusName, api.JobPath(id)).GetProperty(api.JobInterface + "." + name)
+		v, err := conn.Object(contract.BusName, contract.JobPath(id)).GetProperty(contract.JobInterface + "." + name)
 		if err != nil {
 			return "(" + err.Error() + ")"
 		}
@@ -198,7 +198,7 @@ func hostileSkipSchedule(args []string) error {
 		}
 	}
 	cancel := func(id uint32) string {
-		if err := manager.Call(api.ManagerInterface+".CancelJob", 0, id).Err; err != nil {
+		if err := manager.Call(contract.ManagerInterface+".CancelJob", 0, id).Err; err != nil {
 			var derr dbus.Error
 			if errors.As(err, &derr) {
 				return derr.Name
@@ -210,7 +210,7 @@ func hostileSkipSchedule(args []string) error {
 	for round := 1; round <= rounds; round++ {
 		var next time.Time
 		for {
-			v, err := planObj.GetProperty(api.PlanInterface + ".NextRun")
+			v, err := planObj.GetProperty(contract.PlanInterface + ".NextRun")
 			if err != nil {
 				return err
 			}
@@ -224,7 +224,7 @@ func hostileSkipSchedule(args []string) error {
 		time.Sleep(time.Until(next.Add(-1500 * time.Millisecond)))
 		var id uint32
 		var path dbus.ObjectPath
-		if err := manager.Call(api.ManagerInterface+".StartBackup", 0, args[1]).Store(&id, &path); err != nil {
+		if err := manager.Call(contract.ManagerInterface+".StartBackup", 0, args[1]).Store(&id, &path); err != nil {
 			return fmt.Errorf("round %d: StartBackup: %w", round, err)
 		}
 		time.Sleep(time.Until(next.Add(time.Second)))
@@ -261,7 +261,7 @@ func TestHostileAllowedUserSkipsScheduledRuns(t *testing.T) {
 		if r[4] == "canceled" {
 			canceled++
 		}
-		if strings.Contains(r[3], daemon.TriggerSchedule) && r[4] != api.ErrorAccessDenied {
+		if strings.Contains(r[3], daemon.TriggerSchedule) && r[4] != contract.ErrorAccessDenied {
 			t.Errorf("the user's cancel of job %s, which the schedule asked for too (%s): %s; want AccessDenied", r[1], r[3], r[4])
 		}
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -76,12 +76,12 @@ func init() {
 			return err
 		}
 		defer conn.Close()
-		mgr := conn.Object(api.BusName, api.ManagerPath)
+		mgr := conn.Object(contract.BusName, contract.ManagerPath)
 		var rows []string
 		switch args[4] {
 		case "reply":
 			var changes []struct{ Kind, Path string }
-			err = mgr.Call(api.ManagerInterface+".Diff", 0, args[1], args[2], args[3]).Store(&changes)
+			err = mgr.Call(contract.ManagerInterface+".Diff", 0, args[1], args[2], args[3]).Store(&changes)
 			for _, c := range changes {
 				rows = append(rows, c.Kind+" "+c.Path)
 			}
@@ -97,7 +97,7 @@ func init() {
 				_, readErr = b.ReadFrom(r)
 				read <- b.Bytes()
 			}()
-			call := mgr.Go(api.ManagerInterface+".DiffTo", 0, nil, args[1], args[2], args[3], dbus.UnixFD(w.Fd()), map[string]dbus.Variant{})
+			call := mgr.Go(contract.ManagerInterface+".DiffTo", 0, nil, args[1], args[2], args[3], dbus.UnixFD(w.Fd()), map[string]dbus.Variant{})
 			_ = w.Close()
 			<-call.Done
 			err = call.Err
@@ -141,15 +141,15 @@ func init() {
 		if err != nil {
 			return err
 		}
-		mgr := conn.Object(api.BusName, api.ManagerPath)
+		mgr := conn.Object(contract.BusName, contract.ManagerPath)
 		for _, c := range []struct {
 			method string
 			args   []any
 		}{
-			{api.ManagerInterface + ".ListPlans", []any{dbus.UnixFD(w.Fd())}},
-			{api.ManagerInterface + ".ListSnapshots", []any{"home", dbus.UnixFD(w.Fd())}},
-			{api.ManagerInterface + ".ListPlans", []any{dbus.MakeVariant(dbus.UnixFD(w.Fd()))}},
-			{"org.freedesktop.DBus.Properties.Get", []any{api.ManagerInterface, "State", []dbus.UnixFD{dbus.UnixFD(w.Fd())}}},
+			{contract.ManagerInterface + ".ListPlans", []any{dbus.UnixFD(w.Fd())}},
+			{contract.ManagerInterface + ".ListSnapshots", []any{"home", dbus.UnixFD(w.Fd())}},
+			{contract.ManagerInterface + ".ListPlans", []any{dbus.MakeVariant(dbus.UnixFD(w.Fd()))}},
+			{"org.freedesktop.DBus.Properties.Get", []any{contract.ManagerInterface, "State", []dbus.UnixFD{dbus.UnixFD(w.Fd())}}},
 		} {
 			err := mgr.Call(c.method, 0, c.args...).Err
 			fmt.Printf("%s: %v\n", c.method, err)
@@ -182,10 +182,10 @@ func init() {
 		path := dbus.ObjectPath(args[1])
 		signals := make(chan *dbus.Signal, 1024)
 		conn.Signal(signals)
-		if err := conn.AddMatchSignal(dbus.WithMatchSender(api.BusName), dbus.WithMatchObjectPath(path)); err != nil {
+		if err := conn.AddMatchSignal(dbus.WithMatchSender(contract.BusName), dbus.WithMatchObjectPath(path)); err != nil {
 			return err
 		}
-		if err := conn.AddMatchSignal(dbus.WithMatchSender(api.BusName), dbus.WithMatchMember("JobRemoved")); err != nil {
+		if err := conn.AddMatchSignal(dbus.WithMatchSender(contract.BusName), dbus.WithMatchMember("JobRemoved")); err != nil {
 			return err
 		}
 		byGet, bySignal := map[string]bool{}, map[string]bool{}
@@ -199,7 +199,7 @@ func init() {
 			case <-deadline:
 				break loop
 			case s := <-signals:
-				if s.Name == api.ManagerInterface+".JobRemoved" && len(s.Body) > 1 && s.Body[1] == path {
+				if s.Name == contract.ManagerInterface+".JobRemoved" && len(s.Body) > 1 && s.Body[1] == path {
 					break loop
 				}
 				if s.Name == "org.freedesktop.DBus.Properties.PropertiesChanged" && len(s.Body) > 1 {
@@ -213,7 +213,7 @@ func init() {
 					}
 				}
 			case <-tick.C:
-				v, err := conn.Object(api.BusName, path).GetProperty(api.JobInterface + ".CurrentFiles")
+				v, err := conn.Object(contract.BusName, path).GetProperty(contract.JobInterface + ".CurrentFiles")
 				if err != nil {
 					continue
 				}

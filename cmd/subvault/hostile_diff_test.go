@@ -9,7 +9,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -49,17 +49,17 @@ func TestHostileBigDiffKeepsTheDaemonOnTheBus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	mgr := conn.Object(api.BusName, api.ManagerPath)
+	mgr := conn.Object(contract.BusName, contract.ManagerPath)
 	start = time.Now()
 	var changes []struct{ Kind, Path string }
-	err = mgr.Call(api.ManagerInterface+".Diff", 0, "home", "latest", "live").Store(&changes)
+	err = mgr.Call(contract.ManagerInterface+".Diff", 0, "home", "latest", "live").Store(&changes)
 	t.Logf("root's Diff latest live: %d rows, %v (%v)", len(changes), err, time.Since(start).Round(time.Millisecond))
 
 	var plans []struct {
 		Name string
 		Path dbus.ObjectPath
 	}
-	if err := mgr.Call(api.ManagerInterface+".ListPlans", 0).Store(&plans); err != nil {
+	if err := mgr.Call(contract.ManagerInterface+".ListPlans", 0).Store(&plans); err != nil {
 		alive := "gone"
 		if pid := testutil.ProcessBelow(os.Getpid(), "subvault.test", "daemon"); pid != 0 {
 			alive = "still running"
@@ -67,8 +67,8 @@ func TestHostileBigDiffKeepsTheDaemonOnTheBus(t *testing.T) {
 		t.Fatalf("after the Diff the daemon is off the bus (its process: %s): ListPlans: %v", alive, err)
 	}
 	var derr dbus.Error
-	if !errors.As(err, &derr) || derr.Name != api.ErrorFailed || !strings.Contains(derr.Error(), "DiffTo") {
-		t.Errorf("Diff of a result over the reply bound: %v, want %s naming DiffTo", err, api.ErrorFailed)
+	if !errors.As(err, &derr) || derr.Name != contract.ErrorFailed || !strings.Contains(derr.Error(), "DiffTo") {
+		t.Errorf("Diff of a result over the reply bound: %v, want %s naming DiffTo", err, contract.ErrorFailed)
 	}
 
 	start = time.Now()

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -18,10 +18,10 @@ func TestHostileErrorShapes(t *testing.T) {
 	e := newAPIEnv(t, 1)
 	e.startDaemonLogged(t)
 	properties := "org.freedesktop.DBus.Properties"
-	manager := string(api.ManagerPath)
+	manager := string(contract.ManagerPath)
 	for _, asRoot := range []bool{false, true} {
 		send := func(path, member string, args ...string) (string, string) {
-			argv := append([]string{"--bus=" + e.bus.Address, "--print-reply", "--dest=" + api.BusName, path, member}, args...)
+			argv := append([]string{"--bus=" + e.bus.Address, "--print-reply", "--dest=" + contract.BusName, path, member}, args...)
 			if asRoot {
 				return dbusSend(exec.Command("dbus-send", argv...))
 			}
@@ -42,19 +42,19 @@ func TestHostileErrorShapes(t *testing.T) {
 			args         []string
 			name, says   string
 		}{
-			{manager, properties + ".Get", []string{"string:" + api.ManagerInterface, "string:NoSuch"}, api.ErrorUnknownProperty, "NoSuch"},
-			{manager, properties + ".Get", []string{"string:org.example.NoSuch", "string:Version"}, api.ErrorUnknownInterface, "org.example.NoSuch"},
-			{manager, properties + ".GetAll", []string{"string:org.example.NoSuch"}, api.ErrorUnknownInterface, "org.example.NoSuch"},
-			{manager, properties + ".Set", []string{"string:" + api.ManagerInterface, "string:Version", "variant:string:6.6.6"}, api.ErrorPropertyReadOnly, "Version"},
-			{manager, properties + ".Set", []string{"string:" + api.ManagerInterface, "string:NoSuch", "variant:string:x"}, api.ErrorUnknownProperty, "NoSuch"},
-			{string(api.PlanPath("home")), properties + ".Set", []string{"string:" + api.PlanInterface, "string:LastResult", "variant:string:done"}, api.ErrorPropertyReadOnly, "LastResult"},
-			{string(api.JobPath(4242)), properties + ".GetAll", []string{"string:" + api.JobInterface}, api.ErrorUnknownObject, "ListJobs"},
-			{string(api.JobPath(4242)), api.JobInterface + ".Cancel", nil, api.ErrorUnknownObject, string(api.JobPath(4242))},
-			{string(api.PlanPath("gone")), properties + ".Get", []string{"string:" + api.PlanInterface, "string:Name"}, api.ErrorUnknownObject, "ListPlans"},
-			{manager, api.ManagerInterface + ".NoSuchMethod", nil, "org.freedesktop.DBus.Error.UnknownMethod", "NoSuchMethod"},
-			{manager, api.ManagerInterface + ".StartBackup", []string{"string:home", "string:home"}, "org.freedesktop.DBus.Error.InvalidArgs", "args"},
-			{manager, api.ManagerInterface + ".StartBackup", []string{"string:nosuch"}, api.ErrorNoSuchPlan, "plans: home"},
-			{manager, api.ManagerInterface + ".ListSnapshots", []string{"string:nosuch"}, api.ErrorNoSuchPlan, "plans: home"},
+			{manager, properties + ".Get", []string{"string:" + contract.ManagerInterface, "string:NoSuch"}, contract.ErrorUnknownProperty, "NoSuch"},
+			{manager, properties + ".Get", []string{"string:org.example.NoSuch", "string:Version"}, contract.ErrorUnknownInterface, "org.example.NoSuch"},
+			{manager, properties + ".GetAll", []string{"string:org.example.NoSuch"}, contract.ErrorUnknownInterface, "org.example.NoSuch"},
+			{manager, properties + ".Set", []string{"string:" + contract.ManagerInterface, "string:Version", "variant:string:6.6.6"}, contract.ErrorPropertyReadOnly, "Version"},
+			{manager, properties + ".Set", []string{"string:" + contract.ManagerInterface, "string:NoSuch", "variant:string:x"}, contract.ErrorUnknownProperty, "NoSuch"},
+			{string(contract.PlanPath("home")), properties + ".Set", []string{"string:" + contract.PlanInterface, "string:LastResult", "variant:string:done"}, contract.ErrorPropertyReadOnly, "LastResult"},
+			{string(contract.JobPath(4242)), properties + ".GetAll", []string{"string:" + contract.JobInterface}, contract.ErrorUnknownObject, "ListJobs"},
+			{string(contract.JobPath(4242)), contract.JobInterface + ".Cancel", nil, contract.ErrorUnknownObject, string(contract.JobPath(4242))},
+			{string(contract.PlanPath("gone")), properties + ".Get", []string{"string:" + contract.PlanInterface, "string:Name"}, contract.ErrorUnknownObject, "ListPlans"},
+			{manager, contract.ManagerInterface + ".NoSuchMethod", nil, "org.freedesktop.DBus.Error.UnknownMethod", "NoSuchMethod"},
+			{manager, contract.ManagerInterface + ".StartBackup", []string{"string:home", "string:home"}, "org.freedesktop.DBus.Error.InvalidArgs", "args"},
+			{manager, contract.ManagerInterface + ".StartBackup", []string{"string:nosuch"}, contract.ErrorNoSuchPlan, "plans: home"},
+			{manager, contract.ManagerInterface + ".ListSnapshots", []string{"string:nosuch"}, contract.ErrorNoSuchPlan, "plans: home"},
 		} {
 			got, out := send(c.path, c.member, c.args...)
 			msg := strings.TrimSpace(strings.TrimPrefix(out, "Error "+got+":"))
@@ -62,14 +62,14 @@ func TestHostileErrorShapes(t *testing.T) {
 			if got != c.name || !strings.Contains(msg, c.says) || strings.Contains(msg, "\n") {
 				t.Errorf("as %s, %s %v: %s %q; want %s with a one-line message naming %q", who, c.member, c.args, got, msg, c.name, c.says)
 			}
-			if c.name == api.ErrorNoSuchPlan && strings.Contains(msg, e.config) != asRoot {
+			if c.name == contract.ErrorNoSuchPlan && strings.Contains(msg, e.config) != asRoot {
 				t.Errorf("as %s, NoSuchPlan names the configuration file %s: %v; want only to root", who, e.config, strings.Contains(msg, e.config))
 			}
 		}
 		// busctl shows the message rather than its errno's words.
 		for _, args := range [][]string{
-			{"get-property", api.BusName, manager, api.ManagerInterface, "NoSuch"},
-			{"set-property", api.BusName, manager, api.ManagerInterface, "Version", "s", "6.6.6"},
+			{"get-property", contract.BusName, manager, contract.ManagerInterface, "NoSuch"},
+			{"set-property", contract.BusName, manager, contract.ManagerInterface, "Version", "s", "6.6.6"},
 		} {
 			out := busctl(args...)
 			t.Logf("as %s, busctl %s: %s", who, args[0], out)

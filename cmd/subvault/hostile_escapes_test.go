@@ -17,7 +17,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -145,10 +145,10 @@ func TestHostileFileNamesReachNoTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	manager := conn.Object(api.BusName, api.ManagerPath)
+	manager := conn.Object(contract.BusName, contract.ManagerPath)
 	waitFor(t, 2*time.Minute, func() int {
 		var files []string
-		err := manager.Call(api.ManagerInterface+".GetJobFiles", 0, uint32(1)).Store(&files)
+		err := manager.Call(contract.ManagerInterface+".GetJobFiles", 0, uint32(1)).Store(&files)
 		if err == nil && len(files) > 0 && strings.Contains(files[0], "pwned") {
 			return 1
 		}

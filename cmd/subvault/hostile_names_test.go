@@ -12,7 +12,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -71,8 +71,8 @@ func TestHostileDiffNamesNeedTheRestoreAuthorization(t *testing.T) {
 		if len(leaked) > 0 {
 			t.Errorf("as uid 65534, %s %s %s named files in root's 0700 directory: %v", method, c.a, c.b, leaked)
 		}
-		if !strings.Contains(out, "error "+api.ErrorAccessDenied+": ") {
-			t.Errorf("as uid 65534, %s %s %s: want %s\n%s", method, c.a, c.b, api.ErrorAccessDenied, out)
+		if !strings.Contains(out, "error "+contract.ErrorAccessDenied+": ") {
+			t.Errorf("as uid 65534, %s %s %s: want %s\n%s", method, c.a, c.b, contract.ErrorAccessDenied, out)
 		}
 	}
 	// Root's subvault diff names the new file (through DiffTo).
@@ -92,7 +92,7 @@ func TestHostileJobFilesHiddenFromOtherUsers(t *testing.T) {
 	e := newAPIEnv(t, 400) // a backup that reads for some seconds
 	e.startDaemon(t)
 	id := e.startJob(t, "StartBackup", "s", "home")
-	path := api.JobPath(id)
+	path := contract.JobPath(id)
 	snoop := testutil.StartHostile(t, "snoop", e.bus.Address, string(path), "180")
 
 	// Root, meanwhile, asks with its authorization.
@@ -112,7 +112,7 @@ ask:
 		default:
 		}
 		var names []string
-		err := conn.Object(api.BusName, api.ManagerPath).Call(api.ManagerInterface+".GetJobFiles", 0, id).Store(&names)
+		err := conn.Object(contract.BusName, contract.ManagerPath).Call(contract.ManagerInterface+".GetJobFiles", 0, id).Store(&names)
 		if err != nil {
 			lastErr = err
 			break
@@ -194,10 +194,10 @@ exec %[1]q "$@"
 		t.Fatalf("backup: exit %d, want %d (partial)", code, exitPartial)
 	}
 	for _, p := range []struct{ path, iface, prop string }{
-		{string(api.JobPath(1)), api.JobInterface, "Error"},
-		{string(api.PlanPath("home")), api.PlanInterface, "LastError"},
+		{string(contract.JobPath(1)), contract.JobInterface, "Error"},
+		{string(contract.PlanPath("home")), contract.PlanInterface, "LastError"},
 	} {
-		got, err := testutil.AsNobody("busctl", "--address="+e.bus.Address, "get-property", api.BusName, p.path, p.iface, p.prop).CombinedOutput()
+		got, err := testutil.AsNobody("busctl", "--address="+e.bus.Address, "get-property", contract.BusName, p.path, p.iface, p.prop).CombinedOutput()
 		t.Logf("as uid 65534, %s: %v %s", p.prop, err, got)
 		if err != nil || strings.Contains(string(got), "ann-secret") || !strings.Contains(string(got), "could not read 1 file(s)") {
 			t.Errorf("as uid 65534, %s %s: %v %s (want a count, no name)", p.path, p.prop, err, got)

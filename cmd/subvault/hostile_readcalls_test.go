@@ -16,7 +16,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -45,7 +45,7 @@ func init() {
 				return err
 			}
 			defer conn.Close()
-			obj := conn.Object(api.BusName, api.ManagerPath)
+			obj := conn.Object(contract.BusName, contract.ManagerPath)
 			for range inflight {
 				wg.Add(1)
 				go func() {
@@ -56,7 +56,7 @@ func init() {
 							return
 						}
 						var list [][]any
-						err := obj.CallWithContext(ctx, api.ManagerInterface+".ListArchives", 0, plans[int(n)%len(plans)]).Store(&list)
+						err := obj.CallWithContext(ctx, contract.ManagerInterface+".ListArchives", 0, plans[int(n)%len(plans)]).Store(&list)
 						if err != nil {
 							mu.Lock()
 							errs[truncated(err.Error())]++
@@ -255,7 +255,7 @@ func TestHostileCallerLeavingEndsItsRestic(t *testing.T) {
 	replies := make(chan *dbus.Call, diffs)
 	stop := e.watchRestic(pid)
 	for range diffs {
-		caller.Object(api.BusName, api.ManagerPath).Go(api.ManagerInterface+".Diff", 0, replies, "home", "latest", "live")
+		caller.Object(contract.BusName, contract.ManagerPath).Go(contract.ManagerInterface+".Diff", 0, replies, "home", "latest", "live")
 	}
 	// restic ls of the archive is slow here: wait until it runs.
 	waitFor(t, time.Minute, func() int {
@@ -278,7 +278,7 @@ func TestHostileCallerLeavingEndsItsRestic(t *testing.T) {
 	for len(replies) > 0 {
 		c := <-replies
 		var derr dbus.Error
-		if errors.As(c.Err, &derr) && derr.Name == api.ErrorLimitsExceeded && strings.Contains(derr.Error(), "uid 0 already has 2") {
+		if errors.As(c.Err, &derr) && derr.Name == contract.ErrorLimitsExceeded && strings.Contains(derr.Error(), "uid 0 already has 2") {
 			refused++
 		} else {
 			t.Errorf("a Diff call answered while the others ran: %v", c.Err)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -39,7 +39,7 @@ func hostileRefusalFlood(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	manager := conn.Object(api.BusName, api.ManagerPath)
+	manager := conn.Object(contract.BusName, contract.ManagerPath)
 	var mu sync.Mutex
 	answers := map[string]int{}
 	start := time.Now()
@@ -52,7 +52,7 @@ func hostileRefusalFlood(args []string) error {
 			defer wg.Done()
 			defer func() { <-window }()
 			name := "ok"
-			if err := manager.Call(api.ManagerInterface+"."+args[2], 0, args[3]).Err; err != nil {
+			if err := manager.Call(contract.ManagerInterface+"."+args[2], 0, args[3]).Err; err != nil {
 				name = err.Error()
 				var derr dbus.Error
 				if errors.As(err, &derr) {
@@ -85,7 +85,7 @@ func TestHostileRefusalFloodLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, fmt.Sprintf("map[%s:%d]", api.ErrorAccessDenied, calls)) {
+	if !strings.Contains(out, fmt.Sprintf("map[%s:%d]", contract.ErrorAccessDenied, calls)) {
 		t.Fatalf("not every call was refused: %s", out)
 	}
 	refusals := func() (logged, counted int) {

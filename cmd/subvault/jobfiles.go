@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 // jobFiles fills in the files a running job works on, for a caller the
@@ -25,8 +26,8 @@ func newJobFiles(c *client.Client) *jobFiles {
 }
 
 // fill sets j.CurrentFiles when j runs and the daemon names its files.
-func (f *jobFiles) fill(ctx context.Context, j *client.Job) {
-	if f == nil || f.refused || j.State != client.StateRunning {
+func (f *jobFiles) fill(ctx context.Context, j *contract.Job) {
+	if f == nil || f.refused || j.State != contract.StateRunning {
 		return
 	}
 	if time.Since(f.asked[j.ID]) < time.Second {
@@ -39,7 +40,7 @@ func (f *jobFiles) fill(ctx context.Context, j *client.Job) {
 	f.asked[j.ID] = time.Now()
 	var cerr *client.Error
 	switch {
-	case errors.As(err, &cerr) && (cerr.AccessDenied() || cerr.Name == "org.freedesktop.DBus.Error.UnknownMethod"):
+	case errors.As(err, &cerr) && (cerr.AccessDenied() || cerr.Name == contract.ErrorUnknownMethod):
 		f.refused = true
 	case err == nil:
 		f.names[j.ID] = names

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 const plansAbout = `Lists the plans of the running daemon: subvolumes, repository, schedule,
@@ -56,7 +56,7 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return cc.fail(err)
 	}
-	var jobs []client.Job
+	var jobs []contract.Job
 	for _, j := range all {
 		if *plan == "" || j.Plan == *plan {
 			jobs = append(jobs, j)
@@ -72,9 +72,9 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 	for _, j := range jobs {
 		state := printable(j.State)
 		switch j.State {
-		case client.StateFinished:
+		case contract.StateFinished:
 			state = cc.out.result(j.Result)
-		case client.StateRunning:
+		case contract.StateRunning:
 			state = fmt.Sprintf("running %d%%", int(j.Progress*100))
 		}
 		started := j.StartedAt
@@ -89,7 +89,7 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 }
 
 // took is how long a job ran (so far), "-" before it started.
-func took(j client.Job, now time.Time) string {
+func took(j contract.Job, now time.Time) string {
 	if j.StartedAt.IsZero() {
 		return "-"
 	}
@@ -130,7 +130,7 @@ func runJob(args []string, stdout, stderr io.Writer) int {
 		return cc.printJSON(j)
 	}
 	printJob(stdout, cc.out, j)
-	if j.State == client.StateFinished && j.Result != client.ResultDone {
+	if j.State == contract.StateFinished && j.Result != contract.ResultDone {
 		return exitFailure
 	}
 	return exitOK
@@ -145,7 +145,7 @@ func parseJobID(s string) (uint32, error) {
 }
 
 // printJob prints a job as "key: value" lines.
-func printJob(w io.Writer, o output, j client.Job) {
+func printJob(w io.Writer, o output, j contract.Job) {
 	var rows [][2]string
 	add := func(k, v string) {
 		if v != "" {
@@ -153,7 +153,7 @@ func printJob(w io.Writer, o output, j client.Job) {
 		}
 	}
 	state := printable(j.State)
-	if j.State == client.StateFinished {
+	if j.State == contract.StateFinished {
 		state = o.result(j.Result)
 	}
 	add("job", fmt.Sprintf("%d, %s of %s", j.ID, printable(j.Kind), printable(j.Plan)))
@@ -170,7 +170,7 @@ func printJob(w io.Writer, o output, j client.Job) {
 		add("finished", o.when(j.FinishedAt))
 		add("took", took(j, o.now()))
 	}
-	if j.State == client.StateRunning {
+	if j.State == contract.StateRunning {
 		add("progress", progressText(o, j, 0))
 		if len(j.CurrentFiles) > 0 {
 			add("working on", strings.Join(printableAll(j.CurrentFiles), ", "))

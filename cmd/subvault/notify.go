@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/api/desktop"
 )
 
@@ -168,36 +169,36 @@ func busLabel(bus string) string {
 
 // jobFinished notifies a failed job, and a successful one with
 // --on-success.
-func (n *notifier) jobFinished(ctx context.Context, j client.Job) {
+func (n *notifier) jobFinished(ctx context.Context, j contract.Job) {
 	if n.finished[j.ID] {
 		return
 	}
 	n.finished[j.ID] = true
 	if note, ok := jobNotification(j, n.onSuccess); ok {
-		n.notify(ctx, j.Plan+"/"+j.Kind, j.ID, note)
+		n.notify(ctx, j.Plan+"/"+string(j.Kind), j.ID, note)
 	}
 }
 
 // jobNotification is what to show about finished job j: a failure, or a
 // success when onSuccess; ok is false when there is nothing to show. Its
 // text is escaped by printable.
-func jobNotification(j client.Job, onSuccess bool) (note desktop.Notification, ok bool) {
+func jobNotification(j contract.Job, onSuccess bool) (note desktop.Notification, ok bool) {
 	what := jobTitle(j)
 	switch {
-	case j.Result == client.ResultFailed:
+	case j.Result == contract.ResultFailed:
 		body := printable(j.Error)
 		if body == "" {
 			body = fmt.Sprintf("job %d failed without saying why; see subvault job %d", j.ID, j.ID)
 		}
 		return desktop.Notification{Summary: what + " failed", Body: body, Icon: "dialog-error", Urgency: desktop.Critical}, true
-	case j.Result == client.ResultDone && onSuccess:
+	case j.Result == contract.ResultDone && onSuccess:
 		return desktop.Notification{Summary: what + " done", Body: successBody(j), Icon: "dialog-information", Urgency: desktop.Normal}, true
 	}
 	return desktop.Notification{}, false
 }
 
 // jobTitle is "Backup of home".
-func jobTitle(j client.Job) string {
+func jobTitle(j contract.Job) string {
 	kind := printable(j.Kind)
 	if kind == "" {
 		kind = "job"
@@ -207,7 +208,7 @@ func jobTitle(j client.Job) string {
 
 // successBody says what a successful job did: for a backup, its archive
 // and what it added.
-func successBody(j client.Job) string {
+func successBody(j contract.Job) string {
 	var parts []string
 	if j.ArchiveID != "" {
 		parts = append(parts, "archive "+printable(j.ArchiveID))
@@ -234,7 +235,7 @@ func successBody(j client.Job) string {
 
 // checkOverdue notifies each plan that became overdue, once per episode:
 // the episode ends when the plan is no longer overdue.
-func (n *notifier) checkOverdue(ctx context.Context, plans []client.Plan, now time.Time) {
+func (n *notifier) checkOverdue(ctx context.Context, plans []contract.Plan, now time.Time) {
 	for _, p := range plans {
 		status, why := planHealth(p, now)
 		if status != healthOverdue {

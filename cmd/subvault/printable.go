@@ -29,7 +29,8 @@ import (
 //
 // A backslash stays as it is, as in the daemon's replies: a name that holds
 // the text `\x1b` prints the same as one that holds ESC, and neither acts.
-func printable(s string) string {
+func printable[S ~string](name S) string {
+	s := string(name)
 	if !needsEscape(s) {
 		return s
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 func TestPrintable(t *testing.T) {
@@ -55,7 +55,7 @@ func TestPrintable(t *testing.T) {
 
 // --json escapes what a terminal acts on and decodes to the same values.
 func TestPrintableJSON(t *testing.T) {
-	want := client.Change{Kind: "added", Path: "/home/" + terminalAttack + "\x7f\u2066"}
+	want := contract.Change{Kind: "added", Path: "/home/" + terminalAttack + "\x7f\u2066"}
 	var b bytes.Buffer
 	if err := json.NewEncoder(printableJSON{&b}).Encode(want); err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func TestPrintableJSON(t *testing.T) {
 	if found := terminalControls(b.String()); len(found) > 0 {
 		t.Errorf("JSON %s holds raw %v", b.String(), found)
 	}
-	var got client.Change
+	var got contract.Change
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil || got != want {
 		t.Errorf("JSON %s decodes to %+v (%v), want %+v", b.String(), got, err, want)
 	}
@@ -74,12 +74,12 @@ func TestPrintableJSON(t *testing.T) {
 func TestBarAndNotificationsEscape(t *testing.T) {
 	now := time.Date(2026, 3, 16, 12, 0, 0, 0, time.UTC)
 	cause := "cannot read /home/box/" + terminalAttack
-	failed := client.Plan{Name: "home", Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastResult: "failed", LastError: cause}
-	running := client.Job{ID: 7, Kind: "backup\u202e", Plan: "home\x1b[2J", State: client.StateRunning, Progress: 0.5}
+	failed := contract.Plan{Name: "home", Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastResult: "failed", LastError: cause}
+	running := contract.Job{ID: 7, Kind: "backup\u202e", Plan: "home\x1b[2J", State: contract.StateRunning, Progress: 0.5}
 	for _, encode := range []barFormat{waybarJSON, i3blocksJSON} {
 		for _, line := range []barLine{
-			renderBar([]client.Plan{failed}, nil, now),
-			renderBar([]client.Plan{failed}, []client.Job{running}, now),
+			renderBar([]contract.Plan{failed}, nil, now),
+			renderBar([]contract.Plan{failed}, []contract.Job{running}, now),
 			unreachableBar("cannot connect: " + terminalAttack),
 		} {
 			b, err := encode(line)
@@ -97,15 +97,15 @@ func TestBarAndNotificationsEscape(t *testing.T) {
 			}
 		}
 	}
-	if tooltip := renderBar([]client.Plan{failed}, nil, now).Tooltip; !strings.Contains(tooltip, terminalAttackShown) {
+	if tooltip := renderBar([]contract.Plan{failed}, nil, now).Tooltip; !strings.Contains(tooltip, terminalAttackShown) {
 		t.Errorf("the tooltip does not show the cause escaped: %q", tooltip)
 	}
 
-	note, ok := jobNotification(client.Job{ID: 3, Kind: "backup", Plan: "home\u202e", Result: client.ResultFailed, Error: cause}, false)
+	note, ok := jobNotification(contract.Job{ID: 3, Kind: "backup", Plan: "home\u202e", Result: contract.ResultFailed, Error: cause}, false)
 	if !ok || note.Body != "cannot read /home/box/"+terminalAttackShown || note.Summary != `Backup of home\u202e failed` {
 		t.Errorf("notification %+v (%v), want the cause and the plan escaped", note, ok)
 	}
-	note, ok = jobNotification(client.Job{ID: 4, Kind: "backup", Plan: "home", Result: client.ResultDone, ArchiveID: "1a2b\x1b[2J"}, true)
+	note, ok = jobNotification(contract.Job{ID: 4, Kind: "backup", Plan: "home", Result: contract.ResultDone, ArchiveID: "1a2b\x1b[2J"}, true)
 	if !ok || strings.ContainsRune(note.Body, 0x1b) {
 		t.Errorf("success notification %+v (%v) holds ESC", note, ok)
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/subvault/subvault/api"
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -217,7 +217,7 @@ func TestRestoreNeverWritesOutsideItsTarget(t *testing.T) {
 				t.Errorf("subvault %v: exit %d, stdout %q, stderr %q; want exit %d and one line with %q", c.args, code, out, errOut, c.code, c.msg)
 			}
 		}
-		manager := []string{"call", api.BusName, string(api.ManagerPath), api.ManagerInterface, "StartRestoreWith", "sssasa{sv}", "home", "latest"}
+		manager := []string{"call", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "StartRestoreWith", "sssasa{sv}", "home", "latest"}
 		for _, c := range []struct {
 			args []string
 			msg  string

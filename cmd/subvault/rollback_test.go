@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/internal/testutil"
@@ -167,7 +167,7 @@ func TestRollbackThroughTheCLI(t *testing.T) {
 	// A backup of the plan is running: refused.
 	id := e.startJob(t, "StartBackup", "s", "home")
 	waitFor(t, time.Minute, func() int {
-		out, _ := e.busctl("get-property", api.BusName, string(api.JobPath(id)), api.JobInterface, "State")
+		out, _ := e.busctl("get-property", contract.BusName, string(contract.JobPath(id)), contract.JobInterface, "State")
 		if strings.Contains(out, "running") {
 			return 1
 		}
@@ -178,7 +178,7 @@ func TestRollbackThroughTheCLI(t *testing.T) {
 		t.Errorf("during a backup: exit %d, %s", code, errOut)
 	}
 	t.Logf("during a backup: %s", errOut)
-	if out, err := e.busctl("call", api.BusName, string(api.JobPath(id)), api.JobInterface, "Cancel"); err != nil {
+	if out, err := e.busctl("call", contract.BusName, string(contract.JobPath(id)), contract.JobInterface, "Cancel"); err != nil {
 		t.Fatalf("cancel the backup: %v %s", err, out)
 	}
 	if result := e.signals.waitRemoved(t, id, time.Minute); result != "canceled" {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 const waitAbout = `With --wait (the default on a terminal) it follows the job: a live progress
@@ -213,7 +214,7 @@ func (sc *startCmd) follow(ctx context.Context, w *client.Watcher, id uint32) in
 	j, _ := w.Job(id)
 	files.fill(ctx, &j)
 	bar.update(j)
-	for j.State != client.StateFinished {
+	for j.State != contract.StateFinished {
 		select {
 		case e, ok := <-w.C:
 			if !ok {
@@ -262,14 +263,14 @@ func (sc *startCmd) askCancel(id uint32) bool {
 }
 
 // finished prints the job's end and returns the exit code it stands for.
-func (sc *startCmd) finished(j client.Job) int {
+func (sc *startCmd) finished(j contract.Job) int {
 	o := sc.out
 	switch j.Result {
-	case client.ResultDone:
+	case contract.ResultDone:
 		fmt.Fprintf(sc.stdout, "job %d: %s of %s %s in %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("done"), took(j, o.now()))
 		printJobSummary(sc.stdout, o, j)
 		return exitOK
-	case client.ResultCanceled:
+	case contract.ResultCanceled:
 		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("canceled"))
 		return exitCanceled
 	}
@@ -283,7 +284,7 @@ func (sc *startCmd) finished(j client.Job) int {
 
 // printJobSummary prints what a backup did (or a restore, prune, check: their
 // summaries hold other fields, printed as they are).
-func printJobSummary(w io.Writer, o output, j client.Job) {
+func printJobSummary(w io.Writer, o output, j contract.Job) {
 	s := j.Summary
 	if j.ArchiveID != "" {
 		fmt.Fprintf(w, "  archive: %s\n", printable(j.ArchiveID))
@@ -344,7 +345,7 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 	defer cc.close()
 	if err := cc.c.Reload(ctx); err != nil {
 		var cerr *client.Error
-		if errors.As(err, &cerr) && cerr.Name == "org.subvault.Subvault1.Error.InvalidConfig" {
+		if errors.As(err, &cerr) && cerr.Name == contract.ErrorInvalidConfig {
 			fmt.Fprintf(stderr, "subvault reload: %s\n", printableText(err.Error()))
 			return exitFailure
 		}
@@ -360,26 +361,26 @@ type progressBar struct {
 	w     io.Writer
 	out   output
 	tty   bool
-	shown bool   // a bar is on the terminal line
-	phase string // the last phase printed
+	shown bool           // a bar is on the terminal line
+	phase contract.State // the last phase printed
 
 	rate     float64 // bytes per second, smoothed
 	lastAt   time.Time
 	lastDone uint64
 }
 
-func (b *progressBar) update(j client.Job) {
+func (b *progressBar) update(j contract.Job) {
 	if j.ID == 0 {
 		return
 	}
-	if client.StateRank(j.State) > client.StateRank(b.phase) {
+	if j.State.Rank() > b.phase.Rank() {
 		b.clear()
 		b.phase = j.State
-		if j.State != client.StateFinished {
+		if j.State != contract.StateFinished {
 			fmt.Fprintf(b.w, "job %d: %s of %s %s\n", j.ID, printable(j.Kind), printable(j.Plan), printable(j.State))
 		}
 	}
-	if !b.tty || j.State != client.StateRunning {
+	if !b.tty || j.State != contract.StateRunning {
 		return
 	}
 	now := time.Now()
@@ -405,7 +406,7 @@ func (b *progressBar) clear() {
 
 // progressText is a running job's progress on one line of the terminal's
 // width: bar, percent, bytes, files, rate, time left, the current file.
-func progressText(o output, j client.Job, rate float64) string {
+func progressText(o output, j contract.Job, rate float64) string {
 	const barWidth = 20
 	p := max(0, min(1, j.Progress))
 	filled := int(p * barWidth)

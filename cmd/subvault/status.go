@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 const statusAbout = `Shows the daemon and every plan at a glance: the daemon's version and
@@ -23,15 +23,15 @@ overdue, 4 not authorized, 5 the daemon is not running.`
 
 // statusJSON is what status --json prints.
 type statusJSON struct {
-	Daemon  client.Daemon `json:"daemon"`
-	Plans   []planStatus  `json:"plans"`
-	Running []client.Job  `json:"running"`
-	Queued  []client.Job  `json:"queued"`
-	Healthy bool          `json:"healthy"`
+	Daemon  contract.Manager `json:"daemon"`
+	Plans   []planStatus     `json:"plans"`
+	Running []contract.Job   `json:"running"`
+	Queued  []contract.Job   `json:"queued"`
+	Healthy bool             `json:"healthy"`
 }
 
 type planStatus struct {
-	client.Plan
+	contract.Plan
 	Health string `json:"health"` // ok, failed, overdue, never
 	Why    string `json:"why"`
 }
@@ -52,7 +52,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return cc.fail(err)
 	}
 	now := cc.out.now()
-	st := statusJSON{Daemon: d, Plans: []planStatus{}, Running: []client.Job{}, Queued: []client.Job{}, Healthy: true}
+	st := statusJSON{Daemon: d, Plans: []planStatus{}, Running: []contract.Job{}, Queued: []contract.Job{}, Healthy: true}
 	for _, p := range plans {
 		health, why := planHealth(p, now)
 		st.Plans = append(st.Plans, planStatus{Plan: p, Health: health, Why: why})
@@ -62,9 +62,9 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, j := range jobs {
 		switch j.State {
-		case client.StateRunning:
+		case contract.StateRunning:
 			st.Running = append(st.Running, j)
-		case client.StateQueued:
+		case contract.StateQueued:
 			st.Queued = append(st.Queued, j)
 		}
 	}

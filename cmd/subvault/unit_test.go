@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/subvault/subvault/api"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -131,7 +131,7 @@ func TestUnitCallsThisProgram(t *testing.T) {
 
 	// The daemon's side of the protocol: sd_notify from the main process,
 	// watchdog pings, the bus name it takes.
-	for key, want := range map[string]string{"Type": "notify", "NotifyAccess": "main", "BusName": api.BusName, "KillMode": "mixed"} {
+	for key, want := range map[string]string{"Type": "notify", "NotifyAccess": "main", "BusName": contract.BusName, "KillMode": "mixed"} {
 		if got := unit.one(t, "Service", key); got != want {
 			t.Errorf("[Service] %s=%s, want %s", key, got, want)
 		}
@@ -141,8 +141,8 @@ func TestUnitCallsThisProgram(t *testing.T) {
 	}
 
 	activation := readKeyFile(t, activationPath)
-	if name := activation.one(t, "D-BUS Service", "Name"); name != api.BusName {
-		t.Errorf("activation file: Name=%s, want the daemon's bus name %s", name, api.BusName)
+	if name := activation.one(t, "D-BUS Service", "Name"); name != contract.BusName {
+		t.Errorf("activation file: Name=%s, want the daemon's bus name %s", name, contract.BusName)
 	}
 	// systemd, not the bus, starts the daemon: the bus asks for the unit
 	// or one of its aliases.
@@ -151,7 +151,7 @@ func TestUnitCallsThisProgram(t *testing.T) {
 	if !slices.Contains(names, target) {
 		t.Errorf("activation file: SystemdService=%s, want one of the unit's names %q", target, names)
 	}
-	if want := "dbus-" + api.BusName + ".service"; target != want {
+	if want := "dbus-" + contract.BusName + ".service"; target != want {
 		t.Errorf("activation file: SystemdService=%s, want the alias %s, so that activation follows systemctl enable/disable", target, want)
 	}
 	for key, want := range map[string]string{"Exec": "/bin/false", "User": "root"} {

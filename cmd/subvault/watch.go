@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 )
 
 const watchAbout = `Follows every job live, like "journalctl -f" for backups: a line when a
@@ -41,7 +42,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 
 	// What has been printed of each job: its phase and the last quarter
 	// of its progress, so that a line goes out only when one of them moves.
-	phase := map[uint32]string{}
+	phase := map[uint32]contract.State{}
 	quarter := map[uint32]int{}
 	bar := &progressBar{w: stdout, out: cc.out, tty: cc.out.tty}
 	var files *jobFiles
@@ -50,7 +51,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 	}
 	enc := json.NewEncoder(printableJSON{stdout})
 	// what is escaped by its caller (it may be painted).
-	line := func(j client.Job, what string) {
+	line := func(j contract.Job, what string) {
 		bar.clear()
 		fmt.Fprintf(stdout, "%s job %d %s %s: %s\n", cc.out.stamp(), j.ID, printable(j.Kind), printable(j.Plan), what)
 	}
@@ -79,7 +80,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 		if j.ID != 0 {
 			q := int(j.Progress * 4)
 			newPhase = phase[j.ID] != j.State
-			newQuarter = j.State == client.StateRunning && q > quarter[j.ID] && q < 4
+			newQuarter = j.State == contract.StateRunning && q > quarter[j.ID] && q < 4
 			phase[j.ID], quarter[j.ID] = j.State, max(quarter[j.ID], q)
 			if e.Type == client.JobFinished || e.Type == client.JobForgotten {
 				delete(phase, j.ID)
@@ -97,22 +98,22 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 			line(j, "queued ("+printable(j.Trigger)+")")
 		case client.JobChanged:
 			switch {
-			case newPhase && j.State == client.StateRunning:
+			case newPhase && j.State == contract.StateRunning:
 				line(j, "started")
 			case newQuarter:
 				line(j, fmt.Sprintf("%d%%  %s/%s", int(j.Progress*4)*25, humanBytes(j.BytesDone), humanBytes(j.BytesTotal)))
 			}
-			if j.State == client.StateRunning && cc.out.tty {
+			if j.State == contract.StateRunning && cc.out.tty {
 				files.fill(ctx, &j)
 				fmt.Fprintf(stdout, "\r\033[Kjob %d %s: %s", j.ID, printable(j.Plan), progressText(cc.out, j, 0))
 				bar.shown = true
 			}
 		case client.JobFinished:
-			what := j.Result
+			what := string(j.Result)
 			if j.Error != "" {
 				what += ": " + j.Error
 			}
-			line(j, cc.out.result(what))
+			line(j, cc.out.result(contract.Result(what)))
 		case client.DaemonGone:
 			bar.clear()
 			fmt.Fprintf(stdout, "%s daemon stopped\n", cc.out.stamp())
@@ -131,20 +132,20 @@ func (o output) stamp() string {
 }
 
 type watchEvent struct {
-	Type string       `json:"event"`
-	Time time.Time    `json:"time"`
-	Job  *client.Job  `json:"job,omitempty"`
-	Plan *client.Plan `json:"plan,omitempty"`
+	Type string         `json:"event"`
+	Time time.Time      `json:"time"`
+	Job  *contract.Job  `json:"job,omitempty"`
+	Plan *contract.Plan `json:"plan,omitempty"`
 }
 
-func jobOrNil(e client.Event) *client.Job {
+func jobOrNil(e client.Event) *contract.Job {
 	if e.Job.ID == 0 {
 		return nil
 	}
 	return &e.Job
 }
 
-func planOrNil(e client.Event) *client.Plan {
+func planOrNil(e client.Event) *contract.Plan {
 	if e.Plan.Name == "" {
 		return nil
 	}

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/subvault/subvault/api"
 	"github.com/subvault/subvault/api/client"
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon/config"
 )
 
@@ -74,19 +74,19 @@ const (
 // from p.LastSuccess, not p.LastBackup. A manual plan (no schedule) is
 // never overdue, nor one that never succeeded (no age to judge): that is
 // healthNever. A failed last backup is healthFailed, whatever its age.
-func planHealth(p client.Plan, now time.Time) (status, why string) {
+func planHealth(p contract.Plan, now time.Time) (status, why string) {
 	if p.LastBackup.IsZero() {
-		if p.LastResult == client.ResultFailed {
+		if p.LastResult == contract.ResultFailed {
 			return healthFailed, "last backup failed" + errorSuffix(p.LastError)
 		}
 		return healthNever, "no backup yet"
 	}
 	ago := relative(now, p.LastBackup)
-	if p.LastResult == client.ResultFailed {
+	if p.LastResult == contract.ResultFailed {
 		return healthFailed, "last backup failed " + ago + errorSuffix(p.LastError)
 	}
 	last := "last backup " + ago
-	if p.LastResult == client.ResultCanceled {
+	if p.LastResult == contract.ResultCanceled {
 		last = "last backup canceled " + ago
 	}
 	success := lastSuccess(p)
@@ -110,8 +110,8 @@ func planHealth(p client.Plan, now time.Time) (status, why string) {
 // lastSuccess is when plan p's last backup that ended done finished: its
 // LastSuccess, or its LastBackup when that one was done (a daemon older
 // than the LastSuccess property); zero when none is known.
-func lastSuccess(p client.Plan) time.Time {
-	if p.LastSuccess.IsZero() && p.LastResult == client.ResultDone {
+func lastSuccess(p contract.Plan) time.Time {
+	if p.LastSuccess.IsZero() && p.LastResult == contract.ResultDone {
 		return p.LastBackup
 	}
 	return p.LastSuccess
@@ -176,18 +176,18 @@ type barLine struct {
 
 // renderBar makes the line from the daemon's plans and jobs; what came from
 // the daemon is escaped by printable (the bar shows it as text too).
-func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
+func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLine {
 	// The job a plan's line shows: the running one, else the first queued.
-	var active *client.Job
-	activeOf := map[string]client.Job{}
+	var active *contract.Job
+	activeOf := map[string]contract.Job{}
 	for i, j := range jobs {
 		if !j.Active() {
 			continue
 		}
-		if cur, ok := activeOf[j.Plan]; !ok || (cur.State != client.StateRunning && j.State == client.StateRunning) {
+		if cur, ok := activeOf[j.Plan]; !ok || (cur.State != contract.StateRunning && j.State == contract.StateRunning) {
 			activeOf[j.Plan] = j
 		}
-		if active == nil || (active.State != client.StateRunning && j.State == client.StateRunning) ||
+		if active == nil || (active.State != contract.StateRunning && j.State == contract.StateRunning) ||
 			(active.State == j.State && j.ID < active.ID) {
 			active = &jobs[i]
 		}
@@ -235,7 +235,7 @@ func renderBar(plans []client.Plan, jobs []client.Job, now time.Time) barLine {
 			line.Text += " " + printable(active.Kind)
 		}
 		switch {
-		case active.State == client.StateQueued:
+		case active.State == contract.StateQueued:
 			line.Text += " queued"
 		case active.Progress > 0 || active.Kind == "backup":
 			line.Percentage = min(100, max(0, int(active.Progress*100)))
@@ -260,13 +260,14 @@ func unreachableBar(why string) barLine {
 }
 
 // jobPhrase is what a plan's active job is doing: "backing up 42% (job 7)".
-func jobPhrase(j client.Job) string {
+func jobPhrase(j contract.Job) string {
 	kind := printable(j.Kind)
-	verb := map[string]string{"backup": "backing up", "prune": "pruning", "check": "checking", "restore": "restoring"}[j.Kind]
+	verb := map[contract.Kind]string{contract.KindBackup: "backing up", contract.KindPrune: "pruning", contract.KindCheck: "checking",
+		contract.KindRestore: "restoring"}[j.Kind]
 	if verb == "" {
 		verb = kind
 	}
-	if j.State == client.StateQueued {
+	if j.State == contract.StateQueued {
 		return fmt.Sprintf("%s queued (job %d)", kind, j.ID)
 	}
 	return fmt.Sprintf("%s %d%% (job %d)", verb, min(100, max(0, int(j.Progress*100))), j.ID)
@@ -563,7 +564,7 @@ func followWatcher(ctx context.Context, c *client.Client, w *client.Watcher, ret
 			}
 		case <-awayC:
 			var owned bool
-			err := c.Conn().BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, api.BusName).Store(&owned)
+			err := c.Conn().BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, contract.BusName).Store(&owned)
 			if err == nil && owned && !w.Up() {
 				return dialNow
 			}

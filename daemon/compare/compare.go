@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -54,7 +55,7 @@ type Options struct {
 // mount point or a nested subvolume (a snapshot shows those as empty
 // directories, and so does the archive made from it); neither side is
 // compared below one.
-func Trees(ctx context.Context, nodes []restic.Node, opts Options) ([]restic.Change, error) {
+func Trees(ctx context.Context, nodes []restic.Node, opts Options) ([]contract.Change, error) {
 	w := &walker{ctx: ctx, opts: opts, archive: map[string]restic.Node{}, skipped: map[string]bool{}}
 	for _, n := range nodes {
 		if underAny(n.Path, opts.Roots) {
@@ -68,10 +69,10 @@ func Trees(ctx context.Context, nodes []restic.Node, opts Options) ([]restic.Cha
 	}
 	for p, n := range w.archive {
 		if !w.skipped[p] && !w.skippedAbove(p) {
-			w.add(restic.ChangeRemoved, displayPath(p, n.Type == "dir"), true)
+			w.add(contract.ChangeRemoved, displayPath(p, n.Type == "dir"), true)
 		}
 	}
-	slices.SortFunc(w.changes, func(a, b restic.Change) int { return strings.Compare(a.Path, b.Path) })
+	slices.SortFunc(w.changes, func(a, b contract.Change) int { return strings.Compare(a.Path, b.Path) })
 	return w.changes, nil
 }
 
@@ -82,22 +83,22 @@ type walker struct {
 	archive map[string]restic.Node
 	// skipped are the keys of directories not compared below.
 	skipped map[string]bool
-	changes []restic.Change
+	changes []contract.Change
 	visited int
 }
 
 // add records a change; onlyArchive says which side the path is on for
 // added and removed.
-func (w *walker) add(kind, p string, onlyArchive bool) {
-	if kind == restic.ChangeRemoved || kind == restic.ChangeAdded {
+func (w *walker) add(kind contract.ChangeKind, p string, onlyArchive bool) {
+	if kind == contract.ChangeRemoved || kind == contract.ChangeAdded {
 		// Seen from the archive as the old side: only in the archive is
 		// removed, only on disk is added; the other way round otherwise.
-		kind = restic.ChangeAdded
+		kind = contract.ChangeAdded
 		if onlyArchive == w.opts.ArchiveFirst {
-			kind = restic.ChangeRemoved
+			kind = contract.ChangeRemoved
 		}
 	}
-	w.changes = append(w.changes, restic.Change{Kind: kind, Path: p})
+	w.changes = append(w.changes, contract.Change{Kind: kind, Path: p})
 }
 
 // The walk opens directories only, each relative to its parent's
@@ -160,7 +161,7 @@ func (w *walker) visit(fd int, disk, orig string, e entry, rootDev uint64, depth
 	n, inArchive := w.archive[key]
 	delete(w.archive, key)
 	if !inArchive {
-		w.add(restic.ChangeAdded, displayPath(orig, isDir), false)
+		w.add(contract.ChangeAdded, displayPath(orig, isDir), false)
 	} else if kind := differs(n, e); kind != "" {
 		w.add(kind, displayPath(orig, isDir), false)
 	}
@@ -288,31 +289,31 @@ func newEntry(st *unix.Stat_t) entry {
 
 // differs says how the entry on disk differs from the archive's node, ""
 // when it does not.
-func differs(n restic.Node, e entry) string {
+func differs(n restic.Node, e entry) contract.ChangeKind {
 	typ := nodeType(e.mode)
 	if typ != n.Type {
-		return restic.ChangeTypeChanged
+		return contract.ChangeTypeChanged
 	}
 	sameTime := e.modTime.Equal(n.ModTime)
 	switch typ {
 	case "file":
 		if uint64(e.size) != n.Size || !sameTime {
-			return restic.ChangeChanged
+			return contract.ChangeChanged
 		}
 	case "symlink":
 		// restic 0.14 to 0.18 list no target; a new target is a new
 		// symlink, with a new time.
 		if !sameTime {
-			return restic.ChangeChanged
+			return contract.ChangeChanged
 		}
 	default:
 		if !sameTime {
-			return restic.ChangeMetadata
+			return contract.ChangeMetadata
 		}
 	}
 	const bits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 	if e.mode&bits != n.Mode&bits || e.uid != n.UID || e.gid != n.GID {
-		return restic.ChangeMetadata
+		return contract.ChangeMetadata
 	}
 	return ""
 }
@@ -372,7 +373,7 @@ func displayPath(p string, dir bool) string {
 // whether its content changed. reported holds the paths restic diff
 // listed (in the listings' form, without a trailing "/"), which are not
 // listed again.
-func Listings(first, second []restic.Node, roots []string, reported map[string]bool) []restic.Change {
+func Listings(first, second []restic.Node, roots []string, reported map[string]bool) []contract.Change {
 	var rs []Root
 	for _, r := range roots {
 		rs = append(rs, Root{Path: r})
@@ -384,14 +385,14 @@ func Listings(first, second []restic.Node, roots []string, reported map[string]b
 		}
 	}
 	const bits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
-	var changes []restic.Change
+	var changes []contract.Change
 	for _, n := range second {
 		o, ok := old[n.Path]
 		if !ok || reported[n.Path] || o.Type != n.Type {
 			continue
 		}
 		if o.Mode&bits != n.Mode&bits || o.UID != n.UID || o.GID != n.GID || !o.ModTime.Equal(n.ModTime) {
-			changes = append(changes, restic.Change{Kind: restic.ChangeMetadata, Path: displayPath(n.Path, n.Type == "dir")})
+			changes = append(changes, contract.Change{Kind: contract.ChangeMetadata, Path: displayPath(n.Path, n.Type == "dir")})
 		}
 	}
 	return changes

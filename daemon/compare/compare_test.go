@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 	"github.com/subvault/subvault/restic"
 )
@@ -75,10 +76,10 @@ func write(t *testing.T, p, body string) {
 	}
 }
 
-func changesText(cs []restic.Change) string {
+func changesText(cs []contract.Change) string {
 	var b strings.Builder
 	for _, c := range cs {
-		b.WriteString(c.Kind + " " + c.Path + "\n")
+		b.WriteString(string(c.Kind) + " " + c.Path + "\n")
 	}
 	return b.String()
 }
@@ -132,18 +133,18 @@ func TestTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []restic.Change{
-		{Kind: restic.ChangeMetadata, Path: orig + "/"}, // gone, typ, olddir, new... came and went
-		{Kind: restic.ChangeMetadata, Path: orig + "/chmod"},
-		{Kind: restic.ChangeRemoved, Path: orig + "/gone"},
-		{Kind: restic.ChangeChanged, Path: orig + "/grow"},
-		{Kind: restic.ChangeAdded, Path: orig + "/new\xfe"},
-		{Kind: restic.ChangeRemoved, Path: orig + "/olddir/"},
-		{Kind: restic.ChangeRemoved, Path: orig + "/olddir/f"},
-		{Kind: restic.ChangeMetadata, Path: orig + "/sub/"},
-		{Kind: restic.ChangeAdded, Path: orig + "/sub/added"},
-		{Kind: restic.ChangeChanged, Path: orig + "/touch"},
-		{Kind: restic.ChangeTypeChanged, Path: orig + "/typ/"},
+	want := []contract.Change{
+		{Kind: contract.ChangeMetadata, Path: orig + "/"}, // gone, typ, olddir, new... came and went
+		{Kind: contract.ChangeMetadata, Path: orig + "/chmod"},
+		{Kind: contract.ChangeRemoved, Path: orig + "/gone"},
+		{Kind: contract.ChangeChanged, Path: orig + "/grow"},
+		{Kind: contract.ChangeAdded, Path: orig + "/new\xfe"},
+		{Kind: contract.ChangeRemoved, Path: orig + "/olddir/"},
+		{Kind: contract.ChangeRemoved, Path: orig + "/olddir/f"},
+		{Kind: contract.ChangeMetadata, Path: orig + "/sub/"},
+		{Kind: contract.ChangeAdded, Path: orig + "/sub/added"},
+		{Kind: contract.ChangeChanged, Path: orig + "/touch"},
+		{Kind: contract.ChangeTypeChanged, Path: orig + "/typ/"},
 	}
 	if g, w := changesText(got), changesText(want); g != w {
 		t.Errorf("archive first:\n%s\nwant\n%s", g, w)
@@ -156,10 +157,10 @@ func TestTrees(t *testing.T) {
 	}
 	for i := range want {
 		switch want[i].Kind {
-		case restic.ChangeAdded:
-			want[i].Kind = restic.ChangeRemoved
-		case restic.ChangeRemoved:
-			want[i].Kind = restic.ChangeAdded
+		case contract.ChangeAdded:
+			want[i].Kind = contract.ChangeRemoved
+		case contract.ChangeRemoved:
+			want[i].Kind = contract.ChangeAdded
 		}
 	}
 	if g, w := changesText(got), changesText(want); g != w {
@@ -346,7 +347,7 @@ func TestTreesOpenNoPipeOrDevice(t *testing.T) {
 
 	excl := NewExcluder(nil, []string{".nobackup", "CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55"})
 	type result struct {
-		changes []restic.Change
+		changes []contract.Change
 		err     error
 	}
 	done := make(chan result, 1)
