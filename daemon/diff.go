@@ -10,9 +10,9 @@ import (
 	"strings"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/compare"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
@@ -70,7 +70,7 @@ func (d *Daemon) Diff(ctx context.Context, planName, a, b string) ([]Change, err
 	}
 	defer release()
 	log := d.log.With("plan", planName)
-	runner, err := backup.NewRunner(cfg, plan, log)
+	runner, err := planstore.NewRunner(cfg, plan, log)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func (d *Daemon) Diff(ctx context.Context, planName, a, b string) ([]Change, err
 			roots = append(roots, compare.Root{Path: sv, Dir: sv, Open: f})
 		}
 	} else {
-		f, err := backup.OpenSnapshot(plan, tree.snapshot)
+		f, err := planstore.OpenSnapshot(plan, tree.snapshot)
 		if err != nil {
 			return nil, err
 		}
@@ -220,10 +220,10 @@ func withoutAncestors(changes []Change, subvolumes []string) []Change {
 
 // planExcluder is what the plan's backups leave out: its exclude
 // patterns and exclude_file, exclude_if_present, the same options among
-// extra_args, and what every backup leaves out (backup.AlwaysExcluded).
+// extra_args, and what every backup leaves out (planstore.AlwaysExcluded).
 func planExcluder(cfg *config.Config, plan *config.Plan) (*compare.Excluder, error) {
 	b := plan.Backup
-	patterns := append(append([]string(nil), b.Exclude...), backup.AlwaysExcluded(cfg, plan)...)
+	patterns := append(append([]string(nil), b.Exclude...), planstore.AlwaysExcluded(cfg, plan)...)
 	ifPresent := append([]string(nil), b.ExcludeIfPresent...)
 	files := []string{}
 	if b.ExcludeFile != "" {

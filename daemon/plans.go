@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
@@ -72,7 +72,7 @@ func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	all, err := backup.PlanSnapshots(plan)
+	all, err := planstore.Snapshots(plan)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func (d *Daemon) findSnapshot(plan *config.Plan, name string) (btrfs.Snapshot, e
 	if err != nil || parsed.Plan != plan.Name {
 		return btrfs.Snapshot{}, fmt.Errorf("%w: %q is not a snapshot name of plan %s (list them with ListSnapshots)", ErrNoSuchSnapshot, name, plan.Name)
 	}
-	all, err := backup.PlanSnapshots(plan)
+	all, err := planstore.Snapshots(plan)
 	if err != nil {
 		return btrfs.Snapshot{}, err
 	}
@@ -132,7 +132,7 @@ func (d *Daemon) DeleteSnapshot(planName, name string) error {
 	if d.runningJobIDs()[s.JobID] {
 		return fmt.Errorf("%w: snapshot %s belongs to job %d, which is running; cancel the job first", ErrInvalidArgument, name, s.JobID)
 	}
-	if err := backup.DeleteSnapshot(plan, s); err != nil {
+	if err := planstore.DeleteSnapshot(plan, s); err != nil {
 		return err
 	}
 	d.log.Info("snapshot deleted", "plan", planName, "snapshot", s.Path, "why", "asked over D-Bus")
@@ -161,7 +161,7 @@ func (d *Daemon) CloneSnapshot(planName, name, target string) (string, error) {
 		return "", fmt.Errorf("%w: target %s: %w", ErrInvalidArgument, target, err)
 	}
 	defer parent.Close() //nolint:errcheck // a directory
-	src, err := backup.OpenSnapshot(plan, s)
+	src, err := planstore.OpenSnapshot(plan, s)
 	if err != nil {
 		return "", err
 	}
@@ -209,7 +209,7 @@ func (d *Daemon) Archives(ctx context.Context, planName string) ([]Archive, erro
 // restic run that fills it takes a read call's slot (one the caller
 // holds already, or a new one).
 func (d *Daemon) planArchives(ctx context.Context, cfg *config.Config, plan *config.Plan) ([]restic.Archive, error) {
-	runner, err := backup.NewRunner(cfg, plan, d.log.With("plan", plan.Name))
+	runner, err := planstore.NewRunner(cfg, plan, d.log.With("plan", plan.Name))
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +224,7 @@ func (d *Daemon) planArchives(ctx context.Context, cfg *config.Config, plan *con
 	if err != nil {
 		return nil, err
 	}
-	tag := backup.PlanTag(plan.Name)
+	tag := planstore.Tag(plan.Name)
 	var out []restic.Archive
 	for _, a := range all {
 		if slices.Contains(a.Tags, tag) {
@@ -287,7 +287,7 @@ func checkNewTarget(plan *config.Plan, target string, emptyDirOK bool) error {
 		return fmt.Errorf("%w: target %q must be an absolute, clean path (no \"..\", no trailing \"/\")", ErrInvalidArgument, target)
 	}
 	for _, sv := range plan.Subvolumes {
-		dir := backup.SnapshotDir(plan, sv)
+		dir := planstore.SnapshotDir(plan, sv)
 		if target == dir || strings.HasPrefix(target, dir+"/") {
 			return fmt.Errorf("%w: target %s is inside the plan's snapshot directory %s", ErrInvalidArgument, target, dir)
 		}

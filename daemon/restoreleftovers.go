@@ -4,9 +4,9 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/restore"
 )
 
@@ -94,7 +94,7 @@ func (d *Daemon) cleanUpInterruptedRestores(ctx context.Context, cfg *config.Con
 // repository whose process is gone (restic, told to stop by the dying
 // daemon, may die before it removes its lock).
 func removeStaleLocks(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog.Logger) {
-	runner, err := backup.NewRunner(cfg, plan, log)
+	runner, err := planstore.NewRunner(cfg, plan, log)
 	if err == nil {
 		var n int
 		n, err = runner.RemoveStaleLocks(ctx)

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/daemon/state"
@@ -156,7 +156,7 @@ func (r *rollback) names() (pinned btrfs.Snapshot, temp btrfs.Snapshot, err erro
 	}
 	at := time.Now().UTC().Truncate(time.Second)
 	pinned = btrfs.Snapshot{Plan: r.plan.Name, Time: at, JobID: id, Subvolume: r.subvolume, Pinned: true}
-	pinned.Path = filepath.Join(backup.SnapshotDir(r.plan, r.subvolume), pinned.Name())
+	pinned.Path = filepath.Join(planstore.SnapshotDir(r.plan, r.subvolume), pinned.Name())
 	temp = btrfs.Snapshot{Plan: r.plan.Name, Time: at, JobID: id, Subvolume: r.subvolume}
 	temp.Path = filepath.Join(filepath.Dir(r.subvolume), temp.Name())
 	return pinned, temp, nil
@@ -165,7 +165,7 @@ func (r *rollback) names() (pinned btrfs.Snapshot, temp btrfs.Snapshot, err erro
 // copySnapshot makes the writable copy of the snapshot rolled back to at
 // temp.Path, beside the subvolume, from the snapshot's checked descriptor.
 func (r *rollback) copySnapshot(temp btrfs.Snapshot) error {
-	src, err := backup.OpenSnapshot(r.plan, r.snap)
+	src, err := planstore.OpenSnapshot(r.plan, r.snap)
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,7 @@ func (r *rollback) copySnapshot(temp btrfs.Snapshot) error {
 
 // swap replaces an unmounted subvolume.
 func (r *rollback) swap() (RollbackResult, error) {
-	sv, snapDir := r.subvolume, backup.SnapshotDir(r.plan, r.subvolume)
+	sv, snapDir := r.subvolume, planstore.SnapshotDir(r.plan, r.subvolume)
 	fail := func(err error) (RollbackResult, error) {
 		return RollbackResult{}, fmt.Errorf("cannot roll back %s: %w", sv, err)
 	}
@@ -241,7 +241,7 @@ func (r *rollback) swap() (RollbackResult, error) {
 		return fail(err)
 	}
 	log := r.d.log.With("plan", r.plan.Name, "subvolume", sv, "rollback_to", r.snap.Path)
-	pinnedDir, err := backup.TakeSnapshot(r.plan, sv, &pinned)
+	pinnedDir, err := planstore.TakeSnapshot(r.plan, sv, &pinned)
 	if err != nil {
 		return fail(err)
 	}

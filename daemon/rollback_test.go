@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/internal/testutil"
@@ -241,7 +241,7 @@ func TestRollbackUnmountedAndBack(t *testing.T) {
 
 	// keep_snapshots (none here) deletes the others, never the pinned ones.
 	_, plan, _ := e.d.plan("p")
-	if _, err := backup.ApplyKeepSnapshots(plan, e.d.log, time.Now(), time.Local, nil); err != nil {
+	if _, err := planstore.ApplyKeepSnapshots(plan, e.d.log, time.Now(), time.Local, nil); err != nil {
 		t.Fatal(err)
 	}
 	names = snapshotNames(t, e, "p")
