@@ -143,10 +143,10 @@ func escapeInvalidUTF8(s string) string {
 	return b.String()
 }
 
-func escapeAll(list []string) []string {
+func escapeAll[S ~string](list []S) []string {
 	out := make([]string, len(list))
 	for i, s := range list {
-		out[i] = escapeInvalidUTF8(s)
+		out[i] = escapeInvalidUTF8(string(s))
 	}
 	return out
 }

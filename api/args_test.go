@@ -10,6 +10,7 @@ import (
 
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 func TestPlanPathEscapesLikeSystemd(t *testing.T) {
@@ -129,7 +130,7 @@ func TestDaemonErrorNames(t *testing.T) {
 		{errString("boom"), ErrorFailed, "boom"},
 		{fmt.Errorf("%w: \"x\" (plans: home)", daemon.ErrNoSuchPlan), ErrorNoSuchPlan, `no such plan: "x" (plans: home)`},
 		{fmt.Errorf("%w: plan home has no snapshot s", daemon.ErrNoSuchSnapshot), ErrorNoSuchSnapshot, "plan home has no snapshot s"},
-		{fmt.Errorf("%w: job 3 is not queued or running", daemon.ErrNoSuchJob), ErrorNoSuchJob, "job 3 is not queued or running"},
+		{fmt.Errorf("%w: job 3 is not queued or running", queue.ErrNoSuchJob), ErrorNoSuchJob, "job 3 is not queued or running"},
 		{fmt.Errorf("%w: nope", daemon.ErrNoSuchArchive), ErrorNoSuchArchive, "nope"},
 		{fmt.Errorf("%w: target /x is not empty;\nrestore elsewhere", daemon.ErrInvalidArgument), ErrorInvalidArgument, "target /x is not empty; restore elsewhere"},
 		{fmt.Errorf("cannot list /home/\xff: %w", errString("denied")), ErrorFailed, `cannot list /home/\xff: denied`},

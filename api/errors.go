@@ -9,6 +9,7 @@ import (
 
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // The contract's error names.
@@ -61,7 +62,7 @@ func daemonError(err error) *dbus.Error {
 		trim bool // drop the sentinel's words; "no such plan: "x"" reads well as it is
 	}{
 		{daemon.ErrNoSuchPlan, ErrorNoSuchPlan, false},
-		{daemon.ErrNoSuchJob, ErrorNoSuchJob, true},
+		{queue.ErrNoSuchJob, ErrorNoSuchJob, true},
 		{daemon.ErrNoSuchSnapshot, ErrorNoSuchSnapshot, true},
 		{daemon.ErrNoSuchArchive, ErrorNoSuchArchive, true},
 		{daemon.ErrInvalidArgument, ErrorInvalidArgument, true},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // listArchivesTimeout bounds a ListArchives call (restic reads the
@@ -77,7 +78,7 @@ func (m manager) ListJobs(msg dbus.Message) ([]JobEntry, *dbus.Error) {
 	}
 	out := []JobEntry{}
 	for _, j := range m.s.d.Queue().Jobs() {
-		out = append(out, JobEntry{ID: j.ID, Kind: j.Kind, Plan: j.Plan, State: j.State, Result: j.Result, Path: JobPath(j.ID)})
+		out = append(out, JobEntry{ID: j.ID, Kind: string(j.Kind), Plan: j.Plan, State: string(j.State), Result: string(j.Result), Path: JobPath(j.ID)})
 	}
 	if derr := checkReplySize(out, fmt.Sprintf("the daemon has %d jobs", len(out)), "lower settings.job_history"); derr != nil {
 		return nil, derr
@@ -86,15 +87,15 @@ func (m manager) ListJobs(msg dbus.Message) ([]JobEntry, *dbus.Error) {
 }
 
 func (m manager) StartBackup(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindBackup, ActionBackup, plan)
+	return m.s.start(msg, sender, queue.KindBackup, ActionBackup, plan)
 }
 
 func (m manager) StartPrune(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindPrune, ActionManage, plan)
+	return m.s.start(msg, sender, queue.KindPrune, ActionManage, plan)
 }
 
 func (m manager) StartCheck(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindCheck, ActionBackup, plan)
+	return m.s.start(msg, sender, queue.KindCheck, ActionBackup, plan)
 }
 
 func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archive, target string, include []string) (uint32, dbus.ObjectPath, *dbus.Error) {
@@ -112,7 +113,7 @@ func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archiv
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := m.s.d.StartRestore(plan, archive, target, include, trigger(uid), int64(uid))
+	j, err := m.s.d.StartRestore(daemon.RestoreRequest{Plan: plan, Archive: archive, Target: target, Include: include, Trigger: trigger(uid), Caller: int64(uid)})
 	if err != nil {
 		return 0, "", daemonError(err)
 	}
@@ -236,7 +237,7 @@ func (m manager) Reload(msg dbus.Message, sender dbus.Sender) *dbus.Error {
 }
 
 // start queues a backup, prune or check of plan.
-func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
+func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind queue.Kind, action, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
 	if err := checkSignature(msg, "s"); err != nil {
 		return 0, "", err
 	}
@@ -248,7 +249,7 @@ func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan 
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := s.d.Start(kind, plan, trigger(uid), int64(uid))
+	j, err := s.d.Start(daemon.JobRequest{Kind: kind, Plan: plan, Trigger: trigger(uid), Caller: int64(uid)})
 	if err != nil {
 		return 0, "", daemonError(err)
 	}
@@ -289,9 +290,9 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.E
 			err = s.d.Queue().Cancel(id)
 		}
 		switch {
-		case errors.Is(err, daemon.ErrAskedByOthers):
+		case errors.Is(err, queue.ErrAskedByOthers):
 			continue
-		case errors.Is(err, daemon.ErrNoSuchJob):
+		case errors.Is(err, queue.ErrNoSuchJob):
 			return newError(ErrorNoSuchJob, "job %d has already finished; there is nothing to cancel", id)
 		case err != nil:
 			return daemonError(err)
@@ -304,7 +305,7 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.E
 
 // notYoursAlone adds to a refusal to cancel a job the caller asked for
 // why its own authorization is not enough: others asked for it too.
-func notYoursAlone(refusal *dbus.Error, j daemon.Job, uid uint32) *dbus.Error {
+func notYoursAlone(refusal *dbus.Error, j queue.Job, uid uint32) *dbus.Error {
 	if refusal.Name != ErrorAccessDenied || !slices.Contains(j.Callers(), uid) {
 		return refusal
 	}
@@ -323,16 +324,16 @@ func notYoursAlone(refusal *dbus.Error, j daemon.Job, uid uint32) *dbus.Error {
 }
 
 // askerWords names who asked for a job, by its trigger.
-func askerWords(t string) string {
+func askerWords(t queue.Trigger) string {
 	switch {
-	case t == daemon.TriggerSchedule:
+	case t == queue.TriggerSchedule:
 		return "the schedule"
-	case t == daemon.TriggerCatchUp:
+	case t == queue.TriggerCatchUp:
 		return "the catch-up of a missed scheduled run"
-	case strings.HasPrefix(t, "dbus:"):
-		return "uid " + strings.TrimPrefix(t, "dbus:")
+	case strings.HasPrefix(string(t), "dbus:"):
+		return "uid " + strings.TrimPrefix(string(t), "dbus:")
 	default:
-		return t
+		return string(t)
 	}
 }
 
@@ -378,7 +379,7 @@ func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action string, 
 	return s.authz.CallerUID(sender)
 }
 
-func trigger(uid uint32) string { return fmt.Sprintf("dbus:%d", uid) }
+func trigger(uid uint32) queue.Trigger { return queue.Trigger(fmt.Sprintf("dbus:%d", uid)) }
 
 func firstError(errs ...*dbus.Error) *dbus.Error {
 	for _, e := range errs {

@@ -13,6 +13,7 @@ import (
 	"github.com/godbus/dbus/v5/prop"
 
 	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // jobObject is /org/subvault/Subvault1/job/<id>. Its properties live in a
@@ -29,15 +30,15 @@ type jobObject struct {
 	shown  map[string]any // as last announced
 
 	lastEmit time.Time
-	due      time.Time   // when the throttled changes go out
-	final    *daemon.Job // finished: JobRemoved goes out with the final state
+	due      time.Time  // when the throttled changes go out
+	final    *queue.Job // finished: JobRemoved goes out with the final state
 }
 
 // jobValues are the Job interface's properties of j.
-func jobValues(j daemon.Job) map[string]any {
+func jobValues(j queue.Job) map[string]any {
 	return map[string]any{
-		"Id": j.ID, "Kind": j.Kind, "Plan": j.Plan, "State": j.State, "Result": j.Result,
-		"Trigger": escapeInvalidUTF8(j.Trigger), "Progress": finite(j.Progress),
+		"Id": j.ID, "Kind": string(j.Kind), "Plan": j.Plan, "State": string(j.State), "Result": string(j.Result),
+		"Trigger": escapeInvalidUTF8(string(j.Trigger)), "Progress": finite(j.Progress),
 		"Callers": j.Callers(), "Triggers": escapeAll(j.Triggers()),
 		"BytesDone": j.BytesDone, "BytesTotal": j.BytesTotal, "FilesDone": j.FilesDone, "FilesTotal": j.FilesTotal,
 		// File names are not for everyone on the bus: GetJobFiles gives
@@ -50,7 +51,7 @@ func jobValues(j daemon.Job) map[string]any {
 }
 
 // exportJob exports j's object; mu is held.
-func (s *Server) exportJob(j daemon.Job) (*jobObject, error) {
+func (s *Server) exportJob(j queue.Job) (*jobObject, error) {
 	o := &jobObject{id: j.ID, path: JobPath(j.ID), plan: j.Plan, caller: j.Caller, values: jobValues(j), shown: jobValues(j)}
 	// prop gets values of its own: SetMust stores a map into the map it
 	// holds, in place, which must not change ours.
@@ -83,7 +84,7 @@ func (s *Server) unexportJob(o *jobObject) {
 // set takes the job's new values into its properties. (prop stores a map
 // by adding its keys to the map it has; Summary, the one map, is set once,
 // when the job finishes, so no stale key stays.)
-func (o *jobObject) set(j daemon.Job) {
+func (o *jobObject) set(j queue.Job) {
 	for k, v := range jobValues(j) {
 		if !reflect.DeepEqual(o.values[k], v) {
 			o.props.SetMust(JobInterface, k, v)
@@ -134,7 +135,7 @@ func planValues(p daemon.PlanInfo) map[string]any {
 	return map[string]any{
 		"Name": p.Name, "Subvolumes": escapeAll(p.Subvolumes), "Repository": p.Repository,
 		"Schedule": escapeInvalidUTF8(p.Schedule), "NextRun": micros(p.NextRun),
-		"LastBackup": micros(p.LastBackup), "LastResult": p.LastResult,
+		"LastBackup": micros(p.LastBackup), "LastResult": string(p.LastResult),
 		"LastError": boundedLine(p.LastError), "LastSuccess": micros(p.LastSuccess),
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // ProgressInterval is the least time between two PropertiesChanged signals
@@ -48,7 +49,7 @@ type Server struct {
 	managerShown map[string]any
 	jobs         map[uint32]*jobObject
 	plans        map[string]*planObject
-	active       map[uint32]string // queued and running jobs: their state
+	active       map[uint32]queue.State // queued and running jobs: their state
 	throttled    map[uint32]*jobObject
 
 	evMu   sync.Mutex
@@ -72,7 +73,7 @@ const (
 
 type event struct {
 	kind eventKind
-	job  daemon.Job
+	job  queue.Job
 	done chan struct{} // evBarrier
 }
 
@@ -88,7 +89,7 @@ func NewServer(conn *dbus.Conn, d *daemon.Daemon, authz Authorizer, log *slog.Lo
 	return &Server{
 		conn: conn, d: d, authz: authz, log: log, interval: ProgressInterval,
 		jobs: map[uint32]*jobObject{}, plans: map[string]*planObject{},
-		active: map[uint32]string{}, throttled: map[uint32]*jobObject{},
+		active: map[uint32]queue.State{}, throttled: map[uint32]*jobObject{},
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
@@ -190,10 +191,10 @@ func (l listener) push(ev event) {
 	}
 }
 
-func (l listener) JobQueued(j daemon.Job)    { l.push(event{kind: evQueued, job: j}) }
-func (l listener) JobChanged(j daemon.Job)   { l.push(event{kind: evChanged, job: j}) }
-func (l listener) JobFinished(j daemon.Job)  { l.push(event{kind: evFinished, job: j}) }
-func (l listener) JobForgotten(j daemon.Job) { l.push(event{kind: evForgotten, job: j}) }
+func (l listener) JobQueued(j queue.Job)    { l.push(event{kind: evQueued, job: j}) }
+func (l listener) JobChanged(j queue.Job)   { l.push(event{kind: evChanged, job: j}) }
+func (l listener) JobFinished(j queue.Job)  { l.push(event{kind: evFinished, job: j}) }
+func (l listener) JobForgotten(j queue.Job) { l.push(event{kind: evForgotten, job: j}) }
 
 // sync returns once every change the queue reported before the call is on
 // the bus: a caller told "job 7" finds /org/subvault/Subvault1/job/7.
@@ -277,7 +278,7 @@ func (s *Server) handle(ev event, now time.Time) {
 			}
 			s.emit(ManagerPath, ObjectManagerInterface+".InterfacesAdded", o.path, o.interfaces())
 			if ev.kind == evQueued {
-				s.emit(ManagerPath, ManagerInterface+".JobNew", j.ID, o.path, j.Kind, j.Plan)
+				s.emit(ManagerPath, ManagerInterface+".JobNew", j.ID, o.path, string(j.Kind), j.Plan)
 			}
 		} else {
 			o.set(j) // on evQueued: the listener raced Export, and the job is shown already
@@ -329,7 +330,7 @@ func (s *Server) flushJob(o *jobObject, now time.Time, force bool) {
 	}
 	if f := o.final; f != nil {
 		o.final = nil
-		s.emit(ManagerPath, ManagerInterface+".JobRemoved", f.ID, o.path, f.Kind, f.Plan, f.Result)
+		s.emit(ManagerPath, ManagerInterface+".JobRemoved", f.ID, o.path, string(f.Kind), f.Plan, string(f.Result))
 	}
 }
 
@@ -338,7 +339,7 @@ func (s *Server) flushJob(o *jobObject, now time.Time, force bool) {
 func (s *Server) updateManager() {
 	var running, queued []dbus.ObjectPath
 	for id, state := range s.active {
-		if state == daemon.StateRunning {
+		if state == queue.StateRunning {
 			running = append(running, JobPath(id))
 		} else {
 			queued = append(queued, JobPath(id))

@@ -13,6 +13,7 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/planstore"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
@@ -31,7 +32,7 @@ type PlanInfo struct {
 	Repository string
 	Schedule   string
 	NextRun    time.Time
-	PlanStatus
+	queue.PlanStatus
 }
 
 // Plans returns every configured plan, sorted by name.
@@ -42,7 +43,7 @@ func (d *Daemon) Plans() []PlanInfo {
 		p := cfg.Plans[name]
 		out = append(out, PlanInfo{
 			Name: name, Subvolumes: append([]string(nil), p.Subvolumes...), Repository: p.Repository,
-			Schedule: p.Schedule, NextRun: d.NextRun(name, KindBackup), PlanStatus: d.queue.PlanStatus(name),
+			Schedule: p.Schedule, NextRun: d.NextRun(name, queue.KindBackup), PlanStatus: d.queue.PlanStatus(name),
 		})
 	}
 	return out
@@ -93,7 +94,7 @@ func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
 func (d *Daemon) runningJobIDs() map[uint32]bool {
 	ids := map[uint32]bool{}
 	for _, j := range d.queue.Active() {
-		if j.State == StateRunning {
+		if j.State == queue.StateRunning {
 			ids[j.ID] = true
 		}
 	}
@@ -252,19 +253,11 @@ func (d *Daemon) repositoryURL(plan string) string {
 // longer configured drops every list.
 type archiveCacheListener struct{ d *Daemon }
 
-func (l archiveCacheListener) JobQueued(Job)    {}
-func (l archiveCacheListener) JobChanged(Job)   {}
-func (l archiveCacheListener) JobForgotten(Job) {}
-func (l archiveCacheListener) JobFinished(j Job) {
+func (l archiveCacheListener) JobQueued(queue.Job)    {}
+func (l archiveCacheListener) JobChanged(queue.Job)   {}
+func (l archiveCacheListener) JobForgotten(queue.Job) {}
+func (l archiveCacheListener) JobFinished(j queue.Job) {
 	l.d.archives.invalidate(l.d.repositoryURL(j.Plan))
-}
-
-// StartRestore queues a restore of archive (an id or "latest") of the plan
-// into target, which must be an absolute path that does not exist or is an
-// empty directory, outside the plan's snapshot directories: StartRestoreWith
-// without options.
-func (d *Daemon) StartRestore(planName, archive, target string, include []string, trigger string, caller int64) (Job, error) {
-	return d.StartRestoreWith(planName, archive, target, include, RestoreOptions{}, trigger, caller)
 }
 
 func isHexPrefix(s string) bool {

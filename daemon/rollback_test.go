@@ -17,6 +17,7 @@ import (
 
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/journal/journaltest"
 	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/daemon/state"
@@ -33,7 +34,7 @@ type rollbackEnv struct {
 	d     *Daemon
 	state string
 	jobID uint32
-	log   *logRecorder // the daemon's log
+	log   *journaltest.Recorder // the daemon's log
 }
 
 // newRollbackEnv writes a configuration with one plan per name → subvolume
@@ -51,7 +52,7 @@ func newRollbackEnv(t *testing.T, fs *testutil.BtrfsFS, plans map[string]string)
 	fmt.Fprintf(&b, "settings:\n  state_dir: %s\n  cache_dir: %s\n", filepath.Join(dir, "state"), filepath.Join(dir, "cache"))
 	config := filepath.Join(dir, "config.yaml")
 	testutil.WriteFile(t, config, b.String())
-	log := newLogRecorder()
+	log := journaltest.NewRecorder()
 	d, err := New(context.Background(), Options{ConfigPath: config, Logger: slog.New(log)})
 	if err != nil {
 		t.Fatal(err)
@@ -184,9 +185,9 @@ func TestRollbackUnmountedAndBack(t *testing.T) {
 	}
 	// The journal: one rollback-done (the dry run logged nothing), whose
 	// kept is the name the undo takes.
-	e.log.only(t, journal.EventRollbackDone).want(t, "rollback-done", map[string]string{
+	e.log.Only(t, journal.EventRollbackDone).Want(t, "rollback-done", map[string]string{
 		"SUBVAULT_PLAN": "p", "SUBVAULT_SUBVOLUME": vol, "SUBVAULT_SNAPSHOT": good.Path, "SUBVAULT_KEPT": res.Kept})
-	if n := len(e.log.events(journal.EventRollbackPrepared)) + len(e.log.events(journal.EventRollbackFailed)); n != 0 {
+	if n := len(e.log.Events(journal.EventRollbackPrepared)) + len(e.log.Events(journal.EventRollbackFailed)); n != 0 {
 		t.Errorf("%d rollback-prepared or rollback-failed entries, want none", n)
 	}
 	sameTree(t, "after the rollback, the subvolume and the snapshot", good.Path, vol)
@@ -337,18 +338,18 @@ func TestRollbackRefusals(t *testing.T) {
 	// A rollback-failed entry for each real attempt (the busy plan, the
 	// process, the mount, the nested subvolume), none for wrong arguments;
 	// none has kept: nothing was made.
-	failed := e.log.events(journal.EventRollbackFailed)
+	failed := e.log.Events(journal.EventRollbackFailed)
 	if len(failed) != 4 {
 		t.Fatalf("%d rollback-failed entries, want 4: %+v", len(failed), failed)
 	}
 	for i, f := range failed {
-		f.hasCatalogFields(t, journal.EventRollbackFailed)
-		f.want(t, fmt.Sprintf("rollback-failed %d", i), map[string]string{"SUBVAULT_SUBVOLUME": vol, "SUBVAULT_SNAPSHOT": good.Path, "SUBVAULT_KEPT": "", "SUBVAULT_NEW": ""})
-		if f.level != slog.LevelError {
-			t.Errorf("rollback-failed %d: level %v, want error", i, f.level)
+		f.HasCatalogFields(t, journal.EventRollbackFailed)
+		f.Want(t, fmt.Sprintf("rollback-failed %d", i), map[string]string{"SUBVAULT_SUBVOLUME": vol, "SUBVAULT_SNAPSHOT": good.Path, "SUBVAULT_KEPT": "", "SUBVAULT_NEW": ""})
+		if f.Level != slog.LevelError {
+			t.Errorf("rollback-failed %d: level %v, want error", i, f.Level)
 		}
 	}
-	if err := failed[0].fields["SUBVAULT_ERR"]; !strings.Contains(err, "another job of plan p is running") {
+	if err := failed[0].Fields["SUBVAULT_ERR"]; !strings.Contains(err, "another job of plan p is running") {
 		t.Errorf("the first rollback-failed entry's err: %q", err)
 	}
 }
@@ -433,7 +434,7 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 	}
 	// The journal: one rollback-prepared (the dry run logged nothing) with
 	// the printed steps.
-	e.log.only(t, journal.EventRollbackPrepared).want(t, "rollback-prepared", map[string]string{
+	e.log.Only(t, journal.EventRollbackPrepared).Want(t, "rollback-prepared", map[string]string{
 		"SUBVAULT_PLAN": "m", "SUBVAULT_SUBVOLUME": mnt, "SUBVAULT_SNAPSHOT": good.Path, "SUBVAULT_KEPT": "/vol",
 		"SUBVAULT_KEPT_ID": strconv.FormatUint(volID, 10), "SUBVAULT_NEW": "/" + filepath.Base(newSV),
 		"SUBVAULT_NEW_ID": strconv.FormatUint(subvolumeID(t, newSV), 10), "SUBVAULT_DEVICE": fs.Device,
@@ -480,7 +481,7 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("with --set-default:\n%s", res.Message)
-	if prep := e.log.events(journal.EventRollbackPrepared); len(prep) != 3 || prep[2].fields["SUBVAULT_DEFAULT_SET"] != "true" {
+	if prep := e.log.Events(journal.EventRollbackPrepared); len(prep) != 3 || prep[2].Fields["SUBVAULT_DEFAULT_SET"] != "true" {
 		t.Errorf("rollback-prepared entries: %+v; want the third with default_set true", prep)
 	}
 	newSV = prepared(res)
@@ -512,7 +513,7 @@ func TestRollbackMountedPreparesNextBoot(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "top level") {
 		t.Errorf("a rollback of the top level: %v", err)
 	}
-	e.log.only(t, journal.EventRollbackFailed).want(t, "rollback-failed", map[string]string{
+	e.log.Only(t, journal.EventRollbackFailed).Want(t, "rollback-failed", map[string]string{
 		"SUBVAULT_PLAN": "top", "SUBVAULT_SUBVOLUME": fs.Mount, "SUBVAULT_ERR": err.Error(), "SUBVAULT_NEW": ""})
 	unchanged("all of it")
 	subvols := testutil.Run(t, "btrfs", "subvolume", "list", fs.Mount)
