@@ -4,12 +4,13 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/rollback"
 )
 
 // parseRollbackOptions reads Rollback's a{sv}: an unknown key or a value
 // that is not a boolean is refused rather than ignored.
-func parseRollbackOptions(options map[string]dbus.Variant) (daemon.RollbackOptions, *dbus.Error) {
-	var o daemon.RollbackOptions
+func parseRollbackOptions(options map[string]dbus.Variant) (rollback.Options, *dbus.Error) {
+	var o rollback.Options
 	derr := parseBoolOptions("rollback", options, map[string]*bool{"dry_run": &o.DryRun, "set_default": &o.SetDefault})
 	return o, derr
 }
@@ -45,7 +46,7 @@ func (m manager) Rollback(msg dbus.Message, sender dbus.Sender, plan, snapshot, 
 	if _, derr := m.s.authorize(msg, sender, ActionRestore, p); derr != nil {
 		return "", "", derr
 	}
-	res, err := m.s.d.Rollback(plan, snapshot, subvolume, opts)
+	res, err := m.s.d.Rollback(daemon.RollbackRequest{Plan: plan, Snapshot: snapshot, Subvolume: subvolume, Options: opts})
 	if err != nil {
 		return "", "", daemonError(err)
 	}
