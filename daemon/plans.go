@@ -18,13 +18,6 @@ import (
 	"github.com/subvault/subvault/restic"
 )
 
-// Errors the api layer maps to the contract's error names.
-var (
-	ErrNoSuchSnapshot  = errors.New("no such snapshot")
-	ErrNoSuchArchive   = errors.New("no such archive")
-	ErrInvalidArgument = errors.New("invalid argument")
-)
-
 // PlanInfo is a plan as the D-Bus Plan object shows it.
 type PlanInfo struct {
 	Name       string
