@@ -193,7 +193,7 @@ func (q *Queue) Enqueue(o Order) (job Job, created bool, err error) {
 		Requests: []Request{{Trigger: o.Trigger, Caller: o.Caller, At: now}},
 		QueuedAt: now, RestoreArgs: o.Restore,
 	}
-	j.Include = slices.Clone(o.Restore.Include)
+	j.Include = append([]string(nil), o.Restore.Include...)
 	q.jobs[id] = j
 	q.queued = append(q.queued, j)
 	q.log.Info("job queued", append([]any{journal.Event(journal.EventJobQueued), "job", id, "kind", o.Kind, "plan", o.Plan, "trigger", o.Trigger}, restoreAttrs(j)...)...)

@@ -532,3 +532,38 @@ func waitFinished(t *testing.T, q *Queue, id uint32) {
 		t.Fatalf("job %d did not finish: %s", id, j.State)
 	}
 }
+
+// jobs.json is read and written both ways: testdata/jobs-v1.json, as the
+// daemon wrote it before the queue was a package of its own (every field
+// of a job, a restore's record among them), loads with its jobs' values,
+// and the file the queue writes back is the same, byte for byte.
+func TestStateFileKeepsItsBytes(t *testing.T) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "jobs-v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, StateFile), golden, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q, _, _ := newTestQueue(t, dir, 1, 10)
+	backup, _ := q.Job(1)
+	restore, _ := q.Job(2)
+	check, _ := q.Job(3)
+	if backup.Kind != KindBackup || backup.Result != ResultDone || backup.Trigger != TriggerSchedule || len(backup.Requests) != 2 ||
+		restore.Kind != KindRestore || restore.Result != ResultFailed || restore.RestoreMode != "in-place" || !restore.Verify ||
+		len(restore.Include) != 1 || len(restore.RestoreMade) == 0 || check.Result != ResultCanceled || check.Trigger != TriggerManual {
+		t.Errorf("the jobs as loaded:\n%+v\n%+v\n%+v", backup, restore, check)
+	}
+	if st := q.PlanStatus("srv"); st.LastResult != ResultFailed || st.LastError != "wrong password" {
+		t.Errorf("plan srv as loaded: %+v", st)
+	}
+	q.AmendError(3, check.Error) // writes the file again, changing nothing
+	written, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(written, golden) {
+		t.Errorf("the state file written back differs from testdata/jobs-v1.json:\n%s", written)
+	}
+}
