@@ -11,6 +11,7 @@ import (
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 func TestChecks(t *testing.T) {
@@ -100,7 +101,7 @@ func TestDaemonErrorNames(t *testing.T) {
 		{errString("boom"), contract.ErrorFailed, "boom"},
 		{fmt.Errorf("%w: \"x\" (plans: home)", daemon.ErrNoSuchPlan), contract.ErrorNoSuchPlan, `no such plan: "x" (plans: home)`},
 		{fmt.Errorf("%w: plan home has no snapshot s", daemon.ErrNoSuchSnapshot), contract.ErrorNoSuchSnapshot, "plan home has no snapshot s"},
-		{fmt.Errorf("%w: job 3 is not queued or running", daemon.ErrNoSuchJob), contract.ErrorNoSuchJob, "job 3 is not queued or running"},
+		{fmt.Errorf("%w: job 3 is not queued or running", queue.ErrNoSuchJob), contract.ErrorNoSuchJob, "job 3 is not queued or running"},
 		{fmt.Errorf("%w: nope", daemon.ErrNoSuchArchive), contract.ErrorNoSuchArchive, "nope"},
 		{fmt.Errorf("%w: target /x is not empty;\nrestore elsewhere", daemon.ErrInvalidArgument), contract.ErrorInvalidArgument, "target /x is not empty; restore elsewhere"},
 		{fmt.Errorf("cannot list /home/\xff: %w", errString("denied")), contract.ErrorFailed, `cannot list /home/\xff: denied`},

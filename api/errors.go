@@ -10,6 +10,7 @@ import (
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // newError is a D-Bus error with a one-line message that is valid UTF-8
@@ -36,7 +37,7 @@ func daemonError(err error) *dbus.Error {
 		trim bool // drop the sentinel's words; "no such plan: "x"" reads well as it is
 	}{
 		{daemon.ErrNoSuchPlan, contract.ErrorNoSuchPlan, false},
-		{daemon.ErrNoSuchJob, contract.ErrorNoSuchJob, true},
+		{queue.ErrNoSuchJob, contract.ErrorNoSuchJob, true},
 		{daemon.ErrNoSuchSnapshot, contract.ErrorNoSuchSnapshot, true},
 		{daemon.ErrNoSuchArchive, contract.ErrorNoSuchArchive, true},
 		{daemon.ErrInvalidArgument, contract.ErrorInvalidArgument, true},

@@ -13,6 +13,7 @@ import (
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // listArchivesTimeout bounds a ListArchives call (restic reads the
@@ -45,8 +46,7 @@ func (m manager) ListJobs(msg dbus.Message) ([]contract.JobEntry, *dbus.Error) {
 	}
 	out := []contract.JobEntry{}
 	for _, j := range m.s.d.Queue().Jobs() {
-		out = append(out, contract.JobEntry{ID: j.ID, Kind: contract.Kind(j.Kind), Plan: j.Plan, State: contract.State(j.State),
-			Result: contract.Result(j.Result), Path: contract.JobPath(j.ID)})
+		out = append(out, contract.JobEntry{ID: j.ID, Kind: contract.Kind(j.Kind), Plan: j.Plan, State: contract.State(j.State), Result: contract.Result(j.Result), Path: contract.JobPath(j.ID)})
 	}
 	if derr := checkReplySize(out, fmt.Sprintf("the daemon has %d jobs", len(out)), "lower settings.job_history"); derr != nil {
 		return nil, derr
@@ -55,15 +55,15 @@ func (m manager) ListJobs(msg dbus.Message) ([]contract.JobEntry, *dbus.Error) {
 }
 
 func (m manager) StartBackup(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindBackup, contract.ActionBackup, plan)
+	return m.s.start(msg, sender, queue.KindBackup, contract.ActionBackup, plan)
 }
 
 func (m manager) StartPrune(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindPrune, contract.ActionManage, plan)
+	return m.s.start(msg, sender, queue.KindPrune, contract.ActionManage, plan)
 }
 
 func (m manager) StartCheck(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
-	return m.s.start(msg, sender, daemon.KindCheck, contract.ActionBackup, plan)
+	return m.s.start(msg, sender, queue.KindCheck, contract.ActionBackup, plan)
 }
 
 func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archive, target string, include []string) (uint32, dbus.ObjectPath, *dbus.Error) {
@@ -81,7 +81,7 @@ func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archiv
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := m.s.d.StartRestore(plan, archive, target, include, contract.CallerTrigger(uid), int64(uid))
+	j, err := m.s.d.StartRestore(daemon.RestoreRequest{Plan: plan, Archive: archive, Target: target, Include: include, Trigger: trigger(uid), Caller: int64(uid)})
 	if err != nil {
 		return 0, "", daemonError(err)
 	}
@@ -205,7 +205,7 @@ func (m manager) Reload(msg dbus.Message, sender dbus.Sender) *dbus.Error {
 }
 
 // start queues a backup, prune or check of plan.
-func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
+func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind queue.Kind, action, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
 	if err := checkSignature(msg, "s"); err != nil {
 		return 0, "", err
 	}
@@ -217,7 +217,7 @@ func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan 
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := s.d.Start(kind, plan, contract.CallerTrigger(uid), int64(uid))
+	j, err := s.d.Start(daemon.JobRequest{Kind: kind, Plan: plan, Trigger: trigger(uid), Caller: int64(uid)})
 	if err != nil {
 		return 0, "", daemonError(err)
 	}
@@ -226,8 +226,8 @@ func (s *Server) start(msg dbus.Message, sender dbus.Sender, kind, action, plan 
 }
 
 // cancel cancels job id. A job the caller alone asked for needs
-// ActionBackup on its plan; a job anyone else asked for too (another
-// caller, root, the schedule) needs ActionManage, as anyone else's does.
+// contract.ActionBackup on its plan; a job anyone else asked for too (another
+// caller, root, the schedule) needs contract.ActionManage, as anyone else's does.
 func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.Error {
 	uid, derr := s.authz.CallerUID(sender)
 	if derr != nil {
@@ -258,9 +258,9 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.E
 			err = s.d.Queue().Cancel(id)
 		}
 		switch {
-		case errors.Is(err, daemon.ErrAskedByOthers):
+		case errors.Is(err, queue.ErrAskedByOthers):
 			continue
-		case errors.Is(err, daemon.ErrNoSuchJob):
+		case errors.Is(err, queue.ErrNoSuchJob):
 			return newError(contract.ErrorNoSuchJob, "job %d has already finished; there is nothing to cancel", id)
 		case err != nil:
 			return daemonError(err)
@@ -273,13 +273,13 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id uint32) *dbus.E
 
 // notYoursAlone adds to a refusal to cancel a job the caller asked for
 // why its own authorization is not enough: others asked for it too.
-func notYoursAlone(refusal *dbus.Error, j daemon.Job, uid uint32) *dbus.Error {
+func notYoursAlone(refusal *dbus.Error, j queue.Job, uid uint32) *dbus.Error {
 	if refusal.Name != contract.ErrorAccessDenied || !slices.Contains(j.Callers(), uid) {
 		return refusal
 	}
 	var others []string
 	for _, t := range j.Triggers() {
-		if t != contract.CallerTrigger(uid) {
+		if t != trigger(uid) {
 			others = append(others, askerWords(t))
 		}
 	}
@@ -292,16 +292,16 @@ func notYoursAlone(refusal *dbus.Error, j daemon.Job, uid uint32) *dbus.Error {
 }
 
 // askerWords names who asked for a job, by its trigger.
-func askerWords(t string) string {
+func askerWords(t queue.Trigger) string {
 	switch {
-	case t == contract.TriggerSchedule:
+	case t == queue.TriggerSchedule:
 		return "the schedule"
-	case t == contract.TriggerCatchUp:
+	case t == queue.TriggerCatchUp:
 		return "the catch-up of a missed scheduled run"
-	case strings.HasPrefix(t, "dbus:"):
-		return "uid " + strings.TrimPrefix(t, "dbus:")
+	case strings.HasPrefix(string(t), "dbus:"):
+		return "uid " + strings.TrimPrefix(string(t), "dbus:")
 	default:
-		return t
+		return string(t)
 	}
 }
 
@@ -346,6 +346,8 @@ func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action string, 
 	}
 	return s.authz.CallerUID(sender)
 }
+
+func trigger(uid uint32) queue.Trigger { return queue.Trigger(contract.CallerTrigger(uid)) }
 
 func firstError(errs ...*dbus.Error) *dbus.Error {
 	for _, e := range errs {

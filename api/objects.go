@@ -12,6 +12,7 @@ import (
 
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // jobObject is /org/subvault/Subvault1/job/<id>. Get and GetAll answer
@@ -26,22 +27,22 @@ type jobObject struct {
 	shown  map[string]dbus.Variant // as last announced
 
 	lastEmit time.Time
-	due      time.Time   // when the throttled changes go out
-	final    *daemon.Job // finished: JobRemoved goes out with the final state
+	due      time.Time  // when the throttled changes go out
+	final    *queue.Job // finished: JobRemoved goes out with the final state
 }
 
 // wireJob is j as its object shows it: every name valid UTF-8, messages one
 // bounded line, no file names.
-func wireJob(j daemon.Job) contract.Job {
+func wireJob(j queue.Job) contract.Job {
 	return contract.Job{
 		ID:               j.ID,
 		Kind:             contract.Kind(j.Kind),
 		Plan:             j.Plan,
 		State:            contract.State(j.State),
 		Result:           contract.Result(j.Result),
-		Trigger:          contract.EscapeInvalidUTF8(j.Trigger),
+		Trigger:          contract.EscapeInvalidUTF8(string(j.Trigger)),
 		Callers:          j.Callers(),
-		Triggers:         contract.EscapeAll(j.Triggers()),
+		Triggers:         escapeTriggers(j.Triggers()),
 		Progress:         finite(j.Progress),
 		BytesDone:        j.BytesDone,
 		BytesTotal:       j.BytesTotal,
@@ -61,7 +62,7 @@ func wireJob(j daemon.Job) contract.Job {
 }
 
 // exportJob exports j's object; mu is held.
-func (s *Server) exportJob(j daemon.Job) (*jobObject, error) {
+func (s *Server) exportJob(j queue.Job) (*jobObject, error) {
 	o := &jobObject{id: j.ID, path: contract.JobPath(j.ID), plan: j.Plan, caller: j.Caller}
 	var err error
 	if o.props, err = exportProperties(s.conn, o.path, contract.JobInterface, wireJob(j).Properties()); err != nil {
@@ -87,7 +88,7 @@ func (s *Server) unexportJob(o *jobObject) {
 }
 
 // set takes the job's new values into its properties.
-func (o *jobObject) set(j daemon.Job) {
+func (o *jobObject) set(j queue.Job) {
 	o.props.store(wireJob(j).Properties())
 }
 
@@ -253,6 +254,14 @@ func summaryValues(summary map[string]any) map[string]any {
 				out[k] = contract.EscapeInvalidUTF8(string(data))
 			}
 		}
+	}
+	return out
+}
+
+func escapeTriggers(list []queue.Trigger) []string {
+	out := make([]string, len(list))
+	for i, t := range list {
+		out[i] = contract.EscapeInvalidUTF8(string(t))
 	}
 	return out
 }

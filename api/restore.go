@@ -85,7 +85,7 @@ func (m manager) StartRestoreWith(msg dbus.Message, sender dbus.Sender, plan, ar
 	if derr != nil {
 		return 0, "", derr
 	}
-	j, err := m.s.d.StartRestoreWith(plan, archive, target, include, opts, contract.CallerTrigger(uid), int64(uid))
+	j, err := m.s.d.StartRestore(daemon.RestoreRequest{Plan: plan, Archive: archive, Target: target, Include: include, Options: opts, Trigger: trigger(uid), Caller: int64(uid)})
 	if err != nil {
 		return 0, "", daemonError(err)
 	}

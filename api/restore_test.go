@@ -9,6 +9,7 @@ import (
 
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 func TestParseRestoreOptions(t *testing.T) {
@@ -77,7 +78,7 @@ func TestStartRestoreWithInPlaceIsRootOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, _ := e.d.Queue().Job(id)
-	if j.Kind != daemon.KindRestore || !j.Verify || j.RestoreMode != "directory" || j.Caller != 1000 || path != contract.JobPath(id) {
+	if j.Kind != queue.KindRestore || !j.Verify || j.RestoreMode != "directory" || j.Caller != 1000 || path != contract.JobPath(id) {
 		t.Errorf("job %+v at %s", j, path)
 	}
 	if got := authz.questions(); strings.Join(got, "|") != "org.subvault.restore home false" {

@@ -5,12 +5,13 @@ import (
 
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/rollback"
 )
 
 // parseRollbackOptions reads Rollback's a{sv}: an unknown key or a value
 // that is not a boolean is refused rather than ignored.
-func parseRollbackOptions(options map[string]dbus.Variant) (daemon.RollbackOptions, *dbus.Error) {
-	var o daemon.RollbackOptions
+func parseRollbackOptions(options map[string]dbus.Variant) (rollback.Options, *dbus.Error) {
+	var o rollback.Options
 	derr := parseBoolOptions("rollback", options, map[string]*bool{"dry_run": &o.DryRun, "set_default": &o.SetDefault})
 	return o, derr
 }
@@ -46,7 +47,7 @@ func (m manager) Rollback(msg dbus.Message, sender dbus.Sender, plan, snapshot, 
 	if _, derr := m.s.authorize(msg, sender, contract.ActionRestore, p); derr != nil {
 		return "", "", derr
 	}
-	res, err := m.s.d.Rollback(plan, snapshot, subvolume, opts)
+	res, err := m.s.d.Rollback(daemon.RollbackRequest{Plan: plan, Snapshot: snapshot, Subvolume: subvolume, Options: opts})
 	if err != nil {
 		return "", "", daemonError(err)
 	}

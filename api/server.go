@@ -14,6 +14,7 @@ import (
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 )
 
 // ProgressInterval is the least time between two PropertiesChanged signals
@@ -47,7 +48,7 @@ type Server struct {
 	manager   *properties
 	jobs      map[uint32]*jobObject
 	plans     map[string]*planObject
-	active    map[uint32]string // queued and running jobs: their state
+	active    map[uint32]queue.State // queued and running jobs: their state
 	throttled map[uint32]*jobObject
 
 	evMu   sync.Mutex
@@ -71,7 +72,7 @@ const (
 
 type event struct {
 	kind eventKind
-	job  daemon.Job
+	job  queue.Job
 	done chan struct{} // evBarrier
 }
 
@@ -87,7 +88,7 @@ func NewServer(conn *dbus.Conn, d *daemon.Daemon, authz Authorizer, log *slog.Lo
 	return &Server{
 		conn: conn, d: d, authz: authz, log: log, interval: ProgressInterval,
 		jobs: map[uint32]*jobObject{}, plans: map[string]*planObject{},
-		active: map[uint32]string{}, throttled: map[uint32]*jobObject{},
+		active: map[uint32]queue.State{}, throttled: map[uint32]*jobObject{},
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
@@ -180,10 +181,10 @@ func (l listener) push(ev event) {
 	}
 }
 
-func (l listener) JobQueued(j daemon.Job)    { l.push(event{kind: evQueued, job: j}) }
-func (l listener) JobChanged(j daemon.Job)   { l.push(event{kind: evChanged, job: j}) }
-func (l listener) JobFinished(j daemon.Job)  { l.push(event{kind: evFinished, job: j}) }
-func (l listener) JobForgotten(j daemon.Job) { l.push(event{kind: evForgotten, job: j}) }
+func (l listener) JobQueued(j queue.Job)    { l.push(event{kind: evQueued, job: j}) }
+func (l listener) JobChanged(j queue.Job)   { l.push(event{kind: evChanged, job: j}) }
+func (l listener) JobFinished(j queue.Job)  { l.push(event{kind: evFinished, job: j}) }
+func (l listener) JobForgotten(j queue.Job) { l.push(event{kind: evForgotten, job: j}) }
 
 // sync returns once every change the queue reported before the call is on
 // the bus: a caller told "job 7" finds /org/subvault/Subvault1/job/7.
@@ -329,7 +330,7 @@ func (s *Server) managerValues() contract.Manager {
 	m := contract.Manager{Version: s.d.Version(), State: contract.ManagerIdle, Plans: slices.Sorted(maps.Keys(s.plans)),
 		Running: []uint32{}, Queued: []uint32{}}
 	for id, state := range s.active {
-		if state == daemon.StateRunning {
+		if state == queue.StateRunning {
 			m.Running = append(m.Running, id)
 		} else {
 			m.Queued = append(m.Queued, id)

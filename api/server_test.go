@@ -18,6 +18,7 @@ import (
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -360,21 +361,21 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 		t.Fatal(err)
 	}
 	newAPIEnvWith(t, e, authz)
-	mine, err := e.d.Start(daemon.KindCheck, "home", "dbus:1000", 1000)
+	mine, err := e.d.Start(daemon.JobRequest{Kind: queue.KindCheck, Plan: "home", Trigger: "dbus:1000", Caller: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
-	theirs, err := e.d.Start(daemon.KindPrune, "home", "dbus:1001", 1001)
+	theirs, err := e.d.Start(daemon.JobRequest{Kind: queue.KindPrune, Plan: "home", Trigger: "dbus:1001", Caller: 1001})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Started by the caller, then asked for by the schedule: no longer
 	// the caller's alone.
-	shared, err := e.d.Start(daemon.KindBackup, "home", "dbus:1000", 1000)
+	shared, err := e.d.Start(daemon.JobRequest{Kind: queue.KindBackup, Plan: "home", Trigger: "dbus:1000", Caller: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j, err := e.d.Start(daemon.KindBackup, "home", daemon.TriggerSchedule, -1); err != nil || j.ID != shared.ID {
+	if j, err := e.d.Start(daemon.JobRequest{Kind: queue.KindBackup, Plan: "home", Trigger: queue.TriggerSchedule, Caller: -1}); err != nil || j.ID != shared.ID {
 		t.Fatalf("the schedule's backup: %d, %v; want job %d", j.ID, err, shared.ID)
 	}
 	e.s.sync()
@@ -407,7 +408,7 @@ func TestCancelOwnJobIsBackupOthersIsManage(t *testing.T) {
 	}
 	for _, id := range []uint32{mine.ID, theirs.ID, shared.ID} {
 		waitUntil(t, 10*time.Second, func() bool { j, _ := e.d.Queue().Job(id); return !j.Active() })
-		if j, _ := e.d.Queue().Job(id); j.Result != daemon.ResultCanceled {
+		if j, _ := e.d.Queue().Job(id); j.Result != queue.ResultCanceled {
 			t.Errorf("job %d: %s (%s), want canceled", id, j.Result, j.Error)
 		}
 	}
@@ -425,9 +426,9 @@ func TestProgressThrottled(t *testing.T) {
 	sigs := timedSignals(t, e.client)
 	l := listener{e.s}
 	start := time.Now()
-	j := daemon.Job{ID: 77, Kind: daemon.KindBackup, Plan: "home", State: daemon.StateQueued, Trigger: "schedule", Caller: -1, QueuedAt: start}
+	j := queue.Job{ID: 77, Kind: queue.KindBackup, Plan: "home", State: queue.StateQueued, Trigger: "schedule", Caller: -1, QueuedAt: start}
 	l.JobQueued(j)
-	j.State, j.StartedAt = daemon.StateRunning, time.Now()
+	j.State, j.StartedAt = queue.StateRunning, time.Now()
 	l.JobChanged(j)
 	for i := 1; i <= 200; i++ {
 		j.Progress, j.BytesDone = float64(i)/200, uint64(i)*1000
@@ -435,7 +436,7 @@ func TestProgressThrottled(t *testing.T) {
 		l.JobChanged(j)
 		time.Sleep(10 * time.Millisecond)
 	}
-	j.State, j.Result, j.FinishedAt, j.CurrentFiles, j.ArchiveID = daemon.StateFinished, daemon.ResultDone, time.Now(), nil, "abcdef12"
+	j.State, j.Result, j.FinishedAt, j.CurrentFiles, j.ArchiveID = queue.StateFinished, queue.ResultDone, time.Now(), nil, "abcdef12"
 	j.Summary = map[string]any{"files_new": json.Number("21"), "total_duration": json.Number("1.5"), "snapshot_id": "abcdef12"}
 	l.JobFinished(j)
 
@@ -659,10 +660,10 @@ func TestSecondServerCannotTakeTheName(t *testing.T) {
 // machine or the race detector does not reach.
 func TestManyJobsAnswerQuickly(t *testing.T) {
 	e := &apiEnv{dir: t.TempDir(), history: 200}
-	var jobs []daemon.Job
+	var jobs []queue.Job
 	at := time.Now().Add(-time.Hour)
 	for i := uint32(1); i <= 200; i++ {
-		jobs = append(jobs, daemon.Job{ID: i, Kind: daemon.KindBackup, Plan: "home", State: daemon.StateFinished, Result: daemon.ResultDone,
+		jobs = append(jobs, queue.Job{ID: i, Kind: queue.KindBackup, Plan: "home", State: queue.StateFinished, Result: queue.ResultDone,
 			Trigger: "schedule", Caller: -1, QueuedAt: at, StartedAt: at, FinishedAt: at.Add(time.Minute), ArchiveID: "abcdef12",
 			Summary: map[string]any{"files_new": json.Number("12"), "files_changed": json.Number("3"), "files_unmodified": json.Number("20001"),
 				"dirs_new": json.Number("0"), "dirs_changed": json.Number("4"), "dirs_unmodified": json.Number("1500"), "data_blobs": json.Number("40"),
@@ -670,7 +671,7 @@ func TestManyJobsAnswerQuickly(t *testing.T) {
 				"total_bytes_processed": json.Number("812000000"), "total_duration": json.Number("61.5"), "snapshot_id": "abcdef1234567890"}})
 	}
 	state, _ := json.Marshal(map[string]any{"version": 1, "jobs": jobs, "plans": map[string]any{}, "last_run": map[string]any{}})
-	testutil.WriteFile(t, filepath.Join(e.dir, "state", daemon.StateFile), string(state))
+	testutil.WriteFile(t, filepath.Join(e.dir, "state", queue.StateFile), string(state))
 	newAPIEnvWith(t, e, permissive{})
 
 	// The time to the decoded reply, best of 20 (the machine is shared);

@@ -19,6 +19,7 @@ import (
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -61,12 +62,12 @@ func writeHistory(b *testing.B, stateDir string, n int) {
 		b.Fatal(err)
 	}
 	base := time.Now().Add(-time.Duration(n) * time.Hour)
-	jobs := make([]daemon.Job, 0, n)
+	jobs := make([]queue.Job, 0, n)
 	for i := range n {
 		queued := base.Add(time.Duration(i) * time.Hour)
 		finished := queued.Add(time.Duration(41+i%30) * time.Second)
-		jobs = append(jobs, daemon.Job{
-			ID: uint32(i + 1), Kind: daemon.KindBackup, Plan: "home", State: daemon.StateFinished, Result: daemon.ResultDone,
+		jobs = append(jobs, queue.Job{
+			ID: uint32(i + 1), Kind: queue.KindBackup, Plan: "home", State: queue.StateFinished, Result: queue.ResultDone,
 			Trigger: "schedule", Caller: -1, Progress: 1,
 			BytesDone: 21_474_836_480, BytesTotal: 21_474_836_480, FilesDone: 48363, FilesTotal: 48363,
 			QueuedAt: queued, StartedAt: queued.Add(time.Second), FinishedAt: finished,
@@ -77,7 +78,7 @@ func writeHistory(b *testing.B, stateDir string, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	testutil.WriteFile(b, filepath.Join(stateDir, daemon.StateFile), string(data))
+	testutil.WriteFile(b, filepath.Join(stateDir, queue.StateFile), string(data))
 }
 
 // dbusDaemon serves a daemon in this process on a private bus, its state

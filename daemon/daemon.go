@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/scheduler"
 )
@@ -56,7 +56,7 @@ type Daemon struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	cfg   *config.Config
-	queue *Queue
+	queue *queue.Queue
 	sched *scheduler.Scheduler
 
 	statusDirty chan struct{}
@@ -87,11 +87,11 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
 		archives: newArchiveCache(archiveCacheTTL)}
 	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor}
-	d.queue, err = NewQueue(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
+	d.queue, err = queue.New(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
 	if err != nil {
 		return nil, err
 	}
-	exec.recordRestore = d.queue.recordRestore
+	exec.recordRestore = d.queue.RecordRestore
 	d.queue.Subscribe(statusListener{d})
 	d.queue.Subscribe(archiveCacheListener{d})
 
@@ -110,8 +110,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-func (d *Daemon) queueConfig(cfg *config.Config) QueueConfig {
-	return QueueConfig{
+func (d *Daemon) queueConfig(cfg *config.Config) queue.Config {
+	return queue.Config{
 		MaxConcurrent: cfg.Settings.MaxConcurrentJobs,
 		History:       cfg.Settings.JobHistory,
 		Repository: func(plan string) string {
@@ -131,26 +131,36 @@ func (d *Daemon) Config() *config.Config {
 }
 
 // Queue is the job queue, for the api layer to read and subscribe to.
-func (d *Daemon) Queue() *Queue { return d.queue }
+func (d *Daemon) Queue() *queue.Queue { return d.queue }
 
 // Version is the daemon's version.
 func (d *Daemon) Version() string { return d.opts.Version }
 
-// ErrNoSuchPlan is returned for a plan the configuration does not define.
-var ErrNoSuchPlan = errors.New("no such plan")
+// JobRequest asks for a backup, prune or check of Plan (a restore is a
+// RestoreRequest). Trigger and Caller say who asks: a D-Bus caller's
+// trigger ("dbus:<uid>") and uid, or the schedule's with Caller -1.
+type JobRequest struct {
+	Kind    queue.Kind
+	Plan    string
+	Trigger queue.Trigger
+	Caller  int64
+}
 
-// Start queues a job of kind (backup, prune, check) for plan; a job of the
-// same kind already queued or running for the plan is returned instead.
-func (d *Daemon) Start(kind, plan, trigger string, caller int64) (Job, error) {
-	if _, ok := d.Config().Plans[plan]; !ok {
-		return Job{}, fmt.Errorf("%w: %q (plans: %s)", ErrNoSuchPlan, plan, strings.Join(d.Config().PlanNames(), ", "))
+// Start queues the job r asks for; a job of the same kind already queued or
+// running for the plan is returned instead, with r recorded among those
+// who asked for it.
+func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
+	if _, _, err := d.plan(r.Plan); err != nil {
+		return queue.Job{}, err
 	}
-	j, _, err := d.queue.Enqueue(kind, plan, trigger, caller, Job{})
+	j, _, err := d.queue.Enqueue(queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller})
 	return j, err
 }
 
 // NextRun is the next scheduled run of kind for plan, zero when manual.
-func (d *Daemon) NextRun(plan, kind string) time.Time { return d.sched.Next(plan, kind) }
+func (d *Daemon) NextRun(plan string, kind queue.Kind) time.Time {
+	return d.sched.Next(plan, string(kind))
+}
 
 // scheduled is the scheduler's way in. A firing while the plan's job of
 // that kind is queued or running is that job's run: the schedule is
@@ -159,21 +169,24 @@ func (d *Daemon) NextRun(plan, kind string) time.Time { return d.sched.Next(plan
 // may back up the plan start a backup before each run, have the schedule
 // skip it, and cancel it as the user's own.
 func (d *Daemon) scheduled(plan, kind, trigger string) error {
-	_, _, err := d.queue.Enqueue(kind, plan, trigger, -1, Job{})
+	_, _, err := d.queue.Enqueue(queue.Order{Kind: queue.Kind(kind), Plan: plan, Trigger: queue.Trigger(trigger), Caller: -1})
 	return err
 }
+
+// lastRun is the queue's LastRun in the scheduler's words.
+func (d *Daemon) lastRun(plan, kind string) time.Time { return d.queue.LastRun(plan, queue.Kind(kind)) }
 
 func (d *Daemon) entries(cfg *config.Config) []scheduler.Entry {
 	var out []scheduler.Entry
 	for _, name := range cfg.PlanNames() {
 		p := cfg.Plans[name]
-		for kind, spec := range map[string]cron.Schedule{
-			KindBackup: p.ScheduleSpec, KindPrune: p.PruneSpec, KindCheck: p.CheckSpec,
+		for kind, spec := range map[queue.Kind]cron.Schedule{
+			queue.KindBackup: p.ScheduleSpec, queue.KindPrune: p.PruneSpec, queue.KindCheck: p.CheckSpec,
 		} {
 			if spec == nil {
 				continue
 			}
-			out = append(out, scheduler.Entry{Plan: name, Kind: kind, Spec: spec, CatchUp: p.CatchUp})
+			out = append(out, scheduler.Entry{Plan: name, Kind: string(kind), Spec: spec, CatchUp: p.CatchUp})
 		}
 	}
 	return out
@@ -197,7 +210,7 @@ func (d *Daemon) Reload() error {
 	d.mu.Unlock()
 	d.archives.invalidate("")
 	d.queue.Configure(d.queueConfig(cfg))
-	d.sched.Set(d.entries(cfg), d.queue.LastRun)
+	d.sched.Set(d.entries(cfg), d.lastRun)
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
 	d.markStatus()
@@ -219,7 +232,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	// The schedule first, so that the plans are published with their
 	// next run.
-	d.sched.Set(d.entries(d.Config()), d.queue.LastRun)
+	d.sched.Set(d.entries(d.Config()), d.lastRun)
 	if d.opts.Serve != nil {
 		if err := d.opts.Serve(d); err != nil {
 			return err
@@ -312,80 +325,3 @@ func (d *Daemon) notify(state string) {
 		d.log.Debug("sd_notify failed", "state", state, "err", err)
 	}
 }
-
-func (d *Daemon) markStatus() {
-	select {
-	case d.statusDirty <- struct{}{}:
-	default:
-	}
-}
-
-// updateStatus sends systemd a one-line summary: what runs, or what is next.
-func (d *Daemon) updateStatus() {
-	d.notify("STATUS=" + d.StatusLine())
-}
-
-// StatusLine is the daemon's state in one line: "backing up home: 42%, 1.2
-// GiB of 2.9 GiB" or "idle · next: home at 03:00".
-func (d *Daemon) StatusLine() string {
-	var parts []string
-	queued := 0
-	for _, j := range d.queue.Active() {
-		switch j.State {
-		case StateRunning:
-			p := fmt.Sprintf("%s %s: %.0f%%", verbing(j.Kind), j.Plan, j.Progress*100)
-			if j.BytesTotal > 0 {
-				p += fmt.Sprintf(", %s of %s", HumanBytes(j.BytesDone), HumanBytes(j.BytesTotal))
-			}
-			parts = append(parts, p)
-		case StateQueued:
-			queued++
-		}
-	}
-	if queued > 0 {
-		parts = append(parts, fmt.Sprintf("%d queued", queued))
-	}
-	if len(parts) > 0 {
-		return strings.Join(parts, " · ")
-	}
-	plan, kind, at := d.sched.NextAny()
-	if at.IsZero() {
-		return "idle · nothing scheduled"
-	}
-	what := plan
-	if kind != KindBackup {
-		what = kind + " " + plan
-	}
-	when := at.Local().Format("15:04")
-	if y, m, dd := at.Local().Date(); !sameDay(y, m, dd, time.Now()) {
-		when = at.Local().Format("Mon 2 Jan 15:04")
-	}
-	return fmt.Sprintf("idle · next: %s at %s", what, when)
-}
-
-func sameDay(y int, m time.Month, d int, t time.Time) bool {
-	ty, tm, td := t.Local().Date()
-	return y == ty && m == tm && d == td
-}
-
-// HumanBytes prints a size the way people read it: 1.2 GiB.
-func HumanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// statusListener marks the STATUS line stale on every job change.
-type statusListener struct{ d *Daemon }
-
-func (l statusListener) JobQueued(Job)    { l.d.markStatus() }
-func (l statusListener) JobChanged(Job)   { l.d.markStatus() }
-func (l statusListener) JobFinished(Job)  { l.d.markStatus() }
-func (l statusListener) JobForgotten(Job) {}

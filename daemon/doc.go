@@ -1,7 +1,14 @@
-// Package daemon is subvault's service: the job queue and its workers, job
-// state and persisted history, sd_notify (READY, STATUS, WATCHDOG, RELOADING,
-// STOPPING), SIGHUP reload, graceful stop, journald logging, the logind sleep
-// inhibitor and the removal of leftover snapshots at start.
+// Package daemon is subvault's service, a facade over the packages that do
+// the work: it holds the configuration in force (reloaded on SIGHUP), feeds
+// the scheduler, owns the job queue (daemon/queue) and the executor that
+// hands each job to its feature package (daemon/backup, daemon/restore,
+// daemon/maintenance), and answers what callers ask (jobs, restores,
+// rollbacks through daemon/rollback, diffs through daemon/compare, a plan's
+// snapshots and archives through daemon/planstore) after checking the
+// arguments and mapping refusals to its errors. It speaks sd_notify (READY,
+// STATUS, WATCHDOG, RELOADING, STOPPING), holds the logind sleep inhibitor
+// while a job runs, removes at start what jobs of an earlier daemon left,
+// and drains the queue at stop.
 //
 // It speaks no D-Bus: package api is a thin skin over it. It uses btrfs,
 // restic and scheduler, never the other way round (checked by depguard in

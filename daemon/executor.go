@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,26 +12,28 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/maintenance"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/restore"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/restic"
 )
 
-// executor runs jobs with the configuration in force when each starts.
+// executor runs the queue's jobs, each with the configuration in force
+// when it starts, by handing it to its feature package.
 type executor struct {
 	config    func() *config.Config
 	log       *slog.Logger
 	inhibitor Inhibitor
 	// recordRestore keeps what a running restore has made in its job's
-	// record (Queue.recordRestore).
-	recordRestore func(id uint32, m restore.Made)
+	// record (queue.Queue.RecordRestore).
+	recordRestore func(id uint32, made json.RawMessage)
 }
 
-func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error) {
+func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(queue.Progress)) (queue.Outcome, error) {
 	cfg := e.config()
 	plan, ok := cfg.Plans[job.Plan]
 	if !ok {
-		return Outcome{}, fmt.Errorf("plan %s is no longer in the configuration", job.Plan)
+		return queue.Outcome{}, fmt.Errorf("plan %s is no longer in the configuration", job.Plan)
 	}
 	log := e.log.With("plan", job.Plan, "job", job.ID, "kind", job.Kind)
 
@@ -38,12 +41,12 @@ func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)
 	// from running beside this job.
 	lock, err := state.LockPlan(cfg.Settings.StateDir, job.Plan)
 	if err != nil {
-		return Outcome{}, err
+		return queue.Outcome{}, err
 	}
 	defer lock.Unlock()
 
 	if cfg.Settings.InhibitSleep && e.inhibitor != nil {
-		release, err := e.inhibitor.Inhibit(fmt.Sprintf("subvault: %s of %s", verbing(job.Kind), job.Plan))
+		release, err := e.inhibitor.Inhibit(fmt.Sprintf("subvault: %s of %s", job.Kind.Doing(), job.Plan))
 		if err != nil {
 			log.Warn("cannot hold a sleep inhibitor; the machine may suspend during the job", "err", err)
 		} else {
@@ -52,14 +55,14 @@ func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)
 	}
 
 	switch job.Kind {
-	case KindBackup:
+	case queue.KindBackup:
 		return e.backup(ctx, cfg, plan, job, log, progress)
-	case KindPrune:
+	case queue.KindPrune:
 		_, err := maintenance.Prune(ctx, cfg, plan, log, time.Now())
-		return Outcome{}, err
-	case KindCheck:
-		return Outcome{}, maintenance.Check(ctx, cfg, plan, log)
-	case KindRestore:
+		return queue.Outcome{}, err
+	case queue.KindCheck:
+		return queue.Outcome{}, maintenance.Check(ctx, cfg, plan, log)
+	case queue.KindRestore:
 		mode := job.RestoreMode
 		if mode == "" {
 			mode = restore.IntoDirectory
@@ -68,24 +71,31 @@ func (e *executor) Execute(ctx context.Context, job Job, progress func(Progress)
 			ID: job.ID, Config: cfg, Plan: plan, Logger: e.log,
 			Archive: job.Archive, Target: job.Target, Include: job.Include, Mode: mode, Verify: job.Verify,
 			OnStatus: func(s restic.RestoreStatus) {
-				progress(Progress{Fraction: s.PercentDone, BytesDone: s.BytesRestored, BytesTotal: s.TotalBytes,
+				progress(queue.Progress{Fraction: s.PercentDone, BytesDone: s.BytesRestored, BytesTotal: s.TotalBytes,
 					FilesDone: s.FilesRestored, FilesTotal: s.TotalFiles})
 			},
 		}
 		if e.recordRestore != nil {
-			r.OnMade = func(m restore.Made) { e.recordRestore(job.ID, m) }
+			r.OnMade = func(m restore.Made) {
+				made, err := json.Marshal(m)
+				if err != nil { // strings and slices of them: it cannot fail
+					log.Error("cannot record what the restore made", "err", err)
+					return
+				}
+				e.recordRestore(job.ID, made)
+			}
 		}
 		res, err := r.Run(ctx)
-		return Outcome{Summary: res.Summary}, err
+		return queue.Outcome{Summary: res.Summary}, err
 	}
-	return Outcome{}, fmt.Errorf("unknown job kind %q", job.Kind)
+	return queue.Outcome{}, fmt.Errorf("unknown job kind %q", job.Kind)
 }
 
-func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.Plan, job Job, log *slog.Logger, progress func(Progress)) (Outcome, error) {
+func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.Plan, job queue.Job, log *slog.Logger, progress func(queue.Progress)) (queue.Outcome, error) {
 	b := &backup.Job{
 		ID: job.ID, Config: cfg, Plan: plan, Logger: e.log,
 		OnStatus: func(s restic.BackupStatus) {
-			progress(Progress{
+			progress(queue.Progress{
 				Fraction: s.PercentDone, BytesDone: s.BytesDone, BytesTotal: s.TotalBytes,
 				FilesDone: s.FilesDone, FilesTotal: s.TotalFiles, SecondsRemaining: s.SecondsRemaining,
 				CurrentFiles: s.CurrentFiles,
@@ -93,7 +103,7 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 		},
 	}
 	res, err := b.Run(ctx)
-	out := Outcome{ArchiveID: res.ArchiveID}
+	out := queue.Outcome{ArchiveID: res.ArchiveID}
 	if s := res.Backup.Summary; s != nil {
 		out.Summary = s.Raw
 	}
@@ -112,20 +122,6 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 		return out, errors.New("canceled")
 	}
 	return out, err
-}
-
-func verbing(kind string) string {
-	switch kind {
-	case KindBackup:
-		return "backing up"
-	case KindPrune:
-		return "pruning"
-	case KindCheck:
-		return "checking"
-	case KindRestore:
-		return "restoring"
-	}
-	return kind
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

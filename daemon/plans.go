@@ -11,17 +11,11 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
-)
-
-// Errors the api layer maps to the contract's error names.
-var (
-	ErrNoSuchSnapshot  = errors.New("no such snapshot")
-	ErrNoSuchArchive   = errors.New("no such archive")
-	ErrInvalidArgument = errors.New("invalid argument")
 )
 
 // PlanInfo is a plan as the D-Bus Plan object shows it.
@@ -31,7 +25,7 @@ type PlanInfo struct {
 	Repository string
 	Schedule   string
 	NextRun    time.Time
-	PlanStatus
+	queue.PlanStatus
 }
 
 // Plans returns every configured plan, sorted by name.
@@ -42,7 +36,7 @@ func (d *Daemon) Plans() []PlanInfo {
 		p := cfg.Plans[name]
 		out = append(out, PlanInfo{
 			Name: name, Subvolumes: append([]string(nil), p.Subvolumes...), Repository: p.Repository,
-			Schedule: p.Schedule, NextRun: d.NextRun(name, KindBackup), PlanStatus: d.queue.PlanStatus(name),
+			Schedule: p.Schedule, NextRun: d.NextRun(name, queue.KindBackup), PlanStatus: d.queue.PlanStatus(name),
 		})
 	}
 	return out
@@ -72,7 +66,7 @@ func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	all, err := backup.PlanSnapshots(plan)
+	all, err := planstore.Snapshots(plan)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +87,7 @@ func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
 func (d *Daemon) runningJobIDs() map[uint32]bool {
 	ids := map[uint32]bool{}
 	for _, j := range d.queue.Active() {
-		if j.State == StateRunning {
+		if j.State == queue.StateRunning {
 			ids[j.ID] = true
 		}
 	}
@@ -106,7 +100,7 @@ func (d *Daemon) findSnapshot(plan *config.Plan, name string) (btrfs.Snapshot, e
 	if err != nil || parsed.Plan != plan.Name {
 		return btrfs.Snapshot{}, fmt.Errorf("%w: %q is not a snapshot name of plan %s (list them with ListSnapshots)", ErrNoSuchSnapshot, name, plan.Name)
 	}
-	all, err := backup.PlanSnapshots(plan)
+	all, err := planstore.Snapshots(plan)
 	if err != nil {
 		return btrfs.Snapshot{}, err
 	}
@@ -132,7 +126,7 @@ func (d *Daemon) DeleteSnapshot(planName, name string) error {
 	if d.runningJobIDs()[s.JobID] {
 		return fmt.Errorf("%w: snapshot %s belongs to job %d, which is running; cancel the job first", ErrInvalidArgument, name, s.JobID)
 	}
-	if err := backup.DeleteSnapshot(plan, s); err != nil {
+	if err := planstore.DeleteSnapshot(plan, s); err != nil {
 		return err
 	}
 	d.log.Info("snapshot deleted", "plan", planName, "snapshot", s.Path, "why", "asked over D-Bus")
@@ -161,7 +155,7 @@ func (d *Daemon) CloneSnapshot(planName, name, target string) (string, error) {
 		return "", fmt.Errorf("%w: target %s: %w", ErrInvalidArgument, target, err)
 	}
 	defer parent.Close() //nolint:errcheck // a directory
-	src, err := backup.OpenSnapshot(plan, s)
+	src, err := planstore.OpenSnapshot(plan, s)
 	if err != nil {
 		return "", err
 	}
@@ -209,7 +203,7 @@ func (d *Daemon) Archives(ctx context.Context, planName string) ([]Archive, erro
 // restic run that fills it takes a read call's slot (one the caller
 // holds already, or a new one).
 func (d *Daemon) planArchives(ctx context.Context, cfg *config.Config, plan *config.Plan) ([]restic.Archive, error) {
-	runner, err := backup.NewRunner(cfg, plan, d.log.With("plan", plan.Name))
+	runner, err := planstore.NewRunner(cfg, plan, d.log.With("plan", plan.Name))
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +218,7 @@ func (d *Daemon) planArchives(ctx context.Context, cfg *config.Config, plan *con
 	if err != nil {
 		return nil, err
 	}
-	tag := backup.PlanTag(plan.Name)
+	tag := planstore.Tag(plan.Name)
 	var out []restic.Archive
 	for _, a := range all {
 		if slices.Contains(a.Tags, tag) {
@@ -252,19 +246,11 @@ func (d *Daemon) repositoryURL(plan string) string {
 // longer configured drops every list.
 type archiveCacheListener struct{ d *Daemon }
 
-func (l archiveCacheListener) JobQueued(Job)    {}
-func (l archiveCacheListener) JobChanged(Job)   {}
-func (l archiveCacheListener) JobForgotten(Job) {}
-func (l archiveCacheListener) JobFinished(j Job) {
+func (l archiveCacheListener) JobQueued(queue.Job)    {}
+func (l archiveCacheListener) JobChanged(queue.Job)   {}
+func (l archiveCacheListener) JobForgotten(queue.Job) {}
+func (l archiveCacheListener) JobFinished(j queue.Job) {
 	l.d.archives.invalidate(l.d.repositoryURL(j.Plan))
-}
-
-// StartRestore queues a restore of archive (an id or "latest") of the plan
-// into target, which must be an absolute path that does not exist or is an
-// empty directory, outside the plan's snapshot directories: StartRestoreWith
-// without options.
-func (d *Daemon) StartRestore(planName, archive, target string, include []string, trigger string, caller int64) (Job, error) {
-	return d.StartRestoreWith(planName, archive, target, include, RestoreOptions{}, trigger, caller)
 }
 
 func isHexPrefix(s string) bool {
@@ -287,7 +273,7 @@ func checkNewTarget(plan *config.Plan, target string, emptyDirOK bool) error {
 		return fmt.Errorf("%w: target %q must be an absolute, clean path (no \"..\", no trailing \"/\")", ErrInvalidArgument, target)
 	}
 	for _, sv := range plan.Subvolumes {
-		dir := backup.SnapshotDir(plan, sv)
+		dir := planstore.SnapshotDir(plan, sv)
 		if target == dir || strings.HasPrefix(target, dir+"/") {
 			return fmt.Errorf("%w: target %s is inside the plan's snapshot directory %s", ErrInvalidArgument, target, dir)
 		}

@@ -4,10 +4,26 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/restore"
 )
 
-// RestoreOptions are the options of StartRestoreWith.
+// RestoreRequest asks for a restore of Archive (an id or "latest": the
+// plan's newest) of Plan into Target, the paths of the archive that match
+// Include (all when empty). Trigger and Caller say who asks, as in a
+// JobRequest.
+type RestoreRequest struct {
+	Plan    string
+	Archive string
+	Target  string
+	Include []string
+	Options RestoreOptions
+	Trigger queue.Trigger
+	Caller  int64
+}
+
+// RestoreOptions say how a restore writes; the zero value restores into a
+// new or empty directory.
 type RestoreOptions struct {
 	// InPlace restores the archive's paths where they were (target "/"),
 	// after a pinned read-only snapshot of each subvolume it covers. Only
@@ -33,32 +49,32 @@ func (o RestoreOptions) mode() (string, error) {
 	return restore.IntoDirectory, nil
 }
 
-// StartRestoreWith queues a restore of archive (an id or "latest": the
-// plan's newest) of the plan: into target, a new or empty directory, by
-// default; into a new btrfs subvolume at target with Subvolume; over the
-// plan's subvolumes with InPlace (target "/"). The target is checked now
-// and again when the job starts.
-func (d *Daemon) StartRestoreWith(planName, archive, target string, include []string, opts RestoreOptions, trigger string, caller int64) (Job, error) {
-	_, plan, err := d.plan(planName)
+// StartRestore queues the restore r asks for: into Target, a new or empty
+// directory, by default; into a new btrfs subvolume at Target with
+// Subvolume; over the plan's subvolumes with InPlace (Target "/"). Target
+// must be an absolute path outside the plan's snapshot directories; it is
+// checked now and again when the job starts.
+func (d *Daemon) StartRestore(r RestoreRequest) (queue.Job, error) {
+	_, plan, err := d.plan(r.Plan)
 	if err != nil {
-		return Job{}, err
+		return queue.Job{}, err
 	}
-	if archive != "latest" && !isHexPrefix(archive) {
-		return Job{}, fmt.Errorf("%w: archive %q is neither an archive id (hex) nor \"latest\"", ErrInvalidArgument, archive)
+	if r.Archive != "latest" && !isHexPrefix(r.Archive) {
+		return queue.Job{}, fmt.Errorf("%w: archive %q is neither an archive id (hex) nor \"latest\"", ErrInvalidArgument, r.Archive)
 	}
-	mode, err := opts.mode()
+	mode, err := r.Options.mode()
 	if err != nil {
-		return Job{}, err
+		return queue.Job{}, err
 	}
-	if err := restore.CheckTarget(plan, target, mode); err != nil {
-		return Job{}, fmt.Errorf("%w: %s", ErrInvalidArgument, err.Error())
+	if err := restore.CheckTarget(plan, r.Target, mode); err != nil {
+		return queue.Job{}, fmt.Errorf("%w: %s", ErrInvalidArgument, err.Error())
 	}
-	for _, p := range include {
+	for _, p := range r.Include {
 		if p == "" || strings.ContainsRune(p, 0) {
-			return Job{}, fmt.Errorf("%w: an include pattern is empty or holds a NUL byte", ErrInvalidArgument)
+			return queue.Job{}, fmt.Errorf("%w: an include pattern is empty or holds a NUL byte", ErrInvalidArgument)
 		}
 	}
-	j, _, err := d.queue.Enqueue(KindRestore, planName, trigger, caller,
-		Job{Archive: archive, Target: target, Include: include, RestoreMode: mode, Verify: opts.Verify})
+	j, _, err := d.queue.Enqueue(queue.Order{Kind: queue.KindRestore, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller,
+		Restore: queue.RestoreArgs{Archive: r.Archive, Target: r.Target, Include: r.Include, RestoreMode: mode, Verify: r.Options.Verify}})
 	return j, err
 }

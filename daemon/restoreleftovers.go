@@ -2,57 +2,15 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/planstore"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/restore"
 )
-
-// recordRestore keeps what running restore job id has made in its record
-// and writes the state file before it returns: the restore makes the thing
-// only then (or has just made it), so a daemon killed at any point leaves a
-// record of it.
-func (q *Queue) recordRestore(id uint32, m restore.Made) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	j, ok := q.jobs[id]
-	if !ok || j.State != StateRunning {
-		return
-	}
-	j.RestoreMade = m.Clone()
-	q.persistLocked()
-}
-
-// interruptedRestores are the restore jobs of the history that were running
-// when an earlier daemon stopped or died and whose leftovers have not been
-// looked at yet: their error is still exactly InterruptedError.
-func (q *Queue) interruptedRestores() []Job {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []Job
-	for _, j := range q.history {
-		if j.Kind == KindRestore && j.Error == InterruptedError && !j.StartedAt.IsZero() {
-			out = append(out, j.copy())
-		}
-	}
-	return out
-}
-
-// amendError replaces the error of finished job id and writes the state
-// file.
-func (q *Queue) amendError(id uint32, msg string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, j := range q.history {
-		if j.ID == id {
-			j.Error = msg
-			q.persistLocked()
-			return
-		}
-	}
-}
 
 // cleanUpInterruptedRestores removes what restores that were running when an
 // earlier daemon died left (restore.Interrupted: their staging directories,
@@ -63,7 +21,7 @@ func (q *Queue) amendError(id uint32, msg string) {
 // next start.
 func (d *Daemon) cleanUpInterruptedRestores(ctx context.Context, cfg *config.Config, lock func(plan string) (func(), error)) {
 	unlocked := map[string]bool{}
-	for _, j := range d.queue.interruptedRestores() {
+	for _, j := range d.queue.InterruptedRestores() {
 		log := d.log.With("plan", j.Plan, "job", j.ID, "kind", j.Kind)
 		plan := cfg.Plans[j.Plan]
 		unlock := func() {}
@@ -78,10 +36,15 @@ func (d *Daemon) cleanUpInterruptedRestores(ctx context.Context, cfg *config.Con
 		if mode == "" {
 			mode = restore.IntoDirectory
 		}
-		in := restore.Interrupted{ID: j.ID, Plan: plan, Target: j.Target, Mode: mode, Made: j.RestoreMade, Logger: log}
-		msg := oneLine(InterruptedError + "; " + in.CleanUp())
+		in := restore.Interrupted{ID: j.ID, Plan: plan, Target: j.Target, Mode: mode, Logger: log}
+		if len(j.RestoreMade) > 0 {
+			if err := json.Unmarshal(j.RestoreMade, &in.Made); err != nil {
+				log.Error("the record of what the restore made cannot be read; what it names is left where it is", "err", err)
+			}
+		}
+		msg := oneLine(queue.InterruptedError + "; " + in.CleanUp())
 		log.Warn("restore interrupted: the daemon stopped while it ran", "err", msg)
-		d.queue.amendError(j.ID, msg)
+		d.queue.AmendError(j.ID, msg)
 		if plan != nil && !unlocked[j.Plan] {
 			unlocked[j.Plan] = true
 			removeStaleLocks(ctx, cfg, plan, log)
@@ -94,7 +57,7 @@ func (d *Daemon) cleanUpInterruptedRestores(ctx context.Context, cfg *config.Con
 // repository whose process is gone (restic, told to stop by the dying
 // daemon, may die before it removes its lock).
 func removeStaleLocks(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog.Logger) {
-	runner, err := backup.NewRunner(cfg, plan, log)
+	runner, err := planstore.NewRunner(cfg, plan, log)
 	if err == nil {
 		var n int
 		n, err = runner.RemoveStaleLocks(ctx)

@@ -18,7 +18,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -108,7 +108,7 @@ func newDaemonEnv(t *testing.T, files int) *daemonEnv {
 	}
 	lastRun, _ := json.Marshal(map[string]any{"version": 1, "jobs": []any{}, "plans": map[string]any{},
 		"last_run": map[string]time.Time{"home/backup": time.Now().Add(-48 * time.Hour)}})
-	testutil.WriteFile(t, filepath.Join(e.state, daemon.StateFile), string(lastRun))
+	testutil.WriteFile(t, filepath.Join(e.state, queue.StateFile), string(lastRun))
 	return e
 }
 
@@ -131,10 +131,10 @@ func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *testuti
 	return cmd, log
 }
 
-func (e *daemonEnv) jobs(t *testing.T) []daemon.Job {
+func (e *daemonEnv) jobs(t *testing.T) []queue.Job {
 	t.Helper()
-	var s struct{ Jobs []daemon.Job }
-	data, err := os.ReadFile(filepath.Join(e.state, daemon.StateFile))
+	var s struct{ Jobs []queue.Job }
+	data, err := os.ReadFile(filepath.Join(e.state, queue.StateFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestDaemonReadyStatusWatchdogAndCatchUp(t *testing.T) {
 		t.Errorf("%d WATCHDOG=1 pings with WATCHDOG_USEC=300000", watchdogs)
 	}
 	jobs := e.jobs(t)
-	if len(jobs) != 1 || jobs[0].Trigger != "catch-up" || jobs[0].Result != daemon.ResultDone || jobs[0].ArchiveID == "" {
+	if len(jobs) != 1 || jobs[0].Trigger != "catch-up" || jobs[0].Result != queue.ResultDone || jobs[0].ArchiveID == "" {
 		t.Fatalf("jobs after the catch-up: %+v\nlog:\n%s", jobs, log)
 	}
 
@@ -219,7 +219,7 @@ func TestDaemonSIGTERMMidBackupCleansUp(t *testing.T) {
 	}
 	e.noSnapshotsNoLocks(t)
 	jobs := e.jobs(t)
-	if len(jobs) != 1 || jobs[0].Result != daemon.ResultFailed || jobs[0].Error != daemon.InterruptedError {
+	if len(jobs) != 1 || jobs[0].Result != queue.ResultFailed || jobs[0].Error != queue.InterruptedError {
 		t.Errorf("job after SIGTERM: %+v", jobs)
 	}
 }
@@ -248,7 +248,7 @@ func TestDaemonKilledMidBackupRecoversAtStart(t *testing.T) {
 	e.notify.waitFor(t, from, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
 	e.noSnapshotsNoLocks(t)
 	jobs := e.jobs(t)
-	if len(jobs) != 1 || jobs[0].Result != daemon.ResultFailed || jobs[0].Error != daemon.InterruptedError {
+	if len(jobs) != 1 || jobs[0].Result != queue.ResultFailed || jobs[0].Error != queue.InterruptedError {
 		t.Errorf("the killed job after restart: %+v\n%s", jobs, log2)
 	}
 	if !strings.Contains(log2.String(), "leftover") {

@@ -15,7 +15,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/api/contract"
-	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -60,7 +60,7 @@ func (e *apiEnv) startAsNobody(t *testing.T, plan string) uint32 {
 // later version would: the raw JSON of its "requests".
 func (e *apiEnv) stateRequests(t *testing.T, id uint32) []map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(e.state, daemon.StateFile))
+	data, err := os.ReadFile(filepath.Join(e.state, queue.StateFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,13 +97,13 @@ func TestHostileAllowedUserCancelsRootsBackup(t *testing.T) {
 	e.editPlan(t, "0 3 * * *", "    catch_up: true\n    allow_users: [65534]\n    hooks:\n      before_snapshot: [\"/bin/sleep\", \"60\"]\n")
 	lastRun, _ := json.Marshal(map[string]any{"version": 1, "jobs": []any{}, "plans": map[string]any{},
 		"last_run": map[string]time.Time{"home/backup": time.Now().Add(-48 * time.Hour)}})
-	testutil.WriteFile(t, filepath.Join(e.state, daemon.StateFile), string(lastRun))
+	testutil.WriteFile(t, filepath.Join(e.state, queue.StateFile), string(lastRun))
 	e.startDaemonLogged(t)
 
 	var catchUp uint32
 	waitFor(t, 30*time.Second, func() int {
 		for _, j := range e.jobs(t) {
-			if j.Trigger == daemon.TriggerCatchUp && j.Active() {
+			if j.Trigger == queue.TriggerCatchUp && j.Active() {
 				catchUp = j.ID
 			}
 		}
@@ -192,7 +192,7 @@ func hostileSkipSchedule(args []string) error {
 	}
 	waitEnded := func(id uint32) {
 		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if jobProp(id, "State") == daemon.StateFinished {
+			if jobProp(id, "State") == string(queue.StateFinished) {
 				return
 			}
 		}
@@ -261,7 +261,7 @@ func TestHostileAllowedUserSkipsScheduledRuns(t *testing.T) {
 		if r[4] == "canceled" {
 			canceled++
 		}
-		if strings.Contains(r[3], daemon.TriggerSchedule) && r[4] != contract.ErrorAccessDenied {
+		if strings.Contains(r[3], string(queue.TriggerSchedule)) && r[4] != contract.ErrorAccessDenied {
 			t.Errorf("the user's cancel of job %s, which the schedule asked for too (%s): %s; want AccessDenied", r[1], r[3], r[4])
 		}
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -124,7 +124,7 @@ func stagedBytes(dir string) int64 {
 }
 
 // job is job id as the state file has it.
-func (e *killedRestoreEnv) job(t *testing.T, id uint32) daemon.Job {
+func (e *killedRestoreEnv) job(t *testing.T, id uint32) queue.Job {
 	t.Helper()
 	for _, j := range e.jobs(t) {
 		if j.ID == id {
@@ -132,12 +132,12 @@ func (e *killedRestoreEnv) job(t *testing.T, id uint32) daemon.Job {
 		}
 	}
 	t.Fatalf("no job %d in the state file", id)
-	return daemon.Job{}
+	return queue.Job{}
 }
 
-func (e *killedRestoreEnv) checkFailed(t *testing.T, j daemon.Job, want ...string) {
+func (e *killedRestoreEnv) checkFailed(t *testing.T, j queue.Job, want ...string) {
 	t.Helper()
-	if j.Result != daemon.ResultFailed || !strings.HasPrefix(j.Error, daemon.InterruptedError+"; ") {
+	if j.Result != queue.ResultFailed || !strings.HasPrefix(j.Error, queue.InterruptedError+"; ") {
 		t.Errorf("job %d after the restart: result %s, error %q", j.ID, j.Result, j.Error)
 	}
 	for _, w := range want {

@@ -22,12 +22,9 @@ import (
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/mountns"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/restic"
 )
-
-// DefaultSnapshotDirName is the directory at the top of each subvolume that
-// holds its snapshots when the plan sets no snapshot_dir.
-const DefaultSnapshotDirName = ".subvault-snapshots"
 
 // Results a job ends with, as the D-Bus API and the hooks' SUBVAULT_RESULT
 // name them. ResultPartial is a backup whose archive exists but lacks files
@@ -65,14 +62,6 @@ type Result struct {
 	Kept []btrfs.Snapshot
 }
 
-// SnapshotDir is where the snapshots of one subvolume of the plan go.
-func SnapshotDir(plan *config.Plan, subvolume string) string {
-	if plan.SnapshotDir != "" {
-		return plan.SnapshotDir
-	}
-	return filepath.Join(subvolume, DefaultSnapshotDirName)
-}
-
 // Run runs the backup. It returns the result and, unless the result is
 // ResultDone, an error that says in one line what went wrong and what to do.
 // A partial backup returns its archive id and an error naming the files that
@@ -91,7 +80,7 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 	log := j.Logger.With("plan", j.Plan.Name, "job", j.ID, "kind", "backup")
 	res := Result{Result: ResultFailed}
 
-	runner, err := NewRunner(j.Config, j.Plan, log)
+	runner, err := planstore.NewRunner(j.Config, j.Plan, log)
 	if err == nil {
 		err = j.prepare(ctx, runner)
 	}
@@ -157,7 +146,7 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 
 	if res.ArchiveID != "" {
 		// The archive exists: the local snapshots follow keep_snapshots.
-		kept, cleanupErr := ApplyKeepSnapshots(j.Plan, log, j.Now(), j.Location, nil)
+		kept, cleanupErr := planstore.ApplyKeepSnapshots(j.Plan, log, j.Now(), j.Location, nil)
 		res.Kept = kept
 		if cleanupErr != nil && err == nil {
 			err = cleanupErr
@@ -165,7 +154,7 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 		}
 	} else {
 		for _, s := range res.Snapshots {
-			if delErr := DeleteSnapshot(j.Plan, s); delErr != nil {
+			if delErr := planstore.DeleteSnapshot(j.Plan, s); delErr != nil {
 				log.Error("cannot delete the job's snapshot", "snapshot", s.Path, "err", delErr)
 				continue
 			}
@@ -208,12 +197,12 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 // on every backup, and the backup itself says as clearly what is wrong.
 func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
 	for _, sv := range j.Plan.Subvolumes {
-		f, _, err := OpenSubvolume(j.Plan, sv)
+		f, _, err := planstore.OpenSubvolume(j.Plan, sv)
 		if err != nil {
 			return fmt.Errorf("cannot back up %s: %w", sv, err)
 		}
 		f.Close() //nolint:errcheck,gosec // a directory
-		dir, err := OpenSnapshotDir(j.Plan, sv, true)
+		dir, err := planstore.OpenSnapshotDir(j.Plan, sv, true)
 		if err != nil {
 			return fmt.Errorf("cannot back up %s: %w", sv, err)
 		}
@@ -230,7 +219,7 @@ func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
 	// the snapshots, so that it has a place in them (it is bound back into
 	// the namespace when a subvolume covers it). Any other missing
 	// repository is created when the backup finds it missing.
-	if p := localRepositoryPath(repo.URL); repo.Init && p != "" {
+	if p := planstore.LocalRepositoryPath(repo.URL); repo.Init && p != "" {
 		if _, err := os.Stat(filepath.Join(p, "config")); errors.Is(err, os.ErrNotExist) {
 			j.Logger.Info("creating repository", "plan", j.Plan.Name, "repository", j.Plan.Repository)
 			return runner.Init(ctx)
@@ -241,7 +230,7 @@ func (j *Job) prepare(ctx context.Context, runner *restic.Runner) error {
 
 // snapshot takes a read-only snapshot of every subvolume, one right after
 // the other, all named with the same second, and returns them with each
-// opened (TakeSnapshot): the backup mounts them from these descriptors.
+// opened (planstore.TakeSnapshot): the backup mounts them from these descriptors.
 // On an error it deletes the ones it made.
 func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, []*os.File, error) {
 	at := j.Now().UTC().Truncate(time.Second)
@@ -249,11 +238,11 @@ func (j *Job) snapshot(log *slog.Logger) ([]btrfs.Snapshot, []*os.File, error) {
 	var opened []*os.File
 	for _, sv := range j.Plan.Subvolumes {
 		s := btrfs.Snapshot{Plan: j.Plan.Name, Time: at, JobID: j.ID, Subvolume: sv}
-		f, err := TakeSnapshot(j.Plan, sv, &s)
+		f, err := planstore.TakeSnapshot(j.Plan, sv, &s)
 		if err != nil {
 			for i, m := range made {
 				opened[i].Close() //nolint:errcheck,gosec // a directory
-				if delErr := DeleteSnapshot(j.Plan, m); delErr != nil {
+				if delErr := planstore.DeleteSnapshot(j.Plan, m); delErr != nil {
 					log.Error("cannot delete snapshot", "snapshot", m.Path, "err", delErr)
 				}
 			}
@@ -310,7 +299,7 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 		// The plan's tag lets prune pick the plan's own archives (restic
 		// forget --tag subvault:<plan> --host <this host>), so one plan's
 		// retention never thins another's in a shared repository.
-		Tags: append([]string{PlanTag(j.Plan.Name)}, b.Tags...),
+		Tags: append([]string{planstore.Tag(j.Plan.Name)}, b.Tags...),
 	}
 	if b.ExcludeFile != "" {
 		opts.ExtraArgs = append(opts.ExtraArgs, "--exclude-file", b.ExcludeFile)
@@ -327,34 +316,9 @@ func (j *Job) backupOptions(snaps []btrfs.Snapshot) restic.BackupOptions {
 		// the minutes later when restic read them.
 		opts.Time = snaps[0].Time
 	}
-	opts.Exclude = append(opts.Exclude, AlwaysExcluded(j.Config, j.Plan)...)
+	opts.Exclude = append(opts.Exclude, planstore.AlwaysExcluded(j.Config, j.Plan)...)
 	return opts
 }
-
-// AlwaysExcluded are the paths every backup of the plan leaves out besides
-// its own exclude rules: subvault's snapshots, restic's cache and a local
-// repository, should they lie inside a subvolume. (subvault diff leaves
-// out the same.)
-func AlwaysExcluded(cfg *config.Config, plan *config.Plan) []string {
-	var paths []string
-	seen := map[string]bool{}
-	for _, sv := range plan.Subvolumes {
-		dir := SnapshotDir(plan, sv)
-		if !seen[dir] {
-			seen[dir] = true
-			paths = append(paths, dir)
-		}
-	}
-	repo := cfg.Repositories[plan.Repository]
-	paths = append(paths, repo.CacheDir)
-	if p := localRepositoryPath(repo.URL); p != "" {
-		paths = append(paths, p)
-	}
-	return paths
-}
-
-// PlanTag is the restic tag every archive of the plan carries.
-func PlanTag(plan string) string { return "subvault:" + plan }
 
 func (j *Job) hookEnv() []string {
 	return []string{
@@ -379,7 +343,7 @@ func snapshotsEnv(snaps []btrfs.Snapshot) string {
 // gets the snapshot's /tmp.
 func keepHostPaths(repo *config.Repository, subvolumes []string) []string {
 	var paths []string
-	for _, p := range []string{repo.CacheDir, localRepositoryPath(repo.URL)} {
+	for _, p := range []string{repo.CacheDir, planstore.LocalRepositoryPath(repo.URL)} {
 		if p != "" && coveredBy(p, subvolumes) {
 			paths = append(paths, p)
 		}
@@ -395,16 +359,6 @@ func coveredBy(path string, dirs []string) bool {
 		}
 	}
 	return false
-}
-
-// localRepositoryPath is the directory of a repository on a local path
-// ("/srv/restic" or "local:/srv/restic"), or "".
-func localRepositoryPath(url string) string {
-	url = strings.TrimPrefix(url, "local:")
-	if filepath.IsAbs(url) {
-		return filepath.Clean(url)
-	}
-	return ""
 }
 
 func oneLine(s string) string {

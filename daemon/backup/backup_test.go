@@ -19,6 +19,7 @@ import (
 
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/internal/testutil"
 	"github.com/subvault/subvault/restic"
 )
@@ -98,7 +99,7 @@ func (e *testEnv) resticCmd(t *testing.T, args ...string) string {
 
 func (e *testEnv) archives(t *testing.T) []restic.Archive {
 	t.Helper()
-	runner, err := NewRunner(e.cfg, e.cfg.Plans["p"], slog.New(slog.NewTextHandler(e.logs, nil)))
+	runner, err := planstore.NewRunner(e.cfg, e.cfg.Plans["p"], slog.New(slog.NewTextHandler(e.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ func TestBackupIsAtomicAndIncrementalAtTheOriginalPath(t *testing.T) {
 		if p := full(third.ArchiveID).Parent; !strings.HasPrefix(p, full(second.ArchiveID).ID) || p == "" {
 			t.Errorf("third archive's parent is %q, want the second archive %s", p, second.ArchiveID)
 		}
-		noSnapshotsLeft(t, filepath.Join(home, DefaultSnapshotDirName))
+		noSnapshotsLeft(t, filepath.Join(home, planstore.DefaultSnapshotDirName))
 		if got := e.resticCmd(t, "dump", third.ArchiveID, filepath.Join(home, "d03", "f0003")); got != "changed" {
 			t.Errorf("restored content %q, want %q", got, "changed")
 		}
@@ -219,11 +220,11 @@ func TestBackupOfNestedSubvolumes(t *testing.T) {
 		}
 	}
 	ls := e.resticCmd(t, "ls", res.ArchiveID)
-	if strings.Contains(ls, DefaultSnapshotDirName+"/") {
+	if strings.Contains(ls, planstore.DefaultSnapshotDirName+"/") {
 		t.Errorf("the archive holds subvault's snapshot directory:\n%s", ls)
 	}
-	noSnapshotsLeft(t, e.fs.Path("srv", DefaultSnapshotDirName))
-	noSnapshotsLeft(t, e.fs.Path("srv", "db", DefaultSnapshotDirName))
+	noSnapshotsLeft(t, e.fs.Path("srv", planstore.DefaultSnapshotDirName))
+	noSnapshotsLeft(t, e.fs.Path("srv", "db", planstore.DefaultSnapshotDirName))
 }
 
 // The host's mount table never changes, before, during or after a backup;
@@ -270,7 +271,7 @@ func TestHostMountsUnchangedResticSeesSnapshot(t *testing.T) {
 	found := false
 	for _, line := range strings.Split(resticView, "\n") {
 		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == home && strings.Contains(f[3], DefaultSnapshotDirName+"/subvault@p@") {
+		if len(f) > 4 && f[4] == home && strings.Contains(f[3], planstore.DefaultSnapshotDirName+"/subvault@p@") {
 			found = true
 		}
 	}
@@ -328,7 +329,7 @@ func TestBackupIsConsistentUnderConcurrentWrites(t *testing.T) {
 	}
 
 	t.Logf("20 subvault backups under writes, each restored and checked: %v", time.Since(start))
-	runner, err := NewRunner(e.cfg, e.cfg.Plans["p"], slog.New(slog.NewTextHandler(e.logs, nil)))
+	runner, err := planstore.NewRunner(e.cfg, e.cfg.Plans["p"], slog.New(slog.NewTextHandler(e.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +371,7 @@ func TestCancelCleansUp(t *testing.T) {
 		if res.Result != ResultCanceled || err == nil {
 			t.Fatalf("result %q, err %v; want canceled", res.Result, err)
 		}
-		noSnapshotsLeft(t, filepath.Join(home, DefaultSnapshotDirName))
+		noSnapshotsLeft(t, filepath.Join(home, planstore.DefaultSnapshotDirName))
 		if locks := strings.TrimSpace(e.resticCmd(t, "list", "locks")); locks != "" {
 			t.Errorf("restic left locks behind: %s", locks)
 		}
@@ -388,7 +389,7 @@ func TestLeftoversRemovedForeignKept(t *testing.T) {
 	bin := testutil.Restic(t)
 	e := newEnv(t, bin, 256, []string{"home"}, "    keep_snapshots: {last: 1}")
 	home := e.fs.Path("home")
-	dir := filepath.Join(home, DefaultSnapshotDirName)
+	dir := filepath.Join(home, planstore.DefaultSnapshotDirName)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +460,7 @@ func TestFailuresSayWhatToDo(t *testing.T) {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
 			}
-			noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
+			noSnapshotsLeft(t, e.fs.Path("home", planstore.DefaultSnapshotDirName))
 		})
 	}
 }
@@ -510,7 +511,7 @@ func TestHooks(t *testing.T) {
 	if got, want := readFile(t, out), "failure p 6 failed\n"; got != want {
 		t.Errorf("hooks ran:\n%s\nwant:\n%s", got, want)
 	}
-	noSnapshotsLeft(t, e.fs.Path("home", DefaultSnapshotDirName))
+	noSnapshotsLeft(t, e.fs.Path("home", planstore.DefaultSnapshotDirName))
 }
 
 func readFile(t *testing.T, path string) string {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/internal/testutil"
 )
 
@@ -19,7 +20,7 @@ func init() {
 	// appears in it for a symbolic link to TARGET.
 	testutil.RegisterHostile("swap-snapshot", func(args []string) error {
 		sv, target, mode := args[0], args[1], args[2]
-		dir := filepath.Join(sv, DefaultSnapshotDirName)
+		dir := filepath.Join(sv, planstore.DefaultSnapshotDirName)
 		switch mode {
 		case "premade":
 			if err := os.Mkdir(dir, 0o777); err != nil {
@@ -29,7 +30,7 @@ func init() {
 				return err
 			}
 		case "takeover":
-			if _, err := testutil.WaitCreated(sv, func(n string) bool { return n == DefaultSnapshotDirName }, 60*time.Second); err != nil {
+			if _, err := testutil.WaitCreated(sv, func(n string) bool { return n == planstore.DefaultSnapshotDirName }, 60*time.Second); err != nil {
 				return err
 			}
 			if err := os.Rename(dir, dir+".daemon"); err != nil {
@@ -86,7 +87,7 @@ func TestHostileSnapshotDirectory(t *testing.T) {
 			attacker := testutil.StartHostile(t, "swap-snapshot", home, secret, mode)
 			if mode == "premade" {
 				waitFor(t, 10*time.Second, func() bool {
-					_, err := os.Stat(filepath.Join(home, DefaultSnapshotDirName))
+					_, err := os.Stat(filepath.Join(home, planstore.DefaultSnapshotDirName))
 					return err == nil
 				})
 			}

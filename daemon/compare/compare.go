@@ -1,11 +1,13 @@
-// Package compare compares an archive with a tree on disk, the live
-// subvolume or a local snapshot of it, which restic diff cannot do (it
-// compares two archives).
+// Package compare finds what differs between two states of a plan (Diff):
+// two archives, through restic diff and their listings; or an archive and
+// a tree on disk, the live subvolume or a local snapshot of it, which
+// restic diff cannot do (it compares two archives), through a walk.
 //
-// A path differs when its type, size, modification time, permission bits
-// or owner differ: what restic itself looks at to decide that a file
-// changed and must be read again. Contents are not read, so a file whose
-// bytes changed under the same size and time does not show.
+// In the walk (Trees) a path differs when its type, size, modification
+// time, permission bits or owner differ: what restic itself looks at to
+// decide that a file changed and must be read again. Contents are not
+// read, so a file whose bytes changed under the same size and time does
+// not show.
 package compare
 
 import (

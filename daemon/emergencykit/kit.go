@@ -23,8 +23,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/restic"
 )
@@ -149,7 +149,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (*Kit, error) 
 			r = newRepository(ctx, conf)
 			byRepo[plan.Repository] = r
 		}
-		r.Plans = append(r.Plans, Plan{Name: name, Subvolumes: plan.Subvolumes, Tag: backup.PlanTag(name)})
+		r.Plans = append(r.Plans, Plan{Name: name, Subvolumes: plan.Subvolumes, Tag: planstore.Tag(name)})
 	}
 	for _, n := range slices.Sorted(maps.Keys(byRepo)) {
 		r := byRepo[n]

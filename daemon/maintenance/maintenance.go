@@ -3,7 +3,7 @@
 // --prune, then its keep_snapshots on the local snapshots) and check
 // (restic check).
 //
-// Both build their restic runner with backup.NewRunner, so credentials,
+// Both build their restic runner with planstore.NewRunner, so credentials,
 // environment files and the cache are handled as in a backup, and both stop
 // restic with SIGINT when ctx ends (restic then removes its lock). The
 // caller holds the plan's lock: neither must run beside a backup of the
@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -81,7 +81,7 @@ type PruneResult struct {
 
 // ForgetOptions is the `restic forget --prune` of a prune of plan on the
 // host named host ("" for every host): the plan's retention, its archives
-// only (those tagged backup.PlanTag), grouped by GroupBy.
+// only (those tagged planstore.Tag), grouped by GroupBy.
 func ForgetOptions(plan *config.Plan, host string) restic.ForgetOptions {
 	r := plan.Retention
 	opts := restic.ForgetOptions{
@@ -92,7 +92,7 @@ func ForgetOptions(plan *config.Plan, host string) restic.ForgetOptions {
 		KeepMonthly: r.Monthly,
 		KeepYearly:  r.Yearly,
 		KeepWithin:  r.Within,
-		Filter:      restic.SnapshotFilter{Tags: []string{backup.PlanTag(plan.Name)}},
+		Filter:      restic.SnapshotFilter{Tags: []string{planstore.Tag(plan.Name)}},
 		GroupBy:     GroupBy,
 		Prune:       true,
 	}
@@ -128,7 +128,7 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 		log.Error("prune refused", journal.Event(journal.EventJobFailed), "err", err)
 		return res, err
 	}
-	runner, err := backup.NewRunner(cfg, plan, log)
+	runner, err := planstore.NewRunner(cfg, plan, log)
 	if err != nil {
 		log.Error("prune failed", journal.Event(journal.EventJobFailed), "err", err)
 		return res, err
@@ -175,12 +175,12 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 // keepSnapshots applies the plan's keep_snapshots and says which of its
 // local snapshots are left and which are gone.
 func keepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time) (kept, removed []btrfs.Snapshot, err error) {
-	before, err := backup.PlanSnapshots(plan)
+	before, err := planstore.Snapshots(plan)
 	if err != nil {
 		return nil, nil, fmt.Errorf("keep_snapshots: %w", err)
 	}
-	kept, err = backup.ApplyKeepSnapshots(plan, log, now, time.Local, nil)
-	after, listErr := backup.PlanSnapshots(plan)
+	kept, err = planstore.ApplyKeepSnapshots(plan, log, now, time.Local, nil)
+	after, listErr := planstore.Snapshots(plan)
 	if err == nil {
 		err = listErr
 	}
@@ -257,7 +257,7 @@ func Check(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 		log = slog.Default()
 	}
 	log = log.With("plan", plan.Name, "kind", KindCheck)
-	runner, err := backup.NewRunner(cfg, plan, log)
+	runner, err := planstore.NewRunner(cfg, plan, log)
 	if err != nil {
 		log.Error("check failed", journal.Event(journal.EventJobFailed), "err", err)
 		return err

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/internal/testutil"
 	"github.com/subvault/subvault/restic"
 )
@@ -82,7 +82,7 @@ settings:
 
 func (e *testEnv) runner(t *testing.T) *restic.Runner {
 	t.Helper()
-	r, err := backup.NewRunner(e.cfg, e.cfg.Plans["p"], e.log)
+	r, err := planstore.NewRunner(e.cfg, e.cfg.Plans["p"], e.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,16 +169,16 @@ func TestPruneDailyKeepsTwoAndOnlyThePlans(t *testing.T) {
 			// The plan's user tags and its subvolumes changed after the
 			// second day: still one plan, one group.
 			if i < 2 {
-				mine = append(mine, e.archiveOf(t, other, at, "", backup.PlanTag("p"), "old-tag"))
+				mine = append(mine, e.archiveOf(t, other, at, "", planstore.Tag("p"), "old-tag"))
 			} else {
-				mine = append(mine, e.archive(t, at, "", backup.PlanTag("p"), "new-tag"))
+				mine = append(mine, e.archive(t, at, "", planstore.Tag("p"), "new-tag"))
 			}
-			e.archive(t, at, "", backup.PlanTag("q"))
+			e.archive(t, at, "", planstore.Tag("q"))
 		}
 		for _, at := range days()[:2] {
 			e.archive(t, at, "") // by hand, untagged
 		}
-		e.archive(t, days()[0], "elsewhere", backup.PlanTag("p"))
+		e.archive(t, days()[0], "elsewhere", planstore.Tag("p"))
 
 		res, err := Prune(context.Background(), e.cfg, e.cfg.Plans["p"], e.log, time.Now())
 		if err != nil {
@@ -198,20 +198,20 @@ func TestPruneDailyKeepsTwoAndOnlyThePlans(t *testing.T) {
 		host, _ := os.Hostname()
 		var left []string
 		for _, a := range list {
-			if a.Hostname == host && slices.Contains(a.Tags, backup.PlanTag("p")) {
+			if a.Hostname == host && slices.Contains(a.Tags, planstore.Tag("p")) {
 				left = append(left, a.ID)
 			}
 		}
 		if !sameIDs(left, mine[3:]) {
 			t.Errorf("restic snapshots after the prune: plan p's archives %v, want %v", left, mine[3:])
 		}
-		if n := count(list, backup.PlanTag("q"), ""); n != 5 {
+		if n := count(list, planstore.Tag("q"), ""); n != 5 {
 			t.Errorf("plan q has %d archives left, want all 5", n)
 		}
 		if n := count(list, "", ""); n != 2 {
 			t.Errorf("%d untagged archives left, want both", n)
 		}
-		if n := count(list, backup.PlanTag("p"), "elsewhere"); n != 1 {
+		if n := count(list, planstore.Tag("p"), "elsewhere"); n != 1 {
 			t.Errorf("%d of plan p's archives of host elsewhere left, want 1", n)
 		}
 		if len(list) != 2+5+2+1 {
@@ -233,9 +233,9 @@ func TestPruneWithin(t *testing.T) {
 		e := newEnv(t, bin, nil, "    retention: {within: 2d}")
 		var mine []string
 		for _, at := range days() {
-			mine = append(mine, e.archive(t, at, "", backup.PlanTag("p")))
+			mine = append(mine, e.archive(t, at, "", planstore.Tag("p")))
 		}
-		e.archive(t, days()[0], "", backup.PlanTag("q"))
+		e.archive(t, days()[0], "", planstore.Tag("q"))
 		res, err := Prune(context.Background(), e.cfg, e.cfg.Plans["p"], e.log, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -244,10 +244,10 @@ func TestPruneWithin(t *testing.T) {
 			t.Errorf("kept %v and removed %v, want kept %v", res.KeptArchives, res.RemovedArchives, mine[3:])
 		}
 		list := e.archives(t)
-		if n := count(list, backup.PlanTag("p"), ""); n != 2 {
+		if n := count(list, planstore.Tag("p"), ""); n != 2 {
 			t.Errorf("%d archives of plan p left, want 2", n)
 		}
-		if n := count(list, backup.PlanTag("q"), ""); n != 1 {
+		if n := count(list, planstore.Tag("q"), ""); n != 1 {
 			t.Errorf("%d archives of plan q left, want 1", n)
 		}
 	})
@@ -260,7 +260,7 @@ func TestPruneRefusesRetentionKeepingNothing(t *testing.T) {
 	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, nil, "    retention: {}\n    prune_schedule: \"\"")
 		for _, at := range days()[:3] {
-			e.archive(t, at, "", backup.PlanTag("p"))
+			e.archive(t, at, "", planstore.Tag("p"))
 		}
 		res, err := Prune(context.Background(), e.cfg, e.cfg.Plans["p"], e.log, time.Now())
 		if !errors.Is(err, ErrKeepsNothing) {
@@ -287,7 +287,7 @@ func TestPruneCanceled(t *testing.T) {
 	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		e := newEnv(t, bin, nil, "    retention: {last: 1}")
 		for _, at := range days()[:3] {
-			e.archive(t, at, "", backup.PlanTag("p"))
+			e.archive(t, at, "", planstore.Tag("p"))
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -313,9 +313,9 @@ func TestPruneAppliesKeepSnapshots(t *testing.T) {
 		home := fs.Path("home")
 		testutil.WriteFile(t, filepath.Join(home, "notes"), "v1")
 		e := newEnv(t, bin, []string{home}, "    retention: {last: 3}\n    keep_snapshots: {last: 1}")
-		e.archiveOf(t, home, time.Now().Add(-time.Hour), "", backup.PlanTag("p"))
+		e.archiveOf(t, home, time.Now().Add(-time.Hour), "", planstore.Tag("p"))
 
-		dir := backup.SnapshotDir(e.cfg.Plans["p"], home)
+		dir := planstore.SnapshotDir(e.cfg.Plans["p"], home)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -408,7 +408,7 @@ func TestCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 		testutil.WriteFile(t, filepath.Join(e.dir, "big"), string(big))
-		e.archive(t, time.Now(), "", backup.PlanTag("p"))
+		e.archive(t, time.Now(), "", planstore.Tag("p"))
 
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

@@ -12,9 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/daemon/shell"
 )
@@ -159,7 +159,7 @@ func (in Interrupted) inPlace(log *slog.Logger) string {
 	}
 	if in.Plan != nil {
 		var undo, back []string
-		snaps, err := backup.PlanSnapshots(in.Plan)
+		snaps, err := planstore.Snapshots(in.Plan)
 		if err != nil {
 			log.Warn("cannot list the plan's snapshots to name the restore's undo snapshots", "err", err)
 		}

@@ -31,10 +31,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/mountns"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
 )
@@ -111,11 +111,11 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 	if err := CheckTarget(j.Plan, j.Target, j.Mode); err != nil {
 		return res, fmt.Errorf("cannot restore: %w", err)
 	}
-	runner, err := backup.NewRunner(j.Config, j.Plan, log)
+	runner, err := planstore.NewRunner(j.Config, j.Plan, log)
 	if err != nil {
 		return res, err
 	}
-	res.Archive, err = runner.Archive(ctx, j.Archive, restic.SnapshotFilter{Tags: []string{backup.PlanTag(j.Plan.Name)}})
+	res.Archive, err = runner.Archive(ctx, j.Archive, restic.SnapshotFilter{Tags: []string{planstore.Tag(j.Plan.Name)}})
 	if errors.Is(err, restic.ErrNoSuchArchive) {
 		return res, fmt.Errorf("%w; \"subvault archives %s\" lists the plan's archives", err, j.Plan.Name)
 	}
@@ -236,10 +236,10 @@ func (j *Job) inPlace(ctx context.Context, log *slog.Logger, runner *restic.Runn
 	at := j.Now().UTC().Truncate(time.Second)
 	for _, p := range paths {
 		s := btrfs.Snapshot{Plan: j.Plan.Name, Time: at, JobID: j.ID, Subvolume: p, Pinned: true}
-		f, err := backup.TakeSnapshot(j.Plan, p, &s)
+		f, err := planstore.TakeSnapshot(j.Plan, p, &s)
 		if err != nil {
 			for _, u := range res.Undo {
-				if derr := backup.DeleteSnapshot(j.Plan, u); derr != nil {
+				if derr := planstore.DeleteSnapshot(j.Plan, u); derr != nil {
 					log.Error("cannot delete an undo snapshot of the restore that did not start", "snapshot", u.Path, "err", derr)
 				}
 			}
@@ -268,7 +268,7 @@ func (j *Job) inPlace(ctx context.Context, log *slog.Logger, runner *restic.Runn
 			// inside it: renames do not cross subvolumes.
 			o.Include = []string{p}
 		}
-		dst, _, err := backup.OpenSubvolume(j.Plan, p)
+		dst, _, err := planstore.OpenSubvolume(j.Plan, p)
 		if err != nil {
 			return undo(err)
 		}

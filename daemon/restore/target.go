@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/subvault/subvault/btrfs"
-	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/safefs"
 )
 
@@ -51,7 +51,7 @@ func CheckTarget(plan *config.Plan, target, mode string) error {
 		return fmt.Errorf("target %q must be an absolute, clean path (no \"..\", no trailing \"/\"), not /", target)
 	}
 	for _, sv := range plan.Subvolumes {
-		dir := backup.SnapshotDir(plan, sv)
+		dir := planstore.SnapshotDir(plan, sv)
 		if target == dir || strings.HasPrefix(target, dir+"/") {
 			return fmt.Errorf("target %s is inside the plan's snapshot directory %s", target, dir)
 		}

@@ -1,42 +1,72 @@
-package daemon
+package queue
 
 import (
 	"context"
+	"encoding/json"
 	"math"
+	"slices"
 	"time"
-
-	"github.com/subvault/subvault/daemon/restore"
 )
 
-// Kinds of job, as the D-Bus API names them.
+// Kind is a kind of job, as the D-Bus API and the state file name it.
+type Kind string
+
+// Kinds of job.
 const (
-	KindBackup  = "backup"
-	KindPrune   = "prune"
-	KindCheck   = "check"
-	KindRestore = "restore"
+	KindBackup  Kind = "backup"
+	KindPrune   Kind = "prune"
+	KindCheck   Kind = "check"
+	KindRestore Kind = "restore"
 )
+
+// Doing is what a job of the kind is doing, for a person: "backing up".
+func (k Kind) Doing() string {
+	switch k {
+	case KindBackup:
+		return "backing up"
+	case KindPrune:
+		return "pruning"
+	case KindCheck:
+		return "checking"
+	case KindRestore:
+		return "restoring"
+	}
+	return string(k)
+}
+
+// exclusive kinds never run beside another job on their repository.
+func (k Kind) exclusive() bool { return k == KindPrune || k == KindCheck }
+
+// State is where a job is: queued, then running, then finished.
+type State string
 
 // Job states.
 const (
-	StateQueued   = "queued"
-	StateRunning  = "running"
-	StateFinished = "finished"
+	StateQueued   State = "queued"
+	StateRunning  State = "running"
+	StateFinished State = "finished"
 )
 
-// Job results, once finished. A partial backup (the archive exists, some
-// files could not be read) ends failed, with its ArchiveID set and an Error
-// that starts with "partial".
+// Result is how a finished job ended. A partial backup (the archive
+// exists, some files could not be read) ends failed, with its ArchiveID
+// set and an Error that starts with "partial".
+type Result string
+
+// Job results.
 const (
-	ResultDone     = "done"
-	ResultFailed   = "failed"
-	ResultCanceled = "canceled"
+	ResultDone     Result = "done"
+	ResultFailed   Result = "failed"
+	ResultCanceled Result = "canceled"
 )
 
-// Triggers: what started a job. A D-Bus caller is "dbus:<uid>".
+// Trigger is what asked for a job. A D-Bus caller is "dbus:<uid>".
+type Trigger string
+
+// Triggers other than a D-Bus caller.
 const (
-	TriggerSchedule = "schedule"
-	TriggerCatchUp  = "catch-up"
-	TriggerManual   = "manual"
+	TriggerSchedule Trigger = "schedule"
+	TriggerCatchUp  Trigger = "catch-up"
+	TriggerManual   Trigger = "manual"
 )
 
 // InterruptedError is the error of a job that was queued or running when
@@ -46,12 +76,12 @@ const InterruptedError = "interrupted: daemon stopped"
 // Job is one unit of work in the queue. The queue owns the live jobs; what
 // it hands out (events, Jobs, Job) are copies.
 type Job struct {
-	ID      uint32 `json:"id"`
-	Kind    string `json:"kind"`
-	Plan    string `json:"plan"`
-	State   string `json:"state"`
-	Result  string `json:"result,omitempty"`
-	Trigger string `json:"trigger"`
+	ID      uint32  `json:"id"`
+	Kind    Kind    `json:"kind"`
+	Plan    string  `json:"plan"`
+	State   State   `json:"state"`
+	Result  Result  `json:"result,omitempty"`
+	Trigger Trigger `json:"trigger"`
 	// Caller is the uid that started the job over D-Bus, or -1.
 	Caller int64 `json:"caller"`
 	// Requests is everyone who asked for the job, in order: first whoever
@@ -79,25 +109,34 @@ type Job struct {
 	ArchiveID string         `json:"archive_id,omitempty"`
 	Summary   map[string]any `json:"summary,omitempty"`
 
-	// Restore's arguments. RestoreMode is restore.IntoDirectory (or ""),
-	// restore.IntoSubvolume or restore.InPlace.
-	Archive     string   `json:"archive,omitempty"`
-	Target      string   `json:"target,omitempty"`
-	Include     []string `json:"include,omitempty"`
-	RestoreMode string   `json:"restore_mode,omitempty"`
-	Verify      bool     `json:"verify,omitempty"`
-	// RestoreMade is what the running restore has made that it removes
-	// itself (staging directories, a new subvolume), kept so that a start
-	// after a crash can remove it.
-	RestoreMade restore.Made `json:"restore_made,omitzero"`
+	// A restore's arguments; zero for the other kinds. Embedded, so that
+	// the state file has them among the job's own fields.
+	RestoreArgs
+	// RestoreMade is the running restore's record of what it has made
+	// that it removes itself (staging directories, a new subvolume), kept
+	// so that a start after a crash can remove it (restore.Made, as JSON).
+	// The queue only keeps it: it neither reads nor checks it.
+	RestoreMade json.RawMessage `json:"restore_made,omitempty"`
 
 	cancel   context.CancelFunc
 	canceled bool
 }
 
+// RestoreArgs are a restore job's arguments: which archive of the plan, into
+// which target, which paths of it, how.
+type RestoreArgs struct {
+	Archive string   `json:"archive,omitempty"`
+	Target  string   `json:"target,omitempty"`
+	Include []string `json:"include,omitempty"`
+	// RestoreMode is restore.IntoDirectory (or ""), restore.IntoSubvolume
+	// or restore.InPlace.
+	RestoreMode string `json:"restore_mode,omitempty"`
+	Verify      bool   `json:"verify,omitempty"`
+}
+
 // Request is one asking for a job.
 type Request struct {
-	Trigger string `json:"trigger"`
+	Trigger Trigger `json:"trigger"`
 	// Caller is the D-Bus caller's uid, or -1 (the schedule, ...).
 	Caller int64     `json:"caller"`
 	At     time.Time `json:"at,omitzero"`
@@ -146,8 +185,8 @@ func (j *Job) Callers() []uint32 {
 
 // Triggers are the triggers of everyone who asked for the job, in the
 // order they asked: the first is Trigger.
-func (j *Job) Triggers() []string {
-	out := []string{}
+func (j *Job) Triggers() []Trigger {
+	out := []Trigger{}
 	for _, r := range j.requests() {
 		out = append(out, r.Trigger)
 	}
@@ -170,7 +209,7 @@ func (j *Job) copy() Job {
 	c.Requests = append([]Request(nil), j.Requests...)
 	c.CurrentFiles = append([]string(nil), j.CurrentFiles...)
 	c.Include = append([]string(nil), j.Include...)
-	c.RestoreMade = j.RestoreMade.Clone()
+	c.RestoreMade = slices.Clone(j.RestoreMade)
 	c.cancel = nil
 	return c
 }

@@ -1,4 +1,15 @@
-package daemon
+// Package queue holds subvault's jobs: the queued ones in order, the
+// running ones and the history of finished ones, behind one lock. It starts
+// queued jobs as the rules allow (at most max_concurrent_jobs, never a
+// prune or check beside another job on its repository), hands each to an
+// Executor, tells its Listeners of every change, and keeps itself in the
+// state file (jobs.json) across restarts.
+//
+// It knows what a job is, never how one runs: the executor (the daemon's)
+// runs backups, restores, prunes and checks, so the queue's tests run
+// without btrfs or restic. docs/architecture.md ("The queue") has the
+// rules.
+package queue
 
 import (
 	"cmp"
@@ -12,7 +23,6 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/daemon/journal"
-	"github.com/subvault/subvault/daemon/restore"
 )
 
 // Listener is told of every change of the queue, in order. Its methods are
@@ -67,7 +77,7 @@ var ErrAskedByOthers = errors.New("others asked for the job too")
 // bring back.
 type PlanStatus struct {
 	LastBackup  time.Time `json:"last_backup,omitzero"`
-	LastResult  string    `json:"last_result,omitempty"`
+	LastResult  Result    `json:"last_result,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
 }
@@ -81,8 +91,8 @@ func (st PlanStatus) backupEnded(j *Job) PlanStatus {
 	return st
 }
 
-// QueueConfig is what the configuration decides for the queue.
-type QueueConfig struct {
+// Config is what the configuration decides for the queue.
+type Config struct {
 	MaxConcurrent int
 	History       int
 	// Repository maps a plan to its repository's name, for the rule that a
@@ -95,7 +105,7 @@ type QueueConfig struct {
 // itself to the state file on every change of state.
 type Queue struct {
 	mu        sync.Mutex
-	cfg       QueueConfig
+	cfg       Config
 	exec      Executor
 	log       *slog.Logger
 	now       func() time.Time
@@ -120,7 +130,7 @@ type snapshot struct {
 	Plans   map[string]PlanStatus `json:"plans"`
 }
 
-func lastRunKey(plan, kind string) string { return plan + "/" + kind }
+func lastRunKey(plan string, kind Kind) string { return plan + "/" + string(kind) }
 
 // Subscribe adds a listener.
 func (q *Queue) Subscribe(l Listener) {
@@ -131,7 +141,7 @@ func (q *Queue) Subscribe(l Listener) {
 
 // Configure changes the rules (on a config reload) and starts what they now
 // allow.
-func (q *Queue) Configure(cfg QueueConfig) {
+func (q *Queue) Configure(cfg Config) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.cfg = cfg
@@ -139,21 +149,31 @@ func (q *Queue) Configure(cfg QueueConfig) {
 	q.dispatchLocked()
 }
 
-// Enqueue queues a job of kind for plan. A backup, prune or check of a plan
-// that already has one of the same kind queued or running returns that job
-// instead (created is false), with trigger added to its Requests. The
-// job's other fields (restore arguments) come from tmpl.
-func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job, bool, error) {
+// Order is what Enqueue is asked for: a job of Kind for Plan, asked for by
+// Trigger and Caller (-1 unless a D-Bus caller), with a restore's
+// arguments.
+type Order struct {
+	Kind    Kind
+	Plan    string
+	Trigger Trigger
+	Caller  int64
+	Restore RestoreArgs
+}
+
+// Enqueue queues the job o orders. A backup, prune or check of a plan that
+// already has one of the same kind queued or running returns that job
+// instead (created is false), with o's trigger added to its Requests.
+func (q *Queue) Enqueue(o Order) (job Job, created bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.draining {
 		return Job{}, false, errors.New("the daemon is stopping; no new job is accepted")
 	}
-	if kind != KindRestore {
+	if o.Kind != KindRestore {
 		for _, j := range q.jobs {
-			if j.Plan == plan && j.Kind == kind {
-				if j.addRequest(Request{Trigger: trigger, Caller: caller, At: q.now()}) {
-					q.log.Info("job asked for again", "job", j.ID, "kind", kind, "plan", plan, "trigger", trigger, "state", j.State)
+			if j.Plan == o.Plan && j.Kind == o.Kind {
+				if j.addRequest(Request{Trigger: o.Trigger, Caller: o.Caller, At: q.now()}) {
+					q.log.Info("job asked for again", "job", j.ID, "kind", o.Kind, "plan", o.Plan, "trigger", o.Trigger, "state", j.State)
 					for _, l := range q.listeners {
 						l.JobChanged(j.copy())
 					}
@@ -169,14 +189,14 @@ func (q *Queue) Enqueue(kind, plan, trigger string, caller int64, tmpl Job) (Job
 	}
 	now := q.now()
 	j := &Job{
-		ID: id, Kind: kind, Plan: plan, State: StateQueued, Trigger: trigger, Caller: caller,
-		Requests: []Request{{Trigger: trigger, Caller: caller, At: now}},
-		QueuedAt: now, Archive: tmpl.Archive, Target: tmpl.Target, Include: append([]string(nil), tmpl.Include...),
-		RestoreMode: tmpl.RestoreMode, Verify: tmpl.Verify,
+		ID: id, Kind: o.Kind, Plan: o.Plan, State: StateQueued, Trigger: o.Trigger, Caller: o.Caller,
+		Requests: []Request{{Trigger: o.Trigger, Caller: o.Caller, At: now}},
+		QueuedAt: now, RestoreArgs: o.Restore,
 	}
+	j.Include = append([]string(nil), o.Restore.Include...)
 	q.jobs[id] = j
 	q.queued = append(q.queued, j)
-	q.log.Info("job queued", append([]any{journal.Event(journal.EventJobQueued), "job", id, "kind", kind, "plan", plan, "trigger", trigger}, restoreAttrs(j)...)...)
+	q.log.Info("job queued", append([]any{journal.Event(journal.EventJobQueued), "job", id, "kind", o.Kind, "plan", o.Plan, "trigger", o.Trigger}, restoreAttrs(j)...)...)
 	for _, l := range q.listeners {
 		l.JobQueued(j.copy())
 	}
@@ -210,7 +230,11 @@ func (q *Queue) CancelAskedOnlyBy(id, uid uint32) error {
 		return fmt.Errorf("%w: job %d is not queued or running", ErrNoSuchJob, id)
 	}
 	if !j.AskedOnlyBy(uid) {
-		return fmt.Errorf("%w: job %d was asked for by %s", ErrAskedByOthers, id, strings.Join(j.Triggers(), ", "))
+		var asked []string
+		for _, t := range j.Triggers() {
+			asked = append(asked, string(t))
+		}
+		return fmt.Errorf("%w: job %d was asked for by %s", ErrAskedByOthers, id, strings.Join(asked, ", "))
 	}
 	q.cancelLocked(j)
 	return nil
@@ -272,7 +296,7 @@ func (q *Queue) Jobs() []Job {
 }
 
 // LastRun is when a job of kind for plan last started (zero if never).
-func (q *Queue) LastRun(plan, kind string) time.Time {
+func (q *Queue) LastRun(plan string, kind Kind) time.Time {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.lastRun[lastRunKey(plan, kind)]
@@ -341,14 +365,12 @@ func (q *Queue) repository(plan string) string {
 	return q.cfg.Repository(plan)
 }
 
-func exclusive(kind string) bool { return kind == KindPrune || kind == KindCheck }
-
 func (q *Queue) repositoryFreeLocked(j *Job, repo string) bool {
 	for _, r := range q.jobs {
 		if r.State != StateRunning || q.repository(r.Plan) != repo {
 			continue
 		}
-		if exclusive(j.Kind) || exclusive(r.Kind) {
+		if j.Kind.exclusive() || r.Kind.exclusive() {
 			return false
 		}
 	}
@@ -460,7 +482,7 @@ func restoreAttrs(j *Job) []any {
 	}
 	mode := j.RestoreMode
 	if mode == "" {
-		mode = restore.IntoDirectory
+		mode = "directory" // restore.IntoDirectory, which the queue need not import
 	}
 	attrs := []any{"target", j.Target, "mode", mode}
 	if j.ArchiveID == "" { // a restore makes no archive: the one it reads
@@ -505,3 +527,5 @@ func (q *Queue) persistLocked() {
 		q.log.Error("cannot write the state file; job history may be lost at the next start", "err", err)
 	}
 }
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

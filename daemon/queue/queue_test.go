@@ -1,4 +1,4 @@
-package daemon
+package queue
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/journal/journaltest"
 )
 
 // The queue's tests run in a synctest bubble: the queue's clock (time.Now)
@@ -85,18 +86,20 @@ type recorder struct {
 	events []string
 }
 
-func (r *recorder) add(s string)       { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
-func (r *recorder) JobQueued(j Job)    { r.add("queued " + j.Kind + " " + j.Plan) }
-func (r *recorder) JobChanged(j Job)   {}
-func (r *recorder) JobFinished(j Job)  { r.add("finished " + j.Kind + " " + j.Plan + " " + j.Result) }
-func (r *recorder) JobForgotten(j Job) { r.add("forgotten " + j.Kind + " " + j.Plan) }
+func (r *recorder) add(s string)     { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
+func (r *recorder) JobQueued(j Job)  { r.add(fmt.Sprintf("queued %s %s", j.Kind, j.Plan)) }
+func (r *recorder) JobChanged(j Job) {}
+func (r *recorder) JobFinished(j Job) {
+	r.add(fmt.Sprintf("finished %s %s %s", j.Kind, j.Plan, j.Result))
+}
+func (r *recorder) JobForgotten(j Job) { r.add(fmt.Sprintf("forgotten %s %s", j.Kind, j.Plan)) }
 
 var repos = map[string]string{"home": "nas", "srv": "nas", "laptop": "usb"}
 
 func newTestQueue(t *testing.T, dir string, maxConcurrent, history int) (*Queue, *fakeExecutor, *recorder) {
 	t.Helper()
 	exec := newFakeExecutor()
-	q, err := NewQueue(QueueConfig{MaxConcurrent: maxConcurrent, History: history, Repository: func(p string) string { return repos[p] }},
+	q, err := New(Config{MaxConcurrent: maxConcurrent, History: history, Repository: func(p string) string { return repos[p] }},
 		exec, dir, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +119,7 @@ func TestConcurrentStartsOfOnePlanMakeOneJob(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+				j, _, err := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0})
 				if err != nil {
 					t.Error(err)
 				}
@@ -144,14 +147,14 @@ func TestConcurrentStartsOfOnePlanMakeOneJob(t *testing.T) {
 func TestPruneNeverBesideAnotherJobOnItsRepository(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q, exec, _ := newTestQueue(t, t.TempDir(), 3, 10)
-		b, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		b, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0})
 		exec.waitStarted(t)
-		p, _, _ := q.Enqueue(KindPrune, "srv", TriggerManual, 0, Job{}) // same repository
+		p, _, _ := q.Enqueue(Order{Kind: KindPrune, Plan: "srv", Trigger: TriggerManual, Caller: 0}) // same repository
 		exec.noneStarted(t)
 		// A backup of srv (same repository) queued after the prune waits too,
 		// so the prune is not starved; a job on another repository runs.
-		q.Enqueue(KindBackup, "srv", TriggerManual, 0, Job{})
-		q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		q.Enqueue(Order{Kind: KindBackup, Plan: "srv", Trigger: TriggerManual, Caller: 0})
+		q.Enqueue(Order{Kind: KindBackup, Plan: "laptop", Trigger: TriggerManual, Caller: 0})
 		if j := exec.waitStarted(t); j.Plan != "laptop" {
 			t.Fatalf("started %s of %s, want the backup of laptop", j.Kind, j.Plan)
 		}
@@ -171,9 +174,9 @@ func TestPruneNeverBesideAnotherJobOnItsRepository(t *testing.T) {
 func TestMaxConcurrentJobs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
-		a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		a, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0})
 		exec.waitStarted(t)
-		q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		q.Enqueue(Order{Kind: KindBackup, Plan: "laptop", Trigger: TriggerManual, Caller: 0})
 		exec.noneStarted(t)
 		exec.finish(a.ID, nil)
 		exec.waitStarted(t)
@@ -183,9 +186,9 @@ func TestMaxConcurrentJobs(t *testing.T) {
 func TestCancelQueuedAndRunning(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q, exec, rec := newTestQueue(t, t.TempDir(), 1, 10)
-		running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		running, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0})
 		exec.waitStarted(t)
-		queued, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		queued, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "laptop", Trigger: TriggerManual, Caller: 0})
 		if err := q.Cancel(queued.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -214,12 +217,12 @@ func TestHistoryPersistsAndInterruptedJobsComeBackFailed(t *testing.T) {
 		dir := t.TempDir()
 		q, exec, _ := newTestQueue(t, dir, 1, 3)
 		for range 5 {
-			j, _, _ := q.Enqueue(KindCheck, "laptop", TriggerSchedule, -1, Job{})
+			j, _, _ := q.Enqueue(Order{Kind: KindCheck, Plan: "laptop", Trigger: TriggerSchedule, Caller: -1})
 			exec.waitStarted(t)
 			exec.finish(j.ID, nil)
 			waitFinished(t, q, j.ID)
 		}
-		running, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		running, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0})
 		exec.waitStarted(t)
 
 		// The daemon "dies" here: a new queue reads the state file as it is.
@@ -245,7 +248,7 @@ func TestHistoryPersistsAndInterruptedJobsComeBackFailed(t *testing.T) {
 		if q2.LastRun("laptop", KindCheck).IsZero() {
 			t.Error("last run times were not kept")
 		}
-		if next, _, _ := q2.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); next.ID <= running.ID {
+		if next, _, _ := q2.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0}); next.ID <= running.ID {
 			t.Errorf("job id %d reused (last was %d)", next.ID, running.ID)
 		}
 	})
@@ -269,9 +272,9 @@ func TestBrokenStateFileIsMovedAside(t *testing.T) {
 func TestDrainInterruptsRunningJobs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
-		a, _, _ := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+		a, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0})
 		exec.waitStarted(t)
-		b, _, _ := q.Enqueue(KindBackup, "laptop", TriggerManual, 0, Job{})
+		b, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "laptop", Trigger: TriggerManual, Caller: 0})
 		q.Drain()
 		if j, _ := q.Job(a.ID); j.Result != ResultFailed || j.Error != InterruptedError {
 			t.Errorf("running job after drain: %s %q", j.Result, j.Error)
@@ -279,7 +282,7 @@ func TestDrainInterruptsRunningJobs(t *testing.T) {
 		if j, _ := q.Job(b.ID); j.State != StateFinished {
 			t.Errorf("queued job after drain: %s", j.State)
 		}
-		if _, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{}); err == nil {
+		if _, _, err := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0}); err == nil {
 			t.Error("a draining queue accepted a job")
 		}
 	})
@@ -294,7 +297,7 @@ func TestLastSuccessSurvivesFailedBackupsAndRestart(t *testing.T) {
 		q, exec, _ := newTestQueue(t, dir, 1, 10)
 		backup := func(end func(id uint32)) Job {
 			t.Helper()
-			j, _, err := q.Enqueue(KindBackup, "home", TriggerManual, 0, Job{})
+			j, _, err := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: 0})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -380,16 +383,16 @@ func TestRestoreJobEntriesNameTargetAndMode(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// run runs one job of kind to its end with executor's outcome, and
 		// returns what was logged.
-		run := func(kind string, tmpl Job, outcome Outcome, err error) *logRecorder {
+		run := func(kind Kind, tmpl RestoreArgs, outcome Outcome, err error) *journaltest.Recorder {
 			t.Helper()
-			rec := newLogRecorder()
-			q, qerr := NewQueue(QueueConfig{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }},
+			rec := journaltest.NewRecorder()
+			q, qerr := New(Config{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }},
 				&outcomeExecutor{outcome, err}, t.TempDir(), slog.New(rec), nil)
 			if qerr != nil {
 				t.Fatal(qerr)
 			}
 			t.Cleanup(q.Drain)
-			j, _, qerr := q.Enqueue(kind, "home", TriggerManual, 0, tmpl)
+			j, _, qerr := q.Enqueue(Order{Kind: kind, Plan: "home", Trigger: TriggerManual, Caller: 0, Restore: tmpl})
 			if qerr != nil {
 				t.Fatal(qerr)
 			}
@@ -399,22 +402,22 @@ func TestRestoreJobEntriesNameTargetAndMode(t *testing.T) {
 
 		// A failed restore into a new subvolume, verified; the archive is not
 		// resolved (the restore failed before it said which).
-		rec := run(KindRestore, Job{Archive: "latest", Target: "/srv/restored", RestoreMode: "subvolume", Verify: true},
+		rec := run(KindRestore, RestoreArgs{Archive: "latest", Target: "/srv/restored", RestoreMode: "subvolume", Verify: true},
 			Outcome{}, errors.New("restic: no space left on device"))
 		for _, event := range []string{journal.EventJobQueued, journal.EventJobStarted, journal.EventJobFailed} {
-			rec.only(t, event).want(t, event, map[string]string{"SUBVAULT_KIND": "restore", "SUBVAULT_ARCHIVE": "latest",
+			rec.Only(t, event).Want(t, event, map[string]string{"SUBVAULT_KIND": "restore", "SUBVAULT_ARCHIVE": "latest",
 				"SUBVAULT_TARGET": "/srv/restored", "SUBVAULT_MODE": "subvolume", "SUBVAULT_VERIFY": "true"})
 		}
 
 		// A done directory restore: mode directory where the job leaves it
 		// empty, and the archive it resolved, from its summary.
-		rec = run(KindRestore, Job{Archive: "latest", Target: "/tmp/r"}, Outcome{Summary: map[string]any{"archive": "4f1b2c3d"}}, nil)
-		rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "4f1b2c3d",
+		rec = run(KindRestore, RestoreArgs{Archive: "latest", Target: "/tmp/r"}, Outcome{Summary: map[string]any{"archive": "4f1b2c3d"}}, nil)
+		rec.Only(t, journal.EventJobDone).Want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "4f1b2c3d",
 			"SUBVAULT_TARGET": "/tmp/r", "SUBVAULT_MODE": "directory", "SUBVAULT_VERIFY": ""})
 
 		// A backup's entries have none of these.
-		rec = run(KindBackup, Job{}, Outcome{ArchiveID: "a1"}, nil)
-		rec.only(t, journal.EventJobDone).want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "a1", "SUBVAULT_TARGET": "", "SUBVAULT_MODE": ""})
+		rec = run(KindBackup, RestoreArgs{}, Outcome{ArchiveID: "a1"}, nil)
+		rec.Only(t, journal.EventJobDone).Want(t, journal.EventJobDone, map[string]string{"SUBVAULT_ARCHIVE": "a1", "SUBVAULT_TARGET": "", "SUBVAULT_MODE": ""})
 	})
 }
 
@@ -436,16 +439,16 @@ func TestJobRequestsAndCancelAskedOnlyBy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
 		q, exec, _ := newTestQueue(t, dir, 1, 10)
-		first, created, err := q.Enqueue(KindBackup, "home", "dbus:1000", 1000, Job{})
+		first, created, err := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: "dbus:1000", Caller: 1000})
 		if err != nil || !created {
 			t.Fatal(created, err)
 		}
 		exec.waitStarted(t)
 		for _, ask := range []struct {
-			trigger string
+			trigger Trigger
 			caller  int64
 		}{{"dbus:1000", 1000}, {"dbus:0", 0}, {TriggerSchedule, -1}, {"dbus:0", 0}} {
-			j, created, err := q.Enqueue(KindBackup, "home", ask.trigger, ask.caller, Job{})
+			j, created, err := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: ask.trigger, Caller: ask.caller})
 			if err != nil || created || j.ID != first.ID {
 				t.Fatalf("%s: job %d, created %v, %v; want job %d", ask.trigger, j.ID, created, err, first.ID)
 			}
@@ -463,8 +466,8 @@ func TestJobRequestsAndCancelAskedOnlyBy(t *testing.T) {
 
 		// A job of one caller alone is that caller's to cancel, however often
 		// it asked; nobody else's.
-		mine, _, _ := q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
-		q.Enqueue(KindCheck, "laptop", "dbus:1000", 1000, Job{})
+		mine, _, _ := q.Enqueue(Order{Kind: KindCheck, Plan: "laptop", Trigger: "dbus:1000", Caller: 1000})
+		q.Enqueue(Order{Kind: KindCheck, Plan: "laptop", Trigger: "dbus:1000", Caller: 1000})
 		if j, _ := q.Job(mine.ID); !j.AskedOnlyBy(1000) || j.AskedOnlyBy(0) || len(j.Requests) != 1 {
 			t.Errorf("%+v", j)
 		}
@@ -509,10 +512,10 @@ func TestJobRequestsAndCancelAskedOnlyBy(t *testing.T) {
 func TestJobRequestsBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q, exec, _ := newTestQueue(t, t.TempDir(), 1, 10)
-		first, _, _ := q.Enqueue(KindBackup, "home", "dbus:1", 1, Job{})
+		first, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: "dbus:1", Caller: 1})
 		exec.waitStarted(t)
 		for uid := range int64(100) {
-			q.Enqueue(KindBackup, "home", fmt.Sprintf("dbus:%d", uid), uid, Job{})
+			q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: Trigger(fmt.Sprintf("dbus:%d", uid)), Caller: uid})
 		}
 		if j, _ := q.Job(first.ID); len(j.Requests) != MaxRequests || j.Triggers()[0] != "dbus:1" || j.AskedOnlyBy(1) {
 			t.Errorf("%d requests: %v", len(j.Requests), j.Triggers())
@@ -527,5 +530,40 @@ func waitFinished(t *testing.T, q *Queue, id uint32) {
 	synctest.Wait()
 	if j, _ := q.Job(id); j.Active() {
 		t.Fatalf("job %d did not finish: %s", id, j.State)
+	}
+}
+
+// jobs.json is read and written both ways: testdata/jobs-v1.json, as the
+// daemon wrote it before the queue was a package of its own (every field
+// of a job, a restore's record among them), loads with its jobs' values,
+// and the file the queue writes back is the same, byte for byte.
+func TestStateFileKeepsItsBytes(t *testing.T) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "jobs-v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, StateFile), golden, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q, _, _ := newTestQueue(t, dir, 1, 10)
+	backup, _ := q.Job(1)
+	restore, _ := q.Job(2)
+	check, _ := q.Job(3)
+	if backup.Kind != KindBackup || backup.Result != ResultDone || backup.Trigger != TriggerSchedule || len(backup.Requests) != 2 ||
+		restore.Kind != KindRestore || restore.Result != ResultFailed || restore.RestoreMode != "in-place" || !restore.Verify ||
+		len(restore.Include) != 1 || len(restore.RestoreMade) == 0 || check.Result != ResultCanceled || check.Trigger != TriggerManual {
+		t.Errorf("the jobs as loaded:\n%+v\n%+v\n%+v", backup, restore, check)
+	}
+	if st := q.PlanStatus("srv"); st.LastResult != ResultFailed || st.LastError != "wrong password" {
+		t.Errorf("plan srv as loaded: %+v", st)
+	}
+	q.AmendError(3, check.Error) // writes the file again, changing nothing
+	written, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(written, golden) {
+		t.Errorf("the state file written back differs from testdata/jobs-v1.json:\n%s", written)
 	}
 }

@@ -1,7 +1,6 @@
-package backup
+package planstore
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,12 +12,11 @@ import (
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/safefs"
-	"github.com/subvault/subvault/restic"
 )
 
-// PlanSnapshots lists the local snapshots subvault made for the plan, in
+// Snapshots lists the local snapshots subvault made for the plan, in
 // every snapshot directory of its subvolumes, oldest first.
-func PlanSnapshots(plan *config.Plan) ([]btrfs.Snapshot, error) {
+func Snapshots(plan *config.Plan) ([]btrfs.Snapshot, error) {
 	var all []btrfs.Snapshot
 	seen := map[string]bool{}
 	for _, sv := range plan.Subvolumes {
@@ -53,7 +51,7 @@ func PlanSnapshots(plan *config.Plan) ([]btrfs.Snapshot, error) {
 // keeps. Each deletion is logged. It goes on past a failed deletion and
 // returns the first error.
 func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location, running map[uint32]bool) ([]btrfs.Snapshot, error) {
-	all, err := PlanSnapshots(plan)
+	all, err := Snapshots(plan)
 	if err != nil {
 		return nil, err
 	}
@@ -84,85 +82,6 @@ func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc 
 		log.Debug("snapshot kept", "snapshot", s.Path, "reasons", reasons[s.Name()])
 	}
 	return append(keep, busy...), firstErr
-}
-
-// RecoverPlan cleans up after a job of the plan that died: it deletes the
-// leftover snapshots keep_snapshots does not keep and, when there were any (a
-// sign that a job died mid-way), removes the stale restic locks this host
-// left in the plan's repository. The caller holds the plan's lock.
-func RecoverPlan(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location) error {
-	before, err := PlanSnapshots(plan)
-	if err != nil {
-		return err
-	}
-	kept, err := ApplyKeepSnapshots(plan, log, now, loc, nil)
-	removed := len(before) - len(kept)
-	if removed <= 0 || err != nil {
-		return err
-	}
-	log.Warn("leftover snapshots removed", journal.Event(journal.EventLeftoverSnapshotsRemoved), "count", removed)
-	runner, err := NewRunner(cfg, plan, log)
-	if err != nil {
-		return err
-	}
-	n, err := runner.RemoveStaleLocks(ctx)
-	if err != nil {
-		return fmt.Errorf("cannot remove stale restic locks: %w", err)
-	}
-	if n > 0 {
-		log.Warn("stale restic locks of this host removed", journal.Event(journal.EventStaleLockRemoved), "count", n, "repository", plan.Repository)
-	}
-	return nil
-}
-
-// RemoveLeftovers deletes, for every plan it can lock, the snapshots left by
-// jobs that are not running (a crash, a power cut, a kill) and that
-// keep_snapshots does not keep. lock takes a plan's lock without waiting and
-// returns its release, or an error when a job of the plan runs elsewhere:
-// then the plan is skipped. It logs each snapshot it removes.
-func RemoveLeftovers(ctx context.Context, cfg *config.Config, log *slog.Logger, now time.Time, loc *time.Location, lock func(plan string) (func(), error)) error {
-	var errs []error
-	for _, name := range cfg.PlanNames() {
-		unlock, err := lock(name)
-		if err != nil {
-			log.Info("leftover check skipped: a job of the plan is running", "plan", name, "err", err)
-			continue
-		}
-		err = RecoverPlan(ctx, cfg, cfg.Plans[name], log.With("plan", name), now, loc)
-		unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("plan %s: %w", name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// NewRunner builds the restic runner for the plan's repository. A systemd
-// credential is looked up in $CREDENTIALS_DIRECTORY.
-func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic.Runner, error) {
-	repo, ok := cfg.Repositories[plan.Repository]
-	if !ok {
-		return nil, fmt.Errorf("plan %s names repository %q, which is not configured", plan.Name, plan.Repository)
-	}
-	r := restic.Repository{
-		URL:             repo.URL,
-		PasswordFile:    repo.PasswordFile,
-		PasswordCommand: repo.PasswordCommand,
-		EnvFile:         repo.EnvFile,
-		CacheDir:        repo.CacheDir,
-	}
-	if repo.Credential != "" {
-		dir := os.Getenv("CREDENTIALS_DIRECTORY")
-		if dir == "" {
-			return nil, fmt.Errorf("repository %s: credential %q needs $CREDENTIALS_DIRECTORY, which is not set (run subvault under systemd with LoadCredential=%s:PATH, or use password_file)", repo.Name, repo.Credential, repo.Credential)
-		}
-		r.CredentialFile = filepath.Join(dir, repo.Credential)
-	}
-	host, _ := os.Hostname()
-	// restic's temporary files go under the repository's cache directory,
-	// which every backup excludes and keeps as on the host.
-	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host,
-		TempDir: filepath.Join(repo.CacheDir, "tmp")}, nil
 }
 
 // OpenSnapshotDir opens the plan's snapshot directory of the subvolume sv,
@@ -241,7 +160,7 @@ func DeleteSnapshot(plan *config.Plan, s btrfs.Snapshot) error {
 	return btrfs.DeleteSnapshotAt(dir, filepath.Base(s.Path))
 }
 
-// OpenSnapshot opens the plan's snapshot s (one PlanSnapshots listed)
+// OpenSnapshot opens the plan's snapshot s (one Snapshots listed)
 // through its checked snapshot directory, and checks that it is a
 // subvolume.
 func OpenSnapshot(plan *config.Plan, s btrfs.Snapshot) (*os.File, error) {

@@ -1,4 +1,4 @@
-package daemon
+package queue
 
 import (
 	"cmp"
@@ -17,11 +17,11 @@ import (
 // StateFile is the name of the queue's state in the state directory.
 const StateFile = "jobs.json"
 
-// NewQueue makes the queue and loads its history from the state directory.
+// New makes the queue and loads its history from the state directory.
 // Jobs that were queued or running when the daemon stopped or died come back
 // finished: failed, "interrupted: daemon stopped". A state file that cannot
 // be read is moved aside (and logged), never a reason not to start.
-func NewQueue(cfg QueueConfig, exec Executor, stateDir string, log *slog.Logger, now func() time.Time) (*Queue, error) {
+func New(cfg Config, exec Executor, stateDir string, log *slog.Logger, now func() time.Time) (*Queue, error) {
 	if err := state.EnsureDir(stateDir); err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func NewQueue(cfg QueueConfig, exec Executor, stateDir string, log *slog.Logger,
 			if j.Kind == KindBackup {
 				s.Plans[j.Plan] = s.Plans[j.Plan].backupEnded(&j)
 			}
-			log.Warn("job interrupted: the daemon stopped while it was "+s.Jobs[i].State, "job", j.ID, "kind", j.Kind, "plan", j.Plan)
+			log.Warn("job interrupted: the daemon stopped while it was "+string(s.Jobs[i].State), "job", j.ID, "kind", j.Kind, "plan", j.Plan)
 		}
 		q.history = append(q.history, &j)
 	}

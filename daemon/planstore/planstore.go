@@ -1,0 +1,93 @@
+// Package planstore reaches the places where a plan keeps its backups: its
+// local snapshots, one snapshot directory per subvolume, each reached and
+// checked through descriptors; and its archives, in its restic repository,
+// tagged with the plan. Backup, restore, maintenance, rollback, diff and the
+// daemon's own calls all find, open, take and delete a plan's snapshots
+// here, one way, and build its restic runner here.
+package planstore
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/restic"
+)
+
+// DefaultSnapshotDirName is the directory at the top of each subvolume that
+// holds its snapshots when the plan sets no snapshot_dir.
+const DefaultSnapshotDirName = ".subvault-snapshots"
+
+// SnapshotDir is where the snapshots of one subvolume of the plan go.
+func SnapshotDir(plan *config.Plan, subvolume string) string {
+	if plan.SnapshotDir != "" {
+		return plan.SnapshotDir
+	}
+	return filepath.Join(subvolume, DefaultSnapshotDirName)
+}
+
+// Tag is the restic tag every archive of the plan carries.
+func Tag(plan string) string { return "subvault:" + plan }
+
+// NewRunner builds the restic runner for the plan's repository. A systemd
+// credential is looked up in $CREDENTIALS_DIRECTORY.
+func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic.Runner, error) {
+	repo, ok := cfg.Repositories[plan.Repository]
+	if !ok {
+		return nil, fmt.Errorf("plan %s names repository %q, which is not configured", plan.Name, plan.Repository)
+	}
+	r := restic.Repository{
+		URL:             repo.URL,
+		PasswordFile:    repo.PasswordFile,
+		PasswordCommand: repo.PasswordCommand,
+		EnvFile:         repo.EnvFile,
+		CacheDir:        repo.CacheDir,
+	}
+	if repo.Credential != "" {
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return nil, fmt.Errorf("repository %s: credential %q needs $CREDENTIALS_DIRECTORY, which is not set (run subvault under systemd with LoadCredential=%s:PATH, or use password_file)", repo.Name, repo.Credential, repo.Credential)
+		}
+		r.CredentialFile = filepath.Join(dir, repo.Credential)
+	}
+	host, _ := os.Hostname()
+	// restic's temporary files go under the repository's cache directory,
+	// which every backup excludes and keeps as on the host.
+	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host,
+		TempDir: filepath.Join(repo.CacheDir, "tmp")}, nil
+}
+
+// AlwaysExcluded are the paths every backup of the plan leaves out besides
+// its own exclude rules: subvault's snapshots, restic's cache and a local
+// repository, should they lie inside a subvolume. (subvault diff leaves
+// out the same.)
+func AlwaysExcluded(cfg *config.Config, plan *config.Plan) []string {
+	var paths []string
+	seen := map[string]bool{}
+	for _, sv := range plan.Subvolumes {
+		dir := SnapshotDir(plan, sv)
+		if !seen[dir] {
+			seen[dir] = true
+			paths = append(paths, dir)
+		}
+	}
+	repo := cfg.Repositories[plan.Repository]
+	paths = append(paths, repo.CacheDir)
+	if p := LocalRepositoryPath(repo.URL); p != "" {
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+// LocalRepositoryPath is the directory of a repository on a local path
+// ("/srv/restic" or "local:/srv/restic"), or "".
+func LocalRepositoryPath(url string) string {
+	url = strings.TrimPrefix(url, "local:")
+	if filepath.IsAbs(url) {
+		return filepath.Clean(url)
+	}
+	return ""
+}
