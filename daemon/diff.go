@@ -21,7 +21,7 @@ type Change = contract.Change
 
 // diffSide is a side of a Diff as the caller named it, and what it names.
 type diffSide struct {
-	arg      string
+	arg string
 	compare.Side
 }
 
