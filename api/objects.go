@@ -36,10 +36,10 @@ type jobObject struct {
 func wireJob(j queue.Job) contract.Job {
 	return contract.Job{
 		ID:               j.ID,
-		Kind:             contract.Kind(j.Kind),
+		Kind:             j.Kind,
 		Plan:             j.Plan,
-		State:            contract.State(j.State),
-		Result:           contract.Result(j.Result),
+		State:            j.State,
+		Result:           j.Result,
 		Trigger:          contract.EscapeInvalidUTF8(string(j.Trigger)),
 		Callers:          j.Callers(),
 		Triggers:         escapeTriggers(j.Triggers()),
@@ -119,7 +119,7 @@ func wirePlan(p daemon.PlanInfo) contract.Plan {
 		Schedule:    contract.EscapeInvalidUTF8(p.Schedule),
 		NextRun:     p.NextRun,
 		LastBackup:  p.LastBackup,
-		LastResult:  contract.Result(p.LastResult),
+		LastResult:  p.LastResult,
 		LastError:   boundedLine(p.LastError),
 		LastSuccess: p.LastSuccess,
 	}
