@@ -113,15 +113,17 @@ type planObject struct {
 // wirePlan is p as its object shows it.
 func wirePlan(p daemon.PlanInfo) contract.Plan {
 	return contract.Plan{
-		Name:        p.Name,
-		Subvolumes:  contract.EscapeAll(p.Subvolumes),
-		Repository:  p.Repository,
-		Schedule:    contract.EscapeInvalidUTF8(p.Schedule),
-		NextRun:     p.NextRun,
-		LastBackup:  p.LastBackup,
-		LastResult:  p.LastResult,
-		LastError:   boundedLine(p.LastError),
-		LastSuccess: p.LastSuccess,
+		Name:         p.Name,
+		Subvolumes:   contract.EscapeAll(p.Subvolumes),
+		Repository:   p.Repository,
+		Schedule:     contract.EscapeInvalidUTF8(p.Schedule),
+		NextRun:      p.NextRun,
+		LastBackup:   p.LastBackup,
+		LastResult:   p.LastResult,
+		LastError:    boundedLine(p.LastError),
+		LastSuccess:  p.LastSuccess,
+		Health:       p.Health,
+		HealthReason: boundedLine(p.HealthReason),
 	}
 }
 
