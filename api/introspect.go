@@ -99,6 +99,8 @@ var planIntrospection = introspect.Interface{
 		property("LastResult", "s", "true"),
 		property("LastError", "s", "true"),
 		property("LastSuccess", "t", "true"),
+		property("Health", "s", "true"),
+		property("HealthReason", "s", "true"),
 	},
 }
 

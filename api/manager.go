@@ -46,7 +46,7 @@ func (m manager) ListJobs(msg dbus.Message) ([]contract.JobEntry, *dbus.Error) {
 	}
 	out := []contract.JobEntry{}
 	for _, j := range m.s.d.Queue().Jobs() {
-		out = append(out, contract.JobEntry{ID: j.ID, Kind: contract.Kind(j.Kind), Plan: j.Plan, State: contract.State(j.State), Result: contract.Result(j.Result), Path: contract.JobPath(j.ID)})
+		out = append(out, contract.JobEntry{ID: j.ID, Kind: j.Kind, Plan: j.Plan, State: j.State, Result: j.Result, Path: contract.JobPath(j.ID)})
 	}
 	if derr := checkReplySize(out, fmt.Sprintf("the daemon has %d jobs", len(out)), "lower settings.job_history"); derr != nil {
 		return nil, derr

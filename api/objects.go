@@ -36,10 +36,10 @@ type jobObject struct {
 func wireJob(j queue.Job) contract.Job {
 	return contract.Job{
 		ID:               j.ID,
-		Kind:             contract.Kind(j.Kind),
+		Kind:             j.Kind,
 		Plan:             j.Plan,
-		State:            contract.State(j.State),
-		Result:           contract.Result(j.Result),
+		State:            j.State,
+		Result:           j.Result,
 		Trigger:          contract.EscapeInvalidUTF8(string(j.Trigger)),
 		Callers:          j.Callers(),
 		Triggers:         escapeTriggers(j.Triggers()),
@@ -113,15 +113,17 @@ type planObject struct {
 // wirePlan is p as its object shows it.
 func wirePlan(p daemon.PlanInfo) contract.Plan {
 	return contract.Plan{
-		Name:        p.Name,
-		Subvolumes:  contract.EscapeAll(p.Subvolumes),
-		Repository:  p.Repository,
-		Schedule:    contract.EscapeInvalidUTF8(p.Schedule),
-		NextRun:     p.NextRun,
-		LastBackup:  p.LastBackup,
-		LastResult:  contract.Result(p.LastResult),
-		LastError:   boundedLine(p.LastError),
-		LastSuccess: p.LastSuccess,
+		Name:         p.Name,
+		Subvolumes:   contract.EscapeAll(p.Subvolumes),
+		Repository:   p.Repository,
+		Schedule:     contract.EscapeInvalidUTF8(p.Schedule),
+		NextRun:      p.NextRun,
+		LastBackup:   p.LastBackup,
+		LastResult:   p.LastResult,
+		LastError:    boundedLine(p.LastError),
+		LastSuccess:  p.LastSuccess,
+		Health:       p.Health,
+		HealthReason: boundedLine(p.HealthReason),
 	}
 }
 

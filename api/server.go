@@ -23,16 +23,12 @@ import (
 // late signal must not put 5 into a second of its clock.
 const ProgressInterval = 300 * time.Millisecond
 
-// planRefresh is how often plan objects are compared with the daemon
-// (NextRun after a scheduled run, a configuration reloaded on SIGHUP):
-// package daemon tells listeners of jobs, not of reloads.
-const planRefresh = 10 * time.Second
-
 // Server publishes a daemon on the bus: the manager object, a plan object
 // per plan and a job object per job in the queue and its history.
 //
-// The queue tells the server of job changes with its own lock held, so
-// the listener only appends the change to a list; one goroutine (loop)
+// The queue tells the server of job changes with its own lock held, and
+// the daemon of the plans' other changes (a reload, a next run moved, a
+// plan become overdue), so the listener only appends the change to a list; one goroutine (loop)
 // applies the changes in order, exports and unexports objects and emits
 // every signal, holding mu. Method calls run on their own goroutines and
 // call into the daemon without holding mu, so no lock is ever awaited
@@ -68,6 +64,7 @@ const (
 	evFinished
 	evForgotten
 	evBarrier
+	evPlans // the daemon's plans changed: compare the plan objects with them
 )
 
 type event struct {
@@ -142,9 +139,10 @@ func (s *Server) Export() error {
 		return err
 	}
 
-	// Subscribed before the jobs are read, so no change falls between; a
-	// change of a job already shown is applied again, harmlessly.
+	// Subscribed before the jobs and plans are read, so no change falls
+	// between; a change already shown is applied again, harmlessly.
 	s.d.Queue().Subscribe(listener{s})
+	s.d.Subscribe(listener{s})
 	for _, j := range s.d.Queue().Jobs() {
 		if _, err := s.exportJob(j); err != nil {
 			return err
@@ -167,8 +165,9 @@ func (s *Server) Close() {
 	<-s.stopped
 }
 
-// listener hands the queue's changes to the loop; it runs under the
-// queue's lock and takes only evMu, which nothing holds for long.
+// listener hands the queue's and the daemon's changes to the loop; it
+// runs under the queue's lock and takes only evMu, which nothing holds for
+// long.
 type listener struct{ s *Server }
 
 func (l listener) push(ev event) {
@@ -185,6 +184,7 @@ func (l listener) JobQueued(j queue.Job)    { l.push(event{kind: evQueued, job: 
 func (l listener) JobChanged(j queue.Job)   { l.push(event{kind: evChanged, job: j}) }
 func (l listener) JobFinished(j queue.Job)  { l.push(event{kind: evFinished, job: j}) }
 func (l listener) JobForgotten(j queue.Job) { l.push(event{kind: evForgotten, job: j}) }
+func (l listener) PlansChanged()            { l.push(event{kind: evPlans}) }
 
 // sync returns once every change the queue reported before the call is on
 // the bus: a caller told "job 7" finds /org/subvault/Subvault1/job/7.
@@ -203,8 +203,6 @@ func (s *Server) loop() {
 	defer close(s.stopped)
 	throttle := time.NewTimer(time.Hour)
 	throttle.Stop()
-	refresh := time.NewTimer(500 * time.Millisecond) // the scheduler starts after Serve
-	defer refresh.Stop()
 	for {
 		select {
 		case <-s.stop:
@@ -228,13 +226,6 @@ func (s *Server) loop() {
 				}
 			}
 			s.mu.Unlock()
-		case <-refresh.C:
-			s.mu.Lock()
-			if err := s.syncPlans(true); err != nil {
-				s.log.Error("cannot update the plan objects", "err", err)
-			}
-			s.mu.Unlock()
-			refresh.Reset(planRefresh)
 		}
 		s.mu.Lock()
 		var next time.Time
@@ -257,6 +248,11 @@ func (s *Server) handle(ev event, now time.Time) {
 	switch ev.kind {
 	case evBarrier:
 		close(ev.done)
+		return
+	case evPlans:
+		if err := s.syncPlans(true); err != nil {
+			s.log.Error("cannot update the plan objects", "err", err)
+		}
 		return
 	case evQueued, evChanged, evFinished:
 		o, existed := s.jobs[j.ID]

@@ -60,6 +60,10 @@ type Daemon struct {
 	sched *scheduler.Scheduler
 
 	statusDirty chan struct{}
+	// listeners hear of the plans' changes that no job tells of (mu).
+	listeners []Listener
+	// healthWake tells watchHealth to wait for a new moment.
+	healthWake chan struct{}
 	// reads bounds the calls that run restic or walk a tree for a caller;
 	// archives is each repository's archive list.
 	reads    *readLimiter
@@ -83,7 +87,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1),
+	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
 		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
 		archives: newArchiveCache(archiveCacheTTL)}
 	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor}
@@ -94,6 +98,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	exec.recordRestore = d.queue.RecordRestore
 	d.queue.Subscribe(statusListener{d})
 	d.queue.Subscribe(archiveCacheListener{d})
+	d.queue.Subscribe(healthListener{d})
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
@@ -106,7 +111,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
 		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
 	}
-	d.sched = scheduler.New(opts.Clock, d.scheduled, d.log)
+	d.sched = scheduler.New(opts.Clock, d.scheduled, d.log, scheduler.WithMoved(d.plansChanged))
 	return d, nil
 }
 
@@ -214,6 +219,8 @@ func (d *Daemon) Reload() error {
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
 	d.markStatus()
+	d.rearmHealth()
+	d.plansChanged()
 	return nil
 }
 
@@ -233,6 +240,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// The schedule first, so that the plans are published with their
 	// next run.
 	d.sched.Set(d.entries(d.Config()), d.lastRun)
+	// The plans are published with their health at this moment: the
+	// health watcher tells of every plan overdue after it.
+	published := d.opts.Clock.Now()
 	if d.opts.Serve != nil {
 		if err := d.opts.Serve(d); err != nil {
 			return err
@@ -246,6 +256,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err := d.sched.Run(schedCtx); err != nil && !errors.Is(err, context.Canceled) {
 			d.log.Error("the scheduler stopped", "err", err)
 		}
+	}()
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		d.watchHealth(schedCtx, published)
 	}()
 
 	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
@@ -304,6 +319,7 @@ loop:
 	d.notify("STOPPING=1")
 	stopSched()
 	<-schedDone
+	<-healthDone
 	drained := make(chan struct{})
 	go func() { d.queue.Drain(); close(drained) }()
 	extend := time.NewTicker(5 * time.Second)

@@ -5,7 +5,9 @@
 // daemon/maintenance), and answers what callers ask (jobs, restores,
 // rollbacks through daemon/rollback, diffs through daemon/compare, a plan's
 // snapshots and archives through daemon/planstore) after checking the
-// arguments and mapping refusals to its errors. It speaks sd_notify (READY,
+// arguments and mapping refusals to its errors. It publishes each plan's
+// health (daemon/health) and tells its Listeners of the plan changes no
+// job tells of: a reload, a next run moved, a plan become overdue. It speaks sd_notify (READY,
 // STATUS, WATCHDOG, RELOADING, STOPPING), holds the logind sleep inhibitor
 // while a job runs, removes at start what jobs of an earlier daemon left,
 // and drains the queue at stop.

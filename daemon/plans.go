@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/planstore"
@@ -26,17 +27,25 @@ type PlanInfo struct {
 	Schedule   string
 	NextRun    time.Time
 	queue.PlanStatus
+	// Health is how the plan stands now and why (daemon/health).
+	Health       contract.Health
+	HealthReason string
 }
 
-// Plans returns every configured plan, sorted by name.
+// Plans returns every configured plan, sorted by name, with its health at
+// the daemon clock's now.
 func (d *Daemon) Plans() []PlanInfo {
 	cfg := d.Config()
+	now := d.opts.Clock.Now()
 	var out []PlanInfo
 	for _, name := range cfg.PlanNames() {
 		p := cfg.Plans[name]
+		st := d.queue.PlanStatus(name)
+		h := healthOf(p, st, now)
 		out = append(out, PlanInfo{
 			Name: name, Subvolumes: append([]string(nil), p.Subvolumes...), Repository: p.Repository,
-			Schedule: p.Schedule, NextRun: d.NextRun(name, queue.KindBackup), PlanStatus: d.queue.PlanStatus(name),
+			Schedule: p.Schedule, NextRun: d.NextRun(name, queue.KindBackup), PlanStatus: st,
+			Health: h.Health, HealthReason: h.Reason,
 		})
 	}
 	return out

@@ -47,6 +47,14 @@ func WithLocation(loc *time.Location) Option {
 	return func(s *Scheduler) { s.loc = loc }
 }
 
+// WithMoved sets a function Run calls after a pass that moved an entry's
+// next firing (a firing, or the wall clock set back), so that whoever
+// shows the next run hears of it; Set's moves are its caller's to tell.
+// It is called from Run, never under the scheduler's lock.
+func WithMoved(moved func()) Option {
+	return func(s *Scheduler) { s.moved = moved }
+}
+
 // Scheduler enqueues each entry's firings. All methods are safe for
 // concurrent use; Run runs at most once at a time.
 type Scheduler struct {
@@ -55,6 +63,7 @@ type Scheduler struct {
 	log     *slog.Logger
 	loc     *time.Location
 	wake    chan struct{} // Set tells Run to recompute
+	moved   func()        // nil, or WithMoved's
 
 	mu      sync.Mutex
 	entries map[entryKey]*entry // nil before the first Set
@@ -188,8 +197,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		default:
 		}
 		now := s.now()
-		for _, f := range s.due(now, clockChanged) {
+		firings, moved := s.due(now, clockChanged)
+		for _, f := range firings {
 			s.fire(f)
+		}
+		if moved && s.moved != nil {
+			s.moved()
 		}
 		err := s.wait(ctx)
 		if ctx.Err() != nil {
@@ -205,17 +218,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 // due collects the firings whose time has come and computes each one's
-// next time from now. A jump over several firings yields one.
-func (s *Scheduler) due(now time.Time, clockChanged bool) []firing {
+// next time from now; moved says whether any entry's next time changed. A
+// jump over several firings yields one.
+func (s *Scheduler) due(now time.Time, clockChanged bool) (out []firing, moved bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []firing
 	for k, e := range s.entries {
 		switch {
 		case !e.next.IsZero() && !e.next.After(now):
 			e.lastFire = e.next
 			e.next = s.nextAfter(e.Spec, now, e.lastFire)
 			out = append(out, firing{k.plan, k.kind, TriggerSchedule, e.next})
+			moved = true
 		case e.catchUp:
 			out = append(out, firing{k.plan, k.kind, TriggerCatchUp, e.next})
 		case clockChanged:
@@ -224,6 +238,7 @@ func (s *Scheduler) due(now time.Time, clockChanged bool) []firing {
 			if n := s.nextAfter(e.Spec, now, e.lastFire); !n.IsZero() && (e.next.IsZero() || n.Before(e.next)) {
 				s.log.Info("the wall clock was set back; next run moved", "plan", k.plan, "kind", k.kind, "next", n)
 				e.next = n
+				moved = true
 			}
 		}
 		e.catchUp = false
@@ -231,7 +246,7 @@ func (s *Scheduler) due(now time.Time, clockChanged bool) []firing {
 	slices.SortFunc(out, func(a, b firing) int {
 		return cmp.Or(cmp.Compare(a.plan, b.plan), cmp.Compare(a.kind, b.kind))
 	})
-	return out
+	return out, moved
 }
 
 func (s *Scheduler) fire(f firing) {

@@ -1,7 +1,9 @@
 package scheduler_test
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	_ "time/tzdata" // Europe/Berlin without the system's zoneinfo
@@ -393,4 +395,49 @@ func TestDefaults(t *testing.T) {
 	if d := time.Until(next); d <= 0 || d > time.Hour {
 		t.Errorf("Next = %v, %v from now; want within the hour", next, d)
 	}
+}
+
+// WithMoved hears of every pass that moved a next firing (a firing, one
+// skipped because the plan is busy, the clock set back), after the move,
+// and of no other pass: whoever shows the next run learns of it at once.
+func TestMovedIsToldWhenTheNextRunMoves(t *testing.T) {
+	t.Parallel()
+	var h *harness
+	var mu sync.Mutex
+	var told []time.Time // Next as the function saw it
+	h = newHarness(t, start, scheduler.WithLocation(time.UTC), scheduler.WithMoved(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, h.s.Next("home", "backup"))
+	}))
+	expect := func(what string, want ...time.Time) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(told) != fmt.Sprint(want) {
+			t.Errorf("%s: told %v, want %v", what, told, want)
+		}
+		told = nil
+	}
+	h.s.Set([]scheduler.Entry{{Plan: "home", Kind: "backup", Spec: spec(t, "0 3 * * *"), CatchUp: true}}, lastRunAt(start.AddDate(0, 0, -2)))
+	h.start()
+	h.expect(run{"home", "backup", scheduler.TriggerCatchUp, start})
+	expect("a catch-up, which moves nothing")
+
+	first := time.Date(2026, 11, 19, 3, 0, 0, 0, time.UTC)
+	h.set(first.Add(-time.Hour))
+	expect("an hour before the firing")
+	h.set(first)
+	h.expect(run{"home", "backup", scheduler.TriggerSchedule, first})
+	expect("a firing", first.AddDate(0, 0, 1))
+
+	h.mu.Lock()
+	h.busy["home"] = errBusy
+	h.mu.Unlock()
+	h.set(first.AddDate(0, 0, 1))
+	h.expect()
+	expect("a firing skipped", first.AddDate(0, 0, 2))
+
+	h.setBack(first.Add(-2 * time.Hour))
+	expect("the clock set back before the last firing", first)
 }

@@ -102,9 +102,14 @@ func TestPlanAndManagerProperties(t *testing.T) {
 	t.Parallel()
 	p := Plan{Name: "home", Subvolumes: []string{"/home"}, Repository: "r", Schedule: "0 3 * * *",
 		NextRun: time.UnixMicro(2000), LastBackup: time.UnixMicro(1000), LastResult: ResultFailed, LastError: "partial: 1 file",
-		LastSuccess: time.UnixMicro(500)}
+		LastSuccess: time.UnixMicro(500), Health: HealthFailed, HealthReason: "last backup failed: partial: 1 file"}
 	if got := PlanOf(p.Properties()); !reflect.DeepEqual(got, p) {
 		t.Errorf("plan read back:\n%+v\nwant\n%+v", got, p)
+	}
+	for name, typ := range map[string]string{"Health": "s", "HealthReason": "s"} {
+		if v, ok := p.Properties()[name]; !ok || v.Signature().String() != typ {
+			t.Errorf("plan property %s: %v, want type %s", name, v, typ)
+		}
 	}
 	m := Manager{Version: "1.0", State: ManagerRunning, Plans: []string{"home"}, Running: []uint32{3}, Queued: []uint32{4, 10}}
 	props := m.Properties()

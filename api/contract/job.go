@@ -18,6 +18,21 @@ const (
 	KindRestore Kind = "restore"
 )
 
+// Doing is what a job of the kind is doing, for a person: "backing up".
+func (k Kind) Doing() string {
+	switch k {
+	case KindBackup:
+		return "backing up"
+	case KindPrune:
+		return "pruning"
+	case KindCheck:
+		return "checking"
+	case KindRestore:
+		return "restoring"
+	}
+	return string(k)
+}
+
 // State is where a job is in its life.
 type State string
 

@@ -20,20 +20,52 @@ type Plan struct {
 	// LastSuccess is when the last backup that ended done finished (zero
 	// if none is known, and from a daemon older than the property).
 	LastSuccess time.Time `json:"last_success,omitzero"`
+	// Health is how the plan stands, as the daemon judges it, and
+	// HealthReason why, in one line for a person (both empty from a daemon
+	// older than the properties).
+	Health       Health `json:"health"`
+	HealthReason string `json:"health_reason"`
 }
+
+// Health is how a plan stands (its Health property): the daemon decides
+// it, so that every client shows the same.
+type Health string
+
+// The healths of a plan.
+const (
+	// HealthOK: the last backup succeeded, or was canceled after a
+	// success that is recent enough.
+	HealthOK Health = "ok"
+	// HealthFailed: the last backup failed (a partial one too), whatever
+	// its age.
+	HealthFailed Health = "failed"
+	// HealthOverdue: the last successful backup is twice the schedule's
+	// interval old or older (a canceled one does not count; a manual plan
+	// is never overdue).
+	HealthOverdue Health = "overdue"
+	// HealthNever: no backup has succeeded yet, and the last one did not
+	// fail.
+	HealthNever Health = "never"
+)
+
+// NeedsAttention reports whether a person should act: the last backup
+// failed, or the plan is overdue.
+func (h Health) NeedsAttention() bool { return h == HealthFailed || h == HealthOverdue }
 
 // Properties are the plan's properties as the bus carries them.
 func (p Plan) Properties() map[string]dbus.Variant {
 	return map[string]dbus.Variant{
-		"Name":        dbus.MakeVariant(p.Name),
-		"Subvolumes":  dbus.MakeVariant(nonNil(p.Subvolumes)),
-		"Repository":  dbus.MakeVariant(p.Repository),
-		"Schedule":    dbus.MakeVariant(p.Schedule),
-		"NextRun":     dbus.MakeVariant(Micros(p.NextRun)),
-		"LastBackup":  dbus.MakeVariant(Micros(p.LastBackup)),
-		"LastResult":  dbus.MakeVariant(string(p.LastResult)),
-		"LastError":   dbus.MakeVariant(p.LastError),
-		"LastSuccess": dbus.MakeVariant(Micros(p.LastSuccess)),
+		"Name":         dbus.MakeVariant(p.Name),
+		"Subvolumes":   dbus.MakeVariant(nonNil(p.Subvolumes)),
+		"Repository":   dbus.MakeVariant(p.Repository),
+		"Schedule":     dbus.MakeVariant(p.Schedule),
+		"NextRun":      dbus.MakeVariant(Micros(p.NextRun)),
+		"LastBackup":   dbus.MakeVariant(Micros(p.LastBackup)),
+		"LastResult":   dbus.MakeVariant(string(p.LastResult)),
+		"LastError":    dbus.MakeVariant(p.LastError),
+		"LastSuccess":  dbus.MakeVariant(Micros(p.LastSuccess)),
+		"Health":       dbus.MakeVariant(string(p.Health)),
+		"HealthReason": dbus.MakeVariant(p.HealthReason),
 	}
 }
 
@@ -59,6 +91,10 @@ func (p *Plan) Apply(props map[string]dbus.Variant) {
 			p.LastError = str(v)
 		case "LastSuccess":
 			p.LastSuccess = FromMicros(u64(v))
+		case "Health":
+			p.Health = Health(str(v))
+		case "HealthReason":
+			p.HealthReason = str(v)
 		}
 	}
 }

@@ -113,8 +113,6 @@ func (n *notifier) logf(format string, args ...any) {
 
 func (n *notifier) run(ctx context.Context, deskEvents <-chan desktop.Event) int {
 	views := followDaemon(ctx, n.bus, notifyRetry)
-	ticks := time.NewTicker(time.Minute)
-	defer ticks.Stop()
 	var w *client.Watcher
 	reachable := false
 	var lastErr string
@@ -152,8 +150,9 @@ func (n *notifier) run(ctx context.Context, deskEvents <-chan desktop.Event) int
 			}
 			n.desktopEvent(e)
 			continue
-		case <-ticks.C:
 		}
+		// A plan's Health changes on the daemon's signal, also when time
+		// alone makes it overdue: no clock of our own to watch.
 		if reachable {
 			n.checkOverdue(ctx, w.Plans(), time.Now())
 		}
@@ -233,12 +232,12 @@ func successBody(j contract.Job) string {
 	return strings.Join(parts, " · ")
 }
 
-// checkOverdue notifies each plan that became overdue, once per episode:
-// the episode ends when the plan is no longer overdue.
+// checkOverdue notifies each plan that became overdue (its Health, as the
+// daemon decides it), once per episode: the episode ends when the plan is
+// no longer overdue.
 func (n *notifier) checkOverdue(ctx context.Context, plans []contract.Plan, now time.Time) {
 	for _, p := range plans {
-		status, why := planHealth(p, now)
-		if status != healthOverdue {
+		if p.Health != contract.HealthOverdue {
 			delete(n.overdue, p.Name)
 			continue
 		}
@@ -246,7 +245,7 @@ func (n *notifier) checkOverdue(ctx context.Context, plans []contract.Plan, now 
 			continue
 		}
 		n.overdue[p.Name] = true
-		body := printable(strings.TrimPrefix(why, "overdue: "))
+		body := printable(strings.TrimPrefix(p.HealthReason, "overdue: "))
 		if !p.NextRun.IsZero() {
 			body += "; next run " + relative(now, p.NextRun)
 		}

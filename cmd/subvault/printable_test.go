@@ -74,7 +74,9 @@ func TestPrintableJSON(t *testing.T) {
 func TestBarAndNotificationsEscape(t *testing.T) {
 	now := time.Date(2026, 3, 16, 12, 0, 0, 0, time.UTC)
 	cause := "cannot read /home/box/" + terminalAttack
-	failed := contract.Plan{Name: "home", Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastResult: "failed", LastError: cause}
+	// As the daemon publishes it: the cause in LastError and in the reason.
+	failed := contract.Plan{Name: "home", Schedule: "0 3 * * *", LastBackup: now.Add(-time.Hour), LastResult: "failed", LastError: cause,
+		Health: contract.HealthFailed, HealthReason: "last backup failed: " + cause}
 	running := contract.Job{ID: 7, Kind: "backup\u202e", Plan: "home\x1b[2J", State: contract.StateRunning, Progress: 0.5}
 	for _, encode := range []barFormat{waybarJSON, i3blocksJSON} {
 		for _, line := range []barLine{

@@ -30,10 +30,12 @@ type statusJSON struct {
 	Healthy bool             `json:"healthy"`
 }
 
+// planStatus is a plan with its Health and HealthReason as the daemon
+// decides them; why repeats the reason under the name it had before the
+// daemon decided.
 type planStatus struct {
 	contract.Plan
-	Health string `json:"health"` // ok, failed, overdue, never
-	Why    string `json:"why"`
+	Why string `json:"why"`
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
@@ -51,12 +53,10 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return cc.fail(err)
 	}
-	now := cc.out.now()
 	st := statusJSON{Daemon: d, Plans: []planStatus{}, Running: []contract.Job{}, Queued: []contract.Job{}, Healthy: true}
 	for _, p := range plans {
-		health, why := planHealth(p, now)
-		st.Plans = append(st.Plans, planStatus{Plan: p, Health: health, Why: why})
-		if health == healthFailed || health == healthOverdue {
+		st.Plans = append(st.Plans, planStatus{Plan: p, Why: p.HealthReason})
+		if p.Health.NeedsAttention() {
 			st.Healthy = false
 		}
 	}
@@ -100,7 +100,7 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 	}
 	var problems []string
 	for _, p := range st.Plans {
-		if p.Health == healthFailed || p.Health == healthOverdue {
+		if p.Health.NeedsAttention() {
 			problems = append(problems, fmt.Sprintf("  %s: %s", printable(p.Name), printable(p.Why)))
 		}
 	}
@@ -114,14 +114,14 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 
 // health paints a plan's health (the last column of the table, so the
 // colour codes do not upset its alignment).
-func (o output) health(h string) string {
+func (o output) health(h contract.Health) string {
 	switch h {
-	case healthOK:
-		return o.paint(colorGreen, h)
-	case healthFailed:
-		return o.paint(colorRed, h)
-	case healthOverdue:
-		return o.paint(colorYellow, h)
+	case contract.HealthOK:
+		return o.paint(colorGreen, string(h))
+	case contract.HealthFailed:
+		return o.paint(colorRed, string(h))
+	case contract.HealthOverdue:
+		return o.paint(colorYellow, string(h))
 	}
-	return printable(h)
+	return dash(printable(h))
 }

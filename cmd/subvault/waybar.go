@@ -15,7 +15,6 @@ import (
 
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
-	"github.com/subvault/subvault/daemon/config"
 )
 
 const waybarAbout = `Prints the state of the backups as one JSON line for a status bar: a
@@ -53,119 +52,6 @@ const (
 	classUnreachable = "unreachable"
 )
 
-// The statuses planHealth returns.
-const (
-	healthOK      = "ok"      // the last backup succeeded (or was canceled) and the last success is recent enough
-	healthFailed  = "failed"  // the last backup failed
-	healthOverdue = "overdue" // the last successful backup is older than twice the schedule's interval
-	healthNever   = "never"   // no backup has succeeded yet
-)
-
-// planHealth says how plan p stands at now, for a person: the status
-// (healthOK, healthFailed, healthOverdue or healthNever) and why, as a
-// phrase ("last backup 3h05m ago", "last backup failed 2h ago: ...",
-// "overdue: last backup 2d4h ago, scheduled every 24h").
-//
-// A plan is overdue when its last successful backup finished longer ago
-// than twice the interval of its schedule (config.CronParser on
-// p.Schedule); the interval is the longest gap between the next few
-// scheduled runs, so that a weekday schedule is not overdue on a Monday
-// morning. A canceled backup does not restart that clock: the age counts
-// from p.LastSuccess, not p.LastBackup. A manual plan (no schedule) is
-// never overdue, nor one that never succeeded (no age to judge): that is
-// healthNever. A failed last backup is healthFailed, whatever its age.
-func planHealth(p contract.Plan, now time.Time) (status, why string) {
-	if p.LastBackup.IsZero() {
-		if p.LastResult == contract.ResultFailed {
-			return healthFailed, "last backup failed" + errorSuffix(p.LastError)
-		}
-		return healthNever, "no backup yet"
-	}
-	ago := relative(now, p.LastBackup)
-	if p.LastResult == contract.ResultFailed {
-		return healthFailed, "last backup failed " + ago + errorSuffix(p.LastError)
-	}
-	last := "last backup " + ago
-	if p.LastResult == contract.ResultCanceled {
-		last = "last backup canceled " + ago
-	}
-	success := lastSuccess(p)
-	if success.IsZero() {
-		return healthNever, "no backup succeeded yet; " + last
-	}
-	// The last backup is the success, or a canceled one came after it.
-	since, after := last, ""
-	if !success.Equal(p.LastBackup) {
-		since, after = "last successful backup "+relative(now, success), "; "+last
-	}
-	if interval := scheduleInterval(p.Schedule, success); interval > 0 && now.Sub(success) > 2*interval {
-		return healthOverdue, "overdue: " + since + ", scheduled every " + intervalText(interval) + after
-	}
-	if after != "" {
-		return healthOK, last + ", " + since
-	}
-	return healthOK, last
-}
-
-// lastSuccess is when plan p's last backup that ended done finished: its
-// LastSuccess, or its LastBackup when that one was done (a daemon older
-// than the LastSuccess property); zero when none is known.
-func lastSuccess(p contract.Plan) time.Time {
-	if p.LastSuccess.IsZero() && p.LastResult == contract.ResultDone {
-		return p.LastBackup
-	}
-	return p.LastSuccess
-}
-
-// intervalText is a schedule's interval as people say it: 15m, 6h, 24h,
-// 1h30m, 7d.
-func intervalText(d time.Duration) string {
-	d = d.Round(time.Minute)
-	switch {
-	case d >= 48*time.Hour && d%(24*time.Hour) == 0:
-		return fmt.Sprintf("%dd", int(d.Hours())/24)
-	case d >= 48*time.Hour:
-		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d%time.Hour == 0:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	default:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-}
-
-func errorSuffix(e string) string {
-	if e == "" {
-		return ""
-	}
-	return ": " + e
-}
-
-// scheduleInterval is the longest gap between consecutive runs among the
-// first few after from; 0 for a manual plan or a schedule this program
-// cannot read.
-func scheduleInterval(spec string, from time.Time) time.Duration {
-	if strings.TrimSpace(spec) == "" {
-		return 0
-	}
-	sched, err := config.CronParser.Parse(spec)
-	if err != nil {
-		return 0
-	}
-	var longest time.Duration
-	t := sched.Next(from)
-	for range 8 {
-		next := sched.Next(t)
-		if next.IsZero() {
-			break
-		}
-		longest = max(longest, next.Sub(t))
-		t = next
-	}
-	return longest
-}
-
 // barLine is waybar's custom-module JSON.
 type barLine struct {
 	Text       string `json:"text"`
@@ -197,22 +83,28 @@ func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLin
 	var newest time.Time
 	tooltip := make([]string, 0, len(plans))
 	for _, p := range plans {
-		status, why := planHealth(p, now)
 		name := printable(p.Name)
-		switch status {
-		case healthFailed:
+		switch p.Health {
+		case contract.HealthFailed:
 			failed = append(failed, name)
-		case healthOverdue:
+		case contract.HealthOverdue:
 			overdue = append(overdue, name)
 		}
-		if success := lastSuccess(p); success.After(newest) {
-			newest = success
+		if p.LastSuccess.After(newest) {
+			newest = p.LastSuccess
 		}
 		parts := []string{}
 		if j, ok := activeOf[p.Name]; ok {
 			parts = append(parts, jobPhrase(j))
 		}
-		parts = append(parts, shorten(printable(why), 160))
+		// The daemon's verdict, then the age it leaves out so as not to go
+		// stale.
+		if p.HealthReason != "" {
+			parts = append(parts, shorten(printable(p.HealthReason), 160))
+		}
+		if !p.LastBackup.IsZero() {
+			parts = append(parts, relative(now, p.LastBackup))
+		}
 		if p.NextRun.IsZero() {
 			if p.Schedule == "" {
 				parts = append(parts, "manual")

@@ -6,66 +6,60 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
+// Kind, State and Result are the contract's types (api/contract, the
+// wire's leaf package): the queue, the state file and the bus spell each
+// value once, and a job's fields go onto the bus without a conversion.
+// They are strings underneath, so jobs.json keeps its bytes.
+
 // Kind is a kind of job, as the D-Bus API and the state file name it.
-type Kind string
+type Kind = contract.Kind
 
 // Kinds of job.
 const (
-	KindBackup  Kind = "backup"
-	KindPrune   Kind = "prune"
-	KindCheck   Kind = "check"
-	KindRestore Kind = "restore"
+	KindBackup  = contract.KindBackup
+	KindPrune   = contract.KindPrune
+	KindCheck   = contract.KindCheck
+	KindRestore = contract.KindRestore
 )
 
-// Doing is what a job of the kind is doing, for a person: "backing up".
-func (k Kind) Doing() string {
-	switch k {
-	case KindBackup:
-		return "backing up"
-	case KindPrune:
-		return "pruning"
-	case KindCheck:
-		return "checking"
-	case KindRestore:
-		return "restoring"
-	}
-	return string(k)
-}
-
 // exclusive kinds never run beside another job on their repository.
-func (k Kind) exclusive() bool { return k == KindPrune || k == KindCheck }
+func exclusive(k Kind) bool { return k == KindPrune || k == KindCheck }
 
 // State is where a job is: queued, then running, then finished.
-type State string
+type State = contract.State
 
 // Job states.
 const (
-	StateQueued   State = "queued"
-	StateRunning  State = "running"
-	StateFinished State = "finished"
+	StateQueued   = contract.StateQueued
+	StateRunning  = contract.StateRunning
+	StateFinished = contract.StateFinished
 )
 
 // Result is how a finished job ended. A partial backup (the archive
 // exists, some files could not be read) ends failed, with its ArchiveID
 // set and an Error that starts with "partial".
-type Result string
+type Result = contract.Result
 
 // Job results.
 const (
-	ResultDone     Result = "done"
-	ResultFailed   Result = "failed"
-	ResultCanceled Result = "canceled"
+	ResultDone     = contract.ResultDone
+	ResultFailed   = contract.ResultFailed
+	ResultCanceled = contract.ResultCanceled
 )
 
-// Trigger is what asked for a job. A D-Bus caller is "dbus:<uid>".
+// Trigger is what asked for a job. A D-Bus caller is "dbus:<uid>"
+// (contract.CallerTrigger). It stays the queue's own type: on the bus a
+// job's Trigger is a plain string.
 type Trigger string
 
-// Triggers other than a D-Bus caller.
+// Triggers other than a D-Bus caller; the schedule's are the contract's.
 const (
-	TriggerSchedule Trigger = "schedule"
-	TriggerCatchUp  Trigger = "catch-up"
+	TriggerSchedule Trigger = contract.TriggerSchedule
+	TriggerCatchUp  Trigger = contract.TriggerCatchUp
 	TriggerManual   Trigger = "manual"
 )
 

@@ -370,7 +370,7 @@ func (q *Queue) repositoryFreeLocked(j *Job, repo string) bool {
 		if r.State != StateRunning || q.repository(r.Plan) != repo {
 			continue
 		}
-		if j.Kind.exclusive() || r.Kind.exclusive() {
+		if exclusive(j.Kind) || exclusive(r.Kind) {
 			return false
 		}
 	}
