@@ -268,3 +268,11 @@ func dash(s string) string {
 	}
 	return s
 }
+
+// nonNil makes an empty listing print as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 )
@@ -170,13 +169,4 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok
 		return exitUsage, false
 	}
 	return exitOK, true
-}
-
-func runVersion(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("version", "", "Prints the version of this program, the Go it was built with, and the platform.", stdout, stderr)
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	fmt.Fprintf(stdout, "subvault %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return exitOK
 }
