@@ -327,23 +327,23 @@ func TestCLIDaemonUnreachableOrRefusing(t *testing.T) {
 // usage and options.
 func TestCLIHelpForEveryCommand(t *testing.T) {
 	for _, c := range commands() {
-		args := []string{c.name, "--help"}
-		if c.name == "run" {
+		args := []string{c.Name(), "--help"}
+		if c.Name() == "run" {
 			args = []string{"run", "backup", "--help"}
 		}
 		code, out, errOut := runCLI(t, args...)
 		if code != exitOK || !strings.HasPrefix(out, "Usage: subvault "+args[0]) || errOut != "" {
-			t.Errorf("subvault %s --help: exit %d, stdout %q, stderr %q", c.name, code, out, errOut)
+			t.Errorf("subvault %s --help: exit %d, stdout %q, stderr %q", c.Name(), code, out, errOut)
 		}
-		if strings.Contains(out, "-bus") != clientCommand(c.name) {
-			t.Errorf("subvault %s --help: --bus listed: %v, want %v", c.name, !clientCommand(c.name), clientCommand(c.name))
+		if strings.Contains(out, "-bus") != clientCommand(c.Name()) {
+			t.Errorf("subvault %s --help: --bus listed: %v, want %v", c.Name(), !clientCommand(c.Name()), clientCommand(c.Name()))
 		}
 	}
 }
 
 func clientCommand(name string) bool {
 	switch name {
-	case "check-config", "run", "version", "logs", "man", "emergency-kit":
+	case "check-config", "run", "version", "logs", "man", "emergency-kit", "completion":
 		return false
 	}
 	return true

@@ -2,8 +2,9 @@ package main
 
 import (
 	"context"
-	"io"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 const archivesAbout = `Lists a plan's archives (restic snapshots) in its repository, newest first:
@@ -11,13 +12,22 @@ short id, time, host, the paths as backed up (the subvolumes' own paths),
 and tags. It reads the repository, so it needs the same authorization as a
 backup.`
 
-func runArchives(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("archives", "PLAN [--json] [--bus BUS]", archivesAbout, true, stdout, stderr)
-	pos, code, ok := cc.connect(args, 1, 1, "a PLAN")
-	if !ok {
+func newArchivesCommand() *cobra.Command {
+	return newClientCommand(&cobra.Command{
+		Use:               "archives PLAN [--json] [--bus BUS]",
+		Short:             "list a plan's archives in its repository",
+		Long:              archivesAbout,
+		GroupID:           groupStatus,
+		Args:              expects(1, 1, "a PLAN"),
+		ValidArgsFunction: completeArgs(planNames),
+	}, withJSON, runArchives)
+}
+
+func runArchives(cc *clientCmd, pos []string) int {
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
 		return code
 	}
-	ctx := context.Background()
 	defer cc.close()
 	archives, err := cc.c.Archives(ctx, pos[0])
 	if err != nil {
@@ -31,6 +41,6 @@ func runArchives(args []string, stdout, stderr io.Writer) int {
 		rows = append(rows, []string{printable(a.ID), cc.out.when(a.Time), printable(a.Host), strings.Join(printableAll(a.Paths), ","),
 			dash(strings.Join(printableAll(a.Tags), ","))})
 	}
-	table(stdout, []string{"ID", "TIME", "HOST", "PATHS", "TAGS"}, rows)
+	table(cc.stdout, []string{"ID", "TIME", "HOST", "PATHS", "TAGS"}, rows)
 	return exitOK
 }

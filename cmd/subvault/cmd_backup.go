@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -12,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
@@ -34,12 +35,19 @@ type startCmd struct {
 	wait *bool
 }
 
-func newStartCmd(name, synopsis, about string, stdout, stderr io.Writer) *startCmd {
-	sc := &startCmd{clientCmd: newClientCmd(name, synopsis, about+"\n\n"+waitAbout, false, stdout, stderr)}
+// newStartCommand makes cmd a command that queues a job and may follow it
+// (--wait); run runs it with the positional arguments.
+func newStartCommand(cmd *cobra.Command, run func(sc *startCmd, args []string) int) *cobra.Command {
+	sc := &startCmd{}
+	cmd.Long += "\n\n" + waitAbout
+	newClientCommand(cmd, withoutJSON, func(cc *clientCmd, args []string) int {
+		sc.clientCmd = cc
+		return run(sc, args)
+	})
 	// The default depends on where stdout goes; the flag's own default is
 	// false so that --help (and the man page made from it) never changes.
-	sc.wait = sc.fs.Bool("wait", false, "follow the job until it ends and exit with its result (default: true when stdout is a terminal)")
-	return sc
+	sc.wait = cmd.Flags().Bool("wait", false, "follow the job until it ends and exit with its result (default: true when stdout is a terminal)")
+	return cmd
 }
 
 const backupAbout = `Starts a backup of PLAN now: read-only snapshots of its subvolumes, restic
@@ -47,30 +55,30 @@ in a private mount namespace that shows each snapshot at its subvolume's
 path, then the snapshots deleted or kept per keep_snapshots. A backup of the
 plan already queued or running is followed instead of starting a second.`
 
-func runBackupCmd(args []string, stdout, stderr io.Writer) int {
-	return runStart("backup", "PLAN [--wait] [--bus BUS]", backupAbout, args, stdout, stderr,
-		func(ctx context.Context, c *client.Client, plan string) (uint32, error) {
-			return c.StartBackup(ctx, plan)
-		})
+func newBackupCommand() *cobra.Command {
+	return newPlanJobCommand("backup", "back up a plan now and follow it", backupAbout, (*client.Client).StartBackup)
 }
 
-func runStart(name, synopsis, about string, args []string, stdout, stderr io.Writer,
-	start func(context.Context, *client.Client, string) (uint32, error)) int {
-	sc := newStartCmd(name, synopsis, about, stdout, stderr)
-	pos, code, ok := sc.parse(args, 1, 1, "a PLAN")
-	if !ok {
-		return code
-	}
-	sc.defaultWait()
-	return sc.startAndWait(func(ctx context.Context) (uint32, error) { return start(ctx, sc.c, pos[0]) })
+// newPlanJobCommand makes a command "NAME PLAN" that starts a job of PLAN
+// (backup, prune, check) with start.
+func newPlanJobCommand(name, short, about string, start func(*client.Client, context.Context, string) (uint32, error)) *cobra.Command {
+	return newStartCommand(&cobra.Command{
+		Use:               name + " PLAN [--wait] [--bus BUS]",
+		Short:             short,
+		Long:              about,
+		GroupID:           groupJobs,
+		Args:              expects(1, 1, "a PLAN"),
+		ValidArgsFunction: completeArgs(planNames),
+	}, func(sc *startCmd, pos []string) int {
+		sc.defaultWait()
+		return sc.startAndWait(func(ctx context.Context) (uint32, error) { return start(sc.c, ctx, pos[0]) })
+	})
 }
 
 // defaultWait turns --wait on when it was not given and stdout is a
 // terminal.
 func (sc *startCmd) defaultWait() {
-	given := false
-	sc.fs.Visit(func(f *flag.Flag) { given = given || f.Name == "wait" })
-	if !given {
+	if !sc.flags.Changed("wait") {
 		*sc.wait = sc.out.tty
 	}
 }

@@ -7,10 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // subvault clone gives a writable tree that holds what the snapshot holds;

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/subvault/subvault/api/contract"
 )
 
@@ -18,15 +20,21 @@ the cause when it failed), the archive it made and restic's summary; a
 running job's progress, and the files it works on when the daemon names
 files to you (root, or polkit's restore authorization without a password).`
 
-func runJob(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("job", "ID [--json] [--bus BUS]", jobAbout, true, stdout, stderr)
-	pos, code, ok := cc.parse(args, 1, 1, "a job ID")
-	if !ok {
-		return code
-	}
-	id, err := parseJobID(pos[0])
+func newJobCommand() *cobra.Command {
+	return newClientCommand(&cobra.Command{
+		Use:               "job ID [--json] [--bus BUS]",
+		Short:             "show one job: progress, result, cause, summary",
+		Long:              jobAbout,
+		GroupID:           groupStatus,
+		Args:              expects(1, 1, "a job ID"),
+		ValidArgsFunction: completeArgs(jobIDs(false)),
+	}, withJSON, runJob)
+}
+
+func runJob(cc *clientCmd, args []string) int {
+	id, err := parseJobID(args[0])
 	if err != nil {
-		fmt.Fprintf(stderr, "subvault job: %v\n", err)
+		fmt.Fprintf(cc.stderr, "subvault job: %v\n", err)
 		return exitUsage
 	}
 	ctx := context.Background()
@@ -42,7 +50,7 @@ func runJob(args []string, stdout, stderr io.Writer) int {
 	if *cc.json {
 		return cc.printJSON(j)
 	}
-	printJob(stdout, cc.out, j)
+	printJob(cc.stdout, cc.out, j)
 	if j.State == contract.StateFinished && j.Result != contract.ResultDone {
 		return exitFailure
 	}

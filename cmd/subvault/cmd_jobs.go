@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"strconv"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/contract"
 )
@@ -14,14 +15,31 @@ const jobsAbout = `Lists the daemon's jobs: the queued and running ones first, t
 history, newest first. The history's length is the daemon's job_history
 setting.`
 
-func runJobs(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("jobs", "[--plan PLAN] [--limit N] [--json] [--bus BUS]", jobsAbout, true, stdout, stderr)
-	plan := cc.fs.String("plan", "", "only the jobs of this `plan`")
-	limit := cc.fs.Int("limit", 0, "print at most `N` jobs (0: all)")
-	if _, code, ok := cc.connect(args, 0, 0, "no arguments"); !ok {
+type jobsOptions struct {
+	plan  string
+	limit int
+}
+
+func newJobsCommand() *cobra.Command {
+	var opts jobsOptions
+	cmd := newClientCommand(&cobra.Command{
+		Use:     "jobs [--plan PLAN] [--limit N] [--json] [--bus BUS]",
+		Short:   "list the queued, running and past jobs",
+		Long:    jobsAbout,
+		GroupID: groupStatus,
+		Args:    expects(0, 0, "no arguments"),
+	}, withJSON, func(cc *clientCmd, _ []string) int { return runJobs(cc, opts) })
+	cmd.Flags().StringVar(&opts.plan, "plan", "", "only the jobs of this `plan`")
+	cmd.Flags().IntVar(&opts.limit, "limit", 0, "print at most `N` jobs (0: all)")
+	completeFlag(cmd, "plan", daemonList(planNames))
+	return cmd
+}
+
+func runJobs(cc *clientCmd, opts jobsOptions) int {
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
 		return code
 	}
-	ctx := context.Background()
 	defer cc.close()
 	all, err := cc.c.Jobs(ctx)
 	if err != nil {
@@ -29,12 +47,12 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 	}
 	var jobs []contract.Job
 	for _, j := range all {
-		if *plan == "" || j.Plan == *plan {
+		if opts.plan == "" || j.Plan == opts.plan {
 			jobs = append(jobs, j)
 		}
 	}
-	if *limit > 0 && len(jobs) > *limit {
-		jobs = jobs[:*limit]
+	if opts.limit > 0 && len(jobs) > opts.limit {
+		jobs = jobs[:opts.limit]
 	}
 	if *cc.json {
 		return cc.printJSON(nonNil(jobs))
@@ -55,7 +73,7 @@ func runJobs(args []string, stdout, stderr io.Writer) int {
 		rows = append(rows, []string{strconv.FormatUint(uint64(j.ID), 10), printable(j.Kind), printable(j.Plan), cc.out.when(started),
 			took(j, cc.out.now()), printable(j.Trigger), state})
 	}
-	table(stdout, []string{"ID", "KIND", "PLAN", "STARTED", "TOOK", "TRIGGER", "STATE"}, rows)
+	table(cc.stdout, []string{"ID", "KIND", "PLAN", "STARTED", "TOOK", "TRIGGER", "STATE"}, rows)
 	return exitOK
 }
 

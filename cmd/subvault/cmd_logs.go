@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+
+	"github.com/spf13/cobra"
 )
 
 const logsAbout = `Shows the daemon's journal entries, all of them or those of one plan
@@ -12,41 +14,66 @@ const logsAbout = `Shows the daemon's journal entries, all of them or those of o
 SUBVAULT_JOB, SUBVAULT_EVENT, MESSAGE_ID). Options after -- go to journalctl
 as they are, e.g. "subvault logs home -- --since today -o verbose".`
 
-func runLogs(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("logs", "[PLAN] [--job ID] [-f] [-n N] [-- JOURNALCTL-OPTIONS]", logsAbout, stdout, stderr)
-	follow := fs.Bool("f", false, "follow: print new entries as they come")
-	lines := fs.Int("n", 0, "print only the last `N` entries (0: all)")
-	job := fs.String("job", "", "only the entries of job `ID`")
+type logsOptions struct {
+	follow bool
+	lines  int
+	job    string
+}
+
+func newLogsCommand() *cobra.Command {
+	var opts logsOptions
+	cmd := &cobra.Command{
+		Use:     "logs [PLAN] [--job ID] [-f] [-n N] [-- JOURNALCTL-OPTIONS]",
+		Short:   "show the daemon's journal entries, of one plan or all",
+		Long:    logsAbout,
+		GroupID: groupStatus,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return atMost(1)(cmd, beforeDash(cmd, args))
+		},
+		ValidArgsFunction: completeArgs(planNames),
+		RunE: runs(func(cmd *cobra.Command, args []string) int {
+			pos := beforeDash(cmd, args)
+			return runLogs(cmd.OutOrStdout(), cmd.ErrOrStderr(), pos, args[len(pos):], opts)
+		}),
+	}
+	cmd.Flags().BoolVarP(&opts.follow, "f", "f", false, "follow: print new entries as they come")
+	cmd.Flags().IntVarP(&opts.lines, "n", "n", 0, "print only the last `N` entries (0: all)")
+	cmd.Flags().StringVar(&opts.job, "job", "", "only the entries of job `ID`")
+	completeFlag(cmd, "job", daemonList(jobIDs(false)))
+	return cmd
+}
+
+// beforeDash is the positional arguments before "--".
+func beforeDash(cmd *cobra.Command, args []string) []string {
+	if n := cmd.ArgsLenAtDash(); n >= 0 {
+		return args[:n]
+	}
+	return args
+}
+
+// runLogs runs journalctl for the entries of the plan in pos, if any; extra
+// are journalctl's own options.
+func runLogs(stdout, stderr io.Writer, pos, extra []string, opts logsOptions) int {
 	var plan string
-	if len(args) > 0 && args[0] != "--" && (len(args[0]) == 0 || args[0][0] != '-') {
-		plan, args = args[0], args[1:]
-	}
-	var extra []string
-	for i, a := range args {
-		if a == "--" {
-			extra, args = args[i+1:], args[:i]
-			break
-		}
-	}
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+	if len(pos) > 0 {
+		plan = pos[0]
 	}
 	argv := []string{"--no-pager", "-o", "short-iso", "SYSLOG_IDENTIFIER=subvault"}
 	if plan != "" {
 		argv = append(argv, "SUBVAULT_PLAN="+plan)
 	}
-	if *job != "" {
-		if _, err := parseJobID(*job); err != nil {
+	if opts.job != "" {
+		if _, err := parseJobID(opts.job); err != nil {
 			fmt.Fprintf(stderr, "subvault logs: %v\n", err)
 			return exitUsage
 		}
-		argv = append(argv, "SUBVAULT_JOB="+*job)
+		argv = append(argv, "SUBVAULT_JOB="+opts.job)
 	}
-	if *follow {
+	if opts.follow {
 		argv = append(argv, "--follow")
 	}
-	if *lines > 0 {
-		argv = append(argv, "--lines", fmt.Sprint(*lines))
+	if opts.lines > 0 {
+		argv = append(argv, "--lines", fmt.Sprint(opts.lines))
 	}
 	argv = append(argv, extra...)
 	cmd := exec.Command("journalctl", argv...)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/spf13/cobra"
 )
 
 // The man pages are generated, never edited: subvault(1) from every visible
@@ -349,24 +351,38 @@ into DIR: subvault(1) from every command's --help, the others from
 docs/daemon.md and docs/configuration.md. "make man" runs it; the test suite
 fails when the committed pages differ from what it writes.`
 
-func runMan(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("man", "--dir DIR [--docs DIR]", manAbout, stdout, stderr)
-	dir := fs.String("dir", "", "the `directory` to write the pages to")
-	docs := fs.String("docs", "docs", "the `directory` holding daemon.md and configuration.md")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+func newManCommand() *cobra.Command {
+	var dir, docs string
+	cmd := &cobra.Command{
+		Use:     "man --dir DIR [--docs DIR]",
+		Short:   "write the man pages (for the build)",
+		Long:    manAbout,
+		GroupID: groupAdmin,
+		Hidden:  true,
+		Args:    atMost(0),
+		RunE: runs(func(cmd *cobra.Command, _ []string) int {
+			return runMan(cmd.ErrOrStderr(), dir, docs)
+		}),
 	}
-	if *dir == "" {
+	cmd.Flags().StringVar(&dir, "dir", "", "the `directory` to write the pages to")
+	cmd.Flags().StringVar(&docs, "docs", "docs", "the `directory` holding daemon.md and configuration.md")
+	_ = cmd.MarkFlagDirname("dir")
+	_ = cmd.MarkFlagDirname("docs")
+	return cmd
+}
+
+func runMan(stderr io.Writer, dir, docs string) int {
+	if dir == "" {
 		fmt.Fprintln(stderr, "subvault man: where to? give --dir DIR")
 		return exitUsage
 	}
-	pages, err := manPages(*docs)
+	pages, err := manPages(docs)
 	if err != nil {
 		fmt.Fprintf(stderr, "subvault man: %v\n", err)
 		return exitFailure
 	}
 	for _, name := range manPageNames {
-		if err := os.WriteFile(filepath.Join(*dir, name), pages[name], 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), pages[name], 0o644); err != nil {
 			fmt.Fprintf(stderr, "subvault man: cannot write the man page: %v\n", err)
 			return exitFailure
 		}
@@ -379,7 +395,7 @@ func runMan(args []string, stdout, stderr io.Writer) int {
 func manPages(docsDir string) (map[string][]byte, error) {
 	var helps []commandHelp
 	for _, c := range commands() {
-		if c.hidden {
+		if c.Hidden {
 			continue
 		}
 		h, err := helpOf(c)
@@ -431,23 +447,23 @@ type helpFlag struct {
 // helpOf runs `subvault NAME --help`. A command whose help only names a
 // subcommand and has no options of its own ("run" prints the usage of "run
 // backup") is documented by that subcommand's help.
-func helpOf(c command) (commandHelp, error) {
-	text, err := helpText(c.name)
+func helpOf(c *cobra.Command) (commandHelp, error) {
+	text, err := helpText(c.Name())
 	if err != nil {
 		return commandHelp{}, err
 	}
-	h, err := parseHelp(c.name, text)
+	h, err := parseHelp(c.Name(), text)
 	if err != nil {
 		return commandHelp{}, err
 	}
 	if sub, _, _ := strings.Cut(h.synopsis, " "); len(h.flags) == 0 && isSubcommand(sub) {
-		if text, err := helpText(c.name + " " + sub); err == nil {
-			if hs, err := parseHelp(c.name+" "+sub, text); err == nil {
+		if text, err := helpText(c.Name() + " " + sub); err == nil {
+			if hs, err := parseHelp(c.Name()+" "+sub, text); err == nil {
 				h = hs
 			}
 		}
 	}
-	h.command, h.group = c.name, c.group
+	h.command, h.group = c.Name(), c.GroupID
 	return h, nil
 }
 

@@ -119,23 +119,23 @@ func TestManPageListsEveryCommandAndFlag(t *testing.T) {
 	}
 	flagLine := regexp.MustCompile(`(?m)^  -(\S+)`)
 	for _, c := range commands() {
-		name := strings.ReplaceAll(c.name, "-", `\-`)
-		if c.name == "run" {
+		name := strings.ReplaceAll(c.Name(), "-", `\-`)
+		if c.Name() == "run" {
 			name = "run backup"
 		}
 		entry, listed := entries[name]
-		if c.hidden {
+		if c.Hidden {
 			if listed {
-				t.Errorf("hidden command %q is in subvault(1)", c.name)
+				t.Errorf("hidden command %q is in subvault(1)", c.Name())
 			}
 			continue
 		}
 		if !listed {
-			t.Errorf("command %q has no entry under COMMANDS in subvault(1)", c.name)
+			t.Errorf("command %q has no entry under COMMANDS in subvault(1)", c.Name())
 			continue
 		}
-		args := []string{c.name, "--help"}
-		if c.name == "run" {
+		args := []string{c.Name(), "--help"}
+		if c.Name() == "run" {
 			args = []string{"run", "backup", "--help"}
 		}
 		_, help, _ := runCLI(t, args...)
@@ -148,7 +148,7 @@ func TestManPageListsEveryCommandAndFlag(t *testing.T) {
 				want = `\fB\-` + m[1] + `\fR`
 			}
 			if !strings.Contains(entry, "\n.TP\n"+want) {
-				t.Errorf("subvault(1), command %s: no entry for its flag -%s (want a .TP tagged %s)", c.name, m[1], want)
+				t.Errorf("subvault(1), command %s: no entry for its flag -%s (want a .TP tagged %s)", c.Name(), m[1], want)
 			}
 		}
 	}
@@ -158,7 +158,7 @@ func TestManPageListsEveryCommandAndFlag(t *testing.T) {
 func TestManExamplesNameRealCommands(t *testing.T) {
 	visible := map[string]bool{}
 	for _, c := range commands() {
-		visible[c.name] = !c.hidden
+		visible[c.Name()] = !c.Hidden
 	}
 	for _, line := range strings.Split(manExamples, "\n") {
 		fields := strings.Fields(strings.ReplaceAll(line, `\-`, "-"))

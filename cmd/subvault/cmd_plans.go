@@ -2,19 +2,29 @@ package main
 
 import (
 	"context"
-	"io"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 const plansAbout = `Lists the plans of the running daemon: subvolumes, repository, schedule,
 when the last backup finished and how, and the next scheduled run.`
 
-func runPlans(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("plans", "[--json] [--bus BUS]", plansAbout, true, stdout, stderr)
-	if _, code, ok := cc.connect(args, 0, 0, "no arguments"); !ok {
+func newPlansCommand() *cobra.Command {
+	return newClientCommand(&cobra.Command{
+		Use:     "plans [--json] [--bus BUS]",
+		Short:   "list the plans, their last backup and next run",
+		Long:    plansAbout,
+		GroupID: groupStatus,
+		Args:    expects(0, 0, "no arguments"),
+	}, withJSON, runPlans)
+}
+
+func runPlans(cc *clientCmd, _ []string) int {
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
 		return code
 	}
-	ctx := context.Background()
 	defer cc.close()
 	plans, err := cc.c.Plans(ctx)
 	if err != nil {
@@ -28,6 +38,6 @@ func runPlans(args []string, stdout, stderr io.Writer) int {
 		rows = append(rows, []string{printable(p.Name), strings.Join(printableAll(p.Subvolumes), ","), printable(p.Repository),
 			dash(printable(p.Schedule)), cc.out.when(p.LastBackup), dash(printable(p.LastResult)), cc.out.when(p.NextRun)})
 	}
-	table(stdout, []string{"PLAN", "SUBVOLUMES", "REPOSITORY", "SCHEDULE", "LAST BACKUP", "RESULT", "NEXT RUN"}, rows)
+	table(cc.stdout, []string{"PLAN", "SUBVOLUMES", "REPOSITORY", "SCHEDULE", "LAST BACKUP", "RESULT", "NEXT RUN"}, rows)
 	return exitOK
 }

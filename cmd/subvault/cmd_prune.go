@@ -1,8 +1,7 @@
 package main
 
 import (
-	"context"
-	"io"
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/client"
 )
@@ -11,9 +10,6 @@ const pruneAbout = `Starts a prune of PLAN: restic forget --prune with the plan'
 (this host's archives of the plan only), and keep_snapshots for the local
 snapshots.`
 
-func runPrune(args []string, stdout, stderr io.Writer) int {
-	return runStart("prune", "PLAN [--wait] [--bus BUS]", pruneAbout, args, stdout, stderr,
-		func(ctx context.Context, c *client.Client, plan string) (uint32, error) {
-			return c.StartPrune(ctx, plan)
-		})
+func newPruneCommand() *cobra.Command {
+	return newPlanJobCommand("prune", "apply a plan's retention to its archives and snapshots", pruneAbout, (*client.Client).StartPrune)
 }

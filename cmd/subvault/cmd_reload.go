@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
@@ -14,11 +15,17 @@ const reloadAbout = `Makes the daemon re-read its configuration file. An invalid
 refused, with every problem as FILE:LINE: KEY: what is wrong, and the
 configuration in force stays.`
 
-func runReload(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("reload", "[--bus BUS]", reloadAbout, false, stdout, stderr)
-	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
-		return code
-	}
+func newReloadCommand() *cobra.Command {
+	return newClientCommand(&cobra.Command{
+		Use:     "reload [--bus BUS]",
+		Short:   "make the daemon re-read its configuration",
+		Long:    reloadAbout,
+		GroupID: groupAdmin,
+		Args:    expects(0, 0, "no arguments"),
+	}, withoutJSON, runReload)
+}
+
+func runReload(cc *clientCmd, _ []string) int {
 	ctx := context.Background()
 	if code, ok := cc.dial(ctx); !ok {
 		return code
@@ -27,11 +34,11 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 	if err := cc.c.Reload(ctx); err != nil {
 		var cerr *client.Error
 		if errors.As(err, &cerr) && cerr.Name == contract.ErrorInvalidConfig {
-			fmt.Fprintf(stderr, "subvault reload: %s\n", printableText(err.Error()))
+			fmt.Fprintf(cc.stderr, "subvault reload: %s\n", printableText(err.Error()))
 			return exitFailure
 		}
 		return cc.fail(err)
 	}
-	fmt.Fprintln(stdout, "configuration reloaded")
+	fmt.Fprintln(cc.stdout, "configuration reloaded")
 	return exitOK
 }

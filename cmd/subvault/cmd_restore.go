@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"io"
 	"path/filepath"
-	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/client"
 )
@@ -40,18 +39,29 @@ read every restored file back and compare it with the archive; a
 difference fails the job. --include restores only the paths given (repeat
 it; paths as the archive holds them).`
 
-func runRestore(args []string, stdout, stderr io.Writer) int {
-	sc := newStartCmd("restore", "PLAN ARCHIVE {TARGET [--subvolume] | --in-place} [--include PATH]... [--verify] [--wait] [--bus BUS]", restoreAbout, stdout, stderr)
-	var include listFlag
-	sc.fs.Var(&include, "include", "restore only this `path` of the archive (repeatable)")
-	var opts client.RestoreOptions
-	sc.fs.BoolVar(&opts.Subvolume, "subvolume", false, "create a btrfs subvolume at TARGET and restore into it")
-	sc.fs.BoolVar(&opts.InPlace, "in-place", false, "restore over the plan's subvolumes, after a pinned snapshot of each (root only; no TARGET)")
-	sc.fs.BoolVar(&opts.Verify, "verify", false, "read every restored file back and compare it with the archive")
-	pos, code, ok := sc.parse(args, 2, 3, "PLAN ARCHIVE TARGET, or PLAN ARCHIVE --in-place")
-	if !ok {
-		return code
-	}
+type restoreOptions struct {
+	client.RestoreOptions
+	include []string
+}
+
+func newRestoreCommand() *cobra.Command {
+	var opts restoreOptions
+	cmd := newStartCommand(&cobra.Command{
+		Use:               "restore PLAN ARCHIVE {TARGET [--subvolume] | --in-place} [--include PATH]... [--verify] [--wait] [--bus BUS]",
+		Short:             "restore an archive, or some paths of it, into a new directory or subvolume, or in place",
+		Long:              restoreAbout,
+		GroupID:           groupJobs,
+		Args:              expects(2, 3, "PLAN ARCHIVE TARGET, or PLAN ARCHIVE --in-place"),
+		ValidArgsFunction: completeArgs(planNames, archiveIDs),
+	}, func(sc *startCmd, pos []string) int { return runRestore(sc, pos, opts) })
+	cmd.Flags().StringArrayVar(&opts.include, "include", nil, "restore only this `path` of the archive (repeatable)")
+	cmd.Flags().BoolVar(&opts.Subvolume, "subvolume", false, "create a btrfs subvolume at TARGET and restore into it")
+	cmd.Flags().BoolVar(&opts.InPlace, "in-place", false, "restore over the plan's subvolumes, after a pinned snapshot of each (root only; no TARGET)")
+	cmd.Flags().BoolVar(&opts.Verify, "verify", false, "read every restored file back and compare it with the archive")
+	return cmd
+}
+
+func runRestore(sc *startCmd, pos []string, opts restoreOptions) int {
 	var target string
 	switch {
 	case opts.InPlace && len(pos) == 3 && pos[2] != "/":
@@ -71,15 +81,6 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 	}
 	sc.defaultWait()
 	return sc.startAndWait(func(ctx context.Context) (uint32, error) {
-		return sc.c.StartRestoreWith(ctx, pos[0], pos[1], target, include, opts)
+		return sc.c.StartRestoreWith(ctx, pos[0], pos[1], target, opts.include, opts.RestoreOptions)
 	})
 }
-
-// listFlag is a flag that may be given more than once.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
-
-var _ flag.Value = (*listFlag)(nil)

@@ -2,20 +2,30 @@ package main
 
 import (
 	"context"
-	"io"
+
+	"github.com/spf13/cobra"
 )
 
 const snapshotsAbout = `Lists a plan's local read-only snapshots, oldest first: name, when it was
 taken, whether keep_snapshots keeps it (or a running job uses it), and its
 path. "subvault clone" makes a writable copy of one.`
 
-func runSnapshots(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("snapshots", "PLAN [--json] [--bus BUS]", snapshotsAbout, true, stdout, stderr)
-	pos, code, ok := cc.connect(args, 1, 1, "a PLAN")
-	if !ok {
+func newSnapshotsCommand() *cobra.Command {
+	return newClientCommand(&cobra.Command{
+		Use:               "snapshots PLAN [--json] [--bus BUS]",
+		Short:             "list a plan's local snapshots",
+		Long:              snapshotsAbout,
+		GroupID:           groupStatus,
+		Args:              expects(1, 1, "a PLAN"),
+		ValidArgsFunction: completeArgs(planNames),
+	}, withJSON, runSnapshots)
+}
+
+func runSnapshots(cc *clientCmd, pos []string) int {
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
 		return code
 	}
-	ctx := context.Background()
 	defer cc.close()
 	snaps, err := cc.c.Snapshots(ctx, pos[0])
 	if err != nil {
@@ -32,6 +42,6 @@ func runSnapshots(args []string, stdout, stderr io.Writer) int {
 		}
 		rows = append(rows, []string{printable(s.Name), cc.out.when(s.Created), kept, printable(s.Path)})
 	}
-	table(stdout, []string{"NAME", "TAKEN", "KEPT", "PATH"}, rows)
+	table(cc.stdout, []string{"NAME", "TAKEN", "KEPT", "PATH"}, rows)
 	return exitOK
 }

@@ -4,13 +4,22 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+
+	"github.com/spf13/cobra"
 )
 
-func runVersion(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("version", "", "Prints the version of this program, the Go it was built with, and the platform.", stdout, stderr)
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:               "version",
+		Short:             "print the version",
+		Long:              "Prints the version of this program, the Go it was built with, and the platform.",
+		GroupID:           groupAdmin,
+		Args:              atMost(0),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		Run:               func(cmd *cobra.Command, _ []string) { printVersion(cmd.OutOrStdout()) },
 	}
-	fmt.Fprintf(stdout, "subvault %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return exitOK
+}
+
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "subvault %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
@@ -22,11 +23,18 @@ files to you: root, or polkit's restore authorization without a password).
 With --json, one JSON object per event. It follows
 the daemon across restarts and runs until interrupted.`
 
-func runWatch(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("watch", "[--json] [--bus BUS]", watchAbout, true, stdout, stderr)
-	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
-		return code
-	}
+func newWatchCommand() *cobra.Command {
+	return newClientCommand(&cobra.Command{
+		Use:     "watch [--json] [--bus BUS]",
+		Short:   "follow every job live",
+		Long:    watchAbout,
+		GroupID: groupStatus,
+		Args:    expects(0, 0, "no arguments"),
+	}, withJSON, runWatch)
+}
+
+func runWatch(cc *clientCmd, _ []string) int {
+	stdout, stderr := cc.stdout, cc.stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if code, ok := cc.dial(ctx); !ok {
