@@ -81,8 +81,8 @@ lint:
 	@bad=$$($(GO) list -deps ./api/client | grep '^github.com/subvault/subvault/' | grep -vxF $(CLIENT_DEPS_ALLOWED:%=-e %)); \
 	if [ -n "$$bad" ]; then echo "api/client pulls in server packages (go list -deps ./api/client): $$bad" | tr '\n' ' '; echo; exit 1; fi
 
-# The man pages are generated (cmd/subvault/cmd_man.go) and committed; a test
-# fails when they are stale.
+# The man pages are generated (cmd/subvault/cmd_man.go: cobra's doc
+# generator and go-md2man) and committed; a test fails when they are stale.
 man:
 	$(GO) run ./cmd/subvault man --dir docs/man
 

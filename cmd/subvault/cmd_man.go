@@ -6,345 +6,29 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
-	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cpuguy83/go-md2man/v2/md2man"
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
+	"github.com/spf13/pflag"
 )
 
-// The man pages are generated, never edited: subvault(1) from every visible
-// command's --help, subvault-daemon(8) from `subvault daemon --help` and
-// docs/daemon.md, subvault.yaml(5) from docs/configuration.md. `make man`
-// writes them to docs/man; TestManPages fails when the committed ones are
-// stale.
+// The man pages are generated, never edited, and committed: subvault(1)
+// by cobra's doc generator from the commands (their synopsis, --help text
+// and options), subvault-daemon(8) and subvault.yaml(5) by go-md2man from
+// docs/daemon.md and docs/configuration.md. `make man` writes them to
+// docs/man; TestManPages fails when the committed ones are stale. The
+// text is Markdown on the way: the help texts are turned into it here
+// (markdownOfHelp), roff is the libraries' business.
 
 // manPageNames are the files "subvault man" writes, in this order.
 var manPageNames = []string{"subvault.1", "subvault-daemon.8", "subvault.yaml.5"}
-
-// The .TH lines carry no date and no version, so the pages change only when
-// their text does. Each is followed by manLayout: no hyphenation (names and
-// paths stay whole, as they are typed; HY too, since .YS restores it) and a
-// ragged right margin.
-const (
-	manTitle1 = `.TH SUBVAULT 1 "" "subvault" "User Commands"`
-	manTitle8 = `.TH SUBVAULT\-DAEMON 8 "" "subvault" "System Administration"`
-	manTitle5 = `.TH SUBVAULT.YAML 5 "" "subvault" "File Formats"`
-)
-
-const manLayout = ".nr HY 0\n.nh\n.ad l"
-
-const manDescription = `.B subvault
-snapshots btrfs subvolumes read-only and backs them up with
-.BR restic (1)
-in a private mount namespace in which each snapshot is mounted over its
-subvolume's original path. The backup is consistent (it is read from one
-instant), restic records the original path and finds its parent archive, so
-it reads only the files that changed, and the host never sees a mount.
-.PP
-The daemon,
-.BR subvault\-daemon (8),
-runs the plans' backups, prunes and checks on their schedules and serves
-.B org.subvault.Subvault1
-on the system bus; the commands that show or steer plans and jobs talk to it
-there. Plans, repositories and schedules are configured in
-.I /etc/subvault/config.yaml
-(see
-.BR subvault.yaml (5)).
-.PP
-Every command prints its usage with
-.BR \-\-help ;
-this page is made from the same text. Options take one dash or two
-.RB ( \-config " is " \-\-config ),
-and a value after a space or an
-.B =
-.RB ( \-\-quiet=false
-for a switch).
-.PP
-What the daemon, a repository or the configuration hands on (file names
-above all: any user names the files in a backed\-up subvolume) is printed so
-that it cannot act on the terminal: control characters, DEL and bytes that
-are not UTF\-8 as
-.BI \ex NN\fR,
-the C1 controls, the bidirectional embeddings, overrides, isolates and
-marks and the line and paragraph separators (U+0080 to U+009F, U+061C,
-U+200E, U+200F, U+202A to U+202E, U+2028, U+2029, U+2066 to U+2069) as
-.BI \eu NNNN\fR.
-A backslash is printed as it is: a name holding the text
-.B \ex1b
-looks like one holding ESC, and neither acts.`
-
-const manExitStatus = `.TP
-.B 0
-Success.
-.TP
-.B 1
-Failure: the command ran and the answer is no (an invalid configuration, a
-failed job); the message says why and what to do.
-.TP
-.B 2
-Wrong command line: an unknown command, option or plan.
-.TP
-.B 3
-Partial: the archive exists, but some files could not be read; they are named.
-.TP
-.B 4
-The daemon refused: the caller is not authorized.
-.TP
-.B 5
-The daemon is not on the bus.
-.TP
-.B 130
-Interrupted by SIGINT or SIGTERM; the job's snapshots were removed.
-.PP
-Each command's own codes are listed under
-.B Exit status
-in its description above.`
-
-const manJSON = `With
-.BR \-\-json ,
-a listing prints one JSON value; times are RFC 3339 strings, absent when
-there is none; sizes are bytes. Strings hold the values themselves; the
-characters a terminal acts on are written as JSON
-.BI \eu NNNN
-escapes (control characters, DEL, the C1 controls and the bidirectional
-ones), so the output is safe on a terminal too. The fields:
-.TP
-.B plans
-an array of plans:
-.BR name ,
-.BR subvolumes ,
-.BR repository ,
-.BR schedule ,
-.BR next_run ,
-.BR last_backup ,
-.BR last_result " (" done ", " failed ", " canceled " or empty),"
-.BR last_error ,
-.B last_success
-(when the last backup that ended
-.B done
-finished; absent when none is known).
-.TP
-.BR jobs ", " job
-an array of jobs, or one:
-.BR id ,
-.BR kind ,
-.BR plan ,
-.BR state " (" queued ", " running ", " finished ),
-.BR result ,
-.BR trigger ,
-.BR triggers " (everyone who asked for the job: the trigger, then each caller or schedule given it while it was queued or running),"
-.BR callers " (the uids among them),"
-.BR progress " (0 to 1),"
-.BR bytes_done ,
-.BR bytes_total ,
-.BR files_done ,
-.BR files_total ,
-.BR seconds_remaining ,
-.BR current_files ,
-.BR queued_at ,
-.BR started_at ,
-.BR finished_at ,
-.BR error ,
-.BR archive_id ,
-.B summary
-(restic's summary fields, such as
-.B files_new
-and
-.BR data_added ).
-.TP
-.B status
-an object:
-.B daemon
-.RB ( version ,
-.BR state ,
-.BR plans ,
-.BR running_jobs ,
-.BR queued_jobs ),
-.B plans
-(the plan fields plus
-.BR health :
-.BR ok ", " failed ", " overdue " or " never ,
-and
-.BR why ,
-a sentence),
-.B running
-and
-.B queued
-(jobs), and
-.B healthy
-(false when a plan failed or is overdue).
-.TP
-.B snapshots
-an array of
-.BR name ,
-.BR path ,
-.BR created ,
-.BR kept .
-.TP
-.B archives
-an array of
-.BR id ,
-.BR time ,
-.BR hostname ,
-.BR paths ,
-.BR tags .
-.TP
-.B diff
-an array of
-.B kind
-.RB ( added ", " removed ", " changed ", " type\-changed ", " metadata )
-and
-.B path
-(a directory's ends in
-.BR / );
-the metadata ones only with
-.BR \-\-metadata .
-.TP
-.B watch
-one object per line:
-.B event
-.RB ( job\-new ,
-.BR job\-changed ,
-.BR job\-finished ,
-.BR job\-forgotten ,
-.BR plan\-changed ,
-.BR plan\-added ,
-.BR plan\-removed ,
-.BR daemon\-gone ,
-.BR daemon\-started ),
-.BR time ,
-and the
-.B job
-or
-.B plan
-as above.`
-
-const manEnvironment = `.TP
-.B NO_COLOR
-When set and not empty, output on a terminal has no colours (as with
-.BR TERM=dumb ).
-Output to a pipe never has.
-.TP
-.B DBUS_SYSTEM_BUS_ADDRESS
-The system bus, where
-.B \-\-bus system
-(the default) finds the daemon; unset,
-.IR unix:path=/run/dbus/system_bus_socket .
-.TP
-.B DBUS_SESSION_BUS_ADDRESS
-The bus of
-.BR "\-\-bus session" .`
-
-const manFiles = `.TP
-.I /etc/subvault/config.yaml
-The configuration; see
-.BR subvault.yaml (5).
-.TP
-.I /var/lib/subvault
-State: the job history
-.RI ( jobs.json ),
-job ids, plan locks.
-.TP
-.I /var/cache/subvault
-restic's caches, one directory per repository.
-.TP
-.IB SUBVOLUME /.subvault\-snapshots/
-The plan's local snapshots, named
-.IB subvault@ PLAN @ TIME @ JOB @ SUBVOLUME\fR.`
-
-const manExamples = `How the plans stand, and the last jobs of one:
-.PP
-.RS 4
-.nf
-subvault plans
-subvault jobs \-\-plan home \-\-limit 5
-.fi
-.RE
-.PP
-Back up the plan
-.I home
-now and follow it, then keep watching every job:
-.PP
-.RS 4
-.nf
-subvault backup home
-subvault watch
-.fi
-.RE
-.PP
-Restore one directory of the newest archive into a new directory:
-.PP
-.RS 4
-.nf
-subvault restore home latest /root/restored \-\-include /home/alice/Documents
-.fi
-.RE
-.PP
-Restore the newest archive of home into a new btrfs subvolume, every file
-read back; or, as root, over /home itself after a pinned snapshot of it:
-.PP
-.RS 4
-.nf
-subvault restore home latest \-\-subvolume /srv/home.restored \-\-verify
-subvault restore home latest \-\-in\-place
-.fi
-.RE
-.PP
-Check the configuration after an edit, then have the daemon re-read it:
-.PP
-.RS 4
-.nf
-subvault check\-config
-subvault reload
-.fi
-.RE
-.PP
-Without the daemon: one backup in the foreground, or a trial daemon with
-another configuration on the session bus:
-.PP
-.RS 4
-.nf
-subvault run backup home
-subvault daemon \-\-config ./config.yaml \-\-bus session
-.fi
-.RE`
-
-const manSeeAlso1 = `.BR subvault\-daemon (8),
-.BR subvault.yaml (5),
-.BR restic (1),
-.BR busctl (1),
-.BR btrfs\-subvolume (8)`
-
-const manDaemonFiles = `.TP
-.I /etc/subvault/config.yaml
-The configuration; see
-.BR subvault.yaml (5).
-.TP
-.I /var/lib/subvault
-.RB ( settings.state_dir )
-The job history
-.RI ( jobs.json ),
-job ids, plan locks
-.RI ( locks/ ).
-.TP
-.I /var/cache/subvault
-.RB ( settings.cache_dir )
-restic's caches, one directory per repository.`
-
-const manSeeAlso8 = `.BR subvault (1),
-.BR subvault.yaml (5),
-.BR restic (1),
-.BR systemd.service (5),
-.BR journalctl (1),
-.BR busctl (1)`
-
-const manSeeAlso5 = `.BR subvault (1),
-.BR subvault\-daemon (8),
-.BR restic (1),
-.BR crontab (5)`
 
 const manAbout = `Writes the man pages subvault(1), subvault-daemon(8) and subvault.yaml(5)
 into DIR: subvault(1) from every command's --help, the others from
@@ -391,26 +75,11 @@ func runMan(stderr io.Writer, dir, docs string) int {
 }
 
 // manPages returns the pages by file name; docsDir holds the Markdown
-// sources.
+// sources of the daemon's and the configuration's.
 func manPages(docsDir string) (map[string][]byte, error) {
-	var helps []commandHelp
-	for _, c := range commands() {
-		if c.Hidden {
-			continue
-		}
-		h, err := helpOf(c)
-		if err != nil {
-			return nil, err
-		}
-		helps = append(helps, h)
-	}
-	var daemon *commandHelp
-	for i := range helps {
-		if helps[i].command == "daemon" {
-			daemon = &helps[i]
-		}
-	}
-	if daemon == nil {
+	root := newRootCommand()
+	daemon, _, err := root.Find([]string{"daemon"})
+	if err != nil || daemon == root {
 		return nil, fmt.Errorf("no daemon command to document in subvault-daemon(8)")
 	}
 	daemonMD, err := os.ReadFile(filepath.Join(docsDir, "daemon.md"))
@@ -421,247 +90,331 @@ func manPages(docsDir string) (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the source of subvault.yaml(5): %w", err)
 	}
+	page1, err := manPage1(root)
+	if err != nil {
+		return nil, err
+	}
 	return map[string][]byte{
-		"subvault.1":        manPage1(helps),
-		"subvault-daemon.8": manPage8(*daemon, string(daemonMD)),
+		"subvault.1":        page1,
+		"subvault-daemon.8": manPage8(daemon, string(daemonMD)),
 		"subvault.yaml.5":   manPage5(string(configMD)),
 	}, nil
 }
 
-// commandHelp is one command's --help, taken apart.
-type commandHelp struct {
-	command  string // as in commands()
-	group    string
-	name     string // as after "Usage: subvault": "run backup" for run
-	synopsis string
-	about    string
-	flags    []helpFlag
-}
+// manDate is the date cobra's generator is given, and finished takes out:
+// a page carries none, so that it changes only when its text does.
+var manDate = time.Date(2000, time.January, 1, 0, 0, 0, 0, time.UTC)
 
-type helpFlag struct {
-	name  string
-	arg   string // the value's name; "" for a switch
-	usage string // may hold newlines
-}
-
-// helpOf runs `subvault NAME --help`. A command whose help only names a
-// subcommand and has no options of its own ("run" prints the usage of "run
-// backup") is documented by that subcommand's help.
-func helpOf(c *cobra.Command) (commandHelp, error) {
-	text, err := helpText(c.Name())
-	if err != nil {
-		return commandHelp{}, err
-	}
-	h, err := parseHelp(c.Name(), text)
-	if err != nil {
-		return commandHelp{}, err
-	}
-	if sub, _, _ := strings.Cut(h.synopsis, " "); len(h.flags) == 0 && isSubcommand(sub) {
-		if text, err := helpText(c.Name() + " " + sub); err == nil {
-			if hs, err := parseHelp(c.Name()+" "+sub, text); err == nil {
-				h = hs
-			}
-		}
-	}
-	h.command, h.group = c.Name(), c.GroupID
-	return h, nil
-}
-
-func helpText(name string) (string, error) {
-	var out, errOut bytes.Buffer
-	if code := run(append(strings.Fields(name), "--help"), &out, &errOut); code != exitOK {
-		return "", fmt.Errorf("cannot document %q: \"subvault %s --help\" exits %d: %s", name, name, code, strings.TrimSpace(errOut.String()))
-	}
-	return out.String(), nil
-}
-
-func isSubcommand(word string) bool {
-	if word == "" {
-		return false
-	}
-	for _, r := range word {
-		if (r < 'a' || r > 'z') && r != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-// parseHelp takes apart the text newFlags prints (see there).
-func parseHelp(name, text string) (commandHelp, error) {
-	h := commandHelp{name: name}
-	first, rest, _ := strings.Cut(text, "\n")
-	usage, ok := strings.CutPrefix(first, "Usage: subvault "+name)
-	if !ok || (usage != "" && usage[0] != ' ') {
-		return h, fmt.Errorf("cannot document %q: its --help does not start with \"Usage: subvault %s\" but %q", name, name, first)
-	}
-	h.synopsis = strings.TrimSpace(usage)
-	about, options := rest, ""
-	if i := strings.LastIndex(rest, "\nOptions:\n"); i >= 0 {
-		about, options = rest[:i], rest[i+len("\nOptions:\n"):]
-	} else if strings.HasPrefix(rest, "Options:\n") {
-		about, options = "", strings.TrimPrefix(rest, "Options:\n")
-	}
-	h.about = strings.Trim(about, "\n")
-	for _, line := range strings.Split(options, "\n") {
-		switch {
-		case strings.HasPrefix(line, "  -"):
-			// "  -name type", or "  -x\tusage" for a one-letter switch.
-			head, usage, _ := strings.Cut(line[3:], "\t")
-			flagName, arg, _ := strings.Cut(head, " ")
-			h.flags = append(h.flags, helpFlag{name: flagName, arg: arg, usage: usage})
-		case strings.HasPrefix(line, "    \t") && len(h.flags) > 0:
-			f := &h.flags[len(h.flags)-1]
-			if f.usage != "" {
-				f.usage += "\n"
-			}
-			f.usage += line[len("    \t"):]
-		case line == "":
-		default:
-			return h, fmt.Errorf("cannot document %q: unexpected line in its options: %q", name, line)
-		}
-	}
-	return h, nil
-}
-
-func manPage1(helps []commandHelp) []byte {
-	var w roffWriter
-	w.raw(manTitle1)
-	w.raw(manLayout)
-	w.macro("SH", "NAME")
-	w.raw(`subvault \- atomic, incremental restic backups of btrfs subvolumes`)
-	w.macro("SH", "SYNOPSIS")
-	groups := groupHelps(helps)
+// manPage1 is subvault(1): cobra's doc.GenMan of a command that stands
+// for the whole program, whose synopsis is every command's and whose
+// description holds the commands, by group, and the sections every page
+// of a program has.
+func manPage1(root *cobra.Command) ([]byte, error) {
+	groups := visibleCommands(root)
+	var synopses []string
 	for _, g := range groups {
-		for _, h := range g.helps {
-			w.macro("SY", "subvault")
-			w.raw(synopsisRoff(h.name, h.synopsis))
-			w.macro("YS")
+		for _, c := range g.commands {
+			synopses = append(synopses, useLine(c))
 		}
 	}
-	w.macro("SH", "DESCRIPTION")
-	w.raw(manDescription)
-	w.macro("SH", "COMMANDS")
+	var long strings.Builder
+	long.WriteString(manDescription + "\n\n# COMMANDS\n\n")
 	for _, g := range groups {
-		w.macro("SS")
-		w.text(roffText(g.name))
-		for _, h := range g.helps {
-			w.macro("TP")
-			w.raw(`\fBsubvault\fR ` + synopsisRoff(h.name, h.synopsis))
-			writeAbout(&w, h.about, "IP")
-			if len(h.flags) > 0 {
-				w.macro("IP")
-				w.text("Options:")
-				w.macro("RS")
-				writeFlags(&w, h.flags)
-				w.macro("RE")
-			}
+		fmt.Fprintf(&long, "### %s\n\n", g.title)
+		for _, c := range g.commands {
+			long.WriteString(commandMarkdown(c) + "\n")
 		}
 	}
-	w.macro("SH", "JSON OUTPUT")
-	w.raw(manJSON)
-	w.macro("SH", "EXIT STATUS")
-	w.raw(manExitStatus)
-	w.macro("SH", "ENVIRONMENT")
-	w.raw(manEnvironment)
-	w.macro("SH", "FILES")
-	w.raw(manFiles)
-	w.macro("SH", "EXAMPLES")
-	w.raw(manExamples)
-	w.macro("SH", "SEE ALSO")
-	w.raw(manSeeAlso1)
-	return w.bytes()
-}
-
-type helpGroup struct {
-	name  string
-	helps []commandHelp
-}
-
-// groupHelps orders the commands as --help does: by group, then by name. A
-// group missing from groupOrder comes last rather than being lost.
-func groupHelps(helps []commandHelp) []helpGroup {
-	order := append([]string(nil), groupOrder...)
-	for _, h := range helps {
-		found := false
-		for _, g := range order {
-			found = found || g == h.group
-		}
-		if !found {
-			order = append(order, h.group)
-		}
+	for _, s := range []string{manJSON, manExitStatus, manEnvironment, manFiles, manExamples, manSeeAlso1} {
+		long.WriteString("\n" + s + "\n")
 	}
-	var groups []helpGroup
-	for _, g := range order {
-		var in []commandHelp
-		for _, h := range helps {
-			if h.group == g {
-				in = append(in, h)
-			}
-		}
-		if len(in) == 0 {
+	page := &cobra.Command{
+		Use:               strings.Join(synopses, "  \n"), // a line break after each
+		Short:             root.Short,
+		Long:              long.String(),
+		DisableAutoGenTag: true,
+	}
+	// The program's own options (--help, --version) are in the
+	// description: no OPTIONS section of cobra's --help.
+	page.Flags().Bool("help", false, "")
+	_ = page.Flags().MarkHidden("help")
+	var b bytes.Buffer
+	header := &doc.GenManHeader{Title: "SUBVAULT", Section: "1", Date: &manDate, Source: "subvault", Manual: "User Commands"}
+	if err := doc.GenMan(page, header, &b); err != nil {
+		return nil, fmt.Errorf("cannot make subvault(1): %w", err)
+	}
+	return finished(b.Bytes()), nil
+}
+
+// finished is a page as the libraries wrote it, with what they do not do:
+//   - no date on the .TH line (cobra's generator writes manDate there), so
+//     that a page changes only when its text does;
+//   - after .TH, which turns hyphenation back on after go-md2man's .nh: no
+//     hyphenation and a ragged right margin, as subvault's pages have had;
+//   - on text lines, "-" as \- (a minus: options and names like
+//     --set-default are not broken at their hyphens), and every character
+//     beyond ASCII as \[uXXXX]: groff reads a page as Latin-1 unless
+//     preconv converts it first (man does, groff -k does), and go-md2man
+//     leaves UTF-8 as it is.
+func finished(page []byte) []byte {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(string(page), "\n") {
+		request := strings.HasPrefix(line, ".") || strings.HasPrefix(line, "'")
+		if strings.HasPrefix(line, ".TH ") {
+			b.WriteString(strings.Replace(line, `"`+manDate.Format("Jan 2006")+`"`, `""`, 1) + manLayout)
 			continue
 		}
-		slices.SortFunc(in, func(a, b commandHelp) int { return strings.Compare(a.command, b.command) })
-		name := g
-		if name == "" {
-			name = "Other commands"
+		escaped := false // the rune after a backslash is the escape's own
+		for _, r := range line {
+			after := escaped
+			escaped = r == '\\' && !escaped
+			switch {
+			case r == '-' && !request && !after:
+				b.WriteString(`\-`)
+			case r >= utf8.RuneSelf:
+				fmt.Fprintf(&b, `\[u%04X]`, r)
+			default:
+				b.WriteRune(r)
+			}
 		}
-		groups = append(groups, helpGroup{name: name, helps: in})
+	}
+	return []byte(b.String())
+}
+
+const manLayout = ".nr HY 0\n.nh\n.ad l\n"
+
+type commandGroup struct {
+	title    string
+	commands []*cobra.Command
+}
+
+// visibleCommands are the commands subvault(1) documents, by group and
+// name as --help lists them; run is documented by its one subcommand, run
+// backup.
+func visibleCommands(root *cobra.Command) []commandGroup {
+	var groups []commandGroup
+	for _, g := range root.Groups() {
+		var in []*cobra.Command
+		for _, c := range root.Commands() {
+			if c.GroupID != g.ID || c.Hidden {
+				continue
+			}
+			if subs := c.Commands(); len(subs) == 1 {
+				c = subs[0]
+			}
+			in = append(in, c)
+		}
+		groups = append(groups, commandGroup{title: g.Title, commands: in})
 	}
 	return groups
 }
 
-func manPage8(daemon commandHelp, md string) []byte {
-	var w roffWriter
-	w.raw(manTitle8)
-	w.raw(manLayout)
-	w.macro("SH", "NAME")
-	w.raw(`subvault\-daemon \- the subvault backup daemon`)
-	w.macro("SH", "SYNOPSIS")
-	w.macro("SY", "subvault")
-	w.raw(synopsisRoff(daemon.name, daemon.synopsis))
-	w.macro("YS")
-	w.macro("SH", "DESCRIPTION")
-	about, exit := splitExitStatus(daemon.about)
-	writeAbout(&w, about, "PP")
-	intro, sections := splitMarkdown(md)
-	w.macro("PP")
-	writeMarkdown(&w, intro)
-	if len(daemon.flags) > 0 {
-		w.macro("SH", "OPTIONS")
-		writeFlags(&w, daemon.flags)
+// commandMarkdown is a command's entry under COMMANDS: its synopsis, then
+// its --help text and options, as an item of a definition list.
+func commandMarkdown(c *cobra.Command) string {
+	var b strings.Builder
+	b.WriteString(synopsisMarkdown(useLine(c)) + "\n")
+	// The first paragraph is the definition; the others are indented as
+	// its continuation.
+	for i, block := range markdownOfHelp(c.Long) {
+		if i == 0 {
+			b.WriteString(": " + indentLines(block, "  ") + "\n\n")
+		} else {
+			b.WriteString("    " + indentLines(block, "    ") + "\n\n")
+		}
 	}
-	writeMarkdown(&w, sections)
+	if flags := documentedFlags(c.LocalFlags()); len(flags) > 0 {
+		b.WriteString("    Options:\n\n")
+		for _, f := range flags {
+			term, usage := flagMarkdown(f)
+			b.WriteString("    - " + term + "  \n" + indentLines(usage, "      ") + "\n")
+		}
+	}
+	return b.String()
+}
+
+// indentLines puts indent before every line but the first.
+func indentLines(s, indent string) string {
+	return strings.ReplaceAll(s, "\n", "\n"+indent)
+}
+
+// markdownOfHelp turns a --help text into Markdown blocks: a paragraph
+// escaped, lines indented by two spaces as a code block, "Exit status:" in
+// bold.
+func markdownOfHelp(about string) []string {
+	var blocks []string
+	for _, p := range strings.Split(strings.TrimSpace(about), "\n\n") {
+		lines := strings.Split(strings.Trim(p, "\n"), "\n")
+		for len(lines) > 0 {
+			literal := strings.HasPrefix(lines[0], "  ")
+			n := 0
+			for n < len(lines) && strings.HasPrefix(lines[n], "  ") == literal {
+				n++
+			}
+			text := strings.Join(lines[:n], "\n")
+			switch {
+			case literal:
+				blocks = append(blocks, "```\n"+text+"\n```")
+			case strings.HasPrefix(text, "Exit status:"):
+				blocks = append(blocks, "**Exit status:**"+escapeMarkdown(strings.TrimPrefix(text, "Exit status:")))
+			default:
+				blocks = append(blocks, escapeMarkdown(text))
+			}
+			lines = lines[n:]
+		}
+	}
+	return blocks
+}
+
+// escapeInline escapes the characters of inline markup, for text that
+// does not start a line.
+func escapeInline(text string) string {
+	var b strings.Builder
+	for _, r := range text {
+		if strings.ContainsRune(inlineMarkup, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// inlineMarkup are the characters Markdown may take for markup anywhere:
+// escapes, code, emphasis, links, HTML, table cells, entities.
+const inlineMarkup = "\\`*_[]<>|&"
+
+// escapeMarkdown makes text Markdown that reads as the text: the
+// characters of inline markup are escaped everywhere, those that start a
+// heading, list, quote or definition only at the start of a line.
+func escapeMarkdown(text string) string {
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		var b strings.Builder
+		start := true // only spaces so far
+		for j, r := range line {
+			switch {
+			case strings.ContainsRune(inlineMarkup, r),
+				start && strings.ContainsRune("#-+:>", r),
+				r == '.' && isNumberedItem(line[:j]):
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+			start = start && r == ' '
+		}
+		lines[i] = b.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// isNumberedItem says whether a line that goes on with "." after head
+// would start a numbered list: head is spaces and digits.
+func isNumberedItem(head string) bool {
+	digits := strings.TrimLeft(head, " ")
+	return digits != "" && strings.Trim(digits, "0123456789") == ""
+}
+
+// synopsisMarkdown sets a synopsis the man way: the command and the
+// literal words bold, the placeholders (words in capitals) italic,
+// brackets and bars roman.
+func synopsisMarkdown(synopsis string) string {
+	words := strings.Fields(synopsis)
+	n := 0
+	for n < len(words) && commandWord.MatchString(words[n]) {
+		n++
+	}
+	head := "**" + strings.Join(words[:n], " ") + "**"
+	if n == len(words) {
+		return head
+	}
+	return head + " " + styleWords(strings.Join(words[n:], " "))
+}
+
+var commandWord = regexp.MustCompile(`^[a-z][a-z-]*$`)
+
+func isPlaceholder(word string) bool {
+	return strings.ToUpper(word) == word && strings.ToLower(word) != word
+}
+
+// styleWords makes a synopsis's words bold (literal) or italic
+// (placeholders), and escapes the rest.
+func styleWords(s string) string {
+	isWord := func(r rune) bool { return r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r) }
+	var b strings.Builder
+	runes := []rune(s)
+	for i := 0; i < len(runes); {
+		if !isWord(runes[i]) {
+			b.WriteString(escapeInline(string(runes[i])))
+			i++
+			continue
+		}
+		j := i
+		for j < len(runes) && isWord(runes[j]) {
+			j++
+		}
+		word := string(runes[i:j])
+		if isPlaceholder(word) {
+			b.WriteString("*" + escapeInline(word) + "*")
+		} else {
+			b.WriteString("**" + escapeInline(word) + "**")
+		}
+		i = j
+	}
+	return b.String()
+}
+
+// flagMarkdown is an option's term (--name value) and its usage.
+func flagMarkdown(f *pflag.Flag) (term, usage string) {
+	name, text := pflag.UnquoteUsage(f)
+	term = "**" + escapeInline(flagSpelling(f.Name)) + "**"
+	if name != "" {
+		term += " *" + escapeInline(name) + "*"
+	}
+	return term, escapeMarkdown(text + defaultText(f))
+}
+
+// flagSpelling writes an option the way the synopses do: -f, --config.
+func flagSpelling(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// manPage8 is subvault-daemon(8): the daemon command's synopsis, --help
+// and options, and docs/daemon.md.
+func manPage8(daemon *cobra.Command, md string) []byte {
+	about, exit := splitExitStatus(daemon.Long)
+	intro, sections := splitMarkdown(md)
+	var b strings.Builder
+	b.WriteString(`% "SUBVAULT-DAEMON" "8" "" "subvault" "System Administration"` + "\n\n")
+	b.WriteString("# NAME\nsubvault-daemon - the subvault backup daemon\n\n")
+	b.WriteString("# SYNOPSIS\n" + synopsisMarkdown(useLine(daemon)) + "\n\n")
+	b.WriteString("# DESCRIPTION\n" + strings.Join(markdownOfHelp(about), "\n\n") + "\n\n" + intro + "\n\n")
+	b.WriteString("# OPTIONS\n")
+	for _, f := range documentedFlags(daemon.LocalFlags()) {
+		term, usage := flagMarkdown(f)
+		b.WriteString(term + "\n: " + indentLines(usage, "  ") + "\n\n")
+	}
+	b.WriteString(sections + "\n\n")
 	if exit != "" {
-		w.macro("SH", "EXIT STATUS")
-		w.text(roffText(exit))
+		b.WriteString("# EXIT STATUS\n" + escapeMarkdown(exit) + "\n\n")
 	}
-	w.macro("SH", "FILES")
-	w.raw(manDaemonFiles)
-	w.macro("SH", "SEE ALSO")
-	w.raw(manSeeAlso8)
-	return w.bytes()
+	b.WriteString(manDaemonFiles + "\n\n" + manSeeAlso8 + "\n")
+	return finished(md2man.Render([]byte(b.String())))
 }
 
+// manPage5 is subvault.yaml(5): docs/configuration.md.
 func manPage5(md string) []byte {
-	var w roffWriter
-	w.raw(manTitle5)
-	w.raw(manLayout)
-	w.macro("SH", "NAME")
-	w.raw(`subvault.yaml \- the configuration of subvault, /etc/subvault/config.yaml`)
-	w.macro("SH", "SYNOPSIS")
-	w.raw(`.I /etc/subvault/config.yaml`)
-	w.macro("SH", "DESCRIPTION")
 	intro, sections := splitMarkdown(md)
-	writeMarkdown(&w, intro)
-	writeMarkdown(&w, sections)
-	w.macro("SH", "SEE ALSO")
-	w.raw(manSeeAlso5)
-	return w.bytes()
+	var b strings.Builder
+	b.WriteString(`% "SUBVAULT.YAML" "5" "" "subvault" "File Formats"` + "\n\n")
+	b.WriteString("# NAME\nsubvault.yaml - the configuration of subvault, /etc/subvault/config.yaml\n\n")
+	b.WriteString("# SYNOPSIS\n*/etc/subvault/config.yaml*\n\n")
+	b.WriteString("# DESCRIPTION\n" + intro + "\n\n" + sections + "\n\n" + manSeeAlso5 + "\n")
+	return finished(md2man.Render([]byte(b.String())))
 }
 
-// splitExitStatus takes the "Exit status: ..." paragraph out of an about
+// splitExitStatus takes the "Exit status: ..." paragraph out of a --help
 // text.
 func splitExitStatus(about string) (rest, exit string) {
 	var keep []string
@@ -675,767 +428,173 @@ func splitExitStatus(about string) (rest, exit string) {
 	return strings.Join(keep, "\n\n"), exit
 }
 
-// splitMarkdown parses a page and splits it at its first "##" heading. The
-// "#" title goes (the man page has its own), and so does a table of
-// contents: a list whose every item starts with a link to the page itself.
-func splitMarkdown(md string) (intro, sections []mdBlock) {
-	for _, b := range parseMarkdown(md) {
-		switch {
-		case b.kind == mdHeading && b.level == 1, isContents(b):
-			continue
-		case b.kind == mdHeading && b.level == 2 || sections != nil:
-			sections = append(sections, b)
-		default:
-			intro = append(intro, b)
-		}
-	}
-	return intro, sections
-}
-
-func isContents(b mdBlock) bool {
-	if b.kind != mdList {
-		return false
-	}
-	for _, item := range b.items {
-		if len(item) == 0 || item[0].kind != mdParagraph || !strings.HasPrefix(item[0].text, "[") {
-			return false
-		}
-		if _, target, ok := cutLink(item[0].text); !ok || !strings.HasPrefix(target, "#") {
-			return false
-		}
-	}
-	return true
-}
-
-// writeAbout writes the paragraphs of a --help about text: lines indented by
-// two spaces are literal, the others are filled. para is the macro that
-// starts a paragraph (IP inside a .TP entry); none starts the first.
-func writeAbout(w *roffWriter, about, para string) {
-	first := true
-	start := func() {
-		if !first {
-			w.macro(para)
-		}
-		first = false
-	}
-	for _, p := range strings.Split(about, "\n\n") {
-		if strings.TrimSpace(p) == "" {
-			continue
-		}
-		lines := strings.Split(strings.Trim(p, "\n"), "\n")
-		for len(lines) > 0 {
-			n := 0
-			literal := strings.HasPrefix(lines[0], "  ")
-			for n < len(lines) && strings.HasPrefix(lines[n], "  ") == literal {
-				n++
-			}
-			start()
-			if literal {
-				w.literal(lines[:n])
-			} else {
-				text := strings.Join(lines[:n], "\n")
-				if s, ok := strings.CutPrefix(text, "Exit status:"); ok {
-					w.text(`\fBExit status:\fR` + roffText(s))
-				} else {
-					w.text(roffText(text))
-				}
-			}
-			lines = lines[n:]
-		}
-	}
-}
-
-func writeFlags(w *roffWriter, flags []helpFlag) {
-	for _, f := range flags {
-		w.macro("TP")
-		tag := `\fB` + roffCode(flagSpelling(f.name)) + `\fR`
-		if f.arg != "" {
-			tag += ` \fI` + roffCode(f.arg) + `\fR`
-		}
-		w.raw(tag)
-		w.text(roffText(f.usage))
-	}
-}
-
-// flagSpelling writes a flag the way the synopses do: -f, --config (the flag
-// package takes one dash or two).
-func flagSpelling(name string) string {
-	if len(name) == 1 {
-		return "-" + name
-	}
-	return "--" + name
-}
-
-// synopsisRoff sets "subvault NAME SYNOPSIS" the man way: the command and
-// literal words bold, placeholders (words in capitals) italic, brackets and
-// bars roman.
-func synopsisRoff(name, synopsis string) string {
-	s := `\fB` + roffCode(name) + `\fR`
-	if synopsis == "" {
-		return s
-	}
-	var b strings.Builder
-	isWord := func(r rune) bool { return r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r) }
-	for i := 0; i < len(synopsis); {
-		r, size := utf8.DecodeRuneInString(synopsis[i:])
-		if !isWord(r) {
-			b.WriteString(roffCode(string(r)))
-			i += size
-			continue
-		}
-		j := i
-		for j < len(synopsis) {
-			r, size := utf8.DecodeRuneInString(synopsis[j:])
-			if !isWord(r) {
-				break
-			}
-			j += size
-		}
-		word := synopsis[i:j]
-		font := "B"
-		if strings.ToUpper(word) == word && strings.ToLower(word) != word {
-			font = "I"
-		}
-		b.WriteString(`\f` + font + roffCode(word) + `\fR`)
-		i = j
-	}
-	return s + " " + b.String()
-}
-
-// roffWriter collects the lines of a page.
-type roffWriter struct{ b strings.Builder }
-
-func (w *roffWriter) bytes() []byte { return []byte(w.b.String()) }
-
-// raw writes roff as it is.
-func (w *roffWriter) raw(s string) {
-	w.b.WriteString(s)
-	w.b.WriteByte('\n')
-}
-
-func (w *roffWriter) macro(name string, args ...string) {
-	w.b.WriteString("." + name)
-	for _, a := range args {
-		if strings.ContainsAny(a, ` "`) {
-			a = `"` + strings.ReplaceAll(a, `"`, `""`) + `"`
-		}
-		w.b.WriteString(" " + a)
-	}
-	w.b.WriteByte('\n')
-}
-
-// text writes escaped, filled text: one output line per input line, without
-// the blank lines and leading blanks that would break the filling, and none
-// that roff would take for a request.
-func (w *roffWriter) text(s string) {
-	for _, line := range strings.Split(s, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		w.b.WriteString(protectLine(line))
-		w.b.WriteByte('\n')
-	}
-}
-
-// literal writes lines as they are, unfilled.
-func (w *roffWriter) literal(lines []string) {
-	w.macro("nf")
-	for _, line := range lines {
-		w.b.WriteString(protectLine(roffCode(strings.TrimRight(line, " \t"))))
-		w.b.WriteByte('\n')
-	}
-	w.macro("fi")
-}
-
-// protectLine keeps a text line that starts with a control character from
-// being read as a request.
-func protectLine(line string) string {
-	if strings.HasPrefix(line, ".") || strings.HasPrefix(line, "'") {
-		return `\&` + line
-	}
-	return line
-}
-
-// roffText escapes prose: backslashes, characters beyond ASCII, and the
-// hyphens of words that start with one (options such as --config), which
-// must stay ASCII minus signs to be typed back.
-func roffText(s string) string {
-	var b strings.Builder
-	wordStart := true
-	inOption := false
-	for _, r := range s {
-		switch {
-		case r == '-' && (wordStart || inOption):
-			b.WriteString(`\-`)
-			inOption = true
-		default:
-			inOption = inOption && !unicode.IsSpace(r)
-			writeRoffRune(&b, r)
-		}
-		wordStart = unicode.IsSpace(r) || strings.ContainsRune(`(["'/|=`, r)
-	}
-	return b.String()
-}
-
-// roffCode escapes code: as roffText, and every hyphen a minus sign.
-func roffCode(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if r == '-' {
-			b.WriteString(`\-`)
-			continue
-		}
-		writeRoffRune(&b, r)
-	}
-	return b.String()
-}
-
-// roffCodeSpan escapes inline code, whose spaces at its ends or in a row
-// count (`: `), as roffCode; roff would drop or break them.
-func roffCodeSpan(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != ' ' {
-			j := strings.IndexByte(s[i:], ' ')
-			if j < 0 {
-				j = len(s) - i
-			}
-			b.WriteString(roffCode(s[i : i+j]))
-			i += j - 1
-			continue
-		}
-		if i == 0 || i == len(s)-1 || s[i-1] == ' ' || s[i+1] == ' ' {
-			b.WriteString(`\ `)
-		} else {
-			b.WriteByte(' ')
-		}
-	}
-	return b.String()
-}
-
-func writeRoffRune(b *strings.Builder, r rune) {
-	switch {
-	case r == '\\':
-		b.WriteString(`\e`)
-	case r == '\t':
-		b.WriteString("        ")
-	case r > unicode.MaxASCII:
-		fmt.Fprintf(b, `\[u%04X]`, r)
-	default:
-		b.WriteRune(r)
-	}
-}
-
-// The Markdown subset docs/*.md use: headings, paragraphs, fenced code,
-// bullet and numbered lists (nested, with paragraphs and code inside),
-// pipe tables; inline `code`, **bold**, *emphasis*, [links](target) and
-// backslash escapes.
-
-type mdKind int
-
-const (
-	mdHeading mdKind = iota
-	mdParagraph
-	mdCode
-	mdList
-	mdTable
+var (
+	markdownLink  = regexp.MustCompile(`\[([^\]]*)\]\(([^)]*)\)`)
+	contentsEntry = regexp.MustCompile(`^\s*[-*] \[[^\]]*\]\(#[^)]*\)`)
 )
 
-type mdBlock struct {
-	kind    mdKind
-	level   int         // heading
-	text    string      // heading, paragraph: inline Markdown, lines joined by \n
-	lines   []string    // code
-	ordered bool        // list
-	start   int         // ordered list: the first number
-	items   [][]mdBlock // list
-	rows    [][]string  // table: the header, then the body; cells inline Markdown
-}
-
-func parseMarkdown(src string) []mdBlock {
-	return parseBlocks(strings.Split(strings.ReplaceAll(src, "\r\n", "\n"), "\n"))
-}
-
-func parseBlocks(lines []string) []mdBlock {
-	var blocks []mdBlock
-	for i := 0; i < len(lines); {
-		line := lines[i]
-		trimmed := strings.TrimSpace(line)
+// splitMarkdown readies a page of docs/ for a man page and splits it at its
+// first "##" heading: the "#" title goes (the man page has its own), and
+// so does the table of contents (a list whose every line links into the
+// page); a "##" heading is a section, written in capitals as man pages
+// have them.
+func splitMarkdown(md string) (intro, sections string) {
+	var in, out, table []string
+	fence := ""
+	for i, line := range numberedStepsAsParagraphs(strings.Split(md+"\n", "\n")) {
+		if trimmed := strings.TrimSpace(line); fence != "" || strings.HasPrefix(trimmed, "```") {
+			switch {
+			case fence == "":
+				fence = trimmed[:strings.IndexFunc(trimmed+"x", func(r rune) bool { return r != '`' })]
+			case trimmed == fence:
+				fence = ""
+			}
+			in, out = appendTo(in, out, line)
+			continue
+		}
 		switch {
-		case trimmed == "":
+		case i == 0 && strings.HasPrefix(line, "# "), contentsEntry.MatchString(line):
+			continue
+		case strings.HasPrefix(line, "## "):
+			out = append(out, "## "+upperOutsideCode(line[3:]))
+			continue
+		case strings.HasPrefix(line, "|"):
+			table = append(table, localLinksAsText(line))
+			continue
+		case table != nil:
+			in, out = appendTo(in, out, tableAsList(table))
+			table = nil
+		}
+		in, out = appendTo(in, out, localLinksAsText(line))
+	}
+	return strings.TrimSpace(strings.Join(in, "\n")), strings.TrimSpace(strings.Join(out, "\n"))
+}
+
+// numberedStepsAsParagraphs makes a numbered list one of whose items holds
+// a code block paragraphs that start with their number: go-md2man's parser
+// ends a list at a fenced block inside an item, and numbers each piece
+// from 1 again.
+func numberedStepsAsParagraphs(lines []string) []string {
+	marker := regexp.MustCompile(`^[0-9]+\. `)
+	type item struct{ start, end, indent int }
+	out := slices.Clone(lines)
+	for i := 0; i < len(lines); {
+		var list []item
+		hasCode := false
+		for i < len(lines) {
+			m := marker.FindString(lines[i])
+			if m == "" {
+				break
+			}
+			end := i + 1
+			for end < len(lines) && (lines[end] == "" || strings.HasPrefix(lines[end], strings.Repeat(" ", len(m)))) {
+				hasCode = hasCode || strings.HasPrefix(strings.TrimSpace(lines[end]), "```")
+				end++
+			}
+			list = append(list, item{i, end, len(m)})
+			i = end
+		}
+		if len(list) == 0 {
 			i++
-		case fenceOf(line) != "":
-			var b mdBlock
-			b, i = parseFence(lines, i)
-			blocks = append(blocks, b)
-		case headingLevel(line) > 0:
-			level := headingLevel(line)
-			text := strings.TrimSpace(strings.TrimLeft(trimmed, "#"))
-			text = strings.TrimSpace(strings.TrimRight(text, "#"))
-			blocks = append(blocks, mdBlock{kind: mdHeading, level: level, text: text})
-			i++
-		case listMarkerOf(line) != nil:
-			var b mdBlock
-			b, i = parseList(lines, i)
-			blocks = append(blocks, b)
-		case isTableStart(lines, i):
-			b := mdBlock{kind: mdTable, rows: [][]string{splitRow(line)}}
-			for i += 2; i < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[i]), "|"); i++ {
-				b.rows = append(b.rows, splitRow(lines[i]))
-			}
-			blocks = append(blocks, b)
-		default:
-			var text []string
-			for ; i < len(lines) && strings.TrimSpace(lines[i]) != "" && (len(text) == 0 || !startsBlock(lines, i)); i++ {
-				text = append(text, strings.TrimSpace(lines[i]))
-			}
-			blocks = append(blocks, mdBlock{kind: mdParagraph, text: strings.Join(text, "\n")})
+			continue
 		}
-	}
-	return blocks
-}
-
-func startsBlock(lines []string, i int) bool {
-	return fenceOf(lines[i]) != "" || headingLevel(lines[i]) > 0 || listMarkerOf(lines[i]) != nil || isTableStart(lines, i)
-}
-
-func indentOf(line string) int { return len(line) - len(strings.TrimLeft(line, " ")) }
-
-// fenceOf returns the fence a line opens (``` or ~~~, or longer), or "".
-func fenceOf(line string) string {
-	if indentOf(line) > 3 {
-		return ""
-	}
-	t := strings.TrimLeft(line, " ")
-	for _, c := range []string{"`", "~"} {
-		n := len(t) - len(strings.TrimLeft(t, c))
-		if n >= 3 {
-			return strings.Repeat(c, n)
+		if !hasCode {
+			continue
 		}
-	}
-	return ""
-}
-
-func parseFence(lines []string, i int) (mdBlock, int) {
-	fence, indent := fenceOf(lines[i]), indentOf(lines[i])
-	b := mdBlock{kind: mdCode}
-	for i++; i < len(lines); i++ {
-		t := strings.TrimSpace(lines[i])
-		if strings.HasPrefix(t, fence) && strings.Trim(t, fence[:1]) == "" && indentOf(lines[i]) <= 3 {
-			return b, i + 1
-		}
-		line := lines[i]
-		line = line[min(indent, indentOf(line)):]
-		b.lines = append(b.lines, line)
-	}
-	return b, i
-}
-
-func headingLevel(line string) int {
-	if indentOf(line) > 3 {
-		return 0
-	}
-	t := strings.TrimLeft(line, " ")
-	n := len(t) - len(strings.TrimLeft(t, "#"))
-	if n < 1 || n > 6 || (len(t) > n && t[n] != ' ') {
-		return 0
-	}
-	return n
-}
-
-type listMarker struct {
-	ordered bool
-	char    byte // the bullet, or the delimiter after the number
-	number  int
-	content int // the column the item's text starts at
-	text    string
-}
-
-func listMarkerOf(line string) *listMarker {
-	indent := indentOf(line)
-	if indent > 3 {
-		return nil
-	}
-	t := line[indent:]
-	m := &listMarker{}
-	n := 0
-	switch {
-	case t != "" && strings.ContainsRune("-*+", rune(t[0])):
-		m.char, n = t[0], 1
-	default:
-		for n < len(t) && n < 9 && t[n] >= '0' && t[n] <= '9' {
-			n++
-		}
-		if n == 0 || n >= len(t) || (t[n] != '.' && t[n] != ')') {
-			return nil
-		}
-		m.ordered, m.char = true, t[n]
-		m.number, _ = strconv.Atoi(t[:n])
-		n++
-	}
-	if n < len(t) && t[n] != ' ' {
-		return nil
-	}
-	rest := t[n:]
-	spaces := len(rest) - len(strings.TrimLeft(rest, " "))
-	if spaces == 0 || spaces > 4 {
-		spaces = 1
-	}
-	if len(rest) < spaces {
-		return nil // a bare marker: not an item we need
-	}
-	m.content = indent + n + spaces
-	m.text = rest[spaces:]
-	return m
-}
-
-func parseList(lines []string, i int) (mdBlock, int) {
-	first := listMarkerOf(lines[i])
-	b := mdBlock{kind: mdList, ordered: first.ordered, start: first.number}
-	for i < len(lines) {
-		m := listMarkerOf(lines[i])
-		if m == nil || m.ordered != first.ordered || m.char != first.char {
-			break
-		}
-		item := []string{m.text}
-		for i++; i < len(lines); i++ {
-			line := lines[i]
-			if strings.TrimSpace(line) == "" {
-				j := i
-				for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
-					j++
-				}
-				if j == len(lines) || indentOf(lines[j]) < m.content {
-					break
-				}
-				item = append(item, "")
-				continue
-			}
-			if indentOf(line) >= m.content {
-				item = append(item, line[m.content:])
-				continue
-			}
-			// A lazy continuation of the item's paragraph.
-			if item[len(item)-1] != "" && !startsBlock(lines, i) {
-				item = append(item, strings.TrimSpace(line))
-				continue
-			}
-			break
-		}
-		b.items = append(b.items, parseBlocks(item))
-		j := i
-		for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
-			j++
-		}
-		if j < len(lines) {
-			if next := listMarkerOf(lines[j]); next != nil && next.ordered == first.ordered && next.char == first.char {
-				i = j
-				continue
+		for _, it := range list {
+			out[it.start] = strings.Replace(lines[it.start], ". ", "\\. ", 1)
+			for j := it.start + 1; j < it.end; j++ {
+				out[j] = strings.TrimPrefix(lines[j], strings.Repeat(" ", it.indent))
 			}
 		}
-		break
 	}
-	return b, i
+	return out
 }
 
-func isTableStart(lines []string, i int) bool {
-	if i+1 >= len(lines) || !strings.HasPrefix(strings.TrimSpace(lines[i]), "|") {
-		return false
-	}
-	sep := splitRow(lines[i+1])
-	for _, cell := range sep {
-		if strings.Trim(cell, ":-") != "" || !strings.Contains(cell, "-") {
-			return false
+// localLinksAsText keeps only the text of a line's links to other pages
+// of docs/ or into the page: a man page's reader has neither.
+func localLinksAsText(line string) string {
+	return outsideCode(line, func(s string) string {
+		return markdownLink.ReplaceAllStringFunc(s, func(link string) string {
+			m := markdownLink.FindStringSubmatch(link)
+			if strings.Contains(m[2], "://") {
+				return link
+			}
+			return m[1]
+		})
+	})
+}
+
+// tableAsList makes a table a definition list, as man pages have them
+// (tbl's boxes do not fit 80 columns): the first column is the term, the
+// others its definition, each after its heading when there are more than
+// one.
+func tableAsList(rows []string) string {
+	header := tableCells(rows[0])
+	var b strings.Builder
+	for _, row := range rows[2:] { // after the header and its --- line
+		cells := tableCells(row)
+		b.WriteString(cells[0] + "\n")
+		for i, cell := range cells[1:] {
+			lead, end := "  ", "  \n" // a line break after each
+			if i == 0 {
+				lead = ": "
+			}
+			if i == len(cells)-2 {
+				end = "\n"
+			}
+			if len(cells) > 2 && i+1 < len(header) {
+				cell = "*" + header[i+1] + ":* " + cell
+			}
+			b.WriteString(lead + cell + end)
 		}
+		b.WriteString("\n")
 	}
-	return len(sep) > 0
+	return strings.TrimRight(b.String(), "\n")
 }
 
-// splitRow splits a table row at its unescaped pipes.
-func splitRow(line string) []string {
-	t := strings.TrimSpace(line)
-	t = strings.TrimPrefix(t, "|")
-	if strings.HasSuffix(t, "|") && !strings.HasSuffix(t, `\|`) {
-		t = t[:len(t)-1]
-	}
+// tableCells splits a table row at the pipes that are not escaped (\|)
+// nor in a code span.
+func tableCells(row string) []string {
+	row = strings.TrimSpace(row)
+	row = strings.TrimSuffix(strings.TrimPrefix(row, "|"), "|")
 	var cells []string
 	var cell strings.Builder
-	for i := 0; i < len(t); i++ {
-		switch {
-		case t[i] == '\\' && i+1 < len(t) && t[i+1] == '|':
+	code := false
+	for i := 0; i < len(row); i++ {
+		switch c := row[i]; {
+		case c == '\\' && i+1 < len(row) && row[i+1] == '|':
 			cell.WriteByte('|')
 			i++
-		case t[i] == '|':
+		case c == '`':
+			code = !code
+			cell.WriteByte(c)
+		case c == '|' && !code:
 			cells = append(cells, strings.TrimSpace(cell.String()))
 			cell.Reset()
 		default:
-			cell.WriteByte(t[i])
+			cell.WriteByte(c)
 		}
 	}
 	return append(cells, strings.TrimSpace(cell.String()))
 }
 
-// markdownToRoff converts a Markdown text to man(7) roff, headings "#" and
-// "##" as .SH, deeper ones as .SS.
-func markdownToRoff(md string) string {
-	var w roffWriter
-	writeMarkdown(&w, parseMarkdown(md))
-	return w.b.String()
-}
-
-// writeMarkdown writes blocks at the current left margin, each in its own
-// paragraph.
-func writeMarkdown(w *roffWriter, blocks []mdBlock) { writeBlocks(w, blocks, false) }
-
-// writeBlocks writes blocks; broken says whether the first one needs a
-// paragraph break of its own (it follows text), and a block right after a
-// heading never does.
-func writeBlocks(w *roffWriter, blocks []mdBlock, broken bool) {
-	for i, b := range blocks {
-		if b.kind != mdHeading && (i > 0 && blocks[i-1].kind != mdHeading || i == 0 && broken) {
-			w.macro("PP")
-		}
-		switch b.kind {
-		case mdHeading:
-			if b.level <= 2 {
-				w.macro("SH")
-				w.text(mdInline(upperOutsideCode(b.text), "B"))
-			} else {
-				w.macro("SS")
-				w.text(mdInline(b.text, "B"))
-			}
-		case mdParagraph:
-			w.text(mdInline(b.text, "R"))
-		case mdCode:
-			w.macro("RS", "4")
-			w.literal(b.lines)
-			w.macro("RE")
-		case mdList:
-			writeList(w, b)
-		case mdTable:
-			writeTable(w, b)
-		}
+// appendTo adds line to the intro until the first section, then to the
+// sections.
+func appendTo(intro, sections []string, line string) ([]string, []string) {
+	if sections == nil {
+		return append(intro, line), nil
 	}
+	return intro, append(sections, line)
 }
 
-func writeList(w *roffWriter, b mdBlock) {
-	width := "2"
-	if b.ordered {
-		width = "4"
+// outsideCode applies f to the parts of a line outside `code spans`.
+func outsideCode(line string, f func(string) string) string {
+	parts := strings.Split(line, "`")
+	for i := 0; i < len(parts); i += 2 {
+		parts[i] = f(parts[i])
 	}
-	for n, item := range b.items {
-		tag := `\(bu`
-		if b.ordered {
-			tag = strconv.Itoa(b.start+n) + "."
-		}
-		w.macro("IP", tag, width)
-		rest := item
-		if len(item) > 0 && item[0].kind == mdParagraph {
-			w.text(mdInline(item[0].text, "R"))
-			rest = item[1:]
-		}
-		if len(rest) > 0 {
-			// The item's other blocks, at the margin of its text.
-			w.macro("RS", width)
-			writeBlocks(w, rest, len(rest) < len(item))
-			w.macro("RE")
-		}
-	}
+	return strings.Join(parts, "`")
 }
 
-// writeTable sets a table without tbl: one .TP entry per row, tagged by its
-// first cell; a two-column row's second cell is the body, wider rows list
-// "header: cell" a line each.
-func writeTable(w *roffWriter, b mdBlock) {
-	header := b.rows[0]
-	for _, row := range b.rows[1:] {
-		w.macro("TP")
-		if len(row) > 0 {
-			w.text(mdInline(row[0], "R"))
-		}
-		for c := 1; c < len(row); c++ {
-			if c > 1 {
-				w.macro("br")
-			}
-			cell := mdInline(row[c], "R")
-			if len(header) > 2 && c < len(header) {
-				cell = `\fI` + mdInline(header[c], "I") + `:\fR ` + cell
-			}
-			w.text(cell)
-		}
-	}
-}
-
-// upperOutsideCode capitalises a heading but not its code spans, which name
-// keys.
-func upperOutsideCode(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		if s[i] == '`' {
-			if end := codeSpanEnd(s, i); end > 0 {
-				b.WriteString(s[i:end])
-				i = end
-				continue
-			}
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		b.WriteRune(unicode.ToUpper(r))
-		i += size
-	}
-	return b.String()
-}
-
-// codeSpanEnd returns the index after the code span that opens at s[i], or 0
-// when the backticks there close nothing.
-func codeSpanEnd(s string, i int) int {
-	n := len(s[i:]) - len(strings.TrimLeft(s[i:], "`"))
-	for j := i + n; j < len(s); {
-		k := strings.IndexByte(s[j:], '`')
-		if k < 0 {
-			return 0
-		}
-		j += k
-		m := len(s[j:]) - len(strings.TrimLeft(s[j:], "`"))
-		if m == n {
-			return j + m
-		}
-		j += m
-	}
-	return 0
-}
-
-// cutLink parses "[text](target)" at the start of s.
-func cutLink(s string) (text, target string, ok bool) {
-	depth := 0
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '`':
-			if end := codeSpanEnd(s, i); end > 0 {
-				i = end - 1
-			}
-		case '\\':
-			i++
-		case '[':
-			depth++
-		case ']':
-			depth--
-			if depth == 0 {
-				if i+1 >= len(s) || s[i+1] != '(' {
-					return "", "", false
-				}
-				end := strings.IndexByte(s[i+1:], ')')
-				if end < 0 {
-					return "", "", false
-				}
-				return s[1:i], s[i+2 : i+1+end], true
-			}
-		}
-	}
-	return "", "", false
-}
-
-// findCloser returns where delim closes an emphasis opened before s[from],
-// skipping code spans and escapes, or -1.
-func findCloser(s string, from int, delim string) int {
-	for i := from; i < len(s); i++ {
-		switch {
-		case s[i] == '\\':
-			i++
-		case s[i] == '`':
-			if end := codeSpanEnd(s, i); end > 0 {
-				i = end - 1
-			}
-		case strings.HasPrefix(s[i:], delim) && i > from && s[i-1] != ' ' && s[i-1] != '\n':
-			if delim == "*" && strings.HasPrefix(s[i:], "**") {
-				i++ // a bold delimiter inside emphasis
-				continue
-			}
-			return i
-		}
-	}
-	return -1
-}
-
-// isASCIIPunct reports whether Markdown lets a backslash escape c.
-func isASCIIPunct(c byte) bool {
-	return c < utf8.RuneSelf && (unicode.IsPunct(rune(c)) || unicode.IsSymbol(rune(c)))
-}
-
-var (
-	boldOf   = map[string]string{"R": "B", "I": "BI", "B": "B", "BI": "BI"}
-	italicOf = map[string]string{"R": "I", "B": "BI", "I": "I", "BI": "BI"}
-)
-
-func fontEscape(font string) string {
-	if len(font) == 2 {
-		return `\f(` + font
-	}
-	return `\f` + font
-}
-
-// mdInline converts inline Markdown to roff in the given font (R, B, I or
-// BI), which it returns to after each change.
-func mdInline(s, font string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == '\\' && i+1 < len(s) && isASCIIPunct(s[i+1]):
-			b.WriteString(roffCode(s[i+1 : i+2]))
-			i += 2
-		case c == '`':
-			end := codeSpanEnd(s, i)
-			if end == 0 {
-				n := len(s[i:]) - len(strings.TrimLeft(s[i:], "`"))
-				b.WriteString(s[i : i+n])
-				i += n
-				continue
-			}
-			n := len(s[i:]) - len(strings.TrimLeft(s[i:], "`"))
-			code := strings.ReplaceAll(s[i+n:end-n], "\n", " ")
-			if len(code) > 1 && code[0] == ' ' && code[len(code)-1] == ' ' && strings.Trim(code, " ") != "" {
-				code = code[1 : len(code)-1]
-			}
-			b.WriteString(fontEscape(boldOf[font]) + roffCodeSpan(code) + fontEscape(font))
-			i = end
-		case strings.HasPrefix(s[i:], "**") && i+2 < len(s) && s[i+2] != ' ':
-			j := findCloser(s, i+2, "**")
-			if j < 0 {
-				b.WriteString("**")
-				i += 2
-				continue
-			}
-			inner := boldOf[font]
-			b.WriteString(fontEscape(inner) + mdInline(s[i+2:j], inner) + fontEscape(font))
-			i = j + 2
-		case c == '*' && i+1 < len(s) && s[i+1] != ' ' && s[i+1] != '*':
-			j := findCloser(s, i+1, "*")
-			if j < 0 {
-				b.WriteByte('*')
-				i++
-				continue
-			}
-			inner := italicOf[font]
-			b.WriteString(fontEscape(inner) + mdInline(s[i+1:j], inner) + fontEscape(font))
-			i = j + 1
-		case c == '[':
-			text, target, ok := cutLink(s[i:])
-			if !ok {
-				b.WriteByte('[')
-				i++
-				continue
-			}
-			b.WriteString(mdInline(text, font))
-			i += len(text) + len(target) + 4
-		default:
-			j := i + 1
-			for j < len(s) && !strings.ContainsRune("\\`*[", rune(s[j])) {
-				j++
-			}
-			b.WriteString(roffText(s[i:j]))
-			i = j
-		}
-	}
-	return b.String()
-}
+func upperOutsideCode(s string) string { return outsideCode(s, strings.ToUpper) }
