@@ -6,6 +6,7 @@
 #   make lint    gofmt, go vet, golangci-lint
 #   make build   bin/subvault
 #   make man     docs/man/ from the --help texts and docs/*.md
+#   make completions  build/completions/: the bash, zsh and fish scripts
 #   make install DESTDIR=... PREFIX=/usr
 #   make deb     build/subvault_<version>_<arch>.deb (dpkg-deb; .ci/deb)
 #   make e2e     the package booted under systemd in a container (.ci/e2e)
@@ -26,6 +27,10 @@ USERUNITDIR    ?= $(PREFIX)/lib/systemd/user
 DBUSDIR        ?= $(PREFIX)/share/dbus-1
 POLKITDIR      ?= $(PREFIX)/share/polkit-1/actions
 CATALOGDIR     ?= $(PREFIX)/lib/systemd/catalog
+# Where each shell looks for the completions of installed programs.
+BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR     ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR    ?= $(PREFIX)/share/fish/vendor_completions.d
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -37,13 +42,21 @@ ifeq ($(origin GO),undefined)
 GO := $(shell $(DEPS) build | sed -n 's/^GO=//p')
 endif
 
-.PHONY: all build test test-unit lint demo install clean deps man deb e2e
+.PHONY: all build completions test test-unit lint demo install clean deps man deb e2e
 
 all: build
 
 # Position-independent, like every other binary on Debian (lintian: hardening-no-pie).
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o bin/subvault ./cmd/subvault
+
+# The shells' completion scripts, written by the binary just built (cobra
+# makes them from the commands, so they are never out of step with it).
+completions: build
+	mkdir -p build/completions
+	bin/subvault completion bash > build/completions/subvault
+	bin/subvault completion zsh > build/completions/_subvault
+	bin/subvault completion fish > build/completions/subvault.fish
 
 test:
 	@$(DEPS) test >/dev/null
@@ -68,8 +81,8 @@ lint:
 	@bad=$$($(GO) list -deps ./api/client | grep '^github.com/subvault/subvault/' | grep -vxF $(CLIENT_DEPS_ALLOWED:%=-e %)); \
 	if [ -n "$$bad" ]; then echo "api/client pulls in server packages (go list -deps ./api/client): $$bad" | tr '\n' ' '; echo; exit 1; fi
 
-# The man pages are generated (cmd/subvault/man.go) and committed; a test
-# fails when they are stale.
+# The man pages are generated (cmd/subvault/cmd_man.go: cobra's doc
+# generator and go-md2man) and committed; a test fails when they are stale.
 man:
 	$(GO) run ./cmd/subvault man --dir docs/man
 
@@ -83,7 +96,7 @@ SERVICE_FILES = packaging/subvault.service packaging/org.subvault.Subvault1.serv
 
 # The units and the activation file name /usr/bin/subvault; sed points them
 # at BINDIR.
-install: build
+install: build completions
 	@for f in $(SERVICE_FILES); do \
 	  [ -f "$$f" ] || { echo "make install: $$f is missing; the service cannot be installed without it" >&2; exit 1; }; \
 	done
@@ -103,6 +116,9 @@ install: build
 	install -D -m 0644 packaging/org.subvault.Subvault1.conf $(DESTDIR)$(DBUSDIR)/system.d/org.subvault.Subvault1.conf
 	install -D -m 0644 packaging/org.subvault.policy $(DESTDIR)$(POLKITDIR)/org.subvault.policy
 	install -D -m 0644 packaging/subvault.catalog $(DESTDIR)$(CATALOGDIR)/subvault.catalog
+	install -D -m 0644 build/completions/subvault $(DESTDIR)$(BASHCOMPDIR)/subvault
+	install -D -m 0644 build/completions/_subvault $(DESTDIR)$(ZSHCOMPDIR)/_subvault
+	install -D -m 0644 build/completions/subvault.fish $(DESTDIR)$(FISHCOMPDIR)/subvault.fish
 
 # The Debian package: make install into a staging tree, then dpkg-deb.
 deb: build

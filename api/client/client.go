@@ -36,12 +36,23 @@ type Client struct {
 // checks that the daemon answers (a D-Bus activatable daemon is started by
 // this). A daemon that is not there is an *UnreachableError.
 func Dial(ctx context.Context, bus string) (*Client, error) {
+	return dial(ctx, bus, 0)
+}
+
+// DialRunning is Dial that never starts the daemon: one that is not
+// running is an *UnreachableError at once, as D-Bus activation is not
+// asked for. For shell completion, which a key press runs.
+func DialRunning(ctx context.Context, bus string) (*Client, error) {
+	return dial(ctx, bus, dbus.FlagNoAutoStart)
+}
+
+func dial(ctx context.Context, bus string, flags dbus.Flags) (*Client, error) {
 	conn, err := connect(bus)
 	if err != nil {
 		return nil, &UnreachableError{Bus: bus, Err: err}
 	}
 	c := &Client{conn: conn, mgr: conn.Object(contract.BusName, contract.ManagerPath), bus: bus}
-	if err := c.mgr.CallWithContext(ctx, contract.PeerInterface+".Ping", 0).Err; err != nil {
+	if err := c.mgr.CallWithContext(ctx, contract.PeerInterface+".Ping", flags).Err; err != nil {
 		conn.Close() //nolint:errcheck // the ping's error is the one to report
 		return nil, &UnreachableError{Bus: bus, Err: err}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
@@ -28,7 +30,7 @@ const (
 // --json, the connection, and how output and errors look.
 type clientCmd struct {
 	name   string
-	fs     *flag.FlagSet
+	flags  *pflag.FlagSet
 	bus    *string
 	json   *bool // nil for commands without a listing
 	stdout io.Writer
@@ -37,55 +39,52 @@ type clientCmd struct {
 	c      *client.Client
 }
 
-// newClientCmd makes the flag set of a client command; withJSON adds --json.
-func newClientCmd(name, synopsis, about string, withJSON bool, stdout, stderr io.Writer) *clientCmd {
-	cc := &clientCmd{name: name, stdout: stdout, stderr: stderr}
-	cc.fs = newFlags(name, synopsis, about, stdout, stderr)
-	cc.bus = cc.fs.String("bus", "system", "the `bus` the daemon is on: system, session, or a D-Bus address")
-	if withJSON {
-		cc.json = cc.fs.Bool("json", false, "print JSON for scripts (the fields are documented in subvault(1))")
+// Whether a client command takes --json.
+const (
+	withJSON    = true
+	withoutJSON = false
+)
+
+// newClientCommand makes cmd a command that talks to the daemon: it gets
+// --bus (and --json, withJSON), completes its options' values from the
+// daemon, and run runs it with the positional arguments.
+func newClientCommand(cmd *cobra.Command, listing bool, run func(cc *clientCmd, args []string) int) *cobra.Command {
+	cc := &clientCmd{}
+	cc.bus = cmd.Flags().String("bus", "system", "the `bus` the daemon is on: system, session, or a D-Bus address")
+	completeBus(cmd)
+	if listing {
+		cc.json = cmd.Flags().Bool("json", false, "print JSON for scripts (the fields are documented in subvault(1))")
 	}
-	cc.out = outputFor(stdout)
-	return cc
+	cmd.RunE = runs(func(cmd *cobra.Command, args []string) int {
+		cc.name = strings.TrimPrefix(cmd.CommandPath(), "subvault ")
+		cc.flags = cmd.Flags()
+		cc.stdout, cc.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+		cc.out = outputFor(cc.stdout)
+		return run(cc, args)
+	})
+	return cmd
 }
 
-// parse parses the arguments: positional ones (want of them, at most max;
-// max < 0: no limit) may come before, between or after the options. ok is
-// false when the command should return code at once.
-func (cc *clientCmd) parse(args []string, minArgs, maxArgs int, what string) (pos []string, code int, ok bool) {
-	var flags []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			pos = append(pos, args[i+1:]...)
-			i = len(args)
-		case strings.HasPrefix(a, "-") && a != "-":
-			flags = append(flags, a)
-			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") {
-				if f := cc.fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
-					flags = append(flags, args[i+1])
-					i++
-				}
-			}
-		default:
-			pos = append(pos, a)
+// expects checks that a command has between minArgs and maxArgs positional
+// arguments; what names them for the message.
+func expects(minArgs, maxArgs int, what string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) < minArgs || len(args) > maxArgs {
+			return fmt.Errorf("expects %s", what)
 		}
+		return nil
 	}
-	if code, ok := parseFlags(cc.fs, flags, cc.stdout); !ok {
-		return nil, code, false
-	}
-	if len(pos) < minArgs || (maxArgs >= 0 && len(pos) > maxArgs) {
-		fmt.Fprintf(cc.stderr, "subvault %s: expects %s; run \"subvault %s --help\" for its usage\n", cc.name, what, cc.name)
-		return nil, exitUsage, false
-	}
-	return pos, exitOK, true
 }
 
-func isBoolFlag(f *flag.Flag) bool {
-	b, ok := f.Value.(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
+// atMost checks that a command that is no client of the daemon has at
+// most n positional arguments.
+func atMost(n int) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > n {
+			return fmt.Errorf("unexpected argument %q", args[n])
+		}
+		return nil
+	}
 }
 
 // dial connects to the daemon; on failure it prints one line and returns
@@ -101,19 +100,6 @@ func (cc *clientCmd) dial(ctx context.Context) (code int, ok bool) {
 	c.Interactive = isTerminal(os.Stdin)
 	cc.c = c
 	return exitOK, true
-}
-
-// connect parses the arguments as parse does and connects to the daemon;
-// ok is false when the command should return code at once. The caller
-// closes the connection (defer cc.close()).
-func (cc *clientCmd) connect(args []string, minArgs, maxArgs int, what string) (pos []string, code int, ok bool) {
-	if pos, code, ok = cc.parse(args, minArgs, maxArgs, what); !ok {
-		return nil, code, false
-	}
-	if code, ok = cc.dial(context.Background()); !ok {
-		return nil, code, false
-	}
-	return pos, exitOK, true
 }
 
 func (cc *clientCmd) close() {
@@ -265,6 +251,14 @@ func table(w io.Writer, header []string, rows [][]string) {
 func dash(s string) string {
 	if s == "" {
 		return "-"
+	}
+	return s
+}
+
+// nonNil makes an empty listing print as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
 	}
 	return s
 }

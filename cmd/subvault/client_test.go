@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -324,198 +323,28 @@ func TestCLIDaemonUnreachableOrRefusing(t *testing.T) {
 	}
 }
 
-// TestBackupWaitOnATerminal runs `subvault backup home` on a pseudo-terminal:
-// --wait is the default there, the bar moves (several percentages drawn in
-// place), and the summary follows.
-func TestBackupWaitOnATerminal(t *testing.T) {
-	e := newAPIEnv(t, 300)
-	e.startDaemon(t)
-	pty := testutil.NewPTY(t, 120, 40)
-	cmd := subvaultCmd("backup", "home", "--bus", e.bus.Address)
-	cmd.Env = append(cmd.Env, "TERM=xterm", "NO_COLOR=")
-	pty.Attach(cmd)
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("backup on a terminal: %v\n%s", err, pty.Drain())
-	}
-	out := pty.Drain()
-	t.Logf("backup of 300 MiB took %s", time.Since(start).Round(time.Millisecond))
-	bars := regexp.MustCompile(`\r\x1b\[K\[[#.]{20}\] +(\d+)%  [0-9.]+ [KMG]?i?B/[0-9.]+ [KMG]?i?B  \d+/\d+ files`).FindAllStringSubmatch(out, -1)
-	seen := map[string]bool{}
-	for _, m := range bars {
-		seen[m[1]] = true
-	}
-	if len(seen) < 3 {
-		t.Errorf("the bar was drawn with %d different percentages (%v), want it to move:\n%q", len(seen), seen, out)
-	}
-	if !regexp.MustCompile(`job 1: backup of home \x1b\[32mdone\x1b\[0m in (` + dur + `)\r\n  archive: [0-9a-f]{8,64}\r\n  files: 301 new`).MatchString(out) {
-		t.Errorf("no summary (with done in green) after the bar:\n%q", out)
-	}
-	if !regexp.MustCompile(`added to the repository: [0-9.]+ [KMG]iB; processed 301 files, 300\.\d MiB`).MatchString(out) {
-		t.Errorf("the summary's sizes are not human on a terminal:\n%q", out)
-	}
-	if strings.Contains(out, "\x1b[K\x1b") || strings.HasSuffix(strings.TrimRight(out, "\r\n"), "%") {
-		t.Errorf("the bar was left on the screen:\n%q", out)
-	}
-}
-
 // TestCLIHelpForEveryCommand: each command has --help on stdout with its
 // usage and options.
 func TestCLIHelpForEveryCommand(t *testing.T) {
 	for _, c := range commands() {
-		args := []string{c.name, "--help"}
-		if c.name == "run" {
+		args := []string{c.Name(), "--help"}
+		if c.Name() == "run" {
 			args = []string{"run", "backup", "--help"}
 		}
 		code, out, errOut := runCLI(t, args...)
 		if code != exitOK || !strings.HasPrefix(out, "Usage: subvault "+args[0]) || errOut != "" {
-			t.Errorf("subvault %s --help: exit %d, stdout %q, stderr %q", c.name, code, out, errOut)
+			t.Errorf("subvault %s --help: exit %d, stdout %q, stderr %q", c.Name(), code, out, errOut)
 		}
-		if strings.Contains(out, "-bus") != clientCommand(c.name) {
-			t.Errorf("subvault %s --help: --bus listed: %v, want %v", c.name, !clientCommand(c.name), clientCommand(c.name))
+		if strings.Contains(out, "-bus") != clientCommand(c.Name()) {
+			t.Errorf("subvault %s --help: --bus listed: %v, want %v", c.Name(), !clientCommand(c.Name()), clientCommand(c.Name()))
 		}
 	}
 }
 
 func clientCommand(name string) bool {
 	switch name {
-	case "check-config", "run", "version", "logs", "man", "emergency-kit":
+	case "check-config", "run", "version", "logs", "man", "emergency-kit", "completion":
 		return false
 	}
 	return true
-}
-
-// TestBackupWaitCtrlCAsksAndCancels: Ctrl-C on the terminal during
-// `subvault backup` asks whether to cancel the job; "y" cancels it, the
-// command says so and exits 130, and the job's snapshot is gone.
-func TestBackupWaitCtrlCAsksAndCancels(t *testing.T) {
-	e := newAPIEnv(t, 600)
-	e.startDaemon(t)
-	pty := testutil.NewPTY(t, 120, 40)
-	cmd := subvaultCmd("backup", "home", "--bus", e.bus.Address)
-	cmd.Env = append(cmd.Env, "TERM=xterm", "NO_COLOR=1")
-	pty.Attach(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	waitOutput := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(pty.Output.String(), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q on the terminal:\n%q", what, pty.Output.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitOutput("] ") // the bar is drawn: the backup runs
-	if err := pty.Type("\x03"); err != nil {
-		t.Fatal(err)
-	}
-	waitOutput("Cancel job 1 too? [y/N] ")
-	if err := pty.Type("y\r"); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(time.Minute):
-		t.Fatalf("still running a minute after the cancel:\n%q", pty.Output.String())
-	}
-	out := pty.Drain()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != exitCanceled {
-		t.Errorf("exit %v, want %d", err, exitCanceled)
-	}
-	if !strings.Contains(out, "canceling job 1...") || !strings.Contains(out, "job 1: backup of home canceled\r\n") {
-		t.Errorf("the terminal does not say the job was canceled:\n%q", out)
-	}
-	if got := e.signals.waitRemoved(t, 1, 5*time.Second); got != "canceled" {
-		t.Errorf("job 1 ended %q, want canceled", got)
-	}
-	e.noSnapshotsNoLocks(t)
-}
-
-// TestLogsAsksJournalctlForThePlansEntries checks the journalctl command
-// line `subvault logs` makes (journalctl itself is exercised by the
-// end-to-end test under systemd): the daemon's identifier, the plan's and
-// the job's fields, and the options after -- passed on.
-func TestLogsAsksJournalctlForThePlansEntries(t *testing.T) {
-	dir := t.TempDir()
-	testutil.WriteFile(t, filepath.Join(dir, "journalctl"), "#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
-	if err := os.Chmod(filepath.Join(dir, "journalctl"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
-	code, out, errOut := runCLI(t, "logs", "home", "--job", "7", "-n", "20", "--", "--since", "today")
-	want := "--no-pager\n-o\nshort-iso\nSYSLOG_IDENTIFIER=subvault\nSUBVAULT_PLAN=home\nSUBVAULT_JOB=7\n--lines\n20\n--since\ntoday\n"
-	if code != exitOK || out != want {
-		t.Errorf("logs: exit %d, stderr %q, journalctl got:\n%s\nwant:\n%s", code, errOut, out, want)
-	}
-	if code, _, errOut = runCLI(t, "logs", "--job", "x"); code != exitUsage || !strings.Contains(errOut, "not a job id") {
-		t.Errorf("logs --job x: exit %d, %q", code, errOut)
-	}
-}
-
-// TestWatchFollowsJobs: `subvault watch` prints a line when a job is queued,
-// starts, passes each quarter, and ends; with --json, one object per event
-// that parses.
-func TestWatchFollowsJobs(t *testing.T) {
-	e := newAPIEnv(t, 200)
-	e.startDaemon(t)
-	text, _ := testutil.StartProcess(t, "subvault watch", subvaultCmd("watch", "--bus", e.bus.Address))
-	jsonOut, _ := testutil.StartProcess(t, "subvault watch --json", subvaultCmd("watch", "--json", "--bus", e.bus.Address))
-	time.Sleep(500 * time.Millisecond) // both subscribed
-	id := e.startJob(t, "StartBackup", "s", "home")
-	if got := e.signals.waitRemoved(t, id, time.Minute); got != "done" {
-		t.Fatalf("job ended %s", got)
-	}
-	wantLine := func(what string) {
-		t.Helper()
-		re := regexp.MustCompile(`(?m)^` + rfc3339 + fmt.Sprintf(` job %d backup home: `, id) + what + `$`)
-		waitFor(t, 2*time.Second, func() int {
-			if re.MatchString(text.String()) {
-				return 1
-			}
-			return 0
-		})
-	}
-	wantLine(`queued \(dbus:0\)`)
-	wantLine(`started`)
-	wantLine(`done`)
-	if n := len(regexp.MustCompile(`: (25|50|75)%  `).FindAllString(text.String(), -1)); n == 0 || n > 3 {
-		t.Errorf("%d quarter lines, want 1 to 3:\n%s", n, text.String())
-	}
-	if controlChars.MatchString(text.String()) {
-		t.Errorf("piped watch output holds control characters:\n%q", text.String())
-	}
-	var events []string
-	waitFor(t, 2*time.Second, func() int {
-		events = nil
-		for _, line := range strings.Split(strings.TrimSpace(jsonOut.String()), "\n") {
-			var ev struct {
-				Event string `json:"event"`
-				Time  string `json:"time"`
-				Job   *struct {
-					ID    uint32 `json:"id"`
-					State string `json:"state"`
-				} `json:"job"`
-			}
-			if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Time == "" {
-				t.Fatalf("watch --json line %q: %v", line, err)
-			}
-			if ev.Job != nil && ev.Job.ID == id {
-				events = append(events, ev.Event)
-			}
-		}
-		if len(events) > 0 && events[len(events)-1] == "job-finished" {
-			return 1
-		}
-		return 0
-	})
-	if events[0] != "job-new" || len(events) > 8 {
-		t.Errorf("watch --json events of job %d: %v; want job-new first, a few job-changed, job-finished last", id, events)
-	}
 }

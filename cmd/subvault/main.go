@@ -1,17 +1,21 @@
 // Command subvault makes atomic, incremental restic backups of btrfs
 // subvolumes. `subvault daemon` is the service; the other subcommands check
 // its configuration or talk to it over D-Bus.
+//
+// The command line is cobra's: one cmd_X.go per command, each with a
+// newXCommand that declares its flags and arguments and a runX that does
+// the work and returns the exit code.
 package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"slices"
 	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=...".
@@ -24,17 +28,6 @@ const (
 	exitUsage   = 2 // wrong command line
 )
 
-// A command is one subcommand. Its --help text (newFlags) is the one source
-// of its documentation: the man pages in docs/man are generated from it
-// ("subvault man", make man).
-type command struct {
-	name    string
-	summary string
-	group   string // the heading it is listed under in --help and subvault(1)
-	run     func(args []string, stdout, stderr io.Writer) int
-	hidden  bool // not listed (tools for the build)
-}
-
 // The groups of commands, in the order --help lists them.
 const (
 	groupStatus  = "Look"
@@ -45,33 +38,17 @@ const (
 
 var groupOrder = []string{groupStatus, groupJobs, groupDesktop, groupAdmin}
 
-func commands() []command {
-	return []command{
-		{name: "status", summary: "show the daemon and every plan at a glance; exit 1 when a plan needs attention", group: groupStatus, run: runStatus},
-		{name: "plans", summary: "list the plans, their last backup and next run", group: groupStatus, run: runPlans},
-		{name: "jobs", summary: "list the queued, running and past jobs", group: groupStatus, run: runJobs},
-		{name: "job", summary: "show one job: progress, result, cause, summary", group: groupStatus, run: runJob},
-		{name: "snapshots", summary: "list a plan's local snapshots", group: groupStatus, run: runSnapshots},
-		{name: "archives", summary: "list a plan's archives in its repository", group: groupStatus, run: runArchives},
-		{name: "diff", summary: "list what differs between two archives, or an archive and the live subvolumes or a snapshot", group: groupStatus, run: runDiff},
-		{name: "watch", summary: "follow every job live", group: groupStatus, run: runWatch},
-		{name: "logs", summary: "show the daemon's journal entries, of one plan or all", group: groupStatus, run: runLogs},
-		{name: "backup", summary: "back up a plan now and follow it", group: groupJobs, run: runBackupCmd},
-		{name: "prune", summary: "apply a plan's retention to its archives and snapshots", group: groupJobs, run: runPrune},
-		{name: "check", summary: "check a plan's repository", group: groupJobs, run: runCheck},
-		{name: "restore", summary: "restore an archive, or some paths of it, into a new directory or subvolume, or in place", group: groupJobs, run: runRestore},
-		{name: "cancel", summary: "cancel a queued or running job", group: groupJobs, run: runCancel},
-		{name: "clone", summary: "make a writable copy of a local snapshot, and run it in a container", group: groupJobs, run: runClone},
-		{name: "rollback", summary: "put a subvolume back to a local snapshot, or prepare that for the next boot", group: groupJobs, run: runRollback},
-		{name: "waybar", summary: "print the backups' state as a status bar's JSON line (waybar, i3blocks)", group: groupDesktop, run: runWaybar},
-		{name: "notify", summary: "show desktop notifications when a backup fails or is overdue", group: groupDesktop, run: runNotify},
-		{name: "reload", summary: "make the daemon re-read its configuration", group: groupAdmin, run: runReload},
-		{name: "check-config", summary: "check the configuration file and print the verdict", group: groupAdmin, run: runCheckConfig},
-		{name: "emergency-kit", summary: "write the printable kit that restores the backups without subvault (root)", group: groupAdmin, run: runEmergencyKit},
-		{name: "daemon", summary: "run the backup daemon (what systemd starts)", group: groupAdmin, run: runDaemon},
-		{name: "run", summary: "run one job in the foreground without the daemon: run backup PLAN", group: groupAdmin, run: runRun},
-		{name: "version", summary: "print the version", group: groupAdmin, run: runVersion},
-		{name: "man", summary: "write the man pages (for the build)", group: groupAdmin, run: runMan, hidden: true},
+// commands are the subcommands, made anew for each command line (cobra
+// keeps the parsed flags in them).
+func commands() []*cobra.Command {
+	return []*cobra.Command{
+		newStatusCommand(), newPlansCommand(), newJobsCommand(), newJobCommand(), newSnapshotsCommand(),
+		newArchivesCommand(), newDiffCommand(), newWatchCommand(), newLogsCommand(),
+		newBackupCommand(), newPruneCommand(), newCheckCommand(), newRestoreCommand(), newCancelCommand(),
+		newCloneCommand(), newRollbackCommand(),
+		newWaybarCommand(), newNotifyCommand(),
+		newReloadCommand(), newCheckConfigCommand(), newEmergencyKitCommand(), newDaemonCommand(), newRunCommand(),
+		newCompletionCommand(), newVersionCommand(), newManCommand(),
 	}
 }
 
@@ -79,104 +56,237 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run runs the command line args and returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		usage(stderr)
-		return exitUsage
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		usage(stdout)
+	root := newRootCommand()
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(twoDashes(root, args))
+	cmd, err := root.ExecuteC()
+	var status exitStatus
+	switch {
+	case err == nil:
 		return exitOK
-	case "--version":
-		return runVersion(nil, stdout, stderr)
+	case errors.As(err, &status):
+		return int(status)
 	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			return c.run(args[1:], stdout, stderr)
-		}
+	// What is left is a wrong command line: cobra's own errors (flags,
+	// unknown commands) and the commands' argument checks. One line.
+	if cmd == nil || !cmd.HasParent() {
+		fmt.Fprintf(stderr, "subvault: %s; run \"subvault --help\" for the list\n", printableText(err.Error()))
+	} else {
+		fmt.Fprintf(stderr, "%s: %s; run \"%s --help\" for its usage\n", cmd.CommandPath(), printableText(err.Error()), cmd.CommandPath())
 	}
-	fmt.Fprintf(stderr, "subvault: unknown command %q; run \"subvault --help\" for the list\n", args[0])
 	return exitUsage
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintf(w, "subvault %s: atomic, incremental restic backups of btrfs subvolumes\n\n", version)
+// exitStatus is what a command returns for an exit status other than 0,
+// once it has said why.
+type exitStatus int
+
+func (s exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
+
+// exitWith is the error of exit status code: nil for exitOK.
+func exitWith(code int) error {
+	if code == exitOK {
+		return nil
+	}
+	return exitStatus(code)
+}
+
+// runs adapts a run function that returns an exit status to cobra.
+func runs(f func(cmd *cobra.Command, args []string) int) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error { return exitWith(f(cmd, args)) }
+}
+
+func newRootCommand() *cobra.Command {
+	var showVersion bool
+	root := &cobra.Command{
+		Use:   "subvault",
+		Short: "atomic, incremental restic backups of btrfs subvolumes",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				return fmt.Errorf("unknown command %q (did you mean %s?)", args[0], strings.Join(s, " or "))
+			}
+			return fmt.Errorf("unknown command %q", args[0])
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if showVersion {
+				printVersion(cmd.OutOrStdout())
+				return nil
+			}
+			usage(cmd.ErrOrStderr(), cmd)
+			return exitStatus(exitUsage)
+		},
+		SilenceErrors:              true,
+		SilenceUsage:               true,
+		SuggestionsMinimumDistance: 2,
+		CompletionOptions:          cobra.CompletionOptions{DisableDefaultCmd: true}, // ours is `subvault completion`
+	}
+	root.Flags().BoolVar(&showVersion, "version", false, "print the version")
+	// The options every command of a kind takes may come before the
+	// command too (subvault --bus X status): declared here, hidden, they
+	// tell cobra which of them take a value, so that it finds the command
+	// after them; the command itself parses them.
+	root.Flags().String("bus", "", "")
+	root.Flags().Bool("json", false, "")
+	root.Flags().String("config", "", "")
+	for _, name := range []string{"bus", "json", "config"} {
+		_ = root.Flags().MarkHidden(name)
+	}
+	for _, g := range groupOrder {
+		root.AddGroup(&cobra.Group{ID: g, Title: g})
+	}
+	root.AddCommand(commands()...)
+	root.SetHelpFunc(help)
+	root.SetFlagErrorFunc(flagError)
+	return root
+}
+
+// usage is subvault --help: the commands by group.
+func usage(w io.Writer, root *cobra.Command) {
+	fmt.Fprintf(w, "subvault %s: %s\n\n", version, root.Short)
 	fmt.Fprintln(w, "Usage: subvault COMMAND [OPTIONS]")
-	cmds := commands()
-	slices.SortFunc(cmds, func(a, b command) int { return strings.Compare(a.name, b.name) })
 	for _, g := range groupOrder {
 		heading := false
-		for _, c := range cmds {
-			if c.group != g || c.hidden {
+		for _, c := range root.Commands() { // sorted by name
+			if c.GroupID != g || c.Hidden {
 				continue
 			}
 			if !heading {
 				fmt.Fprintf(w, "\n%s:\n", g)
 				heading = true
 			}
-			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  %-14s %s\n", c.Name(), c.Short)
 		}
 	}
 	fmt.Fprintln(w, "\nRun \"subvault COMMAND --help\" for a command's options. See subvault(1).")
 }
 
-// newFlags makes a flag set for one subcommand: --help prints its usage to
-// stdout, errors go to stderr with a pointer to --help.
-//
-// The help text is, in this order: "Usage: subvault NAME SYNOPSIS", a blank
-// line, about (paragraphs separated by blank lines; lines indented by two
-// spaces are shown as they are), a blank line, "Options:" and the flags.
-// The man page generator reads exactly this shape.
-func newFlags(name, synopsis, about string, stdout, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("subvault "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	// The flag package calls Usage on every parse error; parseFlags prints
-	// the usage itself, once, where it belongs.
-	fs.Usage = func() {}
-	usages[fs] = func(w io.Writer) {
-		fmt.Fprintf(w, "Usage: subvault %s %s\n", name, synopsis)
-		if about != "" {
-			fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(about))
-		}
-		var b strings.Builder
-		fs.SetOutput(&b)
-		fs.PrintDefaults()
-		fs.SetOutput(stderr)
-		if b.Len() > 0 {
-			fmt.Fprintf(w, "\nOptions:\n%s", b.String())
-		}
+// help prints a command's --help, to stdout. Its text is the one source of
+// the command's documentation: subvault(1) is made from the same fields
+// (cmd_man.go). The shape is the one it has had since the first release:
+// "Usage: subvault NAME SYNOPSIS", a blank line, the about text (Long:
+// paragraphs separated by blank lines, lines indented by two spaces shown
+// as they are), a blank line, "Options:" and the flags as Go's flag
+// package lists them.
+func help(cmd *cobra.Command, _ []string) { writeHelp(cmd.OutOrStdout(), cmd) }
+
+func writeHelp(w io.Writer, cmd *cobra.Command) {
+	if !cmd.HasParent() {
+		usage(w, cmd)
+		return
 	}
-	return fs
+	fmt.Fprintf(w, "Usage: %s\n", useLine(cmd))
+	if cmd.Long != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.Long))
+	}
+	if s := flagDefaults(cmd.LocalFlags()); s != "" {
+		fmt.Fprintf(w, "\nOptions:\n%s", s)
+	}
 }
 
-var usages = map[*flag.FlagSet]func(io.Writer){}
-
-// parseFlags parses a subcommand's arguments; ok is false when the command
-// should return code at once (help printed, or a usage error).
-func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok bool) {
-	name := strings.TrimPrefix(fs.Name(), "subvault ")
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		usages[fs](stdout)
-		return exitOK, false
-	}
-	if err != nil {
-		fmt.Fprintf(fs.Output(), "run \"subvault %s --help\" for its usage\n", name)
-		return exitUsage, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "subvault %s: unexpected argument %q; run \"subvault %s --help\" for its usage\n", name, fs.Arg(0), name)
-		return exitUsage, false
-	}
-	return exitOK, true
+// useLine is "subvault NAME SYNOPSIS": Use after the parent's path.
+func useLine(cmd *cobra.Command) string {
+	return cmd.Parent().CommandPath() + " " + cmd.Use
 }
 
-func runVersion(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("version", "", "Prints the version of this program, the Go it was built with, and the platform.", stdout, stderr)
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+// documentedFlags are the flags a command's help and man page list: not
+// cobra's --help, nor hidden ones.
+func documentedFlags(fs *pflag.FlagSet) []*pflag.Flag {
+	var flags []*pflag.Flag
+	fs.VisitAll(func(f *pflag.Flag) { // sorted by name
+		if !f.Hidden && f.Name != "help" {
+			flags = append(flags, f)
+		}
+	})
+	return flags
+}
+
+// flagDefaults lists flags as flag.PrintDefaults does: "  -name value",
+// the usage on the next line after four spaces and a tab (a one-letter
+// switch has it on the same line), then the default when it is not the
+// zero value.
+func flagDefaults(fs *pflag.FlagSet) string {
+	var b strings.Builder
+	for _, f := range documentedFlags(fs) {
+		line := "  -" + f.Name
+		name, usage := pflag.UnquoteUsage(f)
+		if name != "" {
+			line += " " + name
+		}
+		if len(line) <= 4 {
+			line += "\t"
+		} else {
+			line += "\n    \t"
+		}
+		b.WriteString(line + strings.ReplaceAll(usage+defaultText(f), "\n", "\n    \t") + "\n")
 	}
-	fmt.Fprintf(stdout, "subvault %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return exitOK
+	return b.String()
+}
+
+// defaultText is " (default X)" for a flag whose default is not its type's
+// zero value.
+func defaultText(f *pflag.Flag) string {
+	switch f.DefValue {
+	case "", "false", "0", "[]":
+		return ""
+	}
+	if f.Value.Type() == "string" {
+		return fmt.Sprintf(" (default %q)", f.DefValue)
+	}
+	return " (default " + f.DefValue + ")"
+}
+
+// flagError words pflag's complaint about a value as a person would.
+func flagError(_ *cobra.Command, err error) error {
+	var invalid *pflag.InvalidValueError
+	if errors.As(err, &invalid) {
+		what := "not a number"
+		if invalid.GetFlag().Value.Type() == "bool" {
+			what = "not true or false"
+		}
+		return fmt.Errorf("invalid value %q for --%s: %s", invalid.GetValue(), invalid.GetFlag().Name, what)
+	}
+	return err
+}
+
+// twoDashes lets every option take one dash or two, as Go's flag package
+// did (subvault(1) says so, and scripts may write -config): a word of one
+// dash and more than one letter, -config or -config=PATH, becomes
+// --config. A value after an option that takes one is left alone, and so
+// is everything after "--" (logs hands it to journalctl). One dash and one
+// letter stays what it is: a shorthand (-f, -n 10, -h).
+func twoDashes(root *cobra.Command, args []string) []string {
+	takesValue := map[string]bool{}
+	var visit func(*cobra.Command)
+	visit = func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) { takesValue[f.Name] = f.NoOptDefVal == "" })
+		for _, sub := range c.Commands() {
+			visit(sub)
+		}
+	}
+	visit(root)
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			a = "-" + a
+		}
+		out = append(out, a)
+		if name, ok := strings.CutPrefix(a, "--"); ok && !strings.Contains(name, "=") && takesValue[name] && i+1 < len(args) {
+			out = append(out, args[i+1])
+			i++
+		} else if len(a) == 2 && a[0] == '-' && takesValue[a[1:]] && i+1 < len(args) {
+			out = append(out, args[i+1])
+			i++
+		}
+	}
+	return out
 }

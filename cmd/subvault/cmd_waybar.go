@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
@@ -239,21 +240,32 @@ func escapePango(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
 
-func runWaybar(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("waybar", "[--follow] [--format waybar|i3blocks] [--bus BUS]", waybarAbout, false, stdout, stderr)
-	follow := cc.fs.Bool("follow", false, "keep running and print a new line on every change")
-	format := cc.fs.String("format", "waybar", "the bar's JSON: `waybar` or i3blocks")
-	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
-		return code
-	}
+func newWaybarCommand() *cobra.Command {
+	var follow bool
+	var format string
+	cmd := newClientCommand(&cobra.Command{
+		Use:     "waybar [--follow] [--format waybar|i3blocks] [--bus BUS]",
+		Short:   "print the backups' state as a status bar's JSON line (waybar, i3blocks)",
+		Long:    waybarAbout,
+		GroupID: groupDesktop,
+		Args:    expects(0, 0, "no arguments"),
+	}, withoutJSON, func(cc *clientCmd, _ []string) int { return runWaybar(cc, follow, format) })
+	cmd.Flags().BoolVar(&follow, "follow", false, "keep running and print a new line on every change")
+	cmd.Flags().StringVar(&format, "format", "waybar", "the bar's JSON: `waybar` or i3blocks")
+	completeFlag(cmd, "format", fixed("waybar", "i3blocks"))
+	return cmd
+}
+
+func runWaybar(cc *clientCmd, follow bool, format string) int {
+	stdout, stderr := cc.stdout, cc.stderr
 	var encode barFormat
-	switch *format {
+	switch format {
 	case "waybar":
 		encode = waybarJSON
 	case "i3blocks":
 		encode = i3blocksJSON
 	default:
-		fmt.Fprintf(stderr, "subvault waybar: --format %q: expected waybar or i3blocks\n", *format)
+		fmt.Fprintf(stderr, "subvault waybar: --format %q: expected waybar or i3blocks\n", format)
 		return exitUsage
 	}
 	var last []byte
@@ -268,7 +280,7 @@ func runWaybar(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if !*follow {
+	if !follow {
 		return cc.barOnce(ctx, show)
 	}
 	return cc.barFollow(ctx, show)

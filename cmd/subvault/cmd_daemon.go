@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/spf13/cobra"
+
 	"github.com/subvault/subvault/api"
 	"github.com/subvault/subvault/daemon"
 	"github.com/subvault/subvault/daemon/journal"
@@ -29,21 +31,37 @@ systemd starts it again.
 Exit status: 0 stopped cleanly, 1 could not start, or lost its bus (the
 message says why).`
 
-func runDaemon(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("daemon", "[--config PATH] [--bus system|session|ADDRESS] [--debug]", daemonAbout, stdout, stderr)
-	path := fs.String("config", defaultConfigPath, "configuration `file`")
-	bus := fs.String("bus", "system", "the `bus` to serve on: system, session, or a D-Bus address (tests, unprivileged trials)")
-	debug := fs.Bool("debug", false, "log debug messages too")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+type daemonOptions struct {
+	config, bus string
+	debug       bool
+}
+
+func newDaemonCommand() *cobra.Command {
+	var opts daemonOptions
+	cmd := &cobra.Command{
+		Use:               "daemon [--config PATH] [--bus system|session|ADDRESS] [--debug]",
+		Short:             "run the backup daemon (what systemd starts)",
+		Long:              daemonAbout,
+		GroupID:           groupAdmin,
+		Args:              atMost(0),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE:              runs(func(cmd *cobra.Command, _ []string) int { return runDaemon(cmd.ErrOrStderr(), opts) }),
 	}
+	configFlag(cmd, &opts.config, "configuration `file`")
+	cmd.Flags().StringVar(&opts.bus, "bus", "system", "the `bus` to serve on: system, session, or a D-Bus address (tests, unprivileged trials)")
+	completeBus(cmd)
+	cmd.Flags().BoolVar(&opts.debug, "debug", false, "log debug messages too")
+	return cmd
+}
+
+func runDaemon(stderr io.Writer, opts daemonOptions) int {
 	level := slog.LevelInfo
-	if *debug {
+	if opts.debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(journal.NewHandler(stderr, journal.WithLevel(level)))
 
-	conn, err := api.ConnectServer(*bus)
+	conn, err := api.ConnectServer(opts.bus)
 	if err != nil {
 		fmt.Fprintf(stderr, "subvault daemon: %s\n", printableText(err.Error()))
 		return exitFailure
@@ -59,14 +77,14 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	go func() {
 		select {
 		case <-conn.Context().Done():
-			stop(fmt.Errorf("lost its connection to the bus (%s): dbus-daemon stopped or dropped the connection; exiting so that systemd starts it again", *bus))
+			stop(fmt.Errorf("lost its connection to the bus (%s): dbus-daemon stopped or dropped the connection; exiting so that systemd starts it again", opts.bus))
 		case <-ctx.Done():
 		}
 	}()
 	authz := api.NewAuthorizer(conn, log)
 	defer authz.Close() // the count of refusals not logged yet
 	d, err := daemon.New(ctx, daemon.Options{
-		ConfigPath: *path,
+		ConfigPath: opts.config,
 		Version:    version,
 		Logger:     log,
 		Inhibitor:  &api.Inhibitor{Conn: conn, Log: log},

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/spf13/cobra"
+
 	"github.com/subvault/subvault/api/contract"
 )
 
@@ -38,12 +40,21 @@ type planStatus struct {
 	Why string `json:"why"`
 }
 
-func runStatus(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("status", "[--json] [--bus BUS]", statusAbout, true, stdout, stderr)
-	if _, code, ok := cc.connect(args, 0, 0, "no arguments"); !ok {
+func newStatusCommand() *cobra.Command {
+	return newClientCommand(&cobra.Command{
+		Use:     "status [--json] [--bus BUS]",
+		Short:   "show the daemon and every plan at a glance; exit 1 when a plan needs attention",
+		Long:    statusAbout,
+		GroupID: groupStatus,
+		Args:    expects(0, 0, "no arguments"),
+	}, withJSON, runStatus)
+}
+
+func runStatus(cc *clientCmd, _ []string) int {
+	ctx := context.Background()
+	if code, ok := cc.dial(ctx); !ok {
 		return code
 	}
-	ctx := context.Background()
 	defer cc.close()
 	d, err := cc.c.Daemon(ctx)
 	if err != nil {
@@ -78,7 +89,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	printStatus(stdout, cc.out, st)
+	printStatus(cc.stdout, cc.out, st)
 	return code
 }
 

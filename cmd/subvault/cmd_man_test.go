@@ -7,9 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cpuguy83/go-md2man/v2/md2man"
 
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -113,29 +116,29 @@ func TestManPageListsEveryCommandAndFlag(t *testing.T) {
 	}
 	section, _, _ = strings.Cut(section, "\n.SH ")
 	entries := map[string]string{} // the name as set in roff -> its entry
-	for _, e := range strings.Split(section, "\n.TP\n\\fBsubvault\\fR \\fB")[1:] {
-		name, _, _ := strings.Cut(e, `\fR`)
+	for _, e := range strings.Split(section, "\n.TP\n\\fBsubvault ")[1:] {
+		name, _, _ := strings.Cut(e, `\fP`)
 		entries[name] = e
 	}
 	flagLine := regexp.MustCompile(`(?m)^  -(\S+)`)
 	for _, c := range commands() {
-		name := strings.ReplaceAll(c.name, "-", `\-`)
-		if c.name == "run" {
+		name := strings.ReplaceAll(c.Name(), "-", `\-`)
+		if c.Name() == "run" {
 			name = "run backup"
 		}
 		entry, listed := entries[name]
-		if c.hidden {
+		if c.Hidden {
 			if listed {
-				t.Errorf("hidden command %q is in subvault(1)", c.name)
+				t.Errorf("hidden command %q is in subvault(1)", c.Name())
 			}
 			continue
 		}
 		if !listed {
-			t.Errorf("command %q has no entry under COMMANDS in subvault(1)", c.name)
+			t.Errorf("command %q has no entry under COMMANDS in subvault(1)", c.Name())
 			continue
 		}
-		args := []string{c.name, "--help"}
-		if c.name == "run" {
+		args := []string{c.Name(), "--help"}
+		if c.Name() == "run" {
 			args = []string{"run", "backup", "--help"}
 		}
 		_, help, _ := runCLI(t, args...)
@@ -143,12 +146,12 @@ func TestManPageListsEveryCommandAndFlag(t *testing.T) {
 			continue
 		}
 		for _, m := range flagLine.FindAllStringSubmatch(help, -1) {
-			want := `\fB\-\-` + strings.ReplaceAll(m[1], "-", `\-`) + `\fR`
+			want := `\fB\-\-` + strings.ReplaceAll(m[1], "-", `\-`) + `\fP`
 			if len(m[1]) == 1 {
-				want = `\fB\-` + m[1] + `\fR`
+				want = `\fB\-` + m[1] + `\fP`
 			}
-			if !strings.Contains(entry, "\n.TP\n"+want) {
-				t.Errorf("subvault(1), command %s: no entry for its flag -%s (want a .TP tagged %s)", c.name, m[1], want)
+			if !strings.Contains(entry, "\n.IP \\(bu 2\n"+want) {
+				t.Errorf("subvault(1), command %s: no entry for its flag -%s (want an item that starts with %s)", c.Name(), m[1], want)
 			}
 		}
 	}
@@ -158,129 +161,78 @@ func TestManPageListsEveryCommandAndFlag(t *testing.T) {
 func TestManExamplesNameRealCommands(t *testing.T) {
 	visible := map[string]bool{}
 	for _, c := range commands() {
-		visible[c.name] = !c.hidden
+		visible[c.Name()] = !c.Hidden
 	}
 	for _, line := range strings.Split(manExamples, "\n") {
-		fields := strings.Fields(strings.ReplaceAll(line, `\-`, "-"))
+		fields := strings.Fields(line)
 		if len(fields) >= 2 && fields[0] == "subvault" && !visible[fields[1]] {
 			t.Errorf("EXAMPLES in subvault(1): %q names no visible command", line)
 		}
 	}
 }
 
-func TestParseHelp(t *testing.T) {
-	text := "Usage: subvault logs [PLAN] [-f]\n\nShows it.\n\n  subvault logs home\n\nExit status: 0 fine.\n\nOptions:\n" +
-		"  -f\tfollow\n  -job ID\n    \tonly job ID\n    \tsecond line (default \"x\")\n  -quiet\n    \tsay less\n"
-	h, err := parseHelp("logs", text)
-	if err != nil {
-		t.Fatal(err)
+// A --help text becomes Markdown that says the same: nothing in it is
+// taken for markup, its indented lines stay as they are.
+func TestHelpToMarkdown(t *testing.T) {
+	t.Parallel()
+	got := markdownOfHelp("Runs *all* of [it], a_b, `x` and <y> | z;\n- not a list,\n1. nor this, # nor this.\n\n  subvault x --y\n  .z\n\nExit status: 0 ok.")
+	want := []string{
+		"Runs \\*all\\* of \\[it\\], a\\_b, \\`x\\` and \\<y\\> \\| z;\n\\- not a list,\n1\\. nor this, # nor this.",
+		"```\n  subvault x --y\n  .z\n```",
+		"**Exit status:** 0 ok.",
 	}
-	if h.synopsis != "[PLAN] [-f]" || h.about != "Shows it.\n\n  subvault logs home\n\nExit status: 0 fine." {
-		t.Errorf("synopsis %q, about %q", h.synopsis, h.about)
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
 	}
-	want := []helpFlag{{"f", "", "follow"}, {"job", "ID", "only job ID\nsecond line (default \"x\")"}, {"quiet", "", "say less"}}
-	if len(h.flags) != len(want) {
-		t.Fatalf("flags %q, want %q", h.flags, want)
-	}
-	for i := range want {
-		if h.flags[i] != want[i] {
-			t.Errorf("flag %d: %q, want %q", i, h.flags[i], want[i])
+	for synopsis, want := range map[string]string{
+		"subvault run backup PLAN [--config PATH] [--verbose]": "**subvault run backup** *PLAN* \\[**--config** *PATH*\\] \\[**--verbose**\\]",
+		"subvault version":                     "**subvault version**",
+		"subvault completion bash|zsh|fish":    "**subvault completion** **bash**\\|**zsh**\\|**fish**",
+		"subvault logs [PLAN] [-- OPTIONS]...": "**subvault logs** \\[*PLAN*\\] \\[**--** *OPTIONS*\\]...",
+	} {
+		if got := synopsisMarkdown(synopsis); got != want {
+			t.Errorf("synopsis %q: %s, want %s", synopsis, got, want)
 		}
 	}
-	if _, err := parseHelp("logs", "usage: logs\n"); err == nil {
-		t.Error("a help without \"Usage: subvault logs\" parsed")
-	}
-	if _, err := parseHelp("log", "Usage: subvault logs\n"); err == nil {
-		t.Error("the help of logs parsed as that of log")
+	// And go-md2man reads it back as the text.
+	page := string(md2man.Render([]byte(strings.Join(got, "\n\n"))))
+	for _, text := range []string{"Runs *all* of [it], a_b, `x` and <y> | z;", "\n- not a list,", "1. nor this", ".EX\n  subvault x --y"} {
+		if !strings.Contains(strings.ReplaceAll(page, `\&`, ""), text) {
+			t.Errorf("the page does not hold %q:\n%s", text, page)
+		}
 	}
 }
 
-func TestMarkdownToRoff(t *testing.T) {
-	md := "# Title\n\n" +
-		"## The `plans` key\n\n" +
-		".starts with a dot,\n'and a quote, a back\\slash, `C:\\dir`, `--opt` and **bold `code`**,\n" +
-		"*emphasis*, a [link](https://example.org) and [a `key`](#key); 3 * 4 and `` ` ``.\n\n" +
-		"```yaml\n.hidden: \\n\n  - x\n```\n\n" +
-		"| key | type | rules |\n| --- | --- | --- |\n| `a` | string | ≥ 0, with \\| a pipe |\n| `b` | list | **required** |\n\n" +
+// A page of docs/ loses what a man page has otherwise (title, contents,
+// links into the documentation) and its tables become lists.
+func TestDocsToManMarkdown(t *testing.T) {
+	t.Parallel()
+	md := "# Title\n\nIntro with [a link](other.md), [an anchor](#key) and [a site](https://example.org).\n\n" +
+		"- [First](#first)\n- [`Second`](#second): two\n\n" +
+		"## The `plans` key\n\n| key | type | rules |\n| --- | --- | --- |\n| `a` | string | at least \\| one |\n| `b\\|c` | list | [required](#r) |\n\n" +
 		"| variable | value |\n| --- | --- |\n| `X` | the x |\n\n" +
-		"- one\n  more of one\n\n  ```\n  code in one\n  ```\n- two\n\n" +
-		"1. first\n   - nested\n2. second\n\n### Deeper\n\nlast\n"
-	want := `.SH
-TITLE
-.SH
-THE \fBplans\fB KEY
-\&.starts with a dot,
-\&'and a quote, a back\eslash, \fBC:\edir\fR, \fB\-\-opt\fR and \fBbold \fBcode\fB\fR,
-\fIemphasis\fR, a link and a \fBkey\fR; 3 * 4 and \fB` + "`" + `\fR.
-.PP
-.RS 4
-.nf
-\&.hidden: \en
-  \- x
-.fi
-.RE
-.PP
-.TP
-\fBa\fR
-\fItype:\fR string
-.br
-\fIrules:\fR \[u2265] 0, with | a pipe
-.TP
-\fBb\fR
-\fItype:\fR list
-.br
-\fIrules:\fR \fBrequired\fR
-.PP
-.TP
-\fBX\fR
-the x
-.PP
-.IP \(bu 2
-one
-more of one
-.RS 2
-.PP
-.RS 4
-.nf
-code in one
-.fi
-.RE
-.RE
-.IP \(bu 2
-two
-.PP
-.IP 1. 4
-first
-.RS 4
-.PP
-.IP \(bu 2
-nested
-.RE
-.IP 2. 4
-second
-.SS
-Deeper
-last
-`
-	got := markdownToRoff(md)
-	if got != want {
-		t.Errorf("got:\n%s\nwant:\n%s\n%s", got, want, firstDifference(got, want))
+		"1. First step:\n\n   ```sh\n   do it\n   ```\n\n2. Then [this](x.md).\n\n### Deeper\n\nlast\n"
+	intro, sections := splitMarkdown(md)
+	if want := "Intro with a link, an anchor and [a site](https://example.org)."; intro != want {
+		t.Errorf("intro %q, want %q", intro, want)
 	}
-	if !strings.HasPrefix(markdownToRoff("a `: ` b"), `a \fB:\ \fR b`) {
-		t.Errorf("a code span's end space is lost: %q", markdownToRoff("a `: ` b"))
+	want := "## THE `plans` KEY\n\n" +
+		"`a`\n: *type:* string  \n  *rules:* at least | one\n\n" +
+		"`b|c`\n: *type:* list  \n  *rules:* required\n\n" +
+		"`X`\n: the x\n\n" +
+		"1\\. First step:\n\n```sh\ndo it\n```\n\n2\\. Then this.\n\n### Deeper\n\nlast"
+	if sections != want {
+		t.Errorf("sections:\n%s\nwant:\n%s\n%s", sections, want, firstDifference(sections, want))
 	}
 }
 
-// Help text turns into roff with its literal lines kept and nothing a
-// request could be made of.
-func TestAboutToRoff(t *testing.T) {
-	var w roffWriter
-	writeAbout(&w, "Runs --fast.\n.dot and \\back.\n\n  subvault x --y\n  .z\n\nExit status: 0 ok.", "IP")
-	want := "Runs \\-\\-fast.\n\\&.dot and \\eback.\n.IP\n.nf\n  subvault x \\-\\-y\n  .z\n.fi\n.IP\n\\fBExit status:\\fR 0 ok.\n"
-	if got := w.b.String(); got != want {
+// What the libraries leave undone: no date, the layout, minus signs and
+// ASCII only.
+func TestManPageFinished(t *testing.T) {
+	t.Parallel()
+	page := ".nh\n.TH \"X\" \"1\" \"" + manDate.Format("Jan 2006") + "\" \"subvault\" \"User Commands\"\n.SH NAME\nx \\- set-default and \\\\-n \u2265 1\n.IP \"  1.\" 5\n"
+	want := ".nh\n.TH \"X\" \"1\" \"\" \"subvault\" \"User Commands\"\n" + manLayout + ".SH NAME\nx \\- set\\-default and \\\\\\-n \\[u2265] 1\n.IP \"  1.\" 5\n"
+	if got := string(finished([]byte(page))); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
-	}
-	if got := synopsisRoff("run backup", "PLAN [--bus system|ADDRESS]..."); got != `\fBrun backup\fR \fIPLAN\fR [\fB\-\-bus\fR \fBsystem\fR|\fIADDRESS\fR]...` {
-		t.Errorf("synopsis: %s", got)
 	}
 }

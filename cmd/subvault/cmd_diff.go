@@ -4,7 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/contract"
 )
@@ -46,13 +47,21 @@ Exit status: 0 no differences, 1 differences (as diff(1)), 2 trouble (a
 wrong command line, no such plan, archive or snapshot, or the comparison
 failed), 4 not authorized, 5 the daemon is not on the bus.`
 
-func runDiff(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("diff", "PLAN A B [--metadata] [--json] [--bus BUS]", diffAbout, true, stdout, stderr)
-	metadata := cc.fs.Bool("metadata", false, "also list paths whose metadata alone changed (\"U\"), parent directories of added and removed paths among them")
-	pos, code, ok := cc.parse(args, 3, 3, "PLAN A B")
-	if !ok {
-		return code
-	}
+func newDiffCommand() *cobra.Command {
+	var metadata bool
+	cmd := newClientCommand(&cobra.Command{
+		Use:               "diff PLAN A B [--metadata] [--json] [--bus BUS]",
+		Short:             "list what differs between two archives, or an archive and the live subvolumes or a snapshot",
+		Long:              diffAbout,
+		GroupID:           groupStatus,
+		Args:              expects(3, 3, "PLAN A B"),
+		ValidArgsFunction: completeArgs(planNames, diffSides, diffSides),
+	}, withJSON, func(cc *clientCmd, pos []string) int { return runDiff(cc, pos, metadata) })
+	cmd.Flags().BoolVar(&metadata, "metadata", false, "also list paths whose metadata alone changed (\"U\"), parent directories of added and removed paths among them")
+	return cmd
+}
+
+func runDiff(cc *clientCmd, pos []string, metadata bool) int {
 	ctx := context.Background()
 	if code, ok := cc.dial(ctx); !ok {
 		return code
@@ -63,10 +72,10 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	var shown []contract.Change
 	listed := 0
 	counts := map[contract.ChangeKind]int{}
-	out := bufio.NewWriter(stdout)
+	out := bufio.NewWriter(cc.stdout)
 	_, err := cc.c.DiffEach(ctx, pos[0], pos[1], pos[2], func(c contract.Change) error {
 		counts[c.Kind]++
-		if c.Kind == contract.ChangeMetadata && !*metadata {
+		if c.Kind == contract.ChangeMetadata && !metadata {
 			return nil
 		}
 		listed++
@@ -90,7 +99,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	} else {
-		fmt.Fprintln(out, diffSummary(counts, *metadata))
+		fmt.Fprintln(out, diffSummary(counts, metadata))
 		if err := out.Flush(); err != nil {
 			return exitUsage
 		}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/emergencykit"
 )
@@ -46,21 +48,40 @@ disk" in docs/recovery.md.
 Exit status: 0 written, 1 not root, no plan or files exist, 2 wrong command
 line.`
 
-func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("emergency-kit", "[PLAN] [--config PATH] [--out DIR] [--format html|text|both] [--force]", emergencyKitAbout, stdout, stderr)
-	path := fs.String("config", defaultConfigPath, "configuration `file`")
-	out := fs.String("out", ".", "`directory` to write the kit in")
-	format := fs.String("format", "both", "`kind` of files to write: html, text or both")
-	force := fs.Bool("force", false, "overwrite kit files of the same name")
-	var plan string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		plan, args = args[0], args[1:]
+type emergencyKitOptions struct {
+	config, out, format string
+	force               bool
+}
+
+func newEmergencyKitCommand() *cobra.Command {
+	var opts emergencyKitOptions
+	cmd := &cobra.Command{
+		Use:               "emergency-kit [PLAN] [--config PATH] [--out DIR] [--format html|text|both] [--force]",
+		Short:             "write the printable kit that restores the backups without subvault (root)",
+		Long:              emergencyKitAbout,
+		GroupID:           groupAdmin,
+		Args:              atMost(1),
+		ValidArgsFunction: completeArgs(planNames),
+		RunE: runs(func(cmd *cobra.Command, args []string) int {
+			var plan string
+			if len(args) > 0 {
+				plan = args[0]
+			}
+			return runEmergencyKit(cmd.OutOrStdout(), cmd.ErrOrStderr(), plan, opts)
+		}),
 	}
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
+	configFlag(cmd, &opts.config, "configuration `file`")
+	cmd.Flags().StringVar(&opts.out, "out", ".", "`directory` to write the kit in")
+	_ = cmd.MarkFlagDirname("out")
+	cmd.Flags().StringVar(&opts.format, "format", "both", "`kind` of files to write: html, text or both")
+	completeFlag(cmd, "format", fixed("html", "text", "both"))
+	cmd.Flags().BoolVar(&opts.force, "force", false, "overwrite kit files of the same name")
+	return cmd
+}
+
+func runEmergencyKit(stdout, stderr io.Writer, plan string, opts emergencyKitOptions) int {
 	var exts []string
-	switch *format {
+	switch opts.format {
 	case "both":
 		exts = []string{"html", "txt"}
 	case "html":
@@ -68,7 +89,7 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 	case "text":
 		exts = []string{"txt"}
 	default:
-		fmt.Fprintf(stderr, "subvault emergency-kit: --format %q: expected html, text or both\n", *format)
+		fmt.Fprintf(stderr, "subvault emergency-kit: --format %q: expected html, text or both\n", opts.format)
 		return exitUsage
 	}
 	if os.Geteuid() != 0 {
@@ -76,7 +97,7 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(opts.config)
 	if err != nil {
 		fmt.Fprintln(stderr, printableText(err.Error()))
 		return exitFailure
@@ -105,9 +126,9 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "subvault emergency-kit: %s\n", printableText(err.Error()))
 			return exitFailure
 		}
-		files = append(files, kitFile{path: filepath.Join(*out, name+"."+ext), content: b.Bytes()})
+		files = append(files, kitFile{path: filepath.Join(opts.out, name+"."+ext), content: b.Bytes()})
 	}
-	if !*force {
+	if !opts.force {
 		for _, f := range files {
 			if _, err := os.Lstat(f.path); err == nil {
 				fmt.Fprintf(stderr, "subvault emergency-kit: %s exists; nothing written (--force overwrites it)\n", f.path)
@@ -117,7 +138,7 @@ func runEmergencyKit(args []string, stdout, stderr io.Writer) int {
 	}
 	var written []string
 	for _, f := range files {
-		if err := writeSecretFile(f.path, f.content, *force); err != nil {
+		if err := writeSecretFile(f.path, f.content, opts.force); err != nil {
 			fmt.Fprintf(stderr, "subvault emergency-kit: %s\n", printableText(err.Error()))
 			return exitFailure
 		}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/restic"
@@ -23,25 +25,33 @@ const (
 	exitCanceled = 130 // interrupted by SIGINT or SIGTERM
 )
 
-func runRun(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprint(stdout, runUsage)
-			return exitOK
-		}
-		fmt.Fprint(stderr, runUsage)
-		return exitUsage
+// newRunCommand is "run KIND": its subcommands are the kinds of job it
+// runs, only backup so far.
+func newRunCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "run backup PLAN [--config PATH] [--verbose]",
+		Short:   "run one job in the foreground without the daemon: run backup PLAN",
+		Long:    runAbout,
+		GroupID: groupAdmin,
+		Args:    cobra.ArbitraryArgs,
+		RunE: runs(func(cmd *cobra.Command, args []string) int {
+			if len(args) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "subvault run: unknown job kind %q (only backup so far)\n", args[0])
+				return exitUsage
+			}
+			writeHelp(cmd.ErrOrStderr(), cmd)
+			return exitUsage
+		}),
 	}
-	switch args[0] {
-	case "backup":
-		return runBackup(args[1:], stdout, stderr)
-	default:
-		fmt.Fprintf(stderr, "subvault run: unknown job kind %q (only backup so far)\n", args[0])
-		return exitUsage
-	}
+	cmd.AddCommand(newRunBackupCommand())
+	// The options of run backup may come before "backup" too: declared
+	// here, hidden, they tell cobra which take a value (see newRootCommand).
+	cmd.Flags().String("config", "", "")
+	cmd.Flags().Bool("verbose", false, "")
+	_ = cmd.Flags().MarkHidden("config")
+	_ = cmd.Flags().MarkHidden("verbose")
+	return cmd
 }
-
-const runUsage = "Usage: subvault run backup PLAN [--config PATH] [--verbose]\n\n" + runAbout + "\n"
 
 const runAbout = `Runs one backup in the foreground, without the daemon, for scripts, timers
 and tests: hooks, snapshots, restic in a private mount namespace, snapshots
@@ -53,24 +63,39 @@ earlier job left behind.
 Exit status: 0 done, 1 failed, 2 wrong command line or unknown plan, 3 partial
 (the archive exists but some files could not be read), 130 interrupted.`
 
-func runBackup(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("run backup", "PLAN [--config PATH] [--verbose]", runAbout, stdout, stderr)
-	path := fs.String("config", defaultConfigPath, "configuration `file`")
-	verbose := fs.Bool("verbose", false, "log every step (the default when stderr is not a terminal)")
-	// The plan may come before or after the options.
-	var plan string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		plan, args = args[0], args[1:]
+type runBackupOptions struct {
+	config  string
+	verbose bool
+}
+
+func newRunBackupCommand() *cobra.Command {
+	var opts runBackupOptions
+	cmd := &cobra.Command{
+		Use:               "backup PLAN [--config PATH] [--verbose]",
+		Short:             "run one backup in the foreground without the daemon",
+		Long:              runAbout,
+		Args:              atMost(1),
+		ValidArgsFunction: completeArgs(planNames),
+		RunE: runs(func(cmd *cobra.Command, args []string) int {
+			var plan string
+			if len(args) > 0 {
+				plan = args[0]
+			}
+			return runBackup(cmd.OutOrStdout(), cmd.ErrOrStderr(), plan, opts)
+		}),
 	}
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
+	configFlag(cmd, &opts.config, "configuration `file`")
+	cmd.Flags().BoolVar(&opts.verbose, "verbose", false, "log every step (the default when stderr is not a terminal)")
+	return cmd
+}
+
+func runBackup(stdout, stderr io.Writer, plan string, opts runBackupOptions) int {
 	if plan == "" {
 		fmt.Fprintln(stderr, "subvault run backup: which plan? (subvault check-config lists them)")
 		return exitUsage
 	}
 
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(opts.config)
 	if err != nil {
 		fmt.Fprintln(stderr, printableText(err.Error()))
 		return exitFailure
@@ -83,7 +108,7 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 	errFile, _ := stderr.(*os.File)
 	tty := errFile != nil && isTerminal(errFile)
 	level := slog.LevelInfo
-	if tty && !*verbose {
+	if tty && !opts.verbose {
 		level = slog.LevelWarn
 	}
 	progress := &progressLine{w: stderr, tty: tty, plan: plan}

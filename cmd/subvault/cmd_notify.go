@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/api/desktop"
@@ -49,22 +51,37 @@ const detailsAction = "details"
 // script is constant; the command comes in "$@", never in the script.
 const closeScript = `"$@"; printf '\nPress Enter to close this window. '; read -r _`
 
-func runNotify(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("notify", "[--on-success] [--session-bus ADDRESS] [--terminal COMMAND] [--bus BUS]", notifyAbout, false, stdout, stderr)
-	sessionBus := cc.fs.String("session-bus", "", "the session bus `address` the notification server is on (default: $DBUS_SESSION_BUS_ADDRESS)")
-	onSuccess := cc.fs.Bool("on-success", false, "notify also when a job succeeds")
-	terminal := cc.fs.String("terminal", "x-terminal-emulator -e", "the terminal `command` that runs \"subvault job ID\" for Details: the program and its options, split at spaces, with the command appended")
-	if _, code, ok := cc.parse(args, 0, 0, "no arguments"); !ok {
-		return code
+type notifyOptions struct {
+	sessionBus string
+	onSuccess  bool
+	terminal   string
+}
+
+func newNotifyCommand() *cobra.Command {
+	var opts notifyOptions
+	cmd := newClientCommand(&cobra.Command{
+		Use:     "notify [--on-success] [--session-bus ADDRESS] [--terminal COMMAND] [--bus BUS]",
+		Short:   "show desktop notifications when a backup fails or is overdue",
+		Long:    notifyAbout,
+		GroupID: groupDesktop,
+		Args:    expects(0, 0, "no arguments"),
+	}, withoutJSON, func(cc *clientCmd, _ []string) int { return runNotify(cc, opts) })
+	cmd.Flags().StringVar(&opts.sessionBus, "session-bus", "", "the session bus `address` the notification server is on (default: $DBUS_SESSION_BUS_ADDRESS)")
+	cmd.Flags().BoolVar(&opts.onSuccess, "on-success", false, "notify also when a job succeeds")
+	cmd.Flags().StringVar(&opts.terminal, "terminal", "x-terminal-emulator -e", "the terminal `command` that runs \"subvault job ID\" for Details: the program and its options, split at spaces, with the command appended")
+	return cmd
+}
+
+func runNotify(cc *clientCmd, opts notifyOptions) int {
+	stderr := cc.stderr
+	if opts.sessionBus == "" {
+		opts.sessionBus = os.Getenv("DBUS_SESSION_BUS_ADDRESS")
 	}
-	if *sessionBus == "" {
-		*sessionBus = os.Getenv("DBUS_SESSION_BUS_ADDRESS")
-	}
-	if *sessionBus == "" {
+	if opts.sessionBus == "" {
 		fmt.Fprintf(stderr, "subvault notify: no session bus: DBUS_SESSION_BUS_ADDRESS is not set; run it in your desktop session, or give --session-bus\n")
 		return exitUsage
 	}
-	term := strings.Fields(*terminal)
+	term := strings.Fields(opts.terminal)
 	if len(term) == 0 {
 		fmt.Fprintf(stderr, "subvault notify: --terminal is empty\n")
 		return exitUsage
@@ -76,7 +93,7 @@ func runNotify(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	desk, err := desktop.Dial(*sessionBus)
+	desk, err := desktop.Dial(opts.sessionBus)
 	if err != nil {
 		return cc.fail(err)
 	}
@@ -86,7 +103,7 @@ func runNotify(args []string, stdout, stderr io.Writer) int {
 		return cc.fail(err)
 	}
 	n := &notifier{
-		desk: desk, bus: *cc.bus, onSuccess: *onSuccess, terminal: term, exe: exe, stderr: stderr,
+		desk: desk, bus: *cc.bus, onSuccess: opts.onSuccess, terminal: term, exe: exe, stderr: stderr,
 		shown: map[string]uint32{}, jobOf: map[uint32]uint32{}, overdue: map[string]bool{}, finished: map[uint32]bool{},
 	}
 	return n.run(ctx, deskEvents)

@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/shell"
@@ -39,21 +40,35 @@ reach nobody and nobody reaches them; add --network-veth to the command to
 talk to it from this machine. It is called --machine NAME (default: TARGET's
 last element), for machinectl.`
 
-func runClone(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("clone", "PLAN SNAPSHOT TARGET [--nspawn [--run] [--machine NAME]] [--bus BUS]", cloneAbout, false, stdout, stderr)
-	nspawn := cc.fs.Bool("nspawn", false, "also print the systemd-nspawn command that runs the clone in a container")
-	runIt := cc.fs.Bool("run", false, "run that command (implies --nspawn; root)")
-	machine := cc.fs.String("machine", "", "the container's machine `name` (default: from TARGET)")
-	pos, code, ok := cc.parse(args, 3, 3, "PLAN SNAPSHOT TARGET")
-	if !ok {
-		return code
-	}
+type cloneOptions struct {
+	nspawn, run bool
+	machine     string
+}
+
+func newCloneCommand() *cobra.Command {
+	var opts cloneOptions
+	cmd := newClientCommand(&cobra.Command{
+		Use:               "clone PLAN SNAPSHOT TARGET [--nspawn [--run] [--machine NAME]] [--bus BUS]",
+		Short:             "make a writable copy of a local snapshot, and run it in a container",
+		Long:              cloneAbout,
+		GroupID:           groupJobs,
+		Args:              expects(3, 3, "PLAN SNAPSHOT TARGET"),
+		ValidArgsFunction: completeArgs(planNames, snapshotNames),
+	}, withoutJSON, func(cc *clientCmd, pos []string) int { return runClone(cc, pos, opts) })
+	cmd.Flags().BoolVar(&opts.nspawn, "nspawn", false, "also print the systemd-nspawn command that runs the clone in a container")
+	cmd.Flags().BoolVar(&opts.run, "run", false, "run that command (implies --nspawn; root)")
+	cmd.Flags().StringVar(&opts.machine, "machine", "", "the container's machine `name` (default: from TARGET)")
+	return cmd
+}
+
+func runClone(cc *clientCmd, pos []string, opts cloneOptions) int {
+	stdout, stderr := cc.stdout, cc.stderr
 	target, err := filepath.Abs(pos[2])
 	if err != nil {
 		return cc.fail(err)
 	}
-	if *machine != "" && machineName(*machine) != *machine {
-		fmt.Fprintf(stderr, "subvault clone: machine name %q: use letters, digits and \"-\", at most 64\n", *machine)
+	if opts.machine != "" && machineName(opts.machine) != opts.machine {
+		fmt.Fprintf(stderr, "subvault clone: machine name %q: use letters, digits and \"-\", at most 64\n", opts.machine)
 		return exitUsage
 	}
 	ctx := context.Background()
@@ -66,10 +81,10 @@ func runClone(args []string, stdout, stderr io.Writer) int {
 		return cc.fail(err)
 	}
 	fmt.Fprintln(stdout, printable(path))
-	if !*nspawn && !*runIt {
+	if !opts.nspawn && !opts.run {
 		return exitOK
 	}
-	name := *machine
+	name := opts.machine
 	if name == "" {
 		name = machineName(filepath.Base(path))
 	}
@@ -82,7 +97,7 @@ func runClone(args []string, stdout, stderr io.Writer) int {
 	// command that pastes as it is.
 	fmt.Fprintln(stdout, printable(shell.Join(argv)))
 	fmt.Fprintf(stderr, "%s; when done: btrfs subvolume delete %s\n", printable(kind), printable(shell.Quote(path)))
-	if !*runIt {
+	if !opts.run {
 		return exitOK
 	}
 	bin, err := exec.LookPath(argv[0])

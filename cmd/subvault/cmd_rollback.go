@@ -4,10 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api/client"
 )
@@ -43,21 +44,34 @@ Exit status: 0 done, 1 failed, 2 wrong command line, unknown plan or
 snapshot, 4 not authorized, 5 the daemon is not running, 130 not
 confirmed.`
 
-func runRollback(args []string, stdout, stderr io.Writer) int {
-	cc := newClientCmd("rollback", "PLAN SNAPSHOT SUBVOLUME [--yes] [--dry-run] [--set-default] [--bus BUS]", rollbackAbout, false, stdout, stderr)
-	yes := cc.fs.Bool("yes", false, "roll back without asking")
-	dryRun := cc.fs.Bool("dry-run", false, "only say what would be done")
-	setDefault := cc.fs.Bool("set-default", false, "for a mounted subvolume: make the prepared one the filesystem's default subvolume")
-	pos, code, ok := cc.parse(args, 3, 3, "PLAN SNAPSHOT SUBVOLUME")
-	if !ok {
-		return code
-	}
+type rollbackOptions struct {
+	yes, dryRun, setDefault bool
+}
+
+func newRollbackCommand() *cobra.Command {
+	var opts rollbackOptions
+	cmd := newClientCommand(&cobra.Command{
+		Use:               "rollback PLAN SNAPSHOT SUBVOLUME [--yes] [--dry-run] [--set-default] [--bus BUS]",
+		Short:             "put a subvolume back to a local snapshot, or prepare that for the next boot",
+		Long:              rollbackAbout,
+		GroupID:           groupJobs,
+		Args:              expects(3, 3, "PLAN SNAPSHOT SUBVOLUME"),
+		ValidArgsFunction: completeArgs(planNames, snapshotNames, subvolumes),
+	}, withoutJSON, func(cc *clientCmd, pos []string) int { return runRollback(cc, pos, opts) })
+	cmd.Flags().BoolVar(&opts.yes, "yes", false, "roll back without asking")
+	cmd.Flags().BoolVar(&opts.dryRun, "dry-run", false, "only say what would be done")
+	cmd.Flags().BoolVar(&opts.setDefault, "set-default", false, "for a mounted subvolume: make the prepared one the filesystem's default subvolume")
+	return cmd
+}
+
+func runRollback(cc *clientCmd, pos []string, opts rollbackOptions) int {
+	stdout, stderr := cc.stdout, cc.stderr
 	subvolume, err := filepath.Abs(pos[2])
 	if err != nil {
 		return cc.fail(err)
 	}
 	interactive := isTerminal(os.Stdin)
-	if !*yes && !*dryRun && !interactive {
+	if !opts.yes && !opts.dryRun && !interactive {
 		fmt.Fprintf(stderr, "subvault rollback: stdin is not a terminal, so nobody can confirm: give --yes to roll back %s without asking, or --dry-run to see what would be done\n", printable(subvolume))
 		return exitUsage
 	}
@@ -66,15 +80,15 @@ func runRollback(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer cc.close()
-	_, plan, err := cc.c.Rollback(ctx, pos[0], pos[1], subvolume, client.RollbackOptions{DryRun: true, SetDefault: *setDefault})
+	_, plan, err := cc.c.Rollback(ctx, pos[0], pos[1], subvolume, client.RollbackOptions{DryRun: true, SetDefault: opts.setDefault})
 	if err != nil {
 		return cc.fail(err)
 	}
-	if *dryRun {
+	if opts.dryRun {
 		fmt.Fprintln(stdout, printableText(plan))
 		return exitOK
 	}
-	if !*yes {
+	if !opts.yes {
 		fmt.Fprintln(stderr, printableText(plan))
 		fmt.Fprintf(stderr, "Roll %s back to %s? [y/N] ", printable(subvolume), printable(pos[1]))
 		answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
@@ -83,7 +97,7 @@ func runRollback(args []string, stdout, stderr io.Writer) int {
 			return exitCanceled
 		}
 	}
-	_, message, err := cc.c.Rollback(ctx, pos[0], pos[1], subvolume, client.RollbackOptions{SetDefault: *setDefault})
+	_, message, err := cc.c.Rollback(ctx, pos[0], pos[1], subvolume, client.RollbackOptions{SetDefault: opts.setDefault})
 	if err != nil {
 		return cc.fail(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/subvault/subvault/daemon/config"
 )
 
@@ -18,24 +20,42 @@ and before a reload.
 
 Exit status: 0 valid, 1 invalid or unreadable, 2 wrong command line.`
 
-func runCheckConfig(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("check-config", "[--config PATH] [--quiet]", checkConfigAbout, stdout, stderr)
-	path := fs.String("config", defaultConfigPath, "configuration `file` to check")
-	quiet := fs.Bool("quiet", false, "print nothing when the file is valid")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+func newCheckConfigCommand() *cobra.Command {
+	var path string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:               "check-config [--config PATH] [--quiet]",
+		Short:             "check the configuration file and print the verdict",
+		Long:              checkConfigAbout,
+		GroupID:           groupAdmin,
+		Args:              atMost(0),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: runs(func(cmd *cobra.Command, _ []string) int {
+			return runCheckConfig(cmd.OutOrStdout(), cmd.ErrOrStderr(), path, quiet)
+		}),
 	}
+	configFlag(cmd, &path, "configuration `file` to check")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "print nothing when the file is valid")
+	return cmd
+}
 
-	cfg, err := config.Load(*path)
+// configFlag adds --config, the configuration file, to cmd.
+func configFlag(cmd *cobra.Command, path *string, usage string) {
+	cmd.Flags().StringVar(path, "config", defaultConfigPath, usage)
+	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
+}
+
+func runCheckConfig(stdout, stderr io.Writer, path string, quiet bool) int {
+	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, printableText(err.Error()))
 		var list *config.Errors
 		if errors.As(err, &list) && len(list.List) > 1 {
-			fmt.Fprintf(stderr, "%s: %d errors; the file was refused and nothing else happened\n", printable(*path), len(list.List))
+			fmt.Fprintf(stderr, "%s: %d errors; the file was refused and nothing else happened\n", printable(path), len(list.List))
 		}
 		return exitFailure
 	}
-	if *quiet {
+	if quiet {
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "%s: valid: %s, %s\n", printable(cfg.File),

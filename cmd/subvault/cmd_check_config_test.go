@@ -1,0 +1,64 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestCheckConfigAcceptsTheShippedExample(t *testing.T) {
+	// Copied where root owns every directory above it, as /etc/subvault:
+	// a clone in a user's home is that user's, and refused.
+	example, err := os.ReadFile("../../packaging/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, example, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "check-config", "--config", path)
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut)
+	}
+	if !strings.Contains(out, "valid") || !strings.Contains(out, "plan ") {
+		t.Errorf("verdict does not say valid and list the plans:\n%s", out)
+	}
+}
+
+func TestCheckConfigRefusesUnknownKeyWithFileAndLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	content := `repositories:
+  local:
+    url: /srv/restic
+    password_file: /etc/subvault/local.pass
+plans:
+  home:
+    subvolumes: [/home]
+    repository: local
+    shedule: "0 3 * * *"
+`
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "check-config", "--config", path)
+	if code != exitFailure {
+		t.Fatalf("exit %d, want %d", code, exitFailure)
+	}
+	if out != "" {
+		t.Errorf("a refused file printed a verdict on stdout: %q", out)
+	}
+	want := regexp.MustCompile(regexp.QuoteMeta(path) + `:9: plans\.home\.shedule: `)
+	if !want.MatchString(errOut) {
+		t.Errorf("stderr does not name file:line and key:\n%s", errOut)
+	}
+}
+
+func TestCheckConfigMissingFile(t *testing.T) {
+	code, _, errOut := runCLI(t, "check-config", "--config", "/nonexistent/subvault.yaml")
+	if code != exitFailure || !strings.Contains(errOut, "/nonexistent/subvault.yaml") {
+		t.Errorf("exit %d, stderr %q: want 1 and a message naming the file", code, errOut)
+	}
+}
