@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/subvault/subvault/api/contract"
 )
 
 // Triggers the scheduler passes to EnqueueFunc.
 const (
-	TriggerSchedule = "schedule"
-	TriggerCatchUp  = "catch-up"
+	TriggerSchedule = contract.TriggerSchedule
+	TriggerCatchUp  = contract.TriggerCatchUp
 )
 
 // Entry is one scheduled kind of job of one plan.

@@ -155,11 +155,7 @@ func unreachableBar(why string) barLine {
 // jobPhrase is what a plan's active job is doing: "backing up 42% (job 7)".
 func jobPhrase(j contract.Job) string {
 	kind := printable(j.Kind)
-	verb := map[contract.Kind]string{contract.KindBackup: "backing up", contract.KindPrune: "pruning", contract.KindCheck: "checking",
-		contract.KindRestore: "restoring"}[j.Kind]
-	if verb == "" {
-		verb = kind
-	}
+	verb := printable(j.Kind.Doing())
 	if j.State == contract.StateQueued {
 		return fmt.Sprintf("%s queued (job %d)", kind, j.ID)
 	}
