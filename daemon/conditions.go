@@ -308,7 +308,14 @@ func (d *Daemon) watchWaits(ctx context.Context) {
 				}
 			case waitBattery, waitMetered:
 				if r, _ := blockedBy(plan, k.kind, st); r != w.reason {
-					why = "no longer " + strings.TrimPrefix(w.reason.short(), "waiting: ")
+					switch {
+					case w.reason == waitBattery && !st.OnBattery:
+						why = "on AC power"
+					case w.reason == waitMetered && !st.Metered:
+						why = "the connection is not metered"
+					default:
+						why = "the plan no longer skips it"
+					}
 				}
 			}
 			if why != "" {
