@@ -248,7 +248,7 @@ func (d *Daemon) retry(k waitKey, why string) {
 		d.waitMu.Unlock()
 		return
 	}
-	d.log.Info("retrying a postponed job: "+why, journal.Event(journal.EventJobRetried), "plan", k.plan, "kind", k.kind, "job", j.ID)
+	d.log.Info("retrying a postponed job: "+why, journal.Event(journal.EventJobRetried), "plan", k.plan, "kind", k.kind, "job", j.ID, "why", why)
 }
 
 // watchWaits runs each postponed job again when its time comes: a job
