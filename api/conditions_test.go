@@ -70,7 +70,9 @@ func TestNetworkStates(t *testing.T) {
 // mock is a python-dbusmock server on a private bus that stands for the
 // system bus.
 type mock struct {
-	bus  *testutil.Bus
+	// output is what the mock logs: each call it answers.
+	output *testutil.SyncBuffer
+	bus    *testutil.Bus
 	conn *dbus.Conn
 	name string
 	path dbus.ObjectPath
@@ -105,7 +107,7 @@ func startMock(t *testing.T, bus *testutil.Bus, name string, path dbus.ObjectPat
 			t.Fatalf("dbusmock did not own %s within 20 s: %s", name, output.String())
 		}
 	}
-	return &mock{bus: bus, conn: conn, name: name, path: path}
+	return &mock{output: output, bus: bus, conn: conn, name: name, path: path}
 }
 
 // set sets a property of the mock's object as the service would: the
@@ -309,8 +311,11 @@ settings:
 				}
 			}
 		})
+		// The daemon serves on the same bus, as it does on a real system.
+		serverConn := connectRetrying(t, bus.Address)
+		t.Cleanup(func() { serverConn.Close() })
 		d, err := daemon.New(ctx, daemon.Options{ConfigPath: config, Logger: slog.New(log), Notify: func(string) error { return nil },
-			Clock: clock, Conditions: conditions, Signals: make(chan os.Signal)})
+			Clock: clock, Conditions: conditions, Signals: make(chan os.Signal), Serve: Serve(serverConn, permissive{}, slog.New(slog.DiscardHandler))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -381,6 +386,22 @@ settings:
 			p.Health != contract.HealthNever || !p.RetryAt.IsZero() || p.LastResult != "" {
 			t.Errorf("laptop on battery: %s (%s), waiting %q, retry at %v, last result %q", p.Health, p.HealthReason, p.Waiting, p.RetryAt, p.LastResult)
 		}
+		// What subvault status reads: the Plan object's properties.
+		onBus := func(name string) contract.Plan {
+			var props map[string]dbus.Variant
+			if err := system.Object(contract.BusName, contract.PlanPath(name)).Call(propertiesIface+".GetAll", 0, contract.PlanInterface).Store(&props); err != nil {
+				t.Fatal(err)
+			}
+			return contract.PlanOf(props)
+		}
+		eventually(t, "laptop's Waiting on the bus", func() bool { return strings.HasPrefix(onBus("laptop").Waiting, "on battery (on_battery: skip)") })
+		if p := onBus("laptop"); !strings.HasSuffix(p.HealthReason, "; waiting: on battery") {
+			t.Errorf("laptop on the bus: %s (%s)", p.Health, p.HealthReason)
+		}
+		eventually(t, "remote's Waiting and RetryAt on the bus", func() bool {
+			p := onBus("remote")
+			return strings.HasPrefix(p.Waiting, "waiting for the network: ") && p.RetryAt.Equal(start.Add(2*time.Minute))
+		})
 		if j := last("remote"); !strings.HasPrefix(j.Error, "waiting for the network: repository ") || !strings.Contains(j.Error, "unreachable") {
 			t.Errorf("remote's postponed job: %q", j.Error)
 		}
@@ -409,6 +430,7 @@ settings:
 		if p := plan("laptop"); p.Waiting != "" || p.Health != contract.HealthOK {
 			t.Errorf("laptop after its backup: %s (%s), waiting %q", p.Health, p.HealthReason, p.Waiting)
 		}
+		eventually(t, "laptop's Waiting gone from the bus", func() bool { p := onBus("laptop"); return p.Waiting == "" && p.LastResult == "done" })
 		// The history keeps the postponed job and the backup.
 		if js := jobs("laptop"); len(js) != 2 || js[1].Result != queue.ResultPostponed {
 			t.Errorf("laptop's jobs: %+v", js)
@@ -477,4 +499,62 @@ settings:
 			t.Logf("journal: %s (%s)", e.Msg, e.Fields["SUBVAULT_PLAN"])
 		}
 	})
+}
+
+// Another user on the system bus sends the daemon's connection signals
+// that claim the machine went on battery, onto a metered connection and
+// offline, directly (a match rule does not stop a unicast signal), and a
+// flood of them. The daemon believes only the services: its conditions
+// stay what UPower and NetworkManager say, and a real change after the
+// flood is still seen.
+func TestHostileConditionSignals(t *testing.T) {
+	testutil.RequireNobody(t)
+	testutil.RequireCommand(t, "busctl", "systemd")
+	bus := testutil.NewBus(t)
+	upower := startMock(t, bus, upowerName, upowerPath, "--template", "upower")
+	nm := startMock(t, bus, nmName, nmPath, "--template", "networkmanager")
+	nm.add(t, nmInterface, "Metered", uint32(2))
+
+	conn := connectRetrying(t, bus.Address)
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c, err := WatchConditions(ctx, conn, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	honest := daemon.ConditionState{Network: daemon.NetworkOnline}
+	eventually(t, "the conditions read", func() bool { return c.State() == honest })
+
+	daemonName := conn.Names()[0]
+	forge := func(path, iface, member, signature string, args ...string) {
+		t.Helper()
+		argv := append([]string{"--address=" + bus.Address, "--destination=" + daemonName, "emit", path, iface, member, signature}, args...)
+		if out, err := testutil.AsNobody("busctl", argv...).CombinedOutput(); err != nil {
+			t.Fatalf("busctl %v as nobody: %v: %s", argv, err, out)
+		}
+	}
+	began := time.Now()
+	for range 20 {
+		forge(upowerPath, propertiesIface, "PropertiesChanged", "sa{sv}as", upowerInterface, "1", "OnBattery", "b", "true", "0")
+		forge(nmPath, propertiesIface, "PropertiesChanged", "sa{sv}as", nmInterface, "2", "Metered", "u", "1", "Connectivity", "u", "1", "0")
+		forge(nmPath, nmInterface, "StateChanged", "u", "20")
+		forge("/org/freedesktop/DBus", "org.freedesktop.DBus", "NameOwnerChanged", "sss", upowerName, ":1.1", "")
+	}
+	t.Logf("80 forged signals sent in %v", time.Since(began).Round(time.Millisecond))
+	// A real change after them: once it shows, the forged ones have been
+	// handled too (one connection, in order).
+	upower.set(t, upowerInterface, "OnBattery", true)
+	eventually(t, "the real change", func() bool { return c.State().OnBattery })
+	if st := c.State(); st != (daemon.ConditionState{OnBattery: true, Network: daemon.NetworkOnline}) {
+		t.Errorf("after the forged signals: %+v, want on battery (the real change) and nothing else", st)
+	}
+	// They did arrive: each made the daemon read UPower again (busctl
+	// sends them one at a time; a faster flood is coalesced into one read
+	// at a time).
+	reads := strings.Count(upower.output.String(), "GetAll /org/freedesktop/UPower")
+	t.Logf("UPower's properties read %d times for 80 forged signals and one real change", reads)
+	if reads < 3 {
+		t.Errorf("UPower read %d times: the forged signals did not reach the daemon's connection, the test proves nothing", reads)
+	}
 }
