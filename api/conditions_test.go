@@ -73,9 +73,9 @@ type mock struct {
 	// output is what the mock logs: each call it answers.
 	output *testutil.SyncBuffer
 	bus    *testutil.Bus
-	conn *dbus.Conn
-	name string
-	path dbus.ObjectPath
+	conn   *dbus.Conn
+	name   string
+	path   dbus.ObjectPath
 }
 
 // startMock starts `python3 -m dbusmock` with args on bus (as the system
@@ -216,7 +216,7 @@ func closedPort(t *testing.T) int {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	l.Close() //nolint:errcheck,gosec // only to learn a free port
+	l.Close() //nolint:gosec // only to learn a free port
 	return port
 }
 

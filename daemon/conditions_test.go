@@ -79,7 +79,7 @@ func TestPostponedRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
-		l.Close() //nolint:errcheck,gosec // only to learn a free port
+		l.Close() //nolint:gosec // only to learn a free port
 		config := filepath.Join(dir, "config.yaml")
 		testutil.WriteFile(t, config, fmt.Sprintf(`repositories:
   nas:
@@ -176,7 +176,7 @@ settings:
 			return checks()[0].ID
 		}
 
-		at := func(d time.Duration) time.Time { return start.Add(d) }
+		at := start.Add
 		waitFor(at(time.Minute))
 		clock.Set(at(time.Minute)) // 03:00
 		id := postponedAt(0, at(2*time.Minute))
