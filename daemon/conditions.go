@@ -146,27 +146,38 @@ func blockedBy(plan *config.Plan, kind queue.Kind, st ConditionState) (waitReaso
 	return 0, nil
 }
 
-// postponed records that plan's scheduled job of kind was postponed for
-// reason (the executor calls it before the job ends), and has the wait
-// watcher decide when to run it again.
-func (d *Daemon) postponed(plan string, kind queue.Kind, reason waitReason, text string) {
-	now := d.opts.Clock.Now()
+// postponed records why job (a scheduled one of plan and kind) is being
+// postponed; the executor calls it before the job ends, and the wait
+// begins when the queue says the job ended (waitsListener): a retry the
+// wait watcher queued before that would join the job still running and be
+// lost with it.
+func (d *Daemon) postponed(job uint32, reason waitReason, text string) {
 	d.waitMu.Lock()
-	k := waitKey{plan, kind}
+	d.pending[job] = pendingWait{reason, text}
+	d.waitMu.Unlock()
+}
+
+// pendingWait is why a job is being postponed, until it has ended.
+type pendingWait struct {
+	reason waitReason
+	text   string
+}
+
+// waitLocked begins (or goes on with) the wait of plan's job of kind,
+// postponed for p (waitMu held).
+func (d *Daemon) waitLocked(k waitKey, p pendingWait) {
 	w := d.waits[k]
 	if w == nil {
 		w = &wait{}
 		d.waits[k] = w
 	}
-	w.reason, w.text, w.retrying = reason, text, false
-	if reason == waitNetwork {
+	w.reason, w.text, w.retrying = p.reason, p.text, false
+	if p.reason == waitNetwork {
 		w.attempts++
-		w.retryAt = now.Add(backoff(w.attempts))
+		w.retryAt = d.opts.Clock.Now().Add(backoff(w.attempts))
 	} else {
 		w.attempts, w.retryAt = 0, time.Time{}
 	}
-	d.waitMu.Unlock()
-	d.wakeWaits()
 }
 
 // wakeWaits tells watchWaits to look again.
@@ -372,23 +383,35 @@ func (d *Daemon) waitRetry(ctx context.Context, until time.Time) error {
 	return nil
 }
 
-// waitsListener ends a plan's wait when its job of that kind ends other
-// than postponed: done, failed, or canceled (a backup a caller asked for
-// too, or the retry itself).
+// waitsListener begins a plan's wait when its scheduled job ended
+// postponed, and ends it when its job of that kind ends otherwise: done,
+// failed, or canceled (a job a caller asked for too, or the retry itself).
 type waitsListener struct{ d *Daemon }
 
 func (l waitsListener) JobQueued(queue.Job)    {}
 func (l waitsListener) JobChanged(queue.Job)   {}
 func (l waitsListener) JobForgotten(queue.Job) {}
 func (l waitsListener) JobFinished(j queue.Job) {
-	if j.Result == queue.ResultPostponed || j.Kind == queue.KindRestore {
+	if j.Kind == queue.KindRestore {
 		return
 	}
+	k := waitKey{j.Plan, j.Kind}
 	l.d.waitMu.Lock()
-	_, had := l.d.waits[waitKey{j.Plan, j.Kind}]
-	delete(l.d.waits, waitKey{j.Plan, j.Kind})
+	p, pending := l.d.pending[j.ID]
+	delete(l.d.pending, j.ID)
+	_, had := l.d.waits[k]
+	switch {
+	case j.Result == queue.ResultPostponed && pending:
+		l.d.waitLocked(k, p)
+	case j.Result == queue.ResultPostponed:
+		// Postponed without a reason recorded: cannot happen; retried on
+		// the network's terms, the safe ones.
+		l.d.waitLocked(k, pendingWait{waitNetwork, j.Error})
+	default:
+		delete(l.d.waits, k)
+	}
 	l.d.waitMu.Unlock()
-	if had {
+	if had || j.Result == queue.ResultPostponed {
 		l.d.wakeWaits()
 	}
 }

@@ -78,6 +78,7 @@ type Daemon struct {
 	// tells watchWaits to look at them again.
 	waitMu   sync.Mutex
 	waits    map[waitKey]*wait
+	pending  map[uint32]pendingWait // jobs being postponed, by id
 	waitWake chan struct{}
 }
 
@@ -101,7 +102,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
 		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
 		archives: newArchiveCache(archiveCacheTTL),
-		waits:    map[waitKey]*wait{}, waitWake: make(chan struct{}, 1)}
+		waits:    map[waitKey]*wait{}, pending: map[uint32]pendingWait{}, waitWake: make(chan struct{}, 1)}
 	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor, conditions: d.conditionState, postponed: d.postponed}
 	d.queue, err = queue.New(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
 	if err != nil {

@@ -28,9 +28,10 @@ type executor struct {
 	// record (queue.Queue.RecordRestore).
 	recordRestore func(id uint32, made json.RawMessage)
 	// conditions is the machine's power and network now; postponed
-	// records a scheduled job postponed, before it ends (the daemon's).
+	// records why a scheduled job is postponed, before it ends (the
+	// daemon's).
 	conditions func() ConditionState
-	postponed  func(plan string, kind queue.Kind, reason waitReason, text string)
+	postponed  func(job uint32, reason waitReason, text string)
 	// job is the queue's job now (queue.Queue.Job): who asked for it may
 	// have grown while it ran.
 	job func(id uint32) (queue.Job, bool)
@@ -52,7 +53,7 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 	postpone := job.ScheduledOnly() && job.Kind != queue.KindRestore && e.postponed != nil
 	if postpone && e.conditions != nil {
 		if reason, why := blockedBy(plan, job.Kind, e.conditions()); reason != 0 {
-			e.postponed(job.Plan, job.Kind, reason, why.Error())
+			e.postponed(job.ID, reason, why.Error())
 			return queue.Outcome{}, queue.Postpone(why)
 		}
 	}
@@ -66,7 +67,7 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 	}
 	if postpone && err != nil && ctx.Err() == nil && errors.Is(err, restic.ErrUnreachable) {
 		err = fmt.Errorf("waiting for the network: %w", err)
-		e.postponed(job.Plan, job.Kind, waitNetwork, oneLine(err.Error()))
+		e.postponed(job.ID, waitNetwork, oneLine(err.Error()))
 		return out, queue.Postpone(err)
 	}
 	return out, err
