@@ -146,6 +146,19 @@ func blockedBy(plan *config.Plan, kind queue.Kind, st ConditionState) (waitReaso
 	return 0, nil
 }
 
+// scheduled says whether plan has a schedule for jobs of kind.
+func scheduled(plan *config.Plan, kind queue.Kind) bool {
+	switch kind {
+	case queue.KindBackup:
+		return plan.ScheduleSpec != nil
+	case queue.KindPrune:
+		return plan.PruneSpec != nil
+	case queue.KindCheck:
+		return plan.CheckSpec != nil
+	}
+	return false
+}
+
 // postponed records why job (a scheduled one of plan and kind) is being
 // postponed; the executor calls it before the job ends, and the wait
 // begins when the queue says the job ended (waitsListener): a retry the
@@ -293,7 +306,8 @@ func (d *Daemon) watchWaits(ctx context.Context) {
 		d.waitMu.Lock()
 		for k, w := range d.waits {
 			plan, ok := cfg.Plans[k.plan]
-			if !ok {
+			if !ok || !scheduled(plan, k.kind) {
+				// The plan, or its schedule of that kind, is gone.
 				delete(d.waits, k)
 				continue
 			}
