@@ -280,6 +280,8 @@ plans:
     subvolumes: [%[6]s]
     repository: nas
     schedule: "0 3 * * *"
+    hooks:
+      on_failure: [["/bin/sh", "-c", 'echo "$SUBVAULT_RESULT" >> %[1]s/on_failure']]
   healthy:
     subvolumes: [%[7]s]
     repository: local
@@ -402,6 +404,16 @@ settings:
 			p := onBus("remote")
 			return strings.HasPrefix(p.Waiting, "waiting for the network: ") && p.RetryAt.Equal(start.Add(2*time.Minute))
 		})
+		onFailure := func() string {
+			b, err := os.ReadFile(filepath.Join(dir, "on_failure"))
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			return string(b)
+		}
+		if ran := onFailure(); ran != "" {
+			t.Errorf("a postponed backup ran on_failure: %q", ran)
+		}
 		if j := last("remote"); !strings.HasPrefix(j.Error, "waiting for the network: repository ") || !strings.Contains(j.Error, "unreachable") {
 			t.Errorf("remote's postponed job: %q", j.Error)
 		}
@@ -483,6 +495,9 @@ settings:
 		eventually(t, "a manual backup of an unreachable repository failed", finished("remote", queue.ResultFailed))
 		if p := plan("remote"); p.Waiting != "" || p.Health != contract.HealthFailed || !strings.Contains(p.HealthReason, "unreachable") {
 			t.Errorf("remote after a manual backup failed: %s (%s), waiting %q", p.Health, p.HealthReason, p.Waiting)
+		}
+		if ran := onFailure(); ran != "failed\n" {
+			t.Errorf("on_failure after the postponed, the done and the failed backup ran with %q; want once, failed", ran)
 		}
 
 		// The journal says why each was postponed, and when it was retried.

@@ -132,7 +132,7 @@ func (e *executor) execute(ctx context.Context, cfg *config.Config, plan *config
 
 func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.Plan, job queue.Job, log *slog.Logger, progress func(queue.Progress)) (queue.Outcome, error) {
 	b := &backup.Job{
-		ID: job.ID, Config: cfg, Plan: plan, Logger: e.log,
+		ID: job.ID, Config: cfg, Plan: plan, Logger: e.log, Postponable: job.ScheduledOnly(),
 		OnStatus: func(s restic.BackupStatus) {
 			progress(queue.Progress{
 				Fraction: s.PercentDone, BytesDone: s.BytesDone, BytesTotal: s.TotalBytes,
