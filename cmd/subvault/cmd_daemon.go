@@ -22,6 +22,11 @@ force); SIGTERM interrupts running jobs, removes their snapshots and exits.
 At start it removes what a killed earlier run left behind: snapshots by name,
 stale restic locks of this host.
 
+It follows UPower, NetworkManager and systemd-networkd on the system bus,
+where they are: a plan's on_battery and metered hold its scheduled jobs
+back, and a scheduled job that found its repository unreachable is
+retried when the network comes back (laptops.md).
+
 It logs to the journal (with SUBVAULT_PLAN, SUBVAULT_JOB and a MESSAGE_ID per
 event, see journal.md) or, without one, to standard error.
 
