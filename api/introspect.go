@@ -101,6 +101,8 @@ var planIntrospection = introspect.Interface{
 		property("LastSuccess", "t", "true"),
 		property("Health", "s", "true"),
 		property("HealthReason", "s", "true"),
+		property("Waiting", "s", "true"),
+		property("RetryAt", "t", "true"),
 	},
 }
 

@@ -124,6 +124,8 @@ func wirePlan(p daemon.PlanInfo) contract.Plan {
 		LastSuccess:  p.LastSuccess,
 		Health:       p.Health,
 		HealthReason: boundedLine(p.HealthReason),
+		Waiting:      boundedLine(p.Waiting),
+		RetryAt:      p.RetryAt,
 	}
 }
 

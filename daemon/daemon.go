@@ -40,7 +40,12 @@ type Options struct {
 	// Inhibitor, when set and settings.inhibit_sleep is on, holds a sleep
 	// inhibitor while a job runs.
 	Inhibitor Inhibitor
-	Clock     scheduler.Clock
+	// Conditions, when set, tells of the battery, a metered connection
+	// and the network: the plans' on_battery and metered, and when a job
+	// postponed for the network tries again. Without it nothing holds a
+	// job back, and a postponed job is retried on its timer only.
+	Conditions Conditions
+	Clock      scheduler.Clock
 	// Serve publishes the daemon (the D-Bus API) and owns its bus name. Run
 	// calls it before the scheduler starts and sends READY=1 only after it
 	// returns nil; an error stops the daemon.
@@ -68,6 +73,13 @@ type Daemon struct {
 	// archives is each repository's archive list.
 	reads    *readLimiter
 	archives *archiveCache
+
+	// waits are the plans' postponed scheduled jobs (waitMu); waitWake
+	// tells watchWaits to look at them again.
+	waitMu   sync.Mutex
+	waits    map[waitKey]*wait
+	pending  map[uint32]pendingWait // jobs being postponed, by id
+	waitWake chan struct{}
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -89,16 +101,19 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
 		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
-		archives: newArchiveCache(archiveCacheTTL)}
-	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor}
+		archives: newArchiveCache(archiveCacheTTL),
+		waits:    map[waitKey]*wait{}, pending: map[uint32]pendingWait{}, waitWake: make(chan struct{}, 1)}
+	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor, conditions: d.conditionState, postponed: d.postponed}
 	d.queue, err = queue.New(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
 	if err != nil {
 		return nil, err
 	}
 	exec.recordRestore = d.queue.RecordRestore
+	exec.job = d.queue.Job
 	d.queue.Subscribe(statusListener{d})
 	d.queue.Subscribe(archiveCacheListener{d})
 	d.queue.Subscribe(healthListener{d})
+	d.queue.Subscribe(waitsListener{d})
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
@@ -220,6 +235,7 @@ func (d *Daemon) Reload() error {
 		"plans", len(cfg.Plans), "took", time.Since(now))
 	d.markStatus()
 	d.rearmHealth()
+	d.wakeWaits() // a plan gone, or on_battery or metered changed
 	d.plansChanged()
 	return nil
 }
@@ -262,6 +278,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer close(healthDone)
 		d.watchHealth(schedCtx, published)
 	}()
+	if d.opts.Conditions != nil {
+		d.opts.Conditions.OnChange(d.wakeWaits)
+	}
+	waitsDone := make(chan struct{})
+	go func() {
+		defer close(waitsDone)
+		d.watchWaits(schedCtx)
+	}()
+	d.resumeWaits()
 
 	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
 		"config", d.Config().File, "plans", len(d.Config().Plans))
@@ -320,6 +345,7 @@ loop:
 	stopSched()
 	<-schedDone
 	<-healthDone
+	<-waitsDone
 	drained := make(chan struct{})
 	go func() { d.queue.Drain(); close(drained) }()
 	extend := time.NewTicker(5 * time.Second)

@@ -27,14 +27,53 @@ type executor struct {
 	// recordRestore keeps what a running restore has made in its job's
 	// record (queue.Queue.RecordRestore).
 	recordRestore func(id uint32, made json.RawMessage)
+	// conditions is the machine's power and network now; postponed
+	// records why a scheduled job is postponed, before it ends (the
+	// daemon's).
+	conditions func() ConditionState
+	postponed  func(job uint32, reason waitReason, text string)
+	// job is the queue's job now (queue.Queue.Job): who asked for it may
+	// have grown while it ran.
+	job func(id uint32) (queue.Job, bool)
 }
 
+// Execute runs job. A job only the schedule asked for (job.ScheduledOnly:
+// nobody is there to see it) is postponed instead: before it starts, when
+// the machine is on battery or on a metered connection and the plan says
+// skip; after it ran, when restic found the repository unreachable. A job
+// a caller asked for runs whatever the conditions, and fails when the
+// repository is unreachable: its caller is there to see why
+// (docs/laptops.md).
 func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(queue.Progress)) (queue.Outcome, error) {
 	cfg := e.config()
 	plan, ok := cfg.Plans[job.Plan]
 	if !ok {
 		return queue.Outcome{}, fmt.Errorf("plan %s is no longer in the configuration", job.Plan)
 	}
+	postpone := job.ScheduledOnly() && job.Kind != queue.KindRestore && e.postponed != nil
+	if postpone && e.conditions != nil {
+		if reason, why := blockedBy(plan, job.Kind, e.conditions()); reason != 0 {
+			e.postponed(job.ID, reason, why.Error())
+			return queue.Outcome{}, queue.Postpone(why)
+		}
+	}
+	out, err := e.execute(ctx, cfg, plan, job, progress)
+	if postpone && e.job != nil {
+		// A caller who asked for the job while it ran is there to see it
+		// fail.
+		if now, ok := e.job(job.ID); ok {
+			postpone = now.ScheduledOnly()
+		}
+	}
+	if postpone && err != nil && ctx.Err() == nil && errors.Is(err, restic.ErrUnreachable) {
+		err = fmt.Errorf("waiting for the network: %w", err)
+		e.postponed(job.ID, waitNetwork, oneLine(err.Error()))
+		return out, queue.Postpone(err)
+	}
+	return out, err
+}
+
+func (e *executor) execute(ctx context.Context, cfg *config.Config, plan *config.Plan, job queue.Job, progress func(queue.Progress)) (queue.Outcome, error) {
 	log := e.log.With("plan", job.Plan, "job", job.ID, "kind", job.Kind)
 
 	// The plan's lock keeps a foreground `subvault run backup` of the plan
@@ -93,7 +132,7 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 
 func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.Plan, job queue.Job, log *slog.Logger, progress func(queue.Progress)) (queue.Outcome, error) {
 	b := &backup.Job{
-		ID: job.ID, Config: cfg, Plan: plan, Logger: e.log,
+		ID: job.ID, Config: cfg, Plan: plan, Logger: e.log, Postponable: job.ScheduledOnly(),
 		OnStatus: func(s restic.BackupStatus) {
 			progress(queue.Progress{
 				Fraction: s.PercentDone, BytesDone: s.BytesDone, BytesTotal: s.TotalBytes,

@@ -38,11 +38,6 @@ func (d *Daemon) plansChanged() {
 	}
 }
 
-// healthOf is plan p's health at now, from what its backups did.
-func healthOf(p *config.Plan, st queue.PlanStatus, now time.Time) health.Status {
-	return health.Of(healthPlan(p, st), now)
-}
-
 // healthPlan is what health judges: the times in the zone the scheduler
 // reads the schedule in (a state file's times keep the offset they were
 // written with).

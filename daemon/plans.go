@@ -13,6 +13,7 @@ import (
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/health"
 	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/safefs"
@@ -30,6 +31,11 @@ type PlanInfo struct {
 	// Health is how the plan stands now and why (daemon/health).
 	Health       contract.Health
 	HealthReason string
+	// Waiting is why the plan's scheduled jobs wait, "" when none does;
+	// RetryAt is when the soonest is retried at the latest (zero: when
+	// its condition clears).
+	Waiting string
+	RetryAt time.Time
 }
 
 // Plans returns every configured plan, sorted by name, with its health at
@@ -41,11 +47,14 @@ func (d *Daemon) Plans() []PlanInfo {
 	for _, name := range cfg.PlanNames() {
 		p := cfg.Plans[name]
 		st := d.queue.PlanStatus(name)
-		h := healthOf(p, st, now)
+		waiting, short, retryAt := d.waiting(name)
+		hp := healthPlan(p, st)
+		hp.Waiting = short
+		h := health.Of(hp, now)
 		out = append(out, PlanInfo{
 			Name: name, Subvolumes: append([]string(nil), p.Subvolumes...), Repository: p.Repository,
 			Schedule: p.Schedule, NextRun: d.NextRun(name, queue.KindBackup), PlanStatus: st,
-			Health: h.Health, HealthReason: h.Reason,
+			Health: h.Health, HealthReason: h.Reason, Waiting: waiting, RetryAt: retryAt,
 		})
 	}
 	return out

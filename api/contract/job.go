@@ -64,11 +64,17 @@ type Result string
 
 // The results of a job. A partial backup (an archive made, some files
 // unreadable) is failed, with its ArchiveID set and an Error that starts
-// with "partial".
+// with "partial". A postponed job is one the schedule asked for that did
+// not run, or could not reach its repository: the machine was on battery
+// or on a metered connection (the plan's on_battery, metered), or the
+// repository was unreachable. Its Error says why; the daemon runs it
+// again when that clears (docs/laptops.md). It is neither a success nor a
+// failure: a plan's LastResult is never postponed.
 const (
-	ResultDone     Result = "done"
-	ResultFailed   Result = "failed"
-	ResultCanceled Result = "canceled"
+	ResultDone      Result = "done"
+	ResultFailed    Result = "failed"
+	ResultCanceled  Result = "canceled"
+	ResultPostponed Result = "postponed"
 )
 
 // What queued a job (a job's Trigger, and each of its Triggers).

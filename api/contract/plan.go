@@ -25,6 +25,13 @@ type Plan struct {
 	// older than the properties).
 	Health       Health `json:"health"`
 	HealthReason string `json:"health_reason"`
+	// Waiting is why the plan's scheduled jobs wait, in one line ("waiting
+	// for the network: ...", "on battery (on_battery: skip)"), empty when
+	// none does; RetryAt is when the daemon tries again at the latest
+	// (zero: when the condition clears). Both are empty from a daemon
+	// older than the properties.
+	Waiting string    `json:"waiting,omitempty"`
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Health is how a plan stands (its Health property): the daemon decides
@@ -66,6 +73,8 @@ func (p Plan) Properties() map[string]dbus.Variant {
 		"LastSuccess":  dbus.MakeVariant(Micros(p.LastSuccess)),
 		"Health":       dbus.MakeVariant(string(p.Health)),
 		"HealthReason": dbus.MakeVariant(p.HealthReason),
+		"Waiting":      dbus.MakeVariant(p.Waiting),
+		"RetryAt":      dbus.MakeVariant(Micros(p.RetryAt)),
 	}
 }
 
@@ -95,6 +104,10 @@ func (p *Plan) Apply(props map[string]dbus.Variant) {
 			p.Health = Health(str(v))
 		case "HealthReason":
 			p.HealthReason = str(v)
+		case "Waiting":
+			p.Waiting = str(v)
+		case "RetryAt":
+			p.RetryAt = FromMicros(u64(v))
 		}
 	}
 }

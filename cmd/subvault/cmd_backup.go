@@ -185,6 +185,12 @@ func (sc *startCmd) finished(j contract.Job) int {
 	case contract.ResultCanceled:
 		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("canceled"))
 		return exitCanceled
+	case contract.ResultPostponed:
+		// Only a scheduled job is postponed; this one was already running
+		// when the command asked for it. It did not happen: a failure to
+		// the caller, with the daemon's reason.
+		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result(j.Result), printable(j.Error))
+		return exitFailure
 	}
 	fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("failed"), printable(j.Error))
 	if strings.HasPrefix(j.Error, "partial") {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/subvault/subvault/api"
@@ -20,6 +21,11 @@ STOPPING. SIGHUP re-reads the configuration (an invalid file keeps the one in
 force); SIGTERM interrupts running jobs, removes their snapshots and exits.
 At start it removes what a killed earlier run left behind: snapshots by name,
 stale restic locks of this host.
+
+It follows UPower, NetworkManager and systemd-networkd on the system bus,
+where they are: a plan's on_battery and metered hold its scheduled jobs
+back, and a scheduled job that found its repository unreachable is
+retried when the network comes back (laptops.md).
 
 It logs to the journal (with SUBVAULT_PLAN, SUBVAULT_JOB and a MESSAGE_ID per
 event, see journal.md) or, without one, to standard error.
@@ -88,6 +94,7 @@ func runDaemon(stderr io.Writer, opts daemonOptions) int {
 		Version:    version,
 		Logger:     log,
 		Inhibitor:  &api.Inhibitor{Conn: conn, Log: log},
+		Conditions: watchConditions(ctx, opts.bus, conn, log),
 		Serve:      api.Serve(conn, authz, log),
 	})
 	if err != nil {
@@ -99,4 +106,29 @@ func runDaemon(stderr io.Writer, opts daemonOptions) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// watchConditions follows the battery, a metered connection and the
+// network (the plans' on_battery and metered, the retries of a job
+// postponed for the network) on the system bus: the daemon's own
+// connection when it serves there, else a connection of its own
+// ($DBUS_SYSTEM_BUS_ADDRESS, or the system bus's socket). Without a system
+// bus the daemon runs without them: nothing holds a job back, and a
+// postponed job is retried on its timer only.
+func watchConditions(ctx context.Context, bus string, conn *dbus.Conn, log *slog.Logger) daemon.Conditions {
+	if bus != "" && bus != "system" {
+		system, err := api.ConnectServer("system")
+		if err != nil {
+			log.Warn("no system bus: on_battery and metered hold back no job, and a job postponed for the network is retried on its timer only", "err", err)
+			return nil
+		}
+		go func() { <-ctx.Done(); system.Close() }() //nolint:errcheck,gosec // the daemon is stopping
+		conn = system
+	}
+	c, err := api.WatchConditions(ctx, conn, log)
+	if err != nil {
+		log.Warn("on_battery and metered hold back no job, and a job postponed for the network is retried on its timer only", "err", err)
+		return nil
+	}
+	return c
 }

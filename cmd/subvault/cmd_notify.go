@@ -197,7 +197,9 @@ func (n *notifier) jobFinished(ctx context.Context, j contract.Job) {
 
 // jobNotification is what to show about finished job j: a failure, or a
 // success when onSuccess; ok is false when there is nothing to show. Its
-// text is escaped by printable.
+// text is escaped by printable. A postponed job shows nothing: it is not a
+// failure, a laptop offline for a day postpones dozens, and the plan's
+// overdue notification comes when the wait outlasts its schedule.
 func jobNotification(j contract.Job, onSuccess bool) (note desktop.Notification, ok bool) {
 	what := jobTitle(j)
 	switch {

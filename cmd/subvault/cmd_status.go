@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,11 @@ successful backup is older than twice its schedule's interval (overdue; a
 canceled backup does not restart that clock). A plan with no successful
 backup yet is not counted as unhealthy unless its last backup failed; a
 manual plan is never overdue.
+
+A plan whose scheduled jobs wait is listed under "waiting", with why (the
+network, the battery, a metered connection: see subvault.yaml(5),
+on_battery and metered) and when the daemon tries again; waiting is not
+unhealthy by itself, but the plan becomes overdue if it lasts.
 
 Exit status: 0 all plans healthy, 1 a plan's last backup failed or is
 overdue, 4 not authorized, 5 the daemon is not running.`
@@ -108,6 +114,19 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 	}
 	for _, j := range st.Queued {
 		fmt.Fprintf(w, "queued:  job %d, %s of %s\n", j.ID, printable(j.Kind), printable(j.Plan))
+	}
+	for _, p := range st.Plans {
+		if p.Waiting == "" {
+			continue
+		}
+		retry := "when that clears"
+		if !p.RetryAt.IsZero() {
+			retry = "at the latest " + o.when(p.RetryAt)
+			if strings.HasPrefix(p.Waiting, "waiting for the network") {
+				retry += ", or when the network comes back"
+			}
+		}
+		fmt.Fprintf(w, "waiting: %s: %s; retried %s\n", printable(p.Name), printable(p.Waiting), retry)
 	}
 	var problems []string
 	for _, p := range st.Plans {

@@ -26,10 +26,12 @@ Waybar's line has four fields. text is short: "⟳ home 42%" while a job
 runs, "✗ home" when a plan's last backup failed, "! home" when a plan is
 overdue (its last successful backup is older than twice the interval of
 its schedule, whatever was canceled since; a manual plan is never
-overdue), "✓ 3h" (the age of the newest successful backup) when all is
+overdue), "⏸ home" when a plan's scheduled jobs wait (for the network,
+on battery, on a metered connection), "✓ 3h" (the age of the newest successful backup) when all is
 well, "? subvault" when the daemon cannot be reached.
 tooltip has one line per plan: what runs, the last backup's result and
-age, the next run. class is running, failed, overdue, ok or unreachable,
+age, the next run, what it waits for. class is running, failed, overdue,
+waiting, ok or unreachable,
 in that order of precedence, for the bar's style sheet. percentage is the
 running job's progress, 0 to 100 (0 when none runs).
 
@@ -49,6 +51,7 @@ const (
 	classRunning     = "running"
 	classFailed      = "failed"
 	classOverdue     = "overdue"
+	classWaiting     = "waiting"
 	classOK          = "ok"
 	classUnreachable = "unreachable"
 )
@@ -80,7 +83,7 @@ func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLin
 		}
 	}
 
-	var failed, overdue []string
+	var failed, overdue, waiting []string
 	var newest time.Time
 	tooltip := make([]string, 0, len(plans))
 	for _, p := range plans {
@@ -90,6 +93,9 @@ func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLin
 			failed = append(failed, name)
 		case contract.HealthOverdue:
 			overdue = append(overdue, name)
+		}
+		if p.Waiting != "" {
+			waiting = append(waiting, name)
 		}
 		if p.LastSuccess.After(newest) {
 			newest = p.LastSuccess
@@ -138,6 +144,8 @@ func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLin
 		line.Class, line.Text = classFailed, "✗ "+names(failed)
 	case len(overdue) > 0:
 		line.Class, line.Text = classOverdue, "! "+names(overdue)
+	case len(waiting) > 0:
+		line.Class, line.Text = classWaiting, "⏸ "+names(waiting)
 	default:
 		line.Class, line.Text = classOK, "✓ –"
 		if !newest.IsZero() {
@@ -216,6 +224,8 @@ func i3blocksJSON(l barLine) ([]byte, error) {
 		block.Color, block.Urgent = "#FF5555", true
 	case classOverdue:
 		block.Color = "#FFB86C"
+	case classWaiting:
+		block.Color = "#8BE9FD"
 	case classUnreachable:
 		block.Color = "#888888"
 	}

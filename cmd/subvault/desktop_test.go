@@ -40,6 +40,12 @@ func TestWaybarRender(t *testing.T) {
 	canceled.HealthReason = "last backup canceled; the one before succeeded"
 	running := contract.Job{ID: 7, Kind: "backup", Plan: "home", State: contract.StateRunning, Progress: 0.426}
 	queued := contract.Job{ID: 8, Kind: "check", Plan: "srv", State: contract.StateQueued}
+	waiting := home
+	waiting.HealthReason += "; waiting for the network"
+	waiting.Waiting = "waiting for the network: repository sftp://nas//srv is unreachable: no route to host"
+	waitingOverdue := overdue
+	waitingOverdue.HealthReason += "; waiting: on battery"
+	waitingOverdue.Waiting = "on battery (on_battery: skip): the scheduled backup runs when the machine is on AC power"
 	for _, c := range []struct {
 		name    string
 		plans   []contract.Plan
@@ -58,6 +64,10 @@ func TestWaybarRender(t *testing.T) {
 		{"overdue", []contract.Plan{overdue, srv}, nil, barLine{Text: "! home", Class: classOverdue}, []string{"home: overdue: no successful backup for over 2d (scheduled every 24h) · 3d0h ago"}},
 		{"failed before overdue", []contract.Plan{overdue, {Name: "x", LastBackup: now, LastResult: "failed", Health: contract.HealthFailed}, {Name: "y", LastResult: "failed", Health: contract.HealthFailed}}, nil,
 			barLine{Text: "✗ x +1", Class: classFailed}, nil},
+		{"waiting", []contract.Plan{waiting, srv}, nil, barLine{Text: "⏸ home", Class: classWaiting},
+			[]string{"home: last backup succeeded; waiting for the network · 3h00m ago"}},
+		{"overdue before waiting", []contract.Plan{waitingOverdue, srv}, nil, barLine{Text: "! home", Class: classOverdue},
+			[]string{"home: overdue: no successful backup for over 2d (scheduled every 24h); waiting: on battery"}},
 		{"never", []contract.Plan{{Name: "home", Schedule: "0 3 * * *", Health: contract.HealthNever, HealthReason: "no backup yet"}}, nil, barLine{Text: "✓ –", Class: classOK}, []string{"home: no backup yet"}},
 		{"no plans", nil, nil, barLine{Text: "✓ –", Class: classOK}, []string{"no plans are configured"}},
 	} {
@@ -71,6 +81,25 @@ func TestWaybarRender(t *testing.T) {
 			}
 		}
 	}
+	// A status line for each waiting plan: why, and when it is retried.
+	var status strings.Builder
+	retry := waiting
+	retry.RetryAt = now.Add(4 * time.Minute)
+	printStatus(&status, output{now: func() time.Time { return now }, tty: true}, statusJSON{Plans: []planStatus{
+		{Plan: retry}, {Plan: waitingOverdue, Why: waitingOverdue.HealthReason}, {Plan: srv}}})
+	for _, want := range []string{
+		"waiting: home: waiting for the network: repository sftp://nas//srv is unreachable: no route to host; retried at the latest in 4m, or when the network comes back\n",
+		"waiting: home: on battery (on_battery: skip): the scheduled backup runs when the machine is on AC power; retried when that clears\n",
+		"needs attention:\n  home: overdue: no successful backup for over 2d (scheduled every 24h); waiting: on battery\n",
+	} {
+		if !strings.Contains(status.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, status.String())
+		}
+	}
+	if strings.Contains(status.String(), "waiting: srv") {
+		t.Errorf("status says srv waits:\n%s", status.String())
+	}
+
 	b, err := waybarJSON(renderBar([]contract.Plan{failed}, nil, now))
 	if err != nil || !strings.Contains(string(b), "&lt;wrong&gt; password &amp; more") || strings.Count(string(b), "\n") != 1 {
 		t.Errorf("waybar line %s (%v): the tooltip is Pango markup, and the line one line", b, err)

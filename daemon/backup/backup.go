@@ -34,6 +34,11 @@ const (
 	ResultPartial  = "partial"
 	ResultFailed   = "failed"
 	ResultCanceled = "canceled"
+	// ResultPostponed: a Postponable backup found the repository
+	// unreachable (restic.ErrUnreachable). It runs no hook: it neither
+	// failed nor succeeded, and a laptop offline for a day would run
+	// on_failure at every retry.
+	ResultPostponed = "postponed"
 )
 
 // Job is one backup of one plan.
@@ -48,6 +53,10 @@ type Job struct {
 	// retention buckets are in Location (restic's own --keep-* do the same).
 	Now      func() time.Time
 	Location *time.Location
+	// Postponable is set for a backup only the schedule asked for: an
+	// unreachable repository postpones it (ResultPostponed) instead of
+	// failing it (docs/laptops.md).
+	Postponable bool
 }
 
 // Result is what a backup made.
@@ -140,6 +149,8 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 	case canceled:
 		res.Result = ResultCanceled
 		err = fmt.Errorf("canceled: %w", err)
+	case j.Postponable && errors.Is(err, restic.ErrUnreachable):
+		res.Result = ResultPostponed
 	default:
 		res.Result = ResultFailed
 	}
@@ -171,6 +182,9 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 	if res.Result != ResultDone {
 		hooks, key = j.Plan.Hooks.OnFailure, "on_failure"
 	}
+	if res.Result == ResultPostponed {
+		hooks = nil
+	}
 	if hookErr := runHooks(cleanupCtx, log, key, hooks, env); hookErr != nil {
 		log.Warn("hook failed", "hook", key, "err", hookErr)
 	}
@@ -185,6 +199,8 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 		log.Info("backup done", attrs...)
 	case ResultPartial:
 		log.Warn("backup partial", "archive", res.ArchiveID, "err", err)
+	case ResultPostponed:
+		log.Warn("backup postponed", "err", err)
 	default:
 		log.Error("backup "+res.Result, "err", err)
 	}

@@ -76,6 +76,11 @@ type Plan struct {
 	Hooks               Hooks
 	AllowUsers          []string // user names or numeric uids, as written
 	AllowGroups         []string // group names or numeric gids, as written
+	// OnBattery and Metered say whether a scheduled job runs while the
+	// machine is on battery (UPower) or on a metered connection
+	// (NetworkManager); a job a caller asks for runs either way.
+	OnBattery Condition
+	Metered   Condition
 
 	// The parsed Schedule, PruneSchedule and CheckSchedule (by CronParser);
 	// nil when the schedule is "" (manual only).
@@ -83,6 +88,16 @@ type Plan struct {
 	PruneSpec    cron.Schedule
 	CheckSpec    cron.Schedule
 }
+
+// Condition is what a plan's scheduled jobs do while a condition holds
+// (on_battery, metered).
+type Condition string
+
+// The choices of on_battery and metered.
+const (
+	ConditionRun  Condition = "run"  // run as usual (the default)
+	ConditionSkip Condition = "skip" // wait until the condition clears
+)
 
 // KeepSnapshots says which local btrfs snapshots survive a successful
 // backup. All zero: the snapshot is deleted as soon as its backup is done.

@@ -500,3 +500,26 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// on_battery and metered default to run; skip and run are read as written.
+func TestConditions(t *testing.T) {
+	cfg, err := parseFile(t, "testdata/good/laptop.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.Plans["home"]; p.OnBattery != ConditionSkip || p.Metered != ConditionSkip {
+		t.Errorf("home: on_battery %q, metered %q; want skip, skip", p.OnBattery, p.Metered)
+	}
+	if p := cfg.Plans["root"]; p.OnBattery != ConditionRun || p.Metered != ConditionRun {
+		t.Errorf("root: on_battery %q, metered %q; want run, run", p.OnBattery, p.Metered)
+	}
+	cfg, err = parseFile(t, "testdata/good/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range cfg.Plans {
+		if p.OnBattery != ConditionRun || p.Metered != ConditionRun {
+			t.Errorf("%s without the keys: on_battery %q, metered %q; want run, run", name, p.OnBattery, p.Metered)
+		}
+	}
+}

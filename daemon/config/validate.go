@@ -17,7 +17,8 @@ var (
 	topKeys        = []string{"repositories", "plans", "settings"}
 	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir"}
 	planKeys       = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
-		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups"}
+		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups",
+		"on_battery", "metered"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
 	backupKeys        = []string{"exclude", "exclude_file", "exclude_if_present", "one_file_system", "tags", "extra_args"}
@@ -240,6 +241,8 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 		CheckReadDataSubset: DefaultCheckReadDataSubset,
 		Retention:           DefaultRetention(),
 		Backup:              Backup{OneFileSystem: true},
+		OnBattery:           ConditionRun,
+		Metered:             ConditionRun,
 	}
 	plan.PruneSpec, _ = CronParser.Parse(DefaultPruneSchedule)
 	plan.CheckSpec, _ = CronParser.Parse(DefaultCheckSchedule)
@@ -263,6 +266,12 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 	}
 	if e, path, ok := m.get("catch_up"); ok {
 		plan.CatchUp, _ = p.boolean(e.value, path)
+	}
+	if e, path, ok := m.get("on_battery"); ok {
+		plan.OnBattery = p.condition(e.value, path, plan.OnBattery)
+	}
+	if e, path, ok := m.get("metered"); ok {
+		plan.Metered = p.condition(e.value, path, plan.Metered)
 	}
 	if e, path, ok := m.get("snapshot_dir"); ok {
 		const expected = `"" (.subvault-snapshots at the top of each subvolume) or an absolute clean path on the same filesystem`
@@ -726,4 +735,19 @@ func (p *parser) accounts(n *yaml.Node, path, kind, id string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+// condition decodes on_battery or metered: skip or run.
+func (p *parser) condition(n *yaml.Node, path string, def Condition) Condition {
+	const expected = "skip (a scheduled job waits until it clears) or run"
+	v, ok := p.str(n, path, expected)
+	if !ok {
+		return def
+	}
+	switch c := Condition(v); c {
+	case ConditionSkip, ConditionRun:
+		return c
+	}
+	p.fail(n, path, fmt.Sprintf("%q is not a choice", v), expected)
+	return def
 }

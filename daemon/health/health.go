@@ -25,6 +25,9 @@ type Plan struct {
 	LastResult  contract.Result
 	LastError   string
 	LastSuccess time.Time
+	// Waiting is what the plan's postponed scheduled jobs wait for, in a
+	// few words ("waiting for the network"), "" when none does.
+	Waiting string
 }
 
 // Status is a plan's health and its reason: one line, with no time in it
@@ -46,7 +49,20 @@ type Status struct {
 //     that clock: it counts from LastSuccess, not LastBackup. A manual
 //     plan is never overdue.
 //   - Otherwise it is ok.
+//
+// A plan whose scheduled jobs wait (postponed: the network, the battery,
+// a metered connection) keeps the health its backups give it, and its
+// reason says what it waits for: waiting is not a failure, and overdue
+// still comes when the wait outlasts the schedule.
 func Of(p Plan, now time.Time) Status {
+	s := of(p, now)
+	if p.Waiting != "" {
+		s.Reason += "; " + p.Waiting
+	}
+	return s
+}
+
+func of(p Plan, now time.Time) Status {
 	if p.LastResult == contract.ResultFailed {
 		return Status{contract.HealthFailed, "last backup failed" + errorSuffix(p.LastError)}
 	}

@@ -124,3 +124,37 @@ func TestOverdueAt(t *testing.T) {
 		}
 	}
 }
+
+// A plan whose scheduled jobs wait keeps its health, and its reason says
+// what it waits for; the wait does not keep it from becoming overdue.
+func TestHealthWhileWaiting(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 16, 2, 0, 0, 0, time.UTC)
+	daily := schedule(t, "0 3 * * *")
+	for _, c := range []struct {
+		name   string
+		plan   Plan
+		want   contract.Health
+		reason string
+	}{
+		{"ok", Plan{Schedule: daily, LastBackup: now.Add(-time.Hour), LastResult: contract.ResultDone, Waiting: "waiting for the network"},
+			contract.HealthOK, "last backup succeeded; waiting for the network"},
+		{"overdue", Plan{Schedule: daily, LastBackup: now.Add(-49 * time.Hour), LastResult: contract.ResultDone, Waiting: "waiting: on battery"},
+			contract.HealthOverdue, "overdue: no successful backup for over 2d (scheduled every 24h); waiting: on battery"},
+		{"failed", Plan{Schedule: daily, LastBackup: now.Add(-time.Hour), LastResult: contract.ResultFailed, LastError: "disk full", Waiting: "waiting for the network"},
+			contract.HealthFailed, "last backup failed: disk full; waiting for the network"},
+		{"never", Plan{Schedule: daily, Waiting: "waiting: metered connection"},
+			contract.HealthNever, "no backup yet; waiting: metered connection"},
+	} {
+		if got := Of(c.plan, now); got.Health != c.want || got.Reason != c.reason {
+			t.Errorf("%s: %s (%q), want %s (%q)", c.name, got.Health, got.Reason, c.want, c.reason)
+		}
+	}
+	// OverdueAt does not move while waiting.
+	p := Plan{Schedule: daily, LastBackup: now.Add(-time.Hour), LastResult: contract.ResultDone}
+	w := p
+	w.Waiting = "waiting for the network"
+	if !OverdueAt(p).Equal(OverdueAt(w)) {
+		t.Errorf("OverdueAt %v while waiting, %v without", OverdueAt(w), OverdueAt(p))
+	}
+}

@@ -46,9 +46,10 @@ type Result = contract.Result
 
 // Job results.
 const (
-	ResultDone     = contract.ResultDone
-	ResultFailed   = contract.ResultFailed
-	ResultCanceled = contract.ResultCanceled
+	ResultDone      = contract.ResultDone
+	ResultFailed    = contract.ResultFailed
+	ResultCanceled  = contract.ResultCanceled
+	ResultPostponed = contract.ResultPostponed
 )
 
 // Trigger is what asked for a job. A D-Bus caller is "dbus:<uid>"
@@ -185,6 +186,19 @@ func (j *Job) Triggers() []Trigger {
 		out = append(out, r.Trigger)
 	}
 	return out
+}
+
+// ScheduledOnly reports whether only the schedule asked for the job (its
+// firings, a catch-up, the daemon's retries of a postponed run): nobody is
+// there to see it, so it may be postponed. A job a caller asked for too
+// is the caller's, and runs.
+func (j *Job) ScheduledOnly() bool {
+	for _, r := range j.requests() {
+		if r.Trigger != TriggerSchedule && r.Trigger != TriggerCatchUp {
+			return false
+		}
+	}
+	return true
 }
 
 // AskedOnlyBy reports whether the D-Bus caller uid is the only one that

@@ -62,6 +62,20 @@ type Executor interface {
 	Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error)
 }
 
+// ErrPostponed marks an executor's error that postpones the job instead of
+// failing it (Postpone): the job ends postponed, the plan's last backup
+// stays the one before.
+var ErrPostponed = errors.New("postponed")
+
+// Postpone is err as an executor returns it for a job that is to end
+// postponed; its message is err's.
+func Postpone(err error) error { return postponedError{err} }
+
+type postponedError struct{ err error }
+
+func (p postponedError) Error() string   { return p.err.Error() }
+func (p postponedError) Unwrap() []error { return []error{ErrPostponed, p.err} }
+
 // ErrNoSuchJob is returned by Cancel for an unknown or finished job.
 var ErrNoSuchJob = errors.New("no such job")
 
@@ -439,6 +453,9 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	case j.canceled && (!q.draining || j.StartedAt.IsZero()):
 		j.Result, j.Error = ResultCanceled, oneLine(err.Error())
 		event = journal.EventJobCanceled
+	case errors.Is(err, ErrPostponed):
+		j.Result, j.Error = ResultPostponed, oneLine(err.Error())
+		event = journal.EventJobPostponed
 	default:
 		j.Result, j.Error = ResultFailed, oneLine(err.Error())
 		event = journal.EventJobFailed
@@ -449,7 +466,9 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 			event = journal.EventJobPartial
 		}
 	}
-	if j.Kind == KindBackup {
+	// A postponed backup did not run: the plan's last backup stays the one
+	// before, so that it neither hides a failure nor restarts a clock.
+	if j.Kind == KindBackup && j.Result != ResultPostponed {
 		q.plans[j.Plan] = q.plans[j.Plan].backupEnded(j)
 	}
 	attrs := []any{journal.Event(event), "job", j.ID, "kind", j.Kind, "plan", j.Plan, "result", j.Result}
@@ -462,8 +481,13 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 		q.log.Info("job done", attrs...)
 	case ResultCanceled:
 		q.log.Warn("job canceled", append(attrs, "err", j.Error)...)
+	case ResultPostponed:
+		q.log.Warn("job postponed", append(attrs, "err", j.Error)...)
 	default:
 		q.log.Error("job failed", append(attrs, "err", j.Error)...)
+	}
+	if j.Result == ResultPostponed {
+		q.forgetPostponedLocked(j)
 	}
 	q.history = append(q.history, j)
 	for _, l := range q.listeners {
@@ -499,6 +523,26 @@ func restoreAttrs(j *Job) []any {
 		attrs = append(attrs, "verify", true)
 	}
 	return attrs
+}
+
+// forgetPostponedLocked drops from the history the job of j's plan and
+// kind that finished last, when it was postponed too: a laptop offline
+// for a day retries many times, and the history keeps one postponed job
+// of each in a row, not dozens that push out the jobs that ran.
+func (q *Queue) forgetPostponedLocked(j *Job) {
+	for i := len(q.history) - 1; i >= 0; i-- {
+		old := q.history[i]
+		if old.Plan != j.Plan || old.Kind != j.Kind {
+			continue
+		}
+		if old.Result == ResultPostponed {
+			q.history = append(q.history[:i], q.history[i+1:]...)
+			for _, l := range q.listeners {
+				l.JobForgotten(old.copy())
+			}
+		}
+		return
+	}
 }
 
 func (q *Queue) trimHistoryLocked() {

@@ -567,3 +567,90 @@ func TestStateFileKeepsItsBytes(t *testing.T) {
 		t.Errorf("the state file written back differs from testdata/jobs-v1.json:\n%s", written)
 	}
 }
+
+// A postponed job (the executor's error wraps Postpone) ends postponed,
+// with the executor's reason as its Error and a job-postponed entry; the
+// plan's last backup stays the one before (a failure is not hidden, the
+// overdue clock is not restarted); the history keeps only the latest of
+// postponed jobs of a plan's kind in a row, and other jobs run beside it.
+func TestPostponedJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		exec := newFakeExecutor()
+		log := journaltest.NewRecorder()
+		q, err := New(Config{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }}, exec, t.TempDir(), slog.New(log), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recorder{}
+		q.Subscribe(rec)
+		t.Cleanup(q.Drain)
+		run := func(plan string, trigger Trigger, err error) Job {
+			t.Helper()
+			j, _, qerr := q.Enqueue(Order{Kind: KindBackup, Plan: plan, Trigger: trigger, Caller: -1})
+			if qerr != nil {
+				t.Fatal(qerr)
+			}
+			exec.waitStarted(t)
+			exec.finish(j.ID, err)
+			waitFinished(t, q, j.ID)
+			j, _ = q.Job(j.ID)
+			return j
+		}
+		failed := run("home", TriggerSchedule, errors.New("restic: disk full"))
+		time.Sleep(time.Minute)
+		first := run("home", TriggerSchedule, Postpone(errors.New("waiting for the network: repository nas is unreachable")))
+		if first.Result != ResultPostponed || first.Error != "waiting for the network: repository nas is unreachable" {
+			t.Errorf("postponed job: %s, %q", first.Result, first.Error)
+		}
+		if st := q.PlanStatus("home"); st.LastResult != ResultFailed || !st.LastBackup.Equal(failed.FinishedAt) {
+			t.Errorf("after a postponed backup the plan says %+v; want the failed one before", st)
+		}
+		other := run("laptop", TriggerSchedule, nil)
+		time.Sleep(time.Minute)
+		second := run("home", TriggerCatchUp, Postpone(errors.New("waiting for the network: again")))
+		var ids []uint32
+		for _, j := range q.Jobs() {
+			ids = append(ids, j.ID)
+		}
+		if want := []uint32{second.ID, other.ID, failed.ID}; fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Errorf("history %v, want %v: the first postponed job forgotten for the second", ids, want)
+		}
+		if len(log.Events(journal.EventJobPostponed)) != 2 {
+			t.Errorf("%d job-postponed entries, want 2", len(log.Events(journal.EventJobPostponed)))
+		}
+		for _, e := range log.Events(journal.EventJobPostponed) {
+			e.HasCatalogFields(t, journal.EventJobPostponed)
+		}
+		done := run("home", TriggerCatchUp, nil)
+		if st := q.PlanStatus("home"); st.LastResult != ResultDone || !st.LastSuccess.Equal(done.FinishedAt) {
+			t.Errorf("after the retry was done: %+v", st)
+		}
+		// A done job between them: the postponed one before it stays.
+		run("home", TriggerSchedule, Postpone(errors.New("on battery")))
+		if n := len(q.Jobs()); n != 5 {
+			t.Errorf("%d jobs in the history, want 5", n)
+		}
+	})
+}
+
+// Only the schedule's own triggers make a job ScheduledOnly; a caller
+// who asked for it too makes it the caller's.
+func TestScheduledOnly(t *testing.T) {
+	for _, c := range []struct {
+		requests []Request
+		want     bool
+	}{
+		{[]Request{{Trigger: TriggerSchedule, Caller: -1}}, true},
+		{[]Request{{Trigger: TriggerCatchUp, Caller: -1}, {Trigger: TriggerSchedule, Caller: -1}}, true},
+		{[]Request{{Trigger: TriggerSchedule, Caller: -1}, {Trigger: "dbus:1000", Caller: 1000}}, false},
+		{[]Request{{Trigger: TriggerManual, Caller: -1}}, false},
+	} {
+		j := Job{Trigger: c.requests[0].Trigger, Caller: c.requests[0].Caller, Requests: c.requests}
+		if got := j.ScheduledOnly(); got != c.want {
+			t.Errorf("%+v: ScheduledOnly %v, want %v", c.requests, got, c.want)
+		}
+	}
+	if old := (Job{Trigger: TriggerSchedule, Caller: -1}); !old.ScheduledOnly() {
+		t.Error("a job from a state file without requests, triggered by the schedule, is not ScheduledOnly")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,13 +25,28 @@ func StartProcess(t testing.TB, name string, cmd *exec.Cmd) (output *SyncBuffer,
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
-	// Covers a test binary that dies before its cleanups run.
+	// Covers a test binary that dies before its cleanups run. The kernel
+	// sends it when the thread that started the process ends, not the
+	// process (golang/go#27505): the process is started from a thread
+	// locked to a goroutine that lives until the process has exited. Else
+	// a thread that started it could later be taken by a goroutine that
+	// locks it and ends (a backup's mount namespace, daemon/mountns), and
+	// the kernel would kill a dbus-daemon the test still uses.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	if err := cmd.Start(); err != nil {
+	started := make(chan error)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the process
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			_ = cmd.Wait()
+			close(done)
+		}
+	}()
+	if err := <-started; err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
 		select {

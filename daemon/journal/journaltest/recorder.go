@@ -68,6 +68,13 @@ func (r *Recorder) Handle(_ context.Context, rec slog.Record) error {
 	return nil
 }
 
+// Entries returns every entry, in order (to show a failed test's log).
+func (r *Recorder) Entries() []Entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(*r.entries)
+}
+
 // Events returns the entries of event, in order.
 func (r *Recorder) Events(event string) []Entry {
 	r.mu.Lock()
