@@ -151,3 +151,41 @@ func TestSFTPServerStopKillRestart(t *testing.T) {
 	s.Cont()
 	r.must(t, "snapshots")
 }
+
+func TestRESTServerSmoke(t *testing.T) {
+	plain := NewRESTServer(t, RESTOptions{})
+	auth := NewRESTServer(t, RESTOptions{Auth: true})
+	appendOnly := NewRESTServer(t, RESTOptions{AppendOnly: true})
+	ForEachRestic(t, func(t *testing.T, bin string) {
+		name := ResticName(bin)
+		t.Run("plain", func(t *testing.T) {
+			smokeBackup(t, newResticRun(t, bin, plain.Repository(name)))
+		})
+		t.Run("auth", func(t *testing.T) {
+			r := newResticRun(t, bin, auth.RepositoryWithCredentials(name))
+			smokeBackup(t, r)
+			for _, repo := range []string{auth.Repository(name), auth.RepositoryAs(name, auth.User, "wrong-password")} {
+				bad := newResticRun(t, bin, repo)
+				bad.passwordFile = r.passwordFile
+				out, err := bad.run(t, 3*time.Minute, "snapshots")
+				if err == nil {
+					t.Errorf("restic snapshots with wrong credentials succeeded:\n%s", out)
+				}
+				t.Logf("restic with wrong credentials said:\n%s", out)
+			}
+		})
+		t.Run("append-only", func(t *testing.T) {
+			r := newResticRun(t, bin, appendOnly.Repository(name))
+			smokeBackup(t, r)
+			snaps, _ := filepath.Glob(filepath.Join(appendOnly.RepositoryDir(name), "snapshots", "*"))
+			if len(snaps) != 1 {
+				t.Fatalf("want 1 archive in %s, got %v", appendOnly.RepositoryDir(name), snaps)
+			}
+			out, err := r.run(t, 3*time.Minute, "forget", "--prune", filepath.Base(snaps[0]))
+			t.Logf("restic forget --prune on the append-only server: %v\n%s", err, out)
+			if after, _ := filepath.Glob(filepath.Join(appendOnly.RepositoryDir(name), "snapshots", "*")); len(after) != 1 {
+				t.Errorf("the append-only server let restic forget the archive: %v", after)
+			}
+		})
+	})
+}
