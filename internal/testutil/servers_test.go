@@ -160,6 +160,12 @@ func TestRESTServerSmoke(t *testing.T) {
 		name := ResticName(bin)
 		t.Run("plain", func(t *testing.T) {
 			smokeBackup(t, newResticRun(t, bin, plain.Repository(name)))
+			missing := newResticRun(t, bin, plain.Repository(name+"-never-made"))
+			out, err := missing.run(t, 3*time.Minute, "snapshots")
+			if err == nil {
+				t.Errorf("restic snapshots of a repository never made succeeded:\n%s", out)
+			}
+			t.Logf("restic on a missing repository (404) said:\n%s", out)
 		})
 		t.Run("auth", func(t *testing.T) {
 			r := newResticRun(t, bin, auth.RepositoryWithCredentials(name))
@@ -188,4 +194,16 @@ func TestRESTServerSmoke(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestWeedVersionMatchesCI: the SeaweedFS the tests look for is the one
+// .ci/weed builds.
+func TestWeedVersionMatchesCI(t *testing.T) {
+	script, err := os.ReadFile("../../.ci/weed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), "\nversion="+WeedVersion+"\n") {
+		t.Errorf(".ci/weed does not build WeedVersion %s: make its version= line the same", WeedVersion)
+	}
 }
