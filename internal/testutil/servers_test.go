@@ -35,13 +35,7 @@ func (r *resticRun) run(t *testing.T, timeout time.Duration, args ...string) (st
 	t.Helper()
 	argv := append(append([]string{}, r.opts...), args...)
 	cmd := exec.Command(r.bin, argv...)
-	cmd.Env = append([]string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + r.home,
-		"RESTIC_REPOSITORY=" + r.repo,
-		"RESTIC_PASSWORD_FILE=" + r.passwordFile,
-		"RESTIC_CACHE_DIR=" + r.cacheDir,
-	}, r.env...)
+	cmd.Env = r.environ()
 	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
@@ -60,6 +54,42 @@ func (r *resticRun) run(t *testing.T, timeout time.Duration, args ...string) (st
 	}
 	t.Logf("restic %s: %s (%v)", args[0], time.Since(start).Round(time.Millisecond), err)
 	return out.String(), err
+}
+
+// runBounded is run, but a restic still running after limit is killed and
+// reported with timedOut instead of failing the test.
+func (r *resticRun) runBounded(t *testing.T, limit time.Duration, args ...string) (out string, err error, timedOut bool) {
+	t.Helper()
+	argv := append(append([]string{}, r.opts...), args...)
+	cmd := exec.Command(r.bin, argv...)
+	cmd.Env = r.environ()
+	buf := &SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = buf, buf
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(limit):
+		_ = cmd.Process.Kill()
+		<-done
+		timedOut = true
+	}
+	t.Logf("restic %s: %s (%v, killed after the limit: %v)", args[0], time.Since(start).Round(time.Millisecond), err, timedOut)
+	return buf.String(), err, timedOut
+}
+
+func (r *resticRun) environ() []string {
+	return append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + r.home,
+		"RESTIC_REPOSITORY=" + r.repo,
+		"RESTIC_PASSWORD_FILE=" + r.passwordFile,
+		"RESTIC_CACHE_DIR=" + r.cacheDir,
+	}, r.env...)
 }
 
 func (r *resticRun) must(t *testing.T, args ...string) string {
@@ -206,4 +236,38 @@ func TestWeedVersionMatchesCI(t *testing.T) {
 	if !strings.Contains(string(script), "\nversion="+WeedVersion+"\n") {
 		t.Errorf(".ci/weed does not build WeedVersion %s: make its version= line the same", WeedVersion)
 	}
+}
+
+func TestS3ServerSmoke(t *testing.T) {
+	s := NewS3Server(t)
+	ForEachRestic(t, func(t *testing.T, bin string) {
+		name := ResticName(bin)
+		r := newResticRun(t, bin, s.Repository(name))
+		r.env = s.Env()
+		smokeBackup(t, r)
+		bad := newResticRun(t, bin, s.Repository(name))
+		bad.passwordFile = r.passwordFile
+		bad.env = []string{"AWS_ACCESS_KEY_ID=" + s.AccessKey, "AWS_SECRET_ACCESS_KEY=wrong-secret"}
+		// restic 0.18 retries the refusal (403 SignatureDoesNotMatch) for
+		// up to 15 minutes: it is stopped after 20 s.
+		out, err, timedOut := bad.runBounded(t, 20*time.Second, "snapshots")
+		if (err == nil && !timedOut) || !strings.Contains(out, "signature") {
+			t.Errorf("restic snapshots with a wrong S3 secret: want the server's refusal (signature), got %v:\n%s", err, out)
+		}
+		t.Logf("restic with a wrong S3 secret said:\n%s", out)
+	})
+}
+
+func TestS3ServerKillRestart(t *testing.T) {
+	s := NewS3Server(t)
+	bin := Restic(t)
+	r := newResticRun(t, bin, s.Repository("r"))
+	r.env = s.Env()
+	r.must(t, "init")
+	s.Kill()
+	s.Restart()
+	r.must(t, "snapshots")
+	s.Stop()
+	s.Cont()
+	r.must(t, "snapshots")
 }
