@@ -88,6 +88,9 @@ func NewS3Server(t testing.TB) *S3Server {
 		// No report to SeaweedFS's telemetry server: the tests talk to
 		// loopback only.
 		"-master.telemetry=false",
+		// A restart over existing data elects its leader anew instead of
+		// resuming the old raft state: ready in about 17 s instead of 29.
+		"-master.resumeState=false",
 		"-filer", "-s3", "-s3.config=" + conf,
 		"-s3.port.iceberg=0", "-s3.port.lance=0",
 		"-filer.localSocket=" + filepath.Join(dir, "filer.sock"),

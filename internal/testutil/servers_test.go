@@ -252,7 +252,20 @@ func TestServersStopKill(t *testing.T) {
 			return s.Server, func(r *resticRun) { r.repo = s.Repository(ResticName(r.bin)) }
 		}},
 		{"s3", func(t *testing.T) (*Server, func(r *resticRun)) {
-			s := NewS3Server(t)
+			var s *S3Server
+			// Registered first, so it runs after the server's cleanups.
+			t.Cleanup(func() {
+				if s == nil {
+					return // skipped
+				}
+				for _, p := range s.sockets {
+					if _, err := os.Lstat(p); err == nil {
+						t.Errorf("weed's socket %s is left after the test", p)
+					}
+				}
+			})
+			s = NewS3Server(t)
+			t.Logf("weed's gRPC sockets: %v", s.sockets)
 			return s.Server, func(r *resticRun) { r.repo = s.Repository(ResticName(r.bin)); r.env = s.Env() }
 		}},
 	}
