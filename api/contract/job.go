@@ -64,11 +64,14 @@ type Result string
 
 // The results of a job. A partial backup (an archive made, some files
 // unreadable) is failed, with its ArchiveID set and an Error that starts
-// with "partial".
+// with "partial". A stalled job is one whose restic made no progress for
+// the plan's stall_timeout and was stopped (one that ran past its timeout
+// is failed).
 const (
 	ResultDone     Result = "done"
 	ResultFailed   Result = "failed"
 	ResultCanceled Result = "canceled"
+	ResultStalled  Result = "stalled"
 )
 
 // What queued a job (a job's Trigger, and each of its Triggers).

@@ -16,6 +16,7 @@ const (
 	EventJobFailed                = "job-failed"
 	EventJobCanceled              = "job-canceled"
 	EventJobPartial               = "job-partial"
+	EventJobStalled               = "job-stalled"
 	EventSnapshotCreated          = "snapshot-created"
 	EventSnapshotDeleted          = "snapshot-deleted"
 	EventLeftoverSnapshotsRemoved = "leftover-snapshots-removed"
@@ -44,6 +45,7 @@ var events = []struct{ name, id string }{
 	{EventJobFailed, "4272dd3a39e84179a165612825281157"},
 	{EventJobCanceled, "8067f9651a38432caec9c0eeed263623"},
 	{EventJobPartial, "5e49140950f240ce81db2162bd1ebf4c"},
+	{EventJobStalled, "8025eed8479d428884283c72e9613d2b"},
 	{EventSnapshotCreated, "e92fb8afb96c4c6bb73287fbfdf091a6"},
 	{EventSnapshotDeleted, "5c69072e52794c7f8d0696cad0e022c4"},
 	{EventLeftoverSnapshotsRemoved, "162f59986e5d4c8cbebffc7d84290bb0"},

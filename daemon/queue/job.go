@@ -49,6 +49,7 @@ const (
 	ResultDone     = contract.ResultDone
 	ResultFailed   = contract.ResultFailed
 	ResultCanceled = contract.ResultCanceled
+	ResultStalled  = contract.ResultStalled
 )
 
 // Trigger is what asked for a job. A D-Bus caller is "dbus:<uid>"

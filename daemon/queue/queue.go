@@ -62,6 +62,20 @@ type Executor interface {
 	Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error)
 }
 
+// ErrStalled marks the error of a job whose restic made no progress for
+// the plan's stall_timeout: the job ends ResultStalled. An executor
+// returns Stalled(err).
+var ErrStalled = errors.New("stalled")
+
+// Stalled is err, marked as the error of a stalled job; its message is
+// err's.
+func Stalled(err error) error { return stalledError{err} }
+
+type stalledError struct{ err error }
+
+func (e stalledError) Error() string   { return e.err.Error() }
+func (e stalledError) Unwrap() []error { return []error{e.err, ErrStalled} }
+
 // ErrNoSuchJob is returned by Cancel for an unknown or finished job.
 var ErrNoSuchJob = errors.New("no such job")
 
@@ -439,6 +453,9 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	case j.canceled && (!q.draining || j.StartedAt.IsZero()):
 		j.Result, j.Error = ResultCanceled, oneLine(err.Error())
 		event = journal.EventJobCanceled
+	case errors.Is(err, ErrStalled) && !j.canceled:
+		j.Result, j.Error = ResultStalled, oneLine(err.Error())
+		event = journal.EventJobStalled
 	default:
 		j.Result, j.Error = ResultFailed, oneLine(err.Error())
 		event = journal.EventJobFailed
@@ -462,6 +479,8 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 		q.log.Info("job done", attrs...)
 	case ResultCanceled:
 		q.log.Warn("job canceled", append(attrs, "err", j.Error)...)
+	case ResultStalled:
+		q.log.Error("job stalled", append(attrs, "err", j.Error)...)
 	default:
 		q.log.Error("job failed", append(attrs, "err", j.Error)...)
 	}
