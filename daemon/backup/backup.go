@@ -92,8 +92,12 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 		return j.finish(ctx, log, res, err)
 	}
 	if state.LockCheckDue(j.Config.Settings.StateDir, j.Plan.Name) {
-		// An earlier backup could not make sure it left no lock.
+		// An earlier backup could not make sure it left no lock. A cancel
+		// of this job ends the check.
 		_ = removeStaleLocks(ctx, j.Config, j.Plan, runner, log, lockCheckBound, "left by an earlier backup")
+		if err := ctx.Err(); err != nil {
+			return j.finish(ctx, log, res, err)
+		}
 	}
 
 	hookEnv := j.hookEnv()
@@ -147,10 +151,11 @@ func (j *Job) releaseLock(ctx context.Context, log *slog.Logger, runner *restic.
 		deferLockCheck(j.Config, j.Plan, log, "the repository was unreachable")
 	default:
 		bound := lockCheckBound
-		if ctx.Err() != nil || rerr.Killed {
+		if ctx.Err() != nil || rerr.Killed || errors.Is(err, restic.ErrStalled) {
 			bound = lockCheckBoundCancel
 		}
-		_ = removeStaleLocks(ctx, j.Config, j.Plan, runner, log, bound, "left by the "+j.Plan.Name+" backup that just ended")
+		// Even when the job was canceled: within the short bound.
+		_ = removeStaleLocks(context.WithoutCancel(ctx), j.Config, j.Plan, runner, log, bound, "left by the "+j.Plan.Name+" backup that just ended")
 	}
 }
 

@@ -44,26 +44,26 @@ func RecoverPlan(ctx context.Context, cfg *config.Config, plan *config.Plan, log
 	return nil
 }
 
-// How long a check for a lock restic left may take: after a failed or
-// stalled backup, and when a job starts; and after a cancel or a restic
-// that had to be killed, so that a cancel ends within seconds (restic's
-// grace, 3 s, then this). What does not finish in time is left to the
-// next backup of the plan.
+// How long a check for a lock restic left may take: after a failed backup,
+// and when a backup starts; and after a cancel, a stall or a restic that
+// had to be killed (its server most likely does not answer), so that a
+// cancel ends within seconds (restic's grace, 3 s, then this). What does
+// not finish in time is left to the next backup of the plan.
 const (
 	lockCheckBound       = 10 * time.Second
-	lockCheckBoundCancel = 1500 * time.Millisecond
+	lockCheckBoundCancel = time.Second
 	// lockCheckGrace is the check's own restic's grace: killing `restic
 	// list locks` or `restic unlock` loses nothing.
 	lockCheckGrace = 500 * time.Millisecond
 )
 
 // removeStaleLocks removes the plan's repository's stale locks of this
-// host (restic.RemoveStaleLocks) within bound. When it cannot (the
-// repository does not answer), it leaves a note in the state directory,
-// and the next backup of the plan checks again before it starts; when it
-// did, it removes the note.
+// host (restic.RemoveStaleLocks) within bound, or until ctx ends. When it
+// cannot (the repository does not answer), it leaves a note in the state
+// directory, and the next backup of the plan checks again before it
+// starts; when it did, it removes the note.
 func removeStaleLocks(ctx context.Context, cfg *config.Config, plan *config.Plan, runner *restic.Runner, log *slog.Logger, bound time.Duration, why string) error {
-	lockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
+	lockCtx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	start := time.Now()
 	n, err := runner.WithGrace(lockCheckGrace).RemoveStaleLocks(lockCtx)
