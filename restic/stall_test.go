@@ -87,7 +87,7 @@ func TestStallStopsACheckThatMakesNoProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.r.Grace = DefaultGrace
-		f.r.StallTimeout = 2 * time.Second
+		f.r.StallTimeout = 4 * time.Second
 		if err := f.r.Check(context.Background(), "100%"); err != nil {
 			t.Fatalf("check under a stall timeout: %v", err)
 		}

@@ -214,9 +214,12 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 			t.Errorf("no job-stalled event in the daemon's log")
 		}
 
-		// 2. subvault cancel while the server still hangs.
+		// 2. subvault cancel while the server still hangs. The job first
+		// tries to remove the lock the stalled one left (in vain: the
+		// server hangs), then its restic backup waits on the server.
 		id = e.startJob(t, "StartBackup", "s", "home")
-		time.Sleep(2 * time.Second) // restic waits on the hung server
+		pid = resticBelow(t, cmd)
+		time.Sleep(time.Second)
 		start := time.Now()
 		if code, out, errOut := e.cli(t, "cancel", strconv.Itoa(int(id))); code != exitOK {
 			t.Fatalf("subvault cancel: exit %d %s %s", code, out, errOut)
@@ -230,6 +233,9 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		if took > 5*time.Second+time.Second {
 			t.Errorf("the canceled job ended %v after the cancel, want about 5 s at most", took)
 		}
+		if !gone(pid) {
+			t.Errorf("restic %d still runs after the cancel", pid)
+		}
 
 		// 3. The server is back: the next backup removes what the hung
 		// ones left and is done.
@@ -241,8 +247,12 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		}
 		e.noSnapshotsNoLocks(t)
 		e.resticOut(t, "check")
+		if !strings.Contains(log.String(), `msg="stale restic locks of this host removed"`) {
+			t.Error("the removal of the hung jobs' locks is not logged")
+		}
 
 		// 4. The daemon stops while the server hangs.
+		e.addFiles(t, "b", 120)
 		id = e.startJob(t, "StartBackup", "s", "home")
 		pid = resticBelow(t, cmd)
 		time.Sleep(1500 * time.Millisecond)
