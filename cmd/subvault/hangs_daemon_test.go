@@ -181,12 +181,16 @@ func gone(pid int) bool {
 // Against a REST server that hangs (SIGSTOP) mid-backup, with both restic
 // versions: the daemon's backup ends stalled within stall_timeout plus a
 // few seconds, with no snapshot left and the plan failed with the reason;
-// once the server is back the next backup removes the lock the stalled one
-// could not, and is done; a cancel over D-Bus (subvault cancel) and a
-// daemon stop while the server hangs each end within seconds.
+// a cancel over D-Bus (subvault cancel) and a daemon stop while the server
+// hangs each end within seconds; a restic that dies while the server hangs
+// leaves its lock, which its failed job cannot remove within its bound, and
+// the next backup once the server is back removes it and is done.
 func TestDaemonJobOnAHungServer(t *testing.T) {
 	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		const stall = 5 * time.Second
+		// A lock check after a failure waits 10 s at most, less when
+		// restic's stall_timeout ends it first.
+		const lockWait = 10 * time.Second
 		e, server := newRestAPIEnv(t, bin, 120, "    stall_timeout: 5s\n")
 		cmd, log := e.startDaemonLogged(t)
 		snapDir := e.fs.Path("home", ".subvault-snapshots")
@@ -250,11 +254,36 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 			t.Errorf("restic %d still runs after the cancel", pid)
 		}
 
-		// 3. The server is back: the next backup removes what the hung
-		// ones left and is done.
+		// 3. restic dies mid-backup (SIGKILL: it cannot remove its lock)
+		// while the server hangs, so that the failed job cannot remove
+		// the lock either: it leaves the check to the next backup.
+		server.signal(t, syscall.SIGCONT)
+		e.addFiles(t, "c", 60)
+		id = e.startJob(t, "StartBackup", "s", "home")
+		pid = resticBelow(t, cmd)
+		e.waitUploading(t, id)
+		server.signal(t, syscall.SIGSTOP)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		start = time.Now()
+		j, took = e.waitJob(t, id, time.Minute, start)
+		t.Logf("restic %s: restic killed while the server hangs: the job ended %s %v later: %s", ver, j.Result, took.Round(10*time.Millisecond), j.Error)
+		if j.Result != contract.ResultFailed {
+			t.Errorf("result %q, want failed", j.Result)
+		}
+		if took > lockWait+5*time.Second {
+			t.Errorf("the failed job ended %v after restic died: its lock check is not bounded", took)
+		}
 		server.signal(t, syscall.SIGCONT)
 		left := strings.Fields(e.resticOut(t, "list", "locks", "--no-lock"))
-		t.Logf("restic %s: %d lock(s) left by the hung jobs", ver, len(left))
+		t.Logf("restic %s: %d lock(s) left by the killed restic", ver, len(left))
+		if len(left) == 0 {
+			t.Error("the killed restic left no lock: the test proves nothing")
+		}
+
+		// 4. The server is back: the next backup removes that lock and is
+		// done.
 		id = e.startJob(t, "StartBackup", "s", "home")
 		j, _ = e.waitJob(t, id, 3*time.Minute, time.Now())
 		if j.Result != contract.ResultDone {
@@ -262,11 +291,11 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		}
 		e.noSnapshotsNoLocks(t)
 		e.resticOut(t, "check")
-		if len(left) > 0 && !strings.Contains(log.String(), `msg="stale restic locks of this host removed"`) {
+		if !strings.Contains(log.String(), `msg="stale restic locks of this host removed"`) {
 			t.Error("the removal of the hung jobs' locks is not logged")
 		}
 
-		// 4. The daemon stops while the server hangs.
+		// 5. The daemon stops while the server hangs.
 		e.addFiles(t, "b", 120)
 		id = e.startJob(t, "StartBackup", "s", "home")
 		pid = resticBelow(t, cmd)
