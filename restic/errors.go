@@ -186,7 +186,8 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	cause := firstFatal(text)
 	switch {
 	case res.signal != 0:
-		e.Message = fmt.Sprintf("restic %s on repository %s was killed by %s", op, name, res.signal)
+		// "killed", "terminated": the words of the signal, with its number.
+		e.Message = fmt.Sprintf("restic %s on repository %s ended by signal %d (%s)", op, name, int(res.signal), res.signal)
 	case cause != "":
 		e.Message = fmt.Sprintf("restic %s on repository %s failed: %s", op, name, cause)
 	default:
