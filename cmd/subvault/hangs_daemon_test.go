@@ -231,12 +231,16 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 			t.Errorf("no job-stalled event in the daemon's log")
 		}
 
-		// 2. subvault cancel while the server still hangs. The job first
+		// 2. subvault cancel while the server still hangs and restic does
+		// not answer. The job first
 		// tries to remove the lock the stalled one left (in vain: the
 		// server hangs), then its restic backup waits on the server.
 		id = e.startJob(t, "StartBackup", "s", "home")
 		pid = resticBelow(t, cmd)
 		time.Sleep(time.Second)
+		// The worst case: a restic that does not even answer SIGINT
+		// (stopped too), so that only SIGKILL after the grace ends it.
+		stopProcess(t, pid)
 		start := time.Now()
 		if code, out, errOut := e.cli(t, "cancel", strconv.Itoa(int(id))); code != exitOK {
 			t.Fatalf("subvault cancel: exit %d %s %s", code, out, errOut)
