@@ -329,3 +329,28 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		}
 	})
 }
+
+// A plan's timeout bounds its other jobs too: a check on a hung server,
+// with stall_timeout off so that only the timeout can end it, ends failed
+// with the timeout's words, soon after the timeout. (The bound is a
+// context, the same for every restic version: one version is enough.)
+func TestDaemonCheckTimeout(t *testing.T) {
+	bin := testutil.Restic(t)
+	e, server := newRestAPIEnv(t, bin, 5, "    timeout: 4s\n    stall_timeout: \"0\"\n")
+	e.startDaemon(t)
+	id := e.startJob(t, "StartBackup", "s", "home")
+	if j, _ := e.waitJob(t, id, 2*time.Minute, time.Now()); j.Result != contract.ResultDone {
+		t.Fatalf("the first backup: %s %s", j.Result, j.Error)
+	}
+	server.signal(t, syscall.SIGSTOP)
+	start := time.Now()
+	id = e.startJob(t, "StartCheck", "s", "home")
+	j, took := e.waitJob(t, id, time.Minute, start)
+	t.Logf("restic %s: check on a hung server with timeout 4s: %s after %v: %s", testutil.ResticVersion(bin), j.Result, took.Round(10*time.Millisecond), j.Error)
+	if j.Result != contract.ResultFailed || !strings.HasPrefix(j.Error, "check stopped after running longer than plan home's timeout of 4s") {
+		t.Errorf("result %s, error %q; want failed, naming the timeout", j.Result, j.Error)
+	}
+	if took > 4*time.Second+3*time.Second+5*time.Second {
+		t.Errorf("the check ended %v after it started, with a timeout of 4 s", took)
+	}
+}
