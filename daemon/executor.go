@@ -65,7 +65,7 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 	case planstore.TimedOut(ctx) != nil:
 		if job.Kind != queue.KindBackup { // a backup says it itself
 			// What the job left (a restore's target) is in err.
-			err = fmt.Errorf("%s %v; then: %w", job.Kind, planstore.TimedOut(ctx), err)
+			err = fmt.Errorf("%s %w; then: %w", job.Kind, planstore.TimedOut(ctx), err)
 		}
 	case ctx.Err() == nil && errors.Is(err, restic.ErrStalled):
 		err = queue.Stalled(err)
