@@ -12,6 +12,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/maintenance"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/restore"
 	"github.com/subvault/subvault/daemon/state"
@@ -93,6 +94,25 @@ func (e *executor) execute(ctx context.Context, cfg *config.Config, plan *config
 		}
 	}
 
+	// The plan's timeout bounds every job of the plan; its stall_timeout
+	// is in each restic runner the job makes (planstore.NewRunner).
+	ctx, cancel := planstore.JobContext(ctx, plan)
+	defer cancel()
+	out, err := e.run(ctx, cfg, plan, job, log, progress)
+	switch {
+	case err == nil:
+	case planstore.TimedOut(ctx) != nil:
+		if job.Kind != queue.KindBackup { // a backup says it itself
+			// What the job left (a restore's target) is in err.
+			err = fmt.Errorf("%s %w; then: %w", job.Kind, planstore.TimedOut(ctx), err)
+		}
+	case ctx.Err() == nil && errors.Is(err, restic.ErrStalled):
+		err = queue.Stalled(err)
+	}
+	return out, err
+}
+
+func (e *executor) run(ctx context.Context, cfg *config.Config, plan *config.Plan, job queue.Job, log *slog.Logger, progress func(queue.Progress)) (queue.Outcome, error) {
 	switch job.Kind {
 	case queue.KindBackup:
 		return e.backup(ctx, cfg, plan, job, log, progress)
@@ -159,6 +179,9 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 	}
 	if err != nil && res.Result == backup.ResultCanceled {
 		return out, errors.New("canceled")
+	}
+	if res.Result == backup.ResultStalled {
+		return out, queue.Stalled(err)
 	}
 	return out, err
 }

@@ -114,8 +114,8 @@ func (r *Runner) Backup(ctx context.Context, opts BackupOptions, onStatus func(B
 }
 
 func (r *Runner) backupOnce(ctx context.Context, args []string, onStatus func(BackupStatus)) (BackupResult, error) {
-	p := &backupParser{onStatus: onStatus}
-	res, err := r.exec(ctx, invocation{op: "backup", args: args, stdout: p.line,
+	p := &backupParser{onStatus: onStatus, progress: newProgressMark()}
+	res, err := r.exec(ctx, invocation{op: "backup", args: args, stdout: p.line, progress: p.progress,
 		message: func(kind string, line []byte) { p.line(line) }})
 	if err != nil {
 		return BackupResult{}, err
@@ -145,6 +145,10 @@ type backupParser struct {
 	unreadable []UnreadableFile
 	// other counts lines that were not JSON or of an unknown type.
 	other int
+	// progress is touched when the counts of a status line move, and by
+	// every message other than status (see progressMark).
+	progress *progressMark
+	counts   [5]number
 }
 
 func (p *backupParser) line(line []byte) {
@@ -160,6 +164,9 @@ func (p *backupParser) line(line []byte) {
 		p.other++
 		return
 	}
+	if head.Type != "status" {
+		p.progress.touch()
+	}
 	switch head.Type {
 	case "status":
 		var s statusJSON
@@ -169,6 +176,12 @@ func (p *backupParser) line(line []byte) {
 		}
 		if s.Action != "" {
 			return // verbose "scan_finished", only with --verbose=2
+		}
+		// The totals grow while restic scans, the done counts while it
+		// reads and saves: a stopped upload stops them all.
+		if counts := [5]number{s.FilesDone, s.BytesDone, s.TotalFiles, s.TotalBytes, s.ErrorCount}; counts != p.counts {
+			p.counts = counts
+			p.progress.touch()
 		}
 		if p.onStatus != nil {
 			p.onStatus(BackupStatus{

@@ -18,6 +18,9 @@ var (
 	ErrLocked        = errors.New("repository is locked")
 	ErrUnreachable   = errors.New("repository is unreachable")
 	ErrInterrupted   = errors.New("restic was interrupted")
+	// ErrStalled: restic made no progress for the runner's StallTimeout
+	// and was stopped.
+	ErrStalled = errors.New("restic stalled")
 	// ErrFailed is every other failure of restic.
 	ErrFailed = errors.New("restic failed")
 )
@@ -45,6 +48,10 @@ type Error struct {
 	// Lock is the lock that blocked restic, when Kind is ErrLocked and it
 	// could be read.
 	Lock *Lock
+	// Killed is set when restic, told to stop (a cancel, a stall), did not
+	// end within the grace and was killed: it could not remove its lock,
+	// most likely because its repository did not answer.
+	Killed bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -126,12 +133,21 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	exitMsg := scrub(res.exitError, res.secrets)
 	text := exitMsg + "\n" + stderr
 	name := repo.Redacted()
-	e := &Error{Op: op, Repository: name, ExitCode: res.exitCode, Stderr: stderr}
+	e := &Error{Op: op, Repository: name, ExitCode: res.exitCode, Stderr: stderr, Killed: res.killed}
 	if exitMsg != "" && !strings.Contains(stderr, exitMsg) {
 		e.Stderr = exitMsg + "\n" + stderr
 	}
 
 	switch {
+	case res.stalled:
+		e.Kind = ErrStalled
+		e.Message = fmt.Sprintf("restic %s on repository %s made no progress for %v", op, name, res.stallTimeout)
+		if unreachableRE.MatchString(stderr) {
+			e.Message += " while the repository was unreachable: " + unreachableCause(stderr)
+		} else if retryRE.MatchString(stderr) {
+			e.Message += " while it retried the repository: " + retryCause(stderr)
+		}
+		return e
 	case res.canceled || res.exitCode == 130 || res.signal == syscall.SIGINT || interruptedRE.MatchString(text):
 		// 0.17+ exits 1, not 130, when SIGINT stops a backup ("unable to
 		// save snapshot: context canceled").
@@ -170,7 +186,8 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	cause := firstFatal(text)
 	switch {
 	case res.signal != 0:
-		e.Message = fmt.Sprintf("restic %s on repository %s was killed by %s", op, name, res.signal)
+		// "killed", "terminated": the words of the signal, with its number.
+		e.Message = fmt.Sprintf("restic %s on repository %s ended by signal %d (%s)", op, name, int(res.signal), res.signal)
 	case cause != "":
 		e.Message = fmt.Sprintf("restic %s on repository %s failed: %s", op, name, cause)
 	default:
@@ -199,6 +216,23 @@ func firstFatal(text string) string {
 
 // unreachableCause is the innermost network error: "dial tcp 127.0.0.1:1:
 // connect: connection refused", or ssh's own words for sftp.
+// retryCause is what the last of restic's "retrying" lines says went
+// wrong: "Save(<data/1234>) returned error, retrying after 1.2s: <cause>".
+func retryCause(text string) string {
+	cause := "the backend keeps failing"
+	for _, l := range strings.Split(text, "\n") {
+		if _, after, ok := strings.Cut(l, "returned error, retrying after "); ok {
+			if _, c, ok := strings.Cut(after, ": "); ok && strings.TrimSpace(c) != "" {
+				cause = strings.TrimSpace(c)
+			}
+		}
+	}
+	if len(cause) > 200 {
+		cause = cause[:200] + "..."
+	}
+	return cause
+}
+
 func unreachableCause(text string) string {
 	lines := strings.Split(text, "\n")
 	for _, l := range lines {

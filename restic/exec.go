@@ -12,13 +12,18 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
 // DefaultGrace is how long a canceled restic gets to remove its lock after
-// SIGINT before it is killed.
-const DefaultGrace = 30 * time.Second
+// SIGINT before it is killed. restic that reaches its repository ends within
+// a second of SIGINT; one that does not (a dead or hung server, which 0.17+
+// retries for 15 minutes) cannot remove its lock however long it is given,
+// and that lock is for RemoveStaleLocks once the repository answers again.
+// A cancel must not wait on it: a few seconds, not the 30 s it once was.
+const DefaultGrace = 3 * time.Second
 
 // Runner runs one restic binary against one repository. Use it through a
 // pointer; its methods may be called from several goroutines, but each
@@ -38,6 +43,11 @@ type Runner struct {
 	// Grace is the time between SIGINT and SIGKILL when the context is
 	// canceled; zero means DefaultGrace.
 	Grace time.Duration
+	// StallTimeout, when positive, stops a restic process that made no
+	// progress for that long (progressMark says what progress is): SIGINT,
+	// then SIGKILL after Grace, as for a cancel. The call then returns an
+	// *Error of kind ErrStalled.
+	StallTimeout time.Duration
 	// TempDir is restic's TMPDIR, made (0700) if missing; empty: the
 	// caller's. A backup of / shows the snapshot's /tmp, not the host's, so
 	// restic's temporary files belong somewhere a snapshot does not cover.
@@ -63,6 +73,10 @@ type invocation struct {
 	// message gets each JSON line of stderr that has a message_type other
 	// than exit_error (restic prints backup errors there in 0.14 and 0.18).
 	message func(kind string, line []byte)
+	// progress, for a command whose output counts what it did (backup,
+	// restore), is touched by its parser when the counts move. Nil: every
+	// line on stdout is progress.
+	progress *progressMark
 }
 
 // outcome is what the wrapper saw of a finished process.
@@ -70,11 +84,30 @@ type outcome struct {
 	exitCode int // -1 when killed by a signal
 	signal   syscall.Signal
 	canceled bool // the context ended while restic ran
+	// stalled: restic made no progress for the runner's StallTimeout and
+	// was stopped for it.
+	stalled      bool
+	stallTimeout time.Duration
+	// killed: restic did not end within the grace after SIGINT (a cancel
+	// or a stall) and was killed; a lock it held is still there.
+	killed bool
 	// exitError is the message of 0.17's {"message_type":"exit_error"}.
 	exitError string
 	stderr    *stderrLog
 	duration  time.Duration
 	secrets   []string
+}
+
+// WithGrace is a runner like r whose restic gets grace between SIGINT and
+// SIGKILL, for calls that must end close to their context's deadline (a
+// lock check bounded in time: killing `restic list locks` or `restic
+// unlock` loses nothing).
+func (r *Runner) WithGrace(grace time.Duration) *Runner {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &Runner{Binary: r.Binary, Repo: r.Repo, Logger: r.Logger, Hostname: r.Hostname, Grace: grace,
+		StallTimeout: r.StallTimeout, TempDir: r.TempDir,
+		version: r.version, versionKnown: r.versionKnown, deviceIDFlag: r.deviceIDFlag, onStart: r.onStart}
 }
 
 func (r *Runner) logger() *slog.Logger {
@@ -131,7 +164,13 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		return &outcome{exitCode: -1, canceled: true, stderr: newStderrLog(), secrets: secrets}, nil
 	}
 
-	cmd := exec.CommandContext(ctx, r.Binary, inv.args...)
+	mark := inv.progress
+	if mark == nil {
+		mark = newProgressMark()
+	}
+	runCtx, stall := context.WithCancelCause(ctx)
+	defer stall(nil)
+	cmd := exec.CommandContext(runCtx, r.Binary, inv.args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -139,8 +178,18 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 
 	out := &outcome{stderr: newStderrLog(), secrets: secrets}
 	stdout := &lineWriter{fn: inv.stdout}
+	if inv.progress == nil {
+		stdout.fn = func(line []byte) {
+			mark.touch()
+			if inv.stdout != nil {
+				inv.stdout(line)
+			}
+		}
+	}
+	var retrying atomic.Bool
 	stderr := &lineWriter{fn: func(line []byte) {
 		if text := out.stderrLine(line, inv.message); text != nil && retryRE.Match(text) {
+			retrying.Store(true)
 			// A backend restic cannot reach: from 0.17 it retries for up
 			// to 15 minutes, so say so now rather than at the end.
 			r.logger().Warn("restic retries", "op", inv.op, "repository", r.Repo.Redacted(), "message", scrub(string(text), secrets))
@@ -161,11 +210,19 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	if r.onStart != nil {
 		r.onStart(cmd.Process.Pid)
 	}
+	watched := make(chan struct{})
+	if r.StallTimeout > 0 {
+		mark.touch()
+		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stall)
+	}
 	waitErr := cmd.Wait()
+	close(watched)
 	stdout.flush()
 	stderr.flush()
 	out.duration = time.Since(start)
 	out.canceled = ctx.Err() != nil
+	out.stalled = !out.canceled && errors.Is(context.Cause(runCtx), errStalled)
+	out.stallTimeout = r.StallTimeout
 	if cmd.ProcessState == nil {
 		log.Error("restic could not be waited for", "error", waitErr)
 		return nil, fmt.Errorf("cannot wait for %s: %w", r.Binary, waitErr)
@@ -174,12 +231,16 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		out.signal = ws.Signal()
 	}
+	out.killed = out.signal == syscall.SIGKILL && (out.canceled || out.stalled)
 	attrs := []any{"pid", cmd.Process.Pid, "exit_code", out.exitCode, "duration", out.duration.Round(time.Millisecond)}
 	if out.signal != 0 {
 		attrs = append(attrs, "signal", out.signal.String())
 	}
 	if out.canceled {
 		attrs = append(attrs, "canceled", true)
+	}
+	if out.stalled {
+		attrs = append(attrs, "stalled", context.Cause(runCtx).Error())
 	}
 	if out.exitCode == 0 {
 		log.Debug("restic ended", attrs...)

@@ -105,8 +105,13 @@ func (r *Runner) RestoreArchive(ctx context.Context, opts RestoreOptions, onStat
 	}
 	args = append(args, "--", opts.ArchiveID)
 	var failed []UnreadableFile
+	progress := newProgressMark()
+	var counts [4]number
 	parse := func(line []byte) {
 		line = bytes.TrimSpace(line)
+		if len(line) > 0 && line[0] != '{' {
+			progress.touch() // 0.14's text lines
+		}
 		if m := verifiedRE.FindSubmatch(line); m != nil {
 			result.FilesVerified, _ = strconv.ParseUint(string(m[1]), 10, 64)
 			return
@@ -128,6 +133,12 @@ func (r *Runner) RestoreArchive(ctx context.Context, opts RestoreOptions, onStat
 		if json.Unmarshal(line, &m) != nil {
 			return
 		}
+		if m.Type != "status" {
+			progress.touch()
+		} else if c := [4]number{m.TotalFiles, m.FilesRestored, m.TotalBytes, m.BytesRestored}; c != counts {
+			counts = c
+			progress.touch()
+		}
 		switch m.Type {
 		case "status":
 			if onStatus != nil {
@@ -146,7 +157,7 @@ func (r *Runner) RestoreArchive(ctx context.Context, opts RestoreOptions, onStat
 			failed = append(failed, UnreadableFile{Path: m.Item, During: m.During, Message: errorText(m.Error)})
 		}
 	}
-	res, err := r.exec(ctx, invocation{op: "restore", args: args, stdout: parse,
+	res, err := r.exec(ctx, invocation{op: "restore", args: args, stdout: parse, progress: progress,
 		message: func(_ string, line []byte) { parse(line) }})
 	if err != nil {
 		return result, err

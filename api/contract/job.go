@@ -69,12 +69,15 @@ type Result string
 // or on a metered connection (the plan's on_battery, metered), or the
 // repository was unreachable. Its Error says why; the daemon runs it
 // again when that clears (docs/laptops.md). It is neither a success nor a
-// failure: a plan's LastResult is never postponed.
+// failure: a plan's LastResult is never postponed. A stalled job is one
+// whose restic made no progress for the plan's stall_timeout and was
+// stopped (one that ran past its timeout is failed).
 const (
 	ResultDone      Result = "done"
 	ResultFailed    Result = "failed"
 	ResultCanceled  Result = "canceled"
 	ResultPostponed Result = "postponed"
+	ResultStalled   Result = "stalled"
 )
 
 // What queued a job (a job's Trigger, and each of its Triggers).

@@ -179,15 +179,15 @@ func (o output) paint(code, s string) string {
 	return "\033[" + code + "m" + s + "\033[0m"
 }
 
-// result paints a job result: done green, failed red, canceled and
-// postponed yellow.
+// result paints a job result: done green, failed and stalled red, canceled
+// and postponed yellow.
 func (o output) result(r contract.Result) string {
 	switch r {
 	case contract.ResultPostponed:
 		return o.paint(colorYellow, string(r))
 	case contract.ResultDone:
 		return o.paint(colorGreen, string(r))
-	case contract.ResultFailed:
+	case contract.ResultFailed, contract.ResultStalled:
 		return o.paint(colorRed, string(r))
 	case contract.ResultCanceled:
 		return o.paint(colorYellow, string(r))

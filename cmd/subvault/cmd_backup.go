@@ -25,7 +25,7 @@ authorization without a password), one line per phase when piped; then the job's
 with the job's result. Ctrl-C asks whether to cancel the job or only stop
 watching. --wait=false prints the job's id and returns at once.
 
-Exit status: 0 done, 1 failed, 2 wrong command line or unknown plan, 3
+Exit status: 0 done, 1 failed or stalled, 2 wrong command line or unknown plan, 3
 partial (the archive exists but some files could not be read), 4 not
 authorized, 5 the daemon is not running, 130 canceled or interrupted.`
 
@@ -185,10 +185,10 @@ func (sc *startCmd) finished(j contract.Job) int {
 	case contract.ResultCanceled:
 		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("canceled"))
 		return exitCanceled
-	case contract.ResultPostponed:
+	case contract.ResultPostponed, contract.ResultStalled:
 		// Only a scheduled job is postponed; this one was already running
-		// when the command asked for it. It did not happen: a failure to
-		// the caller, with the daemon's reason.
+		// when the command asked for it. Either way it did not happen: a
+		// failure to the caller, with the daemon's reason.
 		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result(j.Result), printable(j.Error))
 		return exitFailure
 	}

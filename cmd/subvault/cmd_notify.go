@@ -209,6 +209,8 @@ func jobNotification(j contract.Job, onSuccess bool) (note desktop.Notification,
 			body = fmt.Sprintf("job %d failed without saying why; see subvault job %d", j.ID, j.ID)
 		}
 		return desktop.Notification{Summary: what + " failed", Body: body, Icon: "dialog-error", Urgency: desktop.Critical}, true
+	case j.Result == contract.ResultStalled:
+		return desktop.Notification{Summary: what + " stalled", Body: printable(j.Error), Icon: "dialog-error", Urgency: desktop.Critical}, true
 	case j.Result == contract.ResultDone && onSuccess:
 		return desktop.Notification{Summary: what + " done", Body: successBody(j), Icon: "dialog-information", Urgency: desktop.Normal}, true
 	}

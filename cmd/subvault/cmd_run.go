@@ -60,7 +60,7 @@ the summary is printed at the end. It takes the plan's lock, so it never runs
 beside the daemon's job of the same plan, and first removes what a killed
 earlier job left behind.
 
-Exit status: 0 done, 1 failed, 2 wrong command line or unknown plan, 3 partial
+Exit status: 0 done, 1 failed (timed out too) or stalled, 2 wrong command line or unknown plan, 3 partial
 (the archive exists but some files could not be read), 130 interrupted.`
 
 type runBackupOptions struct {
@@ -129,6 +129,9 @@ func runBackup(stdout, stderr io.Writer, plan string, opts runBackupOptions) int
 	case backup.ResultCanceled:
 		fmt.Fprintf(stderr, "subvault: backup of %s canceled; its snapshots were removed\n", plan)
 		return exitCanceled
+	case backup.ResultStalled:
+		fmt.Fprintf(stderr, "subvault: backup of %s stalled: %s\n", plan, printableText(fmt.Sprint(err)))
+		return exitFailure
 	default:
 		fmt.Fprintf(stderr, "subvault: backup of %s failed: %s\n", plan, printableText(fmt.Sprint(err)))
 		return exitFailure

@@ -48,7 +48,7 @@ ones), so the output is safe on a terminal too. The fields:
 **plans**
 : an array of plans: **name**, **subvolumes**, **repository**,
   **schedule**, **next_run**, **last_backup**, **last_result** (**done**,
-  **failed**, **canceled** or empty), **last_error**, **last_success** (when
+  **failed**, **canceled**, **stalled** or empty), **last_error**, **last_success** (when
   the last backup that ended **done** finished; absent when none is known).
 
 **jobs**, **job**

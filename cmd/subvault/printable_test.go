@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/api/contract"
+	"github.com/subvault/subvault/api/desktop"
 )
 
 func TestPrintable(t *testing.T) {
@@ -106,6 +107,11 @@ func TestBarAndNotificationsEscape(t *testing.T) {
 	note, ok := jobNotification(contract.Job{ID: 3, Kind: "backup", Plan: "home\u202e", Result: contract.ResultFailed, Error: cause}, false)
 	if !ok || note.Body != "cannot read /home/box/"+terminalAttackShown || note.Summary != `Backup of home\u202e failed` {
 		t.Errorf("notification %+v (%v), want the cause and the plan escaped", note, ok)
+	}
+	// A stalled job is a failure to show, escaped the same way.
+	note, ok = jobNotification(contract.Job{ID: 5, Kind: "check", Plan: "home", Result: contract.ResultStalled, Error: cause}, false)
+	if !ok || note.Summary != "Check of home stalled" || note.Body != "cannot read /home/box/"+terminalAttackShown || note.Urgency != desktop.Critical {
+		t.Errorf("stalled notification %+v (%v), want a critical one with the cause escaped", note, ok)
 	}
 	note, ok = jobNotification(contract.Job{ID: 4, Kind: "backup", Plan: "home", Result: contract.ResultDone, ArchiveID: "1a2b\x1b[2J"}, true)
 	if !ok || strings.ContainsRune(note.Body, 0x1b) {

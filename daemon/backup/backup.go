@@ -23,12 +23,15 @@ import (
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/mountns"
 	"github.com/subvault/subvault/daemon/planstore"
+	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/restic"
 )
 
 // Results a job ends with, as the D-Bus API and the hooks' SUBVAULT_RESULT
 // name them. ResultPartial is a backup whose archive exists but lacks files
-// restic could not read.
+// restic could not read. ResultStalled is a backup whose restic made no
+// progress for the plan's stall_timeout (one that ran past its timeout is
+// failed).
 const (
 	ResultDone     = "done"
 	ResultPartial  = "partial"
@@ -39,6 +42,7 @@ const (
 	// failed nor succeeded, and a laptop offline for a day would run
 	// on_failure at every retry.
 	ResultPostponed = "postponed"
+	ResultStalled   = "stalled"
 )
 
 // Job is one backup of one plan.
@@ -61,7 +65,7 @@ type Job struct {
 
 // Result is what a backup made.
 type Result struct {
-	Result    string // ResultDone, ResultPartial, ResultFailed, ResultCanceled
+	Result    string // ResultDone, ResultPartial, ResultFailed, ResultCanceled, ResultStalled
 	ArchiveID string
 	Backup    restic.BackupResult
 	// Snapshots are the local snapshots this job made (all gone unless
@@ -96,6 +100,14 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return j.finish(ctx, log, res, err)
 	}
+	if state.LockCheckDue(j.Config.Settings.StateDir, j.Plan.Name) {
+		// An earlier backup could not make sure it left no lock. A cancel
+		// of this job ends the check.
+		_ = removeStaleLocks(ctx, j.Config, j.Plan, runner, log, lockCheckBound, "left by an earlier backup")
+		if err := ctx.Err(); err != nil {
+			return j.finish(ctx, log, res, err)
+		}
+	}
 
 	hookEnv := j.hookEnv()
 	if err := runHooks(ctx, log, "before_snapshot", j.Plan.Hooks.BeforeSnapshot, hookEnv); err != nil {
@@ -121,18 +133,39 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 
 	res.Backup, err = j.backup(ctx, log, runner, res.Snapshots, opened)
 	res.ArchiveID = res.Backup.SnapshotID
-	if errors.Is(err, restic.ErrInterrupted) {
-		// restic interrupted while it was still taking its lock can leave
-		// the lock behind: remove it now rather than at the next start.
-		lockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
-		if n, lerr := runner.RemoveStaleLocks(lockCtx); lerr != nil {
-			log.Warn("cannot check for a lock the interrupted restic left", "err", lerr)
-		} else if n > 0 {
-			log.Info("stale restic lock of the interrupted backup removed", journal.Event(journal.EventStaleLockRemoved), "count", n)
-		}
-		cancel()
+	if err != nil && res.ArchiveID == "" {
+		j.releaseLock(ctx, log, runner, err)
 	}
 	return j.finish(ctx, log, res, err)
+}
+
+// releaseLock removes the lock restic may have left when the backup ended
+// without an archive: restic that fails on its own or is interrupted while
+// it takes its lock, or that was killed (it did not end on SIGINT: stopped,
+// or waiting on its server), leaves it, and a manual "restic check" or
+// "prune" is then refused until someone unlocks. Only this host's locks of
+// processes that are gone are removed (restic.RemoveStaleLocks). The check
+// is bounded, shortly after a cancel so that the job ends within seconds;
+// what it cannot finish is left to the next backup of the plan.
+func (j *Job) releaseLock(ctx context.Context, log *slog.Logger, runner *restic.Runner, err error) {
+	var rerr *restic.Error
+	switch {
+	case !errors.As(err, &rerr):
+		// restic did not run.
+	case errors.Is(err, restic.ErrWrongPassword), errors.Is(err, restic.ErrNoRepository), errors.Is(err, restic.ErrLocked):
+		// restic took no lock.
+	case errors.Is(err, restic.ErrUnreachable):
+		// It may have lost the repository mid-way; asking it now would
+		// only wait on it again.
+		deferLockCheck(j.Config, j.Plan, log, "the repository was unreachable")
+	default:
+		bound := lockCheckBound
+		if ctx.Err() != nil || rerr.Killed || errors.Is(err, restic.ErrStalled) {
+			bound = lockCheckBoundCancel
+		}
+		// Even when the job was canceled: within the short bound.
+		_ = removeStaleLocks(context.WithoutCancel(ctx), j.Config, j.Plan, runner, log, bound, "left by the "+j.Plan.Name+" backup that just ended")
+	}
 }
 
 // finish classifies the outcome, deletes or keeps the snapshots and runs the
@@ -146,6 +179,12 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 		res.Result = ResultDone
 	case errors.As(err, &partial) && res.ArchiveID != "":
 		res.Result = ResultPartial
+	case planstore.TimedOut(ctx) != nil:
+		res.Result = ResultFailed
+		err = fmt.Errorf("backup %w", planstore.TimedOut(ctx))
+	case !canceled && errors.Is(err, restic.ErrStalled):
+		res.Result = ResultStalled
+		err = fmt.Errorf("%w; the backup was stopped (stall_timeout %v of plan %s): see whether the repository's server answers, then back up again", err, j.Plan.StallTimeout, j.Plan.Name)
 	case canceled:
 		res.Result = ResultCanceled
 		err = fmt.Errorf("canceled: %w", err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/planstore"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/restic"
 )
@@ -37,6 +38,10 @@ func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog
 	if err := RecoverPlan(ctx, cfg, plan, planLog, time.Now(), time.Local); err != nil {
 		planLog.Warn("cannot clean up after an earlier job; the backup goes on", "err", err)
 	}
+	// The plan's timeout bounds the backup (planstore.JobContext) as the
+	// daemon's jobs are bounded.
+	ctx, cancel := planstore.JobContext(ctx, plan)
+	defer cancel()
 	job := &Job{ID: id, Config: cfg, Plan: plan, Logger: log, OnStatus: onStatus}
 	res, err := job.Run(ctx)
 	return res, id, err

@@ -13,6 +13,7 @@ package config
 import (
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/robfig/cron/v3"
 )
@@ -25,11 +26,16 @@ const (
 	DefaultPruneSchedule       = "@weekly"
 	DefaultCheckSchedule       = "@monthly"
 	DefaultCheckReadDataSubset = "5%"
-	DefaultMaxConcurrentJobs   = 1
-	DefaultJobHistory          = 200
-	DefaultStateDir            = "/var/lib/subvault"
-	DefaultCacheDir            = "/var/cache/subvault"
-	DefaultRestic              = "restic"
+	// DefaultStallTimeout is a plan's stall_timeout: longer than any
+	// phase in which restic reads nothing and reports nothing on a
+	// healthy repository, shorter than the 15 minutes restic 0.17+ retries
+	// a dead backend. docs/configuration.md says why.
+	DefaultStallTimeout      = 10 * time.Minute
+	DefaultMaxConcurrentJobs = 1
+	DefaultJobHistory        = 200
+	DefaultStateDir          = "/var/lib/subvault"
+	DefaultCacheDir          = "/var/cache/subvault"
+	DefaultRestic            = "restic"
 )
 
 // CronParser parses every schedule in the configuration. The scheduler must
@@ -73,9 +79,14 @@ type Plan struct {
 	PruneSchedule       string // "" for manual only
 	CheckSchedule       string // "" for manual only
 	CheckReadDataSubset string // "" for a metadata-only check
-	Hooks               Hooks
-	AllowUsers          []string // user names or numeric uids, as written
-	AllowGroups         []string // group names or numeric gids, as written
+	// Timeout ends any job of the plan that runs longer (failed); 0: none.
+	Timeout time.Duration
+	// StallTimeout ends a job whose restic made no progress for that long
+	// (stalled); 0: never.
+	StallTimeout time.Duration
+	Hooks        Hooks
+	AllowUsers   []string // user names or numeric uids, as written
+	AllowGroups  []string // group names or numeric gids, as written
 	// OnBattery and Metered say whether a scheduled job runs while the
 	// machine is on battery (UPower) or on a metered connection
 	// (NetworkManager); a job a caller asks for runs either way.

@@ -201,6 +201,8 @@ func TestDefaults(t *testing.T) {
 		{"Hooks", plan.Hooks, Hooks{}},
 		{"AllowUsers", len(plan.AllowUsers), 0},
 		{"AllowGroups", len(plan.AllowGroups), 0},
+		{"Timeout", plan.Timeout, time.Duration(0)},
+		{"StallTimeout", plan.StallTimeout, 10 * time.Minute},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -238,6 +240,8 @@ plans:
     catch_up: false
     retention: {monthly: 3}
     backup: {one_file_system: false}
+    timeout: 7h30m
+    stall_timeout: "0"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -251,6 +255,9 @@ plans:
 	}
 	if plan.CheckReadDataSubset != "" || plan.CatchUp || plan.Backup.OneFileSystem {
 		t.Errorf("explicit values not kept: %+v", plan)
+	}
+	if plan.Timeout != 7*time.Hour+30*time.Minute || plan.StallTimeout != 0 {
+		t.Errorf("timeout %v, stall_timeout %v; want 7h30m and 0 (never)", plan.Timeout, plan.StallTimeout)
 	}
 	// A retention block replaces the default as a whole: absent counts are 0.
 	if want := (Retention{Monthly: 3}); plan.Retention != want {

@@ -18,7 +18,7 @@ var (
 	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir"}
 	planKeys       = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
 		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups",
-		"on_battery", "metered"}
+		"on_battery", "metered", "timeout", "stall_timeout"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
 	backupKeys        = []string{"exclude", "exclude_file", "exclude_if_present", "one_file_system", "tags", "extra_args"}
@@ -243,6 +243,7 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 		Backup:              Backup{OneFileSystem: true},
 		OnBattery:           ConditionRun,
 		Metered:             ConditionRun,
+		StallTimeout:        DefaultStallTimeout,
 	}
 	plan.PruneSpec, _ = CronParser.Parse(DefaultPruneSchedule)
 	plan.CheckSpec, _ = CronParser.Parse(DefaultCheckSchedule)
@@ -308,6 +309,12 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 	}
 	if e, path, ok := m.get("hooks"); ok {
 		p.hooks(e, path, &plan.Hooks)
+	}
+	if e, path, ok := m.get("timeout"); ok {
+		plan.Timeout, _ = p.duration(e.value, path, `a Go duration such as "6h" or "90m" that bounds every job of the plan, or "0" for no bound`)
+	}
+	if e, path, ok := m.get("stall_timeout"); ok {
+		plan.StallTimeout, _ = p.duration(e.value, path, `a Go duration such as "10m" (the default) after which a job whose restic makes no progress is stopped, or "0" never to stop one`)
 	}
 	if e, path, ok := m.get("allow_users"); ok {
 		plan.AllowUsers = p.accounts(e.value, path, "user", "uid")
@@ -585,6 +592,40 @@ func controlledFlag(arg string) string {
 
 // readDataSubset decodes check_read_data_subset. A bare size may be
 // written unquoted (check_read_data_subset: 1024).
+// duration decodes a Go duration ("90m", "1h30m"), 0 (off) or at least a
+// second; never negative, never a bare number (of what?), never restic's
+// or systemd's "1d".
+func (p *parser) duration(n *yaml.Node, path, expected string) (time.Duration, bool) {
+	n = resolve(n)
+	if n.Kind == yaml.ScalarNode && (n.Tag == tagInt || n.Tag == tagFloat) {
+		if n.Value == "0" {
+			return 0, true
+		}
+		p.fail(n, path, "got the number "+n.Value+", which has no unit", expected+` (seconds: "`+n.Value+`s")`)
+		return 0, false
+	}
+	v, ok := p.str(n, path, expected)
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil && strings.HasSuffix(v, "d"):
+		p.fail(n, path, fmt.Sprintf("%q is not a Go duration (it has no unit d)", v), expected+"; a day is 24h")
+		return 0, false
+	case err != nil:
+		p.fail(n, path, fmt.Sprintf("%q is not a Go duration", v), expected)
+		return 0, false
+	case d < 0:
+		p.fail(n, path, fmt.Sprintf("%q is negative", v), expected)
+		return 0, false
+	case d > 0 && d < time.Second:
+		p.fail(n, path, fmt.Sprintf("%q is shorter than a second", v), expected)
+		return 0, false
+	}
+	return d, true
+}
+
 func (p *parser) readDataSubset(n *yaml.Node, path string) (string, bool) {
 	n = resolve(n)
 	var v string

@@ -41,7 +41,8 @@ type Status struct {
 //
 //   - A failed last backup (a partial one too: the archive lacks files a
 //     restore would be expected to bring back) is failed, whatever its
-//     age, and its error is the reason.
+//     age, and its error is the reason. So is a stalled one (restic made
+//     no progress for the plan's stall_timeout): no archive was made.
 //   - A plan that never succeeded is never: there is no age to judge, and
 //     a plan not yet run is not a problem. It is not unhealthy.
 //   - A plan whose last success is twice its schedule's interval old or
@@ -65,6 +66,9 @@ func Of(p Plan, now time.Time) Status {
 func of(p Plan, now time.Time) Status {
 	if p.LastResult == contract.ResultFailed {
 		return Status{contract.HealthFailed, "last backup failed" + errorSuffix(p.LastError)}
+	}
+	if p.LastResult == contract.ResultStalled {
+		return Status{contract.HealthFailed, "last backup stalled" + errorSuffix(p.LastError)}
 	}
 	if p.LastBackup.IsZero() {
 		return Status{contract.HealthNever, "no backup yet"}
@@ -100,7 +104,7 @@ func of(p Plan, now time.Time) Status {
 // after the last success, so that a weekday schedule is not overdue on a
 // Monday morning.
 func OverdueAt(p Plan) time.Time {
-	if p.LastResult == contract.ResultFailed || p.LastBackup.IsZero() {
+	if p.LastResult == contract.ResultFailed || p.LastResult == contract.ResultStalled || p.LastBackup.IsZero() {
 		return time.Time{}
 	}
 	success := lastSuccess(p)

@@ -74,6 +74,12 @@ func TestHealthRules(t *testing.T) {
 		{"canceled after an old success", plan{schedule: "0 3 * * *", lastBackup: now.Add(-time.Hour), lastSuccess: now.Add(-72 * time.Hour), result: "canceled", err: "canceled"}, contract.HealthOverdue, "overdue: no successful backup for over 2d (scheduled every 24h); last backup canceled"},
 		{"canceled, none succeeded", ago("0 3 * * *", time.Hour, "canceled"), contract.HealthNever, "no backup succeeded yet; last backup canceled"},
 		{"failed after a success: failed", plan{schedule: "0 3 * * *", lastBackup: now.Add(-time.Hour), lastSuccess: now.Add(-72 * time.Hour), result: "failed", err: "partial backup"}, contract.HealthFailed, "last backup failed: partial backup"},
+		// A stalled backup (restic made no progress for stall_timeout) made
+		// no archive: failed, whatever its age, with the reason.
+		{"stalled after a recent success", plan{schedule: "0 3 * * *", lastBackup: now.Add(-time.Hour), lastSuccess: now.Add(-23 * time.Hour), result: "stalled",
+			err: "restic backup on repository rest:http://nas:8000/ made no progress for 10m0s"},
+			contract.HealthFailed, "last backup stalled: restic backup on repository rest:http://nas:8000/ made no progress for 10m0s"},
+		{"stalled long ago: failed, not overdue", ago("0 3 * * *", 30*24*time.Hour, "stalled"), contract.HealthFailed, "last backup stalled"},
 		// A partial backup made an archive, but not a whole one: failed,
 		// with the error that says what to do.
 		{"partial", plan{schedule: "0 3 * * *", lastBackup: now.Add(-time.Hour), lastSuccess: now.Add(-25 * time.Hour), result: "failed",

@@ -18,6 +18,7 @@ const (
 	EventJobPartial               = "job-partial"
 	EventJobPostponed             = "job-postponed"
 	EventJobRetried               = "job-retried"
+	EventJobStalled               = "job-stalled"
 	EventSnapshotCreated          = "snapshot-created"
 	EventSnapshotDeleted          = "snapshot-deleted"
 	EventLeftoverSnapshotsRemoved = "leftover-snapshots-removed"
@@ -48,6 +49,7 @@ var events = []struct{ name, id string }{
 	{EventJobPartial, "5e49140950f240ce81db2162bd1ebf4c"},
 	{EventJobPostponed, "1a0fbe1364a94c8ca3f070ef7b011331"},
 	{EventJobRetried, "2ff3f12b7a6c42d485e47cfc6a818201"},
+	{EventJobStalled, "8025eed8479d428884283c72e9613d2b"},
 	{EventSnapshotCreated, "e92fb8afb96c4c6bb73287fbfdf091a6"},
 	{EventSnapshotDeleted, "5c69072e52794c7f8d0696cad0e022c4"},
 	{EventLeftoverSnapshotsRemoved, "162f59986e5d4c8cbebffc7d84290bb0"},

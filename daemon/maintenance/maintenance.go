@@ -161,6 +161,12 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 		log.Info("prune done", journal.Event(journal.EventJobDone), "archives_kept", len(res.KeptArchives),
 			"archives_removed", len(res.RemovedArchives), "snapshots_kept", len(res.KeptSnapshots),
 			"snapshots_removed", len(res.RemovedSnapshots))
+	case planstore.TimedOut(ctx) != nil:
+		// The executor words the error; the log says what happened.
+		log.Error("prune timed out", journal.Event(journal.EventJobFailed), "err", planstore.TimedOut(ctx))
+	case errors.Is(err, restic.ErrStalled):
+		err = fmt.Errorf("prune of plan %s: %w", plan.Name, err)
+		log.Error("prune stalled", journal.Event(journal.EventJobStalled), "err", err)
 	case ctx.Err() != nil:
 		err = fmt.Errorf("prune of plan %s canceled: %w", plan.Name, err)
 		log.Warn("prune canceled", journal.Event(journal.EventJobCanceled), "err", err)
@@ -277,6 +283,13 @@ func Check(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 	case err == nil:
 		log.Info("check done", journal.Event(journal.EventJobDone), "repository", plan.Repository)
 		return nil
+	case planstore.TimedOut(ctx) != nil:
+		log.Error("check timed out", journal.Event(journal.EventJobFailed), "err", planstore.TimedOut(ctx))
+		return err
+	case errors.Is(err, restic.ErrStalled):
+		err = fmt.Errorf("check of plan %s: %w", plan.Name, err)
+		log.Error("check stalled", journal.Event(journal.EventJobStalled), "err", err)
+		return err
 	case ctx.Err() != nil:
 		err = fmt.Errorf("check of plan %s canceled: %w", plan.Name, err)
 		log.Warn("check canceled", journal.Event(journal.EventJobCanceled), "err", err)

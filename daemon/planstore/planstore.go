@@ -7,11 +7,14 @@
 package planstore
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/restic"
@@ -57,7 +60,37 @@ func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic
 	// restic's temporary files go under the repository's cache directory,
 	// which every backup excludes and keeps as on the host.
 	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host,
-		TempDir: filepath.Join(repo.CacheDir, "tmp")}, nil
+		TempDir: filepath.Join(repo.CacheDir, "tmp"), StallTimeout: plan.StallTimeout}, nil
+}
+
+// TimeoutError is why a job of a plan was stopped when it ran longer than
+// the plan's timeout: the cause of JobContext's context.
+type TimeoutError struct {
+	Plan    string
+	Timeout time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("stopped after running longer than plan %s's timeout of %v; if the job is only slow, raise timeout in the plan, else see in the job's log what it waited for", e.Plan, e.Timeout)
+}
+
+// JobContext is ctx, ended after the plan's timeout (with a *TimeoutError
+// as its cause) when the plan has one. Every job of the plan runs in it.
+func JobContext(ctx context.Context, plan *config.Plan) (context.Context, context.CancelFunc) {
+	if plan.Timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, plan.Timeout, &TimeoutError{Plan: plan.Name, Timeout: plan.Timeout})
+}
+
+// TimedOut is the *TimeoutError that ended ctx, or nil when ctx did not end
+// for the plan's timeout (it runs, or was canceled).
+func TimedOut(ctx context.Context) *TimeoutError {
+	var e *TimeoutError
+	if ctx.Err() != nil && errors.As(context.Cause(ctx), &e) {
+		return e
+	}
+	return nil
 }
 
 // AlwaysExcluded are the paths every backup of the plan leaves out besides

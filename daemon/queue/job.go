@@ -50,6 +50,7 @@ const (
 	ResultFailed    = contract.ResultFailed
 	ResultCanceled  = contract.ResultCanceled
 	ResultPostponed = contract.ResultPostponed
+	ResultStalled   = contract.ResultStalled
 )
 
 // Trigger is what asked for a job. A D-Bus caller is "dbus:<uid>"

@@ -76,6 +76,20 @@ type postponedError struct{ err error }
 func (p postponedError) Error() string   { return p.err.Error() }
 func (p postponedError) Unwrap() []error { return []error{ErrPostponed, p.err} }
 
+// ErrStalled marks the error of a job whose restic made no progress for
+// the plan's stall_timeout: the job ends ResultStalled. An executor
+// returns Stalled(err).
+var ErrStalled = errors.New("stalled")
+
+// Stalled is err, marked as the error of a stalled job; its message is
+// err's.
+func Stalled(err error) error { return stalledError{err} }
+
+type stalledError struct{ err error }
+
+func (e stalledError) Error() string   { return e.err.Error() }
+func (e stalledError) Unwrap() []error { return []error{e.err, ErrStalled} }
+
 // ErrNoSuchJob is returned by Cancel for an unknown or finished job.
 var ErrNoSuchJob = errors.New("no such job")
 
@@ -456,6 +470,9 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	case errors.Is(err, ErrPostponed):
 		j.Result, j.Error = ResultPostponed, oneLine(err.Error())
 		event = journal.EventJobPostponed
+	case errors.Is(err, ErrStalled) && !j.canceled:
+		j.Result, j.Error = ResultStalled, oneLine(err.Error())
+		event = journal.EventJobStalled
 	default:
 		j.Result, j.Error = ResultFailed, oneLine(err.Error())
 		event = journal.EventJobFailed
@@ -483,6 +500,8 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 		q.log.Warn("job canceled", append(attrs, "err", j.Error)...)
 	case ResultPostponed:
 		q.log.Warn("job postponed", append(attrs, "err", j.Error)...)
+	case ResultStalled:
+		q.log.Error("job stalled", append(attrs, "err", j.Error)...)
 	default:
 		q.log.Error("job failed", append(attrs, "err", j.Error)...)
 	}

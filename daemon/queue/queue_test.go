@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -653,4 +654,27 @@ func TestScheduledOnly(t *testing.T) {
 	if old := (Job{Trigger: TriggerSchedule, Caller: -1}); !old.ScheduledOnly() {
 		t.Error("a job from a state file without requests, triggered by the schedule, is not ScheduledOnly")
 	}
+}
+
+// An executor's Stalled error ends the job stalled, with the error's own
+// message; the plan's last result is stalled, and it is no success.
+func TestStalledJob(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, rec := newTestQueue(t, t.TempDir(), 1, 10)
+		j, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerSchedule, Caller: -1})
+		exec.waitStarted(t)
+		exec.finish(j.ID, Stalled(errors.New("restic backup on repository nas made no progress for 10m0s")))
+		waitFinished(t, q, j.ID)
+		j, _ = q.Job(j.ID)
+		if j.Result != ResultStalled || j.Error != "restic backup on repository nas made no progress for 10m0s" {
+			t.Errorf("job: %s %q, want stalled with the executor's message", j.Result, j.Error)
+		}
+		if st := q.PlanStatus("home"); st.LastResult != ResultStalled || !st.LastSuccess.IsZero() {
+			t.Errorf("plan status %+v, want last result stalled and no success", st)
+		}
+		if !slices.Contains(rec.events, "finished backup home stalled") {
+			t.Errorf("listeners heard %q", rec.events)
+		}
+
+	})
 }

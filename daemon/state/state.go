@@ -171,3 +171,34 @@ func flock(path string, wait bool) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// A lock check left for later: a backup that ended without an archive may
+// have left its restic lock in the repository, and could not make sure it
+// did not in the time it had (the repository did not answer). The next
+// backup of the plan checks before it starts (daemon/backup).
+func lockCheckPath(dir, plan string) string {
+	return filepath.Join(dir, locksDir, "plan-"+plan+".restic-lock-check")
+}
+
+// MarkLockCheck leaves the note that the plan's repository may hold a
+// stale restic lock of this host.
+func MarkLockCheck(dir, plan string) error {
+	if err := os.MkdirAll(filepath.Join(dir, locksDir), 0o700); err != nil {
+		return fmt.Errorf("cannot create lock directory: %w", err)
+	}
+	return WriteFileAtomic(lockCheckPath(dir, plan), nil, 0o600)
+}
+
+// LockCheckDue reports whether MarkLockCheck left a note for the plan.
+func LockCheckDue(dir, plan string) bool {
+	_, err := os.Lstat(lockCheckPath(dir, plan))
+	return err == nil
+}
+
+// ClearLockCheck removes the plan's note, if any.
+func ClearLockCheck(dir, plan string) error {
+	if err := os.Remove(lockCheckPath(dir, plan)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}

@@ -93,3 +93,46 @@ func TestWriteFileAtomicReplaces(t *testing.T) {
 		t.Errorf("temporary files left behind: %v", entries)
 	}
 }
+
+// The note of a lock check left for later follows no link planted where it
+// goes: writing it replaces the link, and clearing it removes the link, not
+// what it points to; a planted note only asks for one more bounded check.
+func TestLockCheckNoteFollowsNoLink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if LockCheckDue(dir, "home") {
+		t.Fatal("a note before any was left")
+	}
+	if err := os.MkdirAll(filepath.Join(dir, locksDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, lockCheckPath(dir, "home")); err != nil {
+		t.Fatal(err)
+	}
+	if !LockCheckDue(dir, "home") {
+		t.Error("a planted note is not seen (it would only ask for one more check)")
+	}
+	if err := MarkLockCheck(dir, "home"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(lockCheckPath(dir, "home")); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("the note is not a regular file of its own: %v %v", fi, err)
+	}
+	if err := os.Symlink(target, lockCheckPath(dir, "srv")); err != nil {
+		t.Fatal(err)
+	}
+	for _, plan := range []string{"home", "srv"} {
+		if err := ClearLockCheck(dir, plan); err != nil || LockCheckDue(dir, plan) {
+			t.Errorf("plan %s: note not cleared: %v", plan, err)
+		}
+	}
+	if data, err := os.ReadFile(target); err != nil || string(data) != "keep me" {
+		t.Errorf("the link's target changed: %q, %v", data, err)
+	}
+	if err := ClearLockCheck(dir, "never-noted"); err != nil {
+		t.Errorf("clearing a note that is not there: %v", err)
+	}
+}
