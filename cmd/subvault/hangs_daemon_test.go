@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,64 +20,14 @@ import (
 	"github.com/subvault/subvault/internal/testutil"
 )
 
-// restServer is `rclone serve restic` on a loopback port, serving a
-// directory of its own: a real REST backend whose process a test can stop
-// (SIGSTOP: a hung server) and resume.
-//
-// A stand-in local to these tests: replace it with the shared REST server
-// of internal/testutil once that lands (issue 14, real remote backends).
-type restServer struct {
-	url string
-	pid int
-}
-
-func startRestServer(t *testing.T) *restServer {
-	t.Helper()
-	testutil.RequireCommand(t, "rclone", "rclone")
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command("rclone", "serve", "restic", "--addr", addr, filepath.Join(dir, "repo"))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "RCLONE_CONFIG=" + filepath.Join(dir, "rclone.conf")}
-	_, exited := testutil.StartProcess(t, "rclone serve restic", cmd)
-	s := &restServer{url: "rest:http://" + addr + "/", pid: cmd.Process.Pid}
-	// Runs before StartProcess's cleanup: a stopped server would not hear
-	// its SIGTERM.
-	t.Cleanup(func() { _ = syscall.Kill(s.pid, syscall.SIGCONT) })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return s
-		}
-		select {
-		case <-exited:
-			t.Fatal("rclone serve restic exited at start")
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rclone serve restic does not listen on %s", addr)
-		}
-	}
-}
-
-func (s *restServer) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := syscall.Kill(s.pid, sig); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // newRestAPIEnv is newAPIEnv with restic bin and a repository on a REST
 // server of its own, and planExtra added to the plan home.
-func newRestAPIEnv(t *testing.T, bin string, files int, planExtra string) (*apiEnv, *restServer) {
+func newRestAPIEnv(t *testing.T, bin string, files int, planExtra string) (*apiEnv, *testutil.RESTServer) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "busctl", "systemd")
-	server := startRestServer(t)
+	server := testutil.NewRESTServer(t, testutil.RESTOptions{})
+	url := server.Repository("repo")
 	fs := testutil.NewBtrfs(t, 1024, "home")
 	state := t.TempDir()
 	password := filepath.Join(state, "password")
@@ -96,8 +45,8 @@ plans:
   state_dir: %s
   cache_dir: %s
   restic: %s
-`, server.url, password, fs.Path("home"), planExtra, state, filepath.Join(state, "cache"), bin))
-	run := &runEnv{fs: fs, restic: bin, repo: server.url, password: password, config: config}
+`, url, password, fs.Path("home"), planExtra, state, filepath.Join(state, "cache"), bin))
+	run := &runEnv{fs: fs, restic: bin, repo: url, password: password, config: config}
 	run.resticOut(t, "init")
 	e := &apiEnv{daemonEnv: &daemonEnv{runEnv: run, bus: testutil.NewSystemBus(t, busPolicy), notify: newNotifySocket(t), state: state}, called: map[string]bool{}}
 	e.addFiles(t, "a", files)
@@ -200,7 +149,7 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		id := e.startJob(t, "StartBackup", "s", "home")
 		pid := resticBelow(t, cmd)
 		e.waitUploading(t, id) // restic has its lock
-		server.signal(t, syscall.SIGSTOP)
+		server.Stop()
 		hung := time.Now()
 		j, took := e.waitJob(t, id, 2*time.Minute, hung)
 		t.Logf("restic %s: server hung: job ended %s %v later: %s", ver, j.Result, took.Round(10*time.Millisecond), j.Error)
@@ -261,12 +210,12 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		// 3. restic dies mid-backup (SIGKILL: it cannot remove its lock)
 		// while the server hangs, so that the failed job cannot remove
 		// the lock either: it leaves the check to the next backup.
-		server.signal(t, syscall.SIGCONT)
+		server.Cont()
 		e.addFiles(t, "c", 60)
 		id = e.startJob(t, "StartBackup", "s", "home")
 		pid = resticBelow(t, cmd)
 		e.waitUploading(t, id)
-		server.signal(t, syscall.SIGSTOP)
+		server.Stop()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -279,7 +228,7 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		if took > lockWait+5*time.Second {
 			t.Errorf("the failed job ended %v after restic died: its lock check is not bounded", took)
 		}
-		server.signal(t, syscall.SIGCONT)
+		server.Cont()
 		left := strings.Fields(e.resticOut(t, "list", "locks", "--no-lock"))
 		t.Logf("restic %s: %d lock(s) left by the killed restic", ver, len(left))
 		if len(left) == 0 {
@@ -304,7 +253,7 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		id = e.startJob(t, "StartBackup", "s", "home")
 		pid = resticBelow(t, cmd)
 		e.waitUploading(t, id)
-		server.signal(t, syscall.SIGSTOP)
+		server.Stop()
 		time.Sleep(time.Second)
 		start = time.Now()
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -322,7 +271,7 @@ func TestDaemonJobOnAHungServer(t *testing.T) {
 		if left, _ := btrfs.ListSnapshots(snapDir); len(left) != 0 {
 			t.Errorf("snapshots left: %v", left)
 		}
-		server.signal(t, syscall.SIGCONT)
+		server.Cont()
 		jobs := e.jobs(t)
 		if last := jobs[len(jobs)-1]; last.ID != id || last.Result != queue.ResultFailed {
 			t.Errorf("the job the stop interrupted: %+v", last)
@@ -342,7 +291,7 @@ func TestDaemonCheckTimeout(t *testing.T) {
 	if j, _ := e.waitJob(t, id, 2*time.Minute, time.Now()); j.Result != contract.ResultDone {
 		t.Fatalf("the first backup: %s %s", j.Result, j.Error)
 	}
-	server.signal(t, syscall.SIGSTOP)
+	server.Stop()
 	start := time.Now()
 	id = e.startJob(t, "StartCheck", "s", "home")
 	j, took := e.waitJob(t, id, time.Minute, start)
