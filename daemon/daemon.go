@@ -18,6 +18,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/maintenance"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/scheduler"
@@ -154,9 +155,16 @@ type JobRequest struct {
 // Start queues the job r asks for; a job of the same kind already queued or
 // running for the plan is returned instead, with r recorded among those
 // who asked for it.
+//
+// A prune of a plan whose repository is append_only is refused
+// (ErrInvalidArgument): this host never prunes there.
 func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
-	if _, _, err := d.plan(r.Plan); err != nil {
+	cfg, plan, err := d.plan(r.Plan)
+	if err != nil {
 		return queue.Job{}, err
+	}
+	if repo := cfg.Repositories[plan.Repository]; r.Kind == queue.KindPrune && repo != nil && repo.AppendOnly {
+		return queue.Job{}, fmt.Errorf("%w: %w", ErrInvalidArgument, maintenance.AppendOnlyRefusal(plan))
 	}
 	j, _, err := d.queue.Enqueue(queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller})
 	return j, err

@@ -57,6 +57,11 @@ type Repository struct {
 	EnvFile         string // absolute path or ""
 	Init            bool
 	CacheDir        string // absolute; defaults to Settings.CacheDir/Name
+	// AppendOnly: the server keeps this host from deleting (rest-server or
+	// rclone serve restic --append-only, a bucket with object lock); this
+	// host never forgets or prunes there, retention is the server's
+	// owner's (docs/configuration.md).
+	AppendOnly bool
 }
 
 // Plan is one entry of "plans".
@@ -70,12 +75,16 @@ type Plan struct {
 	KeepSnapshots       KeepSnapshots
 	Backup              Backup
 	Retention           Retention
-	PruneSchedule       string // "" for manual only
+	PruneSchedule       string // "" for manual only; always "" on an append-only repository
 	CheckSchedule       string // "" for manual only
 	CheckReadDataSubset string // "" for a metadata-only check
 	Hooks               Hooks
 	AllowUsers          []string // user names or numeric uids, as written
 	AllowGroups         []string // group names or numeric gids, as written
+	// CopyTo names other repositories each new archive of the plan is
+	// copied to (restic copy) after its backup: defined, not Repository,
+	// no duplicates.
+	CopyTo []string
 
 	// The parsed Schedule, PruneSchedule and CheckSchedule (by CronParser);
 	// nil when the schedule is "" (manual only).
