@@ -58,6 +58,8 @@ type invocation struct {
 	args []string // after the binary; never a secret
 	// bare runs without the repository's environment (version, features).
 	bare bool
+	// from is the source repository of a copy (RESTIC_FROM_*), or nil.
+	from *Repository
 	// stdout gets each line, without its newline. Nil: discarded.
 	stdout func(line []byte)
 	// message gets each JSON line of stderr that has a message_type other
@@ -123,7 +125,11 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		deviceID = r.deviceIDFlag
 		r.mu.Unlock()
 	}
-	env, secrets, err := r.environment(!inv.bare, deviceID)
+	var from []Repository
+	if inv.from != nil {
+		from = append(from, *inv.from)
+	}
+	env, secrets, err := r.environment(!inv.bare, deviceID, from...)
 	if err != nil {
 		return nil, err
 	}
