@@ -126,6 +126,12 @@ func (d *Daemon) queueConfig(cfg *config.Config) queue.Config {
 			}
 			return ""
 		},
+		CopyTo: func(plan string) []string {
+			if p, ok := cfg.Plans[plan]; ok {
+				return p.CopyTo
+			}
+			return nil
+		},
 	}
 }
 
@@ -157,7 +163,9 @@ type JobRequest struct {
 // who asked for it.
 //
 // A prune of a plan whose repository is append_only is refused
-// (ErrInvalidArgument): this host never prunes there.
+// (ErrInvalidArgument): this host never prunes there. A copy (of the
+// plan's latest archive of this host, to its copy_to) of a plan without
+// copy_to is refused the same way.
 func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
 	cfg, plan, err := d.plan(r.Plan)
 	if err != nil {
@@ -165,6 +173,10 @@ func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
 	}
 	if repo := cfg.Repositories[plan.Repository]; r.Kind == queue.KindPrune && repo != nil && repo.AppendOnly {
 		return queue.Job{}, fmt.Errorf("%w: %w", ErrInvalidArgument, maintenance.AppendOnlyRefusal(plan))
+	}
+	if r.Kind == queue.KindCopy && len(plan.CopyTo) == 0 {
+		return queue.Job{}, fmt.Errorf("%w: plan %s has no copy_to: there is no repository to copy its archives to (add copy_to: [NAME] to plans.%s)",
+			ErrInvalidArgument, plan.Name, plan.Name)
 	}
 	j, _, err := d.queue.Enqueue(queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller})
 	return j, err

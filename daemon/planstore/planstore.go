@@ -35,9 +35,18 @@ func Tag(plan string) string { return "subvault:" + plan }
 // NewRunner builds the restic runner for the plan's repository. A systemd
 // credential is looked up in $CREDENTIALS_DIRECTORY.
 func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic.Runner, error) {
-	repo, ok := cfg.Repositories[plan.Repository]
-	if !ok {
+	if _, ok := cfg.Repositories[plan.Repository]; !ok {
 		return nil, fmt.Errorf("plan %s names repository %q, which is not configured", plan.Name, plan.Repository)
+	}
+	return NewRepositoryRunner(cfg, plan.Repository, log)
+}
+
+// NewRepositoryRunner builds the restic runner for the repository named
+// name (a plan's copy_to names others than its own).
+func NewRepositoryRunner(cfg *config.Config, name string, log *slog.Logger) (*restic.Runner, error) {
+	repo, ok := cfg.Repositories[name]
+	if !ok {
+		return nil, fmt.Errorf("repository %q is not configured", name)
 	}
 	r := restic.Repository{
 		URL:             repo.URL,
