@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -30,7 +31,8 @@ var (
 // Copy copies the archives ids of the repository from into this runner's
 // repository (`restic copy ID...`, the source given as RESTIC_FROM_*,
 // never in argv). Archives the destination has already are skipped by
-// restic. It returns what restic said of each archive, in its order.
+// restic. It returns what became of each archive: copied, or already
+// there (0.14 says so, 0.18 says nothing of those).
 //
 // A destination that does not exist is ErrNoRepository (the source's
 // absence reads the same: the caller decides, see InitCopyOf). A locked
@@ -75,7 +77,19 @@ func (r *Runner) Copy(ctx context.Context, from Repository, ids []string) ([]Cop
 		}
 		return nil
 	})
-	return copied, err
+	if err != nil {
+		return copied, err
+	}
+	// restic 0.18 says nothing of an archive the destination has already.
+	for _, id := range ids {
+		named := slices.ContainsFunc(copied, func(c CopiedArchive) bool {
+			return strings.HasPrefix(id, c.Source) || strings.HasPrefix(c.Source, id)
+		})
+		if !named {
+			copied = append(copied, CopiedArchive{Source: id[:8], Skipped: true})
+		}
+	}
+	return copied, nil
 }
 
 // InitCopyOf creates this runner's repository with the chunker parameters
