@@ -551,6 +551,11 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	if result := e.signals.waitRemoved(t, kid, 3*time.Minute); result != "done" {
 		t.Errorf("check: %s", result)
 	}
+	// A plan without copy_to has nothing to copy to (copies themselves:
+	// TestCopyToThroughTheDaemon).
+	if name, out := e.send("StartCopy", "string:home"); name != contract.ErrorInvalidArgument || !strings.Contains(out, "no copy_to") {
+		t.Errorf("StartCopy of a plan without copy_to: %s %s", name, out)
+	}
 	e.call(t, nil, "Reload", "")
 	var plans [][]string
 	e.call(t, &plans, "ListPlans", "")
