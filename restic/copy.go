@@ -68,14 +68,9 @@ func (r *Runner) Copy(ctx context.Context, from Repository, ids []string) ([]Cop
 		if err != nil {
 			return err
 		}
-		if err := r.classify("copy", res); err != nil {
-			var e *Error
-			if errors.As(err, &e) {
-				e.Message = fmt.Sprintf("copy from repository %s: %s", from.Redacted(), e.Message)
-			}
-			return err
-		}
-		return nil
+		// The error names this runner's repository, the destination: the
+		// source is the plan's own, which its backup has just opened.
+		return r.classify("copy", res)
 	})
 	if err != nil {
 		return copied, err

@@ -154,14 +154,12 @@ func TestCopyToThroughTheDaemon(t *testing.T) {
 		if len(src) != 1 || len(dst) != 1 || dst[0].Tree != src[0].Tree {
 			t.Fatalf("archives: source %+v, second repository %+v; want one each with the same tree", src, dst)
 		}
-		var files []json.RawMessage
 		cmd := exec.Command(bin, "-r", offsite, "--no-cache", "--json", "ls", dst[0].ID)
 		cmd.Env = append(os.Environ(), "RESTIC_PASSWORD_FILE="+offsitePassword)
 		lsOut, err := cmd.Output()
 		if err != nil || !strings.Contains(string(lsOut), e.fs.Path("home", "a")) {
 			t.Errorf("restic ls of the copy: %v: %s", err, lsOut)
 		}
-		_ = files
 
 		// jobs shows it.
 		list := subvaultCmd("jobs", "--bus", e.bus.Address)
