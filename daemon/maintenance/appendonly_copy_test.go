@@ -46,7 +46,7 @@ func startAppendOnlyRESTServer(t *testing.T, dir string) string {
 	pid := cmd.Process.Pid
 	t.Cleanup(func() {
 		syscall.Kill(pid, syscall.SIGTERM) //nolint:errcheck,gosec // it may have died already
-		cmd.Wait()                          //nolint:errcheck // killed
+		cmd.Wait()                         //nolint:errcheck // killed
 		if t.Failed() {
 			t.Logf("rclone serve restic (pid %d):\n%s", pid, logs)
 		}
