@@ -14,10 +14,10 @@ func TestCopyEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
 	srcEnv, dstEnv, clash := filepath.Join(dir, "src.env"), filepath.Join(dir, "dst.env"), filepath.Join(dir, "clash.env")
-	os.WriteFile(pw, []byte("x\n"), 0o600)                                                  //nolint:errcheck,gosec // read back below
-	os.WriteFile(srcEnv, []byte("B2_ACCOUNT_KEY=source-secret\nSHARED=same\n"), 0o600)      //nolint:errcheck,gosec
-	os.WriteFile(dstEnv, []byte("AWS_SECRET_ACCESS_KEY=dest-secret\nSHARED=same\n"), 0o600) //nolint:errcheck,gosec
-	os.WriteFile(clash, []byte("AWS_SECRET_ACCESS_KEY=another-secret\n"), 0o600)            //nolint:errcheck,gosec
+	os.WriteFile(pw, []byte("x\n"), 0o600)
+	os.WriteFile(srcEnv, []byte("B2_ACCOUNT_KEY=source-secret\nSHARED=same\n"), 0o600)
+	os.WriteFile(dstEnv, []byte("AWS_SECRET_ACCESS_KEY=dest-secret\nSHARED=same\n"), 0o600)
+	os.WriteFile(clash, []byte("AWS_SECRET_ACCESS_KEY=another-secret\n"), 0o600)
 	r := &Runner{Repo: Repository{URL: "s3:host/dst", PasswordFile: pw, EnvFile: dstEnv}}
 	src := Repository{URL: "rest:https://u:srcpass@h/", PasswordCommand: "pass show src", EnvFile: srcEnv}
 	env, secrets, err := r.environment(true, false, src)
@@ -43,7 +43,7 @@ func TestCopyEnvironment(t *testing.T) {
 		t.Errorf("clashing env files: %v; want a refusal naming the variable, not its value", err)
 	}
 	// An env file may not set the source's variables either.
-	os.WriteFile(clash, []byte("RESTIC_FROM_PASSWORD=x\n"), 0o600) //nolint:errcheck,gosec
+	os.WriteFile(clash, []byte("RESTIC_FROM_PASSWORD=x\n"), 0o600)
 	if _, _, err := r.environment(true, false, src); err == nil || !strings.Contains(err.Error(), "RESTIC_FROM_PASSWORD may not be set") {
 		t.Errorf("an env file setting RESTIC_FROM_PASSWORD: %v", err)
 	}

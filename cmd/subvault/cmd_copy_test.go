@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -206,5 +208,118 @@ func TestCopyToThroughTheDaemon(t *testing.T) {
 			}
 			return 1
 		})
+	})
+}
+
+// startAppendOnlyRESTServer serves dir with restic's REST protocol on a
+// loopback port, refusing every delete (rclone serve restic
+// --append-only), and returns its url; the server is stopped, by its pid,
+// at cleanup.
+//
+// TODO(lead): replace with the shared test server of internal/testutil
+// once it lands (daemon/maintenance's tests have the same helper).
+func startAppendOnlyRESTServer(t *testing.T, dir string) string {
+	t.Helper()
+	rclone := testutil.RequireCommand(t, "rclone", "rclone")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(rclone, "serve", "restic", "--append-only", "--addr", addr, dir)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "RCLONE_CONFIG=" + filepath.Join(t.TempDir(), "rclone.conf")}
+	logs := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		syscall.Kill(pid, syscall.SIGTERM) // it may have died already
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("rclone serve restic (pid %d):\n%s", pid, logs)
+		}
+	})
+	waitFor(t, 15*time.Second, func() int {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return 0
+		}
+		c.Close()
+		return 1
+	})
+	return "rest:http://" + addr + "/"
+}
+
+// A prune through the daemon against a server that refuses deletes (the
+// repository not marked append_only): the job ends failed, never done,
+// with the one line that says the server refused and what to do, and
+// both archives are still there. Before: done, "archives_removed=1" (0.18)
+// or a Go stack trace's last line after 44 s (0.14).
+func TestPruneOnAppendOnlyServerThroughTheDaemon(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.SkipShort(t, "btrfs, restic, rclone and a bus")
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		e := &daemonEnv{runEnv: newRunEnvWith(t, bin, 256), bus: testutil.NewBus(t), notify: newNotifySocket(t)}
+		e.state = filepath.Dir(e.config)
+		url := startAppendOnlyRESTServer(t, t.TempDir())
+		testutil.WriteFile(t, e.config, fmt.Sprintf(`repositories:
+  nas:
+    url: %s
+    password_file: %s
+    init: true
+plans:
+  home:
+    subvolumes: [%s]
+    repository: nas
+    retention: {last: 1}
+    prune_schedule: ""
+settings:
+  state_dir: %s
+  cache_dir: %s
+  restic: %s
+`, url, e.password, e.fs.Path("home"), e.state, filepath.Join(e.state, "cache"), bin))
+		testutil.WriteFile(t, e.fs.Path("home", "a"), "first")
+		_, log := e.start(t)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("daemon log:\n%s", log)
+			}
+		})
+		e.notify.waitFor(t, 0, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
+		for i := range 2 {
+			testutil.WriteFile(t, e.fs.Path("home", "a"), fmt.Sprintf("version %d", i))
+			cmd := subvaultCmd("backup", "home", "--wait", "--bus", e.bus.Address)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("backup %d: %v\n%s", i, err, out)
+			}
+		}
+		start := time.Now()
+		cmd := subvaultCmd("prune", "home", "--wait", "--bus", e.bus.Address)
+		out, _ := cmd.CombinedOutput()
+		t.Logf("%s: subvault prune home --wait: exit %d after %s:\n%s", testutil.ResticName(bin), cmd.ProcessState.ExitCode(),
+			time.Since(start).Round(time.Millisecond), out)
+		if cmd.ProcessState.ExitCode() == exitOK {
+			t.Errorf("subvault prune against an append-only server exited 0")
+		}
+		var prune queue.Job
+		for _, j := range e.jobs(t) {
+			if j.Kind == queue.KindPrune {
+				prune = j
+			}
+		}
+		if prune.Result != queue.ResultFailed || !strings.Contains(prune.Error, "the server refused to delete archives") ||
+			!strings.Contains(prune.Error, "set append_only: true") || strings.Contains(prune.Error, ".go:") {
+			t.Errorf("prune job: %s %q; want failed with the server's refusal and what to do", prune.Result, prune.Error)
+		}
+		var archives []struct{ ID string }
+		cmdR := exec.Command(bin, "-r", url, "--no-cache", "--json", "snapshots")
+		cmdR.Env = append(os.Environ(), "RESTIC_PASSWORD_FILE="+e.password)
+		data, err := cmdR.Output()
+		if err != nil || json.Unmarshal(data, &archives) != nil || len(archives) != 2 {
+			t.Errorf("archives after the refused prune: %v %s; want both", err, data)
+		}
 	})
 }

@@ -525,11 +525,11 @@ func TestAppendOnlyAndCopyTo(t *testing.T) {
 		t.Errorf("copy_to of a plan without it = %q", got)
 	}
 	// The default still applies elsewhere.
-	min, err := parseFile(t, "testdata/good/minimal.yaml")
+	minimal, err := parseFile(t, "testdata/good/minimal.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range min.Plans {
+	for _, p := range minimal.Plans {
 		if p.PruneSchedule != DefaultPruneSchedule {
 			t.Errorf("plan %s: prune schedule %q, want the default", p.Name, p.PruneSchedule)
 		}

@@ -35,7 +35,7 @@ func startAppendOnlyRESTServer(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	l.Close() //nolint:errcheck // only to pick a free port
+	l.Close()
 	cmd := exec.Command(rclone, "serve", "restic", "--append-only", "--addr", addr, dir)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "RCLONE_CONFIG=" + filepath.Join(t.TempDir(), "rclone.conf")}
 	logs := &testutil.SyncBuffer{}
@@ -45,8 +45,8 @@ func startAppendOnlyRESTServer(t *testing.T, dir string) string {
 	}
 	pid := cmd.Process.Pid
 	t.Cleanup(func() {
-		syscall.Kill(pid, syscall.SIGTERM) //nolint:errcheck,gosec // it may have died already
-		cmd.Wait()                         //nolint:errcheck // killed
+		syscall.Kill(pid, syscall.SIGTERM) // it may have died already
+		cmd.Wait()
 		if t.Failed() {
 			t.Logf("rclone serve restic (pid %d):\n%s", pid, logs)
 		}
@@ -55,7 +55,7 @@ func startAppendOnlyRESTServer(t *testing.T, dir string) string {
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
-			c.Close() //nolint:errcheck // only probing
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {

@@ -432,7 +432,7 @@ func (q *Queue) repository(plan string) string {
 // or check may run beside another job on any repository they share.
 func (q *Queue) repositoriesFreeLocked(j *Job, repos []string) bool {
 	for _, r := range q.jobs {
-		if r.State != StateRunning || !(exclusive(j.Kind) || exclusive(r.Kind)) {
+		if r.State != StateRunning || !exclusive(j.Kind) && !exclusive(r.Kind) {
 			continue
 		}
 		if slices.ContainsFunc(q.repositories(r), func(repo string) bool { return slices.Contains(repos, repo) }) {
