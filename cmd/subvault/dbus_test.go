@@ -643,6 +643,7 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 	for _, act := range [][]string{
 		{"StartBackup", "s", "home"},
 		{"StartCheck", "s", "home"},
+		{"StartCopy", "s", "home"},
 		{"StartPrune", "s", "home"},
 		{"ListArchives", "s", "home"},
 		{"Diff", "sss", "home", "latest", "live"},
@@ -760,6 +761,7 @@ func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
 	}{
 		{"StartBackup", []string{"string:other"}},
 		{"StartCheck", []string{"string:other"}},
+		{"StartCopy", []string{"string:other"}},
 		{"ListArchives", []string{"string:other"}},
 		{"Diff", []string{"string:other", "string:latest", "string:live"}},
 		// It names files: the restore authorization, not allow_users.
