@@ -147,6 +147,13 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	}
 
 	switch {
+	case !res.canceled && (op == "forget" || op == "prune") && deleteRefusedRE.MatchString(text):
+		// Before "interrupted": the wrapper stops a restic that would only
+		// retry the refused deletes (outcome.gaveUp).
+		e.Kind = ErrDeleteRefused
+		e.Message = fmt.Sprintf("restic %s on repository %s: the server refused to delete archives (%s): %s",
+			op, name, deleteRefusedCause(text), AppendOnlyAdvice)
+		return e
 	case res.canceled || res.exitCode == 130 || res.signal == syscall.SIGINT || interruptedRE.MatchString(text):
 		// 0.17+ exits 1, not 130, when SIGINT stops a backup ("unable to
 		// save snapshot: context canceled").
@@ -169,11 +176,6 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		e.Kind = ErrLocked
 		e.Lock = lockFromText(text)
 		e.Message = lockedMessage(name, e.Lock)
-		return e
-	case (op == "forget" || op == "prune") && deleteRefusedRE.MatchString(text):
-		e.Kind = ErrDeleteRefused
-		e.Message = fmt.Sprintf("restic %s on repository %s: the server refused to delete archives (%s): %s",
-			op, name, deleteRefusedCause(text), AppendOnlyAdvice)
 		return e
 	case unreachableRE.MatchString(text):
 		// Before "no repository": 0.14 says "Is there a repository at the

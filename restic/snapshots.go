@@ -194,7 +194,7 @@ func (r *Runner) Forget(ctx context.Context, opts ForgetOptions) (ForgetResult, 
 	var result ForgetResult
 	err = r.retryUnlocked(ctx, func() error {
 		var out bytes.Buffer
-		res, err := r.exec(ctx, invocation{op: "forget", args: args, stdout: func(line []byte) {
+		res, err := r.exec(ctx, invocation{op: "forget", args: args, giveUp: deleteRefusedRE, stdout: func(line []byte) {
 			out.Write(cleanTerminal(line))
 			out.WriteByte('\n')
 		}})
