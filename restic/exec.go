@@ -79,10 +79,10 @@ type outcome struct {
 	// exitError is the message of 0.17's {"message_type":"exit_error"}.
 	exitError string
 	// gaveUp: the wrapper stopped restic on a line that matched giveUp.
-	gaveUp bool
-	stderr    *stderrLog
-	duration  time.Duration
-	secrets   []string
+	gaveUp   bool
+	stderr   *stderrLog
+	duration time.Duration
+	secrets  []string
 }
 
 func (r *Runner) logger() *slog.Logger {

@@ -304,12 +304,17 @@ settings:
 		if cmd.ProcessState.ExitCode() == exitOK {
 			t.Errorf("subvault prune against an append-only server exited 0")
 		}
+		// The bus hears of the end a moment before jobs.json has it.
 		var prune queue.Job
-		for _, j := range e.jobs(t) {
-			if j.Kind == queue.KindPrune {
-				prune = j
+		waitFor(t, 10*time.Second, func() int {
+			for _, j := range e.jobs(t) {
+				if j.Kind == queue.KindPrune && j.State == queue.StateFinished {
+					prune = j
+					return 1
+				}
 			}
-		}
+			return 0
+		})
 		if prune.Result != queue.ResultFailed || !strings.Contains(prune.Error, "the server refused to delete archives") ||
 			!strings.Contains(prune.Error, "set append_only: true") || strings.Contains(prune.Error, ".go:") {
 			t.Errorf("prune job: %s %q; want failed with the server's refusal and what to do", prune.Result, prune.Error)
