@@ -33,6 +33,7 @@ var managerIntrospection = introspect.Interface{
 		{Name: "StartBackup", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
 		{Name: "StartPrune", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
 		{Name: "StartCheck", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
+		{Name: "StartCopy", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
 		{Name: "StartRestore", Args: []introspect.Arg{in("plan", "s"), in("archive", "s"), in("target", "s"), in("include", "as"), out("id", "u"), out("job", "o")}},
 		{Name: "StartRestoreWith", Args: []introspect.Arg{in("plan", "s"), in("archive", "s"), in("target", "s"), in("include", "as"), in("options", "a{sv}"), out("id", "u"), out("job", "o")}},
 		{Name: "CancelJob", Args: []introspect.Arg{in("id", "u")}},

@@ -66,6 +66,12 @@ func (m manager) StartCheck(msg dbus.Message, sender dbus.Sender, plan string) (
 	return m.s.start(msg, sender, queue.KindCheck, contract.ActionBackup, plan)
 }
 
+// StartCopy copies the plan's latest archive of this host to the
+// repositories its copy_to names; backups queue their own copies.
+func (m manager) StartCopy(msg dbus.Message, sender dbus.Sender, plan string) (uint32, dbus.ObjectPath, *dbus.Error) {
+	return m.s.start(msg, sender, queue.KindCopy, contract.ActionBackup, plan)
+}
+
 func (m manager) StartRestore(msg dbus.Message, sender dbus.Sender, plan, archive, target string, include []string) (uint32, dbus.ObjectPath, *dbus.Error) {
 	if err := checkSignature(msg, "sssas"); err != nil {
 		return 0, "", err

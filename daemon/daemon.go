@@ -18,6 +18,7 @@ import (
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/maintenance"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/scheduler"
@@ -140,6 +141,12 @@ func (d *Daemon) queueConfig(cfg *config.Config) queue.Config {
 			}
 			return ""
 		},
+		CopyTo: func(plan string) []string {
+			if p, ok := cfg.Plans[plan]; ok {
+				return p.CopyTo
+			}
+			return nil
+		},
 	}
 }
 
@@ -169,9 +176,22 @@ type JobRequest struct {
 // Start queues the job r asks for; a job of the same kind already queued or
 // running for the plan is returned instead, with r recorded among those
 // who asked for it.
+//
+// A prune of a plan whose repository is append_only is refused
+// (ErrInvalidArgument): this host never prunes there. A copy (of the
+// plan's latest archive of this host, to its copy_to) of a plan without
+// copy_to is refused the same way.
 func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
-	if _, _, err := d.plan(r.Plan); err != nil {
+	cfg, plan, err := d.plan(r.Plan)
+	if err != nil {
 		return queue.Job{}, err
+	}
+	if repo := cfg.Repositories[plan.Repository]; r.Kind == queue.KindPrune && repo != nil && repo.AppendOnly {
+		return queue.Job{}, fmt.Errorf("%w: %w", ErrInvalidArgument, maintenance.AppendOnlyRefusal(plan))
+	}
+	if r.Kind == queue.KindCopy && len(plan.CopyTo) == 0 {
+		return queue.Job{}, fmt.Errorf("%w: plan %s has no copy_to: there is no repository to copy its archives to (add copy_to: [NAME] to plans.%s)",
+			ErrInvalidArgument, plan.Name, plan.Name)
 	}
 	j, _, err := d.queue.Enqueue(queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller})
 	return j, err

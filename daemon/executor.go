@@ -77,6 +77,14 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 func (e *executor) execute(ctx context.Context, cfg *config.Config, plan *config.Plan, job queue.Job, progress func(queue.Progress)) (queue.Outcome, error) {
 	log := e.log.With("plan", job.Plan, "job", job.ID, "kind", job.Kind)
 
+	if job.Kind == queue.KindCopy {
+		// A copy touches no snapshot, so it takes no plan lock: a backup
+		// of the plan may run beside it (the queue runs one copy of a plan
+		// at a time).
+		res, err := maintenance.Copy(ctx, cfg, plan, job.CopyArchives, log)
+		return queue.Outcome{Summary: res.Summary(plan)}, err
+	}
+
 	// The plan's lock keeps a foreground `subvault run backup` of the plan
 	// from running beside this job.
 	lock, err := state.LockPlan(cfg.Settings.StateDir, job.Plan)
@@ -163,6 +171,11 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 	}
 	res, err := b.Run(ctx)
 	out := queue.Outcome{ArchiveID: res.ArchiveID}
+	if res.ArchiveID != "" && len(plan.CopyTo) > 0 && ctx.Err() == nil {
+		// Done or partial: the new archive goes to copy_to, as a job of
+		// its own, whose failure is not the backup's.
+		out.Then = []queue.Order{{Kind: queue.KindCopy, Plan: plan.Name, Copy: queue.CopyArgs{CopyArchives: []string{res.ArchiveID}}}}
+	}
 	if s := res.Backup.Summary; s != nil {
 		out.Summary = s.Raw
 	}

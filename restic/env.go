@@ -130,6 +130,12 @@ var reservedEnv = map[string]string{
 	"RESTIC_PASSWORD":         "password_file, password_command or credential",
 	"RESTIC_PASSWORD_FILE":    "password_file, password_command or credential",
 	"RESTIC_PASSWORD_COMMAND": "password_file, password_command or credential",
+	// restic copy's source repository: the one a copy reads from.
+	"RESTIC_FROM_REPOSITORY":       "url",
+	"RESTIC_FROM_REPOSITORY_FILE":  "url",
+	"RESTIC_FROM_PASSWORD":         "password_file, password_command or credential",
+	"RESTIC_FROM_PASSWORD_FILE":    "password_file, password_command or credential",
+	"RESTIC_FROM_PASSWORD_COMMAND": "password_file, password_command or credential",
 }
 
 var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -200,9 +206,11 @@ func parseEnv(name string, data []byte) ([]EnvVar, error) {
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // environment builds restic's whole environment: a minimal base (not the
-// daemon's own environment), the env file, then the repository's settings.
-// It also returns the strings that must never appear in logs or errors.
-func (r *Runner) environment(withRepo bool, deviceIDFlag bool) (env []string, secrets []string, err error) {
+// daemon's own environment), the env file, then the repository's settings;
+// with from (restic copy and init --copy-chunker-params), the source
+// repository as RESTIC_FROM_* and its env file too. It also returns the
+// strings that must never appear in logs or errors.
+func (r *Runner) environment(withRepo bool, deviceIDFlag bool, from ...Repository) (env []string, secrets []string, err error) {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = defaultPath
@@ -224,6 +232,7 @@ func (r *Runner) environment(withRepo bool, deviceIDFlag bool) (env []string, se
 		if err := repo.validate(); err != nil {
 			return nil, nil, err
 		}
+		fromFile := map[string]bool{}
 		if pw := urlPassword(repo.URL); pw != "" {
 			secrets = append(secrets, pw)
 		}
@@ -234,6 +243,7 @@ func (r *Runner) environment(withRepo bool, deviceIDFlag bool) (env []string, se
 			}
 			for _, v := range vars {
 				set[v.Key] = v.Value
+				fromFile[v.Key] = true
 				if len(v.Value) >= 4 {
 					secrets = append(secrets, v.Value)
 				}
@@ -251,6 +261,13 @@ func (r *Runner) environment(withRepo bool, deviceIDFlag bool) (env []string, se
 		if repo.CacheDir != "" {
 			set["RESTIC_CACHE_DIR"] = repo.CacheDir
 		}
+		for _, src := range from {
+			fromSecrets, err := fromEnvironment(set, fromFile, repo, src)
+			if err != nil {
+				return nil, nil, err
+			}
+			secrets = append(secrets, fromSecrets...)
+		}
 	}
 	if deviceIDFlag {
 		// Each btrfs snapshot has its own device id; without this flag
@@ -266,6 +283,44 @@ func (r *Runner) environment(withRepo bool, deviceIDFlag bool) (env []string, se
 		env = append(env, k+"="+set[k])
 	}
 	return env, secrets, nil
+}
+
+// fromEnvironment adds the source repository of a copy to set, which holds
+// the destination's environment already. restic has one environment for
+// both, so the two env files may not give one variable two values.
+func fromEnvironment(set map[string]string, dstFile map[string]bool, dst, src Repository) (secrets []string, err error) {
+	if err := src.validate(); err != nil {
+		return nil, err
+	}
+	if pw := urlPassword(src.URL); pw != "" {
+		secrets = append(secrets, pw)
+	}
+	if src.EnvFile != "" {
+		vars, err := ParseEnvFile(src.EnvFile)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: %w", src.Redacted(), err)
+		}
+		for _, v := range vars {
+			if dstFile[v.Key] && set[v.Key] != v.Value {
+				return nil, fmt.Errorf("repositories %s and %s both set %s in their env_file, to different values: restic copy has one environment for both; use one set of credentials for both or copy with another tool",
+					src.Redacted(), dst.Redacted(), v.Key)
+			}
+			set[v.Key] = v.Value
+			if len(v.Value) >= 4 {
+				secrets = append(secrets, v.Value)
+			}
+		}
+	}
+	set["RESTIC_FROM_REPOSITORY"] = src.URL
+	switch {
+	case src.PasswordFile != "":
+		set["RESTIC_FROM_PASSWORD_FILE"] = src.PasswordFile
+	case src.CredentialFile != "":
+		set["RESTIC_FROM_PASSWORD_FILE"] = src.CredentialFile
+	default:
+		set["RESTIC_FROM_PASSWORD_COMMAND"] = src.PasswordCommand
+	}
+	return secrets, nil
 }
 
 // scrub replaces every secret in s with ***.

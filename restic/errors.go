@@ -21,6 +21,11 @@ var (
 	// ErrStalled: restic made no progress for the runner's StallTimeout
 	// and was stopped.
 	ErrStalled = errors.New("restic stalled")
+	// ErrDeleteRefused: the server would not delete what forget or prune
+	// removed (an append-only rest-server or rclone serve restic
+	// --append-only answers 403), or the archives are still there after a
+	// forget that said it removed them.
+	ErrDeleteRefused = errors.New("the server refused to delete")
 	// ErrFailed is every other failure of restic.
 	ErrFailed = errors.New("restic failed")
 )
@@ -112,7 +117,17 @@ var (
 	lockTimeRE      = regexp.MustCompile(`lock was created at ([0-9-]+ [0-9:]+)`)
 	fatalRE         = regexp.MustCompile(`^(Fatal: )?`)
 	interruptedRE   = regexp.MustCompile(`signal interrupt received`)
+	// A delete the server refused: 0.18 "Remove(<snapshot/ae25276e47>)
+	// failed: unexpected HTTP response (403): 403 Forbidden"; 0.14 retries
+	// "Remove(<snapshot/6beb6bc2a7>) returned error, retrying after ...:
+	// blob not removed, server response: 403 Forbidden (403)" for 44 s,
+	// then prints a Go stack trace (testdata/*/forget-append-only.stderr,
+	// recorded against rclone serve restic --append-only).
+	deleteRefusedRE = regexp.MustCompile(`Remove\(<[^>]*>\) (failed|returned error).*\b40[13]\b|blob not removed, server response: 40[13]`)
 )
+
+// AppendOnlyAdvice is what to do about a server that refuses deletes.
+const AppendOnlyAdvice = "is the repository append-only? then set append_only: true on it in the configuration, so that this host never prunes there, and leave retention to the server's owner"
 
 // classify turns a finished run into nil (exit 0) or an *Error. Exit code 3
 // (partial backup) is the caller's to handle; here it is a plain failure.
@@ -147,6 +162,12 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		} else if retryRE.MatchString(stderr) {
 			e.Message += " while it retried the repository: " + retryCause(stderr)
 		}
+	case !res.canceled && (op == "forget" || op == "prune") && deleteRefusedRE.MatchString(text):
+		// Before "interrupted": the wrapper stops a restic that would only
+		// retry the refused deletes (outcome.gaveUp).
+		e.Kind = ErrDeleteRefused
+		e.Message = fmt.Sprintf("restic %s on repository %s: the server refused to delete archives (%s): %s",
+			op, name, deleteRefusedCause(text), AppendOnlyAdvice)
 		return e
 	case res.canceled || res.exitCode == 130 || res.signal == syscall.SIGINT || interruptedRE.MatchString(text):
 		// 0.17+ exits 1, not 130, when SIGINT stops a backup ("unable to
@@ -213,6 +234,17 @@ func firstFatal(text string) string {
 	}
 	return fatalRE.ReplaceAllString(last, "")
 }
+
+// deleteRefusedCause is the server's answer to the first refused delete:
+// "403 Forbidden".
+func deleteRefusedCause(text string) string {
+	if m := httpStatusRE.FindStringSubmatch(text); m != nil {
+		return "HTTP " + m[1]
+	}
+	return "the server said no"
+}
+
+var httpStatusRE = regexp.MustCompile(`\b(40[13] [A-Z][a-z]+)\b`)
 
 // unreachableCause is the innermost network error: "dial tcp 127.0.0.1:1:
 // connect: connection refused", or ssh's own words for sftp.

@@ -68,6 +68,12 @@ type invocation struct {
 	args []string // after the binary; never a secret
 	// bare runs without the repository's environment (version, features).
 	bare bool
+	// from is the source repository of a copy (RESTIC_FROM_*), or nil.
+	from *Repository
+	// giveUp, when it matches a line of stderr, stops restic with SIGINT:
+	// a failure restic would only retry for a while (0.14 retries a
+	// delete the server refused for 44 s). The outcome says so (gaveUp).
+	giveUp *regexp.Regexp
 	// stdout gets each line, without its newline. Nil: discarded.
 	stdout func(line []byte)
 	// message gets each JSON line of stderr that has a message_type other
@@ -93,9 +99,11 @@ type outcome struct {
 	killed bool
 	// exitError is the message of 0.17's {"message_type":"exit_error"}.
 	exitError string
-	stderr    *stderrLog
-	duration  time.Duration
-	secrets   []string
+	// gaveUp: the wrapper stopped restic on a line that matched giveUp.
+	gaveUp   bool
+	stderr   *stderrLog
+	duration time.Duration
+	secrets  []string
 }
 
 // WithGrace is a runner like r whose restic gets grace between SIGINT and
@@ -156,7 +164,11 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		deviceID = r.deviceIDFlag
 		r.mu.Unlock()
 	}
-	env, secrets, err := r.environment(!inv.bare, deviceID)
+	var from []Repository
+	if inv.from != nil {
+		from = append(from, *inv.from)
+	}
+	env, secrets, err := r.environment(!inv.bare, deviceID, from...)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +200,14 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	}
 	var retrying atomic.Bool
 	stderr := &lineWriter{fn: func(line []byte) {
-		if text := out.stderrLine(line, inv.message); text != nil && retryRE.Match(text) {
+		text := out.stderrLine(line, inv.message)
+		if text != nil && inv.giveUp != nil && !out.gaveUp && inv.giveUp.Match(text) && cmd.Process != nil {
+			out.gaveUp = true
+			r.logger().Warn("restic stopped: it would only retry", "op", inv.op, "repository", r.Repo.Redacted(), "message", scrub(string(text), secrets))
+			cmd.Process.Signal(os.Interrupt) //nolint:errcheck,gosec // it may have ended meanwhile
+			return
+		}
+		if text != nil && retryRE.Match(text) {
 			retrying.Store(true)
 			// A backend restic cannot reach: from 0.17 it retries for up
 			// to 15 minutes, so say so now rather than at the end.

@@ -222,6 +222,40 @@ func TestClassifyRecorded(t *testing.T) {
 	}
 }
 
+// TestClassifyDeleteRefused: a prune against an append-only server (rclone
+// serve restic --append-only, recorded) is one line that says the server
+// refused the deletes and what to do, not 0.14's last line of a Go stack
+// trace; the evidence stays in Stderr.
+func TestClassifyDeleteRefused(t *testing.T) {
+	repo := Repository{URL: "rest:http://127.0.0.1:8000/", PasswordFile: "/etc/subvault/nas.pass"}
+	for _, v := range recordedVersions(t) {
+		t.Run(v, func(t *testing.T) {
+			rec := readRecorded(t, v, "forget-append-only")
+			_, _, out := parseBackup(rec)
+			e := classifyOutcome("forget", repo, out)
+			if !errors.Is(e, ErrDeleteRefused) {
+				t.Fatalf("kind %v (%s), want ErrDeleteRefused", e.Kind, e)
+			}
+			for _, want := range []string{"the server refused to delete archives (HTTP 403 Forbidden)", "set append_only: true"} {
+				if !strings.Contains(e.Error(), want) {
+					t.Errorf("message %q lacks %q", e, want)
+				}
+			}
+			if strings.Contains(e.Error(), "\n") || strings.Contains(e.Error(), "goexit") || strings.Contains(e.Error(), ".go:") {
+				t.Errorf("message %q is not one clean line", e)
+			}
+			if !strings.Contains(e.Stderr, "403") {
+				t.Errorf("stderr evidence lost: %q", e.Stderr)
+			}
+			// The same text from a backup is not about deletes.
+			if errors.Is(classifyOutcome("backup", repo, out), ErrDeleteRefused) {
+				t.Errorf("a backup's failure is classified as a refused delete")
+			}
+			t.Logf("exit %d -> %s", rec.rc, e)
+		})
+	}
+}
+
 func TestClassifyByExitCodeAlone(t *testing.T) {
 	repo := Repository{URL: "/r", PasswordCommand: "pass show x"}
 	for code, kind := range map[int]error{10: ErrNoRepository, 11: ErrLocked, 12: ErrWrongPassword, 130: ErrInterrupted, 1: ErrFailed, 2: ErrFailed} {

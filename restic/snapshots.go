@@ -194,7 +194,7 @@ func (r *Runner) Forget(ctx context.Context, opts ForgetOptions) (ForgetResult, 
 	var result ForgetResult
 	err = r.retryUnlocked(ctx, func() error {
 		var out bytes.Buffer
-		res, err := r.exec(ctx, invocation{op: "forget", args: args, stdout: func(line []byte) {
+		res, err := r.exec(ctx, invocation{op: "forget", args: args, giveUp: deleteRefusedRE, stdout: func(line []byte) {
 			out.Write(cleanTerminal(line))
 			out.WriteByte('\n')
 		}})
@@ -210,7 +210,37 @@ func (r *Runner) Forget(ctx context.Context, opts ForgetOptions) (ForgetResult, 
 		}
 		return nil
 	})
-	return result, err
+	if err != nil || opts.DryRun || len(result.Removed()) == 0 {
+		return result, err
+	}
+	return result, r.checkForgotten(ctx, opts.Filter, result.Removed())
+}
+
+// checkForgotten lists the archives again and fails when any of removed is
+// still there: a server that refuses deletes (append-only) lets restic
+// 0.18 exit 0 and report them removed.
+func (r *Runner) checkForgotten(ctx context.Context, filter SnapshotFilter, removed []string) error {
+	left, err := r.Snapshots(ctx, filter)
+	if err != nil {
+		return fmt.Errorf("restic forget on repository %s said it removed %d archive(s), but they could not be listed again to check: %w",
+			r.Repo.Redacted(), len(removed), err)
+	}
+	gone := make(map[string]bool, len(removed))
+	for _, id := range removed {
+		gone[id] = true
+	}
+	var still []string
+	for _, a := range left {
+		if gone[a.ID] {
+			still = append(still, a.ID[:min(8, len(a.ID))])
+		}
+	}
+	if len(still) == 0 {
+		return nil
+	}
+	return &Error{Kind: ErrDeleteRefused, Op: "forget", Repository: r.Repo.Redacted(),
+		Message: fmt.Sprintf("restic forget on repository %s reported %d archive(s) removed, but %d are still there (%s): the server refused to delete archives: %s",
+			r.Repo.Redacted(), len(removed), len(still), strings.Join(still, ", "), AppendOnlyAdvice)}
 }
 
 // parseForget reads forget --json: one line with a list of groups (restic

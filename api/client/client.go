@@ -323,6 +323,12 @@ func (c *Client) StartPrune(ctx context.Context, plan string) (uint32, error) {
 	return c.start(ctx, "start a prune of "+plan, "StartPrune", plan)
 }
 
+// StartCopy queues a copy of plan's latest archive to the repositories its
+// copy_to names.
+func (c *Client) StartCopy(ctx context.Context, plan string) (uint32, error) {
+	return c.start(ctx, "start a copy of "+plan, "StartCopy", plan)
+}
+
 // StartCheck queues a check of plan's repository.
 func (c *Client) StartCheck(ctx context.Context, plan string) (uint32, error) {
 	return c.start(ctx, "start a check of "+plan, "StartCheck", plan)

@@ -16,6 +16,10 @@ const (
 	KindPrune   Kind = "prune"
 	KindCheck   Kind = "check"
 	KindRestore Kind = "restore"
+	// KindCopy copies a plan's new archives to the repositories its
+	// copy_to names (restic copy); queued after each backup that made an
+	// archive.
+	KindCopy Kind = "copy"
 )
 
 // Doing is what a job of the kind is doing, for a person: "backing up".
@@ -29,6 +33,8 @@ func (k Kind) Doing() string {
 		return "checking"
 	case KindRestore:
 		return "restoring"
+	case KindCopy:
+		return "copying"
 	}
 	return string(k)
 }

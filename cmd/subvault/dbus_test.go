@@ -551,6 +551,11 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 	if result := e.signals.waitRemoved(t, kid, 3*time.Minute); result != "done" {
 		t.Errorf("check: %s", result)
 	}
+	// A plan without copy_to has nothing to copy to (copies themselves:
+	// TestCopyToThroughTheDaemon).
+	if name, out := e.send("StartCopy", "string:home"); name != contract.ErrorInvalidArgument || !strings.Contains(out, "no copy_to") {
+		t.Errorf("StartCopy of a plan without copy_to: %s %s", name, out)
+	}
 	e.call(t, nil, "Reload", "")
 	var plans [][]string
 	e.call(t, &plans, "ListPlans", "")
@@ -638,6 +643,7 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 	for _, act := range [][]string{
 		{"StartBackup", "s", "home"},
 		{"StartCheck", "s", "home"},
+		{"StartCopy", "s", "home"},
 		{"StartPrune", "s", "home"},
 		{"ListArchives", "s", "home"},
 		{"Diff", "sss", "home", "latest", "live"},
@@ -755,6 +761,7 @@ func TestDBusAllowedUserBacksUpItsPlanOnly(t *testing.T) {
 	}{
 		{"StartBackup", []string{"string:other"}},
 		{"StartCheck", []string{"string:other"}},
+		{"StartCopy", []string{"string:other"}},
 		{"ListArchives", []string{"string:other"}},
 		{"Diff", []string{"string:other", "string:latest", "string:live"}},
 		// It names files: the restore authorization, not allow_users.

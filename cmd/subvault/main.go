@@ -44,7 +44,7 @@ func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newStatusCommand(), newPlansCommand(), newJobsCommand(), newJobCommand(), newSnapshotsCommand(),
 		newArchivesCommand(), newDiffCommand(), newWatchCommand(), newLogsCommand(),
-		newBackupCommand(), newPruneCommand(), newCheckCommand(), newRestoreCommand(), newCancelCommand(),
+		newBackupCommand(), newPruneCommand(), newCheckCommand(), newCopyCommand(), newRestoreCommand(), newCancelCommand(),
 		newCloneCommand(), newRollbackCommand(),
 		newWaybarCommand(), newNotifyCommand(),
 		newReloadCommand(), newCheckConfigCommand(), newEmergencyKitCommand(), newDaemonCommand(), newRunCommand(),

@@ -63,6 +63,11 @@ type Repository struct {
 	EnvFile         string // absolute path or ""
 	Init            bool
 	CacheDir        string // absolute; defaults to Settings.CacheDir/Name
+	// AppendOnly: the server keeps this host from deleting (rest-server or
+	// rclone serve restic --append-only, a bucket with object lock); this
+	// host never forgets or prunes there, retention is the server's
+	// owner's (docs/configuration.md).
+	AppendOnly bool
 }
 
 // Plan is one entry of "plans".
@@ -76,7 +81,7 @@ type Plan struct {
 	KeepSnapshots       KeepSnapshots
 	Backup              Backup
 	Retention           Retention
-	PruneSchedule       string // "" for manual only
+	PruneSchedule       string // "" for manual only; always "" on an append-only repository
 	CheckSchedule       string // "" for manual only
 	CheckReadDataSubset string // "" for a metadata-only check
 	// Timeout ends any job of the plan that runs longer (failed); 0: none.
@@ -92,6 +97,10 @@ type Plan struct {
 	// (NetworkManager); a job a caller asks for runs either way.
 	OnBattery Condition
 	Metered   Condition
+	// CopyTo names other repositories each new archive of the plan is
+	// copied to (restic copy) after its backup: defined, not Repository,
+	// no duplicates.
+	CopyTo []string
 
 	// The parsed Schedule, PruneSchedule and CheckSchedule (by CronParser);
 	// nil when the schedule is "" (manual only).

@@ -530,3 +530,38 @@ func TestConditions(t *testing.T) {
 		}
 	}
 }
+
+// append_only and copy_to as testdata/good/three_two_one.yaml writes them:
+// no prune schedule on an append-only repository (not even the default),
+// and copy_to as written.
+func TestAppendOnlyAndCopyTo(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFile(t, "testdata/good/three_two_one.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Repositories["nas"].AppendOnly || cfg.Repositories["offsite"].AppendOnly {
+		t.Errorf("append_only: nas %v, offsite %v", cfg.Repositories["nas"].AppendOnly, cfg.Repositories["offsite"].AppendOnly)
+	}
+	for _, name := range []string{"home", "root"} {
+		if p := cfg.Plans[name]; p.PruneSchedule != "" || p.PruneSpec != nil {
+			t.Errorf("plan %s on an append-only repository has prune schedule %q", name, p.PruneSchedule)
+		}
+	}
+	if got := cfg.Plans["home"].CopyTo; !reflect.DeepEqual(got, []string{"offsite"}) {
+		t.Errorf("copy_to = %q", got)
+	}
+	if got := cfg.Plans["root"].CopyTo; got != nil {
+		t.Errorf("copy_to of a plan without it = %q", got)
+	}
+	// The default still applies elsewhere.
+	minimal, err := parseFile(t, "testdata/good/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range minimal.Plans {
+		if p.PruneSchedule != DefaultPruneSchedule {
+			t.Errorf("plan %s: prune schedule %q, want the default", p.Name, p.PruneSchedule)
+		}
+	}
+}

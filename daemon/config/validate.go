@@ -15,10 +15,10 @@ import (
 
 var (
 	topKeys        = []string{"repositories", "plans", "settings"}
-	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir"}
+	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir", "append_only"}
 	planKeys       = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
 		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups",
-		"on_battery", "metered", "timeout", "stall_timeout"}
+		"on_battery", "metered", "timeout", "stall_timeout", "copy_to"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
 	backupKeys        = []string{"exclude", "exclude_file", "exclude_if_present", "one_file_system", "tags", "extra_args"}
@@ -219,6 +219,9 @@ func (p *parser) repository(e pair, path string, settings Settings) *Repository 
 	if e, path, ok := m.get("init"); ok {
 		repo.Init, _ = p.boolean(e.value, path)
 	}
+	if e, path, ok := m.get("append_only"); ok {
+		repo.AppendOnly, _ = p.boolean(e.value, path)
+	}
 	if e, path, ok := m.get("cache_dir"); ok {
 		var good bool
 		repo.CacheDir, good = p.absPath(e.value, path, "an absolute directory such as "+filepath.Join(DefaultCacheDir, repo.Name), false)
@@ -294,8 +297,20 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 		// A block with a bad value is reported as that, not also as keeping nothing.
 		haveRetention = len(p.errs.List) == before
 	}
+	appendOnly := false
+	if r := cfg.Repositories[plan.Repository]; r != nil && r.AppendOnly {
+		// This host never prunes there: no default prune either.
+		appendOnly = true
+		plan.PruneSchedule, plan.PruneSpec = "", nil
+	}
 	if e, path, ok := m.get("prune_schedule"); ok {
-		plan.PruneSchedule, plan.PruneSpec, _ = p.schedule(e.value, path)
+		spec, sched, good := p.schedule(e.value, path)
+		if good && appendOnly && sched != nil {
+			p.fail(resolve(e.value), path, fmt.Sprintf("%q prunes repository %s, which is append_only: this host never forgets or prunes there (retention belongs to the server's owner, who prunes on the server)", spec, plan.Repository),
+				`prune_schedule: "" or no prune_schedule (or append_only: false if this host may delete there)`)
+		} else if !appendOnly {
+			plan.PruneSchedule, plan.PruneSpec = spec, sched
+		}
 	}
 	if e, path, ok := m.get("check_schedule"); ok {
 		plan.CheckSchedule, plan.CheckSpec, _ = p.schedule(e.value, path)
@@ -322,7 +337,43 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 	if e, path, ok := m.get("allow_groups"); ok {
 		plan.AllowGroups = p.accounts(e.value, path, "group", "gid")
 	}
+	if e, path, ok := m.get("copy_to"); ok {
+		plan.CopyTo = p.copyTo(e.value, path, plan.Repository, cfg)
+	}
 	return plan
+}
+
+// copyTo decodes a plan's copy_to: names of repositories other than the
+// plan's own, each once.
+func (p *parser) copyTo(n *yaml.Node, path, own string, cfg *Config) []string {
+	expected := "a list of names of other repositories defined under repositories" + definedRepositories(cfg) +
+		", such as [offsite]; not the plan's own repository"
+	items, ok := p.list(n, path, expected)
+	if !ok {
+		return nil
+	}
+	var out []string
+	seen := map[string]int{}
+	for i, item := range items {
+		ipath := index(path, i)
+		v, ok := p.str(item, ipath, expected)
+		if !ok {
+			continue
+		}
+		item = resolve(item)
+		switch first, dup := seen[v]; {
+		case dup:
+			p.fail(item, ipath, fmt.Sprintf("%q is listed twice (also at index %d)", v, first), "each repository once")
+		case cfg.Repositories[v] == nil:
+			p.fail(item, ipath, fmt.Sprintf("%q is not a defined repository", v), expected)
+		case v == own:
+			p.fail(item, ipath, fmt.Sprintf("%q is the plan's own repository", v), expected)
+		default:
+			seen[v] = i
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func definedRepositories(cfg *Config) string {

@@ -140,16 +140,20 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (*Kit, error) 
 	byRepo := map[string]*Repository{}
 	for _, name := range names {
 		plan := cfg.Plans[name]
-		r := byRepo[plan.Repository]
-		if r == nil {
-			conf, ok := cfg.Repositories[plan.Repository]
-			if !ok {
-				return nil, fmt.Errorf("plan %s names repository %q, which is not configured", name, plan.Repository)
+		// The repositories of copy_to hold copies of the plan's archives,
+		// with its tag: the second copy to restore from (3-2-1).
+		for _, repo := range append([]string{plan.Repository}, plan.CopyTo...) {
+			r := byRepo[repo]
+			if r == nil {
+				conf, ok := cfg.Repositories[repo]
+				if !ok {
+					return nil, fmt.Errorf("plan %s names repository %q, which is not configured", name, repo)
+				}
+				r = newRepository(ctx, conf)
+				byRepo[repo] = r
 			}
-			r = newRepository(ctx, conf)
-			byRepo[plan.Repository] = r
+			r.Plans = append(r.Plans, Plan{Name: name, Subvolumes: plan.Subvolumes, Tag: planstore.Tag(name)})
 		}
-		r.Plans = append(r.Plans, Plan{Name: name, Subvolumes: plan.Subvolumes, Tag: planstore.Tag(name)})
 	}
 	for _, n := range slices.Sorted(maps.Keys(byRepo)) {
 		r := byRepo[n]

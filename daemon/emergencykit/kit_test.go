@@ -230,4 +230,14 @@ settings:
 	if len(k.Repositories) != 1 || k.Repositories[0].Password != "from systemd" || k.Repositories[0].QR == nil {
 		t.Errorf("with $CREDENTIALS_DIRECTORY: %+v", k.Repositories)
 	}
+
+	// A plan's copy_to repositories are in its kit too: the second copy.
+	cfg.Plans["two"].CopyTo = []string{"a"}
+	k, err = Build(ctx, cfg, Options{Plan: "two", Hostname: "laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(k.Repositories) != 2 || k.Repositories[0].Name != "a" || len(k.Repositories[0].Plans) != 1 || k.Repositories[0].Plans[0].Name != "two" {
+		t.Errorf("the kit of a plan with copy_to: [a]: %+v", k.Repositories)
+	}
 }

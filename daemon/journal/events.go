@@ -28,6 +28,7 @@ const (
 	EventDaemonStarted            = "daemon-started"
 	EventDaemonStopping           = "daemon-stopping"
 	EventArchiveForgotten         = "archive-forgotten"
+	EventArchiveCopied            = "archive-copied"
 	EventRepositoryDamaged        = "repository-damaged"
 	EventRestoreLeftoverRemoved   = "restore-leftover-removed"
 	EventRollbackDone             = "rollback-done"
@@ -59,6 +60,7 @@ var events = []struct{ name, id string }{
 	{EventDaemonStarted, "adc24c6a73c743d1a73f74fae34ceb53"},
 	{EventDaemonStopping, "c8ad7796691049acbd61d789008c08d3"},
 	{EventArchiveForgotten, "a7c0082a855141d8b64605a56b45332d"},
+	{EventArchiveCopied, "db0f46896216434191a6d4adf6582858"},
 	{EventRepositoryDamaged, "b5d0288eee5343f689145d6fdd229b7d"},
 	{EventRestoreLeftoverRemoved, "69ccc51d0e004aad9954cfb180c16d28"},
 	{EventRollbackDone, "9ab57860309a4c39bf6a13a26158a7ee"},

@@ -57,6 +57,17 @@ const GroupBy = "host"
 // archive: restic would refuse, or forget every archive of the plan.
 var ErrKeepsNothing = errors.New("retention keeps no archive")
 
+// ErrAppendOnly is returned by Prune for a plan whose repository is
+// append_only: this host never forgets or prunes there.
+var ErrAppendOnly = errors.New("repository is append-only")
+
+// AppendOnlyRefusal is why a prune of plan on an append-only repository is
+// refused, and what to do instead; it wraps ErrAppendOnly.
+func AppendOnlyRefusal(plan *config.Plan) error {
+	return fmt.Errorf("plan %s: %w (append_only: true on repository %s): this host never forgets or prunes there; retention belongs to the server's owner, who prunes on the server (keep_snapshots still applies to the local snapshots after each backup)",
+		plan.Name, ErrAppendOnly, plan.Repository)
+}
+
 // ErrRepositoryDamaged is returned (wrapped in a *DamagedError) by Check when
 // restic check finds errors in the repository.
 var ErrRepositoryDamaged = errors.New("repository has errors")
@@ -111,8 +122,11 @@ func ForgetOptions(plan *config.Plan, host string) restic.ForgetOptions {
 // same repository are never touched. within is counted back from the
 // plan's newest archive, not from now (restic's --keep-within).
 //
-// A retention that keeps nothing is refused with ErrKeepsNothing before
-// anything is deleted, local snapshots included. keep_snapshots is applied
+// A retention that keeps nothing is refused with ErrKeepsNothing, and a
+// plan whose repository is append_only with ErrAppendOnly, before anything
+// is deleted, local snapshots included. Archives restic reports removed
+// but that are still listed afterwards (a server that refused the
+// deletes) fail the prune with restic.ErrDeleteRefused. keep_snapshots is applied
 // even when restic failed (the local snapshots do not depend on the
 // repository, and must not fill the disk while it is unreachable), but not
 // once ctx is done: a canceled prune stops.
@@ -122,6 +136,11 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 	}
 	log = log.With("plan", plan.Name, "kind", KindPrune)
 	var res PruneResult
+	if repo := cfg.Repositories[plan.Repository]; repo != nil && repo.AppendOnly {
+		err := AppendOnlyRefusal(plan)
+		log.Error("prune refused", journal.Event(journal.EventJobFailed), "err", err)
+		return res, err
+	}
 	if plan.Retention.KeepsNothing() {
 		err := fmt.Errorf("plan %s: %w, so a prune would delete every archive of the plan: refused, nothing was deleted (set a count or within in plans.%s.retention)",
 			plan.Name, ErrKeepsNothing, plan.Name)

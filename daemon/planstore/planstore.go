@@ -38,9 +38,23 @@ func Tag(plan string) string { return "subvault:" + plan }
 // NewRunner builds the restic runner for the plan's repository. A systemd
 // credential is looked up in $CREDENTIALS_DIRECTORY.
 func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic.Runner, error) {
-	repo, ok := cfg.Repositories[plan.Repository]
-	if !ok {
+	if _, ok := cfg.Repositories[plan.Repository]; !ok {
 		return nil, fmt.Errorf("plan %s names repository %q, which is not configured", plan.Name, plan.Repository)
+	}
+	r, err := NewRepositoryRunner(cfg, plan.Repository, log)
+	if err != nil {
+		return nil, err
+	}
+	r.StallTimeout = plan.StallTimeout
+	return r, nil
+}
+
+// NewRepositoryRunner builds the restic runner for the repository named
+// name (a plan's copy_to names others than its own).
+func NewRepositoryRunner(cfg *config.Config, name string, log *slog.Logger) (*restic.Runner, error) {
+	repo, ok := cfg.Repositories[name]
+	if !ok {
+		return nil, fmt.Errorf("repository %q is not configured", name)
 	}
 	r := restic.Repository{
 		URL:             repo.URL,
@@ -60,7 +74,7 @@ func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic
 	// restic's temporary files go under the repository's cache directory,
 	// which every backup excludes and keeps as on the host.
 	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host,
-		TempDir: filepath.Join(repo.CacheDir, "tmp"), StallTimeout: plan.StallTimeout}, nil
+		TempDir: filepath.Join(repo.CacheDir, "tmp")}, nil
 }
 
 // TimeoutError is why a job of a plan was stopped when it ran longer than

@@ -24,6 +24,7 @@ const (
 	KindPrune   = contract.KindPrune
 	KindCheck   = contract.KindCheck
 	KindRestore = contract.KindRestore
+	KindCopy    = contract.KindCopy
 )
 
 // exclusive kinds never run beside another job on their repository.
@@ -108,6 +109,8 @@ type Job struct {
 	// A restore's arguments; zero for the other kinds. Embedded, so that
 	// the state file has them among the job's own fields.
 	RestoreArgs
+	// A copy's arguments; zero for the other kinds.
+	CopyArgs
 	// RestoreMade is the running restore's record of what it has made
 	// that it removes itself (staging directories, a new subvolume), kept
 	// so that a start after a crash can remove it (restore.Made, as JSON).
@@ -129,6 +132,17 @@ type RestoreArgs struct {
 	RestoreMode string `json:"restore_mode,omitempty"`
 	Verify      bool   `json:"verify,omitempty"`
 }
+
+// CopyArgs are a copy job's arguments: which archives of the plan (full
+// ids, in the plan's repository) to copy to the repositories the plan's
+// copy_to names when the job runs; none: the plan's latest archive of this
+// host.
+type CopyArgs struct {
+	CopyArchives []string `json:"copy_archives,omitempty"`
+}
+
+// MaxCopyArchives bounds the archives one queued copy job gathers.
+const MaxCopyArchives = 64
 
 // Request is one asking for a job.
 type Request struct {
@@ -165,6 +179,19 @@ func (j *Job) addRequest(r Request) bool {
 	}
 	j.Requests = append(append([]Request(nil), requests...), r)
 	return true
+}
+
+// addCopyArchives adds the archives a copy job does not have yet (at most
+// MaxCopyArchives in all), and reports whether it added any.
+func (j *Job) addCopyArchives(ids []string) bool {
+	added := false
+	for _, id := range ids {
+		if !slices.Contains(j.CopyArchives, id) && len(j.CopyArchives) < MaxCopyArchives {
+			j.CopyArchives = append(j.CopyArchives, id)
+			added = true
+		}
+	}
+	return added
 }
 
 // Callers are the uids of the D-Bus callers that asked for the job, in
@@ -218,6 +245,7 @@ func (j *Job) copy() Job {
 	c.Requests = append([]Request(nil), j.Requests...)
 	c.CurrentFiles = append([]string(nil), j.CurrentFiles...)
 	c.Include = append([]string(nil), j.Include...)
+	c.CopyArchives = append([]string(nil), j.CopyArchives...)
 	c.RestoreMade = slices.Clone(j.RestoreMade)
 	c.cancel = nil
 	return c

@@ -54,6 +54,10 @@ type Progress struct {
 type Outcome struct {
 	ArchiveID string
 	Summary   map[string]any
+	// Then are jobs to queue once this one has finished, whatever its
+	// result (a backup's copy to copy_to); each is asked for by whoever
+	// asked for this job.
+	Then []Order
 }
 
 // Executor runs one job. It returns when the job is over; ctx is canceled
@@ -126,6 +130,9 @@ type Config struct {
 	// Repository maps a plan to its repository's name, for the rule that a
 	// prune or check never runs beside another job on the same repository.
 	Repository func(plan string) string
+	// CopyTo maps a plan to the repositories its copy jobs write to: a
+	// copy is on those and on its plan's repository (nil: none).
+	CopyTo func(plan string) []string
 }
 
 // Queue holds the jobs: queued ones in order, running ones, and the history
@@ -186,18 +193,45 @@ type Order struct {
 	Trigger Trigger
 	Caller  int64
 	Restore RestoreArgs
+	Copy    CopyArgs
 }
 
 // Enqueue queues the job o orders. A backup, prune or check of a plan that
 // already has one of the same kind queued or running returns that job
-// instead (created is false), with o's trigger added to its Requests.
+// instead (created is false), with o's trigger added to its Requests. A
+// copy of a plan that has one queued (not running: that one has chosen its
+// archives) is that job, with o's archives added; so a plan has at most
+// one copy queued and one running.
 func (q *Queue) Enqueue(o Order) (job Job, created bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.enqueueLocked(o, nil)
+}
+
+// enqueueLocked is Enqueue; requests, when set, are the new job's askers
+// (a follow-up job is asked for by whoever asked for the job before it).
+func (q *Queue) enqueueLocked(o Order, requests []Request) (job Job, created bool, err error) {
 	if q.draining {
 		return Job{}, false, errors.New("the daemon is stopping; no new job is accepted")
 	}
-	if o.Kind != KindRestore {
+	if o.Kind == KindCopy {
+		for _, j := range q.queued {
+			if j.Plan == o.Plan && j.Kind == KindCopy {
+				added := j.addCopyArchives(o.Copy.CopyArchives)
+				asked := j.addRequest(Request{Trigger: o.Trigger, Caller: o.Caller, At: q.now()})
+				if added || asked {
+					q.log.Info("job asked for again", "job", j.ID, "kind", o.Kind, "plan", o.Plan, "trigger", o.Trigger, "state", j.State,
+						"archives", j.CopyArchives)
+					for _, l := range q.listeners {
+						l.JobChanged(j.copy())
+					}
+					q.persistLocked()
+				}
+				return j.copy(), false, nil
+			}
+		}
+	}
+	if o.Kind != KindRestore && o.Kind != KindCopy {
 		for _, j := range q.jobs {
 			if j.Plan == o.Plan && j.Kind == o.Kind {
 				if j.addRequest(Request{Trigger: o.Trigger, Caller: o.Caller, At: q.now()}) {
@@ -221,10 +255,15 @@ func (q *Queue) Enqueue(o Order) (job Job, created bool, err error) {
 		Requests: []Request{{Trigger: o.Trigger, Caller: o.Caller, At: now}},
 		QueuedAt: now, RestoreArgs: o.Restore,
 	}
+	if len(requests) > 0 {
+		j.Requests = append([]Request(nil), requests...)
+		j.Trigger, j.Caller = requests[0].Trigger, requests[0].Caller
+	}
 	j.Include = append([]string(nil), o.Restore.Include...)
+	j.addCopyArchives(o.Copy.CopyArchives)
 	q.jobs[id] = j
 	q.queued = append(q.queued, j)
-	q.log.Info("job queued", append([]any{journal.Event(journal.EventJobQueued), "job", id, "kind", o.Kind, "plan", o.Plan, "trigger", o.Trigger}, restoreAttrs(j)...)...)
+	q.log.Info("job queued", append([]any{journal.Event(journal.EventJobQueued), "job", id, "kind", o.Kind, "plan", o.Plan, "trigger", j.Trigger}, jobAttrs(j)...)...)
 	for _, l := range q.listeners {
 		l.JobQueued(j.copy())
 	}
@@ -363,8 +402,8 @@ func (q *Queue) Running() int {
 }
 
 // dispatchLocked starts the queued jobs the rules allow, in order: at most
-// MaxConcurrent at once, and a prune or check never beside another job on
-// its repository. A job held back by its repository holds back the later
+// MaxConcurrent at once, a prune or check never beside another job on
+// its repository (a copy is on two), and one copy of a plan at a time. A job held back by its repository holds back the later
 // jobs on that repository too, so a prune is not starved by backups.
 func (q *Queue) dispatchLocked() {
 	if q.draining {
@@ -376,14 +415,38 @@ func (q *Queue) dispatchLocked() {
 		if running >= max(1, q.cfg.MaxConcurrent) {
 			return
 		}
-		repo := q.repository(j.Plan)
-		if held[repo] || !q.repositoryFreeLocked(j, repo) {
-			held[repo] = true
+		if j.Kind == KindCopy && q.copyRunningLocked(j.Plan) {
+			continue // one copy of a plan at a time: the next gathers what comes meanwhile
+		}
+		repos := q.repositories(j)
+		if slices.ContainsFunc(repos, func(r string) bool { return held[r] }) || !q.repositoriesFreeLocked(j, repos) {
+			for _, r := range repos {
+				held[r] = true
+			}
 			continue
 		}
 		q.startLocked(j)
 		running++
 	}
+}
+
+func (q *Queue) copyRunningLocked(plan string) bool {
+	for _, r := range q.jobs {
+		if r.State == StateRunning && r.Kind == KindCopy && r.Plan == plan {
+			return true
+		}
+	}
+	return false
+}
+
+// repositories are the repositories job j works on: its plan's, and for a
+// copy those it copies to.
+func (q *Queue) repositories(j *Job) []string {
+	repos := []string{q.repository(j.Plan)}
+	if j.Kind == KindCopy && q.cfg.CopyTo != nil {
+		repos = append(repos, q.cfg.CopyTo(j.Plan)...)
+	}
+	return repos
 }
 
 func (q *Queue) repository(plan string) string {
@@ -393,12 +456,14 @@ func (q *Queue) repository(plan string) string {
 	return q.cfg.Repository(plan)
 }
 
-func (q *Queue) repositoryFreeLocked(j *Job, repo string) bool {
+// repositoriesFreeLocked reports whether j, on repos, may start: no prune
+// or check may run beside another job on any repository they share.
+func (q *Queue) repositoriesFreeLocked(j *Job, repos []string) bool {
 	for _, r := range q.jobs {
-		if r.State != StateRunning || q.repository(r.Plan) != repo {
+		if r.State != StateRunning || !exclusive(j.Kind) && !exclusive(r.Kind) {
 			continue
 		}
-		if exclusive(j.Kind) || exclusive(r.Kind) {
+		if slices.ContainsFunc(q.repositories(r), func(repo string) bool { return slices.Contains(repos, repo) }) {
 			return false
 		}
 	}
@@ -412,7 +477,7 @@ func (q *Queue) startLocked(j *Job) {
 	j.State = StateRunning
 	j.StartedAt = q.now()
 	q.lastRun[lastRunKey(j.Plan, j.Kind)] = j.StartedAt
-	q.log.Info("job started", append([]any{journal.Event(journal.EventJobStarted), "job", j.ID, "kind", j.Kind, "plan", j.Plan}, restoreAttrs(j)...)...)
+	q.log.Info("job started", append([]any{journal.Event(journal.EventJobStarted), "job", j.ID, "kind", j.Kind, "plan", j.Plan}, jobAttrs(j)...)...)
 	for _, l := range q.listeners {
 		l.JobChanged(j.copy())
 	}
@@ -492,7 +557,7 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	if j.ArchiveID != "" {
 		attrs = append(attrs, "archive", j.ArchiveID)
 	}
-	attrs = append(attrs, restoreAttrs(j)...)
+	attrs = append(attrs, jobAttrs(j)...)
 	switch j.Result {
 	case ResultDone:
 		q.log.Info("job done", attrs...)
@@ -514,6 +579,23 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	}
 	q.trimHistoryLocked()
 	q.persistLocked()
+	for _, o := range outcome.Then {
+		if _, _, err := q.enqueueLocked(o, j.requests()); err != nil {
+			q.log.Error("cannot queue the job that follows", "job", j.ID, "kind", o.Kind, "plan", o.Plan, "err", err)
+		}
+	}
+}
+
+// jobAttrs are the fields a restore's or a copy's journal entries add;
+// none for other kinds.
+func jobAttrs(j *Job) []any {
+	if j.Kind == KindCopy {
+		if len(j.CopyArchives) == 0 {
+			return []any{"archives", "latest"}
+		}
+		return []any{"archives", j.CopyArchives}
+	}
+	return restoreAttrs(j)
 }
 
 // restoreAttrs are the fields a restore job's journal entries add: which
