@@ -75,6 +75,12 @@ type outcome struct {
 	stderr    *stderrLog
 	duration  time.Duration
 	secrets   []string
+	// args are restic's arguments, for the classification (the ssh
+	// command in sftp.command); never a secret.
+	args []string
+	// gaveUp says why subvault stopped restic's retries itself (failFast),
+	// "" when it did not.
+	gaveUp string
 }
 
 func (r *Runner) logger() *slog.Logger {
@@ -131,19 +137,30 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		return &outcome{exitCode: -1, canceled: true, stderr: newStderrLog(), secrets: secrets}, nil
 	}
 
-	cmd := exec.CommandContext(ctx, r.Binary, inv.args...)
+	// restic's own retries are ended by runCtx (failFast), the caller's by
+	// ctx: only the caller's cancel is an interruption.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	cmd := exec.CommandContext(runCtx, r.Binary, inv.args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = r.grace()
 
-	out := &outcome{stderr: newStderrLog(), secrets: secrets}
+	out := &outcome{stderr: newStderrLog(), secrets: secrets, args: inv.args}
 	stdout := &lineWriter{fn: inv.stdout}
+	start := time.Now()
+	var gaveUp atomicString
 	stderr := &lineWriter{fn: func(line []byte) {
 		if text := out.stderrLine(line, inv.message); text != nil && retryRE.Match(text) {
 			// A backend restic cannot reach: from 0.17 it retries for up
 			// to 15 minutes, so say so now rather than at the end.
 			r.logger().Warn("restic retries", "op", inv.op, "repository", r.Repo.Redacted(), "message", scrub(string(text), secrets))
+			if why := failFast(text, time.Since(start)); why != "" && !inv.bare && gaveUp.set(why) {
+				r.logger().Warn("restic cannot open the repository: stopping its retries", "op", inv.op,
+					"repository", r.Repo.Redacted(), "host", r.Repo.Host(), "after", time.Since(start).Round(time.Millisecond))
+				stop()
+			}
 		}
 	}}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -152,7 +169,6 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	if !inv.bare {
 		log = log.With("repository", r.Repo.Redacted())
 	}
-	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		log.Error("restic did not start", "error", err)
 		return nil, fmt.Errorf("cannot run %s: %w", r.Binary, err)
@@ -166,6 +182,15 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	stderr.flush()
 	out.duration = time.Since(start)
 	out.canceled = ctx.Err() != nil
+	if !out.canceled {
+		out.gaveUp = gaveUp.get()
+	}
+	if !inv.bare && !out.canceled && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() != 0 && needsSSHDiagnosis(r.Repo.URL, out.stderr.String()) {
+		// restic did not pass on ssh's reason: ask ssh (diagnoseSSH).
+		for _, l := range diagnoseSSH(ctx, r.Repo.URL, inv.args, env) {
+			out.stderr.add([]byte(l))
+		}
+	}
 	if cmd.ProcessState == nil {
 		log.Error("restic could not be waited for", "error", waitErr)
 		return nil, fmt.Errorf("cannot wait for %s: %w", r.Binary, waitErr)
@@ -220,6 +245,62 @@ func (out *outcome) stderrLine(line []byte, message func(kind string, line []byt
 }
 
 var retryRE = regexp.MustCompile(`returned error, retrying after`)
+
+// OpenRetryWindow is how long restic may retry a server it has not reached
+// yet (the repository's config file and keys) before subvault stops it:
+// long enough for a network that is coming up (restic 0.17+ retries after
+// about 1, 3 and 8 seconds), short enough that an unreachable repository
+// ends the job in seconds instead of restic's 15 minutes.
+const OpenRetryWindow = 5 * time.Second
+
+var retryAfterRE = regexp.MustCompile(`retrying after ([0-9.]+[a-zµ]+)`)
+
+// failFast says why restic's retry line should end it: a retry while it
+// opens the repository, with a network or credentials error, whose next
+// attempt would come after OpenRetryWindow. "" means let restic go on.
+// Retries once the repository is open (a connection lost mid-backup) are
+// left to restic and to the job's stall timeout.
+func failFast(line []byte, elapsed time.Duration) string {
+	if !openRetryRE.Match(line) {
+		return ""
+	}
+	if !networkRE.Match(line) && !credentialsRE.Match(line) && !forbiddenOpenRE.Match(line) {
+		return ""
+	}
+	next := elapsed
+	if m := retryAfterRE.FindSubmatch(line); m != nil {
+		if d, err := time.ParseDuration(string(m[1])); err == nil {
+			next += d
+		}
+	}
+	if next <= OpenRetryWindow {
+		return ""
+	}
+	return fmt.Sprintf("subvault stopped restic's retries after %s instead of letting it retry for up to 15 minutes", elapsed.Round(100*time.Millisecond))
+}
+
+// atomicString is a string set once, from restic's stderr reader, and read
+// after Wait.
+type atomicString struct {
+	mu sync.Mutex
+	s  string
+}
+
+func (a *atomicString) set(s string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.s != "" {
+		return false
+	}
+	a.s = s
+	return true
+}
+
+func (a *atomicString) get() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.s
+}
 
 // ansiRE matches the terminal control sequences restic prints even when
 // stderr is not a terminal ("\x1b[2K" before "signal interrupt received").
