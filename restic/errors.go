@@ -28,7 +28,7 @@ var (
 	// ErrConnectionLost is a connection to the repository's server that
 	// broke after the repository was opened.
 	ErrConnectionLost = errors.New("connection to the repository lost")
-	ErrInterrupted   = errors.New("restic was interrupted")
+	ErrInterrupted    = errors.New("restic was interrupted")
 	// ErrFailed is every other failure of restic.
 	ErrFailed = errors.New("restic failed")
 )
