@@ -1,0 +1,92 @@
+package restic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/subvault/subvault/internal/testutil"
+)
+
+// closedPort is a loopback port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
+}
+
+// unreachableBound is the generous bound on an unreachable
+// repository ending a command: restic 0.17+ alone retries for 15 minutes.
+const unreachableBound = 60 * time.Second
+
+// TestUnreachableRepositoryEndsInSeconds: a REST or S3 repository on a port
+// nothing listens on ends every kind of command in seconds with both restic
+// versions (0.18 alone retries for 15 minutes), as ErrUnreachable naming the
+// host, never as a missing repository.
+func TestUnreachableRepositoryEndsInSeconds(t *testing.T) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		pw := filepath.Join(t.TempDir(), "pw")
+		testutil.WriteSecret(t, pw, testutil.ResticPassword+"\n")
+		env := filepath.Join(t.TempDir(), "s3.env")
+		testutil.WriteSecret(t, env, "AWS_ACCESS_KEY_ID=subvault\nAWS_SECRET_ACCESS_KEY=subvault-secret\n")
+		tree := smallTree(t, 2, 0)
+		for _, backend := range []string{"rest", "s3"} {
+			port := closedPort(t)
+			host := fmt.Sprintf("127.0.0.1:%d", port)
+			url := "rest:http://u:url-secret-7@" + host + "/r"
+			if backend == "s3" {
+				url = "s3:http://" + host + "/bucket"
+			}
+			logs := &testutil.SyncBuffer{}
+			r := &Runner{Binary: bin, Repo: Repository{URL: url, PasswordFile: pw, EnvFile: env, CacheDir: filepath.Join(t.TempDir(), "cache")},
+				Logger: slog.New(slog.NewTextHandler(logs, nil)), Grace: 10 * time.Second}
+			for _, c := range []struct {
+				op  string
+				run func(ctx context.Context) error
+			}{
+				{"backup", func(ctx context.Context) error {
+					_, err := r.Backup(ctx, BackupOptions{Paths: []string{tree}}, nil)
+					return err
+				}},
+				{"snapshots", func(ctx context.Context) error { _, err := r.Snapshots(ctx, SnapshotFilter{}); return err }},
+				{"check", func(ctx context.Context) error { return r.Check(ctx, "") }},
+				{"list locks", func(ctx context.Context) error { _, err := r.Locks(ctx); return err }},
+			} {
+				t.Run(backend+"/"+c.op, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 3*unreachableBound)
+					defer cancel()
+					start := time.Now()
+					err := c.run(ctx)
+					took := time.Since(start)
+					t.Logf("restic %s, %s %s against a closed port: %s: %v", testutil.ResticVersion(bin), backend, c.op, took.Round(10*time.Millisecond), err)
+					var e *Error
+					if !errors.As(err, &e) || !errors.Is(err, ErrUnreachable) || errors.Is(err, ErrInterrupted) {
+						t.Fatalf("want ErrUnreachable, got %v\nlog:\n%s", err, logs)
+					}
+					if took > unreachableBound {
+						t.Errorf("took %s, want under %s", took, unreachableBound)
+					}
+					for _, s := range []string{"is unreachable: cannot connect to " + host, "connection refused"} {
+						if !strings.Contains(err.Error(), s) {
+							t.Errorf("message %q lacks %q", err, s)
+						}
+					}
+					if IsNoRepository(err) || strings.Contains(err.Error(), "url-secret-7") {
+						t.Errorf("message %q", err)
+					}
+				})
+			}
+		}
+	})
+}
