@@ -329,6 +329,12 @@ func classifyRemote(e *Error, op string, repo Repository, args []string, text st
 	var ssh []string
 	if isSFTP {
 		ssh = sshCommand(repo.URL, args)
+		if p := sshOption(ssh, "-p", "Port"); p != "" && e.Host != "" && !strings.Contains(e.Host, ":") {
+			// sftp:user@host:/path names no port: the ssh command's is
+			// the one ssh used.
+			e.Host = e.Host + ":" + p
+			host = e.Host
+		}
 	}
 	sshText := strings.Join(sshLines(text), "\n")
 	knownHosts := sshOption(ssh, "", "UserKnownHostsFile")
@@ -373,6 +379,19 @@ func classifyRemote(e *Error, op string, repo Repository, args []string, text st
 	return true
 }
 
+// hostOnly is host without its port: "nas" for "nas:2222" or "[nas]:2222".
+func hostOnly(host string) string {
+	if strings.HasPrefix(host, "[") {
+		h, _, _ := strings.Cut(host[1:], "]")
+		return h
+	}
+	if strings.Count(host, ":") == 1 {
+		h, _, _ := strings.Cut(host, ":")
+		return h
+	}
+	return host
+}
+
 // hostKeyName is the host as ssh names it in its message ("[nas]:2222"),
 // else the repository's host.
 func hostKeyName(sshText, host string) string {
@@ -415,10 +434,7 @@ func credentialsMessage(name, host string, repo Repository, ssh []string, text s
 		if user == "" {
 			user = "root"
 		}
-		server, _, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), "]")
-		if h, _, ok := strings.Cut(server, ":"); ok && !strings.Contains(h, "]") {
-			server = h
-		}
+		server := hostOnly(host)
 		if key == "" {
 			return fmt.Sprintf("repository %s: the server %s refused this host's ssh keys (%s): add the public key of root's ssh key to ~%s/.ssh/authorized_keys on %s, or set the repository's ssh key",
 				name, host, m, user, server)
