@@ -185,7 +185,7 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	if !out.canceled {
 		out.gaveUp = gaveUp.get()
 	}
-	if !inv.bare && !out.canceled && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() != 0 && needsSSHDiagnosis(r.Repo.URL, out.stderr.String()) {
+	if !inv.bare && !out.canceled && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() != 0 && needsSSHDiagnosis(r.Repo.URL, out.exitError+"\n"+out.stderr.String()) {
 		// restic did not pass on ssh's reason: ask ssh (diagnoseSSH).
 		for _, l := range diagnoseSSH(ctx, r.Repo.URL, inv.args, env) {
 			out.stderr.add([]byte(l))
