@@ -90,3 +90,35 @@ func TestUnreachableRepositoryEndsInSeconds(t *testing.T) {
 		}
 	})
 }
+
+// TestDiagnoseSSH: subvault's own run of the repository's ssh command reads
+// ssh's reason, which restic passes on only when it copied it before it
+// exited: a refused key, an unknown host key, a closed port; and nothing
+// for a server that lets it in.
+func TestDiagnoseSSH(t *testing.T) {
+	s := testutil.NewSFTPServer(t)
+	loc := s.Repository("r")
+	for _, c := range []struct {
+		name, command, want string
+	}{
+		{"wrong key", s.Command(s.WrongKeyFile, s.KnownHostsFile), "Permission denied (publickey)"},
+		{"unknown host key", s.Command(s.KeyFile, s.EmptyKnownHostsFile), "Host key verification failed"},
+		{"closed port", strings.Replace(s.SSHCommand, fmt.Sprintf("-p %d", s.Port), fmt.Sprintf("-p %d", closedPort(t)), 1), "Connection refused"},
+		{"right key", s.SSHCommand, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			lines := diagnoseSSH(context.Background(), loc, []string{"-o", "sftp.command=" + c.command, "snapshots"}, []string{"PATH=/usr/bin:/bin"})
+			t.Logf("%s: %q", time.Since(start).Round(time.Millisecond), lines)
+			got := strings.Join(lines, "\n")
+			if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+				t.Errorf("ssh said %q, want %q", got, c.want)
+			}
+			for _, l := range lines {
+				if !strings.HasPrefix(l, sshRerunPrefix) {
+					t.Errorf("line %q is not marked as subvault's run of ssh", l)
+				}
+			}
+		})
+	}
+}
