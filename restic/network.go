@@ -29,13 +29,15 @@ var (
 	openRetryRE = regexp.MustCompile(`^(Stat|Load|List|Open)\(<?(config|key)[^)]*\)[^:]* returned error, retrying after`)
 
 	// credentialsRE is a server that refused who restic said it was.
-	credentialsRE = regexp.MustCompile(`unexpected HTTP response \(401\)|401 Unauthorized|InvalidAccessKeyId|SignatureDoesNotMatch|access key id you provided does not exist|request signature we calculated does not match|InvalidToken|ExpiredToken|Permission denied \((publickey|password|keyboard-interactive|gssapi)[^)]*\)|Too many authentication failures`)
+	credentialsRE = regexp.MustCompile(`unexpected HTTP response \(401\)|401 Unauthorized|InvalidAccessKeyId|SignatureDoesNotMatch|(?i:access key id you provided does not exist)|request signature we calculated does not match|InvalidToken|ExpiredToken|Permission denied \((publickey|password|keyboard-interactive|gssapi)[^)]*\)|Too many authentication failures`)
 	// forbiddenOpenRE is a refusal (HTTP 403, S3 AccessDenied) of the first
 	// thing restic reads: at that point it is the credentials' rights, not an
 	// append-only server refusing a delete.
 	forbiddenOpenRE = regexp.MustCompile(`(unable to open config file|Stat\(<config/>\)|List\(keys?\)|Load\(<key/|unable to create repository|create key in repository|config file already exists)[^\n]*(\(403\)|403 Forbidden|Access Denied|AccessDenied)`)
 	httpStatusRE    = regexp.MustCompile(`unexpected HTTP response \((\d{3})\)(: \d{3} [A-Za-z ]+)?|\b(40[13]) (Unauthorized|Forbidden)\b`)
-	s3CodeRE        = regexp.MustCompile(`InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied|InvalidToken|ExpiredToken`)
+	// s3CodeRE is S3's error code, or the message servers send without it
+	// (SeaweedFS, minio-go's rendering of it).
+	s3CodeRE = regexp.MustCompile(`InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied|InvalidToken|ExpiredToken|(?i:access key id you provided does not exist)|request signature we calculated does not match`)
 	sshDeniedRE     = regexp.MustCompile(`Permission denied \([a-z,-]+\)`)
 
 	hostKeyUnknownRE = regexp.MustCompile(`No [A-Z0-9-]+ host key is known for (\S+)`)
@@ -442,7 +444,7 @@ func credentialsMessage(name, host string, repo Repository, ssh []string, text s
 		return fmt.Sprintf("repository %s: the server %s refused the ssh key %s (%s): add its public key (%s.pub) to ~%s/.ssh/authorized_keys on %s",
 			name, host, key, m, key, user, server)
 	}
-	if code := s3CodeRE.FindString(text); code != "" && strings.HasPrefix(repo.URL, "s3:") {
+	if code := s3Code(text); code != "" && strings.HasPrefix(repo.URL, "s3:") {
 		where := "the environment"
 		if repo.EnvFile != "" {
 			where = "env_file " + repo.EnvFile
@@ -460,7 +462,7 @@ func credentialsMessage(name, host string, repo Repository, ssh []string, text s
 		default:
 			status = "HTTP " + m[3] + " " + m[4]
 		}
-	} else if code := s3CodeRE.FindString(text); code != "" {
+	} else if code := s3Code(text); code != "" {
 		status = code
 	}
 	if strings.HasPrefix(repo.URL, "rest:") {
@@ -470,6 +472,21 @@ func credentialsMessage(name, host string, repo Repository, ssh []string, text s
 		return fmt.Sprintf("repository %s: the server %s refused the credentials (%s): check the user and password in the url", name, host, status)
 	}
 	return fmt.Sprintf("repository %s: the server %s refused the credentials (%s): check the repository's credentials (url, env_file)", name, host, status)
+}
+
+// s3Code is S3's error code in text: "InvalidAccessKeyId" also for a server
+// that sent only its message.
+func s3Code(text string) string {
+	code := s3CodeRE.FindString(text)
+	switch {
+	case strings.EqualFold(code, "access key id you provided does not exist"):
+		return "InvalidAccessKeyId"
+	case code == "request signature we calculated does not match":
+		return "SignatureDoesNotMatch"
+	case code == "Access Denied":
+		return "AccessDenied"
+	}
+	return code
 }
 
 // networkCause is the innermost network error: "dial tcp 127.0.0.1:1:

@@ -12,6 +12,17 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"; }
 trap cleanup EXIT
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# SeaweedFS listens on PORT+10000 for gRPC as well: both must be free.
+weedport() { python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 40000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass'; }
 echo "subvault-record-password" >"$w/pw"
 mkdir -p "$w/data" "$w/small" "$w/srv" "$w/sftp"
 for i in $(seq 1 8); do head -c 16M /dev/urandom >"$w/data/f$i"; done
@@ -47,13 +58,13 @@ startrest
 
 s3port=""
 if [ -n "${WEED:-}" ]; then
-  s3port=$(freeport)
+  s3port=$(weedport)
   cat >"$w/s3.json" <<EOF
 {"identities":[{"name":"rec","credentials":[{"accessKey":"RECACCESSKEY","secretKey":"rec-secret-key-1234"}],"actions":["Admin","Read","List","Tagging","Write"]}]}
 EOF
   mkdir -p "$w/weed"
-  startweed() { "$WEED" server -dir="$w/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$(freeport)" -volume.port="$(freeport)" -filer.port="$(freeport)" -s3 -s3.port="$s3port" -s3.config="$w/s3.json" -volume.max=20 >"$w/weed.log" 2>&1 & weed=$!; pids+=("$weed")
-    for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/$s3port) 2>/dev/null && break; sleep 0.5; done; sleep 3; }
+  startweed() { "$WEED" server -dir="$w/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$(weedport)" -volume.port="$(weedport)" -filer.port="$(weedport)" -s3 -s3.port="$s3port" -s3.config="$w/s3.json" -volume.max=20 >"$w/weed.log" 2>&1 & weed=$!; pids+=("$weed")
+    for _ in $(seq 1 240); do curl -s -o /dev/null "http://127.0.0.1:$s3port/" && break; sleep 0.5; done; sleep 2; }
   startweed
 fi
 
