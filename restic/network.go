@@ -37,8 +37,8 @@ var (
 	httpStatusRE    = regexp.MustCompile(`unexpected HTTP response \((\d{3})\)(: \d{3} [A-Za-z ]+)?|\b(40[13]) (Unauthorized|Forbidden)\b`)
 	// s3CodeRE is S3's error code, or the message servers send without it
 	// (SeaweedFS, minio-go's rendering of it).
-	s3CodeRE = regexp.MustCompile(`InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied|InvalidToken|ExpiredToken|(?i:access key id you provided does not exist)|request signature we calculated does not match`)
-	sshDeniedRE     = regexp.MustCompile(`Permission denied \([a-z,-]+\)`)
+	s3CodeRE    = regexp.MustCompile(`InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied|InvalidToken|ExpiredToken|(?i:access key id you provided does not exist)|request signature we calculated does not match`)
+	sshDeniedRE = regexp.MustCompile(`Permission denied \([a-z,-]+\)`)
 
 	hostKeyUnknownRE = regexp.MustCompile(`No [A-Z0-9-]+ host key is known for (\S+)`)
 	hostKeyChangedRE = regexp.MustCompile(`Host key for (\S+) has changed|REMOTE HOST IDENTIFICATION HAS CHANGED`)
