@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,7 +33,8 @@ func closedPort(t *testing.T) int {
 const unreachableBound = 60 * time.Second
 
 // TestUnreachableRepositoryEndsInSeconds: a REST or S3 repository on a port
-// nothing listens on ends every kind of command in seconds with both restic
+// nothing listens on ends every kind of command (every job kind's: backup,
+// prune, check, restore; and the lock check after a cancel) in seconds with both restic
 // versions (0.18 alone retries for 15 minutes), as ErrUnreachable naming the
 // host, never as a missing repository.
 func TestUnreachableRepositoryEndsInSeconds(t *testing.T) {
@@ -61,6 +64,13 @@ func TestUnreachableRepositoryEndsInSeconds(t *testing.T) {
 				}},
 				{"snapshots", func(ctx context.Context) error { _, err := r.Snapshots(ctx, SnapshotFilter{}); return err }},
 				{"check", func(ctx context.Context) error { return r.Check(ctx, "") }},
+				{"forget --prune", func(ctx context.Context) error {
+					_, err := r.Forget(ctx, ForgetOptions{KeepLast: 1, Prune: true})
+					return err
+				}},
+				{"restore", func(ctx context.Context) error {
+					return r.Restore(ctx, RestoreOptions{ArchiveID: "latest", Target: t.TempDir()}, nil)
+				}},
 				{"list locks", func(ctx context.Context) error { _, err := r.Locks(ctx); return err }},
 			} {
 				t.Run(backend+"/"+c.op, func(t *testing.T) {
@@ -121,4 +131,52 @@ func TestDiagnoseSSH(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHealthyBackupHasNoProbe: failing fast costs a healthy backup nothing:
+// the watch is on restic's own stderr, so a backup to a REST repository or a
+// local one starts exactly one restic process, and takes as long as plain
+// restic (figures logged; no timing assertion).
+func TestHealthyBackupHasNoProbe(t *testing.T) {
+	rest := testutil.NewRESTServer(t, testutil.RESTOptions{})
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		pw := filepath.Join(t.TempDir(), "pw")
+		testutil.WriteSecret(t, pw, testutil.ResticPassword+"\n")
+		tree := smallTree(t, 200, 0)
+		local := filepath.Join(t.TempDir(), "repo")
+		for _, url := range []string{local, rest.Repository("probe-" + testutil.ResticName(bin))} {
+			kind := "local"
+			if url != local {
+				kind = "REST"
+			}
+			r := &Runner{Binary: bin, Repo: Repository{URL: url, PasswordFile: pw, CacheDir: filepath.Join(t.TempDir(), "cache")}}
+			if err := r.Init(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Backup(context.Background(), BackupOptions{Paths: []string{tree}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			started := 0
+			r.onStart = func(int) { started++ }
+			var viaRunner, plain []time.Duration
+			for range 3 {
+				start := time.Now()
+				if _, err := r.Backup(context.Background(), BackupOptions{Paths: []string{tree}}, nil); err != nil {
+					t.Fatal(err)
+				}
+				viaRunner = append(viaRunner, time.Since(start))
+				start = time.Now()
+				cmd := exec.Command(bin, "backup", "--json", "--cache-dir", r.Repo.CacheDir, tree)
+				cmd.Env = append(os.Environ(), "RESTIC_REPOSITORY="+url, "RESTIC_PASSWORD_FILE="+pw)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("plain restic: %v\n%s", err, out)
+				}
+				plain = append(plain, time.Since(start))
+			}
+			if started != 3 {
+				t.Errorf("%s: 3 backups started %d restic processes, want 3 (no probe)", RedactURL(url), started)
+			}
+			t.Logf("restic %s, %s, unchanged backup of 200 files: runner %v, plain restic %v", testutil.ResticVersion(bin), kind, viaRunner, plain)
+		}
+	})
 }
