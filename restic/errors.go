@@ -152,7 +152,7 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	if res.gaveUp != "" {
 		// subvault stopped restic's retries of a server it never reached
 		// (failFast in exec.go): classified on what restic had said.
-		if !classifyRemote(e, op, repo, res.args, stderr) || e.Kind == ErrConnectionLost {
+		if !classifyRemote(e, op, repo, res.args, stderr) || errors.Is(e.Kind, ErrConnectionLost) {
 			e.Kind = ErrUnreachable
 			e.Message = fmt.Sprintf("repository %s is unreachable: cannot connect to %s (%s): check that the server runs and listens there, the url, and the network",
 				name, firstNonEmpty(e.Host, "the server"), networkCause(stderr))
@@ -172,7 +172,7 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 			// minutes; say why it had not finished.
 			if e.Network = networkKind(stderr); e.Network != nil {
 				what := "the connection to " + firstNonEmpty(e.Host, "the server") + " was lost"
-				if e.Network == ErrUnreachable {
+				if errors.Is(e.Network, ErrUnreachable) {
 					what = firstNonEmpty(e.Host, "the server") + " was unreachable"
 				}
 				e.Message += " while " + what + ": " + networkCause(stderr)

@@ -3,6 +3,7 @@ package restic
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"net/url"
 	"os/exec"
@@ -373,7 +374,7 @@ func classifyRemote(e *Error, op string, repo Repository, args []string, text st
 	}
 	e.Kind = kind
 	cause := networkCause(text)
-	if kind == ErrUnreachable {
+	if errors.Is(kind, ErrUnreachable) {
 		e.Message = fmt.Sprintf("repository %s is unreachable: cannot connect to %s (%s): check that the server runs and listens there, the url, and the network", name, host, cause)
 		return true
 	}

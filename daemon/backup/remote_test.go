@@ -200,7 +200,7 @@ func TestRemoteFailuresSayWhatToDo(t *testing.T) {
 				if strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "wrong-secret-5") {
 					t.Errorf("error %q: not one line, or holds the password", err)
 				}
-				if c.kind != restic.ErrWrongPassword && (restic.IsNoRepository(err) || strings.Contains(err.Error(), "restic init")) {
+				if !errors.Is(c.kind, restic.ErrWrongPassword) && (restic.IsNoRepository(err) || strings.Contains(err.Error(), "restic init")) {
 					t.Errorf("error %q reads as a missing repository", err)
 				}
 				if took > failBound {
