@@ -167,7 +167,7 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		// save snapshot: context canceled").
 		e.Kind = ErrInterrupted
 		e.Message = fmt.Sprintf("restic %s on repository %s was interrupted", op, name)
-		if retryRE.MatchString(stderr) {
+		if retryRE.MatchString(stderr) && !isLocal(repo.URL) {
 			// restic >= 0.17 retries an unreachable backend for 15
 			// minutes; say why it had not finished.
 			if e.Network = networkKind(stderr); e.Network != nil {

@@ -101,6 +101,11 @@ func locationHost(loc string) string {
 	return ""
 }
 
+// isLocal reports whether a location is a directory on this machine.
+func isLocal(loc string) bool {
+	return strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, ".") || strings.HasPrefix(loc, "local:") || !strings.Contains(loc, ":")
+}
+
 // sftpUser is the user of an sftp location, "" when it names none.
 func sftpUser(loc string) string {
 	if strings.HasPrefix(loc, "sftp://") {
@@ -324,6 +329,10 @@ func networkKind(text string) error {
 // host keys, credentials, the network. It returns false when text shows
 // none of them.
 func classifyRemote(e *Error, op string, repo Repository, args []string, text string) bool {
+	if isLocal(repo.URL) {
+		// "unexpected EOF" from a truncated file is no network's doing.
+		return false
+	}
 	name, host := e.Repository, e.Host
 	if host == "" {
 		host = "the server"

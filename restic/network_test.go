@@ -248,3 +248,19 @@ func TestSSHCommand(t *testing.T) {
 		t.Errorf("default: %q", got)
 	}
 }
+
+// A local repository's errors are never the network's: a truncated pack
+// file says "unexpected EOF" too.
+func TestLocalRepositoryIsNeverANetworkFailure(t *testing.T) {
+	out := &outcome{exitCode: 1, stderr: newStderrLog()}
+	out.stderrLine([]byte("Load(<data/1234abcd>, 0, 0) returned error, retrying after 1s: unexpected EOF"), nil)
+	out.stderrLine([]byte("Fatal: unable to load index: unexpected EOF"), nil)
+	e := classifyOutcome("check", Repository{URL: "/srv/restic", PasswordFile: "/p"}, out)
+	if errors.Is(e, ErrConnectionLost) || errors.Is(e, ErrUnreachable) || e.Host != "" {
+		t.Errorf("local repository: %v (host %q): %s", e.Kind, e.Host, e)
+	}
+	out.canceled = true
+	if e := classifyOutcome("check", Repository{URL: "/srv/restic", PasswordFile: "/p"}, out); e.Network != nil {
+		t.Errorf("canceled local repository: network %v: %s", e.Network, e)
+	}
+}
