@@ -154,8 +154,7 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		// (failFast in exec.go): classified on what restic had said.
 		if !classifyRemote(e, op, repo, res.args, stderr) || errors.Is(e.Kind, ErrConnectionLost) {
 			e.Kind = ErrUnreachable
-			e.Message = fmt.Sprintf("repository %s is unreachable: cannot connect to %s (%s): check that the server runs and listens there, the url, and the network",
-				name, firstNonEmpty(e.Host, "the server"), networkCause(stderr))
+			e.Message = unreachableMessage(name, e.Host, networkCause(stderr))
 		}
 		e.Message += " (" + res.gaveUp + ")"
 		return e

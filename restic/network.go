@@ -18,7 +18,7 @@ import (
 // against real servers by testdata/record-remote.sh).
 var (
 	// networkRE is a server that could not be reached at all.
-	networkRE = regexp.MustCompile(`(?i)connection refused|no such host|dial tcp|i/o timeout|network is unreachable|no route to host|tls handshake timeout|connect to host|temporary failure in name resolution|could not resolve hostname|connection timed out`)
+	networkRE = regexp.MustCompile(`(?i)connection refused|no such host|dial tcp|i/o timeout|network is unreachable|no route to host|tls handshake timeout|connect to host|temporary failure in name resolution|could not resolve hostname|connection timed out|server misbehaving|dial tcp: lookup `)
 	// lostRE is a connection that broke after it was made.
 	lostRE = regexp.MustCompile(`(?i)connection reset by peer|broken pipe|ssh command exited|connection lost|closed by remote host|unexpected EOF|server unexpectedly closed connection|use of closed network connection|client connection lost|connection closed`)
 	// openedRE are the operations restic runs only once the repository is
@@ -384,12 +384,23 @@ func classifyRemote(e *Error, op string, repo Repository, args []string, text st
 	e.Kind = kind
 	cause := networkCause(text)
 	if errors.Is(kind, ErrUnreachable) {
-		e.Message = fmt.Sprintf("repository %s is unreachable: cannot connect to %s (%s): check that the server runs and listens there, the url, and the network", name, host, cause)
+		e.Message = unreachableMessage(name, host, cause)
 		return true
 	}
 	e.Message = fmt.Sprintf("restic %s on repository %s lost its connection to %s (%s): check the server and the network, then run it again", op, name, host, cause)
 	return true
 }
+
+// unreachableMessage is the line for a server never reached.
+func unreachableMessage(name, host, cause string) string {
+	advice := "check that the server runs and listens there, the url, and the network"
+	if dnsRE.MatchString(cause) {
+		advice = "the name does not resolve: check the url's host name, and the network and its DNS"
+	}
+	return fmt.Sprintf("repository %s is unreachable: cannot connect to %s (%s): %s", name, firstNonEmpty(host, "the server"), cause, advice)
+}
+
+var dnsRE = regexp.MustCompile(`(?i)no such host|lookup \S+|could not resolve hostname|name resolution|server misbehaving`)
 
 // hostOnly is host without its port: "nas" for "nas:2222" or "[nas]:2222".
 func hostOnly(host string) string {

@@ -180,3 +180,27 @@ func TestHealthyBackupHasNoProbe(t *testing.T) {
 		}
 	})
 }
+
+// TestUnknownHostEndsInSeconds: a host name that does not resolve (a
+// laptop away from home, a typo) ends the command in seconds as
+// ErrUnreachable naming the host; restic 0.18 alone retries it for 15
+// minutes. (.invalid never resolves, RFC 2606; without a resolver the
+// lookup fails as well, in other words.)
+func TestUnknownHostEndsInSeconds(t *testing.T) {
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		pw := filepath.Join(t.TempDir(), "pw")
+		testutil.WriteSecret(t, pw, testutil.ResticPassword+"\n")
+		r := &Runner{Binary: bin, Repo: Repository{URL: "rest:http://nas.subvault-test.invalid:8000/r", PasswordFile: pw, CacheDir: filepath.Join(t.TempDir(), "cache")}}
+		start := time.Now()
+		_, err := r.Snapshots(context.Background(), SnapshotFilter{})
+		took := time.Since(start)
+		t.Logf("restic %s, unknown host: %s: %v", testutil.ResticVersion(bin), took.Round(10*time.Millisecond), err)
+		if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "cannot connect to nas.subvault-test.invalid:8000 (dial tcp: lookup nas.subvault-test.invalid") ||
+			!strings.Contains(err.Error(), "the name does not resolve") {
+			t.Errorf("want ErrUnreachable naming the host, got %v", err)
+		}
+		if took > unreachableBound {
+			t.Errorf("took %s, want under %s", took, unreachableBound)
+		}
+	})
+}
