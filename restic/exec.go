@@ -75,8 +75,9 @@ type outcome struct {
 	stderr    *stderrLog
 	duration  time.Duration
 	secrets   []string
-	// args are restic's arguments, for the classification (the ssh
-	// command in sftp.command); never a secret.
+	// args are restic's arguments as it got them (whatever put them
+	// there: the command's, the repository's options), for the
+	// classification (the ssh command in sftp.command); never a secret.
 	args []string
 	// gaveUp says why subvault stopped restic's retries itself (failFast),
 	// "" when it did not.
@@ -147,7 +148,7 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = r.grace()
 
-	out := &outcome{stderr: newStderrLog(), secrets: secrets, args: inv.args}
+	out := &outcome{stderr: newStderrLog(), secrets: secrets, args: cmd.Args[1:]}
 	stdout := &lineWriter{fn: inv.stdout}
 	start := time.Now()
 	var gaveUp atomicString
@@ -187,7 +188,7 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	}
 	if !inv.bare && !out.canceled && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() != 0 && needsSSHDiagnosis(r.Repo.URL, out.exitError+"\n"+out.stderr.String()) {
 		// restic did not pass on ssh's reason: ask ssh (diagnoseSSH).
-		for _, l := range diagnoseSSH(ctx, r.Repo.URL, inv.args, env) {
+		for _, l := range diagnoseSSH(ctx, r.Repo.URL, out.args, env) {
 			out.stderr.add([]byte(l))
 		}
 	}
