@@ -34,7 +34,7 @@ var (
 	// forbiddenOpenRE is a refusal (HTTP 403, S3 AccessDenied) of the first
 	// thing restic reads: at that point it is the credentials' rights, not an
 	// append-only server refusing a delete.
-	forbiddenOpenRE = regexp.MustCompile(`(unable to open config file|Stat\(<config/>\)|List\(keys?\)|Load\(<key/|unable to create repository|create key in repository|config file already exists)[^\n]*(\(403\)|403 Forbidden|Access Denied|AccessDenied)`)
+	forbiddenOpenRE = regexp.MustCompile(`(unable to open config file|Stat\(<config/>\)|List\(keys?\)|Load\(<key/|unable to create repository|create repository at|unable to open repository at|create key in repository|config file already exists)[^\n]*(\(403\)|403 Forbidden|Access Denied|AccessDenied)`)
 	httpStatusRE    = regexp.MustCompile(`unexpected HTTP response \((\d{3})\)(: \d{3} [A-Za-z ]+)?|\b(40[13]) (Unauthorized|Forbidden)\b`)
 	// s3CodeRE is S3's error code, or the message servers send without it
 	// (SeaweedFS, minio-go's rendering of it).

@@ -24,7 +24,7 @@ while True:
     except OSError:
         pass'; }
 echo "subvault-record-password" >"$w/pw"
-mkdir -p "$w/data" "$w/small" "$w/srv" "$w/sftp"
+mkdir -p "$w/data" "$w/small" "$w/srv" "$w/sftp" "$w/priv"
 for i in $(seq 1 8); do head -c 16M /dev/urandom >"$w/data/f$i"; done
 echo hi >"$w/small/x"
 
@@ -55,6 +55,10 @@ sshcmd() { echo "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChec
 restport=$(freeport)
 startrest() { rclone serve restic --addr "127.0.0.1:$restport" --user u --pass right "$w/srv" 2>"$w/rclone.log" & restpid=$!; pids+=("$restpid"); sleep 1.5; }
 startrest
+# --private-repos: user u may use /u/ only, and gets 403 elsewhere.
+privport=$(freeport)
+rclone serve restic --addr "127.0.0.1:$privport" --user u --pass right --private-repos "$w/priv" 2>"$w/rclone-priv.log" & pids+=("$!")
+sleep 1.5
 
 s3port=""
 if [ -n "${WEED:-}" ]; then
@@ -78,6 +82,8 @@ for bin in "$@"; do
   RESTIC_REPOSITORY=$rest "$bin" init >/dev/null 2>&1
   RESTIC_REPOSITORY=$badrest/r-$v rec rest-unauthorized "$bin" snapshots --json
   RESTIC_REPOSITORY=$badrest/fresh-$v rec rest-init-unauthorized "$bin" init
+  RESTIC_REPOSITORY=rest:http://u:right@127.0.0.1:$privport/other-$v/ rec rest-forbidden timeout -s INT 20 "$bin" snapshots --json
+  RESTIC_REPOSITORY=rest:http://u:right@127.0.0.1:$privport/other-$v/ rec rest-init-forbidden timeout -s INT 20 "$bin" init
   # 0.17+ retries a refused connection for 15 minutes: interrupt it.
   RESTIC_REPOSITORY=rest:http://u:right@127.0.0.1:1/r rec rest-wrong-port timeout -s INT 6 "$bin" backup --json "$w/small"
 
