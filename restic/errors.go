@@ -17,7 +17,18 @@ var (
 	ErrNoRepository  = errors.New("repository does not exist")
 	ErrLocked        = errors.New("repository is locked")
 	ErrUnreachable   = errors.New("repository is unreachable")
-	ErrInterrupted   = errors.New("restic was interrupted")
+	// ErrCredentials is a server that refused restic's credentials: HTTP
+	// 401 or 403 from a REST or S3 server, S3's InvalidAccessKeyId or
+	// SignatureDoesNotMatch, ssh's "Permission denied (publickey)". The
+	// repository may well exist: it is never to be initialized.
+	ErrCredentials = errors.New("the server refused the credentials")
+	// ErrHostKey is an sftp server whose ssh host key is unknown or has
+	// changed.
+	ErrHostKey = errors.New("unknown or changed ssh host key")
+	// ErrConnectionLost is a connection to the repository's server that
+	// broke after the repository was opened.
+	ErrConnectionLost = errors.New("connection to the repository lost")
+	ErrInterrupted    = errors.New("restic was interrupted")
 	// ErrStalled: restic made no progress for the runner's StallTimeout
 	// and was stopped.
 	ErrStalled = errors.New("restic stalled")
@@ -43,6 +54,12 @@ type Error struct {
 	Op string
 	// Repository is the URL, redacted.
 	Repository string
+	// Host is the server the URL names ("nas:2222"), "" for a local path.
+	Host string
+	// Network is ErrUnreachable or ErrConnectionLost when restic was
+	// interrupted (Kind ErrInterrupted) while it retried a server it could
+	// not reach; errors.Is matches it too.
+	Network error
 	// ExitCode is restic's exit status, -1 when it was killed by a signal.
 	ExitCode int
 	// Message is the one-line cause with its fix.
@@ -62,7 +79,9 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 // Is makes errors.Is(err, ErrLocked) and the like work.
-func (e *Error) Is(target error) bool { return target == e.Kind }
+func (e *Error) Is(target error) bool {
+	return target == e.Kind || e.Network != nil && target == e.Network
+}
 
 // UnreadableFile is a file restic could not read during a backup.
 type UnreadableFile struct {
@@ -110,7 +129,6 @@ func (e *PartialError) Error() string {
 // and 0.18 (which also has exit codes 10, 11, 12): see testdata/stderr-*.
 var (
 	wrongPasswordRE = regexp.MustCompile(`wrong password or no key found`)
-	unreachableRE   = regexp.MustCompile(`(?i)connection refused|no such host|dial tcp|i/o timeout|network is unreachable|no route to host|connection reset|tls handshake timeout|connect to host|unable to start the sftp session|server unexpectedly closed connection|temporary failure in name resolution`)
 	noRepositoryRE  = regexp.MustCompile(`repository does not exist|Is there a repository at the following location\?|unable to open config file|config: no such file or directory`)
 	lockedRE        = regexp.MustCompile(`repository is already locked|unable to create lock in backend|Fatal: unable to create lock`)
 	lockHolderRE    = regexp.MustCompile(`locked (exclusively )?by PID (\d+) on (\S+) by (\S+)`)
@@ -148,23 +166,43 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	exitMsg := scrub(res.exitError, res.secrets)
 	text := exitMsg + "\n" + stderr
 	name := repo.Redacted()
-	e := &Error{Op: op, Repository: name, ExitCode: res.exitCode, Stderr: stderr, Killed: res.killed}
+	e := &Error{Op: op, Repository: name, Host: repo.Host(), ExitCode: res.exitCode, Stderr: stderr, Killed: res.killed}
 	if exitMsg != "" && !strings.Contains(stderr, exitMsg) {
 		e.Stderr = exitMsg + "\n" + stderr
+	}
+
+	if res.gaveUp != "" {
+		// subvault stopped restic's retries of a server it never reached
+		// (failFast in exec.go): classified on what restic had said.
+		if !classifyRemote(e, op, repo, res.args, stderr) || errors.Is(e.Kind, ErrConnectionLost) {
+			e.Kind = ErrUnreachable
+			e.Message = unreachableMessage(name, e.Host, networkCause(stderr))
+		}
+		e.Message += " (" + res.gaveUp + ")"
+		return e
 	}
 
 	switch {
 	case res.stalled:
 		e.Kind = ErrStalled
 		e.Message = fmt.Sprintf("restic %s on repository %s made no progress for %v", op, name, res.stallTimeout)
-		if unreachableRE.MatchString(stderr) {
-			e.Message += " while the repository was unreachable: " + unreachableCause(stderr)
-		} else if retryRE.MatchString(stderr) {
-			e.Message += " while it retried the repository: " + retryCause(stderr)
+		if retryRE.MatchString(stderr) && !isLocal(repo.URL) {
+			// It retried a server it could not reach or lost: say which,
+			// and let errors.Is see the network kind too.
+			if e.Network = networkKind(stderr); e.Network != nil {
+				what := "it lost its connection to " + firstNonEmpty(e.Host, "the server")
+				if errors.Is(e.Network, ErrUnreachable) {
+					what = firstNonEmpty(e.Host, "the server") + " was unreachable"
+				}
+				e.Message += " while " + what + ": " + networkCause(stderr)
+			} else {
+				e.Message += " while it retried the repository: " + retryCause(stderr)
+			}
 		}
+		return e
 	case !res.canceled && (op == "forget" || op == "prune") && deleteRefusedRE.MatchString(text):
 		// Before "interrupted": the wrapper stops a restic that would only
-		// retry the refused deletes (outcome.gaveUp).
+		// retry the refused deletes (outcome.gaveUpOnLine).
 		e.Kind = ErrDeleteRefused
 		e.Message = fmt.Sprintf("restic %s on repository %s: the server refused to delete archives (%s): %s",
 			op, name, deleteRefusedCause(text), AppendOnlyAdvice)
@@ -174,10 +212,16 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		// save snapshot: context canceled").
 		e.Kind = ErrInterrupted
 		e.Message = fmt.Sprintf("restic %s on repository %s was interrupted", op, name)
-		if unreachableRE.MatchString(stderr) {
+		if retryRE.MatchString(stderr) && !isLocal(repo.URL) {
 			// restic >= 0.17 retries an unreachable backend for 15
 			// minutes; say why it had not finished.
-			e.Message += " while the repository was unreachable: " + unreachableCause(stderr)
+			if e.Network = networkKind(stderr); e.Network != nil {
+				what := "the connection to " + firstNonEmpty(e.Host, "the server") + " was lost"
+				if errors.Is(e.Network, ErrUnreachable) {
+					what = firstNonEmpty(e.Host, "the server") + " was unreachable"
+				}
+				e.Message += " while " + what + ": " + networkCause(stderr)
+			}
 		}
 		if !res.canceled {
 			e.Message += " (by a signal from outside subvault)"
@@ -192,11 +236,11 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		e.Lock = lockFromText(text)
 		e.Message = lockedMessage(name, e.Lock)
 		return e
-	case unreachableRE.MatchString(text):
-		// Before "no repository": 0.14 says "Is there a repository at the
-		// following location?" for a refused connection too.
-		e.Kind = ErrUnreachable
-		e.Message = fmt.Sprintf("repository %s is unreachable: %s (check the network, the server and the url)", name, unreachableCause(text))
+	case classifyRemote(e, op, repo, res.args, text):
+		// Before "no repository": restic says "Is there a repository at
+		// the following location?" for a refused connection and for HTTP
+		// 401 too, and a repository that refused the credentials must
+		// never be initialized.
 		return e
 	case res.exitCode == 10 || noRepositoryRE.MatchString(text):
 		e.Kind = ErrNoRepository
@@ -238,16 +282,14 @@ func firstFatal(text string) string {
 // deleteRefusedCause is the server's answer to the first refused delete:
 // "403 Forbidden".
 func deleteRefusedCause(text string) string {
-	if m := httpStatusRE.FindStringSubmatch(text); m != nil {
+	if m := deleteStatusRE.FindStringSubmatch(text); m != nil {
 		return "HTTP " + m[1]
 	}
 	return "the server said no"
 }
 
-var httpStatusRE = regexp.MustCompile(`\b(40[13] [A-Z][a-z]+)\b`)
+var deleteStatusRE = regexp.MustCompile(`\b(40[13] [A-Z][a-z]+)\b`)
 
-// unreachableCause is the innermost network error: "dial tcp 127.0.0.1:1:
-// connect: connection refused", or ssh's own words for sftp.
 // retryCause is what the last of restic's "retrying" lines says went
 // wrong: "Save(<data/1234>) returned error, retrying after 1.2s: <cause>".
 func retryCause(text string) string {
@@ -265,25 +307,6 @@ func retryCause(text string) string {
 	return cause
 }
 
-func unreachableCause(text string) string {
-	lines := strings.Split(text, "\n")
-	for _, l := range lines {
-		if i := strings.Index(l, "dial tcp"); i >= 0 {
-			return strings.TrimSpace(l[i:])
-		}
-	}
-	for _, l := range lines {
-		if i := strings.Index(l, "subprocess ssh: "); i >= 0 {
-			return strings.TrimSpace(l[i+len("subprocess ssh: "):])
-		}
-	}
-	for _, l := range lines {
-		if unreachableRE.MatchString(l) {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "Fatal: "))
-		}
-	}
-	return "network error"
-}
 
 // lockFromText reads the holder of a lock from restic's message: "repository
 // is already locked exclusively by PID 20713 on vm by root (UID 0, GID 0)

@@ -72,7 +72,7 @@ type invocation struct {
 	from *Repository
 	// giveUp, when it matches a line of stderr, stops restic with SIGINT:
 	// a failure restic would only retry for a while (0.14 retries a
-	// delete the server refused for 44 s). The outcome says so (gaveUp).
+	// delete the server refused for 44 s). The outcome says so (gaveUpOnLine).
 	giveUp *regexp.Regexp
 	// stdout gets each line, without its newline. Nil: discarded.
 	stdout func(line []byte)
@@ -99,11 +99,19 @@ type outcome struct {
 	killed bool
 	// exitError is the message of 0.17's {"message_type":"exit_error"}.
 	exitError string
-	// gaveUp: the wrapper stopped restic on a line that matched giveUp.
-	gaveUp   bool
-	stderr   *stderrLog
-	duration time.Duration
-	secrets  []string
+	// gaveUpOnLine: the wrapper stopped restic on a line that matched
+	// invocation.giveUp.
+	gaveUpOnLine bool
+	stderr       *stderrLog
+	duration     time.Duration
+	secrets      []string
+	// args are restic's arguments as it got them (whatever put them
+	// there: the command's, the repository's options), for the
+	// classification (the ssh command in sftp.command); never a secret.
+	args []string
+	// gaveUp says why subvault stopped restic's retries itself (failFast),
+	// "" when it did not.
+	gaveUp string
 }
 
 // WithGrace is a runner like r whose restic gets grace between SIGINT and
@@ -131,6 +139,10 @@ func (r *Runner) grace() time.Duration {
 	}
 	return DefaultGrace
 }
+
+// errGaveUp is the cause of a run ended because restic could only retry
+// a repository it cannot open (failFast).
+var errGaveUp = errors.New("restic cannot open the repository")
 
 // exec is the one place a restic process is started. It builds argv and env
 // explicitly, logs start and end, streams stdout by lines to inv.stdout,
@@ -180,15 +192,18 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	if mark == nil {
 		mark = newProgressMark()
 	}
-	runCtx, stall := context.WithCancelCause(ctx)
-	defer stall(nil)
+	// A stall (watchProgress) and restic's own retries (failFast) end
+	// runCtx, each with its cause; the caller's cancel ends ctx: only
+	// that one is an interruption.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
 	cmd := exec.CommandContext(runCtx, r.Binary, inv.args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = r.grace()
 
-	out := &outcome{stderr: newStderrLog(), secrets: secrets}
+	out := &outcome{stderr: newStderrLog(), secrets: secrets, args: cmd.Args[1:]}
 	stdout := &lineWriter{fn: inv.stdout}
 	if inv.progress == nil {
 		stdout.fn = func(line []byte) {
@@ -199,10 +214,12 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		}
 	}
 	var retrying atomic.Bool
+	start := time.Now()
+	var gaveUp atomicString
 	stderr := &lineWriter{fn: func(line []byte) {
 		text := out.stderrLine(line, inv.message)
-		if text != nil && inv.giveUp != nil && !out.gaveUp && inv.giveUp.Match(text) && cmd.Process != nil {
-			out.gaveUp = true
+		if text != nil && inv.giveUp != nil && !out.gaveUpOnLine && inv.giveUp.Match(text) && cmd.Process != nil {
+			out.gaveUpOnLine = true
 			r.logger().Warn("restic stopped: it would only retry", "op", inv.op, "repository", r.Repo.Redacted(), "message", scrub(string(text), secrets))
 			cmd.Process.Signal(os.Interrupt) //nolint:errcheck,gosec // it may have ended meanwhile
 			return
@@ -212,6 +229,11 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 			// A backend restic cannot reach: from 0.17 it retries for up
 			// to 15 minutes, so say so now rather than at the end.
 			r.logger().Warn("restic retries", "op", inv.op, "repository", r.Repo.Redacted(), "message", scrub(string(text), secrets))
+			if why := failFast(text, time.Since(start)); why != "" && !inv.bare && gaveUp.set(why) {
+				r.logger().Warn("restic cannot open the repository: stopping its retries", "op", inv.op,
+					"repository", r.Repo.Redacted(), "host", r.Repo.Host(), "after", time.Since(start).Round(time.Millisecond))
+				stopRun(errGaveUp)
+			}
 		}
 	}}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -220,7 +242,6 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	if !inv.bare {
 		log = log.With("repository", r.Repo.Redacted())
 	}
-	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		log.Error("restic did not start", "error", err)
 		return nil, fmt.Errorf("cannot run %s: %w", r.Binary, err)
@@ -232,7 +253,7 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	watched := make(chan struct{})
 	if r.StallTimeout > 0 {
 		mark.touch()
-		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stall)
+		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stopRun)
 	}
 	waitErr := cmd.Wait()
 	close(watched)
@@ -242,6 +263,15 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	out.canceled = ctx.Err() != nil
 	out.stalled = !out.canceled && errors.Is(context.Cause(runCtx), errStalled)
 	out.stallTimeout = r.StallTimeout
+	if !out.canceled {
+		out.gaveUp = gaveUp.get()
+	}
+	if !inv.bare && !out.canceled && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() != 0 && needsSSHDiagnosis(r.Repo.URL, out.exitError+"\n"+out.stderr.String()) {
+		// restic did not pass on ssh's reason: ask ssh (diagnoseSSH).
+		for _, l := range diagnoseSSH(ctx, r.Repo.URL, out.args, env) {
+			out.stderr.add([]byte(l))
+		}
+	}
 	if cmd.ProcessState == nil {
 		log.Error("restic could not be waited for", "error", waitErr)
 		return nil, fmt.Errorf("cannot wait for %s: %w", r.Binary, waitErr)
@@ -300,6 +330,62 @@ func (out *outcome) stderrLine(line []byte, message func(kind string, line []byt
 }
 
 var retryRE = regexp.MustCompile(`returned error, retrying after`)
+
+// OpenRetryWindow is how long restic may retry a server it has not reached
+// yet (the repository's config file and keys) before subvault stops it:
+// long enough for a network that is coming up (restic 0.17+ retries after
+// about 1, 3 and 8 seconds), short enough that an unreachable repository
+// ends the job in seconds instead of restic's 15 minutes.
+const OpenRetryWindow = 5 * time.Second
+
+var retryAfterRE = regexp.MustCompile(`retrying after ([0-9.]+[a-zµ]+)`)
+
+// failFast says why restic's retry line should end it: a retry while it
+// opens the repository, with a network or credentials error, whose next
+// attempt would come after OpenRetryWindow. "" means let restic go on.
+// Retries once the repository is open (a connection lost mid-backup) are
+// left to restic and to the job's stall timeout.
+func failFast(line []byte, elapsed time.Duration) string {
+	if !openRetryRE.Match(line) {
+		return ""
+	}
+	if !networkRE.Match(line) && !credentialsRE.Match(line) && !forbiddenOpenRE.Match(line) {
+		return ""
+	}
+	next := elapsed
+	if m := retryAfterRE.FindSubmatch(line); m != nil {
+		if d, err := time.ParseDuration(string(m[1])); err == nil {
+			next += d
+		}
+	}
+	if next <= OpenRetryWindow {
+		return ""
+	}
+	return fmt.Sprintf("subvault stopped restic's retries after %s instead of letting it retry for up to 15 minutes", elapsed.Round(100*time.Millisecond))
+}
+
+// atomicString is a string set once, from restic's stderr reader, and read
+// after Wait.
+type atomicString struct {
+	mu sync.Mutex
+	s  string
+}
+
+func (a *atomicString) set(s string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.s != "" {
+		return false
+	}
+	a.s = s
+	return true
+}
+
+func (a *atomicString) get() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.s
+}
 
 // ansiRE matches the terminal control sequences restic prints even when
 // stderr is not a terminal ("\x1b[2K" before "signal interrupt received").

@@ -189,7 +189,12 @@ func TestClassifyRecorded(t *testing.T) {
 			t.Run(v+"/"+c.name, func(t *testing.T) {
 				rec := readRecorded(t, v, c.name)
 				_, _, out := parseBackup(rec)
-				e := classifyOutcome("backup", repo, out)
+				r := repo
+				if strings.HasPrefix(c.name, "unreachable-sftp") {
+					// recorded against sftp:nobody@127.0.0.1:/nope
+					r.URL = "sftp:nobody@127.0.0.1:/nope"
+				}
+				e := classifyOutcome("backup", r, out)
 				if !errors.Is(e, c.kind) {
 					t.Fatalf("exit %d, stderr %q: kind %v, want %v (%s)", rec.rc, rec.stderr, e.Kind, c.kind, e)
 				}

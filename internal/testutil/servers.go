@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,11 +78,26 @@ func (s *Server) start(t testing.TB) {
 	// up on it after this.
 	cmd.WaitDelay = 2 * time.Second
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig fires when the thread that forked the server ends, not the
+	// test: a thread the Go runtime ends later (the one a goroutine locked
+	// and left locked, as daemon/mountns does for every backup) would kill
+	// the server in the middle of the test. The server is forked from a
+	// goroutine that keeps its thread until the server has exited.
+	started := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	if err := <-started; err != nil {
 		t.Fatalf("%s: start %s: %v", s.Name, cmd.Path, err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 	s.mu.Lock()
 	s.cmd, s.output, s.exited, s.stopped = cmd, out, exited, false
 	s.mu.Unlock()
