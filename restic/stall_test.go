@@ -116,7 +116,8 @@ func TestStallStopsACheckThatMakesNoProgress(t *testing.T) {
 
 // A stalled run is ErrStalled whatever restic printed and however it
 // ended, and its one line names the bound and, when restic said so, the
-// backend's trouble: an unreachable server, or the last retry's cause.
+// backend's trouble: a server lost or unreachable, or the last retry's
+// cause.
 func TestClassifyStalled(t *testing.T) {
 	repo := Repository{URL: "rest:https://user:pw@nas:8000/laptop", PasswordFile: "/etc/subvault/nas.pass"}
 	for _, c := range []struct {
@@ -125,8 +126,9 @@ func TestClassifyStalled(t *testing.T) {
 		killed             bool
 	}{
 		{"silent", "", "restic backup on repository rest:https://user:***@nas:8000/laptop made no progress for 10m0s", -1, true},
-		{"unreachable", "Load(<lock/1234>, 0, 0) returned error, retrying after 1.5s: Get \"https://nas:8000/laptop/locks/1234\": dial tcp 10.0.0.2:8000: connect: connection refused",
-			"made no progress for 10m0s while the repository was unreachable: dial tcp 10.0.0.2:8000: connect: connection refused", 130, false},
+		// The repository was open (a lock read): the server went away.
+		{"connection lost", "Load(<lock/1234>, 0, 0) returned error, retrying after 1.5s: Get \"https://nas:8000/laptop/locks/1234\": dial tcp 10.0.0.2:8000: connect: connection refused",
+			"made no progress for 10m0s while it lost its connection to nas:8000: dial tcp 10.0.0.2:8000: connect: connection refused", 130, false},
 		{"retried", "Save(<data/abcd>) returned error, retrying after 2.1s: server response unexpected: 500 Internal Server Error (500)",
 			"made no progress for 10m0s while it retried the repository: server response unexpected: 500 Internal Server Error (500)", 1, false},
 	} {
