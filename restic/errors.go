@@ -171,6 +171,8 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	switch {
 	case res.signal != 0:
 		e.Message = fmt.Sprintf("restic %s on repository %s was killed by %s", op, name, res.signal)
+	case unknownOptionRE.MatchString(text):
+		e.Message = unknownOptionMessage(name, text)
 	case cause != "":
 		e.Message = fmt.Sprintf("restic %s on repository %s failed: %s", op, name, cause)
 	default:

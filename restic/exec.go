@@ -131,7 +131,13 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		return &outcome{exitCode: -1, canceled: true, stderr: newStderrLog(), secrets: secrets}, nil
 	}
 
-	cmd := exec.CommandContext(ctx, r.Binary, inv.args...)
+	args := inv.args
+	if !inv.bare {
+		// The repository's flags go before the command's name, where
+		// they cannot fall after a "--" that ends the command's flags.
+		args = append(r.Repo.GlobalArgs(), args...)
+	}
+	cmd := exec.CommandContext(ctx, r.Binary, args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }

@@ -15,8 +15,10 @@ import (
 
 var (
 	topKeys        = []string{"repositories", "plans", "settings"}
-	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir"}
-	planKeys       = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
+	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir",
+		"options", "ssh", "limit_upload", "limit_download", "connections"}
+	sshKeys  = []string{"command", "config_file", "key", "known_hosts"}
+	planKeys = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
 		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
@@ -228,6 +230,7 @@ func (p *parser) repository(e pair, path string, settings Settings) *Repository 
 		// The default, below settings.cache_dir: reported at the repository.
 		p.names(m.at, join(m.path, "cache_dir"), repo.CacheDir, roleDirectory)
 	}
+	p.repositoryOptions(m, repo)
 	return repo
 }
 

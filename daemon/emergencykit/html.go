@@ -47,7 +47,7 @@ func (k *Kit) WriteHTML(w io.Writer) error {
 			rv.QRSVG = template.HTML(r.QR.SVG(qrMillimetres)) //nolint:gosec // generated markup, no input
 		}
 		for _, p := range r.Plans {
-			rv.Plans = append(rv.Plans, planView{Plan: p, Commands: k.PlanCommands(p), Opened: r.Opened})
+			rv.Plans = append(rv.Plans, planView{Plan: p, Commands: k.PlanCommands(r, p), Opened: r.Opened})
 		}
 		view.Repos = append(view.Repos, rv)
 	}

@@ -71,6 +71,11 @@ type Repository struct {
 	EnvFile         string
 	Env             []restic.EnvVar
 	EnvProblem      string // why EnvFile could not be read, or ""
+	// Flags are what every restic command against the repository gets
+	// (restic.Repository.GlobalArgs): the backend options, the ssh command
+	// of an sftp repository and the bandwidth limits, as the daemon gives
+	// them.
+	Flags []string
 	// Checked says, in a sentence, what happened when the kit opened the
 	// repository with Password (listing the plans' archives); Opened is
 	// true when it worked.
@@ -200,7 +205,12 @@ func newRepository(ctx context.Context, conf *config.Repository) *Repository {
 		}
 		r.Env = vars
 	}
-	r.Notes = backendNotes(conf.URL, r.URLHasCredentials, conf.EnvFile != "")
+	if repo, err := planstore.Repository(conf); err != nil {
+		r.Notes = append(r.Notes, "The repository's options could not be written down: "+err.Error())
+	} else {
+		r.Flags = repo.GlobalArgs()
+	}
+	r.Notes = append(r.Notes, backendNotes(conf, r.URLHasCredentials)...)
 	return r
 }
 
@@ -231,8 +241,13 @@ func (r *Repository) check(ctx context.Context, cfg *config.Config, conf *config
 		r.Checked = "Not checked: " + err.Error() + "."
 		return
 	}
-	runner := &restic.Runner{Binary: cfg.Settings.Restic, Logger: log, Grace: 5 * time.Second,
-		Repo: restic.Repository{URL: conf.URL, PasswordFile: pwFile, EnvFile: conf.EnvFile, CacheDir: conf.CacheDir}}
+	repo, err := planstore.Repository(conf)
+	if err != nil {
+		r.Checked = "Not checked: " + err.Error() + "."
+		return
+	}
+	repo.PasswordFile, repo.PasswordCommand, repo.CredentialFile = pwFile, "", ""
+	runner := &restic.Runner{Binary: cfg.Settings.Restic, Logger: log, Grace: 5 * time.Second, Repo: repo}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	archives, err := runner.Snapshots(ctx, restic.SnapshotFilter{Hosts: []string{host}})
@@ -274,11 +289,23 @@ func (r Repository) IsLocal() bool {
 	return strings.HasPrefix(r.URL, "/") || strings.HasPrefix(r.URL, "local:")
 }
 
-func backendNotes(url string, urlCredentials, envFile bool) []string {
+func backendNotes(conf *config.Repository, urlCredentials bool) []string {
+	url, envFile := conf.URL, conf.EnvFile != ""
 	scheme, _, _ := strings.Cut(url, ":")
 	switch {
 	case strings.HasPrefix(url, "/") || scheme == "local":
 		return []string{"A path on a disk: attach and mount the disk that holds it. Mounted somewhere else, or copied? Put the new path in RESTIC_REPOSITORY; nothing else changes."}
+	case scheme == "sftp" && conf.SSH.Command != "":
+		return []string{"sftp logs in with SSH, through the command in --option=sftp.command below: the keys and files it names are NOT in this kit. Keep a copy of them with the kit, at the same paths on the rescue machine."}
+	case scheme == "sftp" && !conf.SSH.IsZero():
+		var files []string
+		for _, f := range []struct{ what, path string }{{"the private key", conf.SSH.Key}, {"the server's host keys", conf.SSH.KnownHosts}, {"the ssh configuration", conf.SSH.ConfigFile}} {
+			if f.path != "" {
+				files = append(files, f.what+" "+f.path)
+			}
+		}
+		return []string{"sftp logs in with SSH, as --option=sftp.command below says: " + strings.Join(files, ", ") +
+			" are NOT in this kit. Keep a copy of them with the kit and put them at the same paths on the rescue machine (the key with chmod 600), or change the paths in the command."}
 	case scheme == "sftp":
 		return []string{"sftp logs in with SSH: the key (and known_hosts entry) that root of this machine uses for that server is NOT in this kit. Keep a copy of it with the kit, or make sure the server also accepts a password."}
 	case scheme == "rest" && !urlCredentials:
@@ -302,15 +329,20 @@ func (k *Kit) OpenCommands(r Repository) []string {
 	return append(cmds, "read -r RESTIC_PASSWORD", "export RESTIC_PASSWORD")
 }
 
-// PlanCommands are the lines that list the plan's archives and restore the
-// latest one under RestoreTarget. --verify has restic read every restored
-// file back and compare it with the archive (restic 0.14 and later): on a
-// rescue disk that is quick next to the download, and it is the proof.
-func (k *Kit) PlanCommands(p Plan) []string {
+// PlanCommands are the lines that list the plan's archives of repository r
+// and restore the latest one under RestoreTarget, with the repository's
+// flags. --verify has restic read every restored file back and compare it
+// with the archive (restic 0.14 and later): on a rescue disk that is quick
+// next to the download, and it is the proof.
+func (k *Kit) PlanCommands(r Repository, p Plan) []string {
+	restic := "restic"
+	if len(r.Flags) > 0 {
+		restic += " " + shell.Join(r.Flags)
+	}
 	filter := "--tag " + shell.Quote(p.Tag) + " --host " + shell.Quote(k.Host)
 	return []string{
-		"restic snapshots " + filter,
-		"restic restore latest " + filter + " --target " + RestoreTarget + " --verify",
+		restic + " snapshots " + filter,
+		restic + " restore latest " + filter + " --target " + RestoreTarget + " --verify",
 	}
 }
 

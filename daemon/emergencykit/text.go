@@ -77,7 +77,7 @@ func (k *Kit) WriteText(w io.Writer) error {
 				b.WriteString("   No archive yet when this kit was made.\n")
 			}
 			b.WriteString("   List its archives, then restore the latest:\n\n")
-			for _, c := range k.PlanCommands(p) {
+			for _, c := range k.PlanCommands(r, p) {
 				b.WriteString("   " + CommandPrefix + c + "\n")
 			}
 		}

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/subvault/subvault/daemon/config"
@@ -39,12 +41,9 @@ func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic
 	if !ok {
 		return nil, fmt.Errorf("plan %s names repository %q, which is not configured", plan.Name, plan.Repository)
 	}
-	r := restic.Repository{
-		URL:             repo.URL,
-		PasswordFile:    repo.PasswordFile,
-		PasswordCommand: repo.PasswordCommand,
-		EnvFile:         repo.EnvFile,
-		CacheDir:        repo.CacheDir,
+	r, err := Repository(repo)
+	if err != nil {
+		return nil, err
 	}
 	if repo.Credential != "" {
 		dir := os.Getenv("CREDENTIALS_DIRECTORY")
@@ -58,6 +57,38 @@ func NewRunner(cfg *config.Config, plan *config.Plan, log *slog.Logger) (*restic
 	// which every backup excludes and keeps as on the host.
 	return &restic.Runner{Binary: cfg.Settings.Restic, Repo: r, Logger: log, Hostname: host,
 		TempDir: filepath.Join(repo.CacheDir, "tmp")}, nil
+}
+
+// Repository is how restic reaches the configured repository: its location,
+// password source (a credential is the caller's to resolve), env_file and
+// cache, and what every restic command against it gets (Options,
+// LimitUpload, LimitDownload): the options, connections (as the backend's
+// BACKEND.connections) and the ssh command (sftp.command).
+func Repository(repo *config.Repository) (restic.Repository, error) {
+	r := restic.Repository{
+		URL:             repo.URL,
+		PasswordFile:    repo.PasswordFile,
+		PasswordCommand: repo.PasswordCommand,
+		EnvFile:         repo.EnvFile,
+		CacheDir:        repo.CacheDir,
+		Options:         slices.Clone(repo.Options),
+		LimitUpload:     repo.LimitUpload,
+		LimitDownload:   repo.LimitDownload,
+	}
+	if repo.Connections > 0 {
+		r.Options = append(r.Options, restic.Option{Key: restic.Backend(repo.URL) + ".connections", Value: strconv.Itoa(repo.Connections)})
+	}
+	switch {
+	case repo.SSH.Command != "":
+		r.Options = append(r.Options, restic.Option{Key: "sftp.command", Value: repo.SSH.Command})
+	case !repo.SSH.IsZero():
+		cmd, err := restic.SFTPCommand(repo.URL, repo.SSHFiles())
+		if err != nil {
+			return r, fmt.Errorf("repository %s: ssh: %w", repo.Name, err)
+		}
+		r.Options = append(r.Options, restic.Option{Key: "sftp.command", Value: cmd})
+	}
+	return r, nil
 }
 
 // AlwaysExcluded are the paths every backup of the plan leaves out besides
