@@ -94,7 +94,7 @@ func SFTPCommand(location string, ssh SSH) (string, error) {
 		args = append(args, "-i", ssh.Key, "-o", "IdentitiesOnly=yes")
 	}
 	if ssh.KnownHosts != "" {
-		args = append(args, "-o", "UserKnownHostsFile="+ssh.KnownHosts, "-o", "StrictHostKeyChecking=yes")
+		args = append(args, "-o", "UserKnownHostsFile="+ssh.KnownHosts, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes")
 	}
 	args = append(args, "-o", "BatchMode=yes",
 		"-o", "ConnectTimeout="+strconv.Itoa(SSHConnectTimeout),

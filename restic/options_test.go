@@ -25,7 +25,7 @@ func TestSFTPCommand(t *testing.T) {
 		{"sftp:backup@nas:/srv/restic", SSH{Key: "/etc/subvault/nas.key"},
 			"ssh -i /etc/subvault/nas.key -o IdentitiesOnly=yes " + bounds + " -l backup nas -s sftp", ""},
 		{"sftp://backup@nas.lan:2222//srv/restic", SSH{Key: "/k", KnownHosts: "/etc/subvault/known hosts"},
-			"ssh -i /k -o IdentitiesOnly=yes -o 'UserKnownHostsFile=/etc/subvault/known hosts' -o StrictHostKeyChecking=yes " + bounds + " -p 2222 -l backup nas.lan -s sftp", ""},
+			"ssh -i /k -o IdentitiesOnly=yes -o 'UserKnownHostsFile=/etc/subvault/known hosts' -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes " + bounds + " -p 2222 -l backup nas.lan -s sftp", ""},
 		{"sftp:nas:/srv/restic", SSH{ConfigFile: "/etc/subvault/ssh_config"},
 			"ssh -F /etc/subvault/ssh_config " + bounds + " nas -s sftp", ""},
 		{"sftp://[::1]:22//r", SSH{Key: "/k"}, "ssh -i /k -o IdentitiesOnly=yes " + bounds + " -p 22 ::1 -s sftp", ""},
