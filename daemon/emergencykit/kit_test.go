@@ -231,3 +231,42 @@ settings:
 		t.Errorf("with $CREDENTIALS_DIRECTORY: %+v", k.Repositories)
 	}
 }
+
+// A repository's options, ssh command and limits are in every restic
+// command of the kit, quoted for the shell, and the note names the ssh
+// files that must travel with the kit.
+func TestKitCommandsCarryTheRepositoryFlags(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse("test.yaml", []byte(`repositories:
+  nas:
+    url: sftp://backup@nas:2222//srv/restic
+    password_command: /bin/echo pw
+    ssh: {key: /etc/subvault/nas.key, known_hosts: /etc/subvault/nas.known_hosts}
+    limit_download: 4096
+plans:
+  home: {subvolumes: [/home], repository: nas}
+settings:
+  restic: /nonexistent/restic
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := Build(context.Background(), cfg, Options{Hostname: "laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := k.Repositories[0]
+	cmds := k.PlanCommands(r, r.Plans[0])
+	flags := "'--option=sftp.command=ssh -i /etc/subvault/nas.key -o IdentitiesOnly=yes -o UserKnownHostsFile=/etc/subvault/nas.known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -p 2222 -l backup nas -s sftp' --limit-download=4096"
+	for i, want := range []string{
+		"restic " + flags + " snapshots --tag subvault:home --host laptop",
+		"restic " + flags + " restore latest --tag subvault:home --host laptop --target /mnt/new --verify",
+	} {
+		if cmds[i] != want {
+			t.Errorf("command %d:\n%s\nwant\n%s", i, cmds[i], want)
+		}
+	}
+	if len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "the private key /etc/subvault/nas.key, the server's host keys /etc/subvault/nas.known_hosts are NOT in this kit") {
+		t.Errorf("the note does not name the ssh files: %q", r.Notes)
+	}
+}
