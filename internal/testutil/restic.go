@@ -16,16 +16,21 @@ var resticVersionRE = regexp.MustCompile(`^restic (\d+)\.(\d+)\.(\d+)`)
 // ResticCacheBinary is where .ci/restic-versions unpacks Debian trixie's
 // restic (0.18): the second version the restic tests run against.
 func ResticCacheBinary() string {
-	cache := os.Getenv("SUBVAULT_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "subvault")
+	return filepath.Join(subvaultCache(), "restic-trixie", "root", "usr", "bin", "restic")
+}
+
+// subvaultCache is the cache directory of .ci/deps: $SUBVAULT_CACHE, or
+// $XDG_CACHE_HOME/subvault, or ~/.cache/subvault.
+func subvaultCache() string {
+	if cache := os.Getenv("SUBVAULT_CACHE"); cache != "" {
+		return cache
 	}
-	return filepath.Join(cache, "restic-trixie", "root", "usr", "bin", "restic")
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "subvault")
 }
 
 // resticVersions caches ResticVersion by path: a binary does not change
