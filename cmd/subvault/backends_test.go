@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/emergencykit"
 	"github.com/subvault/subvault/daemon/shell"
 	"github.com/subvault/subvault/internal/testutil"
@@ -32,7 +33,8 @@ type backend struct {
 	// returns what makes the repository entry's lines (url and what else
 	// the form needs, indented by four) of a repository named repo on it.
 	server func(t *testing.T) (entry func(t *testing.T, repo string) string)
-	// programs are what the kit's commands need on PATH besides restic.
+	// programs are what the kit's commands need on PATH besides restic
+	// (any rescue system has them).
 	programs []string
 	// short: a variant of a form the matrix runs in full; it runs the
 	// first backup (init included), the check and the kit only.
@@ -59,7 +61,8 @@ var backendMatrixTimes sync.Map
 // the one archive the retention asks for, a check passes, and the
 // emergency kit's commands, run in a shell as printed (only the restore's
 // --target moved into the test's directory), list the archives and
-// restore the tree. Variants of a form the matrix runs in full (short)
+// restore the tree (the files an ssh block names removed first: the kit
+// writes them back). Variants of a form the matrix runs in full (short)
 // run the first backup, the check and the kit. Each server is started once
 // for both restic versions, each version with its own repository.
 func TestBackendsEndToEnd(t *testing.T) {
@@ -245,6 +248,19 @@ func (e *backendEnv) runKit(t *testing.T, b backend) {
 	if moved != 1 {
 		t.Fatalf("no restore to %s among the kit's commands:\n%s", emergencykit.RestoreTarget, strings.Join(commands, "\n"))
 	}
+	// The files of the ssh block are not on a rescue machine: the kit's
+	// commands write them back.
+	cfg, err := config.Load(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{cfg.Repositories["r"].SSH.Key, cfg.Repositories["r"].SSH.KnownHosts, cfg.Repositories["r"].SSH.ConfigFile} {
+		if f != "" {
+			if err := os.Remove(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	t.Logf("the kit's commands, as run:\n%s", strings.Join(commands, "\n"))
 	script := filepath.Join(t.TempDir(), "kit.sh")
 	testutil.WriteFile(t, script, strings.Join(commands, "\n")+"\n")
@@ -281,7 +297,7 @@ func (e *backendEnv) runKit(t *testing.T, b backend) {
 // backends are the cells of the matrix.
 func backends() []backend {
 	return []backend{
-		{name: "sftp key and known_hosts on a port", programs: []string{"ssh"},
+		{name: "sftp key and known_hosts on a port", programs: []string{"ssh", "mkdir"},
 			server: func(t *testing.T) func(*testing.T, string) string {
 				s := testutil.NewSFTPServer(t)
 				return func(t *testing.T, repo string) string {
@@ -289,7 +305,7 @@ func backends() []backend {
 						s.URL(repo), s.KeyFile, s.KnownHostsFile)
 				}
 			}},
-		{name: "sftp Host alias in an ssh config_file", programs: []string{"ssh"}, short: true,
+		{name: "sftp Host alias in an ssh config_file", programs: []string{"ssh", "mkdir"}, short: true,
 			server: func(t *testing.T) func(*testing.T, string) string {
 				s := testutil.NewSFTPServer(t)
 				conf := filepath.Join(t.TempDir(), "ssh_config")
@@ -299,7 +315,7 @@ func backends() []backend {
 					return fmt.Sprintf("    url: sftp:backup-nas:%s\n    ssh: {config_file: %s}\n", filepath.Join(s.Dir, repo), conf)
 				}
 			}},
-		{name: "sftp own command", programs: []string{"ssh"}, short: true,
+		{name: "sftp own command", programs: []string{"ssh", "mkdir"}, short: true,
 			server: func(t *testing.T) func(*testing.T, string) string {
 				s := testutil.NewSFTPServer(t)
 				return func(t *testing.T, repo string) string {
