@@ -57,7 +57,9 @@ var backendMatrixTimes sync.Map
 // configuration gives it (options, ssh, env_file, credentials), with each
 // restic version, through subvault: the first backup creates the
 // repository (init: true), an unchanged second backup finds its parent
-// (every file unmodified), a restore gives back the tree, a prune keeps
+// (every file unmodified), a diff of the two archives and of the last one
+// with the live subvolume finds nothing, a restore gives back the tree, a
+// prune keeps
 // the one archive the retention asks for, a check passes, and the
 // emergency kit's commands, run in a shell as printed (only the restore's
 // --target moved into the test's directory), list the archives and
@@ -179,9 +181,14 @@ func backendCell(t *testing.T, b backend, bin, repository string) {
 	if want := fmt.Sprintf("files: 0 new, 0 changed, %d unmodified", e.files); !strings.Contains(out, want) {
 		t.Errorf("unchanged second backup did not use its parent: no %q in\n%s", want, out)
 	}
-	if n := e.archiveCount(t); n != 2 {
-		t.Errorf("%d archives after two backups, want 2", n)
+	ids := e.archives(t)
+	if len(ids) != 2 {
+		t.Fatalf("%d archives after two backups, want 2", len(ids))
 	}
+	// restic diff and ls: the two archives, and the last one and the live
+	// subvolume, hold the same tree.
+	step("diff of the archives", "diff", "home", ids[0], ids[1])
+	step("diff with the live subvolume", "diff", "home", "latest", "live")
 
 	target := filepath.Join(e.fs.Mount, "restored")
 	step("restore", "restore", "home", "latest", target, "--wait")
@@ -190,7 +197,7 @@ func backendCell(t *testing.T, b backend, bin, repository string) {
 	}
 
 	step("prune", "prune", "home", "--wait")
-	if n := e.archiveCount(t); n != 1 {
+	if n := len(e.archives(t)); n != 1 {
 		t.Errorf("%d archives after a prune keeping the last one, want 1", n)
 	}
 	step("check", "check", "home", "--wait")
@@ -200,18 +207,32 @@ func backendCell(t *testing.T, b backend, bin, repository string) {
 	t.Logf("emergency kit: %v", time.Since(start).Round(10*time.Millisecond))
 }
 
-// archiveCount is how many archives of the plan the daemon lists.
-func (e *backendEnv) archiveCount(t *testing.T) int {
+// archives are the ids of the plan's archives the daemon lists, oldest
+// first.
+func (e *backendEnv) archives(t *testing.T) []string {
 	t.Helper()
 	code, out, errOut := e.cli(t, "archives", "home", "--json")
 	if code != exitOK {
 		t.Fatalf("archives: exit %d: %s", code, errOut)
 	}
-	var archives []json.RawMessage
+	var archives []struct {
+		ID   string
+		Time time.Time
+	}
 	if err := json.Unmarshal([]byte(out), &archives); err != nil {
 		t.Fatalf("archives --json: %v\n%s", err, out)
 	}
-	return len(archives)
+	slices.SortFunc(archives, func(a, b struct {
+		ID   string
+		Time time.Time
+	}) int {
+		return a.Time.Compare(b.Time)
+	})
+	ids := make([]string, len(archives))
+	for i, a := range archives {
+		ids[i] = a.ID
+	}
+	return ids
 }
 
 // runKit writes the kit and runs its commands in /bin/sh, with restic (and
