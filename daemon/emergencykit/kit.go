@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -323,11 +324,16 @@ func (r Repository) IsLocal() bool {
 // readCarried reads a file the kit carries, or says why it cannot: it must
 // be text of at most maxFileSize.
 func readCarried(path string) (content, problem string) {
-	f, err := os.Open(path)
+	// Non-blocking, and then only a regular file: a FIFO or a device put
+	// in its place is not read.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err.Error()
 	}
 	defer f.Close() //nolint:errcheck // read only
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return "", path + " is not a regular file"
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	switch {
 	case err != nil:
