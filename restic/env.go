@@ -30,6 +30,12 @@ type Repository struct {
 	// never logged.
 	EnvFile  string
 	CacheDir string
+	// Options are restic's backend options (-o), given to every command
+	// (GlobalArgs); never secrets, since they are on the command line.
+	Options []Option
+	// LimitUpload and LimitDownload are restic's --limit-upload and
+	// --limit-download in KiB/s, for every command; 0: no limit.
+	LimitUpload, LimitDownload int
 }
 
 // Redacted is the URL with any password replaced by ***, for logs and

@@ -253,6 +253,8 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 	case res.signal != 0:
 		// "killed", "terminated": the words of the signal, with its number.
 		e.Message = fmt.Sprintf("restic %s on repository %s ended by signal %d (%s)", op, name, int(res.signal), res.signal)
+	case unknownOptionRE.MatchString(text):
+		e.Message = unknownOptionMessage(name, text)
 	case cause != "":
 		e.Message = fmt.Sprintf("restic %s on repository %s failed: %s", op, name, cause)
 	default:
@@ -306,7 +308,6 @@ func retryCause(text string) string {
 	}
 	return cause
 }
-
 
 // lockFromText reads the holder of a lock from restic's message: "repository
 // is already locked exclusively by PID 20713 on vm by root (UID 0, GID 0)

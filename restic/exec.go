@@ -188,6 +188,12 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		return &outcome{exitCode: -1, canceled: true, stderr: newStderrLog(), secrets: secrets}, nil
 	}
 
+	args := inv.args
+	if !inv.bare {
+		// The repository's flags go before the command's name, where
+		// they cannot fall after a "--" that ends the command's flags.
+		args = append(r.Repo.GlobalArgs(), args...)
+	}
 	mark := inv.progress
 	if mark == nil {
 		mark = newProgressMark()
@@ -197,7 +203,7 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	// that one is an interruption.
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
-	cmd := exec.CommandContext(runCtx, r.Binary, inv.args...)
+	cmd := exec.CommandContext(runCtx, r.Binary, args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }

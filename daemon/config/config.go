@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/subvault/subvault/restic"
 )
 
 // DefaultPath is where the daemon and check-config look without --config.
@@ -68,7 +70,31 @@ type Repository struct {
 	// host never forgets or prunes there, retention is the server's
 	// owner's (docs/configuration.md).
 	AppendOnly bool
+	// Options are restic's backend options (-o KEY=VALUE) for every restic
+	// command, in file order; each key is an option of the url's backend.
+	Options []restic.Option
+	// SSH is how restic's ssh logs in; only for an sftp url.
+	SSH SSH
+	// LimitUpload and LimitDownload are KiB/s (restic's --limit-upload and
+	// --limit-download); 0 for no limit.
+	LimitUpload, LimitDownload int
+	// Connections is the url's backend's BACKEND.connections option; 0
+	// for restic's default.
+	Connections int
 }
+
+// SSH is the "ssh" block of an sftp repository: either Command, the whole
+// command restic runs (its sftp.command), or any of the files from which
+// subvault builds that command (restic.SFTPCommand). Paths are absolute.
+type SSH struct {
+	Command    string
+	ConfigFile string
+	Key        string
+	KnownHosts string
+}
+
+// IsZero reports whether the block is absent.
+func (s SSH) IsZero() bool { return s == SSH{} }
 
 // Plan is one entry of "plans".
 type Plan struct {

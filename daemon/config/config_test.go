@@ -175,7 +175,7 @@ func TestDefaults(t *testing.T) {
 	repo := cfg.Repositories["nas"]
 	wantRepo := Repository{Name: "nas", URL: "/srv/restic", PasswordFile: "/etc/subvault/nas.pass",
 		CacheDir: "/var/cache/subvault/nas"}
-	if *repo != wantRepo {
+	if !reflect.DeepEqual(*repo, wantRepo) {
 		t.Errorf("repository = %+v, want %+v", *repo, wantRepo)
 	}
 

@@ -113,6 +113,13 @@ settings:
 `, s.path("repo"), repoExtra, planExtra, s.path("state"), s.path("cache"))
 }
 
+// sftpConfig is strictConfig for an sftp repository with the given ssh block
+// (lines 6 and on).
+func sftpConfig(s *strictTree, sshLines string) string {
+	return strings.Replace(strictConfig(s, "    password_command: /bin/echo pw\n    ssh:\n"+sshLines, ""),
+		"url: "+s.path("repo"), "url: sftp:backup@nas:/srv/restic", 1)
+}
+
 // TestStrictFiles: like sshd's StrictModes, Load refuses a configuration,
 // hook, password_file, env_file, exclude_file, password_command, restic,
 // state or cache directory or local repository that someone other than
@@ -228,6 +235,28 @@ func TestStrictFiles(t *testing.T) {
 			return s.file("config.yaml", strings.Replace(strictConfig(s, "    password_command: /bin/echo pw", ""),
 				"  restic: /usr/bin/env\n", "", 1), 0o644, 0)
 		}, []string{`^TREE/config\.yaml: settings\.restic: TREE/open/restic: the directory TREE/open may be written by its group and others \(mode 0777\), who could replace what is in it; expected a program only root can change`}},
+		{"root's ssh key, known_hosts and ssh configuration are accepted", func(s *strictTree) string {
+			s.file("nas.key", "KEY\n", 0o600, 0)
+			s.file("nas.known_hosts", "nas ssh-ed25519 AAAA\n", 0o644, 0)
+			s.file("ssh_config", "Host nas\n", 0o644, 0)
+			return s.file("config.yaml", sftpConfig(s, "      key: "+s.path("nas.key")+"\n      known_hosts: "+s.path("nas.known_hosts")+
+				"\n      config_file: "+s.path("ssh_config")), 0o644, 0)
+		}, nil},
+		{"an ssh key others may read, a known_hosts its group may write, an ssh configuration of the user's", func(s *strictTree) string {
+			s.file("nas.key", "KEY\n", 0o644, 0)
+			s.file("nas.known_hosts", "nas ssh-ed25519 AAAA\n", 0o664, 0)
+			s.file("ssh_config", "Host nas\n", 0o644, nobody)
+			return s.file("config.yaml", sftpConfig(s, "      key: "+s.path("nas.key")+"\n      known_hosts: "+s.path("nas.known_hosts")+
+				"\n      config_file: "+s.path("ssh_config")), 0o644, 0)
+		}, []string{
+			`(?m)^TREE/config\.yaml:6: repositories\.r\.ssh\.key: TREE/nas\.key: may be read by its group and others \(mode 0644\); expected a secret only root can read and change, .*\(fix: chmod 600 TREE/nas\.key\)$`,
+			`(?m)^TREE/config\.yaml:7: repositories\.r\.ssh\.known_hosts: TREE/nas\.known_hosts: may be written by its group \(mode 0664\); expected a file only root can change, .*\(fix: chmod go-w TREE/nas\.known_hosts\)$`,
+			`(?m)^TREE/config\.yaml:8: repositories\.r\.ssh\.config_file: TREE/ssh_config: owned by uid 65534, who could change it; .*\(fix: chown root: TREE/ssh_config\)$`,
+		}},
+		{"an ssh command in the user's directory", func(s *strictTree) string {
+			s.mkdir("user", 0o755, nobody)
+			return s.file("config.yaml", sftpConfig(s, "      command: \""+s.path("user/ssh")+" nas -s sftp\""), 0o644, 0)
+		}, []string{`:6: repositories\.r\.ssh\.command: TREE/user/ssh: the directory TREE/user is owned by uid 65534`}},
 		{"a loop of links", func(s *strictTree) string {
 			s.link("a", "b")
 			s.link("b", "a")

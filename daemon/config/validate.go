@@ -15,8 +15,10 @@ import (
 
 var (
 	topKeys        = []string{"repositories", "plans", "settings"}
-	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir", "append_only"}
-	planKeys       = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
+	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir", "append_only",
+		"options", "ssh", "limit_upload", "limit_download", "connections"}
+	sshKeys  = []string{"command", "config_file", "key", "known_hosts"}
+	planKeys = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
 		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups",
 		"on_battery", "metered", "timeout", "stall_timeout", "copy_to"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
@@ -232,6 +234,7 @@ func (p *parser) repository(e pair, path string, settings Settings) *Repository 
 		// The default, below settings.cache_dir: reported at the repository.
 		p.names(m.at, join(m.path, "cache_dir"), repo.CacheDir, roleDirectory)
 	}
+	p.repositoryOptions(m, repo)
 	return repo
 }
 

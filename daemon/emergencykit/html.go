@@ -47,7 +47,7 @@ func (k *Kit) WriteHTML(w io.Writer) error {
 			rv.QRSVG = template.HTML(r.QR.SVG(qrMillimetres)) //nolint:gosec // generated markup, no input
 		}
 		for _, p := range r.Plans {
-			rv.Plans = append(rv.Plans, planView{Plan: p, Commands: k.PlanCommands(p), Opened: r.Opened})
+			rv.Plans = append(rv.Plans, planView{Plan: p, Commands: k.PlanCommands(r, p), Opened: r.Opened})
 		}
 		view.Repos = append(view.Repos, rv)
 	}
@@ -127,6 +127,13 @@ Write it here by hand: ______________________________</p>
 {{- end}}
 {{- end}}
 <p class="small">{{.Checked}}</p>
+{{- range .Files}}
+{{- if .Problem}}
+<p><strong>{{.Key}} {{.Path}}: not in this kit.</strong> It could not be read: {{.Problem}}</p>
+{{- else}}
+<p>{{.Key}} {{.Path}}{{if .Secret}}<span class="tag">SECRET</span>{{end}}: written back at the same path by the commands below.</p>
+{{- end}}
+{{- end}}
 {{- range .Notes}}
 <p class="small">Note: {{.}}</p>
 {{- end}}

@@ -3,7 +3,9 @@
 // machine without subvault (the case it is for: a repository whose only
 // copy of the credentials was on a phone that had just been wiped). For each repository it holds the
 // location, the password (and a QR code of it), the backend keys of the
-// env_file, and the exact restic commands that list and restore each plan's
+// env_file, the files of an sftp repository's ssh block (its key,
+// known_hosts, ssh configuration), and the exact restic commands, with the
+// repository's options and limits, that list and restore each plan's
 // archives; plus how to get restic and the version that wrote the archives.
 //
 // The kit reads the configuration and the secrets directly, as root, never
@@ -12,16 +14,20 @@
 package emergencykit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/planstore"
@@ -71,6 +77,15 @@ type Repository struct {
 	EnvFile         string
 	Env             []restic.EnvVar
 	EnvProblem      string // why EnvFile could not be read, or ""
+	// Files are the files an sftp repository's ssh block names (its key,
+	// known_hosts and ssh configuration), which a rescue machine needs at
+	// the same paths: OpenCommands writes them back.
+	Files []File
+	// Flags are what every restic command against the repository gets
+	// (restic.Repository.GlobalArgs): the backend options, the ssh command
+	// of an sftp repository and the bandwidth limits, as the daemon gives
+	// them.
+	Flags []string
 	// Checked says, in a sentence, what happened when the kit opened the
 	// repository with Password (listing the plans' archives); Opened is
 	// true when it worked.
@@ -79,6 +94,20 @@ type Repository struct {
 	Notes   []string // what else this kind of repository needs
 	Plans   []Plan
 }
+
+// File is a file the repository's configuration names that the kit
+// carries.
+type File struct {
+	Key     string // the configuration key: "ssh.key"
+	Path    string // absolute
+	Content string // "" when it could not be read
+	Secret  bool   // written back readable by root alone
+	Problem string // why it could not be read, or ""
+}
+
+// maxFileSize bounds a file the kit carries: an ssh key, known_hosts or
+// configuration is a few KiB.
+const maxFileSize = 64 << 10
 
 // Plan is one plan of a repository.
 type Plan struct {
@@ -204,7 +233,20 @@ func newRepository(ctx context.Context, conf *config.Repository) *Repository {
 		}
 		r.Env = vars
 	}
-	r.Notes = backendNotes(conf.URL, r.URLHasCredentials, conf.EnvFile != "")
+	for _, f := range []File{{Key: "ssh.key", Path: conf.SSH.Key, Secret: true},
+		{Key: "ssh.known_hosts", Path: conf.SSH.KnownHosts}, {Key: "ssh.config_file", Path: conf.SSH.ConfigFile}} {
+		if f.Path == "" {
+			continue
+		}
+		f.Content, f.Problem = readCarried(f.Path)
+		r.Files = append(r.Files, f)
+	}
+	if repo, err := planstore.Repository(conf); err != nil {
+		r.Notes = append(r.Notes, "The repository's options could not be written down: "+err.Error())
+	} else {
+		r.Flags = repo.GlobalArgs()
+	}
+	r.Notes = append(r.Notes, backendNotes(conf, r.URLHasCredentials)...)
 	return r
 }
 
@@ -235,8 +277,13 @@ func (r *Repository) check(ctx context.Context, cfg *config.Config, conf *config
 		r.Checked = "Not checked: " + err.Error() + "."
 		return
 	}
-	runner := &restic.Runner{Binary: cfg.Settings.Restic, Logger: log, Grace: 5 * time.Second,
-		Repo: restic.Repository{URL: conf.URL, PasswordFile: pwFile, EnvFile: conf.EnvFile, CacheDir: conf.CacheDir}}
+	repo, err := planstore.Repository(conf)
+	if err != nil {
+		r.Checked = "Not checked: " + err.Error() + "."
+		return
+	}
+	repo.PasswordFile, repo.PasswordCommand, repo.CredentialFile = pwFile, "", ""
+	runner := &restic.Runner{Binary: cfg.Settings.Restic, Logger: log, Grace: 5 * time.Second, Repo: repo}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	archives, err := runner.Snapshots(ctx, restic.SnapshotFilter{Hosts: []string{host}})
@@ -278,11 +325,47 @@ func (r Repository) IsLocal() bool {
 	return strings.HasPrefix(r.URL, "/") || strings.HasPrefix(r.URL, "local:")
 }
 
-func backendNotes(url string, urlCredentials, envFile bool) []string {
+// readCarried reads a file the kit carries, or says why it cannot: it must
+// be text of at most maxFileSize.
+func readCarried(path string) (content, problem string) {
+	// Non-blocking, and then only a regular file: a FIFO or a device put
+	// in its place is not read.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return "", err.Error()
+	}
+	defer f.Close() //nolint:errcheck // read only
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return "", path + " is not a regular file"
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	switch {
+	case err != nil:
+		return "", err.Error()
+	case len(data) > maxFileSize:
+		return "", fmt.Sprintf("%s is larger than %d KiB", path, maxFileSize>>10)
+	case bytes.IndexByte(data, 0) >= 0 || !utf8.Valid(data):
+		return "", path + " is not text"
+	case len(bytes.TrimSpace(data)) == 0:
+		return "", path + " is empty"
+	}
+	return string(data), ""
+}
+
+func backendNotes(conf *config.Repository, urlCredentials bool) []string {
+	url, envFile := conf.URL, conf.EnvFile != ""
 	scheme, _, _ := strings.Cut(url, ":")
 	switch {
 	case strings.HasPrefix(url, "/") || scheme == "local":
 		return []string{"A path on a disk: attach and mount the disk that holds it. Mounted somewhere else, or copied? Put the new path in RESTIC_REPOSITORY; nothing else changes."}
+	case scheme == "sftp" && conf.SSH.Command != "":
+		return []string{"sftp logs in with SSH, through the command in --option=sftp.command below: the keys and files it names are NOT in this kit. Keep a copy of them with the kit, at the same paths on the rescue machine."}
+	case scheme == "sftp" && !conf.SSH.IsZero():
+		note := "sftp logs in with SSH, as --option=sftp.command below says, with the files the commands below write back at the same paths"
+		if conf.SSH.ConfigFile != "" {
+			note += "; the files the ssh configuration names (IdentityFile, UserKnownHostsFile, ...) are NOT in this kit unless listed here: keep a copy of them with the kit, at the same paths"
+		}
+		return []string{note + "."}
 	case scheme == "sftp":
 		return []string{"sftp logs in with SSH: the key (and known_hosts entry) that root of this machine uses for that server is NOT in this kit. Keep a copy of it with the kit, or make sure the server also accepts a password."}
 	case scheme == "rest" && !urlCredentials:
@@ -303,18 +386,38 @@ func (k *Kit) OpenCommands(r Repository) []string {
 	for _, v := range r.Env {
 		cmds = append(cmds, "export "+v.Key+"="+shell.Quote(v.Value))
 	}
+	made := map[string]bool{}
+	for _, f := range r.Files {
+		if f.Content == "" {
+			continue
+		}
+		if dir := filepath.Dir(f.Path); !made[dir] {
+			made[dir] = true
+			cmds = append(cmds, "mkdir -p "+shell.Quote(dir))
+		}
+		write := "printf '%s\\n' " + shell.Join(strings.Split(strings.TrimSuffix(f.Content, "\n"), "\n")) + " > " + shell.Quote(f.Path)
+		if f.Secret {
+			write = "(umask 077 && " + write + ")"
+		}
+		cmds = append(cmds, write)
+	}
 	return append(cmds, "read -r RESTIC_PASSWORD", "export RESTIC_PASSWORD")
 }
 
-// PlanCommands are the lines that list the plan's archives and restore the
-// latest one under RestoreTarget. --verify has restic read every restored
-// file back and compare it with the archive (restic 0.14 and later): on a
-// rescue disk that is quick next to the download, and it is the proof.
-func (k *Kit) PlanCommands(p Plan) []string {
+// PlanCommands are the lines that list the plan's archives of repository r
+// and restore the latest one under RestoreTarget, with the repository's
+// flags. --verify has restic read every restored file back and compare it
+// with the archive (restic 0.14 and later): on a rescue disk that is quick
+// next to the download, and it is the proof.
+func (k *Kit) PlanCommands(r Repository, p Plan) []string {
+	restic := "restic"
+	if len(r.Flags) > 0 {
+		restic += " " + shell.Join(r.Flags)
+	}
 	filter := "--tag " + shell.Quote(p.Tag) + " --host " + shell.Quote(k.Host)
 	return []string{
-		"restic snapshots " + filter,
-		"restic restore latest " + filter + " --target " + RestoreTarget + " --verify",
+		restic + " snapshots " + filter,
+		restic + " restore latest " + filter + " --target " + RestoreTarget + " --verify",
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -239,5 +240,96 @@ settings:
 	}
 	if len(k.Repositories) != 2 || k.Repositories[0].Name != "a" || len(k.Repositories[0].Plans) != 1 || k.Repositories[0].Plans[0].Name != "two" {
 		t.Errorf("the kit of a plan with copy_to: [a]: %+v", k.Repositories)
+	}
+}
+
+// A repository's options, ssh command and limits are in every restic
+// command of the kit, quoted for the shell; the ssh files it names are
+// written back at their paths by the kit's commands (the key readable by
+// root alone), and one that cannot be read is said to be missing.
+func TestKitCommandsCarryTheRepositoryFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "etc", "nas.key")
+	known := filepath.Join(dir, "etc", "nas known_hosts")
+	keyText := "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA'quote'\n\n-----END OPENSSH PRIVATE KEY-----\n"
+	knownText := "[nas]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI $x"
+	if err := os.MkdirAll(filepath.Dir(key), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, []byte(keyText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(known, []byte(knownText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("test.yaml", []byte(`repositories:
+  nas:
+    url: sftp://backup@nas:2222//srv/restic
+    password_command: /bin/echo pw
+    ssh: {key: "`+key+`", known_hosts: "`+known+`", config_file: /nonexistent/ssh_config}
+    limit_download: 4096
+plans:
+  home: {subvolumes: [/home], repository: nas}
+settings:
+  restic: /nonexistent/restic
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := Build(context.Background(), cfg, Options{Hostname: "laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := k.Repositories[0]
+	cmds := k.PlanCommands(r, r.Plans[0])
+	flags := "'--option=sftp.command=ssh -F /nonexistent/ssh_config -i " + key + " -o IdentitiesOnly=yes -o '\\''UserKnownHostsFile=" + known +
+		"'\\'' -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -p 2222 -l backup nas -s sftp' --limit-download=4096"
+	for i, want := range []string{
+		"restic " + flags + " snapshots --tag subvault:home --host laptop",
+		"restic " + flags + " restore latest --tag subvault:home --host laptop --target /mnt/new --verify",
+	} {
+		if cmds[i] != want {
+			t.Errorf("command %d:\n%s\nwant\n%s", i, cmds[i], want)
+		}
+	}
+	if len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "the files the ssh configuration names (IdentityFile, UserKnownHostsFile, ...) are NOT in this kit") {
+		t.Errorf("the note: %q", r.Notes)
+	}
+	var text bytes.Buffer
+	if err := k.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(text.String()), " ")
+	for _, want := range []string{
+		"ssh.key " + key + " (secret): written back at the same path",
+		"ssh.config_file /nonexistent/ssh_config: NOT IN THIS KIT. It could not be read: open /nonexistent/ssh_config: no such file or directory",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("the text kit lacks %q:\n%s", want, text.String())
+		}
+	}
+
+	// On the rescue machine: the open commands write the files back.
+	if err := os.RemoveAll(filepath.Join(dir, "etc")); err != nil {
+		t.Fatal(err)
+	}
+	var script []string
+	for _, c := range k.OpenCommands(r) {
+		if !strings.HasPrefix(c, "read ") && !strings.HasPrefix(c, "export RESTIC_PASSWORD") {
+			script = append(script, c)
+		}
+	}
+	if out, err := exec.Command("/bin/sh", "-euc", strings.Join(script, "\n")).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, strings.Join(script, "\n"))
+	}
+	for path, want := range map[string]string{key: keyText, known: knownText + "\n"} {
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != want {
+			t.Errorf("%s written back as %q (%v), want %q", path, got, err, want)
+		}
+	}
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("the key is written back with mode %v (%v), want 0600", st.Mode().Perm(), err)
 	}
 }

@@ -51,6 +51,16 @@ func (k *Kit) WriteText(w io.Writer) error {
 				b.WriteString(wrap(fmt.Sprintf("Backend keys (secret): %d from env_file %s, in the commands below.", len(r.Env), r.EnvFile), "   ", 78))
 			}
 		}
+		for _, f := range r.Files {
+			switch {
+			case f.Problem != "":
+				b.WriteString(wrap(f.Key+" "+f.Path+": NOT IN THIS KIT. It could not be read: "+f.Problem, "   ", 78))
+			case f.Secret:
+				b.WriteString(wrap(f.Key+" "+f.Path+" (secret): written back at the same path by the commands below.", "   ", 78))
+			default:
+				b.WriteString(wrap(f.Key+" "+f.Path+": written back at the same path by the commands below.", "   ", 78))
+			}
+		}
 		b.WriteString(wrap(r.Checked, "   ", 78))
 		for _, n := range r.Notes {
 			b.WriteString(wrap("Note: "+n, "   ", 78))
@@ -77,7 +87,7 @@ func (k *Kit) WriteText(w io.Writer) error {
 				b.WriteString("   No archive yet when this kit was made.\n")
 			}
 			b.WriteString("   List its archives, then restore the latest:\n\n")
-			for _, c := range k.PlanCommands(p) {
+			for _, c := range k.PlanCommands(r, p) {
 				b.WriteString("   " + CommandPrefix + c + "\n")
 			}
 		}

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,12 +58,9 @@ func NewRepositoryRunner(cfg *config.Config, name string, log *slog.Logger) (*re
 	if !ok {
 		return nil, fmt.Errorf("repository %q is not configured", name)
 	}
-	r := restic.Repository{
-		URL:             repo.URL,
-		PasswordFile:    repo.PasswordFile,
-		PasswordCommand: repo.PasswordCommand,
-		EnvFile:         repo.EnvFile,
-		CacheDir:        repo.CacheDir,
+	r, err := Repository(repo)
+	if err != nil {
+		return nil, err
 	}
 	if repo.Credential != "" {
 		dir := os.Getenv("CREDENTIALS_DIRECTORY")
@@ -105,6 +104,38 @@ func TimedOut(ctx context.Context) *TimeoutError {
 		return e
 	}
 	return nil
+}
+
+// Repository is how restic reaches the configured repository: its location,
+// password source (a credential is the caller's to resolve), env_file and
+// cache, and what every restic command against it gets (Options,
+// LimitUpload, LimitDownload): the options, connections (as the backend's
+// BACKEND.connections) and the ssh command (sftp.command).
+func Repository(repo *config.Repository) (restic.Repository, error) {
+	r := restic.Repository{
+		URL:             repo.URL,
+		PasswordFile:    repo.PasswordFile,
+		PasswordCommand: repo.PasswordCommand,
+		EnvFile:         repo.EnvFile,
+		CacheDir:        repo.CacheDir,
+		Options:         slices.Clone(repo.Options),
+		LimitUpload:     repo.LimitUpload,
+		LimitDownload:   repo.LimitDownload,
+	}
+	if repo.Connections > 0 {
+		r.Options = append(r.Options, restic.Option{Key: restic.Backend(repo.URL) + ".connections", Value: strconv.Itoa(repo.Connections)})
+	}
+	switch {
+	case repo.SSH.Command != "":
+		r.Options = append(r.Options, restic.Option{Key: "sftp.command", Value: repo.SSH.Command})
+	case !repo.SSH.IsZero():
+		cmd, err := restic.SFTPCommand(repo.URL, repo.SSHFiles())
+		if err != nil {
+			return r, fmt.Errorf("repository %s: ssh: %w", repo.Name, err)
+		}
+		r.Options = append(r.Options, restic.Option{Key: "sftp.command", Value: cmd})
+	}
+	return r, nil
 }
 
 // AlwaysExcluded are the paths every backup of the plan leaves out besides
