@@ -129,12 +129,16 @@ func (e *PartialError) Error() string {
 // and 0.18 (which also has exit codes 10, 11, 12): see testdata/stderr-*.
 var (
 	wrongPasswordRE = regexp.MustCompile(`wrong password or no key found`)
-	noRepositoryRE  = regexp.MustCompile(`repository does not exist|Is there a repository at the following location\?|unable to open config file|config: no such file or directory`)
-	lockedRE        = regexp.MustCompile(`repository is already locked|unable to create lock in backend|Fatal: unable to create lock`)
-	lockHolderRE    = regexp.MustCompile(`locked (exclusively )?by PID (\d+) on (\S+) by (\S+)`)
-	lockTimeRE      = regexp.MustCompile(`lock was created at ([0-9-]+ [0-9:]+)`)
-	fatalRE         = regexp.MustCompile(`^(Fatal: )?`)
-	interruptedRE   = regexp.MustCompile(`signal interrupt received`)
+	// noBucketRE is an S3 repository whose bucket is missing: restic 0.14
+	// says so at once, 0.17+ retries it for 15 minutes (failFast ends
+	// that); either way init makes it.
+	noBucketRE     = regexp.MustCompile(`specified bucket does not exist|NoSuchBucket`)
+	noRepositoryRE = regexp.MustCompile(`repository does not exist|Is there a repository at the following location\?|unable to open config file|config: no such file or directory`)
+	lockedRE       = regexp.MustCompile(`repository is already locked|unable to create lock in backend|Fatal: unable to create lock`)
+	lockHolderRE   = regexp.MustCompile(`locked (exclusively )?by PID (\d+) on (\S+) by (\S+)`)
+	lockTimeRE     = regexp.MustCompile(`lock was created at ([0-9-]+ [0-9:]+)`)
+	fatalRE        = regexp.MustCompile(`^(Fatal: )?`)
+	interruptedRE  = regexp.MustCompile(`signal interrupt received`)
 	// A delete the server refused: 0.18 "Remove(<snapshot/ae25276e47>)
 	// failed: unexpected HTTP response (403): 403 Forbidden"; 0.14 retries
 	// "Remove(<snapshot/6beb6bc2a7>) returned error, retrying after ...:
@@ -171,6 +175,11 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		e.Stderr = exitMsg + "\n" + stderr
 	}
 
+	if res.gaveUp != "" && noBucketRE.MatchString(stderr) {
+		e.Kind = ErrNoRepository
+		e.Message = noRepositoryMessage(name) + " (its S3 bucket does not exist)"
+		return e
+	}
 	if res.gaveUp != "" {
 		// subvault stopped restic's retries of a server it never reached
 		// (failFast in exec.go): classified on what restic had said.
@@ -244,7 +253,7 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		return e
 	case res.exitCode == 10 || noRepositoryRE.MatchString(text):
 		e.Kind = ErrNoRepository
-		e.Message = fmt.Sprintf("repository %s does not exist (create it with \"restic init\", or set init: true for this repository)", name)
+		e.Message = noRepositoryMessage(name)
 		return e
 	}
 	e.Kind = ErrFailed
@@ -261,6 +270,12 @@ func classifyOutcome(op string, repo Repository, res *outcome) *Error {
 		e.Message = fmt.Sprintf("restic %s on repository %s failed with exit code %d and no message", op, name, res.exitCode)
 	}
 	return e
+}
+
+// noRepositoryMessage says that repository name does not exist, and how to
+// make it.
+func noRepositoryMessage(name string) string {
+	return fmt.Sprintf("repository %s does not exist (create it with \"restic init\", or set init: true for this repository)", name)
 }
 
 // firstFatal picks the line that says why: restic's "Fatal: ..." line, or

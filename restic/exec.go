@@ -355,7 +355,7 @@ func failFast(line []byte, elapsed time.Duration) string {
 	if !openRetryRE.Match(line) {
 		return ""
 	}
-	if !networkRE.Match(line) && !credentialsRE.Match(line) && !forbiddenOpenRE.Match(line) {
+	if !networkRE.Match(line) && !credentialsRE.Match(line) && !forbiddenOpenRE.Match(line) && !noBucketRE.Match(line) {
 		return ""
 	}
 	next := elapsed

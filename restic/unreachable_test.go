@@ -204,3 +204,38 @@ func TestUnknownHostEndsInSeconds(t *testing.T) {
 		}
 	})
 }
+
+// TestMissingS3BucketIsNoRepository: an S3 repository whose bucket does not
+// exist is a repository that does not exist yet, with both restic versions
+// and in seconds (0.18 alone retries it for 15 minutes), so that init: true
+// makes it; init does, and a backup then succeeds.
+func TestMissingS3BucketIsNoRepository(t *testing.T) {
+	s3 := testutil.NewS3Server(t)
+	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
+		pw := filepath.Join(t.TempDir(), "pw")
+		testutil.WriteSecret(t, pw, testutil.ResticPassword+"\n")
+		env := filepath.Join(t.TempDir(), "s3.env")
+		testutil.WriteSecret(t, env, strings.Join(s3.Env(), "\n")+"\n")
+		bucket := "missing-" + strings.ReplaceAll(filepath.Base(t.Name()), ".", "-")
+		url := fmt.Sprintf("s3:http://%s:%d/%s/repo", s3.Host, s3.Port, bucket)
+		r := &Runner{Binary: bin, Repo: Repository{URL: url, PasswordFile: pw, EnvFile: env, CacheDir: filepath.Join(t.TempDir(), "cache")}}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*unreachableBound)
+		defer cancel()
+		start := time.Now()
+		_, err := r.Snapshots(ctx, SnapshotFilter{})
+		took := time.Since(start)
+		t.Logf("snapshots on a missing bucket: %v after %v", err, took.Round(10*time.Millisecond))
+		if !IsNoRepository(err) {
+			t.Fatalf("snapshots on a missing bucket: %v; want a repository that does not exist", err)
+		}
+		if took > unreachableBound {
+			t.Errorf("took %v, want under %v", took, unreachableBound)
+		}
+		if err := r.Init(ctx); err != nil {
+			t.Fatalf("init on a missing bucket: %v", err)
+		}
+		if _, err := r.Backup(ctx, BackupOptions{Paths: []string{smallTree(t, 2, 0)}}, nil); err != nil {
+			t.Fatalf("backup after init: %v", err)
+		}
+	})
+}
