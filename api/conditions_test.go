@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,18 +207,6 @@ func stopOwner(t *testing.T, m *mock) {
 	})
 }
 
-// closedPort is a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close() //nolint:gosec // only to learn a free port
-	return port
-}
-
 // A laptop, as a user lives it, with the daemon's conditions from UPower
 // and NetworkManager (python-dbusmock) on a private system bus, real
 // btrfs and real restic:
@@ -253,7 +240,7 @@ func TestLaptopConditions(t *testing.T) {
 		dir := t.TempDir()
 		password := filepath.Join(dir, "password")
 		testutil.WriteSecret(t, password, "secret\n")
-		unreachable := fmt.Sprintf("sftp://root@127.0.0.1:%d/%s", closedPort(t), filepath.Join(dir, "nas"))
+		unreachable := fmt.Sprintf("sftp://root@127.0.0.1:%d/%s", testutil.FreePort(t), filepath.Join(dir, "nas"))
 		config := filepath.Join(dir, "config.yaml")
 		writeConfig := func(remoteURL string) {
 			testutil.WriteFile(t, config, fmt.Sprintf(`repositories:

@@ -359,7 +359,7 @@ func (d *Daemon) watchWaits(ctx context.Context) {
 		}
 		d.plansChanged()
 
-		if err := d.waitRetry(ctx, next); ctx.Err() != nil {
+		if _, err := d.waitUntil(ctx, next, d.waitWake); ctx.Err() != nil {
 			return
 		} else if err != nil && !errors.Is(err, scheduler.ErrClockChanged) {
 			d.log.Error("cannot wait to retry a postponed job; it is retried when the network or the power changes", "err", err)
@@ -370,31 +370,6 @@ func (d *Daemon) watchWaits(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// waitRetry waits until the wall clock reaches until, or a wake or ctx
-// ends the wait; a zero until waits for those only.
-func (d *Daemon) waitRetry(ctx context.Context, until time.Time) error {
-	waitCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		select {
-		case <-d.waitWake:
-			cancel()
-		case <-waitCtx.Done():
-		}
-	}()
-	defer func() { cancel(); <-done }()
-	if until.IsZero() {
-		<-waitCtx.Done()
-		return nil
-	}
-	if err := d.opts.Clock.Wait(waitCtx, until); err != nil && waitCtx.Err() == nil {
-		return err
-	}
-	return nil
 }
 
 // waitsListener begins a plan's wait when its scheduled job ended

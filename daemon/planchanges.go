@@ -84,7 +84,7 @@ func (d *Daemon) watchHealth(ctx context.Context, since time.Time) {
 		default:
 		}
 		until := d.nextOverdue(since)
-		reached, err := d.waitHealth(ctx, until)
+		reached, err := d.waitUntil(ctx, until, d.healthWake)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -106,16 +106,18 @@ func (d *Daemon) watchHealth(ctx context.Context, since time.Time) {
 	}
 }
 
-// waitHealth waits until the wall clock reaches until (reached), or a
-// rearm or ctx ends the wait; a zero until waits for those only.
-func (d *Daemon) waitHealth(ctx context.Context, until time.Time) (reached bool, err error) {
+// waitUntil waits until the wall clock reaches until (reached), or a
+// message on wake or ctx ends the wait; a zero until waits for those only.
+// The health timer (wake: a rearm) and the retries of postponed jobs
+// (wake: a change of the conditions) wait with it.
+func (d *Daemon) waitUntil(ctx context.Context, until time.Time, wake <-chan struct{}) (reached bool, err error) {
 	waitCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		select {
-		case <-d.healthWake:
+		case <-wake:
 			cancel()
 		case <-waitCtx.Done():
 		}

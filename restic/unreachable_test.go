@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,18 +14,6 @@ import (
 
 	"github.com/subvault/subvault/internal/testutil"
 )
-
-// closedPort is a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
-}
 
 // unreachableBound is the generous bound on an unreachable
 // repository ending a command: restic 0.17+ alone retries for 15 minutes.
@@ -45,7 +32,7 @@ func TestUnreachableRepositoryEndsInSeconds(t *testing.T) {
 		testutil.WriteSecret(t, env, "AWS_ACCESS_KEY_ID=subvault\nAWS_SECRET_ACCESS_KEY=subvault-secret\n")
 		tree := smallTree(t, 2, 0)
 		for _, backend := range []string{"rest", "s3"} {
-			port := closedPort(t)
+			port := testutil.FreePort(t)
 			host := fmt.Sprintf("127.0.0.1:%d", port)
 			url := "rest:http://u:url-secret-7@" + host + "/r"
 			if backend == "s3" {
@@ -113,7 +100,7 @@ func TestDiagnoseSSH(t *testing.T) {
 	}{
 		{"wrong key", s.Command(s.WrongKeyFile, s.KnownHostsFile), "Permission denied (publickey)"},
 		{"unknown host key", s.Command(s.KeyFile, s.EmptyKnownHostsFile), "Host key verification failed"},
-		{"closed port", strings.Replace(s.SSHCommand, fmt.Sprintf("-p %d", s.Port), fmt.Sprintf("-p %d", closedPort(t)), 1), "Connection refused"},
+		{"closed port", strings.Replace(s.SSHCommand, fmt.Sprintf("-p %d", s.Port), fmt.Sprintf("-p %d", testutil.FreePort(t)), 1), "Connection refused"},
 		{"right key", s.SSHCommand, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,18 +22,6 @@ import (
 // failBound is the generous bound on a backup against a server
 // that refuses it or is not there: restic 0.18 alone retries for 15 minutes.
 const failBound = 60 * time.Second
-
-// closedPort is a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
-}
 
 // resticInit creates a repository with plain restic, as its owner would.
 func resticInit(t *testing.T, bin, url, password string, env []string, opts ...string) {
@@ -115,7 +102,7 @@ func TestRemoteFailuresSayWhatToDo(t *testing.T) {
 			return func(t *testing.T) string { return tree(t, dir) }
 		}
 		s3Host := fmt.Sprintf("127.0.0.1:%d", s3.Port)
-		closed := closedPort(t)
+		closed := testutil.FreePort(t)
 		sftpWith := func(command string) string {
 			return "    backup:\n      extra_args: [\"-o\", \"sftp.command=" + command + "\"]"
 		}

@@ -87,9 +87,27 @@ func waitListening(t testing.TB, name, sock string, output *SyncBuffer, exited <
 // child's child...) whose argv[0] ends in name and whose arguments include
 // arg, or 0.
 func ProcessBelow(root int, name, arg string) int {
+	parent := parents()
+	for pid := range parent {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		argv := strings.Split(string(cmdline), "\x00")
+		if len(argv) < 2 || !strings.HasSuffix(argv[0], name) || !strings.Contains(string(cmdline), "\x00"+arg+"\x00") {
+			continue
+		}
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == root {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// parents maps each process's pid to its parent's, from /proc/PID/stat
+// ("pid (comm) state ppid ...").
+func parents() map[int]int {
 	entries, _ := os.ReadDir("/proc")
 	parent := map[int]int{}
-	var candidates []int
 	for _, ent := range entries {
 		pid, err := strconv.Atoi(ent.Name())
 		if err != nil {
@@ -100,23 +118,10 @@ func ProcessBelow(root int, name, arg string) int {
 			continue
 		}
 		s := string(stat)
-		// pid (comm) state ppid ...
 		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 		if len(fields) > 1 {
 			parent[pid], _ = strconv.Atoi(fields[1])
 		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		argv := strings.Split(string(cmdline), "\x00")
-		if len(argv) > 1 && strings.HasSuffix(argv[0], name) && strings.Contains(string(cmdline), "\x00"+arg+"\x00") {
-			candidates = append(candidates, pid)
-		}
 	}
-	for _, pid := range candidates {
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == root {
-				return pid
-			}
-		}
-	}
-	return 0
+	return parent
 }

@@ -1,13 +1,11 @@
 package testutil
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -228,23 +226,9 @@ func stopTree(pid int) int {
 
 // descendants lists the processes below pid (children, their children...).
 func descendants(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
 	children := map[int][]int{}
-	for _, ent := range entries {
-		p, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 {
-			pp, _ := strconv.Atoi(fields[1])
-			children[pp] = append(children[pp], p)
-		}
+	for p, pp := range parents() {
+		children[pp] = append(children[pp], p)
 	}
 	var out []int
 	queue := []int{pid}
