@@ -307,7 +307,6 @@ func retryCause(text string) string {
 	return cause
 }
 
-
 // lockFromText reads the holder of a lock from restic's message: "repository
 // is already locked exclusively by PID 20713 on vm by root (UID 0, GID 0)
 // lock was created at 2026-11-21 21:29:48 (4.02s ago)".
