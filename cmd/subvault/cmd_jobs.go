@@ -65,6 +65,9 @@ func runJobs(cc *clientCmd, opts jobsOptions) int {
 			state = cc.out.result(j.Result)
 		case contract.StateRunning:
 			state = fmt.Sprintf("running %d%%", int(j.Progress*100))
+			if w := stuck(cc.out, j); w != "" {
+				state += " (" + w + ")"
+			}
 		}
 		started := j.StartedAt
 		if started.IsZero() {
