@@ -132,4 +132,3 @@ func (e *apiEnv) timeProperty(t *testing.T, id uint32, prop string) time.Time {
 	}
 	return contract.FromMicros(v.Data)
 }
-
