@@ -100,32 +100,32 @@ func CallerTrigger(uid uint32) string { return "dbus:" + strconv.FormatUint(uint
 // and Triggers are everyone who asked for the job (nil from a daemon older
 // than those properties). Times are zero where the bus says 0.
 type Job struct {
-	ID               uint32   `json:"id"`
-	Kind             Kind     `json:"kind"`
-	Plan             string   `json:"plan"`
-	State            State    `json:"state"`
-	Result           Result   `json:"result"`
-	Trigger          string   `json:"trigger"`
-	Callers          []uint32 `json:"callers"`
-	Triggers         []string `json:"triggers"`
-	Progress         float64  `json:"progress"`
-	BytesDone        uint64   `json:"bytes_done"`
-	BytesTotal       uint64   `json:"bytes_total"`
-	FilesDone        uint64   `json:"files_done"`
-	FilesTotal       uint64   `json:"files_total"`
-	SecondsRemaining uint64   `json:"seconds_remaining"`
-	CurrentFiles     []string `json:"current_files"`
+	ID               uint32         `json:"id"`
+	Kind             Kind           `json:"kind"`
+	Plan             string         `json:"plan"`
+	State            State          `json:"state"`
+	Result           Result         `json:"result"`
+	Trigger          string         `json:"trigger"`
+	Callers          []uint32       `json:"callers"`
+	Triggers         []string       `json:"triggers"`
+	Progress         float64        `json:"progress"`
+	BytesDone        uint64         `json:"bytes_done"`
+	BytesTotal       uint64         `json:"bytes_total"`
+	FilesDone        uint64         `json:"files_done"`
+	FilesTotal       uint64         `json:"files_total"`
+	SecondsRemaining uint64         `json:"seconds_remaining"`
+	CurrentFiles     []string       `json:"current_files"`
+	QueuedAt         time.Time      `json:"queued_at,omitzero"`
+	StartedAt        time.Time      `json:"started_at,omitzero"`
+	FinishedAt       time.Time      `json:"finished_at,omitzero"`
+	Error            string         `json:"error"`
+	ArchiveID        string         `json:"archive_id"`
+	Summary          map[string]any `json:"summary"`
 	// WaitingSince, while the running job waits on its repository (its
 	// restic made no progress for a while), is when restic last made
 	// progress; Waiting says why. Zero and empty while it moves.
-	WaitingSince time.Time      `json:"waiting_since,omitzero"`
-	Waiting      string         `json:"waiting,omitempty"`
-	QueuedAt     time.Time      `json:"queued_at,omitzero"`
-	StartedAt    time.Time      `json:"started_at,omitzero"`
-	FinishedAt   time.Time      `json:"finished_at,omitzero"`
-	Error        string         `json:"error"`
-	ArchiveID    string         `json:"archive_id"`
-	Summary      map[string]any `json:"summary"`
+	WaitingSince time.Time `json:"waiting_since,omitzero"`
+	Waiting      string    `json:"waiting,omitempty"`
 }
 
 // Active reports whether the job is queued or running.
