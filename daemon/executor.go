@@ -241,7 +241,7 @@ func (w *waitingProgress) idle(i restic.Idle) {
 	case i.Retrying:
 		p.Waiting = "restic retries the repository"
 	default:
-		p.Waiting = "restic makes no progress"
+		p.Waiting = "restic reads and computes nothing"
 	}
 	w.last = p
 	w.progress(p)

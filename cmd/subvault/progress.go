@@ -98,7 +98,7 @@ func progressText(o output, j contract.Job, rate float64) string {
 	return line
 }
 
-// stuck is "stuck: no progress for 1m10s (restic retries the repository)"
+// stuck is "stuck: no progress for 1m10s, restic retries the repository"
 // for a running job that waits on its repository (contract.Job's
 // WaitingSince), "" for one that moves.
 func stuck(o output, j contract.Job) string {
@@ -107,7 +107,7 @@ func stuck(o output, j contract.Job) string {
 	}
 	s := "stuck: no progress for " + humanDuration(max(0, o.now().Sub(j.WaitingSince)))
 	if j.Waiting != "" {
-		s += " (" + printable(j.Waiting) + ")"
+		s += ", " + printable(j.Waiting)
 	}
 	return s
 }

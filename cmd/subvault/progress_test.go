@@ -18,7 +18,7 @@ func TestStuckJobShown(t *testing.T) {
 	j := contract.Job{ID: 7, Kind: contract.KindBackup, Plan: "home", State: contract.StateRunning, Progress: 0.43,
 		BytesDone: 430 << 20, BytesTotal: 1000 << 20, FilesDone: 3, FilesTotal: 9,
 		WaitingSince: now.Add(-70 * time.Second), Waiting: "restic retries the repository"}
-	const want = "stuck: no progress for 1m10s (restic retries the repository)"
+	const want = "stuck: no progress for 1m10s, restic retries the repository"
 	if got := progressText(o, j, 0); !strings.Contains(got, " 43%  "+want+"  ") {
 		t.Errorf("progress line %q lacks %q after the percentage", got, want)
 	}
@@ -26,6 +26,10 @@ func TestStuckJobShown(t *testing.T) {
 	moving.WaitingSince, moving.Waiting = time.Time{}, ""
 	if got := progressText(o, moving, 0); strings.Contains(got, "stuck") {
 		t.Errorf("a moving job's progress line says %q", got)
+	}
+	code := "running 43% (" + want + ")"
+	if got := jobState(o, j); got != code {
+		t.Errorf("subvault jobs: state %q, want %q", got, code)
 	}
 	ended := j
 	ended.State = contract.StateFinished

@@ -104,6 +104,11 @@ settings:
 			if !strings.Contains(out, "stuck: no progress for ") {
 				t.Errorf("subvault %s (exit %d) does not show home's job stuck:\n%s%s", c[0], code, out, errOut)
 			}
+			for l := range strings.Lines(out) {
+				if strings.Contains(l, "stuck") {
+					t.Logf("restic %s: subvault %s: %s", ver, c[0], strings.TrimSpace(l))
+				}
+			}
 		}
 
 		stuckServer.Cont()
