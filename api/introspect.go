@@ -79,6 +79,8 @@ var jobIntrospection = introspect.Interface{
 		property("FilesTotal", "t", "true"),
 		property("SecondsRemaining", "t", "true"),
 		property("CurrentFiles", "as", "true"),
+		property("WaitingSince", "t", "true"),
+		property("Waiting", "s", "true"),
 		property("QueuedAt", "t", "const"),
 		property("StartedAt", "t", "true"),
 		property("FinishedAt", "t", "true"),

@@ -52,6 +52,8 @@ func wireJob(j queue.Job) contract.Job {
 		// File names are not for everyone on the bus: GetJobFiles gives
 		// them to those with the restore authorization.
 		CurrentFiles: []string{},
+		WaitingSince: j.WaitingSince,
+		Waiting:      boundedLine(j.Waiting),
 		QueuedAt:     j.QueuedAt,
 		StartedAt:    j.StartedAt,
 		FinishedAt:   j.FinishedAt,

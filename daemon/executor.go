@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/subvault/subvault/daemon/backup"
@@ -58,7 +59,8 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 			return queue.Outcome{}, queue.Postpone(why)
 		}
 	}
-	out, err := e.execute(ctx, cfg, plan, job, progress)
+	w := &waitingProgress{progress: progress}
+	out, err := e.execute(restic.WithIdleWatch(ctx, waitingAfter, w.idle), cfg, plan, job, w.report)
 	if postpone && e.job != nil {
 		// A caller who asked for the job while it ran is there to see it
 		// fail.
@@ -197,6 +199,52 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 		return out, queue.Stalled(err)
 	}
 	return out, err
+}
+
+// waitingAfter is how long a job's restic may make no progress (by the
+// measure of its stall_timeout: restic/progress.go) before the job counts
+// as waiting on its repository and gives up its place among
+// max_concurrent_jobs to jobs on other repositories (daemon/queue). A
+// backup that merely thinks, scans or waits for a slow disk makes progress
+// by that measure; restic retrying a server that hangs or went away makes
+// none. Half a minute lets a healthy plan start long before any sensible
+// stall_timeout (10 minutes by default) ends the stuck job, and rarely
+// counts a job that only paused. A retry line alone does not make a job
+// wait: restic retries a server's passing error and goes on a second
+// later.
+const waitingAfter = 30 * time.Second
+
+// waitingProgress is a job's progress with whether it waits on its
+// repository: restic's status lines and its idle watch each report a part,
+// and the queue hears both in one Progress, in the order they happened.
+type waitingProgress struct {
+	mu       sync.Mutex // held while the queue is told, so reports keep their order
+	last     queue.Progress
+	progress func(queue.Progress)
+}
+
+func (w *waitingProgress) report(p queue.Progress) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p.WaitingSince, p.Waiting = w.last.WaitingSince, w.last.Waiting
+	w.last = p
+	w.progress(p)
+}
+
+func (w *waitingProgress) idle(i restic.Idle) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.last
+	p.WaitingSince, p.Waiting = i.Since, ""
+	switch {
+	case i.Since.IsZero():
+	case i.Retrying:
+		p.Waiting = "restic retries the repository"
+	default:
+		p.Waiting = "restic reads and computes nothing"
+	}
+	w.last = p
+	w.progress(p)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -257,18 +257,28 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		r.onStart(cmd.Process.Pid)
 	}
 	watched := make(chan struct{})
-	if r.StallTimeout > 0 {
+	idle := idleWatchOf(ctx)
+	told := make(chan Idle, 1)
+	if r.StallTimeout > 0 || idle != nil {
 		mark.touch()
-		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stopRun)
+		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stopRun, idle, told)
+	} else {
+		told <- Idle{}
 	}
 	waitErr := cmd.Wait()
 	close(watched)
+	idleAtEnd := <-told
 	stdout.flush()
 	stderr.flush()
 	out.duration = time.Since(start)
 	out.canceled = ctx.Err() != nil
 	out.stalled = !out.canceled && errors.Is(context.Cause(runCtx), errStalled)
 	out.stallTimeout = r.StallTimeout
+	if !idleAtEnd.Since.IsZero() && !out.canceled && !out.stalled {
+		// It ended on its own, so it waits no more; a stall or a cancel
+		// ends its job, which says so itself.
+		idle.report(Idle{})
+	}
 	if !out.canceled {
 		out.gaveUp = gaveUp.get()
 	}

@@ -49,14 +49,64 @@ func (m *progressMark) idle() time.Duration {
 	return time.Since(m.base) - time.Duration(m.last.Load())
 }
 
+// Idle is what an idle watch (WithIdleWatch) reports of a restic process
+// that made no progress for the watch's After: Since is when it last made
+// progress (wall clock), zero once it moves again or ends on its own.
+type Idle struct {
+	Since time.Time
+	// Retrying: restic said, since its last progress, that it retries
+	// the repository ("returned error, retrying after").
+	Retrying bool
+}
+
+type idleWatchKey struct{}
+
+type idleWatch struct {
+	after  time.Duration
+	report func(Idle)
+}
+
+// WithIdleWatch is ctx with a watch on every restic process run in it:
+// when one makes no progress (progressMark) for after, report is called
+// with Since set; when it moves again, or ends without being stopped for
+// a stall or a cancel, with Since zero. report is called from one
+// goroutine per process, only when what it would say changes (Retrying
+// included), and must be quick. The daemon uses it to let a job whose
+// repository does not answer give up its place in the queue
+// (docs/daemon.md, "A job waiting on its repository"), like
+// net/http/httptrace's trace in a request's context.
+func WithIdleWatch(ctx context.Context, after time.Duration, report func(Idle)) context.Context {
+	if after <= 0 || report == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, idleWatchKey{}, &idleWatch{after: after, report: report})
+}
+
+func idleWatchOf(ctx context.Context) *idleWatch {
+	w, _ := ctx.Value(idleWatchKey{}).(*idleWatch)
+	return w
+}
+
 // watchProgress stops the process (stall, whose context runs it) when it
-// made no progress for r.StallTimeout. It returns when done is closed.
-func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stall context.CancelCauseFunc) {
-	tick := min(time.Second, r.StallTimeout/4)
+// made no progress for r.StallTimeout (when positive), and tells idle (when
+// not nil) when it made none for idle.after. It returns when done is
+// closed, and sends on told what idle was told last.
+func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stall context.CancelCauseFunc, idle *idleWatch, toldLast chan<- Idle) {
+	tick := time.Second
+	if r.StallTimeout > 0 {
+		tick = min(tick, r.StallTimeout/4)
+	}
+	if idle != nil {
+		tick = min(tick, idle.after/4)
+	}
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	read, _ := readBytes(pid) // at the last progress
 	cpu, _ := cpuTime(pid)
+	var told Idle // what idle was last told
+	retried := false
+	last := mark.last.Load()
+	defer func() { toldLast <- told }()
 	for {
 		select {
 		case <-done:
@@ -67,6 +117,7 @@ func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark
 			switch {
 			case retrying.Swap(false):
 				read = n // reads of a retried backend are none
+				retried = true
 			case n >= read+readProgress:
 				read = n
 				mark.touch()
@@ -78,9 +129,23 @@ func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark
 			}
 			cpu = c
 		}
-		if idle := mark.idle(); idle >= r.StallTimeout {
+		if now := mark.last.Load(); now != last {
+			last, retried = now, false
+		}
+		since := mark.idle()
+		if r.StallTimeout > 0 && since >= r.StallTimeout {
 			stall(fmt.Errorf("%w for %v", errStalled, r.StallTimeout))
 			return
+		}
+		if idle != nil {
+			var now Idle
+			if since >= idle.after {
+				now = Idle{Since: time.Now().Add(-since), Retrying: retried}
+			}
+			if now.Since.IsZero() != told.Since.IsZero() || now.Retrying != told.Retrying {
+				told = now
+				idle.report(now)
+			}
 		}
 	}
 }

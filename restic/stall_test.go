@@ -79,6 +79,85 @@ func TestStallStopsABackupThatMakesNoProgress(t *testing.T) {
 	})
 }
 
+// An idle watch in the context is told when a backup's restic makes no
+// progress for its bound (restic stopped with SIGSTOP, as a restic waiting
+// on a hung server is), with when it last did, and told again when it
+// moves; without a stall timeout nothing stops it meanwhile.
+func TestIdleWatchTellsOfABackupThatWaits(t *testing.T) {
+	forEachRestic(t, func(t *testing.T, f *fixture) {
+		const after = 2 * time.Second
+		dir := smallTree(t, 2, 400) // sparse: minutes of reading zeros
+		var pid int
+		f.r.onStart = func(p int) { pid = p }
+		t.Cleanup(func() {
+			if pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+		reports := make(chan Idle, 16)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ctx = WithIdleWatch(ctx, after, func(i Idle) { reports <- i })
+		var once sync.Once
+		stopped := make(chan time.Time, 1)
+		ended := make(chan error, 1)
+		go func() {
+			_, err := f.r.Backup(ctx, BackupOptions{Paths: []string{dir}}, func(s BackupStatus) {
+				if s.BytesDone > 0 {
+					once.Do(func() {
+						if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+							t.Error(err)
+						}
+						stopped <- time.Now()
+					})
+				}
+			})
+			ended <- err
+		}()
+		var at time.Time
+		select {
+		case at = <-stopped:
+		case err := <-ended:
+			t.Fatalf("the backup ended before it could be stopped: %v", err)
+		case <-time.After(time.Minute):
+			t.Fatal("the backup read nothing within a minute")
+		}
+		select {
+		case i := <-reports:
+			took := time.Since(at)
+			t.Logf("restic %s: told it waits %v after SIGSTOP (its last progress %v from the stop)", f.ver, took.Round(10*time.Millisecond), i.Since.Sub(at).Round(10*time.Millisecond))
+			if i.Since.IsZero() || i.Since.After(at.Add(time.Second)) {
+				t.Errorf("report %+v: want the time of its last progress, about %v", i, at)
+			}
+			if took > after+3*time.Second {
+				t.Errorf("told %v after the stop, want within about %v", took, after)
+			}
+		case err := <-ended:
+			t.Fatalf("a stopped backup ended without a stall timeout: %v", err)
+		case <-time.After(after + 10*time.Second):
+			t.Fatal("not told that the stopped restic waits")
+		}
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case i := <-reports:
+			if !i.Since.IsZero() {
+				t.Errorf("after SIGCONT: %+v, want it moving", i)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not told that restic moves again")
+		}
+		cancel()
+		<-ended
+		select {
+		case i := <-reports:
+			t.Errorf("a report after the cancel: %+v", i)
+		default:
+		}
+	})
+}
+
 // A command without progress counts (check, here) is not stalled while it
 // reads; a stopped one is.
 func TestStallStopsACheckThatMakesNoProgress(t *testing.T) {

@@ -121,6 +121,11 @@ type Job struct {
 	Error            string         `json:"error"`
 	ArchiveID        string         `json:"archive_id"`
 	Summary          map[string]any `json:"summary"`
+	// WaitingSince, while the running job waits on its repository (its
+	// restic made no progress for a while), is when restic last made
+	// progress; Waiting says why. Zero and empty while it moves.
+	WaitingSince time.Time `json:"waiting_since,omitzero"`
+	Waiting      string    `json:"waiting,omitempty"`
 }
 
 // Active reports whether the job is queued or running.
@@ -147,6 +152,8 @@ func (j Job) Properties() map[string]dbus.Variant {
 		"FilesTotal":       dbus.MakeVariant(j.FilesTotal),
 		"SecondsRemaining": dbus.MakeVariant(j.SecondsRemaining),
 		"CurrentFiles":     dbus.MakeVariant(nonNil(j.CurrentFiles)),
+		"WaitingSince":     dbus.MakeVariant(Micros(j.WaitingSince)),
+		"Waiting":          dbus.MakeVariant(j.Waiting),
 		"QueuedAt":         dbus.MakeVariant(Micros(j.QueuedAt)),
 		"StartedAt":        dbus.MakeVariant(Micros(j.StartedAt)),
 		"FinishedAt":       dbus.MakeVariant(Micros(j.FinishedAt)),
@@ -192,6 +199,10 @@ func (j *Job) Apply(props map[string]dbus.Variant) {
 			j.SecondsRemaining = u64(v)
 		case "CurrentFiles":
 			j.CurrentFiles, _ = v.Value().([]string)
+		case "WaitingSince":
+			j.WaitingSince = FromMicros(u64(v))
+		case "Waiting":
+			j.Waiting = str(v)
 		case "QueuedAt":
 			j.QueuedAt = FromMicros(u64(v))
 		case "StartedAt":

@@ -59,13 +59,7 @@ func runJobs(cc *clientCmd, opts jobsOptions) int {
 	}
 	rows := make([][]string, 0, len(jobs))
 	for _, j := range jobs {
-		state := printable(j.State)
-		switch j.State {
-		case contract.StateFinished:
-			state = cc.out.result(j.Result)
-		case contract.StateRunning:
-			state = fmt.Sprintf("running %d%%", int(j.Progress*100))
-		}
+		state := jobState(cc.out, j)
 		started := j.StartedAt
 		if started.IsZero() {
 			started = j.QueuedAt
@@ -75,6 +69,22 @@ func runJobs(cc *clientCmd, opts jobsOptions) int {
 	}
 	table(cc.stdout, []string{"ID", "KIND", "PLAN", "STARTED", "TOOK", "TRIGGER", "STATE"}, rows)
 	return exitOK
+}
+
+// jobState is a job's STATE column: "queued", "running 43%" (and why it is
+// stuck, when it waits on its repository), or its result.
+func jobState(o output, j contract.Job) string {
+	switch j.State {
+	case contract.StateFinished:
+		return o.result(j.Result)
+	case contract.StateRunning:
+		state := fmt.Sprintf("running %d%%", int(j.Progress*100))
+		if w := stuck(o, j); w != "" {
+			state += " (" + w + ")"
+		}
+		return state
+	}
+	return printable(j.State)
 }
 
 // took is how long a job ran (so far), "-" before it started.

@@ -16,8 +16,10 @@ import (
 )
 
 const watchAbout = `Follows every job live, like "journalctl -f" for backups: a line when a
-job is queued, starts, passes each quarter of its progress, and ends (with
-the cause when it failed). On a terminal the running jobs' progress is also
+job is queued, starts, passes each quarter of its progress, gets stuck
+waiting on its repository (no progress from restic for 30 s: a server that
+hangs or went away) and moves again, and ends (with the cause when it
+failed). On a terminal the running jobs' progress is also
 drawn on the last line (with the file being read when the daemon names
 files to you: root, or polkit's restore authorization without a password).
 With --json, one JSON object per event. It follows
@@ -51,6 +53,7 @@ func runWatch(cc *clientCmd, _ []string) int {
 	// of its progress, so that a line goes out only when one of them moves.
 	phase := map[uint32]contract.State{}
 	quarter := map[uint32]int{}
+	waiting := map[uint32]bool{} // jobs shown waiting on their repository
 	bar := &progressBar{w: stdout, out: cc.out, tty: cc.out.tty}
 	var files *jobFiles
 	if cc.out.tty && !*cc.json {
@@ -66,6 +69,10 @@ func runWatch(cc *clientCmd, _ []string) int {
 		if j.Active() {
 			phase[j.ID], quarter[j.ID] = j.State, int(j.Progress*4)
 			line(j, printable(j.State))
+			if w := stuck(cc.out, j); w != "" {
+				waiting[j.ID] = true
+				line(j, w)
+			}
 		}
 	}
 	for {
@@ -83,19 +90,24 @@ func runWatch(cc *clientCmd, _ []string) int {
 			return exitFailure
 		}
 		j := e.Job
-		newPhase, newQuarter := false, false
+		newPhase, newQuarter, newWaiting := false, false, false
 		if j.ID != 0 {
 			q := int(j.Progress * 4)
 			newPhase = phase[j.ID] != j.State
 			newQuarter = j.State == contract.StateRunning && q > quarter[j.ID] && q < 4
 			phase[j.ID], quarter[j.ID] = j.State, max(quarter[j.ID], q)
+			w := j.State == contract.StateRunning && !j.WaitingSince.IsZero()
+			newWaiting = w != waiting[j.ID]
+			waiting[j.ID] = w
 			if e.Type == client.JobFinished || e.Type == client.JobForgotten {
 				delete(phase, j.ID)
 				delete(quarter, j.ID)
+				delete(waiting, j.ID)
+				newWaiting = false
 			}
 		}
 		if *cc.json {
-			if e.Type != client.JobChanged || newPhase || newQuarter {
+			if e.Type != client.JobChanged || newPhase || newQuarter || newWaiting {
 				enc.Encode(watchEvent{Type: string(e.Type), Time: cc.out.now(), Job: jobOrNil(e), Plan: planOrNil(e)}) //nolint:errcheck // printing
 			}
 			continue
@@ -109,6 +121,12 @@ func runWatch(cc *clientCmd, _ []string) int {
 				line(j, "started")
 			case newQuarter:
 				line(j, fmt.Sprintf("%d%%  %s/%s", int(j.Progress*4)*25, humanBytes(j.BytesDone), humanBytes(j.BytesTotal)))
+			}
+			switch {
+			case newWaiting && waiting[j.ID]:
+				line(j, cc.out.paint(colorYellow, stuck(cc.out, j))+"; jobs on other repositories may start meanwhile")
+			case newWaiting:
+				line(j, "moves again")
 			}
 			if j.State == contract.StateRunning && cc.out.tty {
 				files.fill(ctx, &j)

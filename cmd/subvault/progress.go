@@ -68,6 +68,10 @@ func progressText(o output, j contract.Job, rate float64) string {
 		"[" + strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled) + "]",
 		fmt.Sprintf("%3d%%", int(p*100)),
 	}
+	if w := stuck(o, j); w != "" {
+		// First, so that a narrow terminal cuts the file name, not this.
+		parts = append(parts, o.paint(colorYellow, w))
+	}
 	if j.BytesTotal == 0 && j.BytesDone == 0 && j.FilesTotal == 0 {
 		// Before restic's first report: snapshots, namespace, restic
 		// starting and scanning.
@@ -92,4 +96,18 @@ func progressText(o output, j contract.Job, rate float64) string {
 		line = string(r[:width-1]) + "…"
 	}
 	return line
+}
+
+// stuck is "stuck: no progress for 1m10s, restic retries the repository"
+// for a running job that waits on its repository (contract.Job's
+// WaitingSince), "" for one that moves.
+func stuck(o output, j contract.Job) string {
+	if j.WaitingSince.IsZero() || j.State != contract.StateRunning {
+		return ""
+	}
+	s := "stuck: no progress for " + humanDuration(max(0, o.now().Sub(j.WaitingSince)))
+	if j.Waiting != "" {
+		s += ", " + printable(j.Waiting)
+	}
+	return s
 }

@@ -19,6 +19,8 @@ const (
 	EventJobPostponed             = "job-postponed"
 	EventJobRetried               = "job-retried"
 	EventJobStalled               = "job-stalled"
+	EventJobWaiting               = "job-waiting"
+	EventJobMoving                = "job-moving"
 	EventSnapshotCreated          = "snapshot-created"
 	EventSnapshotDeleted          = "snapshot-deleted"
 	EventLeftoverSnapshotsRemoved = "leftover-snapshots-removed"
@@ -51,6 +53,8 @@ var events = []struct{ name, id string }{
 	{EventJobPostponed, "1a0fbe1364a94c8ca3f070ef7b011331"},
 	{EventJobRetried, "2ff3f12b7a6c42d485e47cfc6a818201"},
 	{EventJobStalled, "8025eed8479d428884283c72e9613d2b"},
+	{EventJobWaiting, "4ee39857c36c4fe9bfab58f0bcf21ee4"},
+	{EventJobMoving, "5b1c451154524e5681aa36cb7ff3b264"},
 	{EventSnapshotCreated, "e92fb8afb96c4c6bb73287fbfdf091a6"},
 	{EventSnapshotDeleted, "5c69072e52794c7f8d0696cad0e022c4"},
 	{EventLeftoverSnapshotsRemoved, "162f59986e5d4c8cbebffc7d84290bb0"},

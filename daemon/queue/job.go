@@ -97,6 +97,12 @@ type Job struct {
 	FilesTotal       uint64   `json:"files_total,omitempty"`
 	SecondsRemaining uint64   `json:"seconds_remaining,omitempty"`
 	CurrentFiles     []string `json:"-"`
+	// WaitingSince and Waiting are Progress's: set while the running job
+	// waits on its repository (no progress from restic for a while).
+	// Not kept in the state file: a job that was running is over at the
+	// next start.
+	WaitingSince time.Time `json:"-"`
+	Waiting      string    `json:"-"`
 
 	QueuedAt   time.Time `json:"queued_at"`
 	StartedAt  time.Time `json:"started_at,omitzero"`

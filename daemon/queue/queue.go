@@ -48,6 +48,14 @@ type Progress struct {
 	FilesTotal       uint64
 	SecondsRemaining uint64
 	CurrentFiles     []string
+	// WaitingSince, when set, is when the job's restic last made
+	// progress: it has made none for a while (the executor decides how
+	// long), so the job counts as waiting on its repository and gives
+	// up its place among MaxConcurrent to jobs on other repositories.
+	// Waiting says why, in a few words ("restic retries the
+	// repository"). Both zero: it moves.
+	WaitingSince time.Time
+	Waiting      string
 }
 
 // Outcome is what a finished job made.
@@ -403,22 +411,44 @@ func (q *Queue) Running() int {
 
 // dispatchLocked starts the queued jobs the rules allow, in order: at most
 // MaxConcurrent at once, a prune or check never beside another job on
-// its repository (a copy is on two), and one copy of a plan at a time. A job held back by its repository holds back the later
-// jobs on that repository too, so a prune is not starved by backups.
+// its repository (a copy is on two), and one copy of a plan at a time. A
+// job held back by its repository holds back the later jobs on that
+// repository too, so a prune is not starved by backups.
+//
+// A running job that waits on its repository (WaitingSince: its restic
+// made no progress for a while, a hung or unreachable server) counts
+// only against jobs that share a repository with it: a job on another
+// repository may take its place, so a healthy plan never waits behind a
+// stuck one until its stall_timeout. When it moves again it counts
+// again, and more than MaxConcurrent jobs may run until one ends.
 func (q *Queue) dispatchLocked() {
 	if q.draining {
 		return
 	}
-	running := len(q.jobs) - len(q.queued)
+	limit := max(1, q.cfg.MaxConcurrent)
+	var waiting []*Job
+	running := 0
+	for _, r := range q.jobs {
+		switch {
+		case r.State != StateRunning:
+		case r.WaitingSince.IsZero():
+			running++
+		default:
+			waiting = append(waiting, r)
+		}
+	}
 	held := map[string]bool{}
 	for _, j := range append([]*Job(nil), q.queued...) {
-		if running >= max(1, q.cfg.MaxConcurrent) {
+		if running >= limit {
 			return
+		}
+		repos := q.repositories(j)
+		if running+q.sharingLocked(waiting, repos) >= limit {
+			continue // the jobs waiting on its repository keep their places
 		}
 		if j.Kind == KindCopy && q.copyRunningLocked(j.Plan) {
 			continue // one copy of a plan at a time: the next gathers what comes meanwhile
 		}
-		repos := q.repositories(j)
 		if slices.ContainsFunc(repos, func(r string) bool { return held[r] }) || !q.repositoriesFreeLocked(j, repos) {
 			for _, r := range repos {
 				held[r] = true
@@ -428,6 +458,17 @@ func (q *Queue) dispatchLocked() {
 		q.startLocked(j)
 		running++
 	}
+}
+
+// sharingLocked is how many of jobs work on one of repos.
+func (q *Queue) sharingLocked(jobs []*Job, repos []string) int {
+	n := 0
+	for _, r := range jobs {
+		if slices.ContainsFunc(q.repositories(r), func(repo string) bool { return slices.Contains(repos, repo) }) {
+			n++
+		}
+	}
+	return n
 }
 
 func (q *Queue) copyRunningLocked(plan string) bool {
@@ -504,8 +545,23 @@ func (q *Queue) progress(j *Job, p Progress) {
 	j.Progress, j.BytesDone, j.BytesTotal = p.Fraction, p.BytesDone, p.BytesTotal
 	j.FilesDone, j.FilesTotal, j.SecondsRemaining = p.FilesDone, p.FilesTotal, p.SecondsRemaining
 	j.CurrentFiles = p.CurrentFiles
+	wasWaiting := !j.WaitingSince.IsZero()
+	j.WaitingSince, j.Waiting = p.WaitingSince, p.Waiting
+	if j.WaitingSince.IsZero() {
+		j.Waiting = ""
+	}
 	for _, l := range q.listeners {
 		l.JobChanged(j.copy())
+	}
+	switch waiting := !j.WaitingSince.IsZero(); {
+	case waiting && !wasWaiting:
+		q.log.Warn("job waits on its repository; jobs on other repositories may start meanwhile",
+			journal.Event(journal.EventJobWaiting), "job", j.ID, "kind", j.Kind, "plan", j.Plan, "repository", q.repository(j.Plan),
+			"no_progress_for", q.now().Sub(j.WaitingSince).Round(time.Second), "why", j.Waiting)
+		q.dispatchLocked()
+	case !waiting && wasWaiting:
+		q.log.Info("job moves again", journal.Event(journal.EventJobMoving), "job", j.ID, "kind", j.Kind, "plan", j.Plan,
+			"repository", q.repository(j.Plan))
 	}
 }
 
@@ -524,6 +580,7 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	j.FinishedAt = q.now()
 	j.ArchiveID, j.Summary = outcome.ArchiveID, outcome.Summary
 	j.CurrentFiles = nil
+	j.WaitingSince, j.Waiting = time.Time{}, ""
 	event := journal.EventJobDone
 	switch {
 	case err == nil:

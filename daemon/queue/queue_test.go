@@ -29,10 +29,12 @@ type fakeExecutor struct {
 	started  chan Job
 	release  map[uint32]chan error
 	progress func(Progress)
+	// progressOf is each started job's progress.
+	progressOf map[uint32]func(Progress)
 }
 
 func newFakeExecutor() *fakeExecutor {
-	return &fakeExecutor{started: make(chan Job, 100), release: map[uint32]chan error{}}
+	return &fakeExecutor{started: make(chan Job, 100), release: map[uint32]chan error{}, progressOf: map[uint32]func(Progress){}}
 }
 
 func (f *fakeExecutor) ch(id uint32) chan error {
@@ -47,6 +49,7 @@ func (f *fakeExecutor) ch(id uint32) chan error {
 func (f *fakeExecutor) Execute(ctx context.Context, job Job, progress func(Progress)) (Outcome, error) {
 	f.mu.Lock()
 	f.progress = progress
+	f.progressOf[job.ID] = progress
 	f.mu.Unlock()
 	f.started <- job
 	select {
@@ -676,5 +679,101 @@ func TestStalledJob(t *testing.T) {
 			t.Errorf("listeners heard %q", rec.events)
 		}
 
+	})
+}
+
+// report is what job id's executor reports of its progress.
+func (f *fakeExecutor) report(id uint32, p Progress) {
+	f.mu.Lock()
+	progress := f.progressOf[id]
+	f.mu.Unlock()
+	progress(p)
+}
+
+// A running job that waits on its repository (its restic made no progress
+// for a while) gives up its place among max_concurrent_jobs to a job on
+// another repository, but not to one on its own: a backup there would wait
+// on the same server, and a prune or check never runs beside another job
+// on its repository. When it moves again it counts again (one job more
+// than the limit runs for a while), and each change is logged once.
+func TestJobWaitingOnItsRepositoryGivesUpItsPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		exec := newFakeExecutor()
+		log := journaltest.NewRecorder()
+		repos := map[string]string{"home": "nas", "srv": "nas", "laptop": "usb", "cloud": "s3"}
+		q, err := New(Config{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }}, exec, t.TempDir(), slog.New(log), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(q.Drain)
+		enqueue := func(kind Kind, plan string) Job {
+			t.Helper()
+			j, _, err := q.Enqueue(Order{Kind: kind, Plan: plan, Trigger: TriggerManual, Caller: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return j
+		}
+		home := enqueue(KindBackup, "home")
+		exec.waitStarted(t)
+		exec.report(home.ID, Progress{Fraction: 0.4, BytesDone: 40})
+		prune := enqueue(KindPrune, "srv")   // on nas, as home
+		backup := enqueue(KindBackup, "srv") // on nas too
+		laptop := enqueue(KindBackup, "laptop")
+		exec.noneStarted(t)
+
+		// home's server hangs: restic made no progress for 30 s.
+		time.Sleep(time.Minute)
+		since := time.Now().Add(-30 * time.Second)
+		waiting := Progress{Fraction: 0.4, BytesDone: 40, WaitingSince: since, Waiting: "restic retries the repository"}
+		exec.report(home.ID, waiting)
+		if j := exec.waitStarted(t); j.ID != laptop.ID {
+			t.Fatalf("started %s of %s, want the backup of laptop (another repository)", j.Kind, j.Plan)
+		}
+		exec.noneStarted(t) // neither the prune nor the backup on nas
+		if j, _ := q.Job(home.ID); j.State != StateRunning || !j.WaitingSince.Equal(since) || j.Waiting != "restic retries the repository" || j.BytesDone != 40 {
+			t.Errorf("the waiting job: %s since %v (%q), %d bytes", j.State, j.WaitingSince, j.Waiting, j.BytesDone)
+		}
+		exec.report(home.ID, waiting) // restic's status lines go on while it waits
+		exec.report(home.ID, waiting)
+
+		// laptop ends: its place goes to none of the nas jobs either.
+		exec.finish(laptop.ID, nil)
+		waitFinished(t, q, laptop.ID)
+		exec.noneStarted(t)
+
+		// A job on a third repository takes the free place; then home
+		// moves again and counts: two run, one more than the limit, and
+		// nothing else starts until both have ended.
+		cloud := enqueue(KindBackup, "cloud")
+		if j := exec.waitStarted(t); j.ID != cloud.ID {
+			t.Fatalf("started %s of %s, want the backup of cloud", j.Kind, j.Plan)
+		}
+		exec.report(home.ID, Progress{Fraction: 0.5, BytesDone: 50})
+		if j, _ := q.Job(home.ID); !j.WaitingSince.IsZero() || j.Waiting != "" {
+			t.Errorf("home moves again but still waits since %v (%q)", j.WaitingSince, j.Waiting)
+		}
+		if n := q.Running(); n != 2 {
+			t.Errorf("%d jobs run, want 2", n)
+		}
+		exec.finish(cloud.ID, nil)
+		waitFinished(t, q, cloud.ID)
+		exec.noneStarted(t) // home counts again: the limit is reached
+		exec.finish(home.ID, nil)
+		if j := exec.waitStarted(t); j.ID != prune.ID {
+			t.Fatalf("started %s of %s, want the prune of srv", j.Kind, j.Plan)
+		}
+		exec.finish(prune.ID, nil)
+		if j := exec.waitStarted(t); j.ID != backup.ID {
+			t.Fatalf("started %s of %s, want the backup of srv", j.Kind, j.Plan)
+		}
+
+		waits, moves := log.Events(journal.EventJobWaiting), log.Events(journal.EventJobMoving)
+		if len(waits) != 1 || len(moves) != 1 {
+			t.Fatalf("%d job-waiting and %d job-moving entries, want one each", len(waits), len(moves))
+		}
+		waits[0].HasCatalogFields(t, journal.EventJobWaiting)
+		moves[0].HasCatalogFields(t, journal.EventJobMoving)
+		waits[0].Want(t, "the job waiting", map[string]string{"SUBVAULT_PLAN": "home", "SUBVAULT_REPOSITORY": "nas", "SUBVAULT_NO_PROGRESS_FOR": "30s", "SUBVAULT_WHY": "restic retries the repository"})
 	})
 }
