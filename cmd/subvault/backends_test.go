@@ -69,6 +69,9 @@ var backendMatrixTimes sync.Map
 // for both restic versions, each version with its own repository.
 func TestBackendsEndToEnd(t *testing.T) {
 	testutil.RequireRoot(t)
+	// Mostly waiting on servers and restic: beside the other parallel
+	// tests, after the package's serial ones.
+	t.Parallel()
 	start := time.Now()
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
@@ -390,6 +393,9 @@ func backends() []backend {
 // bound is generous on purpose). The measured rates are logged.
 func TestLimitsHold(t *testing.T) {
 	testutil.RequireRoot(t)
+	// Only a lower bound on the time is checked: other tests beside it
+	// cannot make the limit look broken.
+	t.Parallel()
 	const limitKiB = 256
 	const size = 2 << 20
 	testutil.ForEachRestic(t, func(t *testing.T, bin string) {

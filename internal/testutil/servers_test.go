@@ -284,11 +284,11 @@ func TestServersStopKill(t *testing.T) {
 					{"killed", srv.Kill, srv.Restart},
 				} {
 					c.down()
-					out, err, timedOut := r.runBounded(t, 15*time.Second, "snapshots")
+					out, err, timedOut := r.runBounded(t, 5*time.Second, "snapshots")
 					if err == nil && !timedOut {
 						t.Errorf("restic snapshots succeeded against a %s server:\n%s", c.what, out)
 					}
-					t.Logf("restic snapshots against the %s %s server (still running after 15 s: %v):\n%s", c.what, b.name, timedOut, out)
+					t.Logf("restic snapshots against the %s %s server (still running after 5 s: %v):\n%s", c.what, b.name, timedOut, out)
 					c.back()
 					r.must(t, "snapshots")
 				}
