@@ -160,14 +160,19 @@ func unreachableBar(why string) barLine {
 	return barLine{Text: "? subvault", Tooltip: printable(why), Class: classUnreachable}
 }
 
-// jobPhrase is what a plan's active job is doing: "backing up 42% (job 7)".
+// jobPhrase is what a plan's active job is doing: "backing up 42% (job 7)",
+// or "backing up 42%, stuck (job 7)" while it waits on its repository.
 func jobPhrase(j contract.Job) string {
 	kind := printable(j.Kind)
 	verb := printable(j.Kind.Doing())
 	if j.State == contract.StateQueued {
 		return fmt.Sprintf("%s queued (job %d)", kind, j.ID)
 	}
-	return fmt.Sprintf("%s %d%% (job %d)", verb, min(100, max(0, int(j.Progress*100))), j.ID)
+	stuck := ""
+	if !j.WaitingSince.IsZero() {
+		stuck = ", stuck"
+	}
+	return fmt.Sprintf("%s %d%%%s (job %d)", verb, min(100, max(0, int(j.Progress*100))), stuck, j.ID)
 }
 
 // names is "home" or "home +2".

@@ -40,6 +40,8 @@ func TestWaybarRender(t *testing.T) {
 	canceled.HealthReason = "last backup canceled; the one before succeeded"
 	running := contract.Job{ID: 7, Kind: "backup", Plan: "home", State: contract.StateRunning, Progress: 0.426}
 	queued := contract.Job{ID: 8, Kind: "check", Plan: "srv", State: contract.StateQueued}
+	stuck := running
+	stuck.WaitingSince, stuck.Waiting = now.Add(-time.Minute), "no progress for 1m0s: restic retries the repository"
 	waiting := home
 	waiting.HealthReason += "; waiting for the network"
 	waiting.Waiting = "waiting for the network: repository sftp://nas//srv is unreachable: no route to host"
@@ -59,6 +61,8 @@ func TestWaybarRender(t *testing.T) {
 			[]string{"home: last backup canceled; the one before succeeded · 10m ago · next in 15h00m"}},
 		{"running", []contract.Plan{home, srv}, []contract.Job{running, queued}, barLine{Text: "⟳ home 42%", Class: classRunning, Percentage: 42},
 			[]string{"home: backing up 42% (job 7) · last backup succeeded · 3h00m ago", "srv: check queued (job 8) · last backup"}},
+		{"stuck", []contract.Plan{home, srv}, []contract.Job{stuck}, barLine{Text: "⟳ home 42%", Class: classRunning, Percentage: 42},
+			[]string{"home: backing up 42%, stuck (job 7) · last backup succeeded"}},
 		{"queued only", []contract.Plan{home, srv}, []contract.Job{queued}, barLine{Text: "⟳ srv check queued", Class: classRunning}, nil},
 		{"failed", []contract.Plan{failed, srv}, nil, barLine{Text: "✗ home", Class: classFailed}, []string{"home: last backup failed: restic: <wrong> password & more · 3h00m ago"}},
 		{"overdue", []contract.Plan{overdue, srv}, nil, barLine{Text: "! home", Class: classOverdue}, []string{"home: overdue: no successful backup for over 2d (scheduled every 24h) · 3d0h ago"}},
