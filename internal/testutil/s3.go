@@ -63,10 +63,12 @@ func NewS3Server(t testing.TB) *S3Server {
 		SkipOrFail(t, "SeaweedFS's weed at "+weed+": run .ci/weed (or .ci/deps test), or set SUBVAULT_WEED")
 	}
 	dir := serverDir(t, "s3")
+	// Its eight listeners' ports, all different.
+	free := FreePorts(t, 8)
 	s := &S3Server{
-		Host: "127.0.0.1", Port: FreePort(t),
+		Host: "127.0.0.1", Port: free[0],
 		AccessKey: "subvault-test-access", SecretKey: "subvault-test-secret-61b7",
-		Bucket: "subvault-test", Dir: filepath.Join(dir, "data"), FilerPort: FreePort(t),
+		Bucket: "subvault-test", Dir: filepath.Join(dir, "data"), FilerPort: free[1],
 	}
 	if err := os.Mkdir(s.Dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -77,8 +79,8 @@ func NewS3Server(t testing.TB) *S3Server {
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 `, s.AccessKey, s.SecretKey))
 	ports := map[string]int{}
-	for _, p := range []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port.grpc", "s3.port.grpc"} {
-		ports[p] = FreePort(t)
+	for i, p := range []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port.grpc", "s3.port.grpc"} {
+		ports[p] = free[2+i]
 	}
 	ports["filer.port"], ports["s3.port"] = s.FilerPort, s.Port
 	args := []string{"server",

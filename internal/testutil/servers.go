@@ -248,12 +248,25 @@ func descendants(pid int) []int {
 // fails at start with "address already in use", said in the test's failure.)
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("a free port on 127.0.0.1: %v", err)
+	return FreePorts(t, 1)[0]
+}
+
+// FreePorts returns n different TCP ports on 127.0.0.1 that nothing listens
+// on now: all are held open until every one is chosen, since a port closed
+// at once can be handed out again by the next call (a server with several
+// listeners, SeaweedFS, then failed with "address already in use").
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("a free port on 127.0.0.1: %v", err)
+		}
+		defer l.Close() //nolint:errcheck // only reserving a number
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close() //nolint:errcheck // only reserving a number
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // dialProbe connects to 127.0.0.1:port and returns the first bytes the
