@@ -103,6 +103,11 @@ type Job struct {
 	// next start.
 	WaitingSince time.Time `json:"-"`
 	Waiting      string    `json:"-"`
+	// StalledSince is set while the running job counts as stalled: its
+	// restic made no progress for the plan's stall_timeout, and the plan
+	// says to report a stall rather than end the job (on_stall: report).
+	// It is when the job last made progress. Not kept in the state file.
+	StalledSince time.Time `json:"-"`
 
 	QueuedAt   time.Time `json:"queued_at"`
 	StartedAt  time.Time `json:"started_at,omitzero"`
