@@ -64,6 +64,9 @@ const (
 	TriggerSchedule Trigger = contract.TriggerSchedule
 	TriggerCatchUp  Trigger = contract.TriggerCatchUp
 	TriggerManual   Trigger = "manual"
+	// TriggerForeground: a job that `subvault run` ran in its own process,
+	// recorded in the history afterwards; the daemon did not run it.
+	TriggerForeground Trigger = "foreground"
 )
 
 // InterruptedError is the error of a job that was queued or running when
