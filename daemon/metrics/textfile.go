@@ -106,7 +106,7 @@ func openTextfileDir(dir string) (*os.File, error) {
 	d, err := safefs.OpenTrustedDir(dir)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return nil, fmt.Errorf("the textfile directory %s does not exist: create it (it is node_exporter's --collector.textfile.directory; Debian's prometheus-node-exporter makes /var/lib/prometheus/node-exporter), or change settings.metrics.textfile", dir)
+			return nil, fmt.Errorf("the textfile directory %s does not exist: create it (it is node_exporter's --collector.textfile.directory; Debian's prometheus-node-exporter makes /var/lib/prometheus/node-exporter), or change settings.metrics.textfile: %w", dir, unix.ENOENT)
 		}
 		return nil, fmt.Errorf("cannot open the textfile directory: %w", err)
 	}

@@ -133,7 +133,7 @@ func TestTextfileAtomic(t *testing.T) {
 			}
 		})
 	}
-	writes := 150
+	writes := 100
 	for range writes {
 		if err := WriteTextfile(dir, g); err != nil {
 			t.Fatal(err)
