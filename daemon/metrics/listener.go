@@ -152,7 +152,12 @@ func (l *Listener) listenUnix(path string) error {
 	case err != nil:
 		return fail(err)
 	case old.Mode&unix.S_IFMT == unix.S_IFSOCK:
-		// A socket left by a daemon that died: bind would fail on it.
+		// A socket left by a daemon that died: bind would fail on it. One
+		// that answers is another daemon's, still serving.
+		if c, err := net.DialTimeout("unix", fmt.Sprintf("/proc/self/fd/%d/%s", dfd, name), time.Second); err == nil {
+			c.Close() //nolint:errcheck,gosec // only a probe
+			return fail(fmt.Errorf("another process listens on it (a second subvault daemon?); stop it or choose another path"))
+		}
 		if err := unix.Unlinkat(dfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fail(err)
 		}

@@ -273,6 +273,24 @@ func TestHostileListenerUnix(t *testing.T) {
 			t.Errorf("Listen = %v", err)
 		}
 	})
+	t.Run("a socket another process serves on", func(t *testing.T) {
+		dir := socketDir(t, 0o755, 0)
+		path := filepath.Join(dir, "metrics.sock")
+		live, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer live.Close()
+		_, err = Listen("unix:"+path, s.served, s.log)
+		if err == nil || !strings.Contains(err.Error(), "another process listens on it") {
+			t.Errorf("Listen = %v", err)
+		}
+		if c, err := net.Dial("unix", path); err != nil {
+			t.Errorf("the other process's socket was taken away: %v", err)
+		} else {
+			c.Close()
+		}
+	})
 	t.Run("a file at the path", func(t *testing.T) {
 		dir := socketDir(t, 0o755, 0)
 		path := filepath.Join(dir, "metrics.sock")
