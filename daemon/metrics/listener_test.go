@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +29,59 @@ func init() {
 		}
 		first, _, _ := strings.Cut(body, "\n")
 		fmt.Printf("%d %s\n", status, first)
+		return nil
+	})
+}
+
+func init() {
+	// flood ADDR: 400 idle connections, 100 sending a header a byte a
+	// second, 100 with 20 requests each whose replies are never read;
+	// prints "flooding", then "idle dropped" once the server closed an
+	// idle one, and holds the rest until it is killed.
+	testutil.RegisterHostile("metrics-flood", func(args []string) error {
+		var conns []net.Conn
+		dial := func() (net.Conn, error) {
+			c, err := net.Dial("tcp", args[0])
+			if err == nil {
+				conns = append(conns, c)
+			}
+			return c, err
+		}
+		for range 400 {
+			if _, err := dial(); err != nil {
+				return err
+			}
+		}
+		for range 100 {
+			c, err := dial()
+			if err != nil {
+				return err
+			}
+			go func() {
+				for _, b := range []byte("GET /metrics HTTP/1.1\r\nHost: x\r\n") {
+					time.Sleep(time.Second)
+					if _, err := c.Write([]byte{b}); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		for range 100 {
+			c, err := dial()
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(c, strings.Repeat("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 20))
+		}
+		fmt.Println("flooding")
+		start := time.Now()
+		_ = conns[0].SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := bufio.NewReader(conns[0]).ReadByte(); err != nil && !strings.Contains(err.Error(), "timeout") {
+			fmt.Printf("idle dropped after %v\n", time.Since(start).Round(100*time.Millisecond))
+		} else {
+			fmt.Printf("idle not dropped: %v\n", err)
+		}
+		time.Sleep(time.Hour) // holds the connections until killed
 		return nil
 	})
 }
@@ -101,13 +153,13 @@ func TestListenerTCP(t *testing.T) {
 	}
 }
 
-// TestListenerFlood: while hundreds of clients hold connections open
-// without a request, send a request's header a byte at a time, or send a
-// request and never read the reply, every scrape of another client is
-// answered in whole, at once; the slow ones are dropped within the
-// listener's timeouts, and the connections are all closed at the end.
-func TestListenerFlood(t *testing.T) {
-	t.Parallel()
+// TestHostileListenerFlood: while uid 65534 holds hundreds of
+// connections open without a request, sends a request's header a byte a
+// second on a hundred more, and sends requests on a hundred others whose
+// replies it never reads, every scrape of another client is answered in
+// whole, long before those clients' own timeouts; the idle ones are
+// dropped after the header timeout.
+func TestHostileListenerFlood(t *testing.T) {
 	s := testService(t)
 	l, err := Listen("127.0.0.1:0", s.served, s.log)
 	if err != nil {
@@ -115,59 +167,8 @@ func TestListenerFlood(t *testing.T) {
 	}
 	t.Cleanup(l.Close)
 	addr := l.Addr().String()
-	var conns []net.Conn
-	var mu sync.Mutex
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Errorf("dial: %v", err)
-			return nil
-		}
-		mu.Lock()
-		conns = append(conns, c)
-		mu.Unlock()
-		return c
-	}
-	// Idle: connected, silent.
-	for range 400 {
-		dial()
-	}
-	// Slow: a header byte a second.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 100 {
-		c := dial()
-		if c == nil {
-			break
-		}
-		wg.Go(func() {
-			for _, b := range []byte("GET /metrics HTTP/1.1\r\nHost: x\r\n") {
-				select {
-				case <-stop:
-					return
-				case <-time.After(time.Second):
-				}
-				if _, err := c.Write([]byte{b}); err != nil {
-					return
-				}
-			}
-		})
-	}
-	// Requests whose replies nobody reads, many times over.
-	for range 100 {
-		c := dial()
-		if c == nil {
-			break
-		}
-		fmt.Fprint(c, strings.Repeat("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 20))
-	}
+	h := testutil.StartHostile(t, "metrics-flood", addr)
+	waitOutput(t, h, "flooding")
 	// Each scrape must be answered well before the slow clients' own
 	// timeouts (5 s for a header, 15 s for a reply): none waits for them.
 	c := &http.Client{Timeout: 4 * time.Second}
@@ -181,17 +182,27 @@ func TestListenerFlood(t *testing.T) {
 		}
 		slowest = max(slowest, time.Since(t0))
 	}
-	t.Logf("30 scrapes during a flood of 600 connections: %v in all, the slowest %v", time.Since(start), slowest)
+	t.Logf("30 scrapes during a flood of 600 connections by uid 65534: %v in all, the slowest %v", time.Since(start), slowest)
 	// The idle ones are dropped after readHeaderTimeout.
-	mu.Lock()
-	idle := conns[0]
-	mu.Unlock()
-	_ = idle.SetReadDeadline(time.Now().Add(readHeaderTimeout + 5*time.Second))
-	if _, err := bufio.NewReader(idle).ReadByte(); err == nil || strings.Contains(err.Error(), "timeout") {
-		t.Errorf("an idle connection was not dropped within %v: %v", readHeaderTimeout, err)
+	waitOutput(t, h, "idle dropped")
+	t.Logf("uid 65534: %s", strings.TrimSpace(h.Output.String()))
+}
+
+// waitOutput waits up to 30 s for the hostile process to print want.
+func waitOutput(t *testing.T, h *testutil.Hostile, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(h.Output.String(), want) {
+		select {
+		case <-h.Done():
+			t.Fatalf("the hostile process ended without %q: %s", want, h.Output.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hostile process did not print %q: %s", want, h.Output.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
 }
 
 // socketDir is a directory of root's, mode mode, that uid 65534 can reach.
