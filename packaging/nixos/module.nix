@@ -50,6 +50,8 @@ let
     CacheDirectory = "subvault";
     CacheDirectoryMode = "0700";
     ConfigurationDirectory = "subvault";
+    RuntimeDirectory = "subvault";
+    RuntimeDirectoryMode = "0755";
     UMask = "0077";
 
     CapabilityBoundingSet = [
