@@ -37,6 +37,9 @@ type Service struct {
 	dir      string // settings.metrics.textfile in force
 	listen   string // settings.metrics.listen in force
 	listener *Listener
+	// stopped: Run has returned; a Configure after it (a reload asked for
+	// while the daemon stops) starts no listener.
+	stopped bool
 	// lastErr is the textfile's last error, logged once until it changes
 	// or a write succeeds.
 	lastErr string
@@ -84,7 +87,7 @@ func (s *Service) Configure(dir, listen string) error {
 		s.log.Info("metrics listener stopped", "listen", s.listen)
 	}
 	s.listen = listen
-	if listen == "" {
+	if listen == "" || s.stopped {
 		return nil
 	}
 	l, err := Listen(listen, s.served, s.log)
@@ -117,6 +120,7 @@ func (s *Service) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
+			s.stopped = true
 			if s.listener != nil {
 				s.listener.Close()
 				s.listener, s.listen = nil, ""
