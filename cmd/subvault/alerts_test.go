@@ -347,3 +347,49 @@ func TestDashboardShape(t *testing.T) {
 		t.Errorf("%d panels down to row %v: want the nine panels on one page (about 30 rows)", len(panels), bottom)
 	}
 }
+
+// The NixOS module hands the same files out as its read-only options
+// prometheusRules and grafanaDashboard.
+func TestNixOSModuleShipsMonitoringFiles(t *testing.T) {
+	module, err := filepath.Abs(nixosModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expr := strings.Replace(`
+let
+  lib = {
+    mkEnableOption = _: { };
+    mkOption = o: o;
+    literalExpression = s: s;
+    types = { package = "package"; path = "path"; };
+    mkIf = _: _: { };
+    mkMerge = _: { };
+  };
+  pkgs = {
+    formats.yaml = _: { type = "yaml"; generate = name: _: "/store/${name}"; };
+    writeText = name: _: "/store/${name}";
+    runCommand = name: _: _: "/store/${name}";
+  };
+  options = ((import MODULE) { inherit lib pkgs; config.services.subvault.enable = false; }).options.services.subvault;
+in {
+  rules = toString options.prometheusRules.default;
+  dashboard = toString options.grafanaDashboard.default;
+  readOnly = options.prometheusRules.readOnly && options.grafanaDashboard.readOnly;
+}`, "MODULE", module, 1)
+	var got struct {
+		Rules, Dashboard string
+		ReadOnly         bool
+	}
+	if out := nixInstantiate(t, "--eval", "--strict", "--json", "--expr", expr); json.Unmarshal(out, &got) != nil {
+		t.Fatalf("module's options: %s", out)
+	}
+	for _, c := range []struct{ got, want string }{{got.Rules, alertRulesFile}, {got.Dashboard, dashboardFile}} {
+		want, _ := filepath.Abs(c.want)
+		if c.got != want {
+			t.Errorf("the module's option names %s, want %s", c.got, want)
+		}
+	}
+	if !got.ReadOnly {
+		t.Errorf("prometheusRules and grafanaDashboard are not read-only")
+	}
+}
