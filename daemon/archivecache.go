@@ -108,3 +108,15 @@ func (c *archiveCache) invalidate(repo string) {
 		}
 	}
 }
+
+// known returns the repository's list when the cache holds one fetched
+// since the last invalidation, however old; it never runs restic.
+func (c *archiveCache) known(repo string) ([]restic.Archive, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.repos[repo]
+	if r == nil || !r.valid {
+		return nil, false
+	}
+	return r.list, true
+}

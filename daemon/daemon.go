@@ -19,6 +19,7 @@ import (
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/maintenance"
+	"github.com/subvault/subvault/daemon/metrics"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/scheduler"
@@ -81,6 +82,15 @@ type Daemon struct {
 	waits    map[waitKey]*wait
 	pending  map[uint32]pendingWait // jobs being postponed, by id
 	waitWake chan struct{}
+
+	// metrics publishes the metrics (docs/monitoring.md); jobCounts
+	// counts the jobs finished since the start; started, reloaded and
+	// reloadOK (mu) are the start and the last load of the configuration.
+	metrics   *metrics.Service
+	jobCounts *metrics.JobCounter
+	started   time.Time
+	reloaded  time.Time
+	reloadOK  bool
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -96,11 +106,12 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if opts.Clock == nil {
 		opts.Clock = scheduler.RealClock()
 	}
+	started := time.Now()
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
+	d := &Daemon{started: started, reloaded: started, reloadOK: true, jobCounts: metrics.NewJobCounter(), opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
 		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
 		archives: newArchiveCache(archiveCacheTTL),
 		waits:    map[waitKey]*wait{}, pending: map[uint32]pendingWait{}, waitWake: make(chan struct{}, 1)}
@@ -115,6 +126,10 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.queue.Subscribe(archiveCacheListener{d})
 	d.queue.Subscribe(healthListener{d})
 	d.queue.Subscribe(waitsListener{d})
+	d.metrics = metrics.NewService(d.metricsSnapshot, d.log)
+	d.queue.Subscribe(d.jobCounts)
+	d.queue.Subscribe(metricsListener{d.metrics})
+	d.Subscribe(metricsListener{d.metrics})
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
@@ -243,6 +258,7 @@ func (d *Daemon) Reload() error {
 	cfg, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
 		d.log.Error("configuration refused; the one in force stays", journal.Event(journal.EventConfigRefused), "config", d.opts.ConfigPath, "err", err)
+		d.reloadedAt(now, false)
 		return err
 	}
 	d.mu.Lock()
@@ -256,6 +272,8 @@ func (d *Daemon) Reload() error {
 	d.markStatus()
 	d.rearmHealth()
 	d.wakeWaits() // a plan gone, or on_battery or metered changed
+	d.reloadedAt(now, true)
+	d.configureMetrics()
 	d.plansChanged()
 	return nil
 }
@@ -307,6 +325,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.watchWaits(schedCtx)
 	}()
 	d.resumeWaits()
+	// The metrics until the jobs are drained: the textfile's last write
+	// shows them ended.
+	metricsCtx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	metricsDone := make(chan struct{})
+	go func() {
+		defer close(metricsDone)
+		d.metrics.Run(metricsCtx)
+	}()
+	d.configureMetrics()
 
 	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
 		"config", d.Config().File, "plans", len(d.Config().Plans))
@@ -374,6 +402,9 @@ loop:
 	for {
 		select {
 		case <-drained:
+			d.metrics.Write()
+			stopMetrics()
+			<-metricsDone
 			d.log.Info("subvault stopped")
 			return stopErr
 		case <-extend.C:

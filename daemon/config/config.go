@@ -13,6 +13,7 @@ package config
 import (
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -196,6 +197,29 @@ type Settings struct {
 	StateDir          string // absolute
 	CacheDir          string // absolute; repositories' caches default below it
 	Restic            string // a program name looked up in PATH, or an absolute path
+	// Metrics is where the daemon publishes its Prometheus metrics
+	// (docs/monitoring.md); both empty: nowhere.
+	Metrics Metrics
+}
+
+// Metrics is the settings.metrics block.
+type Metrics struct {
+	// Textfile is a directory (node_exporter's textfile collector's) the
+	// daemon writes subvault.prom into; "" for none.
+	Textfile string
+	// Listen is where the daemon serves GET /metrics over HTTP: a
+	// loopback "HOST:PORT" (127.0.0.1, [::1] or localhost), or
+	// "unix:" and the absolute path of a socket; "" for nowhere.
+	Listen string
+}
+
+// ListenUnix is the socket path of a "unix:/path" Listen, "" otherwise.
+func (m Metrics) ListenUnix() string {
+	path, ok := strings.CutPrefix(m.Listen, "unix:")
+	if !ok {
+		return ""
+	}
+	return path
 }
 
 // DefaultSettings are the settings of a file without a "settings" block.

@@ -43,6 +43,13 @@ const (
 	roleRead                      // read by restic (exclude_file)
 	roleSecret                    // read by restic, and nobody else may read it
 	roleDirectory                 // written into by the daemon or restic
+	// roleMetricsDir is settings.metrics.textfile: the daemon writes one
+	// file there through the directory's descriptor, never following a
+	// link in it (daemon/metrics), so who owns it and the directories
+	// above does not matter (Debian's is below /var/lib/prometheus,
+	// prometheus's own); but a directory others may write without the
+	// sticky bit lets them replace the metrics with their own.
+	roleMetricsDir
 )
 
 // fileRef is a file the configuration names, and where.
@@ -165,6 +172,8 @@ func expectedFor(role fileRole) string {
 		return "a secret only root can read and change" + where
 	case roleDirectory:
 		return "a directory only root can write" + where
+	case roleMetricsDir:
+		return "a directory others may not write, or only with the sticky bit (chmod +t)"
 	}
 	return "a file only root can change" + where
 }
@@ -180,6 +189,9 @@ func (s strict) check(ref fileRef) []unsafeFile {
 	// resolves it from there.
 	path := ref.path
 	fd, st, problems, err := s.walk(path)
+	if ref.role == roleMetricsDir {
+		return about(path, checkMetricsDir(path, fd, st, err))
+	}
 	if err != nil {
 		problems = append(problems, unsafeFile{what: fmt.Sprintf("cannot be checked: %v", err), fix: "make it reachable by root, or point the key elsewhere"})
 		return about(path, problems)
@@ -260,6 +272,28 @@ func (s strict) checkFile(path string, st unix.Stat_t, role fileRole) []unsafeFi
 		})
 	}
 	return problems
+}
+
+// checkMetricsDir checks the textfile directory where a walk ended: a
+// missing one passes (the daemon logs it at each write until it exists),
+// anything but a directory does not, and neither does one others may
+// write without the sticky bit.
+func checkMetricsDir(path string, fd int, st unix.Stat_t, err error) []unsafeFile {
+	if err != nil {
+		return []unsafeFile{{what: fmt.Sprintf("cannot be checked: %v", err), fix: "make it reachable by root, or point the key elsewhere"}}
+	}
+	if fd < 0 {
+		return nil
+	}
+	unix.Close(fd)
+	if kind := st.Mode & unix.S_IFMT; kind != unix.S_IFDIR {
+		return []unsafeFile{{what: fmt.Sprintf("is %s, not a directory", typeName(kind)), fix: "point the key at a directory"}}
+	}
+	if mode := st.Mode & 0o7777; mode&0o022 != 0 && mode&unix.S_ISVTX == 0 {
+		return []unsafeFile{{what: fmt.Sprintf("may be written by %s (mode %04o), who could replace subvault's metrics with their own", writers(mode), mode),
+			fix: "chmod go-w " + shell.Quote(path) + " (node_exporter only reads it), or chmod +t " + shell.Quote(path)}}
+	}
+	return nil
 }
 
 // walk opens path from / one component at a time, without following

@@ -257,6 +257,31 @@ func TestStrictFiles(t *testing.T) {
 			s.mkdir("user", 0o755, nobody)
 			return s.file("config.yaml", sftpConfig(s, "      command: \""+s.path("user/ssh")+" nas -s sftp\""), 0o644, 0)
 		}, []string{`:6: repositories\.r\.ssh\.command: TREE/user/ssh: the directory TREE/user is owned by uid 65534`}},
+		{"a textfile directory of another user's, below another user's, and a socket in root's directory are accepted", func(s *strictTree) string {
+			s.mkdir("prometheus", 0o755, nobody)
+			s.mkdir("prometheus/node-exporter", 0o755, nobody)
+			s.mkdir("run", 0o755, 0)
+			return s.file("config.yaml", strictConfig(s, "    password_command: /bin/echo pw", "")+
+				"  metrics:\n    textfile: "+s.path("prometheus/node-exporter")+"\n    listen: unix:"+s.path("run/metrics.sock")+"\n", 0o644, 0)
+		}, nil},
+		{"a textfile directory that does not exist yet, and a sticky one", func(s *strictTree) string {
+			s.mkdir("tmp", 0o1777, 0)
+			return s.file("config.yaml", strictConfig(s, "    password_command: /bin/echo pw", "")+
+				"  metrics:\n    textfile: "+s.path("none")+"\n", 0o644, 0) + "\x00" + s.file("config2.yaml", strictConfig(s, "    password_command: /bin/echo pw", "")+
+				"  metrics:\n    textfile: "+s.path("tmp")+"\n", 0o644, 0)
+		}, nil},
+		{"a textfile directory all may write, a file as textfile directory, a socket in the user's directory", func(s *strictTree) string {
+			s.mkdir("open", 0o777, 0)
+			s.mkdir("user", 0o755, nobody)
+			return s.file("config.yaml", strictConfig(s, "    password_command: /bin/echo pw", "")+
+				"  metrics:\n    textfile: "+s.path("open")+"\n    listen: unix:"+s.path("user/metrics.sock")+"\n", 0o644, 0) + "\x00" +
+				s.file("config2.yaml", strictConfig(s, "    password_command: /bin/echo pw", "")+
+					"  metrics:\n    textfile: "+s.file("file.prom", "", 0o644, 0)+"\n", 0o644, 0)
+		}, []string{
+			`(?m)^TREE/config\.yaml:\d+: settings\.metrics\.textfile: TREE/open: may be written by its group and others \(mode 0777\), who could replace subvault's metrics with their own; expected a directory others may not write, or only with the sticky bit \(chmod \+t\) \(fix: chmod go-w TREE/open \(node_exporter only reads it\), or chmod \+t TREE/open\)$`,
+			`(?m)^TREE/config\.yaml:\d+: settings\.metrics\.listen: TREE/user: owned by uid 65534, who could change it; expected a directory only root can write`,
+			`(?m)^TREE/config2\.yaml:\d+: settings\.metrics\.textfile: TREE/file\.prom: is a regular file, not a directory`,
+		}},
 		{"a loop of links", func(s *strictTree) string {
 			s.link("a", "b")
 			s.link("b", "a")
@@ -265,26 +290,37 @@ func TestStrictFiles(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newStrictTree(t)
-			config := c.setup(s)
-			cfg, err := Load(config)
-			t.Logf("Load: %v", err)
-			if len(c.want) == 0 {
-				if err != nil || cfg == nil {
-					t.Errorf("refused: %v", err)
+			// setup may lay out several configurations, their paths
+			// separated by NUL: their problems are counted together.
+			var all []string
+			problems := 0
+			for config := range strings.SplitSeq(c.setup(s), "\x00") {
+				cfg, err := Load(config)
+				t.Logf("Load: %v", err)
+				if len(c.want) == 0 {
+					if err != nil || cfg == nil {
+						t.Errorf("refused: %v", err)
+					}
+					continue
 				}
+				var errs *Errors
+				if !errors.As(err, &errs) {
+					t.Fatalf("Load = %v, want *Errors", err)
+				}
+				all = append(all, err.Error())
+				problems += len(errs.List)
+			}
+			if len(c.want) == 0 {
 				return
 			}
-			var errs *Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("Load = %v, want *Errors", err)
-			}
+			text := strings.Join(all, "\n")
 			for _, w := range c.want {
-				if re := regexp.MustCompile(strings.ReplaceAll(w, "TREE", regexp.QuoteMeta(s.dir))); !re.MatchString(err.Error()) {
-					t.Errorf("the error does not match %s:\n%v", re, err)
+				if re := regexp.MustCompile(strings.ReplaceAll(w, "TREE", regexp.QuoteMeta(s.dir))); !re.MatchString(text) {
+					t.Errorf("the error does not match %s:\n%v", re, text)
 				}
 			}
-			if len(errs.List) != len(c.want) {
-				t.Errorf("%d problems, want %d:\n%v", len(errs.List), len(c.want), err)
+			if problems != len(c.want) {
+				t.Errorf("%d problems, want %d:\n%v", problems, len(c.want), text)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -25,7 +26,8 @@ var (
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
 	backupKeys        = []string{"exclude", "exclude_file", "exclude_if_present", "one_file_system", "tags", "extra_args"}
 	hookKeys          = []string{"before_snapshot", "after_snapshot", "on_success", "on_failure"}
-	settingsKeys      = []string{"max_concurrent_jobs", "job_history", "inhibit_sleep", "state_dir", "cache_dir", "restic"}
+	settingsKeys      = []string{"max_concurrent_jobs", "job_history", "inhibit_sleep", "state_dir", "cache_dir", "restic", "metrics"}
+	metricsKeys       = []string{"textfile", "listen"}
 	passwordKeys      = []string{"password_file", "password_command", "credential"}
 )
 
@@ -75,6 +77,12 @@ func (p *parser) parse(data []byte) *Config {
 	p.names(settingsAt["state_dir"], "settings.state_dir", cfg.Settings.StateDir, roleDirectory)
 	p.names(settingsAt["cache_dir"], "settings.cache_dir", cfg.Settings.CacheDir, roleDirectory)
 	p.names(settingsAt["restic"], "settings.restic", cfg.Settings.Restic, roleProgram)
+	if n := settingsAt["metrics.textfile"]; n != nil {
+		p.names(n, "settings.metrics.textfile", cfg.Settings.Metrics.Textfile, roleMetricsDir)
+	}
+	if n := settingsAt["metrics.listen"]; n != nil {
+		p.names(n, "settings.metrics.listen", filepath.Dir(cfg.Settings.Metrics.ListenUnix()), roleDirectory)
+	}
 	if e, path, ok := m.get("repositories"); ok {
 		entries, _ := p.pairs(e.value, path, "a mapping of repository names to repositories ({} for none)")
 		for _, r := range entries {
@@ -137,6 +145,62 @@ func (p *parser) settings(e pair, path string, s *Settings, at map[string]*yaml.
 				at["restic"] = e.value
 			}
 		}
+	}
+	if e, path, ok := m.get("metrics"); ok {
+		p.metrics(e, path, &s.Metrics, at)
+	}
+}
+
+// maxSocketPath is the longest path a unix socket's address holds
+// (sun_path, with its NUL).
+const maxSocketPath = 107
+
+// metrics decodes settings.metrics (docs/monitoring.md).
+func (p *parser) metrics(e pair, path string, s *Metrics, at map[string]*yaml.Node) {
+	m := p.mapping(e.key, e.value, path, "a mapping with textfile and/or listen", metricsKeys)
+	if m == nil {
+		return
+	}
+	if e, path, ok := m.get("textfile"); ok {
+		const expected = "the absolute path of node_exporter's textfile directory, such as /var/lib/prometheus/node-exporter"
+		if v, ok := p.absPath(e.value, path, expected, true); ok {
+			s.Textfile = v
+			at["metrics.textfile"] = e.value
+		}
+	}
+	if e, path, ok := m.get("listen"); ok {
+		const expected = `a loopback address and port (127.0.0.1:9835, [::1]:9835 or localhost:9835) or "unix:" and the absolute path of a socket (unix:/run/subvault/metrics.sock)`
+		v, ok := p.str(e.value, path, expected)
+		if !ok {
+			return
+		}
+		n := resolve(e.value)
+		if sock, isUnix := strings.CutPrefix(v, "unix:"); isUnix {
+			switch {
+			case !filepath.IsAbs(sock) || filepath.Clean(sock) != sock || sock == "/":
+				p.fail(n, path, fmt.Sprintf("%q is not an absolute, clean path", sock), expected)
+			case len(sock) > maxSocketPath:
+				p.fail(n, path, fmt.Sprintf("the socket path is %d bytes long, longer than a unix socket's %d", len(sock), maxSocketPath), expected)
+			default:
+				s.Listen = v
+				at["metrics.listen"] = e.value
+			}
+			return
+		}
+		host, port, err := net.SplitHostPort(v)
+		if err != nil {
+			p.fail(n, path, fmt.Sprintf("%q is not HOST:PORT", v), expected)
+			return
+		}
+		if pn, err := strconv.Atoi(port); err != nil || pn < 1 || pn > 65535 {
+			p.fail(n, path, fmt.Sprintf("port %q is not a number from 1 to 65535", port), expected)
+			return
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			p.fail(n, path, fmt.Sprintf("%q is not a loopback address: the metrics are served to this machine only (scrape them from elsewhere through node_exporter's textfile collector, or a proxy of your own)", host), expected)
+			return
+		}
+		s.Listen = v
 	}
 }
 
