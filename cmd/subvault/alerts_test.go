@@ -209,10 +209,10 @@ func promqlMetrics(expr string) []string {
 
 func TestPromQLMetricsReader(t *testing.T) {
 	for expr, want := range map[string][]string{
-		`subvault_last_backup_success == 0`: {"subvault_last_backup_success"},
+		`subvault_last_backup_success == 0`:                                                             {"subvault_last_backup_success"},
 		`time() - node_textfile_mtime_seconds{file=~"(.*/)?subvault\\.prom"} > 3600`:                    {"node_textfile_mtime_seconds"},
 		`sum by (kind, result) (rate(subvault_jobs_total{instance=~".*"}[1m])) * 3600`:                  {"subvault_jobs_total"},
-		`a == 0 unless ignoring(result) b{result=~"x|y"} == 1`:                                           {"a", "b"},
+		`a == 0 unless ignoring(result) b{result=~"x|y"} == 1`:                                          {"a", "b"},
 		`max without(result) (m{result="stalled"} == 1) or n > 3 * 86400 and on (plan) group_left o`:    {"m", "n", "o"},
 		`subvault_typo_seconds{plan="and or subvault_last_backup_success"} > 1e3 and bool 2.5e-3 < inf`: {"subvault_typo_seconds"},
 	} {
@@ -267,6 +267,7 @@ func TestAlertRulesAndDashboardNameKnownMetrics(t *testing.T) {
 // pass (promtool test rules): each alert fires when it should, after its
 // for:, with its labels and annotations, and stays quiet when it should.
 func TestAlertRulesPromtool(t *testing.T) {
+	testutil.SkipShort(t, "promtool")
 	promtool := testutil.RequireCommand(t, "promtool", "prometheus")
 	for _, args := range [][]string{
 		{"check", "rules", filepath.Base(alertRulesFile)},
