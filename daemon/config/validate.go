@@ -162,16 +162,18 @@ func (p *parser) metrics(e pair, path string, s *Metrics, at map[string]*yaml.No
 		return
 	}
 	if e, path, ok := m.get("textfile"); ok {
-		const expected = "the absolute path of node_exporter's textfile directory, such as /var/lib/prometheus/node-exporter"
-		if v, ok := p.absPath(e.value, path, expected, true); ok {
-			s.Textfile = v
-			at["metrics.textfile"] = e.value
+		const expected = `the absolute path of node_exporter's textfile directory, such as /var/lib/prometheus/node-exporter, or "" for none`
+		if n := resolve(e.value); n.Kind != yaml.ScalarNode || n.Tag != tagStr || n.Value != "" { // "": none
+			if v, ok := p.absPath(e.value, path, expected, true); ok {
+				s.Textfile = v
+				at["metrics.textfile"] = e.value
+			}
 		}
 	}
 	if e, path, ok := m.get("listen"); ok {
-		const expected = `a loopback address and port (127.0.0.1:9835, [::1]:9835 or localhost:9835) or "unix:" and the absolute path of a socket (unix:/run/subvault/metrics.sock)`
+		const expected = `a loopback address and port (127.0.0.1:9835, [::1]:9835 or localhost:9835), "unix:" and the absolute path of a socket (unix:/run/subvault/metrics.sock), or "" for none`
 		v, ok := p.str(e.value, path, expected)
-		if !ok {
+		if !ok || v == "" {
 			return
 		}
 		n := resolve(e.value)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
 	"github.com/subvault/subvault/daemon/safefs"
@@ -22,7 +23,7 @@ import (
 
 // The listener's bounds: a client that sends no request, or reads no
 // reply, is dropped within seconds, and only a few scrapes gather at once
-// (the others are answered 503 at once, never queued).
+// (the others wait for a few seconds at most).
 const (
 	readHeaderTimeout   = 5 * time.Second
 	readTimeout         = 10 * time.Second
@@ -69,11 +70,14 @@ func Listen(addr string, g prometheus.Gatherer, log *slog.Logger) (*Listener, er
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelError),
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: maxRequestsInFlight,
-		Timeout:             writeTimeout - time.Second,
+	// promhttp's own MaxRequestsInFlight holds its slot while the reply
+	// is written, so that four clients that do not read their replies
+	// would have every other scrape refused until the write timeout: the
+	// gathers are bounded instead, and a reply is written to each client
+	// on its own connection's time.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(&boundedGatherer{g: g, slots: make(chan struct{}, maxRequestsInFlight)}, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
+		ErrorHandling: promhttp.HTTPErrorOnError,
 	}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -194,6 +198,27 @@ func (l *Listener) Close() {
 		}
 		l.dir.Close() //nolint:errcheck,gosec // a directory
 	}
+}
+
+// boundedGatherer lets maxRequestsInFlight scrapes gather at once; one
+// more waits for a slot for gatherWait at most, then fails (500).
+type boundedGatherer struct {
+	g     prometheus.Gatherer
+	slots chan struct{}
+}
+
+const gatherWait = 5 * time.Second
+
+func (b *boundedGatherer) Gather() ([]*dto.MetricFamily, error) {
+	t := time.NewTimer(gatherWait)
+	defer t.Stop()
+	select {
+	case b.slots <- struct{}{}:
+	case <-t.C:
+		return nil, errors.New("too many scrapes at once")
+	}
+	defer func() { <-b.slots }()
+	return b.g.Gather()
 }
 
 // limitListener closes a connection accepted while slots are all taken,
