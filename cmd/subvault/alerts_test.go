@@ -394,3 +394,18 @@ in {
 		t.Errorf("prometheusRules and grafanaDashboard are not read-only")
 	}
 }
+
+// Each alert's runbook_url points at a section of docs/monitoring.md named
+// after it.
+func TestAlertRunbooksInMonitoringDoc(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/monitoring.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range alertRules(t) {
+		name := strings.TrimPrefix(r.Where, "alert ")
+		if !strings.Contains(string(doc), "\n#### "+name+"\n") {
+			t.Errorf("docs/monitoring.md has no section #### %s, the alert's runbook", name)
+		}
+	}
+}
