@@ -15,6 +15,9 @@ PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
 DOCDIR     ?= $(PREFIX)/share/doc/subvault
+# The Prometheus alert rules and the Grafana dashboard (docs/monitoring.md):
+# files for another program to read, not documentation.
+DATADIR    ?= $(PREFIX)/share/subvault
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 # Where the service's files go. They follow PREFIX, so a plain `make install`
@@ -119,6 +122,8 @@ install: build completions
 	install -D -m 0644 build/completions/subvault $(DESTDIR)$(BASHCOMPDIR)/subvault
 	install -D -m 0644 build/completions/_subvault $(DESTDIR)$(ZSHCOMPDIR)/_subvault
 	install -D -m 0644 build/completions/subvault.fish $(DESTDIR)$(FISHCOMPDIR)/subvault.fish
+	install -D -m 0644 packaging/prometheus/subvault-alerts.yml $(DESTDIR)$(DATADIR)/prometheus/subvault-alerts.yml
+	install -D -m 0644 packaging/grafana/subvault-dashboard.json $(DESTDIR)$(DATADIR)/grafana/subvault-dashboard.json
 
 # The Debian package: make install into a staging tree, then dpkg-deb.
 deb: build

@@ -89,6 +89,7 @@ let
     mkOption = _: { };
     literalExpression = s: s;
     types.package = "package";
+    types.path = "path";
     mkIf = cond: value: if cond then value else { };
     mkMerge = builtins.foldl' recursiveUpdate { };
   };

@@ -17,7 +17,9 @@
 # packaging/subvault.service directive for directive, and the user unit
 # packaging/subvault-notify.service; cmd/subvault/nixos_test.go checks that
 # they stay in step. The bus policy, polkit actions and journal catalog are
-# taken from packaging/ next to this file.
+# taken from packaging/ next to this file, and so are the Prometheus alert
+# rules and the Grafana dashboard (the read-only options prometheusRules and
+# grafanaDashboard).
 { config, lib, pkgs, ... }:
 
 let
@@ -143,6 +145,30 @@ in
         and does nothing. The file is in the Nix store, readable by every
         user: keep passwords out of it and name them with `password_file`,
         `password_command` or `credential` instead.
+      '';
+    };
+
+    # Read-only: where the module's own copy of the monitoring files is,
+    # for the machine that runs Prometheus or Grafana (it imports this
+    # module too, enabled or not). docs/monitoring.md says how to use them.
+    prometheusRules = lib.mkOption {
+      type = lib.types.path;
+      readOnly = true;
+      default = ../prometheus/subvault-alerts.yml;
+      description = ''
+        subvault's Prometheus alert rules (failed, overdue and stalled
+        backups, no success for days, stale metrics):
+        `services.prometheus.ruleFiles = [ config.services.subvault.prometheusRules ];`
+      '';
+    };
+
+    grafanaDashboard = lib.mkOption {
+      type = lib.types.path;
+      readOnly = true;
+      default = ../grafana/subvault-dashboard.json;
+      description = ''
+        subvault's one-page Grafana dashboard (its Prometheus data source is
+        the variable DS_PROMETHEUS), to provision or import.
       '';
     };
 
