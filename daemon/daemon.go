@@ -81,6 +81,9 @@ type Daemon struct {
 	waits    map[waitKey]*wait
 	pending  map[uint32]pendingWait // jobs being postponed, by id
 	waitWake chan struct{}
+
+	// foreground imports the jobs `subvault run backup` records.
+	foreground *foregroundImporter
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -126,6 +129,15 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.cleanUpInterruptedRestores(ctx, cfg, lock)
 	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
 		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
+	}
+	// Foreground jobs that ended while no daemon ran (or that run now)
+	// are in the history before anything is published or scheduled: a
+	// backup a timer ran is the plan's last backup, and its last run.
+	if _, err := state.EnsureSpool(cfg.Settings.StateDir); err != nil {
+		d.log.Error("cannot make the foreground job spool; foreground jobs are not imported", "err", err)
+	}
+	d.foreground = newForegroundImporter(d.queue, d.log, cfg.Settings.StateDir)
+	for d.foreground.importOnce() {
 	}
 	d.sched = scheduler.New(opts.Clock, d.scheduled, d.log, scheduler.WithMoved(d.plansChanged))
 	return d, nil
@@ -307,6 +319,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.watchWaits(schedCtx)
 	}()
 	d.resumeWaits()
+	foregroundDone := make(chan struct{})
+	go func() {
+		defer close(foregroundDone)
+		d.watchForeground(schedCtx)
+	}()
 
 	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
 		"config", d.Config().File, "plans", len(d.Config().Plans))
@@ -366,6 +383,7 @@ loop:
 	<-schedDone
 	<-healthDone
 	<-waitsDone
+	<-foregroundDone
 	drained := make(chan struct{})
 	go func() { d.queue.Drain(); close(drained) }()
 	extend := time.NewTicker(5 * time.Second)
