@@ -260,3 +260,148 @@ func (e *apiEnv) waitRunning(t *testing.T, id uint32, limit time.Duration) contr
 	})
 	return found
 }
+
+// recordJSON is a valid finished record of job id, as root's `subvault run
+// backup` writes it.
+func recordJSON(t *testing.T, id uint32, plan string, result contract.Result) string {
+	t.Helper()
+	now := time.Now().UTC()
+	data, err := json.Marshal(map[string]any{"version": 1, "id": id, "kind": "backup", "plan": plan, "state": "finished",
+		"pid": 1, "pid_start": 1, "boot_id": "00000000-0000-0000-0000-000000000000",
+		"started_at": now.Add(-time.Minute), "finished_at": now, "result": result})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// A user (uid 65534, a real process) cannot write into the spool (the
+// state directory is root's, 0700) and so cannot make the daemon import a
+// job; even with the spool left writable to all by mistake, the daemon
+// reads nothing in it, and a record the user planted there is moved aside
+// once the spool is root's again. (docs/security.md, the foreground spool.)
+func TestHostileForegroundSpool(t *testing.T) {
+	testutil.RequireNobody(t)
+	e := newAPIEnv(t, 5)
+	// The user can reach the state directory, as a mistake could allow;
+	// the spool stays root's 0700.
+	for _, d := range []string{filepath.Dir(e.state), e.state} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, log := e.startDaemonLogged(t)
+	spool := filepath.Join(e.state, state.ForegroundDir)
+	if fi, err := os.Stat(spool); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the daemon's spool %s: %v %v, want 0700", spool, fi.Mode(), err)
+	}
+	planted := filepath.Join(spool, "5.json")
+	record := recordJSON(t, 5, "home", contract.ResultDone)
+	if out, err := testutil.RunHostile(t, time.Minute, "write-file", planted, "644", record); err == nil {
+		t.Fatalf("the user wrote a record into root's 0700 spool: %s", out)
+	}
+
+	// A spool left writable to all: the user's record is not read.
+	if err := os.Chmod(spool, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := testutil.RunHostile(t, time.Minute, "write-file", planted, "644", record); err != nil {
+		t.Fatalf("the user cannot write into a spool writable to all: %v %s", err, out)
+	}
+	waitFor(t, 15*time.Second, func() int {
+		if strings.Contains(log.String(), "writable by no one else") {
+			return 1
+		}
+		return 0
+	})
+	if jobs := e.cliJobs(t); len(jobs) != 0 {
+		t.Errorf("the daemon imported a record from a spool writable to all: %+v", jobs)
+	}
+
+	// Root's again: the user's file is moved aside, not imported.
+	if err := os.Chmod(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, filepath.Join(spool, ".poke"), "") // any write wakes the daemon
+	waitFor(t, 15*time.Second, func() int {
+		if aside, _ := filepath.Glob(filepath.Join(spool, "broken", "5.json.broken-*")); len(aside) == 1 {
+			return 1
+		}
+		return 0
+	})
+	if !strings.Contains(log.String(), "owned by uid 65534") {
+		t.Errorf("the user's record is not logged as the user's:\n%s", log.String())
+	}
+	if jobs := e.cliJobs(t); len(jobs) != 0 {
+		t.Errorf("the daemon imported the user's record: %+v", jobs)
+	}
+	if p := e.cliPlan(t, "home"); !p.LastBackup.IsZero() {
+		t.Errorf("the user's record moved plan home: %+v", p)
+	}
+}
+
+// 10,000 records (written by root: a bound, not an attack) are imported in
+// batches of state.ScanLimit with a log line, in bounded time and memory;
+// the history keeps job_history of them, the newest.
+func TestForegroundSpoolFlood(t *testing.T) {
+	e := newAPIEnv(t, 1)
+	const n = 10000
+	spool, err := state.EnsureSpool(e.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := uint32(1); id <= n; id++ {
+		testutil.WriteFile(t, filepath.Join(spool, fmt.Sprintf("%d.json", id)), recordJSON(t, id, "home", contract.ResultDone))
+	}
+	if err := state.ReserveJobIDs(e.state, n); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cmd, log := e.startDaemonLogged(t)
+	took := time.Since(start)
+	var hwm string
+	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)); err == nil {
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "VmHWM:") {
+				hwm = strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:"))
+			}
+		}
+	}
+	t.Logf("%d records imported before READY=1 in %v; the daemon's peak RSS %s", n, took.Round(time.Millisecond), hwm)
+	if took > 2*time.Minute {
+		t.Errorf("the import of %d records took %v", n, took)
+	}
+	var kib int
+	if _, err := fmt.Sscanf(hwm, "%d kB", &kib); err == nil && kib > 512<<10 {
+		t.Errorf("the daemon's peak RSS %s while importing %d records", hwm, n)
+	}
+	if !strings.Contains(log.String(), "more records than one import takes") {
+		t.Errorf("no log line of the flood:\n%s", tail(log.String(), 2000))
+	}
+	if left := e.spoolNames(t); len(left) != 0 {
+		t.Errorf("%d names left in the spool", len(left))
+	}
+	jobs := e.cliJobs(t)
+	if len(jobs) != 200 || jobs[0].ID != n || jobs[199].ID != n-199 {
+		t.Errorf("history after the flood: %d jobs, first %d", len(jobs), jobs[0].ID)
+	}
+
+	// A second flood while the daemon runs: the watch imports it too.
+	if err := state.ReserveJobIDs(e.state, 2*n); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	for id := uint32(n + 1); id <= 2*n; id++ {
+		testutil.WriteFile(t, filepath.Join(spool, fmt.Sprintf("%d.json", id)), recordJSON(t, id, "home", contract.ResultDone))
+	}
+	waitFor(t, 2*time.Minute, func() int {
+		if jobs := e.cliJobs(t); len(jobs) > 0 && jobs[0].ID == 2*n {
+			return 1
+		}
+		return 0
+	})
+	t.Logf("%d more records written and imported by the running daemon in %v", n, time.Since(start).Round(time.Millisecond))
+	if left := e.spoolNames(t); len(left) != 0 {
+		t.Errorf("%d names left in the spool", len(left))
+	}
+}
