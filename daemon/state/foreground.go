@@ -274,8 +274,12 @@ func (s Spool) Scan(limit int) (records []ForegroundRecord, more int, broken []B
 	}
 	for _, id := range ids {
 		r, rerr := readRecord(dfd, id)
+		var transient transientError
 		switch {
 		case errors.Is(rerr, os.ErrNotExist):
+		case errors.As(rerr, &transient):
+			// Kept, and read again at the next scan (not counted in more,
+			// which would read again at once).
 		case rerr != nil:
 			broken = append(broken, s.moveAside(dfd, recordFile(id), rerr))
 		default:
@@ -330,17 +334,19 @@ func (s Spool) open() (int, error) {
 
 func readRecord(dfd int, id uint32) (ForegroundRecord, error) {
 	fd, err := unix.Openat(dfd, recordFile(id), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return ForegroundRecord{}, os.ErrNotExist
-		}
-		return ForegroundRecord{}, err
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return ForegroundRecord{}, os.ErrNotExist
+	case errors.Is(err, unix.ELOOP):
+		return ForegroundRecord{}, errors.New("a symbolic link")
+	case err != nil: // out of descriptors, memory: the record is kept for the next scan
+		return ForegroundRecord{}, transientError{err}
 	}
 	f := os.NewFile(uintptr(fd), recordFile(id)) //nolint:gosec // a descriptor this function opened
 	defer f.Close()                              //nolint:errcheck // read only
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return ForegroundRecord{}, err
+		return ForegroundRecord{}, transientError{err}
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
@@ -352,7 +358,7 @@ func readRecord(dfd int, id uint32) (ForegroundRecord, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxRecordSize+1))
 	if err != nil {
-		return ForegroundRecord{}, err
+		return ForegroundRecord{}, transientError{err}
 	}
 	if len(data) > MaxRecordSize {
 		return ForegroundRecord{}, fmt.Errorf("more than %d bytes", MaxRecordSize)
@@ -372,6 +378,13 @@ func readRecord(dfd int, id uint32) (ForegroundRecord, error) {
 	}
 	return r, nil
 }
+
+// transientError is a failure to read a record that says nothing of the
+// record: it stays in the spool.
+type transientError struct{ err error }
+
+func (e transientError) Error() string { return e.err.Error() }
+func (e transientError) Unwrap() error { return e.err }
 
 // moveAside moves the unreadable record name into broken/, named with the
 // time, so that it is kept to look at but never read again; with too many
