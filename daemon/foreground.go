@@ -92,7 +92,7 @@ func (f *foregroundImporter) importOnce() bool {
 			if r.State == contract.StateRunning {
 				f.log.Warn("a foreground job's process ended without recording its result; the job is failed as interrupted",
 					"job", r.ID, "plan", r.Plan, "pid", r.PID)
-				r.State, r.Result, r.Error, r.FinishedAt = contract.StateFinished, contract.ResultFailed, ForegroundInterrupted, now
+				r.State, r.Result, r.Error, r.FinishedAt = contract.StateFinished, contract.ResultFailed, ForegroundInterrupted, r.EndedBy(now)
 			}
 		}
 		finished = append(finished, foregroundJob(r))

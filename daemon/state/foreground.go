@@ -181,6 +181,24 @@ func (r *ForegroundRecord) Alive() bool {
 	return err == nil && start == r.PIDStart
 }
 
+// EndedBy is the latest moment r's process can have ended, when that is
+// known before now: a record of an earlier boot ended before this boot
+// began.
+func (r *ForegroundRecord) EndedBy(now time.Time) time.Time {
+	if boot, err := currentBootID(); err != nil || boot == r.BootID {
+		return now
+	}
+	var info unix.Sysinfo_t
+	if err := unix.Sysinfo(&info); err != nil {
+		return now
+	}
+	booted := now.Add(-time.Duration(info.Uptime) * time.Second)
+	if booted.After(r.StartedAt) && booted.Before(now) {
+		return booted
+	}
+	return now
+}
+
 func currentBootID() (string, error) {
 	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {

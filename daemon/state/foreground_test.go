@@ -125,6 +125,14 @@ func TestRecordAlive(t *testing.T) {
 	if other.Alive() {
 		t.Error("a record of another boot counts as alive")
 	}
+	// A run of an earlier boot ended before this boot began.
+	other.StartedAt = time.Unix(0, 0)
+	if now := time.Now(); !other.EndedBy(now).Before(now.Add(-time.Second)) {
+		t.Errorf("a record of another boot ended by %v, want the boot's start", other.EndedBy(now))
+	}
+	if now := time.Now(); !r.EndedBy(now).Equal(now) {
+		t.Errorf("a record of this boot ended by %v, want now", r.EndedBy(now))
+	}
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
