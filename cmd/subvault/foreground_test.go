@@ -392,7 +392,10 @@ func TestForegroundSpoolFlood(t *testing.T) {
 	}
 	start = time.Now()
 	for id := uint32(n + 1); id <= 2*n; id++ {
-		testutil.WriteFile(t, filepath.Join(spool, fmt.Sprintf("%d.json", id)), recordJSON(t, id, "home", contract.ResultDone))
+		// Atomically, as subvault run writes: the daemon reads meanwhile.
+		if err := state.WriteFileAtomic(filepath.Join(spool, fmt.Sprintf("%d.json", id)), []byte(recordJSON(t, id, "home", contract.ResultDone)), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFor(t, 2*time.Minute, func() int {
 		if jobs := e.cliJobs(t); len(jobs) > 0 && jobs[0].ID == 2*n {
@@ -402,6 +405,6 @@ func TestForegroundSpoolFlood(t *testing.T) {
 	})
 	t.Logf("%d more records written and imported by the running daemon in %v", n, time.Since(start).Round(time.Millisecond))
 	if left := e.spoolNames(t); len(left) != 0 {
-		t.Errorf("%d names left in the spool", len(left))
+		t.Errorf("%d names left in the spool: %.200v", len(left), left)
 	}
 }
