@@ -36,6 +36,11 @@ func (q *Queue) TrackForeground(j Job, pid int) bool {
 	j.State, j.Trigger, j.Caller = StateRunning, TriggerForeground, -1
 	j.Requests = []Request{{Trigger: TriggerForeground, Caller: -1, At: j.StartedAt}}
 	q.foreground[j.ID] = &foregroundJob{job: &j, pid: pid}
+	// It is the plan's run: a daemon starting now does not catch up the
+	// firing it came after.
+	if key := lastRunKey(j.Plan, j.Kind); j.StartedAt.After(q.lastRun[key]) {
+		q.lastRun[key] = j.StartedAt
+	}
 	q.log.Info("job started", journal.Event(journal.EventJobStarted), "job", j.ID, "kind", j.Kind, "plan", j.Plan,
 		"trigger", j.Trigger, "pid", pid)
 	for _, l := range q.listeners {
@@ -57,6 +62,22 @@ func (q *Queue) ForgetForeground(id uint32) {
 	for _, l := range q.listeners {
 		l.JobForgotten(f.job.copy())
 	}
+	q.dispatchLocked()
+}
+
+// foregroundHoldsLocked reports whether a foreground job of plan runs: it
+// holds the plan's lock, so the queue's jobs of the plan that take that
+// lock (all but a copy) wait for it rather than fail on it.
+func (q *Queue) foregroundHoldsLocked(j *Job) bool {
+	if j.Kind == KindCopy {
+		return false
+	}
+	for _, f := range q.foreground {
+		if f.job.Plan == j.Plan {
+			return true
+		}
+	}
+	return false
 }
 
 // Import adds finished foreground jobs to the history, in the order given,
@@ -104,10 +125,12 @@ func (q *Queue) Import(jobs ...Job) error {
 		}
 	}
 	q.trimHistoryLocked()
-	if q.persist == nil {
-		return nil
+	var err error
+	if q.persist != nil {
+		err = q.persist(q.snapshotLocked())
 	}
-	return q.persist(q.snapshotLocked())
+	q.dispatchLocked() // a job of the plan may have waited for it
+	return err
 }
 
 func (q *Queue) logImportedLocked(j *Job) {
@@ -126,11 +149,14 @@ func (q *Queue) logImportedLocked(j *Job) {
 	if j.ArchiveID != "" {
 		attrs = append(attrs, "archive", j.ArchiveID)
 	}
-	if j.Result == ResultDone {
+	switch j.Result {
+	case ResultDone:
 		q.log.Info("job done", attrs...)
-		return
+	case ResultCanceled:
+		q.log.Warn("job canceled", append(attrs, "err", j.Error)...)
+	default:
+		q.log.Error("job "+string(j.Result), append(attrs, "err", j.Error)...)
 	}
-	q.log.Error("job "+string(j.Result), append(attrs, "err", j.Error)...)
 }
 
 // knownLocked reports whether a job id is queued, running (the queue's or

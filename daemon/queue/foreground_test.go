@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -119,4 +120,34 @@ func TestForegroundImportKeepsNewerStatus(t *testing.T) {
 	if !slices.Equal(ids, []uint32{4, 5}) {
 		t.Errorf("history, newest first: %v", ids)
 	}
+}
+
+// A backup of a plan whose foreground run is shown waits, queued, for it
+// (the run holds the plan's lock: started, it would fail "plan is busy");
+// a copy of the plan and jobs of other plans do not wait.
+func TestJobsOfAPlanWaitForItsForegroundRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q, exec, _ := newTestQueue(t, t.TempDir(), 3, 10)
+		t0 := time.Now()
+		q.TrackForeground(Job{ID: 100, Kind: KindBackup, Plan: "home", StartedAt: t0}, 1)
+		b, _, _ := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerSchedule, Caller: -1})
+		exec.noneStarted(t)
+		q.Enqueue(Order{Kind: KindBackup, Plan: "laptop", Trigger: TriggerManual, Caller: 0})
+		if j := exec.waitStarted(t); j.Plan != "laptop" {
+			t.Fatalf("started %+v, want laptop's backup", j)
+		}
+		q.Enqueue(Order{Kind: KindCopy, Plan: "home", Trigger: TriggerManual, Caller: 0})
+		if j := exec.waitStarted(t); j.Kind != KindCopy {
+			t.Fatalf("started %+v, want home's copy", j)
+		}
+		if j, _ := q.Job(b.ID); j.State != StateQueued {
+			t.Fatalf("home's backup: %s while the foreground run runs", j.State)
+		}
+		if err := q.Import(foregroundDone(100, "home", ResultDone, t0, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if j := exec.waitStarted(t); j.ID != b.ID {
+			t.Errorf("started %+v after the foreground run ended, want home's backup", j)
+		}
+	})
 }

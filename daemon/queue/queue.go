@@ -459,6 +459,9 @@ func (q *Queue) dispatchLocked() {
 		if j.Kind == KindCopy && q.copyRunningLocked(j.Plan) {
 			continue // one copy of a plan at a time: the next gathers what comes meanwhile
 		}
+		if q.foregroundHoldsLocked(j) {
+			continue // a `subvault run` of the plan holds its lock: wait for it (foreground.go)
+		}
 		if slices.ContainsFunc(repos, func(r string) bool { return held[r] }) || !q.repositoriesFreeLocked(j, repos) {
 			for _, r := range repos {
 				held[r] = true
