@@ -130,15 +130,10 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
 		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
 	}
-	// Foreground jobs that ended while no daemon ran (or that run now)
-	// are in the history before anything is published or scheduled: a
-	// backup a timer ran is the plan's last backup, and its last run.
 	if _, err := state.EnsureSpool(cfg.Settings.StateDir); err != nil {
 		d.log.Error("cannot make the foreground job spool; foreground jobs are not imported", "err", err)
 	}
 	d.foreground = newForegroundImporter(d.queue, d.log, cfg.Settings.StateDir)
-	for d.foreground.importOnce() {
-	}
 	d.sched = scheduler.New(opts.Clock, d.scheduled, d.log, scheduler.WithMoved(d.plansChanged))
 	return d, nil
 }
@@ -284,6 +279,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		signal.Notify(ch, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 		defer signal.Stop(ch)
 		signals = ch
+	}
+	// Foreground jobs that ended while no daemon ran (or that run now)
+	// are in the history before anything is published or scheduled (a
+	// backup a timer ran is the plan's last backup, and its last run),
+	// and every queue listener subscribed by now hears of them.
+	for d.foreground.importOnce() {
 	}
 	// The schedule first, so that the plans are published with their
 	// next run.
