@@ -412,3 +412,40 @@ func TestForegroundSpoolFlood(t *testing.T) {
 		t.Errorf("%d names left in the spool: %.200v", len(left), left)
 	}
 }
+
+// A backup asked of the daemon while a `subvault run backup` of the plan
+// runs waits, queued, for that run, then runs and ends done; without the
+// wait it failed at once, "plan is busy" (the run holds the plan's lock).
+func TestDaemonBackupWaitsForForegroundRun(t *testing.T) {
+	e := newAPIEnv(t, 300)
+	e.startDaemon(t)
+	cmd := subvaultCmd("run", "backup", "home", "--config", e.config)
+	var out testutil.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	e.waitRunning(t, 1, 30*time.Second)
+	id := e.startJob(t, "StartBackup", "s", "home")
+	for _, j := range e.cliJobs(t) {
+		if j.ID == id && j.State != contract.StateQueued {
+			t.Errorf("the daemon's backup while the foreground run runs: %s %s %s", j.State, j.Result, j.Error)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("run backup home: %v\n%s", err, out.String())
+	}
+	if result := e.signals.waitRemoved(t, 1, 30*time.Second); result != string(contract.ResultDone) {
+		t.Errorf("foreground run: %s", result)
+	}
+	if result := e.signals.waitRemoved(t, id, 2*time.Minute); result != string(contract.ResultDone) {
+		j := e.waitFinished(t, id, time.Second)
+		t.Errorf("the daemon's backup after the foreground run: %s: %s", result, j.Error)
+	}
+}
