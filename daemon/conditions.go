@@ -381,7 +381,9 @@ func (l waitsListener) JobQueued(queue.Job)    {}
 func (l waitsListener) JobChanged(queue.Job)   {}
 func (l waitsListener) JobForgotten(queue.Job) {}
 func (l waitsListener) JobFinished(j queue.Job) {
-	if j.Kind == queue.KindRestore {
+	// A foreground job is no retry of the daemon's, whatever its result:
+	// the plan's postponed run waits on.
+	if j.Kind == queue.KindRestore || j.Trigger == queue.TriggerForeground {
 		return
 	}
 	k := waitKey{j.Plan, j.Kind}

@@ -91,6 +91,8 @@ type Daemon struct {
 	started   time.Time
 	reloaded  time.Time
 	reloadOK  bool
+	// foreground imports the jobs `subvault run backup` records.
+	foreground *foregroundImporter
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -142,6 +144,10 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
 		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
 	}
+	if _, err := state.EnsureSpool(cfg.Settings.StateDir); err != nil {
+		d.log.Error("cannot make the foreground job spool; foreground jobs are not imported", "err", err)
+	}
+	d.foreground = newForegroundImporter(d.queue, d.log, cfg.Settings.StateDir)
 	d.sched = scheduler.New(opts.Clock, d.scheduled, d.log, scheduler.WithMoved(d.plansChanged))
 	return d, nil
 }
@@ -291,6 +297,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer signal.Stop(ch)
 		signals = ch
 	}
+	// Foreground jobs that ended while no daemon ran (or that run now)
+	// are in the history before anything is published or scheduled (a
+	// backup a timer ran is the plan's last backup, and its last run),
+	// and every queue listener subscribed by now hears of them.
+	for d.foreground.importOnce() {
+	}
 	// The schedule first, so that the plans are published with their
 	// next run.
 	d.sched.Set(d.entries(d.Config()), d.lastRun)
@@ -335,6 +347,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.metrics.Run(metricsCtx)
 	}()
 	d.configureMetrics()
+	foregroundDone := make(chan struct{})
+	go func() {
+		defer close(foregroundDone)
+		d.watchForeground(schedCtx)
+	}()
 
 	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
 		"config", d.Config().File, "plans", len(d.Config().Plans))
@@ -394,6 +411,7 @@ loop:
 	<-schedDone
 	<-healthDone
 	<-waitsDone
+	<-foregroundDone
 	drained := make(chan struct{})
 	go func() { d.queue.Drain(); close(drained) }()
 	extend := time.NewTicker(5 * time.Second)

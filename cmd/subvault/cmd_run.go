@@ -60,6 +60,15 @@ the summary is printed at the end. It takes the plan's lock, so it never runs
 beside the daemon's job of the same plan, and first removes what a killed
 earlier job left behind.
 
+It needs no daemon, but its job goes into the daemon's history: it records
+the job in the state directory (state_dir/foreground/), and the daemon
+imports it, at once when it runs, otherwise at its next start. subvault jobs,
+plans and status, the widget, notifications and metrics then show it like a
+backup the daemon ran, with the trigger foreground; the daemon shows it as
+running while it runs, and as failed (interrupted) if it is killed before it
+records its result. Stop it with SIGINT or SIGTERM (the daemon's CancelJob
+does not stop it).
+
 Exit status: 0 done, 1 failed (timed out too) or stalled, 2 wrong command line or unknown plan, 3 partial
 (the archive exists but some files could not be read), 130 interrupted.`
 

@@ -17,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/planstore"
+	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/internal/testutil"
 	"github.com/subvault/subvault/restic"
 )
@@ -415,6 +417,13 @@ func TestLeftoversRemovedForeignKept(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), crashed.Name()) {
 		t.Errorf("the removal of the leftover is not logged:\n%s", e.logs)
+	}
+	// The run is recorded for the daemon's history (docs/daemon.md,
+	// "Foreground runs").
+	rec, err := state.Spool{Dir: filepath.Join(e.cfg.Settings.StateDir, state.ForegroundDir)}.Read(id)
+	if err != nil || rec.State != contract.StateFinished || rec.Result != contract.ResultDone || rec.ArchiveID != res.ArchiveID ||
+		rec.Summary["files_new"] == nil || rec.PID != os.Getpid() || !rec.FinishedAt.After(rec.StartedAt) {
+		t.Errorf("the run's record: %+v, %v", rec, err)
 	}
 }
 

@@ -156,13 +156,17 @@ type Queue struct {
 	persist   func(snapshot) error
 	listeners []Listener
 
-	jobs     map[uint32]*Job // queued and running
-	queued   []*Job          // in order
-	history  []*Job          // finished, oldest first
-	lastRun  map[string]time.Time
-	plans    map[string]PlanStatus
-	draining bool
-	wg       sync.WaitGroup
+	jobs map[uint32]*Job // queued and running
+	// foreground are the running jobs of `subvault run` processes
+	// (TrackForeground), by id, with their pids: shown, never run,
+	// canceled or persisted by the queue (foreground.go).
+	foreground map[uint32]*foregroundJob
+	queued     []*Job // in order
+	history    []*Job // finished, oldest first
+	lastRun    map[string]time.Time
+	plans      map[string]PlanStatus
+	draining   bool
+	wg         sync.WaitGroup
 }
 
 // snapshot is what the state file holds.
@@ -287,7 +291,7 @@ func (q *Queue) Cancel(id uint32) error {
 	defer q.mu.Unlock()
 	j, ok := q.jobs[id]
 	if !ok {
-		return fmt.Errorf("%w: job %d is not queued or running", ErrNoSuchJob, id)
+		return q.notCancelableLocked(id)
 	}
 	q.cancelLocked(j)
 	return nil
@@ -302,7 +306,7 @@ func (q *Queue) CancelAskedOnlyBy(id, uid uint32) error {
 	defer q.mu.Unlock()
 	j, ok := q.jobs[id]
 	if !ok {
-		return fmt.Errorf("%w: job %d is not queued or running", ErrNoSuchJob, id)
+		return q.notCancelableLocked(id)
 	}
 	if !j.AskedOnlyBy(uid) {
 		var asked []string
@@ -333,6 +337,9 @@ func (q *Queue) Job(id uint32) (Job, bool) {
 	if j, ok := q.jobs[id]; ok {
 		return j.copy(), true
 	}
+	if f, ok := q.foreground[id]; ok {
+		return f.job.copy(), true
+	}
 	for _, j := range q.history {
 		if j.ID == id {
 			return j.copy(), true
@@ -350,9 +357,12 @@ func (q *Queue) Active() []Job {
 }
 
 func (q *Queue) activeLocked() []Job {
-	out := make([]Job, 0, len(q.jobs))
+	out := make([]Job, 0, len(q.jobs)+len(q.foreground))
 	for _, j := range q.jobs {
 		out = append(out, j.copy())
+	}
+	for _, f := range q.foreground {
+		out = append(out, f.job.copy())
 	}
 	slices.SortFunc(out, func(a, b Job) int { return cmp.Compare(a.ID, b.ID) })
 	return out
@@ -448,6 +458,9 @@ func (q *Queue) dispatchLocked() {
 		}
 		if j.Kind == KindCopy && q.copyRunningLocked(j.Plan) {
 			continue // one copy of a plan at a time: the next gathers what comes meanwhile
+		}
+		if q.foregroundHoldsLocked(j) {
+			continue // a `subvault run` of the plan holds its lock: wait for it (foreground.go)
 		}
 		if slices.ContainsFunc(repos, func(r string) bool { return held[r] }) || !q.repositoriesFreeLocked(j, repos) {
 			for _, r := range repos {
@@ -718,6 +731,14 @@ func (q *Queue) persistLocked() {
 	if q.persist == nil {
 		return
 	}
+	if err := q.persist(q.snapshotLocked()); err != nil {
+		q.log.Error("cannot write the state file; job history may be lost at the next start", "err", err)
+	}
+}
+
+// snapshotLocked is what the state file holds now: the history and the
+// queue's own jobs (a running foreground job's record is its own).
+func (q *Queue) snapshotLocked() snapshot {
 	s := snapshot{Version: 1, LastRun: q.lastRun, Plans: q.plans}
 	for _, j := range q.history {
 		s.Jobs = append(s.Jobs, j.copy())
@@ -725,9 +746,7 @@ func (q *Queue) persistLocked() {
 	for _, j := range q.jobs {
 		s.Jobs = append(s.Jobs, j.copy())
 	}
-	if err := q.persist(s); err != nil {
-		q.log.Error("cannot write the state file; job history may be lost at the next start", "err", err)
-	}
+	return s
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -31,10 +31,11 @@ func New(cfg Config, exec Executor, stateDir string, log *slog.Logger, now func(
 	path := filepath.Join(stateDir, StateFile)
 	q := &Queue{
 		cfg: cfg, exec: exec, log: log, now: now,
-		nextID:  func() (uint32, error) { return state.NextJobID(stateDir) },
-		jobs:    map[uint32]*Job{},
-		lastRun: map[string]time.Time{},
-		plans:   map[string]PlanStatus{},
+		nextID:     func() (uint32, error) { return state.NextJobID(stateDir) },
+		jobs:       map[uint32]*Job{},
+		foreground: map[uint32]*foregroundJob{},
+		lastRun:    map[string]time.Time{},
+		plans:      map[string]PlanStatus{},
 	}
 	q.persist = func(s snapshot) error {
 		data, err := json.MarshalIndent(s, "", " ")
