@@ -257,13 +257,13 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		r.onStart(cmd.Process.Pid)
 	}
 	watched := make(chan struct{})
-	idle := idleWatchOf(ctx)
-	told := make(chan Idle, 1)
-	if r.StallTimeout > 0 || idle != nil {
+	idles := idleWatchesOf(ctx)
+	told := make(chan []Idle, 1)
+	if r.StallTimeout > 0 || len(idles) > 0 {
 		mark.touch()
-		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stopRun, idle, told)
+		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stopRun, idles, told)
 	} else {
-		told <- Idle{}
+		told <- nil
 	}
 	waitErr := cmd.Wait()
 	close(watched)
@@ -274,10 +274,12 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	out.canceled = ctx.Err() != nil
 	out.stalled = !out.canceled && errors.Is(context.Cause(runCtx), errStalled)
 	out.stallTimeout = r.StallTimeout
-	if !idleAtEnd.Since.IsZero() && !out.canceled && !out.stalled {
-		// It ended on its own, so it waits no more; a stall or a cancel
-		// ends its job, which says so itself.
-		idle.report(Idle{})
+	for i, last := range idleAtEnd {
+		if !last.Since.IsZero() && !out.canceled && !out.stalled {
+			// It ended on its own, so it waits no more; a stall or a
+			// cancel ends its job, which says so itself.
+			idles[i].report(Idle{})
+		}
 	}
 	if !out.canceled {
 		out.gaveUp = gaveUp.get()

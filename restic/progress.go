@@ -73,37 +73,41 @@ type idleWatch struct {
 // goroutine per process, only when what it would say changes (Retrying
 // included), and must be quick. The daemon uses it to let a job whose
 // repository does not answer give up its place in the queue
-// (docs/daemon.md, "A job waiting on its repository"), like
-// net/http/httptrace's trace in a request's context.
+// (docs/daemon.md, "A job waiting on its repository"), and to mark a job
+// stalled that its plan lets go on (on_stall: report), like
+// net/http/httptrace's trace in a request's context. The watches of ctx's
+// parents stay: each is told on its own.
 func WithIdleWatch(ctx context.Context, after time.Duration, report func(Idle)) context.Context {
 	if after <= 0 || report == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, idleWatchKey{}, &idleWatch{after: after, report: report})
+	parent := idleWatchesOf(ctx)
+	watches := append(parent[:len(parent):len(parent)], &idleWatch{after: after, report: report})
+	return context.WithValue(ctx, idleWatchKey{}, watches)
 }
 
-func idleWatchOf(ctx context.Context) *idleWatch {
-	w, _ := ctx.Value(idleWatchKey{}).(*idleWatch)
+func idleWatchesOf(ctx context.Context) []*idleWatch {
+	w, _ := ctx.Value(idleWatchKey{}).([]*idleWatch)
 	return w
 }
 
 // watchProgress stops the process (stall, whose context runs it) when it
-// made no progress for r.StallTimeout (when positive), and tells idle (when
-// not nil) when it made none for idle.after. It returns when done is
-// closed, and sends on told what idle was told last.
-func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stall context.CancelCauseFunc, idle *idleWatch, toldLast chan<- Idle) {
+// made no progress for r.StallTimeout (when positive), and tells each of
+// idles when it made none for the watch's after. It returns when done is
+// closed, and sends on toldLast what each of idles was told last.
+func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stall context.CancelCauseFunc, idles []*idleWatch, toldLast chan<- []Idle) {
 	tick := time.Second
 	if r.StallTimeout > 0 {
 		tick = min(tick, r.StallTimeout/4)
 	}
-	if idle != nil {
+	for _, idle := range idles {
 		tick = min(tick, idle.after/4)
 	}
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	read, _ := readBytes(pid) // at the last progress
 	cpu, _ := cpuTime(pid)
-	var told Idle // what idle was last told
+	told := make([]Idle, len(idles)) // what each of idles was last told
 	retried := false
 	last := mark.last.Load()
 	defer func() { toldLast <- told }()
@@ -137,13 +141,13 @@ func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark
 			stall(fmt.Errorf("%w for %v", errStalled, r.StallTimeout))
 			return
 		}
-		if idle != nil {
+		for i, idle := range idles {
 			var now Idle
 			if since >= idle.after {
 				now = Idle{Since: time.Now().Add(-since), Retrying: retried}
 			}
-			if now.Since.IsZero() != told.Since.IsZero() || now.Retrying != told.Retrying {
-				told = now
+			if now.Since.IsZero() != told[i].Since.IsZero() || now.Retrying != told[i].Retrying {
+				told[i] = now
 				idle.report(now)
 			}
 		}
