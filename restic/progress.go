@@ -91,14 +91,30 @@ func idleWatchesOf(ctx context.Context) []*idleWatch {
 	return w
 }
 
+type stallStopOffKey struct{}
+
+// WithoutStallStop is ctx in which no restic process is stopped for a
+// stall, whatever its runner's StallTimeout: whoever made ctx watches its
+// processes (WithIdleWatch) and decides what a stall means. The daemon
+// uses it for the jobs of a plan that reports a stall and lets the job go
+// on (docs/configuration.md, on_stall).
+func WithoutStallStop(ctx context.Context) context.Context {
+	return context.WithValue(ctx, stallStopOffKey{}, true)
+}
+
+func stallStopOff(ctx context.Context) bool {
+	off, _ := ctx.Value(stallStopOffKey{}).(bool)
+	return off
+}
+
 // watchProgress stops the process (stall, whose context runs it) when it
-// made no progress for r.StallTimeout (when positive), and tells each of
+// made no progress for stallTimeout (when positive), and tells each of
 // idles when it made none for the watch's after. It returns when done is
 // closed, and sends on toldLast what each of idles was told last.
-func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stall context.CancelCauseFunc, idles []*idleWatch, toldLast chan<- []Idle) {
+func watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stallTimeout time.Duration, stall context.CancelCauseFunc, idles []*idleWatch, toldLast chan<- []Idle) {
 	tick := time.Second
-	if r.StallTimeout > 0 {
-		tick = min(tick, r.StallTimeout/4)
+	if stallTimeout > 0 {
+		tick = min(tick, stallTimeout/4)
 	}
 	for _, idle := range idles {
 		tick = min(tick, idle.after/4)
@@ -137,8 +153,8 @@ func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark
 			last, retried = now, false
 		}
 		since := mark.idle()
-		if r.StallTimeout > 0 && since >= r.StallTimeout {
-			stall(fmt.Errorf("%w for %v", errStalled, r.StallTimeout))
+		if stallTimeout > 0 && since >= stallTimeout {
+			stall(fmt.Errorf("%w for %v", errStalled, stallTimeout))
 			return
 		}
 		for i, idle := range idles {

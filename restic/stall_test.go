@@ -82,12 +82,14 @@ func TestStallStopsABackupThatMakesNoProgress(t *testing.T) {
 // An idle watch in the context is told when a backup's restic makes no
 // progress for its bound (restic stopped with SIGSTOP, as a restic waiting
 // on a hung server is), with when it last did, and told again when it
-// moves; without a stall timeout nothing stops it meanwhile. A second
-// watch with a longer bound (the daemon's stall report beside its
-// waiting watch) is told on its own, later.
+// moves; in a context WithoutStallStop nothing stops it meanwhile, though
+// its runner's StallTimeout is shorter than the wait. A second watch with
+// a longer bound (the daemon's stall report beside its waiting watch) is
+// told on its own, later.
 func TestIdleWatchTellsOfABackupThatWaits(t *testing.T) {
 	forEachRestic(t, func(t *testing.T, f *fixture) {
 		const after, later = 2 * time.Second, 5 * time.Second
+		f.r.StallTimeout = 3 * time.Second
 		dir := smallTree(t, 2, 400) // sparse: minutes of reading zeros
 		var pid int
 		f.r.onStart = func(p int) { pid = p }
@@ -99,7 +101,7 @@ func TestIdleWatchTellsOfABackupThatWaits(t *testing.T) {
 		reports := make(chan Idle, 16)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		ctx = WithIdleWatch(ctx, after, func(i Idle) { reports <- i })
+		ctx = WithIdleWatch(WithoutStallStop(ctx), after, func(i Idle) { reports <- i })
 		laterReports := make(chan Idle, 16)
 		ctx = WithIdleWatch(ctx, later, func(i Idle) { laterReports <- i })
 		var once sync.Once

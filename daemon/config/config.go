@@ -117,10 +117,10 @@ type Plan struct {
 	StallTimeout time.Duration
 	// OnStall is what a stall does to the job: end it (cancel, the
 	// default) or only mark it (report).
-	OnStall OnStall
-	Hooks        Hooks
-	AllowUsers   []string // user names or numeric uids, as written
-	AllowGroups  []string // group names or numeric gids, as written
+	OnStall     OnStall
+	Hooks       Hooks
+	AllowUsers  []string // user names or numeric uids, as written
+	AllowGroups []string // group names or numeric gids, as written
 	// OnBattery and Metered say whether a scheduled job runs while the
 	// machine is on battery (UPower) or on a metered connection
 	// (NetworkManager); a job a caller asks for runs either way.
