@@ -15,7 +15,9 @@ const statusAbout = `Shows the daemon and every plan at a glance: the daemon's v
 state, each plan's last backup (its age and result), its next run and its
 health, the running job with its progress (and "stuck: no progress for
 1m10s" when it waits on its repository: see max_concurrent_jobs in
-subvault.yaml(5)), and what is wrong, if anything.
+subvault.yaml(5); "stalled: no progress for 12m00s (stall_timeout 10m)"
+when it counts as stalled and goes on: see on_stall), and what is wrong,
+if anything.
 
 A plan is unhealthy when its last backup failed, or when its last
 successful backup is older than twice its schedule's interval (overdue; a
