@@ -233,6 +233,18 @@ func TestDaemonStallCanceled(t *testing.T) {
 		if !strings.Contains(logged, "event=job-stalled ") || strings.Contains(logged, "event=job-stall-reported") {
 			t.Error("the daemon's log lacks job-stalled, or has job-stall-reported")
 		}
+		// The killed restic's lock was there, and the job removed it
+		// itself, not the next backup.
+		removed := false
+		for l := range strings.Lines(logged) {
+			if strings.Contains(l, "event=stale-lock-removed") {
+				removed = true
+				t.Logf("restic %s: %s", ver, strings.TrimSpace(l[strings.Index(l, "msg="):]))
+			}
+		}
+		if !removed {
+			t.Error("the daemon did not log the removal of the stopped restic's lock")
+		}
 		e.resticOut(t, "check")
 	})
 }
