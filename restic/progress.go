@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -81,8 +82,7 @@ func WithIdleWatch(ctx context.Context, after time.Duration, report func(Idle)) 
 	if after <= 0 || report == nil {
 		return ctx
 	}
-	parent := idleWatchesOf(ctx)
-	watches := append(parent[:len(parent):len(parent)], &idleWatch{after: after, report: report})
+	watches := slices.Concat(idleWatchesOf(ctx), []*idleWatch{{after: after, report: report}})
 	return context.WithValue(ctx, idleWatchKey{}, watches)
 }
 

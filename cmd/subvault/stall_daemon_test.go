@@ -239,7 +239,8 @@ func TestDaemonStallCanceled(t *testing.T) {
 		for l := range strings.Lines(logged) {
 			if strings.Contains(l, "event=stale-lock-removed") {
 				removed = true
-				t.Logf("restic %s: %s", ver, strings.TrimSpace(l[strings.Index(l, "msg="):]))
+				_, msg, _ := strings.Cut(l, "msg=")
+				t.Logf("restic %s: %s", ver, strings.TrimSpace(msg))
 			}
 		}
 		if !removed {
