@@ -79,6 +79,9 @@ func TestDaemonStallReported(t *testing.T) {
 		e, _ := newRestAPIEnv(t, bin, 200, "    stall_timeout: 4s\n    on_stall: report\n")
 		cmd, log := e.startDaemonLogged(t)
 		ver := testutil.ResticVersion(bin)
+		notifications := testutil.NewNotificationServer(t)
+		notifyLog, _ := testutil.StartProcess(t, "subvault notify", subvaultCmd("notify", "--bus", e.bus.Address, "--session-bus", notifications.Bus.Address))
+		waitFor(t, 15*time.Second, func() int { return strings.Count(notifyLog.String(), "following the daemon") })
 
 		id := e.startJob(t, "StartBackup", "s", "home")
 		pid := resticBelow(t, cmd)
@@ -110,7 +113,8 @@ func TestDaemonStallReported(t *testing.T) {
 			t.Errorf("%d job-stall-reported entries in the daemon's log, want 1", n)
 		}
 
-		// Shown wherever a user looks.
+		// Shown wherever a user looks: the desktop notifier first.
+		waitFor(t, 5*time.Second, func() int { return notifications.Displayed(t) })
 		code, bar, _ := e.cli(t, "waybar")
 		var line barLine
 		if code != exitOK || json.Unmarshal([]byte(bar), &line) != nil || line.Class != classStalled || !strings.Contains(line.Text, "stalled") {
@@ -182,6 +186,14 @@ func TestDaemonStallReported(t *testing.T) {
 		}
 		e.noSnapshotsNoLocks(t)
 		e.resticOut(t, "check")
+		// One notification, for the stall; none for the done backup.
+		notifications.CloseAll(t)
+		history := notifications.History(t)
+		if len(history) != 1 || history[0].Summary != "Backup of home stalled" || !strings.Contains(history[0].Body, "stalled: no progress for ") {
+			t.Errorf("notifications: %+v; want one, \"Backup of home stalled\"", history)
+		} else {
+			t.Logf("restic %s: notified: %s: %s", ver, history[0].Summary, history[0].Body)
+		}
 	})
 }
 
