@@ -30,8 +30,12 @@ network, the battery, a metered connection: see subvault.yaml(5),
 on_battery and metered) and when the daemon tries again; waiting is not
 unhealthy by itself, but the plan becomes overdue if it lasts.
 
+A running job that counts as stalled (no progress for its plan's
+stall_timeout, on_stall: report) needs attention too, while it lasts.
+
 Exit status: 0 all plans healthy, 1 a plan's last backup failed or is
-overdue, 4 not authorized, 5 the daemon is not running.`
+overdue, or a running job counts as stalled, 4 not authorized, 5 the
+daemon is not running.`
 
 // statusJSON is what status --json prints.
 type statusJSON struct {
@@ -85,6 +89,9 @@ func runStatus(cc *clientCmd, _ []string) int {
 		switch j.State {
 		case contract.StateRunning:
 			st.Running = append(st.Running, j)
+			if j.Stalled {
+				st.Healthy = false
+			}
 		case contract.StateQueued:
 			st.Queued = append(st.Queued, j)
 		}
@@ -136,6 +143,11 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 	for _, p := range st.Plans {
 		if p.Health.NeedsAttention() {
 			problems = append(problems, fmt.Sprintf("  %s: %s", printable(p.Name), printable(p.Why)))
+		}
+	}
+	for _, j := range st.Running {
+		if j.Stalled {
+			problems = append(problems, fmt.Sprintf("  %s: job %d %s; it goes on (on_stall: report)", printable(j.Plan), j.ID, stuck(o, j)))
 		}
 	}
 	if len(problems) > 0 {

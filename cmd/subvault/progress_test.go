@@ -59,6 +59,11 @@ func TestStalledJobShown(t *testing.T) {
 	if got := stuckState(j); got != "stalled" {
 		t.Errorf("watch: %q, want stalled", got)
 	}
+	var status strings.Builder
+	printStatus(&status, o, statusJSON{Plans: []planStatus{}, Running: []contract.Job{j}})
+	if want := "needs attention:\n  home: job 7 " + want + "; it goes on (on_stall: report)\n"; !strings.Contains(status.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, status.String())
+	}
 	note := stallNotification(j, now)
 	if note.Summary != "Backup of home stalled" || !strings.Contains(note.Body, want) || !strings.Contains(note.Body, "subvault cancel 7") {
 		t.Errorf("notification %+v", note)

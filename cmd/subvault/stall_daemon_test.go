@@ -121,6 +121,9 @@ func TestDaemonStallReported(t *testing.T) {
 			t.Errorf("subvault waybar (exit %d): %s; want class stalled", code, bar)
 		}
 		t.Logf("restic %s: waybar: %s", ver, strings.TrimSpace(bar))
+		if code, out, _ := e.cli(t, "status"); code != exitFailure || !strings.Contains(out, "needs attention:") {
+			t.Errorf("subvault status with a stalled job: exit %d, want %d and \"needs attention\":\n%s", code, exitFailure, out)
+		}
 		for _, c := range [][]string{{"jobs"}, {"status"}, {"job", strconv.Itoa(int(id))}} {
 			code, out, errOut := e.cli(t, c...)
 			if !strings.Contains(out, "stalled: no progress for ") || !strings.Contains(out, "(stall_timeout 4s)") {
