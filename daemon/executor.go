@@ -59,8 +59,15 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 			return queue.Outcome{}, queue.Postpone(why)
 		}
 	}
-	w := &waitingProgress{progress: progress}
-	out, err := e.execute(restic.WithIdleWatch(ctx, waitingAfter, w.idle), cfg, plan, job, w.report)
+	w := &waitingProgress{progress: progress, stallTimeout: plan.StallTimeout}
+	ctx = restic.WithIdleWatch(ctx, waitingAfter, w.idle)
+	if plan.OnStall == config.OnStallReport && plan.StallTimeout > 0 {
+		// No restic of the job is stopped for a stall: the job counts as
+		// stalled while its restic makes no progress for stall_timeout,
+		// and goes on (docs/configuration.md, on_stall).
+		ctx = restic.WithIdleWatch(restic.WithoutStallStop(ctx), plan.StallTimeout, w.stalled)
+	}
+	out, err := e.execute(ctx, cfg, plan, job, w.report)
 	if postpone && e.job != nil {
 		// A caller who asked for the job while it ran is there to see it
 		// fail.
@@ -215,18 +222,33 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 const waitingAfter = 30 * time.Second
 
 // waitingProgress is a job's progress with whether it waits on its
-// repository: restic's status lines and its idle watch each report a part,
-// and the queue hears both in one Progress, in the order they happened.
+// repository and whether it counts as stalled: restic's status lines and
+// its idle watches each report a part, and the queue hears all in one
+// Progress, in the order they happened.
 type waitingProgress struct {
-	mu       sync.Mutex // held while the queue is told, so reports keep their order
-	last     queue.Progress
-	progress func(queue.Progress)
+	mu           sync.Mutex // held while the queue is told, so reports keep their order
+	last         queue.Progress
+	progress     func(queue.Progress)
+	stallTimeout time.Duration // the plan's
 }
 
 func (w *waitingProgress) report(p queue.Progress) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	p.WaitingSince, p.Waiting = w.last.WaitingSince, w.last.Waiting
+	p.StalledSince = w.last.StalledSince
+	p.StallTimeout = w.stallTimeout
+	w.last = p
+	w.progress(p)
+}
+
+// stalled is the report of the idle watch of a plan whose stall only
+// marks the job (on_stall: report).
+func (w *waitingProgress) stalled(i restic.Idle) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.last
+	p.StalledSince, p.StallTimeout = i.Since, w.stallTimeout
 	w.last = p
 	w.progress(p)
 }
@@ -236,6 +258,7 @@ func (w *waitingProgress) idle(i restic.Idle) {
 	defer w.mu.Unlock()
 	p := w.last
 	p.WaitingSince, p.Waiting = i.Since, ""
+	p.StallTimeout = w.stallTimeout
 	switch {
 	case i.Since.IsZero():
 	case i.Retrying:

@@ -46,7 +46,7 @@ type Runner struct {
 	// StallTimeout, when positive, stops a restic process that made no
 	// progress for that long (progressMark says what progress is): SIGINT,
 	// then SIGKILL after Grace, as for a cancel. The call then returns an
-	// *Error of kind ErrStalled.
+	// *Error of kind ErrStalled. Not in a context of WithoutStallStop.
 	StallTimeout time.Duration
 	// TempDir is restic's TMPDIR, made (0700) if missing; empty: the
 	// caller's. A backup of / shows the snapshot's /tmp, not the host's, so
@@ -257,13 +257,17 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 		r.onStart(cmd.Process.Pid)
 	}
 	watched := make(chan struct{})
-	idle := idleWatchOf(ctx)
-	told := make(chan Idle, 1)
-	if r.StallTimeout > 0 || idle != nil {
+	idles := idleWatchesOf(ctx)
+	stallTimeout := r.StallTimeout
+	if stallStopOff(ctx) {
+		stallTimeout = 0
+	}
+	told := make(chan []Idle, 1)
+	if stallTimeout > 0 || len(idles) > 0 {
 		mark.touch()
-		go r.watchProgress(watched, cmd.Process.Pid, mark, &retrying, stopRun, idle, told)
+		go watchProgress(watched, cmd.Process.Pid, mark, &retrying, stallTimeout, stopRun, idles, told)
 	} else {
-		told <- Idle{}
+		told <- nil
 	}
 	waitErr := cmd.Wait()
 	close(watched)
@@ -273,11 +277,13 @@ func (r *Runner) exec(ctx context.Context, inv invocation) (*outcome, error) {
 	out.duration = time.Since(start)
 	out.canceled = ctx.Err() != nil
 	out.stalled = !out.canceled && errors.Is(context.Cause(runCtx), errStalled)
-	out.stallTimeout = r.StallTimeout
-	if !idleAtEnd.Since.IsZero() && !out.canceled && !out.stalled {
-		// It ended on its own, so it waits no more; a stall or a cancel
-		// ends its job, which says so itself.
-		idle.report(Idle{})
+	out.stallTimeout = stallTimeout
+	for i, last := range idleAtEnd {
+		if !last.Since.IsZero() && !out.canceled && !out.stalled {
+			// It ended on its own, so it waits no more; a stall or a
+			// cancel ends its job, which says so itself.
+			idles[i].report(Idle{})
+		}
 	}
 	if !out.canceled {
 		out.gaveUp = gaveUp.get()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -73,37 +74,56 @@ type idleWatch struct {
 // goroutine per process, only when what it would say changes (Retrying
 // included), and must be quick. The daemon uses it to let a job whose
 // repository does not answer give up its place in the queue
-// (docs/daemon.md, "A job waiting on its repository"), like
-// net/http/httptrace's trace in a request's context.
+// (docs/daemon.md, "A job waiting on its repository"), and to mark a job
+// stalled that its plan lets go on (on_stall: report), like
+// net/http/httptrace's trace in a request's context. The watches of ctx's
+// parents stay: each is told on its own.
 func WithIdleWatch(ctx context.Context, after time.Duration, report func(Idle)) context.Context {
 	if after <= 0 || report == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, idleWatchKey{}, &idleWatch{after: after, report: report})
+	watches := slices.Concat(idleWatchesOf(ctx), []*idleWatch{{after: after, report: report}})
+	return context.WithValue(ctx, idleWatchKey{}, watches)
 }
 
-func idleWatchOf(ctx context.Context) *idleWatch {
-	w, _ := ctx.Value(idleWatchKey{}).(*idleWatch)
+func idleWatchesOf(ctx context.Context) []*idleWatch {
+	w, _ := ctx.Value(idleWatchKey{}).([]*idleWatch)
 	return w
 }
 
+type stallStopOffKey struct{}
+
+// WithoutStallStop is ctx in which no restic process is stopped for a
+// stall, whatever its runner's StallTimeout: whoever made ctx watches its
+// processes (WithIdleWatch) and decides what a stall means. The daemon
+// uses it for the jobs of a plan that reports a stall and lets the job go
+// on (docs/configuration.md, on_stall).
+func WithoutStallStop(ctx context.Context) context.Context {
+	return context.WithValue(ctx, stallStopOffKey{}, true)
+}
+
+func stallStopOff(ctx context.Context) bool {
+	off, _ := ctx.Value(stallStopOffKey{}).(bool)
+	return off
+}
+
 // watchProgress stops the process (stall, whose context runs it) when it
-// made no progress for r.StallTimeout (when positive), and tells idle (when
-// not nil) when it made none for idle.after. It returns when done is
-// closed, and sends on told what idle was told last.
-func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stall context.CancelCauseFunc, idle *idleWatch, toldLast chan<- Idle) {
+// made no progress for stallTimeout (when positive), and tells each of
+// idles when it made none for the watch's after. It returns when done is
+// closed, and sends on toldLast what each of idles was told last.
+func watchProgress(done <-chan struct{}, pid int, mark *progressMark, retrying *atomic.Bool, stallTimeout time.Duration, stall context.CancelCauseFunc, idles []*idleWatch, toldLast chan<- []Idle) {
 	tick := time.Second
-	if r.StallTimeout > 0 {
-		tick = min(tick, r.StallTimeout/4)
+	if stallTimeout > 0 {
+		tick = min(tick, stallTimeout/4)
 	}
-	if idle != nil {
+	for _, idle := range idles {
 		tick = min(tick, idle.after/4)
 	}
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	read, _ := readBytes(pid) // at the last progress
 	cpu, _ := cpuTime(pid)
-	var told Idle // what idle was last told
+	told := make([]Idle, len(idles)) // what each of idles was last told
 	retried := false
 	last := mark.last.Load()
 	defer func() { toldLast <- told }()
@@ -133,17 +153,17 @@ func (r *Runner) watchProgress(done <-chan struct{}, pid int, mark *progressMark
 			last, retried = now, false
 		}
 		since := mark.idle()
-		if r.StallTimeout > 0 && since >= r.StallTimeout {
-			stall(fmt.Errorf("%w for %v", errStalled, r.StallTimeout))
+		if stallTimeout > 0 && since >= stallTimeout {
+			stall(fmt.Errorf("%w for %v", errStalled, stallTimeout))
 			return
 		}
-		if idle != nil {
+		for i, idle := range idles {
 			var now Idle
 			if since >= idle.after {
 				now = Idle{Since: time.Now().Add(-since), Retrying: retried}
 			}
-			if now.Since.IsZero() != told.Since.IsZero() || now.Retrying != told.Retrying {
-				told = now
+			if now.Since.IsZero() != told[i].Since.IsZero() || now.Retrying != told[i].Retrying {
+				told[i] = now
 				idle.report(now)
 			}
 		}

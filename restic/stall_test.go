@@ -82,10 +82,14 @@ func TestStallStopsABackupThatMakesNoProgress(t *testing.T) {
 // An idle watch in the context is told when a backup's restic makes no
 // progress for its bound (restic stopped with SIGSTOP, as a restic waiting
 // on a hung server is), with when it last did, and told again when it
-// moves; without a stall timeout nothing stops it meanwhile.
+// moves; in a context WithoutStallStop nothing stops it meanwhile, though
+// its runner's StallTimeout is shorter than the wait. A second watch with
+// a longer bound (the daemon's stall report beside its waiting watch) is
+// told on its own, later.
 func TestIdleWatchTellsOfABackupThatWaits(t *testing.T) {
 	forEachRestic(t, func(t *testing.T, f *fixture) {
-		const after = 2 * time.Second
+		const after, later = 2 * time.Second, 5 * time.Second
+		f.r.StallTimeout = 3 * time.Second
 		dir := smallTree(t, 2, 400) // sparse: minutes of reading zeros
 		var pid int
 		f.r.onStart = func(p int) { pid = p }
@@ -97,7 +101,9 @@ func TestIdleWatchTellsOfABackupThatWaits(t *testing.T) {
 		reports := make(chan Idle, 16)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		ctx = WithIdleWatch(ctx, after, func(i Idle) { reports <- i })
+		ctx = WithIdleWatch(WithoutStallStop(ctx), after, func(i Idle) { reports <- i })
+		laterReports := make(chan Idle, 16)
+		ctx = WithIdleWatch(ctx, later, func(i Idle) { laterReports <- i })
 		var once sync.Once
 		stopped := make(chan time.Time, 1)
 		ended := make(chan error, 1)
@@ -137,22 +143,38 @@ func TestIdleWatchTellsOfABackupThatWaits(t *testing.T) {
 		case <-time.After(after + 10*time.Second):
 			t.Fatal("not told that the stopped restic waits")
 		}
+		select {
+		case i := <-laterReports:
+			took := time.Since(at)
+			t.Logf("restic %s: the %v watch told %v after SIGSTOP", f.ver, later, took.Round(10*time.Millisecond))
+			if i.Since.IsZero() || took < later-time.Second || took > later+3*time.Second {
+				t.Errorf("the %v watch: %+v %v after the stop, want about %v after it", later, i, took, later)
+			}
+		case err := <-ended:
+			t.Fatalf("a stopped backup ended without a stall timeout: %v", err)
+		case <-time.After(later + 10*time.Second):
+			t.Fatalf("the %v watch was not told", later)
+		}
 		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case i := <-reports:
-			if !i.Since.IsZero() {
-				t.Errorf("after SIGCONT: %+v, want it moving", i)
+		for name, ch := range map[string]chan Idle{"first": reports, "second": laterReports} {
+			select {
+			case i := <-ch:
+				if !i.Since.IsZero() {
+					t.Errorf("after SIGCONT, the %s watch: %+v, want it moving", name, i)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the %s watch was not told that restic moves again", name)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("not told that restic moves again")
 		}
 		cancel()
 		<-ended
 		select {
 		case i := <-reports:
 			t.Errorf("a report after the cancel: %+v", i)
+		case i := <-laterReports:
+			t.Errorf("a report of the second watch after the cancel: %+v", i)
 		default:
 		}
 	})

@@ -66,12 +66,13 @@ func TestJobProperties(t *testing.T) {
 		Callers: []uint32{1000}, Triggers: []string{"dbus:1000", TriggerSchedule}, Progress: 1,
 		BytesDone: 1 << 40, BytesTotal: 1 << 40, FilesDone: 9, FilesTotal: 9, SecondsRemaining: 0, CurrentFiles: []string{},
 		WaitingSince: at.Add(30 * time.Second), Waiting: "restic retries the repository",
+		Stalled: true, StalledSince: at.Add(40 * time.Second), StallTimeout: 300,
 		QueuedAt: at, StartedAt: at.Add(time.Second), FinishedAt: at.Add(time.Minute), ArchiveID: "0123abcd",
 		Summary: map[string]any{"files_new": uint64(2), "total_duration": 1.5, "snapshot_id": "ab", "dry_run": false, "neg": int64(-1)}}
 	props := j.Properties()
 	want := map[string]string{"Id": "u", "Kind": "s", "Plan": "s", "State": "s", "Result": "s", "Trigger": "s", "Callers": "au",
 		"Triggers": "as", "Progress": "d", "BytesDone": "t", "BytesTotal": "t", "FilesDone": "t", "FilesTotal": "t",
-		"SecondsRemaining": "t", "CurrentFiles": "as", "WaitingSince": "t", "Waiting": "s", "QueuedAt": "t", "StartedAt": "t", "FinishedAt": "t", "Error": "s",
+		"SecondsRemaining": "t", "CurrentFiles": "as", "WaitingSince": "t", "Waiting": "s", "Stalled": "b", "StalledSince": "t", "StallTimeout": "t", "QueuedAt": "t", "StartedAt": "t", "FinishedAt": "t", "Error": "s",
 		"ArchiveId": "s", "Summary": "a{sv}"}
 	for k, v := range props {
 		if v.Signature().String() != want[k] {

@@ -126,6 +126,15 @@ type Job struct {
 	// progress; Waiting says why. Zero and empty while it moves.
 	WaitingSince time.Time `json:"waiting_since,omitzero"`
 	Waiting      string    `json:"waiting,omitempty"`
+	// Stalled, while the running job counts as stalled (its restic made
+	// no progress for the plan's stall_timeout, and the plan's on_stall:
+	// report lets it go on), with StalledSince when restic last made
+	// progress. False and zero while it moves. StallTimeout is the
+	// plan's stall_timeout the job is judged by, in seconds (0: unknown
+	// or none).
+	Stalled      bool      `json:"stalled,omitempty"`
+	StalledSince time.Time `json:"stalled_since,omitzero"`
+	StallTimeout uint64    `json:"stall_timeout_seconds,omitempty"`
 }
 
 // Active reports whether the job is queued or running.
@@ -154,6 +163,9 @@ func (j Job) Properties() map[string]dbus.Variant {
 		"CurrentFiles":     dbus.MakeVariant(nonNil(j.CurrentFiles)),
 		"WaitingSince":     dbus.MakeVariant(Micros(j.WaitingSince)),
 		"Waiting":          dbus.MakeVariant(j.Waiting),
+		"Stalled":          dbus.MakeVariant(j.Stalled),
+		"StalledSince":     dbus.MakeVariant(Micros(j.StalledSince)),
+		"StallTimeout":     dbus.MakeVariant(j.StallTimeout),
 		"QueuedAt":         dbus.MakeVariant(Micros(j.QueuedAt)),
 		"StartedAt":        dbus.MakeVariant(Micros(j.StartedAt)),
 		"FinishedAt":       dbus.MakeVariant(Micros(j.FinishedAt)),
@@ -203,6 +215,12 @@ func (j *Job) Apply(props map[string]dbus.Variant) {
 			j.WaitingSince = FromMicros(u64(v))
 		case "Waiting":
 			j.Waiting = str(v)
+		case "Stalled":
+			j.Stalled, _ = v.Value().(bool)
+		case "StalledSince":
+			j.StalledSince = FromMicros(u64(v))
+		case "StallTimeout":
+			j.StallTimeout = u64(v)
 		case "QueuedAt":
 			j.QueuedAt = FromMicros(u64(v))
 		case "StartedAt":

@@ -26,7 +26,9 @@ systemctl --user enable --now subvault-notify). It follows the daemon on
 on the session bus.
 
 It notifies when a job fails ("Backup of home failed", with the cause, as
-critical), when a plan's backup becomes overdue (its last successful
+critical), when a running job counts as stalled (its restic made no
+progress for the plan's stall_timeout and the plan's on_stall: report lets
+it go on; once per stall), when a plan's backup becomes overdue (its last successful
 backup is older than twice the interval of its schedule; once per
 episode, until a backup succeeds again), and with --on-success when a job
 succeeds. A plan's newer notification replaces its older one on screen.
@@ -104,7 +106,7 @@ func runNotify(cc *clientCmd, opts notifyOptions) int {
 	}
 	n := &notifier{
 		desk: desk, bus: *cc.bus, onSuccess: opts.onSuccess, terminal: term, exe: exe, stderr: stderr,
-		shown: map[string]uint32{}, jobOf: map[uint32]uint32{}, overdue: map[string]bool{}, finished: map[uint32]bool{},
+		shown: map[string]uint32{}, jobOf: map[uint32]uint32{}, overdue: map[string]bool{}, finished: map[uint32]bool{}, stalled: map[uint32]bool{},
 	}
 	return n.run(ctx, deskEvents)
 }
@@ -122,6 +124,30 @@ type notifier struct {
 	jobOf    map[uint32]uint32 // notification id -> the job its Details shows
 	overdue  map[string]bool   // plans whose overdue episode was notified
 	finished map[uint32]bool   // jobs notified about (a job ends once)
+	stalled  map[uint32]bool   // running jobs whose stall was notified
+}
+
+// jobChanged notifies a running job that starts counting as stalled (its
+// plan's on_stall: report lets it go on), once per stall: the stall ends
+// when it moves again.
+func (n *notifier) jobChanged(ctx context.Context, j contract.Job) {
+	if !j.Stalled || j.State != contract.StateRunning {
+		delete(n.stalled, j.ID)
+		return
+	}
+	if n.stalled[j.ID] {
+		return
+	}
+	n.stalled[j.ID] = true
+	n.notify(ctx, j.Plan+"/"+string(j.Kind), j.ID, stallNotification(j, time.Now()))
+}
+
+// stallNotification is what to show about running job j that counts as
+// stalled.
+func stallNotification(j contract.Job, now time.Time) desktop.Notification {
+	body := stuck(output{now: func() time.Time { return now }}, j)
+	body += fmt.Sprintf("; it goes on (on_stall: report): subvault cancel %d stops it", j.ID)
+	return desktop.Notification{Summary: jobTitle(j) + " stalled", Body: body, Icon: "dialog-warning", Urgency: desktop.Normal}
 }
 
 func (n *notifier) logf(format string, args ...any) {
@@ -156,8 +182,12 @@ func (n *notifier) run(ctx context.Context, deskEvents <-chan desktop.Event) int
 			}
 			reachable, w = up, v.Watcher
 			for _, e := range v.Events {
-				if e.Type == client.JobFinished {
+				switch e.Type {
+				case client.JobFinished:
+					delete(n.stalled, e.Job.ID)
 					n.jobFinished(ctx, e.Job)
+				case client.JobChanged:
+					n.jobChanged(ctx, e.Job)
 				}
 			}
 		case e, ok := <-deskEvents:

@@ -125,6 +125,18 @@ func runBackup(stdout, stderr io.Writer, plan string, opts runBackupOptions) int
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if p := cfg.Plans[plan]; p.OnStall == config.OnStallReport && p.StallTimeout > 0 {
+		// As the daemon does: a stall is said, and the backup goes on
+		// (docs/configuration.md, on_stall).
+		ctx = restic.WithIdleWatch(restic.WithoutStallStop(ctx), p.StallTimeout, func(i restic.Idle) {
+			if i.Since.IsZero() {
+				log.Warn("the stalled backup moves again", "plan", plan)
+				return
+			}
+			log.Error("backup stalled; it goes on (on_stall: report)", "plan", plan,
+				"no_progress_for", time.Since(i.Since).Round(time.Second), "stall_timeout", p.StallTimeout)
+		})
+	}
 	res, id, err := backup.RunOnce(ctx, cfg, plan, log, progress.status)
 	progress.clear()
 

@@ -15,7 +15,9 @@ const statusAbout = `Shows the daemon and every plan at a glance: the daemon's v
 state, each plan's last backup (its age and result), its next run and its
 health, the running job with its progress (and "stuck: no progress for
 1m10s" when it waits on its repository: see max_concurrent_jobs in
-subvault.yaml(5)), and what is wrong, if anything.
+subvault.yaml(5); "stalled: no progress for 12m00s (stall_timeout 10m)"
+when it counts as stalled and goes on: see on_stall), and what is wrong,
+if anything.
 
 A plan is unhealthy when its last backup failed, or when its last
 successful backup is older than twice its schedule's interval (overdue; a
@@ -28,8 +30,12 @@ network, the battery, a metered connection: see subvault.yaml(5),
 on_battery and metered) and when the daemon tries again; waiting is not
 unhealthy by itself, but the plan becomes overdue if it lasts.
 
+A running job that counts as stalled (no progress for its plan's
+stall_timeout, on_stall: report) needs attention too, while it lasts.
+
 Exit status: 0 all plans healthy, 1 a plan's last backup failed or is
-overdue, 4 not authorized, 5 the daemon is not running.`
+overdue, or a running job counts as stalled, 4 not authorized, 5 the
+daemon is not running.`
 
 // statusJSON is what status --json prints.
 type statusJSON struct {
@@ -83,6 +89,9 @@ func runStatus(cc *clientCmd, _ []string) int {
 		switch j.State {
 		case contract.StateRunning:
 			st.Running = append(st.Running, j)
+			if j.Stalled {
+				st.Healthy = false
+			}
 		case contract.StateQueued:
 			st.Queued = append(st.Queued, j)
 		}
@@ -134,6 +143,11 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 	for _, p := range st.Plans {
 		if p.Health.NeedsAttention() {
 			problems = append(problems, fmt.Sprintf("  %s: %s", printable(p.Name), printable(p.Why)))
+		}
+	}
+	for _, j := range st.Running {
+		if j.Stalled {
+			problems = append(problems, fmt.Sprintf("  %s: job %d %s; it goes on (on_stall: report)", printable(j.Plan), j.ID, stuck(o, j)))
 		}
 	}
 	if len(problems) > 0 {

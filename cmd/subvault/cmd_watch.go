@@ -18,7 +18,8 @@ import (
 const watchAbout = `Follows every job live, like "journalctl -f" for backups: a line when a
 job is queued, starts, passes each quarter of its progress, gets stuck
 waiting on its repository (no progress from restic for 30 s: a server that
-hangs or went away) and moves again, and ends (with the cause when it
+hangs or went away) or stalled (no progress for its plan's stall_timeout,
+with on_stall: report) and moves again, and ends (with the cause when it
 failed). On a terminal the running jobs' progress is also
 drawn on the last line (with the file being read when the daemon names
 files to you: root, or polkit's restore authorization without a password).
@@ -53,7 +54,7 @@ func runWatch(cc *clientCmd, _ []string) int {
 	// of its progress, so that a line goes out only when one of them moves.
 	phase := map[uint32]contract.State{}
 	quarter := map[uint32]int{}
-	waiting := map[uint32]bool{} // jobs shown waiting on their repository
+	waiting := map[uint32]string{} // jobs shown waiting on their repository or stalled: stuckState
 	bar := &progressBar{w: stdout, out: cc.out, tty: cc.out.tty}
 	var files *jobFiles
 	if cc.out.tty && !*cc.json {
@@ -70,7 +71,7 @@ func runWatch(cc *clientCmd, _ []string) int {
 			phase[j.ID], quarter[j.ID] = j.State, int(j.Progress*4)
 			line(j, printable(j.State))
 			if w := stuck(cc.out, j); w != "" {
-				waiting[j.ID] = true
+				waiting[j.ID] = stuckState(j)
 				line(j, w)
 			}
 		}
@@ -96,7 +97,7 @@ func runWatch(cc *clientCmd, _ []string) int {
 			newPhase = phase[j.ID] != j.State
 			newQuarter = j.State == contract.StateRunning && q > quarter[j.ID] && q < 4
 			phase[j.ID], quarter[j.ID] = j.State, max(quarter[j.ID], q)
-			w := j.State == contract.StateRunning && !j.WaitingSince.IsZero()
+			w := stuckState(j)
 			newWaiting = w != waiting[j.ID]
 			waiting[j.ID] = w
 			if e.Type == client.JobFinished || e.Type == client.JobForgotten {
@@ -123,7 +124,9 @@ func runWatch(cc *clientCmd, _ []string) int {
 				line(j, fmt.Sprintf("%d%%  %s/%s", int(j.Progress*4)*25, humanBytes(j.BytesDone), humanBytes(j.BytesTotal)))
 			}
 			switch {
-			case newWaiting && waiting[j.ID]:
+			case newWaiting && waiting[j.ID] == "stalled":
+				line(j, cc.out.paint(colorRed, stuck(cc.out, j))+"; it goes on (on_stall: report)")
+			case newWaiting && waiting[j.ID] != "":
 				line(j, cc.out.paint(colorYellow, stuck(cc.out, j))+"; jobs on other repositories may start meanwhile")
 			case newWaiting:
 				line(j, "moves again")
@@ -175,4 +178,18 @@ func planOrNil(e client.Event) *contract.Plan {
 		return nil
 	}
 	return &e.Plan
+}
+
+// stuckState is "stalled" for a running job that counts as stalled,
+// "waiting" for one that waits on its repository, "" otherwise.
+func stuckState(j contract.Job) string {
+	switch {
+	case j.State != contract.StateRunning:
+		return ""
+	case j.Stalled:
+		return "stalled"
+	case !j.WaitingSince.IsZero():
+		return "waiting"
+	}
+	return ""
 }

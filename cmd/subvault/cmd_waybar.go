@@ -23,15 +23,16 @@ waybar custom module ("return-type": "json") by default, i3blocks
 ("format=json") with --format i3blocks.
 
 Waybar's line has four fields. text is short: "⟳ home 42%" while a job
-runs, "✗ home" when a plan's last backup failed, "! home" when a plan is
+runs, "⚠ home stalled" while a running job counts as stalled (no progress
+for its plan's stall_timeout, on_stall: report), "✗ home" when a plan's last backup failed, "! home" when a plan is
 overdue (its last successful backup is older than twice the interval of
 its schedule, whatever was canceled since; a manual plan is never
 overdue), "⏸ home" when a plan's scheduled jobs wait (for the network,
 on battery, on a metered connection), "✓ 3h" (the age of the newest successful backup) when all is
 well, "? subvault" when the daemon cannot be reached.
 tooltip has one line per plan: what runs, the last backup's result and
-age, the next run, what it waits for. class is running, failed, overdue,
-waiting, ok or unreachable,
+age, the next run, what it waits for. class is stalled, running, failed,
+overdue, waiting, ok or unreachable,
 in that order of precedence, for the bar's style sheet. percentage is the
 running job's progress, 0 to 100 (0 when none runs).
 
@@ -48,6 +49,7 @@ const barRetry = 5 * time.Second
 
 // The classes of the bar line, for the bar's style sheet.
 const (
+	classStalled     = "stalled"
 	classRunning     = "running"
 	classFailed      = "failed"
 	classOverdue     = "overdue"
@@ -68,7 +70,7 @@ type barLine struct {
 // the daemon is escaped by printable (the bar shows it as text too).
 func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLine {
 	// The job a plan's line shows: the running one, else the first queued.
-	var active *contract.Job
+	var active, stalled *contract.Job
 	activeOf := map[string]contract.Job{}
 	for i, j := range jobs {
 		if !j.Active() {
@@ -81,6 +83,14 @@ func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLin
 			(active.State == j.State && j.ID < active.ID) {
 			active = &jobs[i]
 		}
+		if j.State == contract.StateRunning && j.Stalled && (stalled == nil || j.ID < stalled.ID) {
+			stalled = &jobs[i]
+		}
+	}
+	if stalled != nil {
+		// A job that counts as stalled (on_stall: report) is what the
+		// line shows, whatever else runs.
+		active = stalled
 	}
 
 	var failed, overdue, waiting []string
@@ -130,10 +140,16 @@ func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLin
 	case active != nil:
 		line.Class = classRunning
 		line.Text = "⟳ " + printable(active.Plan)
+		if stalled != nil {
+			line.Class, line.Text = classStalled, "⚠ "+printable(active.Plan)
+		}
 		if active.Kind != "backup" {
 			line.Text += " " + printable(active.Kind)
 		}
 		switch {
+		case stalled != nil:
+			line.Percentage = min(100, max(0, int(active.Progress*100)))
+			line.Text += " stalled"
 		case active.State == contract.StateQueued:
 			line.Text += " queued"
 		case active.Progress > 0 || active.Kind == "backup":
@@ -161,7 +177,9 @@ func unreachableBar(why string) barLine {
 }
 
 // jobPhrase is what a plan's active job is doing: "backing up 42% (job 7)",
-// or "backing up 42%, stuck (job 7)" while it waits on its repository.
+// "backing up 42%, stuck (job 7)" while it waits on its repository, or
+// "backing up 42%, stalled (no progress for over 10m) (job 7)" while it
+// counts as stalled.
 func jobPhrase(j contract.Job) string {
 	kind := printable(j.Kind)
 	verb := printable(j.Kind.Doing())
@@ -169,7 +187,13 @@ func jobPhrase(j contract.Job) string {
 		return fmt.Sprintf("%s queued (job %d)", kind, j.ID)
 	}
 	stuck := ""
-	if !j.WaitingSince.IsZero() {
+	switch {
+	case j.Stalled:
+		stuck = ", stalled"
+		if j.StallTimeout > 0 {
+			stuck += fmt.Sprintf(" (no progress for over %s)", configDuration(time.Duration(j.StallTimeout)*time.Second))
+		}
+	case !j.WaitingSince.IsZero():
 		stuck = ", stuck"
 	}
 	return fmt.Sprintf("%s %d%%%s (job %d)", verb, min(100, max(0, int(j.Progress*100))), stuck, j.ID)
@@ -227,6 +251,8 @@ func i3blocksJSON(l barLine) ([]byte, error) {
 	switch l.Class {
 	case classFailed:
 		block.Color, block.Urgent = "#FF5555", true
+	case classStalled:
+		block.Color, block.Urgent = "#FFB86C", true
 	case classOverdue:
 		block.Color = "#FFB86C"
 	case classWaiting:

@@ -42,6 +42,9 @@ func TestWaybarRender(t *testing.T) {
 	queued := contract.Job{ID: 8, Kind: "check", Plan: "srv", State: contract.StateQueued}
 	stuck := running
 	stuck.WaitingSince, stuck.Waiting = now.Add(-time.Minute), "no progress for 1m0s: restic retries the repository"
+	stalled := running
+	stalled.WaitingSince, stalled.Waiting = now.Add(-time.Minute), "restic reads and computes nothing"
+	stalled.Stalled, stalled.StalledSince, stalled.StallTimeout = true, now.Add(-time.Minute), 30
 	waiting := home
 	waiting.HealthReason += "; waiting for the network"
 	waiting.Waiting = "waiting for the network: repository sftp://nas//srv is unreachable: no route to host"
@@ -63,6 +66,9 @@ func TestWaybarRender(t *testing.T) {
 			[]string{"home: backing up 42% (job 7) · last backup succeeded · 3h00m ago", "srv: check queued (job 8) · last backup"}},
 		{"stuck", []contract.Plan{home, srv}, []contract.Job{stuck}, barLine{Text: "⟳ home 42%", Class: classRunning, Percentage: 42},
 			[]string{"home: backing up 42%, stuck (job 7) · last backup succeeded"}},
+		{"stalled", []contract.Plan{home, srv}, []contract.Job{queued, stalled}, barLine{Text: "⚠ home stalled", Class: classStalled, Percentage: 42},
+			[]string{"home: backing up 42%, stalled (no progress for over 30s) (job 7) · last backup succeeded", "srv: check queued (job 8)"}},
+		{"stalled before failed", []contract.Plan{failed, srv}, []contract.Job{stalled}, barLine{Text: "⚠ home stalled", Class: classStalled, Percentage: 42}, nil},
 		{"queued only", []contract.Plan{home, srv}, []contract.Job{queued}, barLine{Text: "⟳ srv check queued", Class: classRunning}, nil},
 		{"failed", []contract.Plan{failed, srv}, nil, barLine{Text: "✗ home", Class: classFailed}, []string{"home: last backup failed: restic: <wrong> password & more · 3h00m ago"}},
 		{"overdue", []contract.Plan{overdue, srv}, nil, barLine{Text: "! home", Class: classOverdue}, []string{"home: overdue: no successful backup for over 2d (scheduled every 24h) · 3d0h ago"}},

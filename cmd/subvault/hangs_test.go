@@ -188,3 +188,49 @@ func TestRunBackupFailedLeavesNoLock(t *testing.T) {
 		e.resticOut(t, "check")
 	})
 }
+
+// `subvault run backup` of a plan with on_stall: report says when its
+// restic (stopped here) made no progress for stall_timeout and goes on,
+// as the daemon's jobs do; after SIGCONT it says so and ends done. (The
+// watch is the daemon's, tested with both versions there: one is enough.)
+func TestRunBackupStallReported(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.Restic(t)
+	e := newRunEnvWith(t, bin, 1024)
+	cfg, _ := os.ReadFile(e.config)
+	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "    repository: r\n", "    repository: r\n    stall_timeout: 3s\n    on_stall: report\n", 1))
+	fillRandom(t, e.fs.Path("home"), 200)
+
+	cmd := subvaultCmd("run", "backup", "home", "--config", e.config)
+	var log testutil.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	resticPID := waitFor(t, 60*time.Second, func() int { return testutil.ProcessBelow(cmd.Process.Pid, "restic", "backup") })
+	time.Sleep(time.Second) // restic reads
+	stopProcess(t, resticPID)
+	stopped := time.Now()
+	waitFor(t, 20*time.Second, func() int {
+		if strings.Contains(log.String(), "backup stalled; it goes on (on_stall: report)") {
+			return 1
+		}
+		return 0
+	})
+	t.Logf("restic %s: subvault run backup said it stalled %v after restic stopped", testutil.ResticVersion(bin), time.Since(stopped).Round(10*time.Millisecond))
+	time.Sleep(9*time.Second - time.Since(stopped))
+	if gone(resticPID) || cmd.ProcessState != nil {
+		t.Fatalf("restic or subvault ended at three times stall_timeout:\n%s", log.String())
+	}
+	if err := syscall.Kill(resticPID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != exitOK || !strings.Contains(log.String(), "the stalled backup moves again") {
+		t.Errorf("exit %d (%v), want 0 and the stall's end said:\n%s", code, err, log.String())
+	}
+	if locks := strings.TrimSpace(e.resticOut(t, "list", "locks", "--no-lock")); locks != "" {
+		t.Errorf("restic locks left: %s", locks)
+	}
+}

@@ -100,14 +100,39 @@ func progressText(o output, j contract.Job, rate float64) string {
 
 // stuck is "stuck: no progress for 1m10s, restic retries the repository"
 // for a running job that waits on its repository (contract.Job's
-// WaitingSince), "" for one that moves.
+// WaitingSince), "stalled: no progress for 12m (stall_timeout 10m)" for
+// one that counts as stalled and goes on (Stalled, on_stall: report),
+// "" for one that moves.
 func stuck(o output, j contract.Job) string {
-	if j.WaitingSince.IsZero() || j.State != contract.StateRunning {
+	if j.State != contract.StateRunning {
+		return ""
+	}
+	if j.Stalled && !j.StalledSince.IsZero() {
+		s := "stalled: no progress for " + humanDuration(max(0, o.now().Sub(j.StalledSince)))
+		if j.StallTimeout > 0 {
+			s += " (stall_timeout " + configDuration(time.Duration(j.StallTimeout)*time.Second) + ")"
+		}
+		return s
+	}
+	if j.WaitingSince.IsZero() {
 		return ""
 	}
 	s := "stuck: no progress for " + humanDuration(max(0, o.now().Sub(j.WaitingSince)))
 	if j.Waiting != "" {
 		s += ", " + printable(j.Waiting)
+	}
+	return s
+}
+
+// configDuration is d as subvault.yaml writes it: "10m", "1h30m", "90s"
+// rather than time.Duration's "10m0s".
+func configDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
 }

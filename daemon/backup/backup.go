@@ -160,7 +160,10 @@ func (j *Job) releaseLock(ctx context.Context, log *slog.Logger, runner *restic.
 		deferLockCheck(j.Config, j.Plan, log, "the repository was unreachable")
 	default:
 		bound := lockCheckBound
-		if ctx.Err() != nil || rerr.Killed || errors.Is(err, restic.ErrStalled) {
+		switch {
+		case planstore.TimedOut(ctx) != nil, ctx.Err() == nil && errors.Is(err, restic.ErrStalled):
+			bound = lockCheckBoundStall
+		case ctx.Err() != nil || rerr.Killed:
 			bound = lockCheckBoundCancel
 		}
 		// Even when the job was canceled: within the short bound.

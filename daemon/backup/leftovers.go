@@ -45,13 +45,18 @@ func RecoverPlan(ctx context.Context, cfg *config.Config, plan *config.Plan, log
 }
 
 // How long a check for a lock restic left may take: after a failed backup,
-// and when a backup starts; and after a cancel, a stall or a restic that
-// had to be killed (its server most likely does not answer), so that a
-// cancel ends within seconds (restic's grace, 3 s, then this). What does
-// not finish in time is left to the next backup of the plan.
+// and when a backup starts; after a cancel, so that a cancel ends within
+// seconds (restic's grace, 3 s, then this); and after a stall or a
+// timeout, whose restic had to be killed: its server most likely does
+// not answer, but when restic itself hung on a healthy server, the lock
+// it left is removed at once, not at the next backup, in the time two
+// restic processes take on a busy machine (about 2 s measured; restic
+// derives its key each time). What does not finish in time is left to
+// the next backup of the plan.
 const (
 	lockCheckBound       = 10 * time.Second
 	lockCheckBoundCancel = time.Second
+	lockCheckBoundStall  = 5 * time.Second
 	// lockCheckGrace is the check's own restic's grace: killing `restic
 	// list locks` or `restic unlock` loses nothing.
 	lockCheckGrace = 500 * time.Millisecond

@@ -114,11 +114,14 @@ type Plan struct {
 	// Timeout ends any job of the plan that runs longer (failed); 0: none.
 	Timeout time.Duration
 	// StallTimeout ends a job whose restic made no progress for that long
-	// (stalled); 0: never.
+	// (stalled), or marks it stalled (OnStall); 0: never.
 	StallTimeout time.Duration
-	Hooks        Hooks
-	AllowUsers   []string // user names or numeric uids, as written
-	AllowGroups  []string // group names or numeric gids, as written
+	// OnStall is what a stall does to the job: end it (cancel, the
+	// default) or only mark it (report).
+	OnStall     OnStall
+	Hooks       Hooks
+	AllowUsers  []string // user names or numeric uids, as written
+	AllowGroups []string // group names or numeric gids, as written
 	// OnBattery and Metered say whether a scheduled job runs while the
 	// machine is on battery (UPower) or on a metered connection
 	// (NetworkManager); a job a caller asks for runs either way.
@@ -144,6 +147,20 @@ type Condition string
 const (
 	ConditionRun  Condition = "run"  // run as usual (the default)
 	ConditionSkip Condition = "skip" // wait until the condition clears
+)
+
+// OnStall is what happens to a job whose restic made no progress for the
+// plan's stall_timeout (on_stall).
+type OnStall string
+
+// The choices of on_stall.
+const (
+	// OnStallCancel stops the job, which ends stalled (the default).
+	OnStallCancel OnStall = "cancel"
+	// OnStallReport marks the running job stalled (queue.Job.StalledSince)
+	// until it moves again, and lets it go on: it ends by itself, by a
+	// cancel or by the plan's timeout.
+	OnStallReport OnStall = "report"
 )
 
 // KeepSnapshots says which local btrfs snapshots survive a successful

@@ -203,6 +203,7 @@ func TestDefaults(t *testing.T) {
 		{"AllowGroups", len(plan.AllowGroups), 0},
 		{"Timeout", plan.Timeout, time.Duration(0)},
 		{"StallTimeout", plan.StallTimeout, 10 * time.Minute},
+		{"OnStall", plan.OnStall, OnStallCancel},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -242,6 +243,7 @@ plans:
     backup: {one_file_system: false}
     timeout: 7h30m
     stall_timeout: "0"
+    on_stall: report
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +257,9 @@ plans:
 	}
 	if plan.CheckReadDataSubset != "" || plan.CatchUp || plan.Backup.OneFileSystem {
 		t.Errorf("explicit values not kept: %+v", plan)
+	}
+	if plan.OnStall != OnStallReport {
+		t.Errorf("on_stall %q, want report", plan.OnStall)
 	}
 	if plan.Timeout != 7*time.Hour+30*time.Minute || plan.StallTimeout != 0 {
 		t.Errorf("timeout %v, stall_timeout %v; want 7h30m and 0 (never)", plan.Timeout, plan.StallTimeout)

@@ -21,7 +21,7 @@ var (
 	sshKeys  = []string{"command", "config_file", "key", "known_hosts"}
 	planKeys = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
 		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups",
-		"on_battery", "metered", "timeout", "stall_timeout", "copy_to"}
+		"on_battery", "metered", "timeout", "stall_timeout", "on_stall", "copy_to"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
 	backupKeys        = []string{"exclude", "exclude_file", "exclude_if_present", "one_file_system", "tags", "extra_args"}
@@ -316,6 +316,7 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 		OnBattery:           ConditionRun,
 		Metered:             ConditionRun,
 		StallTimeout:        DefaultStallTimeout,
+		OnStall:             OnStallCancel,
 	}
 	plan.PruneSpec, _ = CronParser.Parse(DefaultPruneSchedule)
 	plan.CheckSpec, _ = CronParser.Parse(DefaultCheckSchedule)
@@ -399,6 +400,9 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 	}
 	if e, path, ok := m.get("stall_timeout"); ok {
 		plan.StallTimeout, _ = p.duration(e.value, path, `a Go duration such as "10m" (the default) after which a job whose restic makes no progress is stopped, or "0" never to stop one`)
+	}
+	if e, path, ok := m.get("on_stall"); ok {
+		plan.OnStall = p.onStall(e.value, path)
 	}
 	if e, path, ok := m.get("allow_users"); ok {
 		plan.AllowUsers = p.accounts(e.value, path, "user", "uid")
@@ -896,6 +900,21 @@ func (p *parser) accounts(n *yaml.Node, path, kind, id string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+// onStall decodes on_stall: cancel or report.
+func (p *parser) onStall(n *yaml.Node, path string) OnStall {
+	const expected = "cancel (end a job whose restic made no progress for stall_timeout, the default) or report (mark it stalled and let it go on)"
+	v, ok := p.str(n, path, expected)
+	if !ok {
+		return OnStallCancel
+	}
+	switch o := OnStall(v); o {
+	case OnStallCancel, OnStallReport:
+		return o
+	}
+	p.fail(n, path, fmt.Sprintf("%q is not a choice", v), expected)
+	return OnStallCancel
 }
 
 // condition decodes on_battery or metered: skip or run.

@@ -21,6 +21,8 @@ const (
 	EventJobStalled               = "job-stalled"
 	EventJobWaiting               = "job-waiting"
 	EventJobMoving                = "job-moving"
+	EventJobStallReported         = "job-stall-reported"
+	EventJobStallCleared          = "job-stall-cleared"
 	EventSnapshotCreated          = "snapshot-created"
 	EventSnapshotDeleted          = "snapshot-deleted"
 	EventLeftoverSnapshotsRemoved = "leftover-snapshots-removed"
@@ -55,6 +57,8 @@ var events = []struct{ name, id string }{
 	{EventJobStalled, "8025eed8479d428884283c72e9613d2b"},
 	{EventJobWaiting, "4ee39857c36c4fe9bfab58f0bcf21ee4"},
 	{EventJobMoving, "5b1c451154524e5681aa36cb7ff3b264"},
+	{EventJobStallReported, "4f1fe013d88340859556042a7467aa69"},
+	{EventJobStallCleared, "678ab9e34dd24eaebed03d9ce148c63f"},
 	{EventSnapshotCreated, "e92fb8afb96c4c6bb73287fbfdf091a6"},
 	{EventSnapshotDeleted, "5c69072e52794c7f8d0696cad0e022c4"},
 	{EventLeftoverSnapshotsRemoved, "162f59986e5d4c8cbebffc7d84290bb0"},

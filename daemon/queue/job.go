@@ -111,6 +111,9 @@ type Job struct {
 	// says to report a stall rather than end the job (on_stall: report).
 	// It is when the job last made progress. Not kept in the state file.
 	StalledSince time.Time `json:"-"`
+	// StallTimeout is the plan's stall_timeout the running job is judged
+	// by, as its executor said (Progress); 0 when unknown or none.
+	StallTimeout time.Duration `json:"-"`
 
 	QueuedAt   time.Time `json:"queued_at"`
 	StartedAt  time.Time `json:"started_at,omitzero"`

@@ -56,6 +56,12 @@ type Progress struct {
 	// repository"). Both zero: it moves.
 	WaitingSince time.Time
 	Waiting      string
+	// StalledSince, when set, is when the job's restic last made
+	// progress: it has made none for the plan's stall_timeout, and the
+	// plan lets the job go on (on_stall: report), so it counts as
+	// stalled until it moves again (zero). StallTimeout is that bound.
+	StalledSince time.Time
+	StallTimeout time.Duration
 }
 
 // Outcome is what a finished job made.
@@ -563,8 +569,19 @@ func (q *Queue) progress(j *Job, p Progress) {
 	if j.WaitingSince.IsZero() {
 		j.Waiting = ""
 	}
+	wasStalled := !j.StalledSince.IsZero()
+	j.StalledSince, j.StallTimeout = p.StalledSince, p.StallTimeout
 	for _, l := range q.listeners {
 		l.JobChanged(j.copy())
+	}
+	switch stalled := !j.StalledSince.IsZero(); {
+	case stalled && !wasStalled:
+		q.log.Error("job stalled; it goes on (on_stall: report)",
+			journal.Event(journal.EventJobStallReported), "job", j.ID, "kind", j.Kind, "plan", j.Plan, "repository", q.repository(j.Plan),
+			"no_progress_for", q.now().Sub(j.StalledSince).Round(time.Second), "stall_timeout", j.StallTimeout)
+	case !stalled && wasStalled:
+		q.log.Info("stalled job moves again", journal.Event(journal.EventJobStallCleared), "job", j.ID, "kind", j.Kind, "plan", j.Plan,
+			"repository", q.repository(j.Plan))
 	}
 	switch waiting := !j.WaitingSince.IsZero(); {
 	case waiting && !wasWaiting:
@@ -594,6 +611,7 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	j.ArchiveID, j.Summary = outcome.ArchiveID, outcome.Summary
 	j.CurrentFiles = nil
 	j.WaitingSince, j.Waiting = time.Time{}, ""
+	j.StalledSince = time.Time{}
 	event := journal.EventJobDone
 	switch {
 	case err == nil:

@@ -777,3 +777,92 @@ func TestJobWaitingOnItsRepositoryGivesUpItsPlace(t *testing.T) {
 		waits[0].Want(t, "the job waiting", map[string]string{"SUBVAULT_PLAN": "home", "SUBVAULT_REPOSITORY": "nas", "SUBVAULT_NO_PROGRESS_FOR": "30s", "SUBVAULT_WHY": "restic retries the repository"})
 	})
 }
+
+// stallListener keeps the StalledSince of every JobChanged and
+// JobFinished it hears.
+type stallListener struct {
+	mu      sync.Mutex
+	changed []time.Time
+	ended   time.Time
+}
+
+func (l *stallListener) JobQueued(Job) {}
+func (l *stallListener) JobChanged(j Job) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.changed = append(l.changed, j.StalledSince)
+}
+func (l *stallListener) JobFinished(j Job) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ended = j.StalledSince
+}
+func (l *stallListener) JobForgotten(Job) {}
+
+// A running job whose executor reports it stalled (on_stall: report)
+// shows StalledSince in Jobs() and in the copies its listeners hear, is
+// logged once (job-stall-reported, with the plan's stall_timeout), and
+// clears when it moves again (job-stall-cleared); it keeps its place
+// and ends as its executor says. A finished job is never stalled.
+func TestJobStalledIsShownAndClears(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		exec := newFakeExecutor()
+		log := journaltest.NewRecorder()
+		q, err := New(Config{MaxConcurrent: 1, History: 10, Repository: func(p string) string { return repos[p] }}, exec, t.TempDir(), slog.New(log), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(q.Drain)
+		l := &stallListener{}
+		q.Subscribe(l)
+		home, _, err := q.Enqueue(Order{Kind: KindBackup, Plan: "home", Trigger: TriggerManual, Caller: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec.waitStarted(t)
+		exec.report(home.ID, Progress{Fraction: 0.4, BytesDone: 40, StallTimeout: 5 * time.Second})
+		time.Sleep(10 * time.Second)
+		since := time.Now().Add(-5 * time.Second)
+		stalled := Progress{Fraction: 0.4, BytesDone: 40, StalledSince: since, StallTimeout: 5 * time.Second}
+		exec.report(home.ID, stalled)
+		exec.report(home.ID, stalled) // status lines go on
+		jobs := q.Jobs()
+		if len(jobs) != 1 || !jobs[0].StalledSince.Equal(since) || jobs[0].StallTimeout != 5*time.Second || jobs[0].State != StateRunning {
+			t.Fatalf("Jobs() = %+v, want the running job stalled since %v", jobs, since)
+		}
+		l.mu.Lock()
+		if n := len(l.changed); n == 0 || !l.changed[n-1].Equal(since) {
+			t.Errorf("listeners heard StalledSince %v, want %v last", l.changed, since)
+		}
+		l.mu.Unlock()
+		if n := q.Running(); n != 1 {
+			t.Errorf("%d jobs run, want 1", n)
+		}
+
+		exec.report(home.ID, Progress{Fraction: 0.5, BytesDone: 50, StallTimeout: 5 * time.Second})
+		if j, _ := q.Job(home.ID); !j.StalledSince.IsZero() {
+			t.Errorf("the job moves again but is stalled since %v", j.StalledSince)
+		}
+		exec.report(home.ID, stalled)
+		exec.finish(home.ID, nil)
+		waitFinished(t, q, home.ID)
+		j, _ := q.Job(home.ID)
+		if j.Result != ResultDone || !j.StalledSince.IsZero() {
+			t.Errorf("finished %s, stalled since %v; want done and not stalled", j.Result, j.StalledSince)
+		}
+		l.mu.Lock()
+		if !l.ended.IsZero() {
+			t.Errorf("listeners heard a finished job stalled since %v", l.ended)
+		}
+		l.mu.Unlock()
+
+		reported, cleared := log.Events(journal.EventJobStallReported), log.Events(journal.EventJobStallCleared)
+		if len(reported) != 2 || len(cleared) != 1 {
+			t.Fatalf("%d job-stall-reported and %d job-stall-cleared entries, want 2 and 1", len(reported), len(cleared))
+		}
+		reported[0].HasCatalogFields(t, journal.EventJobStallReported)
+		cleared[0].HasCatalogFields(t, journal.EventJobStallCleared)
+		reported[0].Want(t, "the stalled job", map[string]string{"SUBVAULT_PLAN": "home", "SUBVAULT_REPOSITORY": "nas",
+			"SUBVAULT_NO_PROGRESS_FOR": "5s", "SUBVAULT_STALL_TIMEOUT": "5s"})
+	})
+}
