@@ -19,6 +19,7 @@ import (
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/maintenance"
+	"github.com/subvault/subvault/daemon/ping"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/scheduler"
@@ -74,6 +75,10 @@ type Daemon struct {
 	// archives is each repository's archive list.
 	reads    *readLimiter
 	archives *archiveCache
+	// pings tells the notify entries of jobs (daemon/ping); pingJobs is
+	// its listener on the queue.
+	pings    *ping.Sender
+	pingJobs *ping.Listener
 
 	// waits are the plans' postponed scheduled jobs (waitMu); waitWake
 	// tells watchWaits to look at them again.
@@ -115,6 +120,10 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.queue.Subscribe(archiveCacheListener{d})
 	d.queue.Subscribe(healthListener{d})
 	d.queue.Subscribe(waitsListener{d})
+	host, _ := os.Hostname()
+	d.pings = ping.NewSender(d.log, opts.Version)
+	d.pingJobs = ping.NewListener(d.pings, cfg, host)
+	d.queue.Subscribe(d.pingJobs)
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
@@ -250,6 +259,7 @@ func (d *Daemon) Reload() error {
 	d.mu.Unlock()
 	d.archives.invalidate("")
 	d.queue.Configure(d.queueConfig(cfg))
+	d.pingJobs.Configure(cfg)
 	d.sched.Set(d.entries(cfg), d.lastRun)
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
@@ -367,7 +377,8 @@ loop:
 	<-healthDone
 	<-waitsDone
 	drained := make(chan struct{})
-	go func() { d.queue.Drain(); close(drained) }()
+	// Then the reports of the jobs that ended, to the notify entries.
+	go func() { d.queue.Drain(); d.flushPings(); close(drained) }()
 	extend := time.NewTicker(5 * time.Second)
 	defer extend.Stop()
 	d.notify("EXTEND_TIMEOUT_USEC=20000000")
@@ -380,6 +391,23 @@ loop:
 			d.notify("EXTEND_TIMEOUT_USEC=20000000")
 		}
 	}
+}
+
+// flushPings gives the reports of the jobs that ended as the daemon
+// stopped as long as the longest notify timeout to be delivered, then
+// gives up the rest.
+func (d *Daemon) flushPings() {
+	cfg := d.Config()
+	var longest time.Duration
+	for _, name := range cfg.PlanNames() {
+		for _, e := range cfg.NotifyFor(name) {
+			longest = max(longest, e.Timeout)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), longest)
+	defer cancel()
+	d.pings.Wait(ctx)
+	d.pings.Close()
 }
 
 func (d *Daemon) notify(state string) {

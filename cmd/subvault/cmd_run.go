@@ -16,6 +16,7 @@ import (
 
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/ping"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -116,8 +117,12 @@ func runBackup(stdout, stderr io.Writer, plan string, opts runBackupOptions) int
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	host, _ := os.Hostname()
+	pings := ping.StartForeground(log, version, cfg, plan, host)
+	defer pings.Wait() // bounded by the entries' timeouts; a failure is a log line
 	res, id, err := backup.RunOnce(ctx, cfg, plan, log, progress.status)
 	progress.clear()
+	pings.Finish(id, res.Result, err, res.ArchiveID)
 
 	printSummary(stdout, plan, id, res)
 	switch res.Result {
