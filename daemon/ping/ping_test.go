@@ -518,8 +518,8 @@ settings:
 		}
 		want := map[string][]string{
 			// backups only, by default; partial is exit status 3
-			"hc.example.com":  {"/start", "/log", "/3", "/start", "/log"},
-			"all.example.com": {"start 7", "stalled 7", "failure 7 partial", "start 10", "postponed 10 postponed", "start 11", "success 11 done"},
+			"hc.example.com":   {"/start", "/log", "/3", "/start", "/log"},
+			"all.example.com":  {"start 7", "stalled 7", "failure 7 partial", "start 10", "postponed 10 postponed", "start 11", "success 11 done"},
 			"ends.example.com": {"failure 7 partial", "success 11 done"},
 		}
 		for host, w := range want {
