@@ -393,9 +393,13 @@ loop:
 	}
 }
 
+// maxStopFlush bounds how long a stopping daemon waits for pings and
+// webhook calls: a hanging endpoint must not hold up a restart.
+const maxStopFlush = 10 * time.Second
+
 // flushPings gives the reports of the jobs that ended as the daemon
-// stopped as long as the longest notify timeout to be delivered, then
-// gives up the rest.
+// stopped as long as the longest notify timeout (at most maxStopFlush)
+// to be delivered, then gives up the rest (logged).
 func (d *Daemon) flushPings() {
 	cfg := d.Config()
 	var longest time.Duration
@@ -404,7 +408,7 @@ func (d *Daemon) flushPings() {
 			longest = max(longest, e.Timeout)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), longest)
+	ctx, cancel := context.WithTimeout(context.Background(), min(longest, maxStopFlush))
 	defer cancel()
 	d.pings.Wait(ctx)
 	d.pings.Close()
