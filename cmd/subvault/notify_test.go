@@ -446,3 +446,87 @@ func nobodyBinary(t *testing.T) string {
 	}
 	return bin
 }
+
+// subvault run backup pings itself: start when the backup starts, success
+// or failure at the end, to the plan's and settings' entries (healthchecks
+// with one rid per run, a webhook with trigger foreground). Its stdout is
+// the summary alone; a failing endpoint is a line on stderr, without its
+// URL; and it waits for a hanging endpoint no longer than the entries'
+// longest timeout.
+func TestNotifyRunBackup(t *testing.T) {
+	testutil.RequireRoot(t)
+	rec := newPingRecorder(t)
+	closed := closedPort(t)
+	e := newRunEnv(t, 256)
+	testutil.WriteFile(t, e.fs.Path("home", "a"), "hello")
+	server := strings.TrimPrefix(rec.URL, "http://")
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notify := fmt.Sprintf(`    repository: r
+    notify:
+      - healthchecks: http://hc-user:hc-pw-5e1f@%s/hc/0f7e2a3c-6c0e-4c52-9d3e-1b2a3c4d5e6f
+      - webhook: http://%s/unreachable-8d3a
+        timeout: 2s
+      - webhook: http://%s/hang-4f2c
+        timeout: 3s
+`, server, closed, server)
+	global := fmt.Sprintf("settings:\n  notify:\n    - webhook: http://hook-user:hook-pw-2d4c@%s/global\n", server)
+	edited := strings.Replace(strings.Replace(string(cfg), "    repository: r\n", notify, 1), "settings:\n", global, 1)
+	testutil.WriteSecret(t, e.config, edited)
+
+	began := time.Now()
+	code, stdout, stderr := runCmd(t, subvaultCmd("run", "backup", "home", "--config", e.config))
+	took := time.Since(began)
+	if code != exitOK {
+		t.Fatalf("run backup: exit %d\n%s", code, stderr)
+	}
+	t.Logf("subvault run backup took %v with a closed port and a hanging endpoint among its entries (the longest timeout, the default, is 10s); stderr:\n%s", took.Round(time.Millisecond), stderr)
+	if took > 60*time.Second {
+		t.Errorf("subvault run backup took %v: it waited for the endpoints beyond their timeouts", took)
+	}
+	if !strings.HasPrefix(stdout, "plan home, job 1: archive ") || strings.Contains(stdout, "webhook") || strings.Contains(stdout, "ping") {
+		t.Errorf("stdout is not the summary alone:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, "webhook call to "+closed+" for plan home failed") {
+		t.Errorf("stderr does not say the closed port's webhook failed:\n%s", stderr)
+	}
+	noNotifySecrets(t, "subvault run backup's output", stdout+stderr)
+
+	hc := rec.requests("/hc/")
+	const check = "/hc/0f7e2a3c-6c0e-4c52-9d3e-1b2a3c4d5e6f"
+	if len(hc) != 2 || hc[0].path != check+"/start" || hc[1].path != check || hc[0].query.Get("rid") == "" || hc[0].query.Get("rid") != hc[1].query.Get("rid") {
+		t.Fatalf("healthchecks got %v; want %s/start then %s with one rid", hc, check, check)
+	}
+	if !strings.Contains(hc[1].body, "job 1, asked by foreground") || !strings.Contains(hc[1].body, "backup of home done") {
+		t.Errorf("the success ping's body:\n%s", hc[1].body)
+	}
+	glob := webhookEvents(t, rec.requests("/global"))
+	if len(glob) != 2 || glob[0].Event != "start" || glob[0].Trigger != "foreground" || glob[1].Event != "success" || glob[1].Job != 1 ||
+		glob[1].Result != "done" || glob[1].ArchiveID == "" || !strings.Contains(stdout, glob[1].ArchiveID) {
+		t.Errorf("settings.notify's webhook got %+v", glob)
+	}
+	if len(rec.requests("/hang-4f2c")) == 0 {
+		t.Errorf("the hanging endpoint got nothing: the test proves nothing")
+	}
+
+	// A failing run: start, then failure (exit status 1).
+	testutil.WriteSecret(t, e.config, strings.Replace(edited, "    notify:\n", "    hooks:\n      before_snapshot: [\"/usr/bin/false\"]\n    notify:\n", 1))
+	code, stdout, stderr = runCmd(t, subvaultCmd("run", "backup", "home", "--config", e.config))
+	if code != exitFailure {
+		t.Fatalf("run backup with a failing hook: exit %d\n%s", code, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("a failed run printed on stdout:\n%s", stdout)
+	}
+	hc = rec.requests("/hc/")
+	if len(hc) != 4 || hc[2].path != check+"/start" || hc[3].path != check+"/1" || hc[2].query.Get("rid") != hc[3].query.Get("rid") || hc[2].query.Get("rid") == hc[0].query.Get("rid") {
+		t.Fatalf("healthchecks got %v; want %s/start then %s/1 with a rid of their own", hc[2:], check, check)
+	}
+	glob = webhookEvents(t, rec.requests("/global"))
+	if len(glob) != 4 || glob[3].Event != "failure" || glob[3].Result != "failed" || !strings.Contains(glob[3].Error, "/usr/bin/false") {
+		t.Errorf("settings.notify's webhook got %+v for the failed run", glob[2:])
+	}
+	noNotifySecrets(t, "subvault run backup's output", stdout+stderr)
+}
