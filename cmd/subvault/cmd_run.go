@@ -59,7 +59,9 @@ and tests: hooks, snapshots, restic in a private mount namespace, snapshots
 deleted or kept per keep_snapshots. A progress line is drawn on a terminal;
 the summary is printed at the end. It takes the plan's lock, so it never runs
 beside the daemon's job of the same plan, and first removes what a killed
-earlier job left behind.
+earlier job left behind. It pings the plan's notify entries (start, then
+success or failure) itself, and waits for them at most their longest
+timeout; a failing one is a line on stderr.
 
 Exit status: 0 done, 1 failed (timed out too) or stalled, 2 wrong command line or unknown plan, 3 partial
 (the archive exists but some files could not be read), 130 interrupted.`
