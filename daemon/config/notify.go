@@ -152,7 +152,6 @@ func (p *parser) notify(item *yaml.Node, path string) (Notify, bool) {
 	if m == nil {
 		return entry, false
 	}
-	good := true
 	var services []pair
 	for _, s := range notifyServices {
 		if e, _, ok := m.get(string(s)); ok {
@@ -175,6 +174,7 @@ func (p *parser) notify(item *yaml.Node, path string) (Notify, bool) {
 	}
 	service := services[0]
 	entry.Service = NotifyService(service.name)
+	var good bool
 	entry.URL, good = p.notifyURL(service.value, join(path, service.name), entry.Service)
 
 	entry.Events = slices.Clone(NotifyEvents)
