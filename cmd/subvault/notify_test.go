@@ -529,4 +529,23 @@ func TestNotifyRunBackup(t *testing.T) {
 		t.Errorf("settings.notify's webhook got %+v for the failed run", glob[2:])
 	}
 	noNotifySecrets(t, "subvault run backup's output", stdout+stderr)
+
+	// The emergency kit prints the repository's secrets, which a restore
+	// needs; a notify URL is none of them.
+	kit := t.TempDir()
+	code, stdout, stderr = runCmd(t, subvaultCmd("emergency-kit", "--config", e.config, "--out", kit))
+	if code != exitOK {
+		t.Fatalf("emergency-kit: exit %d\n%s", code, stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(kit, "*"))
+	if len(files) == 0 {
+		t.Fatalf("emergency-kit wrote nothing; stdout %s", stdout)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		noNotifySecrets(t, "the emergency kit "+filepath.Base(f), string(data))
+	}
 }
