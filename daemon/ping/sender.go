@@ -123,6 +123,13 @@ func NewSender(log *slog.Logger, version string, opts ...Option) *Sender {
 // never blocks on the network, so it may be called under any lock. An
 // endpoint whose queue is full drops the report, and says so in the log.
 func (s *Sender) Send(entries []config.Notify, r Report) {
+	var full []config.Notify // endpoints that began to drop reports: logged unlocked
+	defer func() {
+		for _, e := range full {
+			s.log.Warn(fmt.Sprintf("%s endpoint %s does not keep up: reports to it are dropped", e.Service, e.Host()),
+				"plan", r.Plan, "job", r.Job, "event", r.Event, "queued", MaxQueued)
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[string]bool{}
@@ -140,8 +147,7 @@ func (s *Sender) Send(entries []config.Notify, r Report) {
 		ep.entry = e
 		if len(ep.queue) >= MaxQueued {
 			if ep.dropped == 0 {
-				s.log.Warn(fmt.Sprintf("%s endpoint %s does not keep up: reports to it are dropped", e.Service, e.Host()),
-					"plan", r.Plan, "job", r.Job, "event", r.Event, "queued", len(ep.queue))
+				full = append(full, e)
 			}
 			ep.dropped++
 			continue
@@ -165,7 +171,9 @@ func wants(entry config.Notify, r Report) bool {
 	return entry.Wants(event, r.Kind)
 }
 
-// work delivers ep's queue in order, then ends.
+// work delivers ep's queue in order, then ends. It logs with s.mu
+// released: a slow log must not hold up Send, which runs under the
+// queue's lock.
 func (s *Sender) work(ep *endpoint) {
 	s.mu.Lock()
 	defer func() {
@@ -177,30 +185,45 @@ func (s *Sender) work(ep *endpoint) {
 	for len(ep.queue) > 0 {
 		d := ep.queue[0]
 		ep.queue = ep.queue[1:]
+		dropped := 0
 		if ep.dropped > 0 && len(ep.queue) == 0 {
-			s.log.Warn(fmt.Sprintf("%d reports to %s endpoint %s were dropped: it did not keep up", ep.dropped, d.entry.Service, d.entry.Host()))
-			ep.dropped = 0
+			dropped, ep.dropped = ep.dropped, 0
 		}
 		s.mu.Unlock()
+		if dropped > 0 {
+			s.log.Warn(fmt.Sprintf("%d reports to %s endpoint %s were dropped: it did not keep up", dropped, d.entry.Service, d.entry.Host()))
+		}
 		err := s.deliver(d)
 		s.mu.Lock()
-		what := fmt.Sprintf("%s %s to %s for plan %s", d.entry.Service, kindOfCall(d.entry), d.entry.Host(), d.report.Plan)
-		attrs := []any{"plan", d.report.Plan, "job", d.report.Job, "event", d.report.Event, "endpoint", d.entry.Host()}
+		wasFailing, lost := ep.failing, ep.lost
+		ep.failing = err != nil
 		switch {
-		case err == nil && ep.failing:
-			ep.failing = false
-			s.log.Info(fmt.Sprintf("%s answers again (%d reports failed meanwhile)", what, ep.lost), attrs...)
-			ep.lost = 0
 		case err == nil:
-			s.log.Debug(what+" delivered", attrs...)
-		case !ep.failing:
-			ep.failing = true
-			s.log.Warn(fmt.Sprintf("%s failed: %s; the job is not affected, and further failures of this endpoint are not logged until it answers again", what, err),
-				attrs...)
-		default:
+			ep.lost = 0
+		case wasFailing:
 			ep.lost++
-			s.log.Debug(what+" failed again", append(attrs, "why", err.Error())...)
 		}
+		s.mu.Unlock()
+		s.logDelivery(d, err, wasFailing, lost)
+		s.mu.Lock()
+	}
+}
+
+// logDelivery logs how d fared: a failure once, until the endpoint
+// answers again; the rest at debug level.
+func (s *Sender) logDelivery(d delivery, err error, wasFailing bool, lost int) {
+	what := fmt.Sprintf("%s %s to %s for plan %s", d.entry.Service, kindOfCall(d.entry), d.entry.Host(), d.report.Plan)
+	attrs := []any{"plan", d.report.Plan, "job", d.report.Job, "event", d.report.Event, "endpoint", d.entry.Host()}
+	switch {
+	case err == nil && wasFailing:
+		s.log.Info(fmt.Sprintf("%s answers again (%d reports failed meanwhile)", what, lost), attrs...)
+	case err == nil:
+		s.log.Debug(what+" delivered", attrs...)
+	case !wasFailing:
+		s.log.Warn(fmt.Sprintf("%s failed: %s; the job is not affected, and further failures of this endpoint are not logged until it answers again", what, err),
+			attrs...)
+	default:
+		s.log.Debug(what+" failed again", append(attrs, "why", err.Error())...)
 	}
 }
 
