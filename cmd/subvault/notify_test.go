@@ -204,6 +204,9 @@ func (e *apiEnv) startDaemonDebug(t *testing.T) (*exec.Cmd, *testutil.SyncBuffer
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		}
+		if strings.Contains(log.String(), "DATA RACE") { // go test -race: the daemon is this binary
+			t.Error("the race detector found a race in the daemon")
+		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", log.String())
 		}
