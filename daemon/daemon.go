@@ -124,6 +124,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.pings = ping.NewSender(d.log, opts.Version)
 	d.pingJobs = ping.NewListener(d.pings, cfg, host)
 	d.queue.Subscribe(d.pingJobs)
+	d.warnNotifyReadable(cfg)
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
@@ -260,6 +261,7 @@ func (d *Daemon) Reload() error {
 	d.archives.invalidate("")
 	d.queue.Configure(d.queueConfig(cfg))
 	d.pingJobs.Configure(cfg)
+	d.warnNotifyReadable(cfg)
 	d.sched.Set(d.entries(cfg), d.lastRun)
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
@@ -390,6 +392,14 @@ loop:
 		case <-extend.C:
 			d.notify("EXTEND_TIMEOUT_USEC=20000000")
 		}
+	}
+}
+
+// warnNotifyReadable warns when cfg's file holds notify URLs and others
+// may read it.
+func (d *Daemon) warnNotifyReadable(cfg *config.Config) {
+	if mode, readable := cfg.NotifyReadable(); readable {
+		d.log.Warn(cfg.NotifyReadableWarning(mode))
 	}
 }
 

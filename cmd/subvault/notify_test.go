@@ -406,6 +406,12 @@ func TestNotifyDaemonPingsAndWebhooks(t *testing.T) {
 		t.Fatalf("check-config: %v %s", err, checkOut)
 	}
 	noNotifySecrets(t, "subvault check-config", string(checkOut))
+	if want := "    notify healthchecks " + server + ": start, success, failure, stalled of backup\n"; !strings.Contains(string(checkOut), want) {
+		t.Errorf("check-config does not list %q:\n%s", want, checkOut)
+	}
+	if strings.Contains(string(checkOut), "warning") {
+		t.Errorf("check-config warns about a configuration of mode 0600:\n%s", checkOut)
+	}
 	if out, err := testutil.AsNobody("cat", e.config).CombinedOutput(); err == nil {
 		t.Errorf("uid 65534 reads the configuration (mode 0600): %s", out)
 	}
@@ -550,5 +556,49 @@ func TestNotifyRunBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 		noNotifySecrets(t, "the emergency kit "+filepath.Base(f), string(data))
+	}
+}
+
+// check-config lists each plan's notify entries by service and host, and
+// warns when the file that holds their URLs may be read by others.
+func TestCheckConfigNotify(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	content := `repositories:
+  local:
+    url: /srv/restic
+    password_file: /etc/subvault/local.pass
+plans:
+  home:
+    subvolumes: [/home]
+    repository: local
+    notify:
+      - healthchecks: https://hc-user:hc-pw-5e1f@hc.example.com/0f7e2a3c-6c0e-4c52-9d3e-1b2a3c4d5e6f
+settings:
+  notify:
+    - ntfy: https://ntfy.example.com/topic-6b1d
+      events: [failure, stalled]
+`
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "check-config", "--config", path)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"    notify ntfy ntfy.example.com: failure, stalled of backup, prune, check, copy, restore\n",
+		"    notify healthchecks hc.example.com: start, success, failure, stalled of backup\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config does not list %q:\n%s", want, out)
+		}
+	}
+	if want := "warning: " + path + " holds notify URLs, which are secrets, and others may read it (mode 0644): chmod 600 " + path; !strings.Contains(errOut, want) {
+		t.Errorf("check-config does not warn %q:\n%s", want, errOut)
+	}
+	noNotifySecrets(t, "check-config", out+errOut)
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCLI(t, "check-config", "--config", path); code != exitOK || errOut != "" {
+		t.Errorf("mode 0600: exit %d, stderr %q", code, errOut)
 	}
 }

@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -92,6 +94,37 @@ func (n Notify) LogValue() slog.Value { return slog.StringValue(n.String()) }
 
 // GoString is String too, so that %#v shows no secret either.
 func (n Notify) GoString() string { return "config.Notify{" + n.String() + "}" }
+
+// Describe is the entry for a person, without its secrets: "healthchecks
+// hc-ping.com: start, success, failure, stalled of backup".
+func (n Notify) Describe() string {
+	return fmt.Sprintf("%s: %s of %s", n, strings.Join(toStrings(n.Events), ", "), strings.Join(n.Kinds, ", "))
+}
+
+// NotifyReadable reports whether the file holds notify URLs, which are
+// secrets, and others (its group or everyone) may read it, with its mode:
+// a warning, not a refusal, since a NixOS configuration lives in the
+// world-readable store.
+func (c *Config) NotifyReadable() (fs.FileMode, bool) {
+	has := len(c.Settings.Notify) > 0
+	for _, p := range c.Plans {
+		has = has || len(p.Notify) > 0
+	}
+	if !has {
+		return 0, false
+	}
+	st, err := os.Stat(c.File)
+	if err != nil {
+		return 0, false
+	}
+	return st.Mode().Perm(), st.Mode().Perm()&0o044 != 0
+}
+
+// NotifyReadableWarning is what check-config and the daemon say when
+// NotifyReadable reports true.
+func (c *Config) NotifyReadableWarning(mode fs.FileMode) string {
+	return fmt.Sprintf("%s holds notify URLs, which are secrets, and others may read it (mode %04o): chmod 600 %s", c.File, mode, c.File)
+}
 
 var (
 	notifyKeys     = []string{"healthchecks", "ntfy", "webhook", "events", "kinds", "timeout"}
