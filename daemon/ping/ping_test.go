@@ -310,6 +310,11 @@ func TestRetriesAndLogsOnce(t *testing.T) {
 		if strings.Contains(log.String(), "0f7e2a3c") {
 			t.Errorf("the log shows the check's UUID:\n%s", log)
 		}
+		// "event" is the journal's MESSAGE_ID attribute (daemon/journal):
+		// a ping's event has a name of its own.
+		if strings.Contains(log.String(), " event=") || !strings.Contains(log.String(), " notify_event=start") {
+			t.Errorf("the log's lines name the report's event other than notify_event:\n%s", log)
+		}
 	})
 }
 

@@ -127,7 +127,7 @@ func (s *Sender) Send(entries []config.Notify, r Report) {
 	defer func() {
 		for _, e := range full {
 			s.log.Warn(fmt.Sprintf("%s endpoint %s does not keep up: reports to it are dropped", e.Service, e.Host()),
-				"plan", r.Plan, "job", r.Job, "event", r.Event, "queued", MaxQueued)
+				"plan", r.Plan, "job", r.Job, "notify_event", r.Event, "queued", MaxQueued)
 		}
 	}()
 	s.mu.Lock()
@@ -213,7 +213,7 @@ func (s *Sender) work(ep *endpoint) {
 // answers again; the rest at debug level.
 func (s *Sender) logDelivery(d delivery, err error, wasFailing bool, lost int) {
 	what := fmt.Sprintf("%s %s to %s for plan %s", d.entry.Service, kindOfCall(d.entry), d.entry.Host(), d.report.Plan)
-	attrs := []any{"plan", d.report.Plan, "job", d.report.Job, "event", d.report.Event, "endpoint", d.entry.Host()}
+	attrs := []any{"plan", d.report.Plan, "job", d.report.Job, "notify_event", d.report.Event, "endpoint", d.entry.Host()}
 	switch {
 	case err == nil && wasFailing:
 		s.log.Info(fmt.Sprintf("%s answers again (%d reports failed meanwhile)", what, lost), attrs...)
