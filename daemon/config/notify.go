@@ -103,8 +103,7 @@ func (n Notify) Describe() string {
 
 // NotifyReadable reports whether the file holds notify URLs, which are
 // secrets, and others (its group or everyone) may read it, with its mode:
-// a warning, not a refusal, since a NixOS configuration lives in the
-// world-readable store.
+// a warning, not a refusal (docs/configuration.md, "notify").
 func (c *Config) NotifyReadable() (fs.FileMode, bool) {
 	has := len(c.Settings.Notify) > 0
 	for _, p := range c.Plans {
