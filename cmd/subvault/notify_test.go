@@ -415,6 +415,13 @@ func TestNotifyDaemonPingsAndWebhooks(t *testing.T) {
 	if out, err := testutil.AsNobody("cat", e.config).CombinedOutput(); err == nil {
 		t.Errorf("uid 65534 reads the configuration (mode 0600): %s", out)
 	}
+	nobodyCheck := testutil.AsNobody(bin, "check-config", "--config", e.config)
+	nobodyCheck.Env = append(nobodyCheck.Env, "SUBVAULT_TEST_AS_MAIN=1")
+	if code, stdout, stderr := runCmd(t, nobodyCheck); code == exitOK {
+		t.Errorf("uid 65534's check-config read the configuration: %s", stdout)
+	} else {
+		noNotifySecrets(t, "check-config as uid 65534", stdout+stderr)
+	}
 
 	// The hanging endpoint still holds a report: the daemon stops without
 	// waiting for its timeout.
