@@ -16,6 +16,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/queue"
@@ -557,5 +558,21 @@ func TestNewRunID(t *testing.T) {
 			t.Fatalf("run id %q (seen before: %v)", id, seen[id])
 		}
 		seen[id] = true
+	}
+}
+
+// A long error is cut: the text stays below ntfy's 4096-byte message, the
+// webhook's error at 4 KiB, each cut at a character's start.
+func TestLongErrorsAreCut(t *testing.T) {
+	r := report(EventFailure, "failed", strings.Repeat("é", 5000))
+	if text := r.Text(); len(text) >= 4096 || !strings.Contains(text, "é...") || !utf8.ValidString(text) {
+		t.Errorf("the text of a 10000-byte error is %d bytes (valid UTF-8: %v)", len(text), utf8.ValidString(text))
+	}
+	var body webhookBody
+	if err := json.Unmarshal(r.JSON(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Error) > 4096 || !strings.HasSuffix(body.Error, "...") || !utf8.ValidString(body.Error) {
+		t.Errorf("the webhook's error is %d bytes", len(body.Error))
 	}
 }

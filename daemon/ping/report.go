@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/subvault/subvault/daemon/config"
 )
@@ -95,7 +96,7 @@ func (r Report) Text() string {
 	}
 	fmt.Fprintf(&b, "%s, asked by %s\n", job, r.Trigger)
 	if r.Error != "" {
-		fmt.Fprintf(&b, "error: %s\n", r.Error)
+		fmt.Fprintf(&b, "error: %s\n", cut(r.Error, maxTextError))
 	}
 	if r.ArchiveID != "" {
 		fmt.Fprintf(&b, "archive: %s\n", r.ArchiveID)
@@ -109,6 +110,27 @@ func (r Report) Text() string {
 		fmt.Fprintf(&b, "started %s\n", stamp(r.StartedAt))
 	}
 	return b.String()
+}
+
+// maxTextError bounds the error in Text, so that the whole text stays
+// below the 4096 bytes ntfy takes as a message (not an attachment);
+// maxJSONError the webhook's, as the bus bounds a job's Error.
+const (
+	maxTextError = 2048
+	maxJSONError = 4096
+)
+
+// cut is s in at most n bytes, cut at a character's start, with "..." when
+// cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n -= len("...")
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
@@ -140,7 +162,7 @@ func rfc3339(t time.Time) *string {
 // JSON is the webhook's body.
 func (r Report) JSON() []byte {
 	body, _ := json.Marshal(webhookBody{ // strings, numbers and times: it cannot fail
-		Event: r.Event, Plan: r.Plan, Job: r.Job, Kind: r.Kind, Result: r.Result, Error: r.Error, Trigger: r.Trigger,
+		Event: r.Event, Plan: r.Plan, Job: r.Job, Kind: r.Kind, Result: r.Result, Error: cut(r.Error, maxJSONError), Trigger: r.Trigger,
 		StartedAt: rfc3339(r.StartedAt), FinishedAt: rfc3339(r.FinishedAt), StalledSince: rfc3339(r.StalledSince),
 		ArchiveID: r.ArchiveID, Host: r.Host,
 	})
