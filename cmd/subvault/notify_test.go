@@ -27,7 +27,8 @@ import (
 
 // pingRecorder is a web server on loopback that records the pings and
 // webhook calls it gets. A path that starts with /hang never answers (it
-// waits until the caller hangs up); one that starts with /endless answers
+// waits until the caller hangs up); one that starts with /slow answers
+// after 5 s; one that starts with /endless answers
 // 200 with a body that never ends, and records how much of it it got to
 // write before the caller hung up.
 type pingRecorder struct {
@@ -72,6 +73,15 @@ func (r *pingRecorder) serve(w http.ResponseWriter, req *http.Request) {
 		case <-req.Context().Done():
 		case <-r.stop:
 		}
+	case strings.HasPrefix(req.URL.Path, "/slow"):
+		select {
+		case <-req.Context().Done():
+			return
+		case <-r.stop:
+			return
+		case <-time.After(5 * time.Second):
+		}
+		_, _ = io.WriteString(w, "OK")
 	case strings.HasPrefix(req.URL.Path, "/endless"):
 		w.WriteHeader(http.StatusOK)
 		chunk := []byte(strings.Repeat("endless ", 8192))
@@ -168,7 +178,7 @@ func closedPort(t *testing.T) string {
 // The secrets of the notify URLs of the tests below: none may show in a
 // log, on the bus or in what the subvault command prints.
 var notifySecrets = []string{"hc-user", "hc-pw-5e1f", "0f7e2a3c", "ntfy-user", "ntfy-s3cret", "topic-6b1d", "tok-9c2e",
-	"hook-user", "hook-pw-2d4c", "unreachable-8d3a", "hang-4f2c", "endless-7a1b", "after-reload-3c9d"}
+	"hook-user", "hook-pw-2d4c", "unreachable-8d3a", "hang-4f2c", "slow-5e8a", "endless-7a1b", "after-reload-3c9d"}
 
 func noNotifySecrets(t *testing.T, where, text string) {
 	t.Helper()
@@ -223,10 +233,11 @@ func (e *apiEnv) startDaemonDebug(t *testing.T) (*exec.Cmd, *testutil.SyncBuffer
 //     the URL) and webhooks (the documented JSON), of the plan and of
 //     settings.notify (which asked for success and failure only);
 //   - a reload puts a new entry in force for the next job;
-//   - an endpoint on a closed port and one that never answers (timeout
-//     60 s) delay nothing: the backup takes less than that timeout, though
-//     the hanging endpoint got its start while the backup ran; the closed
-//     port's failures are logged once, not per attempt or per report;
+//   - an endpoint on a closed port, one slower than its timeout and one
+//     that never answers (timeout 60 s) delay nothing: the backup takes
+//     less than that timeout, though the hanging endpoint got its start
+//     while the backup ran; the closed port's and the slow endpoint's
+//     failures are each logged once, not per attempt or per report;
 //   - one whose answer never ends is read 4 KiB and hung up on;
 //   - no part of a URL but its host is in the daemon's log, on the bus
 //     (GetManagedObjects, root and uid 65534) or in what subvault plans,
@@ -247,9 +258,11 @@ func TestNotifyDaemonPingsAndWebhooks(t *testing.T) {
         events: [start, success, failure]
       - webhook: http://%s/hang-4f2c
         timeout: 60s
+      - webhook: http://%s/slow-5e8a
+        timeout: 2s
       - webhook: http://%s/endless-7a1b
         timeout: 5s
-`, hcURL, server, server, closed, server, server))
+`, hcURL, server, server, closed, server, server, server))
 	global := fmt.Sprintf("settings:\n  notify:\n    - webhook: http://hook-user:hook-pw-2d4c@%s/global\n      events: [success, failure]\n", server)
 	cfg, err := os.ReadFile(e.config)
 	if err != nil {
@@ -359,6 +372,13 @@ func TestNotifyDaemonPingsAndWebhooks(t *testing.T) {
 	waitFor(t, 2*time.Minute, func() int { return b2i(strings.Count(log.String(), unreachable+" failed again") >= 3) })
 	if warns := regexp.MustCompile(`level=WARN msg="`+regexp.QuoteMeta(unreachable)+` failed: [^"]*connection refused`).FindAllString(log.String(), -1); len(warns) != 1 {
 		t.Errorf("the closed port's failures were logged %d times at level WARN, want once", len(warns))
+	}
+	// The slow endpoint (5 s, timeout 2 s) had as many, each three
+	// attempts of 2 s: one warning too.
+	slow := "webhook call to " + server + " for plan home failed"
+	waitFor(t, 2*time.Minute, func() int { return b2i(strings.Count(log.String(), slow+" again") >= 1) })
+	if warns := regexp.MustCompile(`level=WARN msg="`+regexp.QuoteMeta(slow)+`: no answer within 2s`).FindAllString(log.String(), -1); len(warns) != 1 {
+		t.Errorf("the slow endpoint's failures were logged %d times at level WARN, want once", len(warns))
 	}
 	// The endless answers were hung up on: each ended at the server.
 	waitFor(t, 30*time.Second, func() int {
