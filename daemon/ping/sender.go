@@ -43,9 +43,9 @@ const (
 	maxAnswerHeaders = 64 << 10
 )
 
-// Backoff is the wait before each attempt after the first: three
+// backoff is the wait before each attempt after the first: three
 // attempts, 2 s and 8 s apart.
-var Backoff = []time.Duration{2 * time.Second, 8 * time.Second}
+var backoff = []time.Duration{2 * time.Second, 8 * time.Second}
 
 // Sender delivers reports to notify entries' endpoints.
 type Sender struct {
@@ -63,7 +63,6 @@ type Sender struct {
 
 // endpoint is one URL's queue and how it fares (Sender.mu).
 type endpoint struct {
-	entry   config.Notify
 	queue   []delivery
 	running bool
 	// failing: the last delivery failed, and was logged; the next
@@ -144,7 +143,6 @@ func (s *Sender) Send(entries []config.Notify, r Report) {
 			ep = &endpoint{}
 			s.endpoints[key] = ep
 		}
-		ep.entry = e
 		if len(ep.queue) >= MaxQueued {
 			if ep.dropped == 0 {
 				full = append(full, e)
@@ -237,7 +235,7 @@ func kindOfCall(e config.Notify) string {
 	return "ping"
 }
 
-// deliver tries d up to 1+len(Backoff) times. Only an answer that cannot
+// deliver tries d up to 1+len(backoff) times. Only an answer that cannot
 // change by trying again (a 4xx other than 408 and 429, a redirect) ends
 // the attempts early.
 func (s *Sender) deliver(d delivery) error {
@@ -245,10 +243,10 @@ func (s *Sender) deliver(d delivery) error {
 	for attempt := 0; ; attempt++ {
 		var retry bool
 		retry, err = s.attempt(d)
-		if err == nil || !retry || attempt >= len(Backoff) {
+		if err == nil || !retry || attempt >= len(backoff) {
 			return err
 		}
-		t := time.NewTimer(Backoff[attempt])
+		t := time.NewTimer(backoff[attempt])
 		select {
 		case <-t.C:
 		case <-s.ctx.Done():
