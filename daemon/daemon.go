@@ -20,6 +20,7 @@ import (
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/maintenance"
 	"github.com/subvault/subvault/daemon/metrics"
+	"github.com/subvault/subvault/daemon/ping"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
 	"github.com/subvault/subvault/scheduler"
@@ -75,6 +76,10 @@ type Daemon struct {
 	// archives is each repository's archive list.
 	reads    *readLimiter
 	archives *archiveCache
+	// pings tells the notify entries of jobs (daemon/ping); pingJobs is
+	// its listener on the queue.
+	pings    *ping.Sender
+	pingJobs *ping.Listener
 
 	// waits are the plans' postponed scheduled jobs (waitMu); waitWake
 	// tells watchWaits to look at them again.
@@ -132,6 +137,11 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.queue.Subscribe(d.jobCounts)
 	d.queue.Subscribe(metricsListener{d.metrics})
 	d.Subscribe(metricsListener{d.metrics})
+	host, _ := os.Hostname()
+	d.pings = ping.NewSender(d.log, opts.Version)
+	d.pingJobs = ping.NewListener(d.pings, cfg, host)
+	d.queue.Subscribe(d.pingJobs)
+	d.warnNotifyReadable(cfg)
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)
@@ -272,6 +282,8 @@ func (d *Daemon) Reload() error {
 	d.mu.Unlock()
 	d.archives.invalidate("")
 	d.queue.Configure(d.queueConfig(cfg))
+	d.pingJobs.Configure(cfg)
+	d.warnNotifyReadable(cfg)
 	d.sched.Set(d.entries(cfg), d.lastRun)
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
@@ -413,7 +425,8 @@ loop:
 	<-waitsDone
 	<-foregroundDone
 	drained := make(chan struct{})
-	go func() { d.queue.Drain(); close(drained) }()
+	// Then the reports of the jobs that ended, to the notify entries.
+	go func() { d.queue.Drain(); d.flushPings(); close(drained) }()
 	extend := time.NewTicker(5 * time.Second)
 	defer extend.Stop()
 	d.notify("EXTEND_TIMEOUT_USEC=20000000")
@@ -429,6 +442,35 @@ loop:
 			d.notify("EXTEND_TIMEOUT_USEC=20000000")
 		}
 	}
+}
+
+// warnNotifyReadable warns when cfg's file holds notify URLs and others
+// may read it.
+func (d *Daemon) warnNotifyReadable(cfg *config.Config) {
+	if mode, readable := cfg.NotifyReadable(); readable {
+		d.log.Warn(cfg.NotifyReadableWarning(mode))
+	}
+}
+
+// maxStopFlush bounds how long a stopping daemon waits for pings and
+// webhook calls: a hanging endpoint must not hold up a restart.
+const maxStopFlush = 10 * time.Second
+
+// flushPings gives the reports of the jobs that ended as the daemon
+// stopped as long as the longest notify timeout (at most maxStopFlush)
+// to be delivered, then gives up the rest (logged).
+func (d *Daemon) flushPings() {
+	cfg := d.Config()
+	var longest time.Duration
+	for _, name := range cfg.PlanNames() {
+		for _, e := range cfg.NotifyFor(name) {
+			longest = max(longest, e.Timeout)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(longest, maxStopFlush))
+	defer cancel()
+	d.pings.Wait(ctx)
+	d.pings.Close()
 }
 
 func (d *Daemon) notify(state string) {

@@ -68,6 +68,12 @@ func runCheckConfig(stdout, stderr io.Writer, path string, quiet bool) int {
 		}
 		fmt.Fprintf(stdout, "  plan %s: %s -> repository %s, schedule %s\n",
 			printable(name), strings.Join(printableAll(p.Subvolumes), ", "), printable(p.Repository), printable(schedule))
+		for _, n := range cfg.NotifyFor(name) {
+			fmt.Fprintf(stdout, "    notify %s\n", printable(n.Describe()))
+		}
+	}
+	if mode, readable := cfg.NotifyReadable(); readable {
+		fmt.Fprintf(stderr, "subvault check-config: warning: %s\n", printableText(cfg.NotifyReadableWarning(mode)))
 	}
 	return exitOK
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/subvault/subvault/daemon/backup"
 	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/ping"
 	"github.com/subvault/subvault/restic"
 )
 
@@ -58,7 +59,9 @@ and tests: hooks, snapshots, restic in a private mount namespace, snapshots
 deleted or kept per keep_snapshots. A progress line is drawn on a terminal;
 the summary is printed at the end. It takes the plan's lock, so it never runs
 beside the daemon's job of the same plan, and first removes what a killed
-earlier job left behind.
+earlier job left behind. It pings the plan's notify entries (start, then
+success or failure) itself, and waits for them at most their longest
+timeout; a failing one is a line on stderr.
 
 It needs no daemon, but its job goes into the daemon's history: it records
 the job in the state directory (state_dir/foreground/), and the daemon
@@ -137,8 +140,12 @@ func runBackup(stdout, stderr io.Writer, plan string, opts runBackupOptions) int
 				"no_progress_for", time.Since(i.Since).Round(time.Second), "stall_timeout", p.StallTimeout)
 		})
 	}
+	host, _ := os.Hostname()
+	pings := ping.StartForeground(log, version, cfg, plan, host)
+	defer pings.Wait() // bounded by the entries' timeouts; a failure is a log line
 	res, id, err := backup.RunOnce(ctx, cfg, plan, log, progress.status)
 	progress.clear()
+	pings.Finish(id, res.Result, err, res.ArchiveID)
 
 	printSummary(stdout, plan, id, res)
 	switch res.Result {

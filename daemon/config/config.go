@@ -131,6 +131,9 @@ type Plan struct {
 	// copied to (restic copy) after its backup: defined, not Repository,
 	// no duplicates.
 	CopyTo []string
+	// Notify are the plan's own pings and webhooks; settings.notify's go
+	// with them (Config.NotifyFor).
+	Notify []Notify
 
 	// The parsed Schedule, PruneSchedule and CheckSchedule (by CronParser);
 	// nil when the schedule is "" (manual only).
@@ -217,6 +220,8 @@ type Settings struct {
 	// Metrics is where the daemon publishes its Prometheus metrics
 	// (docs/monitoring.md); both empty: nowhere.
 	Metrics Metrics
+	// Notify are the pings and webhooks told of every plan's jobs.
+	Notify []Notify
 }
 
 // Metrics is the settings.metrics block.
@@ -288,6 +293,16 @@ func Parse(file string, data []byte) (*Config, error) {
 	cfg.File = file
 	cfg.files = p.files
 	return cfg, nil
+}
+
+// NotifyFor is where the jobs of plan are told of: settings.notify, then
+// the plan's own notify.
+func (c *Config) NotifyFor(plan string) []Notify {
+	out := slices.Clone(c.Settings.Notify)
+	if p, ok := c.Plans[plan]; ok {
+		out = append(out, p.Notify...)
+	}
+	return out
 }
 
 // PlanNames returns the names of all plans, sorted.

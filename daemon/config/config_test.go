@@ -163,12 +163,12 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := DefaultSettings(); cfg.Settings != want {
+	if want := DefaultSettings(); !reflect.DeepEqual(cfg.Settings, want) {
 		t.Errorf("Settings = %+v, want %+v", cfg.Settings, want)
 	}
 	want := Settings{MaxConcurrentJobs: 1, JobHistory: 200, InhibitSleep: true,
 		StateDir: "/var/lib/subvault", CacheDir: "/var/cache/subvault", Restic: "restic"}
-	if cfg.Settings != want {
+	if !reflect.DeepEqual(cfg.Settings, want) {
 		t.Errorf("Settings = %+v, want %+v", cfg.Settings, want)
 	}
 

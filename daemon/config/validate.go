@@ -21,12 +21,12 @@ var (
 	sshKeys  = []string{"command", "config_file", "key", "known_hosts"}
 	planKeys = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
 		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups",
-		"on_battery", "metered", "timeout", "stall_timeout", "on_stall", "copy_to"}
+		"on_battery", "metered", "timeout", "stall_timeout", "on_stall", "copy_to", "notify"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
 	backupKeys        = []string{"exclude", "exclude_file", "exclude_if_present", "one_file_system", "tags", "extra_args"}
 	hookKeys          = []string{"before_snapshot", "after_snapshot", "on_success", "on_failure"}
-	settingsKeys      = []string{"max_concurrent_jobs", "job_history", "inhibit_sleep", "state_dir", "cache_dir", "restic", "metrics"}
+	settingsKeys      = []string{"max_concurrent_jobs", "job_history", "inhibit_sleep", "state_dir", "cache_dir", "restic", "metrics", "notify"}
 	metricsKeys       = []string{"textfile", "listen"}
 	passwordKeys      = []string{"password_file", "password_command", "credential"}
 )
@@ -131,6 +131,9 @@ func (p *parser) settings(e pair, path string, s *Settings, at map[string]*yaml.
 	if e, path, ok := m.get("cache_dir"); ok {
 		s.CacheDir, _ = p.absPath(e.value, path, "an absolute directory such as "+DefaultCacheDir, false)
 		at["cache_dir"] = e.value
+	}
+	if e, path, ok := m.get("notify"); ok {
+		s.Notify = p.notifyList(e.value, path)
 	}
 	if e, path, ok := m.get("restic"); ok {
 		const expected = "a program name looked up in PATH (such as restic) or an absolute path (such as /usr/bin/restic)"
@@ -412,6 +415,9 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 	}
 	if e, path, ok := m.get("copy_to"); ok {
 		plan.CopyTo = p.copyTo(e.value, path, plan.Repository, cfg)
+	}
+	if e, path, ok := m.get("notify"); ok {
+		plan.Notify = p.notifyList(e.value, path)
 	}
 	return plan
 }

@@ -144,7 +144,8 @@ in
         (docs/configuration.md). The default has no plans: the daemon runs
         and does nothing. The file is in the Nix store, readable by every
         user: keep passwords out of it and name them with `password_file`,
-        `password_command` or `credential` instead.
+        `password_command` or `credential` instead. A notify URL (a
+        healthchecks check, an ntfy topic) is readable there too.
       '';
     };
 
