@@ -108,8 +108,10 @@ func (e *metricsEnv) readTextfile(t *testing.T) []byte {
 	return data
 }
 
-func (e *metricsEnv) client() (*http.Client, string) {
-	if path, ok := strings.CutPrefix(e.listen, "unix:"); ok {
+// metricsClient is an HTTP client for settings.metrics.listen, and the
+// metrics' URL on it.
+func metricsClient(listen string) (*http.Client, string) {
+	if path, ok := strings.CutPrefix(listen, "unix:"); ok {
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
@@ -117,22 +119,53 @@ func (e *metricsEnv) client() (*http.Client, string) {
 			},
 		}}, "http://subvault/metrics"
 	}
-	return &http.Client{Timeout: 10 * time.Second}, "http://" + e.listen + "/metrics"
+	return &http.Client{Timeout: 10 * time.Second}, "http://" + listen + "/metrics"
 }
 
-func (e *metricsEnv) scrape(t *testing.T) []byte {
+// scrapeListen is what the daemon's listener at listen serves.
+func scrapeListen(t *testing.T, listen string) []byte {
 	t.Helper()
-	c, url := e.client()
+	c, url := metricsClient(listen)
 	resp, err := c.Get(url)
 	if err != nil {
-		t.Fatalf("scrape %s: %v", e.listen, err)
+		t.Fatalf("scrape %s: %v", listen, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("scrape %s: %d %v", e.listen, resp.StatusCode, err)
+		t.Fatalf("scrape %s: %d %v", listen, resp.StatusCode, err)
 	}
 	return body
+}
+
+func (e *metricsEnv) scrape(t *testing.T) []byte { t.Helper(); return scrapeListen(t, e.listen) }
+
+// waitMetric waits until the listener at listen serves the metric name
+// with labels (name=value pairs) at want, and fails the test with what it
+// served last when it does not within limit.
+func waitMetric(t *testing.T, listen string, limit time.Duration, want float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		text := scrapeListen(t, listen)
+		got, ok := value(families(t, text), name, labels...)
+		if ok && got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%q on the listener: %v (present %v) within %v, want %v", name, labels, got, ok, limit, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// withMetricsListen adds settings.metrics.listen on a free loopback port
+// to e's configuration and returns the address.
+func withMetricsListen(t *testing.T, e *apiEnv) string {
+	t.Helper()
+	listen := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	withMetricsSettings(t, e, "    listen: "+listen+"\n")
+	return listen
 }
 
 func promtoolCheckMetrics(t *testing.T, what string, text []byte) {
@@ -310,7 +343,7 @@ func TestDaemonMetrics(t *testing.T) {
 			if err := cmd.Wait(); err != nil {
 				t.Errorf("the daemon: %v", err)
 			}
-			c, url := e.client()
+			c, url := metricsClient(e.listen)
 			if resp, err := c.Get(url); err == nil {
 				resp.Body.Close()
 				t.Errorf("the listener answers after the daemon stopped")

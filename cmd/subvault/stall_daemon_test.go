@@ -72,11 +72,16 @@ func (e *apiEnv) stalledSignals(id uint32) []bool {
 // still runs at three times stall_timeout. A user who is not allowed the
 // plan (uid 65534) can neither cancel it nor set its mark. After SIGCONT
 // the mark clears (job-stall-cleared) and the backup ends done, leaving
-// no snapshot and no lock, in a repository that checks clean.
+// no snapshot and no lock, in a repository that checks clean. The parts
+// of issue 15 together: the plan's webhook gets start, stalled (this job)
+// and success, and the metrics listener's subvault_stalled_jobs of the
+// plan is 1 while the job counts as stalled and 0 once it ended.
 func TestDaemonStallReported(t *testing.T) {
 	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		const stall = 4 * time.Second
-		e, _ := newRestAPIEnv(t, bin, 200, "    stall_timeout: 4s\n    on_stall: report\n")
+		rec := newPingRecorder(t)
+		e, _ := newRestAPIEnv(t, bin, 200, "    stall_timeout: 4s\n    on_stall: report\n    notify:\n      - webhook: "+rec.URL+"/hook\n")
+		listen := withMetricsListen(t, e)
 		cmd, log := e.startDaemonLogged(t)
 		ver := testutil.ResticVersion(bin)
 		notifications := testutil.NewNotificationServer(t)
@@ -111,6 +116,12 @@ func TestDaemonStallReported(t *testing.T) {
 		}
 		if n := strings.Count(log.String(), "event=job-stall-reported "); n != 1 {
 			t.Errorf("%d job-stall-reported entries in the daemon's log, want 1", n)
+		}
+		// Watched from outside: the metric and the webhook.
+		waitMetric(t, listen, 10*time.Second, 1, "subvault_stalled_jobs", "plan", "home")
+		if hook := webhookEvents(t, rec.wait(t, "/hook", 2, 10*time.Second)); len(hook) != 2 || hook[0].Event != "start" ||
+			hook[1].Event != "stalled" || hook[1].Plan != "home" || hook[1].Job != id || hook[1].Result != "" {
+			t.Errorf("the plan's webhook got %+v; want start, then stalled of job %d of home", hook, id)
 		}
 
 		// Shown wherever a user looks: the desktop notifier first.
@@ -187,6 +198,11 @@ func TestDaemonStallReported(t *testing.T) {
 		if _, bar, _ := e.cli(t, "waybar"); strings.Contains(bar, classStalled) {
 			t.Errorf("waybar after the job ended: %s", bar)
 		}
+		waitMetric(t, listen, 10*time.Second, 0, "subvault_stalled_jobs", "plan", "home")
+		if hook := webhookEvents(t, rec.wait(t, "/hook", 3, 10*time.Second)); len(hook) != 3 || hook[2].Event != "success" ||
+			hook[2].Job != id || hook[2].Result != "done" {
+			t.Errorf("the plan's webhook got %+v; want start, stalled, success (one stall, one end)", hook)
+		}
 		e.noSnapshotsNoLocks(t)
 		e.resticOut(t, "check")
 		// One notification, for the stall; none for the done backup.
@@ -205,11 +221,16 @@ func TestDaemonStallReported(t *testing.T) {
 // few seconds, and leaves nothing behind: no restic process (by its pid),
 // no restic lock in the repository, no snapshot; it never counted as
 // stalled-and-going-on (Stalled stays false); jobs, plans and status show
-// the result stalled, and the log has job-stalled.
+// the result stalled, and the log has job-stalled. Watched from outside:
+// the plan's webhook gets start and a failure whose result is stalled (no
+// stalled event), and subvault_jobs_total{kind="backup",result="stalled"}
+// is 1.
 func TestDaemonStallCanceled(t *testing.T) {
 	testutil.ForEachRestic(t, func(t *testing.T, bin string) {
 		const stall = 4 * time.Second
-		e, _ := newRestAPIEnv(t, bin, 200, "    stall_timeout: 4s\n    on_stall: cancel\n")
+		rec := newPingRecorder(t)
+		e, _ := newRestAPIEnv(t, bin, 200, "    stall_timeout: 4s\n    on_stall: cancel\n    notify:\n      - webhook: "+rec.URL+"/hook\n")
+		listen := withMetricsListen(t, e)
 		cmd, log := e.startDaemonLogged(t)
 		ver := testutil.ResticVersion(bin)
 
@@ -231,6 +252,11 @@ func TestDaemonStallCanceled(t *testing.T) {
 		}
 		if got := e.stalledSignals(id); len(got) != 0 || e.boolProperty(t, id, "Stalled") {
 			t.Errorf("a job ended for its stall was marked stalled and going on: %v", got)
+		}
+		waitMetric(t, listen, 10*time.Second, 1, "subvault_jobs_total", "kind", "backup", "result", "stalled")
+		if hook := webhookEvents(t, rec.wait(t, "/hook", 2, 10*time.Second)); len(hook) != 2 || hook[0].Event != "start" ||
+			hook[1].Event != "failure" || hook[1].Result != "stalled" || hook[1].Job != id || hook[1].Error == "" {
+			t.Errorf("the plan's webhook got %+v; want start, then failure with result stalled of job %d", hook, id)
 		}
 		e.noSnapshotsNoLocks(t)
 		for _, c := range []string{"jobs", "plans", "status"} {
