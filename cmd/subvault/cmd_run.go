@@ -128,9 +128,12 @@ func runBackup(stdout, stderr io.Writer, plan string, opts runBackupOptions) int
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	host, _ := os.Hostname()
+	pings := ping.NewForeground(log, version, cfg, plan, host)
+	defer pings.Wait() // bounded by the entries' timeouts; a failure is a log line
 	if p := cfg.Plans[plan]; p.OnStall == config.OnStallReport && p.StallTimeout > 0 {
-		// As the daemon does: a stall is said, and the backup goes on
-		// (docs/configuration.md, on_stall).
+		// As the daemon does: a stall is said (and pinged), and the
+		// backup goes on (docs/configuration.md, on_stall).
 		ctx = restic.WithIdleWatch(restic.WithoutStallStop(ctx), p.StallTimeout, func(i restic.Idle) {
 			if i.Since.IsZero() {
 				log.Warn("the stalled backup moves again", "plan", plan)
@@ -138,12 +141,10 @@ func runBackup(stdout, stderr io.Writer, plan string, opts runBackupOptions) int
 			}
 			log.Error("backup stalled; it goes on (on_stall: report)", "plan", plan,
 				"no_progress_for", time.Since(i.Since).Round(time.Second), "stall_timeout", p.StallTimeout)
+			pings.Stalled(i.Since)
 		})
 	}
-	host, _ := os.Hostname()
-	pings := ping.StartForeground(log, version, cfg, plan, host)
-	defer pings.Wait() // bounded by the entries' timeouts; a failure is a log line
-	res, id, err := backup.RunOnce(ctx, cfg, plan, log, progress.status)
+	res, id, err := backup.RunOnce(ctx, cfg, plan, log, pings.Start, progress.status)
 	progress.clear()
 	pings.Finish(id, res.Result, err, res.ArchiveID)
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -191,14 +192,18 @@ func TestRunBackupFailedLeavesNoLock(t *testing.T) {
 
 // `subvault run backup` of a plan with on_stall: report says when its
 // restic (stopped here) made no progress for stall_timeout and goes on,
-// as the daemon's jobs do; after SIGCONT it says so and ends done. (The
-// watch is the daemon's, tested with both versions there: one is enough.)
+// as the daemon's jobs do; after SIGCONT it says so and ends done. The
+// plan's webhook gets what a daemon job's would: start, stalled (once)
+// and success, each with the job's id. (The watch is the daemon's, tested
+// with both versions there: one is enough.)
 func TestRunBackupStallReported(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.Restic(t)
 	e := newRunEnvWith(t, bin, 1024)
+	rec := newPingRecorder(t)
 	cfg, _ := os.ReadFile(e.config)
-	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "    repository: r\n", "    repository: r\n    stall_timeout: 3s\n    on_stall: report\n", 1))
+	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "    repository: r\n",
+		"    repository: r\n    stall_timeout: 3s\n    on_stall: report\n    notify:\n      - webhook: "+rec.URL+"/hook\n", 1))
 	fillRandom(t, e.fs.Path("home"), 200)
 
 	cmd := subvaultCmd("run", "backup", "home", "--config", e.config)
@@ -232,5 +237,12 @@ func TestRunBackupStallReported(t *testing.T) {
 	}
 	if locks := strings.TrimSpace(e.resticOut(t, "list", "locks", "--no-lock")); locks != "" {
 		t.Errorf("restic locks left: %s", locks)
+	}
+	var got []string
+	for _, ev := range webhookEvents(t, rec.requests("/hook")) {
+		got = append(got, fmt.Sprintf("%s %d %s %s", ev.Event, ev.Job, ev.Trigger, ev.Result))
+	}
+	if want := []string{"start 1 foreground ", "stalled 1 foreground ", "success 1 foreground done"}; !slices.Equal(got, want) {
+		t.Errorf("the plan's webhook got %q, want %q", got, want)
 	}
 }

@@ -401,9 +401,13 @@ func TestLeftoversRemovedForeignKept(t *testing.T) {
 	}
 	testutil.Run(t, "btrfs", "subvolume", "create", filepath.Join(dir, "mine"))
 
-	res, id, err := RunOnce(context.Background(), e.cfg, "p", slog.New(slog.NewTextHandler(e.logs, nil)), nil)
+	var started []uint32 // the start of subvault run backup's pings
+	res, id, err := RunOnce(context.Background(), e.cfg, "p", slog.New(slog.NewTextHandler(e.logs, nil)), func(id uint32) { started = append(started, id) }, nil)
 	if err != nil || res.Result != ResultDone {
 		t.Fatalf("RunOnce: %+v, %v\n%s", res, err, e.logs)
+	}
+	if len(started) != 1 || started[0] != id || id == 0 {
+		t.Errorf("RunOnce told of its start with ids %v, want job %d's once", started, id)
 	}
 	list, err := btrfs.ListSnapshots(dir)
 	if err != nil {

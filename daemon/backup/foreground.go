@@ -20,7 +20,9 @@ import (
 // backup`, scripts and timers): it takes the plan's lock (so it never runs
 // beside the daemon's backup of the same plan), a job id from the state
 // directory, removes the plan's leftover snapshots, then runs the job.
-func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog.Logger, onStatus func(restic.BackupStatus)) (Result, uint32, error) {
+// onStart, when not nil, is called with the job's id once it has one,
+// before anything of the backup runs (the start of its pings).
+func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog.Logger, onStart func(id uint32), onStatus func(restic.BackupStatus)) (Result, uint32, error) {
 	plan, ok := cfg.Plans[planName]
 	if !ok {
 		return Result{Result: ResultFailed}, 0, fmt.Errorf("no plan %q in %s (plans: %v)", planName, cfg.File, cfg.PlanNames())
@@ -40,6 +42,9 @@ func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog
 	}
 	planLog := log.With("plan", planName)
 	rec := recordStart(dir, id, planName, planLog)
+	if onStart != nil {
+		onStart(id)
+	}
 	if err := RecoverPlan(ctx, cfg, plan, planLog, time.Now(), time.Local); err != nil {
 		planLog.Warn("cannot clean up after an earlier job; the backup goes on", "err", err)
 	}
