@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,10 +97,22 @@ func (e *apiEnv) spoolNames(t *testing.T) []string {
 // A `subvault run backup` from a timer, beside a running daemon: its
 // failure shows in jobs, plans and status (trigger foreground) and on the
 // bus (JobRemoved); a done one moves the plan's last success. Before, none
-// of it was seen: the run was recorded nowhere.
+// of it was seen: the run was recorded nowhere. The parts of issue 15
+// together: the daemon's metrics listener counts each imported job once
+// (the failure in subvault_last_backup_success and subvault_jobs_total,
+// the success's end in subvault_last_success_timestamp_seconds), waybar
+// shows the failure, and settings.notify's webhook gets one start and
+// one end per run, from the run: none from the daemon that imports it.
 func TestForegroundRunSeenByRunningDaemon(t *testing.T) {
 	e := newAPIEnv(t, 5)
 	e.withBadPlan(t)
+	rec := newPingRecorder(t)
+	listen := withMetricsListen(t, e)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "\nsettings:\n", "\nsettings:\n  notify:\n    - webhook: "+rec.URL+"/hook\n", 1))
 	e.startDaemon(t)
 
 	code, out := e.runForeground(t, "bad")
@@ -128,6 +141,12 @@ func TestForegroundRunSeenByRunningDaemon(t *testing.T) {
 	if !strings.Contains(status, "bad ") || !strings.Contains(status, "failed") {
 		t.Errorf("status does not show the failed foreground backup:\n%s", status)
 	}
+	waitMetric(t, listen, 10*time.Second, 0, "subvault_last_backup_success", "plan", "bad")
+	waitMetric(t, listen, 10*time.Second, 1, "subvault_jobs_total", "kind", "backup", "result", "failed")
+	var line barLine
+	if code, bar, _ := e.cli(t, "waybar"); code != exitOK || json.Unmarshal([]byte(bar), &line) != nil || line.Class != classFailed {
+		t.Errorf("subvault waybar after the failed foreground backup (exit %d): %s; want class failed", code, bar)
+	}
 
 	before := time.Now()
 	if code, out := e.runForeground(t, "home"); code != exitOK {
@@ -142,6 +161,20 @@ func TestForegroundRunSeenByRunningDaemon(t *testing.T) {
 	}
 	if p := e.cliPlan(t, "home"); p.LastResult != contract.ResultDone || p.LastSuccess.Before(before) || p.Health != contract.HealthOK {
 		t.Errorf("plan home after its done foreground backup: %+v", p)
+	}
+	waitMetric(t, listen, 10*time.Second, float64(j.FinishedAt.UnixMilli())/1000, "subvault_last_success_timestamp_seconds", "plan", "home")
+	waitMetric(t, listen, 10*time.Second, 1, "subvault_jobs_total", "kind", "backup", "result", "done")
+	waitMetric(t, listen, 10*time.Second, 1, "subvault_jobs_total", "kind", "backup", "result", "failed")
+	// The webhook: each run's start and end, sent by the run (trigger
+	// foreground), and nothing from the daemon that imported the jobs
+	// (its reports would come within the waits above).
+	hook := webhookEvents(t, rec.requests("/hook"))
+	var got []string
+	for _, ev := range hook {
+		got = append(got, fmt.Sprintf("%s %s %d %s", ev.Event, ev.Plan, ev.Job, ev.Trigger))
+	}
+	if want := []string{"start bad 1 foreground", "failure bad 1 foreground", "start home 2 foreground", "success home 2 foreground"}; !slices.Equal(got, want) {
+		t.Errorf("the webhook got %q, want %q", got, want)
 	}
 	if left := e.spoolNames(t); len(left) != 0 {
 		t.Errorf("records left in the spool after the import: %v", left)
