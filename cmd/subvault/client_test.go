@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -294,16 +293,7 @@ func TestCLIDaemonUnreachableOrRefusing(t *testing.T) {
 	e := newAPIEnv(t, 1)
 	e.startDaemon(t)
 	// The test binary stands for subvault; nobody must be able to run it.
-	dir, err := os.MkdirTemp("", "subvault-cli-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "subvault")
-	testutil.Run(t, "cp", os.Args[0], bin)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := nobodyBinary(t)
 	asNobody := func(args ...string) *exec.Cmd {
 		cmd := testutil.AsNobody(bin, append(args, "--bus", e.bus.Address)...)
 		cmd.Env = append(cmd.Env, "SUBVAULT_TEST_AS_MAIN=1")

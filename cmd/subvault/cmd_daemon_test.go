@@ -115,7 +115,13 @@ func newDaemonEnv(t *testing.T, files int) *daemonEnv {
 // start runs `subvault daemon` as its own process.
 func (e *daemonEnv) start(t *testing.T, extraEnv ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
-	cmd := subvaultCmd("daemon", "--config", e.config, "--bus", e.bus.Address)
+	return e.startArgs(t, nil, extraEnv...)
+}
+
+// startArgs is start with args, more arguments of subvault daemon.
+func (e *daemonEnv) startArgs(t *testing.T, args []string, extraEnv ...string) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
+	cmd := subvaultCmd(append([]string{"daemon", "--config", e.config, "--bus", e.bus.Address}, args...)...)
 	cmd.Env = append(cmd.Env, append([]string{"NOTIFY_SOCKET=" + e.notify.path}, extraEnv...)...)
 	log := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log

@@ -81,8 +81,8 @@ func (e *apiEnv) startDaemon(t *testing.T) {
 }
 
 // startDaemonLogged is startDaemon that also hands back the daemon's
-// process and log.
-func (e *apiEnv) startDaemonLogged(t *testing.T) (*exec.Cmd, *testutil.SyncBuffer) {
+// process and log; args are more arguments of subvault daemon.
+func (e *apiEnv) startDaemonLogged(t *testing.T, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	// dbus-daemon makes its socket a moment before it listens on it.
 	var conn *dbus.Conn
@@ -96,7 +96,7 @@ func (e *apiEnv) startDaemonLogged(t *testing.T) (*exec.Cmd, *testutil.SyncBuffe
 	t.Cleanup(func() { conn.Close() })
 	e.signals = newSignalLog(t, conn)
 	from := len(e.notify.messages())
-	cmd, log := e.start(t)
+	cmd, log := e.startArgs(t, args)
 	t.Cleanup(func() {
 		if strings.Contains(log.String(), "DATA RACE") { // go test -race: the daemon is this binary
 			t.Error("the race detector found a race in the daemon")

@@ -68,10 +68,23 @@ func (e *apiEnv) cliPlan(t *testing.T, name string) contract.Plan {
 // waitFinished waits until `subvault jobs` shows job id finished, and returns it.
 func (e *apiEnv) waitFinished(t *testing.T, id uint32, limit time.Duration) contract.Job {
 	t.Helper()
+	return e.waitCLIJob(t, id, contract.StateFinished, limit)
+}
+
+// waitRunning waits until `subvault jobs` shows job id running.
+func (e *apiEnv) waitRunning(t *testing.T, id uint32, limit time.Duration) contract.Job {
+	t.Helper()
+	return e.waitCLIJob(t, id, contract.StateRunning, limit)
+}
+
+// waitCLIJob waits until `subvault jobs` shows job id in state, and
+// returns it.
+func (e *apiEnv) waitCLIJob(t *testing.T, id uint32, state contract.State, limit time.Duration) contract.Job {
+	t.Helper()
 	var found contract.Job
 	waitFor(t, limit, func() int {
 		for _, j := range e.cliJobs(t) {
-			if j.ID == id && j.State == contract.StateFinished {
+			if j.ID == id && j.State == state {
 				found = j
 				return 1
 			}
@@ -276,22 +289,6 @@ func TestForegroundRunKilledIsInterrupted(t *testing.T) {
 	if left := e.spoolNames(t); len(left) != 0 {
 		t.Errorf("records left: %v", left)
 	}
-}
-
-// waitRunning waits until `subvault jobs` shows job id running.
-func (e *apiEnv) waitRunning(t *testing.T, id uint32, limit time.Duration) contract.Job {
-	t.Helper()
-	var found contract.Job
-	waitFor(t, limit, func() int {
-		for _, j := range e.cliJobs(t) {
-			if j.ID == id && j.State == contract.StateRunning {
-				found = j
-				return 1
-			}
-		}
-		return 0
-	})
-	return found
 }
 
 // recordJSON is a valid finished record of job id, as root's `subvault run

@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/godbus/dbus/v5"
 
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
@@ -163,18 +159,6 @@ func webhookEvents(t *testing.T, reqs []pingRequest) []webhookEvent {
 	return out
 }
 
-// closedPort is a loopback port nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // The secrets of the notify URLs of the tests below: none may show in a
 // log, on the bus or in what the subvault command prints.
 var notifySecrets = []string{"hc-user", "hc-pw-5e1f", "0f7e2a3c", "ntfy-user", "ntfy-s3cret", "topic-6b1d", "tok-9c2e",
@@ -187,42 +171,6 @@ func noNotifySecrets(t *testing.T, where, text string) {
 			t.Errorf("%s shows %q of a notify URL:\n%s", where, s, text)
 		}
 	}
-}
-
-// startDaemonDebug is startDaemonLogged with --debug: the log then says
-// each time an endpoint fails again, which the test counts.
-func (e *apiEnv) startDaemonDebug(t *testing.T) (*exec.Cmd, *testutil.SyncBuffer) {
-	t.Helper()
-	waitFor(t, 5*time.Second, func() int {
-		conn, err := dbus.Connect(e.bus.Address)
-		if err != nil {
-			return 0
-		}
-		conn.Close()
-		return 1
-	})
-	from := len(e.notify.messages())
-	cmd := subvaultCmd("daemon", "--config", e.config, "--bus", e.bus.Address, "--debug")
-	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+e.notify.path)
-	log := &testutil.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if strings.Contains(log.String(), "DATA RACE") { // go test -race: the daemon is this binary
-			t.Error("the race detector found a race in the daemon")
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", log.String())
-		}
-	})
-	e.notify.waitFor(t, from, 30*time.Second, "READY=1", func(m string) bool { return m == "READY=1" })
-	return cmd, log
 }
 
 // The daemon pings and calls webhooks for its jobs, and nothing of it
@@ -246,7 +194,7 @@ func (e *apiEnv) startDaemonDebug(t *testing.T) (*exec.Cmd, *testutil.SyncBuffer
 func TestNotifyDaemonPingsAndWebhooks(t *testing.T) {
 	testutil.RequireNobody(t)
 	rec := newPingRecorder(t)
-	closed := closedPort(t)
+	closed := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // nothing listens on it
 	e := newAPIEnv(t, 5)
 	server := strings.TrimPrefix(rec.URL, "http://")
 	hcURL := "http://hc-user:hc-pw-5e1f@" + server + "/hc/0f7e2a3c-6c0e-4c52-9d3e-1b2a3c4d5e6f"
@@ -269,7 +217,9 @@ func TestNotifyDaemonPingsAndWebhooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WriteSecret(t, e.config, strings.Replace(string(cfg), "settings:\n", global, 1))
-	cmd, log := e.startDaemonDebug(t)
+	// --debug: the log then says each time an endpoint fails again, which
+	// the test counts.
+	cmd, log := e.startDaemonLogged(t, "--debug")
 	host, _ := os.Hostname()
 
 	// A done backup.
@@ -470,7 +420,7 @@ func b2i(b bool) int {
 // that uid 65534 may run.
 func nobodyBinary(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "subvault-notify-")
+	dir, err := os.MkdirTemp("", "subvault-nobody-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +442,7 @@ func nobodyBinary(t *testing.T) string {
 func TestNotifyRunBackup(t *testing.T) {
 	testutil.RequireRoot(t)
 	rec := newPingRecorder(t)
-	closed := closedPort(t)
+	closed := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // nothing listens on it
 	e := newRunEnv(t, 256)
 	testutil.WriteFile(t, e.fs.Path("home", "a"), "hello")
 	server := strings.TrimPrefix(rec.URL, "http://")

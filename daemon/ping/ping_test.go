@@ -1,7 +1,6 @@
 package ping
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/queue"
+	"github.com/subvault/subvault/internal/testutil"
 )
 
 // The tests of delivery run in a synctest bubble: the backoff and the
@@ -66,22 +66,7 @@ func status(code int) *http.Response {
 }
 
 // logBuffer is a log that tests read while the sender writes it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer struct{ testutil.SyncBuffer }
 
 func (l *logBuffer) lines(level string) []string {
 	var out []string
