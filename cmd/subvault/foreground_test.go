@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,6 +30,26 @@ func (e *apiEnv) withBadPlan(t *testing.T) {
 	}
 	testutil.WriteFile(t, e.config, strings.Replace(string(cfg), "plans:\n",
 		"  gone:\n    url: /nonexistent/subvault-test-repo\n    password_file: "+e.password+"\nplans:\n  bad:\n    subvolumes: ["+srv+"]\n    repository: gone\n", 1))
+}
+
+// startRunBackup starts `subvault run backup plan` with config as its own
+// process, its stdout and stderr in out; it is killed at the end of the
+// test if it still runs.
+func startRunBackup(t *testing.T, config, plan string) (cmd *exec.Cmd, out *testutil.SyncBuffer) {
+	t.Helper()
+	cmd = subvaultCmd("run", "backup", plan, "--config", config)
+	out = &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd, out
 }
 
 // runForeground runs `subvault run backup plan` as its own process, as a
@@ -249,18 +270,7 @@ func TestForegroundRunsImportedAtDaemonStart(t *testing.T) {
 func TestForegroundRunKilledIsInterrupted(t *testing.T) {
 	e := newAPIEnv(t, 300)
 	e.startDaemon(t)
-	cmd := subvaultCmd("run", "backup", "home", "--config", e.config)
-	var out testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	cmd, _ := startRunBackup(t, e.config, "home")
 	waitFor(t, 60*time.Second, func() int { return testutil.ProcessBelow(cmd.Process.Pid, "restic", "backup") })
 	running := e.waitRunning(t, 1, 15*time.Second)
 	if running.Trigger != "foreground" {
@@ -449,18 +459,7 @@ func TestForegroundSpoolFlood(t *testing.T) {
 func TestDaemonBackupWaitsForForegroundRun(t *testing.T) {
 	e := newAPIEnv(t, 300)
 	e.startDaemon(t)
-	cmd := subvaultCmd("run", "backup", "home", "--config", e.config)
-	var out testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	cmd, out := startRunBackup(t, e.config, "home")
 	e.waitRunning(t, 1, 30*time.Second)
 	id := e.startJob(t, "StartBackup", "s", "home")
 	for _, j := range e.cliJobs(t) {

@@ -206,13 +206,7 @@ func TestRunBackupStallReported(t *testing.T) {
 		"    repository: r\n    stall_timeout: 3s\n    on_stall: report\n    notify:\n      - webhook: "+rec.URL+"/hook\n", 1))
 	fillRandom(t, e.fs.Path("home"), 200)
 
-	cmd := subvaultCmd("run", "backup", "home", "--config", e.config)
-	var log testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	cmd, log := startRunBackup(t, e.config, "home")
 	resticPID := waitFor(t, 60*time.Second, func() int { return testutil.ProcessBelow(cmd.Process.Pid, "restic", "backup") })
 	time.Sleep(time.Second) // restic reads
 	stopProcess(t, resticPID)
