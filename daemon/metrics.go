@@ -38,7 +38,7 @@ func (d *Daemon) metricsSnapshot() metrics.Snapshot {
 	}
 	for _, p := range d.Plans() {
 		mp := metrics.Plan{
-			Name: p.Name, LastBackup: p.LastBackup, LastResult: metrics.ResultOf(p.LastResult, p.LastError, ""),
+			Name: p.Name, LastBackup: p.LastBackup, LastResult: metrics.ResultOf(p.LastResult, p.LastError),
 			LastSuccess: p.LastSuccess, LastDuration: -1, Archives: -1, Snapshots: -1,
 			NextRun: p.NextRun, Overdue: p.Health == contract.HealthOverdue, Stalled: stalled[p.Name],
 		}
@@ -48,7 +48,7 @@ func (d *Daemon) metricsSnapshot() metrics.Snapshot {
 			return j.Kind == queue.KindBackup && j.Plan == p.Name && j.State == queue.StateFinished && j.FinishedAt.Equal(p.LastBackup)
 		}); i >= 0 && !p.LastBackup.IsZero() {
 			j := jobs[i]
-			mp.LastResult = metrics.ResultOf(j.Result, j.Error, j.ArchiveID)
+			mp.LastResult = metrics.ResultOf(j.Result, j.Error)
 			if !j.StartedAt.IsZero() {
 				mp.LastDuration = j.FinishedAt.Sub(j.StartedAt)
 			}

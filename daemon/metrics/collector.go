@@ -92,11 +92,13 @@ var Kinds = []string{
 }
 
 // ResultOf is how a finished job or a plan's last backup ended, in the
-// words of the result label: a failure that made an archive, or whose
-// error says partial (a plan's LastError, contract.ResultFailed), is
-// partial.
-func ResultOf(result contract.Result, errText, archiveID string) string {
-	if result == contract.ResultFailed && (archiveID != "" || strings.HasPrefix(errText, "partial")) {
+// words of the result label: a failure whose error says partial is
+// partial (contract.ResultFailed), as the notify reports and subvault jobs
+// say. A failure that made an archive but failed after it (keep_snapshots)
+// is failed: with the plan's LastError, which has no archive, the label
+// stays the same once the job has left the history.
+func ResultOf(result contract.Result, errText string) string {
+	if result == contract.ResultFailed && strings.HasPrefix(errText, "partial") {
 		return ResultPartial
 	}
 	return string(result)
@@ -130,7 +132,7 @@ func (c *JobCounter) Counts() map[JobKey]uint64 {
 func (c *JobCounter) JobFinished(j queue.Job) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.counts[JobKey{string(j.Kind), ResultOf(j.Result, j.Error, j.ArchiveID)}]++
+	c.counts[JobKey{string(j.Kind), ResultOf(j.Result, j.Error)}]++
 }
 
 func (*JobCounter) JobQueued(queue.Job)    {}

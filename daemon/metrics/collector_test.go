@@ -32,14 +32,14 @@ func fixedSnapshot() Snapshot {
 	counter := NewJobCounter()
 	counter.JobFinished(queue.Job{Kind: queue.KindBackup, Result: queue.ResultDone})
 	counter.JobFinished(queue.Job{Kind: queue.KindBackup, Result: queue.ResultDone})
-	counter.JobFinished(queue.Job{Kind: queue.KindBackup, Result: queue.ResultFailed, ArchiveID: "abc"})
+	counter.JobFinished(queue.Job{Kind: queue.KindBackup, Result: queue.ResultFailed, ArchiveID: "abc", Error: "partial backup, archive abc exists: restic could not read 2 file(s)"})
 	counter.JobFinished(queue.Job{Kind: queue.KindPrune, Result: queue.ResultFailed, Error: "repository is locked"})
 	counter.JobFinished(queue.Job{Kind: queue.KindCheck, Result: queue.ResultStalled})
 	return Snapshot{
 		Version: "1.2.3", Started: at("2026-12-01T10:00:00Z"), Reloaded: at("2026-12-01T11:00:00.5Z"), ReloadOK: false,
 		Queued: 1, Running: 2, Jobs: counter.Counts(),
 		Plans: []Plan{{
-			Name: "home", LastBackup: at("2026-12-03T03:10:00Z"), LastResult: ResultOf(contract.ResultFailed, "partial backup, archive abc exists", ""),
+			Name: "home", LastBackup: at("2026-12-03T03:10:00Z"), LastResult: ResultOf(contract.ResultFailed, "partial backup, archive abc exists"),
 			LastSuccess: at("2026-12-02T03:05:00.25Z"), LastDuration: 90*time.Second + 500*time.Millisecond,
 			Summary:  &Summary{FilesNew: 3, FilesChanged: 2, FilesUnmodified: 1000, AddedBytes: 123456789, ProcessedBytes: 9876543210},
 			Archives: 12, Snapshots: 2, NextRun: at("2026-12-04T03:00:00Z"), Overdue: false, Stalled: 1,
@@ -205,5 +205,33 @@ func promtoolCheck(t *testing.T, text []byte) {
 	t.Logf("promtool check metrics: %v %s", err, out)
 	if err != nil || len(bytes.TrimSpace(out)) != 0 {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// A failure is partial when its error says so, as the notify reports and
+// subvault jobs have it (api/contract Result), whether or not the job's
+// archive is known: a backup whose archive was made but whose
+// keep_snapshots failed after it is failed (before: partial while its job
+// was in the history, failed once it had left it).
+func TestResultOf(t *testing.T) {
+	counter := NewJobCounter()
+	counter.JobFinished(queue.Job{Kind: queue.KindBackup, Result: queue.ResultFailed, ArchiveID: "abc", Error: "cannot delete snapshot /home/.subvault-snapshots/x: permission denied"})
+	counter.JobFinished(queue.Job{Kind: queue.KindBackup, Result: queue.ResultFailed, ArchiveID: "abc", Error: "partial backup, archive abc exists: restic could not read 1 file(s)"})
+	if got := counter.Counts(); got[JobKey{"backup", "failed"}] != 1 || got[JobKey{"backup", "partial"}] != 1 {
+		t.Errorf("counts %v; want one failed backup and one partial", got)
+	}
+	for _, c := range []struct {
+		result contract.Result
+		err    string
+		want   string
+	}{
+		{contract.ResultFailed, "partial backup, archive abc exists: restic could not read 1 file(s)", "partial"},
+		{contract.ResultFailed, "cannot delete snapshot: permission denied", "failed"},
+		{contract.ResultDone, "", "done"},
+		{contract.ResultStalled, "no progress", "stalled"},
+	} {
+		if got := ResultOf(c.result, c.err); got != c.want {
+			t.Errorf("ResultOf(%s, %q) = %s, want %s", c.result, c.err, got, c.want)
+		}
 	}
 }
