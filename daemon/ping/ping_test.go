@@ -5,9 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -559,5 +561,46 @@ func TestLongErrorsAreCut(t *testing.T) {
 	}
 	if len(body.Error) > 4096 || !strings.HasSuffix(body.Error, "...") || !utf8.ValidString(body.Error) {
 		t.Errorf("the webhook's error is %d bytes", len(body.Error))
+	}
+}
+
+// A subvault run backup's pings (Foreground), to a webhook on loopback:
+// nothing before Start; start, stalled and the end carry the job's id
+// (before: the start had job 0, and no stall was sent); a stall is sent
+// once however often restic's watch repeats it (retrying), again when it
+// stalls anew.
+func TestForeground(t *testing.T) {
+	var mu sync.Mutex
+	var got []webhookBody
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p webhookBody
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		mu.Lock()
+		got = append(got, p)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	cfg := &config.Config{Plans: map[string]*config.Plan{"home": {Name: "home", Notify: []config.Notify{entry(config.NotifyWebhook, srv.URL+"/hook")}}}}
+	f := NewForeground(slog.New(slog.DiscardHandler), "test", cfg, "home", "laptop")
+	f.Start(7)
+	first := time.Now().Add(-time.Minute)
+	var wg sync.WaitGroup
+	for range 3 { // the watch's goroutine
+		wg.Go(func() { f.Stalled(first) })
+	}
+	wg.Wait()
+	f.Stalled(first.Add(30 * time.Second))
+	f.Finish(7, "done", nil, "abc")
+	f.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	var events []string
+	for _, p := range got {
+		events = append(events, fmt.Sprintf("%s %d %s %s", p.Event, p.Job, p.Trigger, p.Result))
+	}
+	if want := []string{"start 7 foreground ", "stalled 7 foreground ", "stalled 7 foreground ", "success 7 foreground done"}; !slices.Equal(events, want) {
+		t.Errorf("the webhook got %q, want %q", events, want)
 	}
 }
