@@ -40,6 +40,9 @@ func startRunBackup(t *testing.T, config, plan string) (cmd *exec.Cmd, out *test
 	cmd = subvaultCmd("run", "backup", plan, "--config", config)
 	out = &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	// A restic left behind (stopped by a test) must not hold Wait on the
+	// output it inherited.
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
