@@ -54,6 +54,11 @@ func RunOnce(ctx context.Context, cfg *config.Config, planName string, log *slog
 	defer cancel()
 	job := &Job{ID: id, Config: cfg, Plan: plan, Logger: log, OnStatus: onStatus}
 	res, err := job.Run(ctx)
+	// The lock goes before the finished record: a daemon that imports the
+	// record starts its own queued job of the plan at once, and must not
+	// find the plan still locked by this run (docs/daemon.md, foreground
+	// runs).
+	lock.Unlock()
 	rec.finish(res, err)
 	return res, id, err
 }
