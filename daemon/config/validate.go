@@ -910,29 +910,25 @@ func (p *parser) accounts(n *yaml.Node, path, kind, id string) []string {
 
 // onStall decodes on_stall: cancel or report.
 func (p *parser) onStall(n *yaml.Node, path string) OnStall {
-	const expected = "cancel (end a job whose restic made no progress for stall_timeout, the default) or report (mark it stalled and let it go on)"
-	v, ok := p.str(n, path, expected)
-	if !ok {
-		return OnStallCancel
-	}
-	switch o := OnStall(v); o {
-	case OnStallCancel, OnStallReport:
-		return o
-	}
-	p.fail(n, path, fmt.Sprintf("%q is not a choice", v), expected)
-	return OnStallCancel
+	return choice(p, n, path, OnStallCancel,
+		"cancel (end a job whose restic made no progress for stall_timeout, the default) or report (mark it stalled and let it go on)",
+		OnStallCancel, OnStallReport)
 }
 
 // condition decodes on_battery or metered: skip or run.
 func (p *parser) condition(n *yaml.Node, path string, def Condition) Condition {
-	const expected = "skip (a scheduled job waits until it clears) or run"
+	return choice(p, n, path, def, "skip (a scheduled job waits until it clears) or run", ConditionSkip, ConditionRun)
+}
+
+// choice decodes a string that must be one of choices; anything else is
+// refused as expected says, and def stands in.
+func choice[T ~string](p *parser, n *yaml.Node, path string, def T, expected string, choices ...T) T {
 	v, ok := p.str(n, path, expected)
 	if !ok {
 		return def
 	}
-	switch c := Condition(v); c {
-	case ConditionSkip, ConditionRun:
-		return c
+	if slices.Contains(choices, T(v)) {
+		return T(v)
 	}
 	p.fail(n, path, fmt.Sprintf("%q is not a choice", v), expected)
 	return def
