@@ -20,6 +20,10 @@ const (
 	// copy_to names (restic copy); queued after each backup that made an
 	// archive.
 	KindCopy Kind = "copy"
+	// KindSend sends a plan's newest snapshots to one of the local btrfs
+	// targets its send_to names (btrfs send and receive), incrementally
+	// from a parent both sides have.
+	KindSend Kind = "send"
 )
 
 // Doing is what a job of the kind is doing, for a person: "backing up".
@@ -35,6 +39,8 @@ func (k Kind) Doing() string {
 		return "restoring"
 	case KindCopy:
 		return "copying"
+	case KindSend:
+		return "sending"
 	}
 	return string(k)
 }
@@ -84,6 +90,9 @@ const (
 	ResultCanceled  Result = "canceled"
 	ResultPostponed Result = "postponed"
 	ResultStalled   Result = "stalled"
+	// ResultSkipped: the job had nothing it could do and that is not a
+	// failure: a send whose target disk is absent.
+	ResultSkipped Result = "skipped"
 )
 
 // What queued a job (a job's Trigger, and each of its Triggers).

@@ -50,7 +50,10 @@ type Config struct {
 	File         string // the path given to Load or Parse
 	Repositories map[string]*Repository
 	Plans        map[string]*Plan
-	Settings     Settings
+	// Targets are the local btrfs destinations plans send their snapshots
+	// to (send_to), by name.
+	Targets  map[string]*Target
+	Settings Settings
 
 	files []fileRef // what Load checks (strict.go), in file order
 }
@@ -131,6 +134,20 @@ type Plan struct {
 	// copied to (restic copy) after its backup: defined, not Repository,
 	// no duplicates.
 	CopyTo []string
+	// SendTo names the targets (keys of Config.Targets) the plan's
+	// snapshots are sent to with btrfs send and receive.
+	SendTo []string
+	// TargetRetention is which copies each target keeps (keep_snapshots
+	// keys); the newest copy, the parent of the next incremental send, is
+	// always kept.
+	TargetRetention KeepSnapshots
+	// SendSchedule is a cron spec for the plan's sends; "" (the default):
+	// a send to each target follows every backup that made snapshots.
+	SendSchedule string
+	// TargetPinFor is how long a snapshot stays pinned as a target's
+	// parent while the target is away; after that keep_snapshots may
+	// delete it and the next send to the target is a full one.
+	TargetPinFor time.Duration
 	// Notify are the plan's own pings and webhooks; settings.notify's go
 	// with them (Config.NotifyFor).
 	Notify []Notify
@@ -140,7 +157,27 @@ type Plan struct {
 	ScheduleSpec cron.Schedule
 	PruneSpec    cron.Schedule
 	CheckSpec    cron.Schedule
+	SendSpec     cron.Schedule
 }
+
+// DefaultTargetPinFor is a plan's target_pin_for when it sets none.
+const DefaultTargetPinFor = 90 * 24 * time.Hour
+
+// Target is one local btrfs destination (a key under "targets"): a
+// directory on a mounted btrfs, or a filesystem by UUID that may be absent.
+type Target struct {
+	Name string // its key under "targets"
+	// Path is an absolute directory on a mounted btrfs, or "".
+	Path string
+	// UUID is a btrfs filesystem UUID (lowercase, dashed), or "".
+	UUID string
+	// Subdir is, for a UUID target, the directory under the filesystem's
+	// top level that holds the copies ("subvault" by default).
+	Subdir string
+}
+
+// DefaultTargetSubdir is a UUID target's subdir when it sets none.
+const DefaultTargetSubdir = "subvault"
 
 // Condition is what a plan's scheduled jobs do while a condition holds
 // (on_battery, metered).

@@ -40,6 +40,12 @@ const (
 	EventRollbackFailed           = "rollback-failed"
 	EventCallerRefused            = "caller-refused"
 	EventRefusalsSuppressed       = "refusals-suppressed"
+	EventSendDone                 = "send-done"
+	EventSendSkipped              = "send-skipped"
+	EventSendFull                 = "send-full"
+	EventSendLeftoverRemoved      = "send-leftover-removed"
+	EventSendPinDropped           = "send-pin-dropped"
+	EventTargetCopyDeleted        = "target-copy-deleted"
 )
 
 // events maps each event to its MESSAGE_ID. The ids were made once with
@@ -76,6 +82,12 @@ var events = []struct{ name, id string }{
 	{EventRollbackFailed, "24ca48f6c18d44dc8a930043ea84e85c"},
 	{EventCallerRefused, "ad44cdc0d2cb4cc093ff7136595e17d2"},
 	{EventRefusalsSuppressed, "5227ca89038d43ffabcfd7e809e5f008"},
+	{EventSendDone, "8869144b08c2413e90644f0a578bb8c2"},
+	{EventSendSkipped, "8a9c785446c74fc98a2ca663cc6a9f3d"},
+	{EventSendFull, "e3b469bd1831438cadb09421fa7a06e2"},
+	{EventSendLeftoverRemoved, "1de00b35a1634aa29eb7c731c74df970"},
+	{EventSendPinDropped, "63b507fddad6446f8ac6bd5fed49b8b6"},
+	{EventTargetCopyDeleted, "a4d92fdf23d144448fc809db97a419e3"},
 }
 
 // Event is the attribute that names a log call's event:

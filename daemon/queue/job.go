@@ -25,6 +25,7 @@ const (
 	KindCheck   = contract.KindCheck
 	KindRestore = contract.KindRestore
 	KindCopy    = contract.KindCopy
+	KindSend    = contract.KindSend
 )
 
 // exclusive kinds never run beside another job on their repository.
@@ -52,6 +53,7 @@ const (
 	ResultCanceled  = contract.ResultCanceled
 	ResultPostponed = contract.ResultPostponed
 	ResultStalled   = contract.ResultStalled
+	ResultSkipped   = contract.ResultSkipped
 )
 
 // Trigger is what asked for a job. A D-Bus caller is "dbus:<uid>"
@@ -128,6 +130,8 @@ type Job struct {
 	RestoreArgs
 	// A copy's arguments; zero for the other kinds.
 	CopyArgs
+	// A send's arguments; zero for the other kinds.
+	SendArgs
 	// RestoreMade is the running restore's record of what it has made
 	// that it removes itself (staging directories, a new subvolume), kept
 	// so that a start after a crash can remove it (restore.Made, as JSON).
@@ -156,6 +160,12 @@ type RestoreArgs struct {
 // host.
 type CopyArgs struct {
 	CopyArchives []string `json:"copy_archives,omitempty"`
+}
+
+// SendArgs are a send job's arguments: the target (a key of the
+// configuration's targets, one of the plan's send_to) it sends to.
+type SendArgs struct {
+	SendTarget string `json:"send_target,omitempty"`
 }
 
 // MaxCopyArchives bounds the archives one queued copy job gathers.
