@@ -52,7 +52,10 @@ type Config struct {
 	Plans        map[string]*Plan
 	// Targets are the local btrfs destinations plans send their snapshots
 	// to (send_to), by name.
-	Targets  map[string]*Target
+	Targets map[string]*Target
+	// Reset is the subvolumes reset at every boot (impermanence); nil when
+	// the file has no reset section.
+	Reset    *Reset
 	Settings Settings
 
 	files []fileRef // what Load checks (strict.go), in file order
@@ -175,6 +178,34 @@ type Target struct {
 	// top level that holds the copies ("subvault" by default).
 	Subdir string
 }
+
+// Reset is the reset section: subvolumes that go back to a clean snapshot at
+// every boot, with chosen paths kept (docs/configuration.md#reset).
+type Reset struct {
+	Subvolumes []*ResetSubvolume
+}
+
+// ResetSubvolume is one subvolume the reset returns to its clean snapshot.
+type ResetSubvolume struct {
+	// Path is where the subvolume is mounted in the running system
+	// (absolute, clean; on the root filesystem).
+	Path string
+	// Clean is the clean snapshot's name, or "latest" (the default): the
+	// newest one `subvault reset init PATH` made.
+	Clean string
+	// Persist are the absolute paths (as the running system sees them,
+	// under Path) copied from the previous state into the new one.
+	Persist []string
+	// Keep is how many previous states are kept (keep_snapshots keys).
+	Keep KeepSnapshots
+}
+
+// ResetPlan is the plan name the reset's snapshots carry; no plan may be
+// named so while the configuration has a reset section.
+const ResetPlan = "reset"
+
+// DefaultResetKeep is a reset subvolume's keep when it sets none.
+var DefaultResetKeep = KeepSnapshots{Last: 5}
 
 // DefaultTargetSubdir is a UUID target's subdir when it sets none.
 const DefaultTargetSubdir = "subvault"

@@ -45,6 +45,9 @@ const (
 	EventSendFull                 = "send-full"
 	EventSendLeftoverRemoved      = "send-leftover-removed"
 	EventSendPinDropped           = "send-pin-dropped"
+	EventResetDone                = "reset-done"
+	EventResetSkipped             = "reset-skipped"
+	EventResetFailed              = "reset-failed"
 	EventTargetCopyDeleted        = "target-copy-deleted"
 )
 
@@ -88,6 +91,9 @@ var events = []struct{ name, id string }{
 	{EventSendLeftoverRemoved, "1de00b35a1634aa29eb7c731c74df970"},
 	{EventSendPinDropped, "63b507fddad6446f8ac6bd5fed49b8b6"},
 	{EventTargetCopyDeleted, "a4d92fdf23d144448fc809db97a419e3"},
+	{EventResetDone, "72f0e0508dc7426d9013f06e4d3c85fc"},
+	{EventResetSkipped, "e42b00950608434b84a18f4bcf9b56bf"},
+	{EventResetFailed, "b189bda45ad24d468499354ebf6d66a7"},
 }
 
 // Event is the attribute that names a log call's event:
