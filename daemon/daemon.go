@@ -194,14 +194,17 @@ func (d *Daemon) Queue() *queue.Queue { return d.queue }
 // Version is the daemon's version.
 func (d *Daemon) Version() string { return d.opts.Version }
 
-// JobRequest asks for a backup, prune or check of Plan (a restore is a
-// RestoreRequest). Trigger and Caller say who asks: a D-Bus caller's
-// trigger ("dbus:<uid>") and uid, or the schedule's with Caller -1.
+// JobRequest asks for a backup, prune, check, copy or send of Plan (a
+// restore is a RestoreRequest). Trigger and Caller say who asks: a D-Bus
+// caller's trigger ("dbus:<uid>") and uid, or the schedule's with Caller
+// -1. SendTarget is a send's target: one of the plan's send_to, or ""
+// when it has only one.
 type JobRequest struct {
-	Kind    queue.Kind
-	Plan    string
-	Trigger queue.Trigger
-	Caller  int64
+	Kind       queue.Kind
+	Plan       string
+	Trigger    queue.Trigger
+	Caller     int64
+	SendTarget string
 }
 
 // Start queues the job r asks for; a job of the same kind already queued or
@@ -211,7 +214,10 @@ type JobRequest struct {
 // A prune of a plan whose repository is append_only is refused
 // (ErrInvalidArgument): this host never prunes there. A copy (of the
 // plan's latest archive of this host, to its copy_to) of a plan without
-// copy_to is refused the same way.
+// copy_to is refused the same way, and so is a send of a plan without
+// send_to, to a target not in its send_to, or without a target when it
+// has more than one. A send to a target that has one of the plan queued
+// is that job.
 func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
 	cfg, plan, err := d.plan(r.Plan)
 	if err != nil {
@@ -224,7 +230,15 @@ func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
 		return queue.Job{}, fmt.Errorf("%w: plan %s has no copy_to: there is no repository to copy its archives to (add copy_to: [NAME] to plans.%s)",
 			ErrInvalidArgument, plan.Name, plan.Name)
 	}
-	j, _, err := d.queue.Enqueue(queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller})
+	o := queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller}
+	if r.Kind == queue.KindSend {
+		target, err := sendTarget(plan, r.SendTarget)
+		if err != nil {
+			return queue.Job{}, err
+		}
+		o.Send.SendTarget = target
+	}
+	j, _, err := d.queue.Enqueue(o)
 	return j, err
 }
 
@@ -238,8 +252,22 @@ func (d *Daemon) NextRun(plan string, kind queue.Kind) time.Time {
 // recorded among those who asked for it (the queue logs it), so that only
 // an administrator can cancel it. Skipping the run instead let a user who
 // may back up the plan start a backup before each run, have the schedule
-// skip it, and cancel it as the user's own.
+// skip it, and cancel it as the user's own. A send_schedule's firing
+// queues a send to each of the plan's targets.
 func (d *Daemon) scheduled(plan, kind, trigger string) error {
+	if queue.Kind(kind) == queue.KindSend {
+		p, ok := d.Config().Plans[plan]
+		if !ok {
+			return nil
+		}
+		var errs []error
+		for _, o := range sendOrders(p, queue.Trigger(trigger), -1) {
+			if _, _, err := d.queue.Enqueue(o); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
 	_, _, err := d.queue.Enqueue(queue.Order{Kind: queue.Kind(kind), Plan: plan, Trigger: queue.Trigger(trigger), Caller: -1})
 	return err
 }
@@ -253,6 +281,7 @@ func (d *Daemon) entries(cfg *config.Config) []scheduler.Entry {
 		p := cfg.Plans[name]
 		for kind, spec := range map[queue.Kind]cron.Schedule{
 			queue.KindBackup: p.ScheduleSpec, queue.KindPrune: p.PruneSpec, queue.KindCheck: p.CheckSpec,
+			queue.KindSend: p.SendSpec,
 		} {
 			if spec == nil {
 				continue
