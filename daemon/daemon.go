@@ -20,6 +20,7 @@ import (
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/maintenance"
 	"github.com/subvault/subvault/daemon/metrics"
+	"github.com/subvault/subvault/daemon/onsite"
 	"github.com/subvault/subvault/daemon/ping"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
@@ -98,6 +99,9 @@ type Daemon struct {
 	reloadOK  bool
 	// foreground imports the jobs `subvault run backup` records.
 	foreground *foregroundImporter
+	// targets is what the daemon knows of the onsite targets, and the
+	// targets that appeared (targets.go).
+	targets *targetState
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -121,7 +125,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d := &Daemon{started: started, reloaded: started, reloadOK: true, jobCounts: metrics.NewJobCounter(), opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
 		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
 		archives: newArchiveCache(archiveCacheTTL),
-		waits:    map[waitKey]*wait{}, pending: map[uint32]pendingWait{}, waitWake: make(chan struct{}, 1)}
+		waits:    map[waitKey]*wait{}, pending: map[uint32]pendingWait{}, waitWake: make(chan struct{}, 1),
+		targets: newTargetState()}
 	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor, conditions: d.conditionState, postponed: d.postponed}
 	d.queue, err = queue.New(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
 	if err != nil {
@@ -133,6 +138,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.queue.Subscribe(archiveCacheListener{d})
 	d.queue.Subscribe(healthListener{d})
 	d.queue.Subscribe(waitsListener{d})
+	d.queue.Subscribe(targetsListener{d})
 	d.metrics = metrics.NewService(d.metricsSnapshot, d.log)
 	d.queue.Subscribe(d.jobCounts)
 	d.queue.Subscribe(metricsListener{d.metrics})
@@ -153,6 +159,12 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.cleanUpInterruptedRestores(ctx, cfg, lock)
 	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
 		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
+	}
+	// What a receive that died with an earlier daemon left on a present
+	// target (the half copy under its temporary name) is removed before
+	// any send runs.
+	if err := onsite.RemoveLeftovers(ctx, cfg, d.log); err != nil {
+		d.log.Error("cannot remove what earlier sends left on their targets; the next send to each removes it", "err", err)
 	}
 	if _, err := state.EnsureSpool(cfg.Settings.StateDir); err != nil {
 		d.log.Error("cannot make the foreground job spool; foreground jobs are not imported", "err", err)
@@ -393,6 +405,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer close(foregroundDone)
 		d.watchForeground(schedCtx)
 	}()
+	// The targets: looked at once, the sends due to one that appears
+	// queued, and new disks watched for.
+	d.lookAtTargets()
+	targetsDone := make(chan struct{})
+	go func() {
+		defer close(targetsDone)
+		d.watchTargets(schedCtx)
+	}()
+	devicesDone := make(chan struct{})
+	go func() {
+		defer close(devicesDone)
+		d.watchDevices(schedCtx)
+	}()
 
 	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
 		"config", d.Config().File, "plans", len(d.Config().Plans))
@@ -453,6 +478,8 @@ loop:
 	<-healthDone
 	<-waitsDone
 	<-foregroundDone
+	<-targetsDone
+	<-devicesDone
 	drained := make(chan struct{})
 	// Then the reports of the jobs that ended, to the notify entries.
 	go func() { d.queue.Drain(); d.flushPings(); close(drained) }()

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/journal"
+	"github.com/subvault/subvault/daemon/queue"
+	"github.com/subvault/subvault/internal/testutil"
+)
+
+// sendEnv is the daemon as its own process on a private bus with the
+// system bus's policy, its plan home (keep_snapshots last 5) sending to
+// one target, and a second btrfs for the target: mounted (a path
+// target), or an image whose loop device the test attaches and detaches
+// (a UUID target).
+type sendEnv struct {
+	*apiEnv
+	daemon *exec.Cmd
+	log    *testutil.SyncBuffer
+	// target is the path target's filesystem; image, uuid and device
+	// the UUID target's (device "" while detached).
+	target *testutil.BtrfsFS
+	image  string
+	uuid   string
+	device string
+}
+
+const sendTestUUID = "5e1d0000-1600-4d00-8000-00000000d15c"
+
+// newSendEnv makes the env; byUUID picks a UUID target whose disk is
+// absent (not attached) at first, otherwise a path target on a mounted
+// btrfs. files MiB of random data are in home.
+func newSendEnv(t *testing.T, bin string, files int, byUUID bool) *sendEnv {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireRestic(t, bin)
+	testutil.RequireCommand(t, "busctl", "systemd")
+	bus := testutil.NewSystemBus(t, busPolicy)
+	run := newRunEnvWith(t, bin, 1024)
+	e := &sendEnv{apiEnv: &apiEnv{daemonEnv: &daemonEnv{runEnv: run, bus: bus, notify: newNotifySocket(t), state: filepath.Dir(run.config)},
+		called: map[string]bool{}}}
+	var target string
+	if byUUID {
+		dir := t.TempDir()
+		e.image, e.uuid = filepath.Join(dir, "disk.img"), sendTestUUID
+		f, err := os.Create(e.image)
+		if err == nil {
+			err = f.Truncate(1 << 30)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.Run(t, "mkfs.btrfs", "-q", "-U", e.uuid, e.image)
+		t.Cleanup(func() { e.detach(t) })
+		target = "  disk:\n    uuid: " + e.uuid + "\n"
+	} else {
+		e.target = testutil.NewBtrfs(t, 1024)
+		target = "  usb:\n    path: " + e.target.Path("subvault") + "\n"
+	}
+	cfg, err := os.ReadFile(run.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "usb"
+	if byUUID {
+		name = "disk"
+	}
+	text := strings.Replace(string(cfg), "    repository: r\n",
+		"    repository: r\n    keep_snapshots:\n      last: 5\n    send_to: ["+name+"]\n", 1)
+	testutil.WriteFile(t, run.config, text+"targets:\n"+target)
+	e.apiEnv.addFiles(t, "f", files)
+	e.startAgain(t)
+	return e
+}
+
+// startAgain starts the daemon and waits for READY=1.
+func (e *sendEnv) startAgain(t *testing.T) {
+	t.Helper()
+	e.daemon, e.log = e.startDaemonLogged(t)
+}
+
+// attach attaches the UUID target's image to a loop device: the disk is
+// plugged in.
+func (e *sendEnv) attach(t *testing.T) {
+	t.Helper()
+	e.device = strings.TrimSpace(testutil.Run(t, "losetup", "--find", "--show", e.image))
+	t.Logf("disk %s attached as %s", e.uuid, e.device)
+}
+
+// detach detaches the UUID target's loop device, if attached.
+func (e *sendEnv) detach(t *testing.T) {
+	t.Helper()
+	if e.device == "" {
+		return
+	}
+	if out, err := exec.Command("losetup", "-d", e.device).CombinedOutput(); err != nil {
+		t.Errorf("losetup -d %s: %v: %s", e.device, err, out)
+	}
+	e.device = ""
+}
+
+// mountDisk mounts the attached UUID target's filesystem read-only at a
+// temporary directory for the test to look at (unmounted at cleanup),
+// and returns the directory.
+func (e *sendEnv) mountDisk(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	testutil.Run(t, "mount", "-o", "ro", e.device, dir)
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// sends are the state file's send jobs, oldest first.
+func (e *sendEnv) sends(t *testing.T) []queue.Job {
+	t.Helper()
+	var out []queue.Job
+	for _, j := range e.jobs(t) {
+		if j.Kind == queue.KindSend {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// lastSend is the id of the state file's newest send job, 0 when none.
+func (e *sendEnv) lastSend(t *testing.T) uint32 {
+	t.Helper()
+	var id uint32
+	for _, j := range e.sends(t) {
+		id = max(id, j.ID)
+	}
+	return id
+}
+
+// waitSend waits until a send job newer than job after has finished, and
+// returns it.
+func (e *sendEnv) waitSend(t *testing.T, after uint32, limit time.Duration) queue.Job {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		for _, j := range e.sends(t) {
+			if j.ID > after && j.State == queue.StateFinished {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no send job after job %d finished within %v: %+v", after, limit, e.sends(t))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// newestSnapshot is home's newest snapshot.
+func (e *sendEnv) newestSnapshot(t *testing.T) btrfs.Snapshot {
+	t.Helper()
+	all, err := btrfs.ListSnapshots(e.fs.Path("home", ".subvault-snapshots"))
+	if err != nil || len(all) == 0 {
+		t.Fatalf("home's snapshots: %v, %v", all, err)
+	}
+	newest := all[0]
+	for _, s := range all {
+		if s.Time.After(newest.Time) || s.Time.Equal(newest.Time) && s.JobID > newest.JobID {
+			newest = s
+		}
+	}
+	return newest
+}
+
+// checkCopy checks that dir/home/<snapshot's name> is a read-only
+// subvolume received from snap, with snap's tree.
+func checkCopy(t *testing.T, dir string, snap btrfs.Snapshot) {
+	t.Helper()
+	path := filepath.Join(dir, "home", snap.Name())
+	sv, err := btrfs.Info(path)
+	if err != nil {
+		t.Fatalf("the copy %s: %v", path, err)
+	}
+	src, err := btrfs.Info(snap.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sv.ReadOnly || sv.ReceivedUUID != src.UUID {
+		t.Errorf("the copy %s: read-only %v, received_uuid %q, want read-only from %s", path, sv.ReadOnly, sv.ReceivedUUID, src.UUID)
+	}
+	if d := testutil.CompareTrees(t, snap.Path, path); len(d) > 0 {
+		t.Errorf("the copy differs from its snapshot:\n%s", strings.Join(d, "\n"))
+	}
+}
+
+// noLeftovers checks that dir/home holds no receiving directory.
+func noLeftovers(t *testing.T, dir string) {
+	t.Helper()
+	left, _ := filepath.Glob(filepath.Join(dir, "home", ".subvault-receiving-*"))
+	if len(left) > 0 {
+		t.Errorf("half copies left on the target: %v", left)
+	}
+}
+
+// A backup of a plan with send_to queues a send to its target, asked for
+// by the backup's caller; it ends done and the target holds a read-only
+// copy received from the new snapshot, with its tree. The plan's health
+// stays the backup's.
+func TestSendFollowsBackupToPathTarget(t *testing.T) {
+	bin := testutil.Restic(t)
+	e := newSendEnv(t, bin, 20, false)
+	e.mustCLI(t, "backup", "home", "--wait")
+	j := e.waitSend(t, 0, 120*time.Second)
+	if j.Result != queue.ResultDone || j.SendTarget != "usb" {
+		t.Fatalf("the send: %s to %q (%s)", j.Result, j.SendTarget, j.Error)
+	}
+	snap := e.newestSnapshot(t)
+	checkCopy(t, e.target.Path("subvault"), snap)
+	noLeftovers(t, e.target.Path("subvault"))
+	t.Logf("the send's summary: %v", j.Summary)
+	if full, _ := j.Summary["full"].(bool); !full {
+		t.Errorf("the first send's summary says full %v: %v", j.Summary["full"], j.Summary)
+	}
+	for _, want := range []string{"home", "usb"} {
+		if out := e.mustCLI(t, "status"); !strings.Contains(out, want) {
+			t.Errorf("subvault status lacks %q:\n%s", want, out)
+		}
+	}
+
+	// One file changed: the next send is incremental and small.
+	testutil.WriteFile(t, e.fs.Path("home", "changed"), "one more file\n")
+	before := e.lastSend(t)
+	e.mustCLI(t, "backup", "home", "--wait")
+	j = e.waitSend(t, before, 120*time.Second)
+	if j.Result != queue.ResultDone {
+		t.Fatalf("the second send: %s (%s)", j.Result, j.Error)
+	}
+	checkCopy(t, e.target.Path("subvault"), e.newestSnapshot(t))
+	if full, _ := j.Summary["full"].(bool); full {
+		t.Errorf("the second send was full: %v", j.Summary)
+	}
+	t.Logf("the incremental send's summary: %v", j.Summary)
+}
+
+// A UUID target whose disk is absent: the backup's send ends skipped, not
+// failed, and the plan stays ok (its last backup done). Plugged in (the
+// loop device attached), the due send starts by itself (the device
+// watch, trigger device) and ends done with the copy on the disk.
+func TestSendToAbsentDiskSkippedThenStartsWhenPluggedIn(t *testing.T) {
+	bin := testutil.Restic(t)
+	e := newSendEnv(t, bin, 10, true)
+	e.mustCLI(t, "backup", "home", "--wait")
+	j := e.waitSend(t, 0, 60*time.Second)
+	if j.Result != queue.ResultSkipped || !strings.Contains(j.Error, "absent") {
+		t.Fatalf("the send to the absent disk: %s (%s), want skipped saying it is absent", j.Result, j.Error)
+	}
+	t.Logf("skipped: %s", j.Error)
+	if n := strings.Count(e.log.String(), "event="+journal.EventSendSkipped); n != 1 {
+		t.Errorf("%d send-skipped entries, want 1", n)
+	}
+	if out := e.mustCLI(t, "plans"); !strings.Contains(out, "ok") || strings.Contains(out, "failed") {
+		t.Errorf("subvault plans after a skipped send:\n%s", out)
+	}
+	code, out, _ := e.cli(t, "jobs")
+	if code != exitOK || !strings.Contains(out, "skipped") {
+		t.Errorf("subvault jobs (exit %d) does not show the skipped send:\n%s", code, out)
+	}
+
+	start := time.Now()
+	before := e.lastSend(t)
+	e.attach(t)
+	j = e.waitSend(t, before, 90*time.Second)
+	t.Logf("the send started by itself and ended %v after the disk was attached", time.Since(start).Round(100*time.Millisecond))
+	if j.Result != queue.ResultDone || j.Trigger != queue.TriggerDevice {
+		t.Fatalf("the send after the disk appeared: %s, trigger %s (%s)", j.Result, j.Trigger, j.Error)
+	}
+	if mounts := testutil.HostMounts(t); strings.Contains(mounts, e.device) {
+		t.Errorf("the daemon left the disk mounted in the host:\n%s", mounts)
+	}
+	snap := e.newestSnapshot(t)
+	// The daemon is stopped before the disk is looked at: nothing of it
+	// holds the disk.
+	_ = e.daemon.Process.Signal(syscall.SIGTERM)
+	_ = e.daemon.Wait()
+	dir := e.mountDisk(t)
+	checkCopy(t, filepath.Join(dir, "subvault"), snap)
+	noLeftovers(t, filepath.Join(dir, "subvault"))
+}
+
+// The daemon killed (SIGKILL) while btrfs receive writes a copy leaves a
+// half copy under its temporary name; the next start removes it (logged
+// send-leftover-removed), and the next send is good.
+func TestDaemonKilledMidReceiveLeavesNoHalfCopy(t *testing.T) {
+	bin := testutil.Restic(t)
+	e := newSendEnv(t, bin, 300, false)
+	target := e.target.Path("subvault")
+	e.mustCLI(t, "backup", "home", "--wait")
+	var receivePID int
+	var half string
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		if receivePID = testutil.ProcessBelow(e.daemon.Process.Pid, "btrfs", "receive"); receivePID != 0 {
+			if left, _ := filepath.Glob(filepath.Join(target, "home", ".subvault-receiving-*")); len(left) == 1 && stagedBytes(left[0]) >= 32<<20 {
+				half = left[0]
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no btrfs receive writing 32 MiB into %s within 120 s", target)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.daemon.Wait()
+	waitFor(t, 60*time.Second, func() int {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", receivePID)); os.IsNotExist(err) {
+			return 1
+		}
+		return 0
+	})
+	t.Logf("killed with %d MiB in %s", stagedBytes(half)>>20, half)
+	if _, err := os.Lstat(half); err != nil {
+		t.Fatalf("after kill -9, the half copy: %v", err)
+	}
+	copies, _ := filepath.Glob(filepath.Join(target, "home", "subvault@*"))
+	if len(copies) != 0 {
+		t.Fatalf("a copy is in place after kill -9 mid-receive: %v", copies)
+	}
+
+	e.startAgain(t)
+	waitFor(t, 30*time.Second, func() int {
+		if _, err := os.Lstat(half); os.IsNotExist(err) {
+			return 1
+		}
+		return 0
+	})
+	if n := strings.Count(e.log.String(), "event="+journal.EventSendLeftoverRemoved); n < 1 {
+		t.Errorf("%d send-leftover-removed entries, want the half copy's", n)
+	}
+	if _, err := os.Stat(half); !os.IsNotExist(err) {
+		t.Errorf("the half copy survived the start: %v", err)
+	}
+	before := e.lastSend(t)
+	e.mustCLI(t, "backup", "home", "--wait")
+	j := e.waitSend(t, before, 180*time.Second)
+	if j.Result != queue.ResultDone {
+		t.Fatalf("the send after the restart: %s (%s)", j.Result, j.Error)
+	}
+	checkCopy(t, target, e.newestSnapshot(t))
+	noLeftovers(t, target)
+}
