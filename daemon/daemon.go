@@ -194,14 +194,17 @@ func (d *Daemon) Queue() *queue.Queue { return d.queue }
 // Version is the daemon's version.
 func (d *Daemon) Version() string { return d.opts.Version }
 
-// JobRequest asks for a backup, prune or check of Plan (a restore is a
-// RestoreRequest). Trigger and Caller say who asks: a D-Bus caller's
-// trigger ("dbus:<uid>") and uid, or the schedule's with Caller -1.
+// JobRequest asks for a backup, prune, check, copy or send of Plan (a
+// restore is a RestoreRequest). Trigger and Caller say who asks: a D-Bus
+// caller's trigger ("dbus:<uid>") and uid, or the schedule's with Caller
+// -1. SendTarget is a send's target: one of the plan's send_to, or ""
+// when it has only one.
 type JobRequest struct {
-	Kind    queue.Kind
-	Plan    string
-	Trigger queue.Trigger
-	Caller  int64
+	Kind       queue.Kind
+	Plan       string
+	Trigger    queue.Trigger
+	Caller     int64
+	SendTarget string
 }
 
 // Start queues the job r asks for; a job of the same kind already queued or

@@ -36,6 +36,9 @@ type PlanInfo struct {
 	// its condition clears).
 	Waiting string
 	RetryAt time.Time
+	// Targets are the plan's send_to targets, in its order, each with its
+	// newest copy of the plan and whether it is present.
+	Targets []PlanTarget
 }
 
 // Plans returns every configured plan, sorted by name, with its health at
