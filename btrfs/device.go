@@ -120,7 +120,7 @@ func (d BlockDevice) Probeable() bool {
 // udev has probed the device) and reads the superblock otherwise; a device
 // that cannot be read is an error.
 func (d BlockDevice) FSUUID() (string, error) {
-	if typ, uuid, ok := udevFS(d.Dev); ok {
+	if typ, uuid, ok := udevFS(d.Dev, d.DiskSeq); ok {
 		if typ != "btrfs" {
 			return "", nil
 		}
@@ -134,8 +134,10 @@ func (d BlockDevice) FSUUID() (string, error) {
 }
 
 // udevFS reads ID_FS_TYPE and ID_FS_UUID from udev's database; ok is false
-// when udev has no entry for the device or did not probe it.
-func udevFS(dev string) (typ, uuid string, ok bool) {
+// when udev has no entry for the device, did not probe it, or its entry is
+// of an earlier medium (a loop device attached again before udev caught up:
+// its DISKSEQ differs from the kernel's).
+func udevFS(dev string, diskseq uint64) (typ, uuid string, ok bool) {
 	f, err := os.Open(filepath.Join(udevDataDir, "b"+dev))
 	if err != nil {
 		return "", "", false
@@ -148,6 +150,8 @@ func udevFS(dev string) (typ, uuid string, ok bool) {
 			typ, ok = v, true
 		} else if v, found := strings.CutPrefix(line, "E:ID_FS_UUID="); found {
 			uuid = v
+		} else if v, found := strings.CutPrefix(line, "E:DISKSEQ="); found && diskseq != 0 && v != strconv.FormatUint(diskseq, 10) {
+			return "", "", false
 		}
 	}
 	if sc.Err() != nil {

@@ -173,13 +173,14 @@ func TestFindDeviceUdevDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dev string
+	var seq uint64
 	devs, err := btrfs.BlockDevices()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range devs {
 		if d.Path() == fs.Device {
-			dev = d.Dev
+			dev, seq = d.Dev, d.DiskSeq
 		}
 	}
 	udev := t.TempDir()
@@ -192,6 +193,13 @@ func TestFindDeviceUdevDatabase(t *testing.T) {
 	testutil.WriteFile(t, filepath.Join(udev, "b"+dev), "E:ID_FS_TYPE=ext4\nE:ID_FS_UUID="+uuid+"\n")
 	if got, err := btrfs.FindDevice(uuid); err != nil || got != "" {
 		t.Errorf("FindDevice(%s) when udev says ext4 = %q, %v; want nothing", uuid, got, err)
+	}
+	// An entry of an earlier medium in the same loop device: not believed.
+	if seq != 0 {
+		testutil.WriteFile(t, filepath.Join(udev, "b"+dev), fmt.Sprintf("E:DISKSEQ=%d\nE:ID_FS_TYPE=btrfs\nE:ID_FS_UUID=%s\n", seq-1, other))
+		if got, err := btrfs.FindDevice(uuid); err != nil || got != fs.Device {
+			t.Errorf("FindDevice(%s) with a stale udev entry = %q, %v; want %s", uuid, got, err, fs.Device)
+		}
 	}
 	// An entry udev did not probe (no ID_FS_TYPE): the superblock is read.
 	testutil.WriteFile(t, filepath.Join(udev, "b"+dev), "E:DEVTYPE=disk\n")
