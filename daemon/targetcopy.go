@@ -40,11 +40,7 @@ type targetCopy struct {
 func openTargetCopy(cfg *config.Config, plan *config.Plan, target, name string) (targetCopy, error) {
 	t, ok := cfg.Targets[target]
 	if !ok {
-		names := make([]string, 0, len(cfg.Targets))
-		for n := range cfg.Targets {
-			names = append(names, n)
-		}
-		return targetCopy{}, fmt.Errorf("%w: no target %q (targets: %s)", ErrNoSuchSnapshot, target, strings.Join(names, ", "))
+		return targetCopy{}, fmt.Errorf("%w: no target %q (targets: %s)", ErrNoSuchSnapshot, target, strings.Join(cfg.TargetNames(), ", "))
 	}
 	s, err := btrfs.ParseName(name)
 	if err != nil || s.Plan != plan.Name || s.Pinned {

@@ -200,11 +200,7 @@ func newestSnapshots(plan *config.Plan) []btrfs.Snapshot {
 // (one that does not answer says so in its Error).
 func (d *Daemon) Targets(ctx context.Context) []TargetInfo {
 	cfg := d.Config()
-	names := make([]string, 0, len(cfg.Targets))
-	for name := range cfg.Targets {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := cfg.TargetNames()
 	out := make([]TargetInfo, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
