@@ -326,6 +326,10 @@ func (d *Daemon) Reload() error {
 	d.pingJobs.Configure(cfg)
 	d.warnNotifyReadable(cfg)
 	d.sched.Set(d.entries(cfg), d.lastRun)
+	select {
+	case d.targets.reloaded <- struct{}{}:
+	default:
+	}
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
 	d.markStatus()

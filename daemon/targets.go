@@ -68,6 +68,8 @@ type targetState struct {
 	looks    map[string]*targetLook
 	appeared map[string]queue.Trigger // target name → who told
 	wake     chan struct{}
+	// reloaded tells the device watch that the configuration changed.
+	reloaded chan struct{}
 }
 
 // knownTarget is a target's last status, and which plans have a send due
@@ -85,7 +87,7 @@ type targetLook struct {
 
 func newTargetState() *targetState {
 	return &targetState{known: map[string]*knownTarget{}, looks: map[string]*targetLook{},
-		appeared: map[string]queue.Trigger{}, wake: make(chan struct{}, 1)}
+		appeared: map[string]queue.Trigger{}, wake: make(chan struct{}, 1), reloaded: make(chan struct{}, 1)}
 }
 
 // targetPlans are the plans of cfg that send to target, by name.
@@ -378,10 +380,8 @@ func (d *Daemon) wantedUUIDs() []string {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	var out []string
-	for name, t := range cfg.Targets {
-		if t.UUID == "" || len(targetPlans(cfg, name)) == 0 {
-			continue
-		}
+	for _, name := range d.uuidTargets(cfg) {
+		t := cfg.Targets[name]
 		k := ts.known[name]
 		if k == nil || !k.status.Present || slices.Contains(slices.Collect(maps.Values(k.due)), true) {
 			out = append(out, strings.ToLower(t.UUID))
@@ -391,14 +391,51 @@ func (d *Daemon) wantedUUIDs() []string {
 	return slices.Compact(out)
 }
 
-// watchDevices runs the device watch (daemon/devices) until ctx ends:
-// a new block device with the filesystem UUID of a wanted target is
-// that target appearing.
+// watchDevices runs the device watch (daemon/devices) until ctx ends,
+// while some plan sends to a UUID target: a new block device with the
+// filesystem UUID of a wanted target is that target appearing. Without
+// one, no block device is read; a reload looks again (and a watch started
+// again finds the wanted disks already plugged in).
 func (d *Daemon) watchDevices(ctx context.Context) {
-	devices.Watch(ctx, deviceWatchInterval, d.wantedUUIDs, func(uuid, dev string) {
-		d.log.Info("a target's disk appeared", "uuid", uuid, "device", dev)
-		d.targetAppeared(uuid, queue.TriggerDevice)
-	})
+	for {
+		if len(d.uuidTargets(d.Config())) > 0 {
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				devices.Watch(wctx, deviceWatchInterval, d.wantedUUIDs, func(uuid, dev string) {
+					d.log.Info("a target's disk appeared", "uuid", uuid, "device", dev)
+					d.targetAppeared(uuid, queue.TriggerDevice)
+				})
+			}()
+			select {
+			case <-ctx.Done():
+			case <-d.targets.reloaded:
+			}
+			cancel()
+			<-done
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.targets.reloaded:
+		}
+	}
+}
+
+// uuidTargets are the names of cfg's UUID targets some plan sends to.
+func (d *Daemon) uuidTargets(cfg *config.Config) []string {
+	var out []string
+	for _, name := range cfg.TargetNames() {
+		if cfg.Targets[name].UUID != "" && len(targetPlans(cfg, name)) > 0 {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // targetsListener keeps what the daemon knows of the targets: a send
