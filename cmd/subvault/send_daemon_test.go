@@ -1,15 +1,22 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/godbus/dbus/v5"
+
+	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/queue"
@@ -359,4 +366,111 @@ func TestDaemonKilledMidReceiveLeavesNoHalfCopy(t *testing.T) {
 	}
 	checkCopy(t, target, e.newestSnapshot(t))
 	noLeftovers(t, target)
+}
+
+func init() {
+	// send-flood ADDRESS PLAN UUID N: as this user, N StartSend of PLAN,
+	// N TargetAppeared of UUID, and N ListTargets, 8 at a time; prints
+	// per method "METHOD ok N" and "METHOD error NAME N", and the slowest
+	// ListTargets as "slowest DURATION".
+	testutil.RegisterHostile("send-flood", func(args []string) error {
+		if len(args) != 4 {
+			return errors.New("usage: send-flood ADDRESS PLAN UUID N")
+		}
+		n, _ := strconv.Atoi(args[3])
+		conn, err := dbus.Connect(args[0])
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		mgr := conn.Object(contract.BusName, contract.ManagerPath)
+		var mu sync.Mutex
+		counts := map[string]int{}
+		var slowest time.Duration
+		count := func(method string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			var derr dbus.Error
+			switch {
+			case err == nil:
+				counts[method+" ok"]++
+			case errors.As(err, &derr):
+				counts[method+" error "+derr.Name]++
+			default:
+				counts[method+" error "+err.Error()]++
+			}
+		}
+		sem := make(chan struct{}, 8)
+		var wg sync.WaitGroup
+		for range n {
+			for _, m := range []string{"StartSend", "TargetAppeared", "ListTargets"} {
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					start := time.Now()
+					var call *dbus.Call
+					switch m {
+					case "StartSend":
+						call = mgr.Call(contract.ManagerInterface+".StartSend", 0, args[1], "")
+					case "TargetAppeared":
+						call = mgr.Call(contract.ManagerInterface+".TargetAppeared", 0, args[2])
+					default:
+						call = mgr.Call(contract.ManagerInterface+".ListTargets", 0)
+						mu.Lock()
+						slowest = max(slowest, time.Since(start))
+						mu.Unlock()
+					}
+					count(m, call.Err)
+				})
+			}
+		}
+		wg.Wait()
+		for k, v := range counts {
+			fmt.Printf("%s %d\n", k, v)
+		}
+		fmt.Printf("slowest %s\n", slowest)
+		return nil
+	})
+}
+
+// uid 65534 floods the onsite calls: every StartSend is refused (the
+// plan does not allow it) and every TargetAppeared too (root's alone),
+// so no send job is made and no disk looked for; its ListTargets are
+// answered (anyone may list) within the bound of a call, and the daemon
+// answers root at once afterwards.
+func TestHostileFloodsOnsiteCalls(t *testing.T) {
+	testutil.RequireNobody(t)
+	bin := testutil.Restic(t)
+	e := newSendEnv(t, bin, 1, true)
+	out, err := testutil.RunHostile(t, 3*time.Minute, "send-flood", e.bus.Address, "home", e.uuid, "100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("uid 65534 flooded the onsite calls:\n%s", out)
+	for _, want := range []string{"StartSend error " + contract.ErrorAccessDenied + " 100", "TargetAppeared error " + contract.ErrorAccessDenied + " 100"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("the flood's answers lack %q", want)
+		}
+	}
+	m := regexp.MustCompile(`(?m)^ListTargets ok (\d+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Errorf("no ListTargets answered")
+	}
+	if s := regexp.MustCompile(`slowest (\S+)`).FindStringSubmatch(out); s != nil {
+		if d, err := time.ParseDuration(s[1]); err != nil || d > 30*time.Second {
+			t.Errorf("the slowest ListTargets took %s", s[1])
+		}
+	}
+	if sends := e.sends(t); len(sends) != 0 {
+		t.Errorf("the refused flood made send jobs: %+v", sends)
+	}
+	start := time.Now()
+	var plans [][]any
+	e.call(t, &plans, "ListPlans", "")
+	if took := time.Since(start); len(plans) != 1 || took > 5*time.Second {
+		t.Errorf("root's ListPlans after the flood: %d plans in %v", len(plans), took)
+	}
+	if n := strings.Count(e.log.String(), "a filesystem no target sends to appeared") + strings.Count(e.log.String(), "target appeared"); n != 0 {
+		t.Errorf("the refused TargetAppeared calls reached the daemon %d times", n)
+	}
 }
