@@ -136,6 +136,9 @@ func (e *sendEnv) mountDisk(t *testing.T) string {
 func (e *sendEnv) sends(t *testing.T) []queue.Job {
 	t.Helper()
 	var out []queue.Job
+	if _, err := os.Stat(filepath.Join(e.state, queue.StateFile)); os.IsNotExist(err) {
+		return nil // no job yet
+	}
 	for _, j := range e.jobs(t) {
 		if j.Kind == queue.KindSend {
 			out = append(out, j)
