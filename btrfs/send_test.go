@@ -3,8 +3,10 @@ package btrfs
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,23 +29,31 @@ func blockingPipe(t *testing.T) (r, w *os.File) {
 
 // sendInto sends snap (incrementally from parent when set) into btrfs
 // receive at dir and returns the stream's length.
-func sendInto(t *testing.T, snap, parent *os.File, dir string) int {
+func sendInto(t *testing.T, snap, parent *os.File, dir, rename string) int {
 	t.Helper()
 	r, w := blockingPipe(t)
 	cmd := exec.Command("btrfs", "receive", dir)
 	var stream countingReader
 	stream.r = r
 	cmd.Stdin = &stream
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- Send(snap, parent, nil, w)
 		w.Close()
 	}()
+	if rename != "" {
+		head, n, err := RenameInStream(r, filepath.Base(snap.Name()), rename)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.n = n
+		cmd.Stdin = io.MultiReader(bytes.NewReader(head), &stream)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +102,7 @@ func TestSendReceive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { snap1.Close() })
-	full := sendInto(t, snap1, nil, dst.Mount)
+	full := sendInto(t, snap1, nil, dst.Mount, "")
 	copy1, err := Info(dst.Path(s1.Name()))
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +124,15 @@ func TestSendReceive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { snap2.Close() })
-	incr := sendInto(t, snap2, snap1, dst.Mount)
+	incr := sendInto(t, snap2, snap1, dst.Mount, ".receiving")
 	t.Logf("stream bytes: full %d, incremental after one changed file %d", full, incr)
 	if full < 8<<20 || incr > 64<<10 {
 		t.Errorf("stream bytes: full %d (want ≥ 8 MiB), incremental %d (want < 64 KiB)", full, incr)
+	}
+	// Renamed in the stream: received under the temporary name, then
+	// renamed in place (a read-only subvolume cannot change directory).
+	if err := os.Rename(dst.Path(".receiving"), dst.Path(s2.Name())); err != nil {
+		t.Fatal(err)
 	}
 	copy2, err := Info(dst.Path(s2.Name()))
 	if err != nil || copy2.ReceivedUUID != info2.UUID {
