@@ -240,6 +240,27 @@ func TestSendFollowsBackupToPathTarget(t *testing.T) {
 	if full, _ := j.Summary["full"].(bool); !full {
 		t.Errorf("the first send's summary says full %v: %v", j.Summary["full"], j.Summary)
 	}
+
+	// The copy as a snapshot: clone (on the target's filesystem) and diff.
+	spec := "usb:" + snap.Name()
+	clone := e.target.Path("clone")
+	e.mustCLI(t, "clone", "home", spec, clone)
+	if d := testutil.CompareTrees(t, snap.Path, clone); len(d) > 0 {
+		t.Errorf("the clone of the copy differs from the snapshot:\n%s", strings.Join(d, "\n"))
+	}
+	if sv, err := btrfs.Info(clone); err != nil || sv.ReadOnly {
+		t.Errorf("the clone: %+v, %v; want a writable subvolume", sv, err)
+	}
+	testutil.Run(t, "btrfs", "subvolume", "delete", clone)
+	if code, _, errOut := e.cli(t, "clone", "home", spec, e.fs.Path("elsewhere")); code == exitOK || !strings.Contains(errOut, "not on the filesystem of target usb") {
+		t.Errorf("a clone of the copy onto another filesystem: exit %d, %s", code, errOut)
+	}
+	if code, _, errOut := e.cli(t, "clone", "home", spec, e.target.Path("subvault", "x")); code == exitOK || !strings.Contains(errOut, "subvault keeps its copies in") {
+		t.Errorf("a clone into the copies' directory: exit %d, %s", code, errOut)
+	}
+	if code, out, errOut := e.cli(t, "diff", "home", "latest", spec); code != exitOK {
+		t.Errorf("subvault diff home latest %s: exit %d (want 0: no difference)\n%s%s", spec, code, out, errOut)
+	}
 	for _, want := range []string{"home", "usb"} {
 		if out := e.mustCLI(t, "status"); !strings.Contains(out, want) {
 			t.Errorf("subvault status lacks %q:\n%s", want, out)
@@ -297,6 +318,11 @@ func TestSendToAbsentDiskSkippedThenStartsWhenPluggedIn(t *testing.T) {
 		t.Errorf("the daemon left the disk mounted in the host:\n%s", mounts)
 	}
 	snap := e.newestSnapshot(t)
+	// Not mounted on the system: a clone of its copy says to mount it.
+	code, _, errOut := e.cli(t, "clone", "home", "disk:"+snap.Name(), filepath.Join(t.TempDir(), "clone"))
+	if code == exitOK || !strings.Contains(errOut, "mount the disk") || !strings.Contains(errOut, e.uuid) {
+		t.Errorf("a clone of a copy on the unmounted disk: exit %d, %s", code, errOut)
+	}
 	// The daemon is stopped before the disk is looked at: nothing of it
 	// holds the disk.
 	_ = e.daemon.Process.Signal(syscall.SIGTERM)
