@@ -86,7 +86,7 @@ func newSendEnv(t *testing.T, bin string, files int, byUUID bool) *sendEnv {
 	text := strings.Replace(string(cfg), "    repository: r\n",
 		"    repository: r\n    keep_snapshots:\n      last: 5\n    send_to: ["+name+"]\n", 1)
 	testutil.WriteFile(t, run.config, text+"targets:\n"+target)
-	e.apiEnv.addFiles(t, "f", files)
+	e.addFiles(t, "f", files)
 	e.startAgain(t)
 	return e
 }
