@@ -179,6 +179,11 @@ func removeLeftovers(pd *os.File, target, plan string, log *slog.Logger) ([]stri
 			continue // not a name subvault makes
 		}
 		path := pd.Name() + "/" + name
+		var st unix.Stat_t
+		if err := unix.Fstatat(int(pd.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Ino != 256 {
+			log.Warn("left alone: not a subvolume a receive made", "target", target, "plan", plan, "path", path)
+			continue
+		}
 		err := removeTemp(pd, name)
 		if err != nil {
 			log.Error("cannot remove an interrupted receive", "target", target, "plan", plan, "path", path, "err", err)

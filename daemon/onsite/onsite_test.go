@@ -221,3 +221,186 @@ func first0Bytes(e *env) string {
 
 var _ = errors.Is
 var _ = filepath.Join
+
+func mountDst(t *testing.T, e *env) {
+	t.Helper()
+	testutil.Run(t, "mount", e.dst.Device, e.dst.Mount)
+}
+
+func umountDst(t *testing.T, e *env) {
+	t.Helper()
+	testutil.Run(t, "umount", e.dst.Mount)
+}
+
+// The target away (its filesystem unmounted) for 10 backups with
+// keep_snapshots {last: 2}: each send is absent (ErrAbsent), the pinned
+// parent survives keep_snapshots, and the send once it is back is
+// incremental from it. A pin older than target_pin_for is dropped (logged)
+// and the next send is full and says why.
+func TestTargetAwayPinnedParent(t *testing.T) {
+	e := newEnv(t, 400, 400, "home")
+	testutil.WriteFile(t, e.src.Path("home", "a"), strings.Repeat("x", 4<<20))
+	first := e.snapshot(t)
+	e.send(t)
+	umountDst(t, e)
+	for i := range 10 {
+		testutil.WriteFile(t, e.src.Path("home", "n"), strings.Repeat("y", i))
+		e.snapshot(t)
+		_, err := Send(context.Background(), e.options())
+		if !errors.Is(err, ErrAbsent) {
+			t.Fatalf("send to an unmounted target: %v, want ErrAbsent", err)
+		}
+	}
+	snaps, err := planstore.Snapshots(e.plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range snaps {
+		names = append(names, s.Name())
+	}
+	if len(snaps) != 3 || !strings.Contains(strings.Join(names, " "), first[0].Name()) {
+		t.Fatalf("local snapshots after 10 backups with keep_snapshots {last: 2}: %v; want the 2 newest and the pinned %s", names, first[0].Name())
+	}
+	mountDst(t, e)
+	res := e.send(t)
+	if len(res.Sent) != 1 || res.Sent[0].Parent != first[0].Name() {
+		t.Fatalf("send after the target came back: %+v, want incremental from %s", res, first[0].Name())
+	}
+	t.Logf("incremental send after 10 backups away: %d bytes", res.Sent[0].Bytes)
+	newest := snaps[len(snaps)-1]
+	e.checkCopies(t, []btrfs.Snapshot{newest})
+
+	// The pin moved to the newest copy: the old parent goes at the next
+	// keep_snapshots.
+	e.snapshot(t)
+	snaps, _ = planstore.Snapshots(e.plan)
+	for _, s := range snaps {
+		if s.Name() == first[0].Name() {
+			t.Errorf("the old pinned parent %s is still kept after the pin moved", s.Name())
+		}
+	}
+
+	// Away for longer than target_pin_for: the pin is dropped, logged, and
+	// the next send is full.
+	e.plan.TargetPinFor = 48 * time.Hour
+	umountDst(t, e)
+	for range 3 {
+		e.clock = e.clock.Add(24 * time.Hour)
+		e.snapshot(t)
+	}
+	// (journaltest's Only also checks the catalog section, part C's.)
+	if d := e.log.Events(journal.EventSendPinDropped); len(d) != 1 || d[0].Fields["SUBVAULT_TARGET"] != "usb" {
+		t.Errorf("send-pin-dropped entries: %+v, want one for target usb", d)
+	}
+	mountDst(t, e)
+	res = e.send(t)
+	if len(res.Sent) != 1 || res.Sent[0].Parent != "" || !strings.Contains(res.Sent[0].FullReason, "pin") {
+		t.Errorf("send after the pin was dropped: %+v, want a full send that says the pin was dropped", res)
+	}
+}
+
+// A UUID target: absent when no disk has its filesystem UUID (ErrAbsent,
+// nothing mounted), found and mounted only in the job's namespace when it
+// is there (the host's mounts unchanged).
+func TestUUIDTarget(t *testing.T) {
+	e := newEnv(t, 300, 300, "home")
+	uuid, err := btrfs.FilesystemUUID(e.dst.Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.Targets["usb"] = &config.Target{Name: "usb", UUID: uuid, Subdir: "subvault"}
+	dev := ""
+	findDevice = func(u string) (string, error) {
+		if u != uuid {
+			t.Errorf("looked for %s, want %s", u, uuid)
+		}
+		return dev, nil
+	}
+	t.Cleanup(func() { findDevice = btrfs.FindDevice })
+	testutil.WriteFile(t, e.src.Path("home", "a"), "a")
+	snaps := e.snapshot(t)
+	before := testutil.HostMounts(t)
+	if _, err := Send(context.Background(), e.options()); !errors.Is(err, ErrAbsent) {
+		t.Fatalf("send to an absent UUID target: %v, want ErrAbsent", err)
+	}
+	st, err := Status(context.Background(), e.cfg, "usb", []string{"p"})
+	if err != nil || st.Present || st.Err == "" {
+		t.Errorf("status of an absent target: %+v, %v", st, err)
+	}
+	dev = e.dst.Device
+	res := e.send(t)
+	if res.Where != e.dst.Device || len(res.Sent) != 1 {
+		t.Errorf("send to a UUID target: %+v", res)
+	}
+	if after := testutil.HostMounts(t); after != before {
+		t.Errorf("the host's mounts changed:\nbefore %s\nafter %s", before, after)
+	}
+	e.checkCopies(t, snaps)
+	st, err = Status(context.Background(), e.cfg, "usb", []string{"p"})
+	if err != nil || !st.Present || len(st.Copies["p"]) != 1 || st.Copies["p"][0].Path != e.copyPath(snaps[0]) {
+		t.Errorf("status: %+v, %v", st, err)
+	}
+	if dir, err := HostDir(e.cfg, "usb"); err != nil || dir != e.dst.Path("subvault") {
+		t.Errorf("HostDir: %q, %v; want %s", dir, err, e.dst.Path("subvault"))
+	}
+	umountDst(t, e)
+	if dir, err := HostDir(e.cfg, "usb"); err != nil || dir != "" {
+		t.Errorf("HostDir of a target not mounted in the host: %q, %v", dir, err)
+	}
+	// Not mounted in the host: mounted in the job's namespace only.
+	testutil.WriteFile(t, e.src.Path("home", "b"), "b")
+	e.snapshot(t)
+	before = testutil.HostMounts(t)
+	res = e.send(t)
+	if len(res.Sent) != 1 || res.Sent[0].Parent == "" {
+		t.Errorf("incremental send to an unmounted UUID target: %+v", res)
+	}
+	if after := testutil.HostMounts(t); after != before {
+		t.Errorf("the host's mounts changed:\nbefore %s\nafter %s", before, after)
+	}
+	mountDst(t, e)
+}
+
+// target_retention keeps exactly what it says, never the newest copy;
+// a subvolume without a subvault name in the target is never touched.
+func TestTargetRetention(t *testing.T) {
+	e := newEnv(t, 300, 300, "home")
+	e.plan.TargetRetention = config.KeepSnapshots{Last: 2}
+	e.plan.KeepSnapshots = config.KeepSnapshots{Last: 5}
+	var all []btrfs.Snapshot
+	for i := range 5 {
+		testutil.WriteFile(t, e.src.Path("home", "f"), strings.Repeat("z", i+1))
+		all = append(all, e.snapshot(t)...)
+		if i == 0 {
+			e.send(t)
+			testutil.Run(t, "btrfs", "subvolume", "create", e.dst.Path("subvault", "p", "mine"))
+			testutil.Run(t, "btrfs", "subvolume", "create", e.dst.Path("subvault", "p", receivePrefix+"x"))
+			continue
+		}
+		e.send(t)
+	}
+	entries, err := os.ReadDir(e.dst.Path("subvault", "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range entries {
+		got = append(got, d.Name())
+	}
+	want := []string{receivePrefix + "x", "mine", all[3].Name(), all[4].Name()}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("on the target: %v\nwant %v", got, want)
+	}
+	if n := len(e.log.Events(journal.EventTargetCopyDeleted)); n != 3 {
+		t.Errorf("%d target-copy-deleted entries, want 3", n)
+	}
+	if err := RemoveLeftovers(context.Background(), e.cfg, slog.New(e.log)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"mine", receivePrefix + "x"} {
+		if _, err := os.Stat(e.dst.Path("subvault", "p", n)); err != nil {
+			t.Errorf("%s, not subvault's, was touched: %v", n, err)
+		}
+	}
+}

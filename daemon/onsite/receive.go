@@ -137,7 +137,7 @@ func (s *stream) copy(from, to *os.File, count *uint64) error {
 	if _, err := to.Write(head); err != nil {
 		return fmt.Errorf("send of %s: cannot write to btrfs receive: %w", s.name, err)
 	}
-	last := time.Now()
+	var last time.Time // the first chunk is told at once, then once a second
 	for {
 		n, err := unix.Splice(int(from.Fd()), nil, int(to.Fd()), nil, 1<<20, unix.SPLICE_F_MOVE|unix.SPLICE_F_MORE)
 		if n > 0 {
