@@ -220,6 +220,10 @@ func printJobSummary(w io.Writer, o output, j contract.Job) {
 			o.size(n("data_added")), n("total_files_processed"), o.size(n("total_bytes_processed")))
 		return
 	}
+	if j.Kind == contract.KindSend {
+		printSendSummary(w, o, s)
+		return
+	}
 	for _, k := range slices.Sorted(maps.Keys(s)) {
 		fmt.Fprintf(w, "  %s: %s\n", printable(strings.ReplaceAll(k, "_", " ")), summaryValue(o, k, s[k]))
 	}

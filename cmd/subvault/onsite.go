@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -83,4 +86,64 @@ func (o output) age(t time.Time) string {
 		return strconv.FormatInt(int64(d/time.Second), 10)
 	}
 	return roughDuration(d)
+}
+
+// printSendSummary prints what a send did: each subvolume's snapshot,
+// from which parent or why in full, and the bytes; where the copies are.
+func printSendSummary(w io.Writer, o output, s map[string]any) {
+	if where, _ := s["where"].(string); where != "" {
+		fmt.Fprintf(w, "  copies in: %s\n", printable(where))
+	}
+	if up, _ := s["up_to_date"].(bool); up {
+		fmt.Fprintln(w, "  up to date: the target had the newest snapshots already")
+	}
+	for _, one := range summaryList(s["sent"]) {
+		str := func(k string) string { v, _ := one[k].(string); return v }
+		bytes, _ := one["bytes"].(uint64)
+		how := "incremental from " + printable(str("parent"))
+		if str("parent") == "" {
+			how = "full"
+			if why := str("full_reason"); why != "" {
+				how += " (" + printable(why) + ")"
+			}
+		}
+		fmt.Fprintf(w, "  %s: %s, %s, %s\n", printable(str("subvolume")), printable(str("snapshot")), how, o.size(bytes))
+	}
+	if n, ok := s["bytes_sent"].(uint64); ok {
+		fmt.Fprintf(w, "  sent: %s\n", o.size(n))
+	}
+	if n, ok := s["leftovers_removed"]; ok {
+		fmt.Fprintf(w, "  leftovers of interrupted receives removed: %v\n", n)
+	}
+}
+
+// summaryList reads a summary value that is a list of records: as the
+// daemon made it ([]map[string]any) or as it came over the bus (each
+// value a D-Bus variant).
+func summaryList(v any) []map[string]any {
+	type variant interface{ Value() any }
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Slice {
+		return nil
+	}
+	var out []map[string]any
+	for i := range rv.Len() {
+		m := rv.Index(i)
+		if m.Kind() == reflect.Interface {
+			m = m.Elem()
+		}
+		if m.Kind() != reflect.Map || m.Type().Key().Kind() != reflect.String {
+			continue
+		}
+		rec := map[string]any{}
+		for it := m.MapRange(); it.Next(); {
+			val := it.Value().Interface()
+			if vv, ok := val.(variant); ok {
+				val = vv.Value()
+			}
+			rec[it.Key().String()] = val
+		}
+		out = append(out, rec)
+	}
+	return out
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godbus/dbus/v5"
+
 	"github.com/subvault/subvault/api/contract"
 )
 
@@ -153,6 +155,41 @@ func TestSendAndTargetsUsage(t *testing.T) {
 	for _, args := range [][]string{{"send"}, {"send", "home", "usb", "disk"}, {"targets", "usb"}, {"send", "home", "--nope"}} {
 		if code, _, errOut := runCLI(t, args...); code != exitUsage || errOut == "" {
 			t.Errorf("subvault %q: exit %d, stderr %q; want %d and a message", args, code, errOut, exitUsage)
+		}
+	}
+}
+
+// A send's summary reads as what was sent, from which parent or why in
+// full, as the daemon makes it and as it comes over the bus.
+func TestSendSummaryShown(t *testing.T) {
+	o := output{}
+	local := map[string]any{"target": "usb", "bytes_sent": uint64(4096), "full": true, "up_to_date": false, "where": "/mnt/usb/subvault",
+		"sent": []map[string]any{
+			{"subvolume": "/", "snapshot": "subvault@system@20261203T023000Z@41@-", "bytes": uint64(1024), "parent": "subvault@system@20261202T023000Z@40@-"},
+			{"subvolume": "/home", "snapshot": "subvault@system@20261203T023000Z@41@home", "bytes": uint64(3072), "full_reason": "no copy on the target yet"},
+		}}
+	bus := map[string]any{}
+	for k, v := range local {
+		bus[k] = v
+	}
+	var sent []map[string]dbus.Variant
+	for _, one := range local["sent"].([]map[string]any) {
+		m := map[string]dbus.Variant{}
+		for k, v := range one {
+			m[k] = dbus.MakeVariant(v)
+		}
+		sent = append(sent, m)
+	}
+	bus["sent"] = sent
+	want := "  copies in: /mnt/usb/subvault\n" +
+		"  /: subvault@system@20261203T023000Z@41@-, incremental from subvault@system@20261202T023000Z@40@-, 1024\n" +
+		"  /home: subvault@system@20261203T023000Z@41@home, full (no copy on the target yet), 3072\n" +
+		"  sent: 4096\n"
+	for what, s := range map[string]map[string]any{"from the daemon": local, "over the bus": bus} {
+		var b strings.Builder
+		printJobSummary(&b, o, contract.Job{Kind: contract.KindSend, Summary: s})
+		if b.String() != want {
+			t.Errorf("%s:\n%s\nwant\n%s", what, b.String(), want)
 		}
 	}
 }
