@@ -121,3 +121,21 @@ func RenameNoReplace(oldDir *os.File, oldName string, newDir *os.File, newName s
 	}
 	return nil
 }
+
+// FilesystemUUIDOf returns the UUID of the btrfs filesystem that holds the
+// open file f (BTRFS_IOC_FS_INFO), as FilesystemUUID reads it from a
+// device.
+func FilesystemUUIDOf(f *os.File) (string, error) {
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
+		return "", fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if uint32(fs.Type) != superMagic {
+		return "", fmt.Errorf("%s is not on btrfs: %w", f.Name(), ErrNotBtrfs)
+	}
+	info, err := fsInfo(int(f.Fd()))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return formatUUID(info.FSID), nil
+}

@@ -25,7 +25,7 @@ const (
 	targetPathHint  = "an absolute clean directory on a mounted btrfs, such as /mnt/usb/subvault"
 	uuidExpected    = "a btrfs filesystem UUID as blkid or btrfs filesystem show print it, such as 0f6c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
 	subdirExpected  = `a relative clean directory under the filesystem's top level, such as subvault (the default) or backups/laptop`
-	pinForExpected  = `a number of days such as "90d" (the default) or a Go duration such as "2160h", or "0" to pin nothing`
+	pinForExpected  = `a number of days such as "90d" (the default) or a Go duration of at least an hour such as "2160h"`
 	sendSchedExpect = `a cron spec (` + cronExpected + `), or "" (the default) for a send to each target after every backup that made snapshots`
 )
 
@@ -188,14 +188,12 @@ func definedTargets(cfg *Config) string {
 	return " (defined: " + strings.Join(names, ", ") + ")"
 }
 
-// pinFor decodes target_pin_for: days ("90d"), a Go duration of at least an
-// hour, or 0 (no pin).
+// pinFor decodes target_pin_for: days ("90d") or a Go duration of at least
+// an hour. Never 0: the pins' code reads an unset (zero) one as the
+// default.
 func (p *parser) pinFor(n *yaml.Node, path string) (time.Duration, bool) {
 	n = resolve(n)
 	if n.Kind == yaml.ScalarNode && n.Tag == tagInt {
-		if n.Value == "0" {
-			return 0, true
-		}
 		p.fail(n, path, "got the number "+n.Value+", which has no unit", pinForExpected+` (days: "`+n.Value+`d")`)
 		return 0, false
 	}
@@ -205,8 +203,12 @@ func (p *parser) pinFor(n *yaml.Node, path string) (time.Duration, bool) {
 	}
 	if m := daysRE.FindStringSubmatch(v); m != nil {
 		days, err := strconv.Atoi(m[1])
-		if err != nil || days > 100*365 {
+		switch {
+		case err != nil || days > 100*365:
 			p.fail(n, path, fmt.Sprintf("%q is more than 100 years", v), pinForExpected)
+			return 0, false
+		case days == 0:
+			p.fail(n, path, fmt.Sprintf("%q is no time at all", v), pinForExpected)
 			return 0, false
 		}
 		return time.Duration(days) * 24 * time.Hour, true
@@ -219,7 +221,7 @@ func (p *parser) pinFor(n *yaml.Node, path string) (time.Duration, bool) {
 	case d < 0:
 		p.fail(n, path, fmt.Sprintf("%q is negative", v), pinForExpected)
 		return 0, false
-	case d > 0 && d < time.Hour:
+	case d < time.Hour:
 		p.fail(n, path, fmt.Sprintf("%q is shorter than an hour", v), pinForExpected)
 		return 0, false
 	}

@@ -56,21 +56,22 @@ func TestTargetsParsed(t *testing.T) {
 	}
 }
 
-// TestTargetPinForZero: "0" pins nothing (documented), and is not refused.
-func TestTargetPinForZero(t *testing.T) {
+// TestTargetRetentionEmpty: target_retention: {} keeps only the newest
+// copy (documented), and is not refused.
+func TestTargetRetentionEmpty(t *testing.T) {
 	t.Parallel()
 	cfg, err := Parse("c.yaml", []byte(`repositories:
   nas: {url: /srv/restic, password_file: /etc/p}
 targets:
   usb: {path: /mnt/usb}
 plans:
-  home: {subvolumes: [/home], repository: nas, send_to: [usb], target_pin_for: 0, target_retention: {}}
+  home: {subvolumes: [/home], repository: nas, send_to: [usb], target_retention: {}}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := cfg.Plans["home"]; p.TargetPinFor != 0 || p.TargetRetention != (KeepSnapshots{}) {
-		t.Errorf("TargetPinFor %v, TargetRetention %+v; want 0 and {} (only the newest copy kept)", p.TargetPinFor, p.TargetRetention)
+	if p := cfg.Plans["home"]; p.TargetRetention != (KeepSnapshots{}) {
+		t.Errorf("TargetRetention %+v; want {} (only the newest copy kept)", p.TargetRetention)
 	}
 }
 
