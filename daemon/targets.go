@@ -70,6 +70,8 @@ type targetState struct {
 	wake     chan struct{}
 	// reloaded tells the device watch that the configuration changed.
 	reloaded chan struct{}
+	// status is onsite.Status (a seam for the tests of the bounds).
+	status func(ctx context.Context, cfg *config.Config, target string, plans []string) (onsite.TargetStatus, error)
 }
 
 // knownTarget is a target's last status, and which plans have a send due
@@ -87,7 +89,8 @@ type targetLook struct {
 
 func newTargetState() *targetState {
 	return &targetState{known: map[string]*knownTarget{}, looks: map[string]*targetLook{},
-		appeared: map[string]queue.Trigger{}, wake: make(chan struct{}, 1), reloaded: make(chan struct{}, 1)}
+		appeared: map[string]queue.Trigger{}, wake: make(chan struct{}, 1), reloaded: make(chan struct{}, 1),
+		status: onsite.Status}
 }
 
 // targetPlans are the plans of cfg that send to target, by name.
@@ -116,7 +119,7 @@ func (d *Daemon) targetStatus(ctx context.Context, cfg *config.Config, target st
 		go func() {
 			lctx, cancel := context.WithTimeout(context.Background(), targetStatusTimeout)
 			defer cancel()
-			st, err := onsite.Status(lctx, cfg, target, targetPlans(cfg, target))
+			st, err := ts.status(lctx, cfg, target, targetPlans(cfg, target))
 			due := d.dueSends(cfg, target, st, err)
 			ts.mu.Lock()
 			look.status, look.err = st, err

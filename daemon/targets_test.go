@@ -1,0 +1,72 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/subvault/subvault/btrfs"
+	"github.com/subvault/subvault/daemon/config"
+	"github.com/subvault/subvault/daemon/onsite"
+)
+
+// A target whose disk does not answer holds ListTargets for at most
+// targetStatusWait, and says so in its Error; the other target answers.
+// Calls that come while it is looked at wait for that look (one look per
+// target, however many callers), and once it ends its copies are known
+// to the plans without looking again.
+func TestTargetsBoundedOneLookPerTarget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := &config.Config{
+			Targets: map[string]*config.Target{"slow": {Name: "slow", UUID: "5e1d0000-1600-4d00-8000-00000000d15c"}, "usb": {Name: "usb", Path: "/mnt/usb"}},
+			Plans:   map[string]*config.Plan{"home": {Name: "home", SendTo: []string{"slow", "usb"}}},
+		}
+		d := &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), targets: newTargetState()}
+		release := make(chan struct{})
+		var looks atomic.Int32
+		newest := time.Date(2026, 12, 3, 3, 0, 0, 0, time.UTC)
+		d.targets.status = func(ctx context.Context, _ *config.Config, target string, _ []string) (onsite.TargetStatus, error) {
+			if target == "slow" {
+				looks.Add(1)
+				<-release
+			}
+			return onsite.TargetStatus{Name: target, Present: true, Where: "/mnt/" + target, Copies: map[string][]onsite.Copy{
+				"home": {{Snapshot: btrfs.Snapshot{Plan: "home", Time: newest}, ReadOnly: true}},
+			}}, nil
+		}
+		start := time.Now()
+		done := make(chan []TargetInfo, 8)
+		for range 8 {
+			go func() { done <- d.Targets(context.Background()) }()
+		}
+		for range 8 {
+			infos := <-done
+			if len(infos) != 2 || infos[0].Name != "slow" || infos[1].Name != "usb" {
+				t.Fatalf("targets %+v", infos)
+			}
+			if slow := infos[0]; slow.Present || !strings.Contains(slow.Error, "did not answer within 4s") {
+				t.Errorf("the slow target: present %v, error %q", slow.Present, slow.Error)
+			}
+			if usb := infos[1]; !usb.Present || usb.Error != "" || len(usb.Plans) != 1 || !usb.Plans[0].Newest.Equal(newest) || usb.Plans[0].Copies != 1 {
+				t.Errorf("usb: %+v", usb)
+			}
+		}
+		if took := time.Since(start); took != targetStatusWait {
+			t.Errorf("the calls took %v, want %v", took, targetStatusWait)
+		}
+		if n := looks.Load(); n != 1 {
+			t.Errorf("%d looks at the slow target for 8 calls, want one at a time", n)
+		}
+		close(release)
+		synctest.Wait()
+		for _, pt := range d.planTargets(cfg.Plans["home"]) {
+			if !pt.Present || !pt.Newest.Equal(newest) {
+				t.Errorf("plan home's target %+v after the looks ended", pt)
+			}
+		}
+	})
+}
