@@ -49,9 +49,11 @@ type PlanTarget struct {
 
 // How long a call that shows targets waits for one target's status: a
 // slow or failing disk must not hold the caller (the look goes on, and the
-// next call gets its answer); and how long one look may take at most.
+// next call gets its answer); how long what a look found answers such
+// calls; and how long one look may take at most.
 const (
 	targetStatusWait    = 4 * time.Second
+	targetStatusFresh   = 10 * time.Second
 	targetStatusTimeout = 2 * time.Minute
 	// deviceWatchInterval is how often the daemon looks for new block
 	// devices while a UUID target has a send due (daemon/devices).
@@ -79,6 +81,7 @@ type targetState struct {
 type knownTarget struct {
 	status onsite.TargetStatus
 	due    map[string]bool
+	at     time.Time // when the look that found it ended
 }
 
 type targetLook struct {
@@ -110,8 +113,21 @@ func targetPlans(cfg *config.Config, target string) []string {
 // goes on to its end (at most targetStatusTimeout), and what it finds is
 // known for the plans' Targets.
 func (d *Daemon) targetStatus(ctx context.Context, cfg *config.Config, target string) (onsite.TargetStatus, error) {
+	return d.targetStatusWithin(ctx, cfg, target, 0)
+}
+
+// targetStatusWithin is targetStatus, or what a look that ended less
+// than maxAge ago found: ListTargets, which anyone may call as often as
+// they like, mounts a disk (in a private namespace) at most once per
+// maxAge.
+func (d *Daemon) targetStatusWithin(ctx context.Context, cfg *config.Config, target string, maxAge time.Duration) (onsite.TargetStatus, error) {
 	ts := d.targets
 	ts.mu.Lock()
+	if k := ts.known[target]; k != nil && maxAge > 0 && time.Since(k.at) < maxAge {
+		st := k.status
+		ts.mu.Unlock()
+		return st, nil
+	}
 	look := ts.looks[target]
 	if look == nil {
 		look = &targetLook{done: make(chan struct{})}
@@ -125,9 +141,9 @@ func (d *Daemon) targetStatus(ctx context.Context, cfg *config.Config, target st
 			look.status, look.err = st, err
 			delete(ts.looks, target)
 			if err == nil {
-				ts.known[target] = &knownTarget{status: st, due: due}
+				ts.known[target] = &knownTarget{status: st, due: due, at: time.Now()}
 			} else if k := ts.known[target]; k != nil {
-				k.status.Present = false
+				k.status.Present, k.at = false, time.Time{}
 			}
 			ts.mu.Unlock()
 			close(look.done)
@@ -220,7 +236,7 @@ func (d *Daemon) Targets(ctx context.Context) []TargetInfo {
 func (d *Daemon) targetInfo(ctx context.Context, cfg *config.Config, name string) TargetInfo {
 	t := cfg.Targets[name]
 	info := TargetInfo{Name: name, Path: t.Path, UUID: t.UUID}
-	st, err := d.targetStatus(ctx, cfg, name)
+	st, err := d.targetStatusWithin(ctx, cfg, name, targetStatusFresh)
 	info.Present, info.Where, info.Error = st.Present, st.Where, st.Err
 	if err != nil && info.Error == "" {
 		info.Error = oneLine(err.Error())

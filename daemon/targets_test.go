@@ -18,7 +18,7 @@ import (
 // targetStatusWait, and says so in its Error; the other target answers.
 // Calls that come while it is looked at wait for that look (one look per
 // target, however many callers), and once it ends its copies are known
-// to the plans without looking again.
+// to the plans without looking again, and answer calls for 10 s.
 func TestTargetsBoundedOneLookPerTarget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := &config.Config{
@@ -67,6 +67,16 @@ func TestTargetsBoundedOneLookPerTarget(t *testing.T) {
 			if !pt.Present || !pt.Newest.Equal(newest) {
 				t.Errorf("plan home's target %+v after the looks ended", pt)
 			}
+		}
+		// What the look found answers calls for targetStatusFresh; then
+		// the target is looked at again.
+		if infos := d.Targets(context.Background()); !infos[0].Present || looks.Load() != 1 {
+			t.Errorf("a call at once: %+v, %d looks at slow; want present from the last look", infos[0], looks.Load())
+		}
+		time.Sleep(targetStatusFresh)
+		d.Targets(context.Background())
+		if n := looks.Load(); n != 2 {
+			t.Errorf("%d looks at slow after %v, want 2", n, targetStatusFresh)
 		}
 	})
 }
