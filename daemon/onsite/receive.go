@@ -176,6 +176,9 @@ func receiveError(target string, err error, stderr string) error {
 	if strings.Contains(stderr, "No space left on device") {
 		return fmt.Errorf("target %s is full: btrfs receive: %s (free space on it, or lower the plan's target_retention)", target, cause)
 	}
+	if cause == err.Error() {
+		return fmt.Errorf("btrfs receive on target %s failed: %s", target, cause)
+	}
 	return fmt.Errorf("btrfs receive on target %s failed: %s (%v)", target, cause, err)
 }
 
