@@ -245,6 +245,16 @@ func TestTargetAwayPinnedParent(t *testing.T) {
 	first := e.snapshot(t)
 	e.send(t)
 	umountDst(t, e)
+	// The mount point's directory is on the source's filesystem here: a
+	// target found there is taken for absent, never filled.
+	e.cfg.Targets["usb"].Path = e.src.Path("subvault")
+	if err := os.Mkdir(e.src.Path("subvault"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Send(context.Background(), e.options()); !errors.Is(err, ErrAbsent) || !strings.Contains(err.Error(), "filesystem of subvolume") {
+		t.Errorf("send to a target on the source's filesystem: %v, want ErrAbsent", err)
+	}
+	e.cfg.Targets["usb"].Path = e.dst.Path("subvault")
 	for i := range 10 {
 		testutil.WriteFile(t, e.src.Path("home", "n"), strings.Repeat("y", i))
 		e.snapshot(t)
