@@ -4,6 +4,18 @@
 // both sides have, received safely under a temporary name, and kept there
 // per the plan's target_retention. docs/configuration.md#targets has the
 // rules a user sees.
+//
+// On the target, a plan's copies are <root>/<plan>/<snapshot name>, where
+// <plan> is a btrfs subvolume subvault makes (root's, 0700): btrfs receive
+// runs in a private mount namespace with that subvolume bound at
+// state_dir/onsite/receive, a path no other user can redirect, and finds a
+// parent below the root of the mount it writes into only when that root
+// is a subvolume. A stream is received under .subvault-receiving-<job id>
+// (its name changed in the stream, btrfs.RenameInStream: a read-only
+// subvolume cannot be moved to another directory afterwards, only
+// renamed within its own), checked, and renamed into place. A UUID
+// target's top level is mounted at state_dir/onsite/mnt in the same
+// namespace, never in the host's. btrfs receive is the only program run.
 package onsite
 
 import (
