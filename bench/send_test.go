@@ -242,4 +242,3 @@ volume %s
 		gb, files, changed, runs, ms.Round(time.Millisecond), subvaultTimes, mb.Round(time.Millisecond), btrbkTimes,
 		ms.Seconds()/mb.Seconds(), medianFloat(ratios), streamBytes)
 }
-
