@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
@@ -50,14 +51,24 @@ func Snapshots(plan *config.Plan) ([]btrfs.Snapshot, error) {
 // does not keep, except those of the jobs in running, and returns the ones it
 // keeps. Each deletion is logged. It goes on past a failed deletion and
 // returns the first error.
-func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location, running map[uint32]bool) ([]btrfs.Snapshot, error) {
+//
+// A plan with send_to keeps, besides, the snapshots its send pins name (the
+// parents of the next incremental sends; a pin older than target_pin_for is
+// dropped first, logged send-pin-dropped, and the next send to that target
+// is full) and its newest snapshot of each subvolume (the next send's
+// source).
+func ApplyKeepSnapshots(cfg *config.Config, plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location, running map[uint32]bool) ([]btrfs.Snapshot, error) {
 	all, err := Snapshots(plan)
+	if err != nil {
+		return nil, err
+	}
+	held, err := sendHeld(cfg, plan, all, log, now)
 	if err != nil {
 		return nil, err
 	}
 	var candidates, busy []btrfs.Snapshot
 	for _, s := range all {
-		if running[s.JobID] {
+		if running[s.JobID] || held[s.Name()] {
 			busy = append(busy, s)
 		} else {
 			candidates = append(candidates, s)
@@ -192,4 +203,46 @@ func snapshotDirOf(plan *config.Plan, s btrfs.Snapshot) (*os.File, error) {
 		}
 	}
 	return OpenSnapshotDir(plan, sv, false)
+}
+
+// sendHeld names the snapshots the plan's sends need kept: the pinned
+// parents still within target_pin_for, and the newest of each subvolume
+// when the plan has send_to. Pins too old are dropped here, each logged.
+func sendHeld(cfg *config.Config, plan *config.Plan, all []btrfs.Snapshot, log *slog.Logger, now time.Time) (map[string]bool, error) {
+	held := map[string]bool{}
+	if cfg == nil {
+		return held, nil
+	}
+	left, dropped, err := dropOldPins(cfg, plan, now)
+	if err != nil {
+		return nil, fmt.Errorf("keep_snapshots: %w", err)
+	}
+	for _, p := range dropped {
+		why := fmt.Sprintf("pinned for longer than target_pin_for (%v) while the target was away", pinFor(plan))
+		if !slices.Contains(plan.SendTo, p.Target) {
+			why = "the target is no longer in send_to"
+		}
+		log.Warn("send pin dropped: the next send to the target will be full", journal.Event(journal.EventSendPinDropped),
+			"plan", plan.Name, "target", p.Target, "subvolume", p.Subvolume, "snapshot", p.Snapshot, "since", p.Since, "why", why)
+	}
+	for _, p := range left {
+		held[p.Snapshot] = true
+	}
+	if len(plan.SendTo) > 0 {
+		newest := map[string]btrfs.Snapshot{}
+		for _, s := range all { // oldest first
+			newest[s.Subvolume] = s
+		}
+		for _, s := range newest {
+			held[s.Name()] = true
+		}
+	}
+	return held, nil
+}
+
+func pinFor(plan *config.Plan) time.Duration {
+	if plan.TargetPinFor > 0 {
+		return plan.TargetPinFor
+	}
+	return config.DefaultTargetPinFor
 }
