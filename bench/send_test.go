@@ -160,6 +160,10 @@ timestamp_format        long-iso
 snapshot_create         no
 snapshot_preserve_min   all
 target_preserve_min     all
+# Its own chain only: by default btrbk would take subvault's snapshots and
+# copies (snapshots of the same subvolume, on the same filesystems) as
+# parents.
+incremental_resolve     directory
 volume %s
   snapshot_dir btrbk-snaps
   subvolume data
@@ -219,9 +223,14 @@ volume %s
 			if err != nil || !info.ReadOnly {
 				b.Fatalf("round %d: btrbk's copy %s: %+v, %v\n%s", round, btrbkName, info, err, out)
 			}
-			// ">>>" is btrbk's mark of an incremental receive, "***" of a full one.
-			if round > 0 && !strings.Contains(string(out), ">>> "+dst.Path("btrbk", btrbkName)) {
-				b.Fatalf("round %d: btrbk did not receive %s incrementally:\n%s", round, btrbkName, out)
+			// ">>>" is btrbk's mark of an incremental receive, "***" of a
+			// full one: full in round 0, incremental after.
+			mark := ">>> "
+			if round == 0 {
+				mark = "*** "
+			}
+			if !strings.Contains(string(out), mark+dst.Path("btrbk", btrbkName)) {
+				b.Fatalf("round %d: btrbk did not receive %s as %q says:\n%s", round, btrbkName, mark, out)
 			}
 			return d
 		}
