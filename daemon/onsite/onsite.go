@@ -179,6 +179,11 @@ func removeLeftovers(pd *os.File, target, plan string, log *slog.Logger) ([]stri
 			continue // not a name subvault makes
 		}
 		path := pd.Name() + "/" + name
+		var st unix.Stat_t
+		if err := unix.Fstatat(int(pd.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Ino != 256 {
+			log.Warn("left alone: not a subvolume a receive made", "target", target, "plan", plan, "path", path)
+			continue
+		}
 		err := removeTemp(pd, name)
 		if err != nil {
 			log.Error("cannot remove an interrupted receive", "target", target, "plan", plan, "path", path, "err", err)
@@ -276,6 +281,9 @@ func send(ctx context.Context, o Options, log *slog.Logger, t *config.Target, mn
 	}
 	defer p.root.Close() //nolint:errcheck // a directory
 	res.Where = p.where
+	if err := notSourceFS(t, p.root, src); err != nil {
+		return err
+	}
 	pd, err := openPlanDir(p.root, o.Plan.Name, true)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", t.Name, err)
@@ -595,4 +603,25 @@ func RemoveLeftovers(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 		}
 	}
 	return firstErr
+}
+
+// notSourceFS refuses a target on the filesystem of one of the plan's
+// snapshots: most often a path target whose disk is not mounted, its
+// mount point's directory found on the system's own btrfs. The copies
+// would fill the disk they are meant to outlive; the target is taken for
+// absent.
+func notSourceFS(t *config.Target, root *os.File, src map[string][]source) error {
+	fsid, err := btrfs.FilesystemUUIDOf(root)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	for sv, list := range src {
+		if len(list) == 0 {
+			continue
+		}
+		if id, err := btrfs.FilesystemUUIDOf(list[0].f); err == nil && id == fsid {
+			return absent(t, "%s is on the filesystem of subvolume %s, not on a disk of its own (is the target's disk mounted?)", root.Name(), sv)
+		}
+	}
+	return nil
 }

@@ -62,13 +62,13 @@ func ApplyKeepSnapshots(cfg *config.Config, plan *config.Plan, log *slog.Logger,
 	if err != nil {
 		return nil, err
 	}
-	held, err := sendHeld(cfg, plan, all, log, now)
+	pinned, newest, err := sendHeld(cfg, plan, all, log, now)
 	if err != nil {
 		return nil, err
 	}
 	var candidates, busy []btrfs.Snapshot
 	for _, s := range all {
-		if running[s.JobID] || held[s.Name()] {
+		if running[s.JobID] || pinned[s.Name()] {
 			busy = append(busy, s)
 		} else {
 			candidates = append(candidates, s)
@@ -80,6 +80,11 @@ func ApplyKeepSnapshots(cfg *config.Config, plan *config.Plan, log *slog.Logger,
 	}, now, loc)
 	var firstErr error
 	for _, s := range remove {
+		if newest[s.Name()] {
+			keep = append(keep, s)
+			log.Debug("snapshot kept: the next send's source", "snapshot", s.Path)
+			continue
+		}
 		if err := DeleteSnapshot(plan, s); err != nil {
 			log.Error("cannot delete snapshot", "snapshot", s.Path, "err", err)
 			if firstErr == nil {
@@ -206,16 +211,17 @@ func snapshotDirOf(plan *config.Plan, s btrfs.Snapshot) (*os.File, error) {
 }
 
 // sendHeld names the snapshots the plan's sends need kept: the pinned
-// parents still within target_pin_for, and the newest of each subvolume
-// when the plan has send_to. Pins too old are dropped here, each logged.
-func sendHeld(cfg *config.Config, plan *config.Plan, all []btrfs.Snapshot, log *slog.Logger, now time.Time) (map[string]bool, error) {
-	held := map[string]bool{}
+// parents still within target_pin_for (kept and not counted), and the
+// newest of each subvolume when the plan has send_to (counted, never
+// deleted). Pins too old are dropped here, each logged.
+func sendHeld(cfg *config.Config, plan *config.Plan, all []btrfs.Snapshot, log *slog.Logger, now time.Time) (pinned, newest map[string]bool, err error) {
+	pinned, newest = map[string]bool{}, map[string]bool{}
 	if cfg == nil {
-		return held, nil
+		return pinned, newest, nil
 	}
 	left, dropped, err := dropOldPins(cfg, plan, now)
 	if err != nil {
-		return nil, fmt.Errorf("keep_snapshots: %w", err)
+		return nil, nil, fmt.Errorf("keep_snapshots: %w", err)
 	}
 	for _, p := range dropped {
 		why := fmt.Sprintf("pinned for longer than target_pin_for (%v) while the target was away", pinFor(plan))
@@ -226,18 +232,20 @@ func sendHeld(cfg *config.Config, plan *config.Plan, all []btrfs.Snapshot, log *
 			"plan", plan.Name, "target", p.Target, "subvolume", p.Subvolume, "snapshot", p.Snapshot, "since", p.Since, "why", why)
 	}
 	for _, p := range left {
-		held[p.Snapshot] = true
+		pinned[p.Snapshot] = true
 	}
 	if len(plan.SendTo) > 0 {
-		newest := map[string]btrfs.Snapshot{}
-		for _, s := range all { // oldest first
-			newest[s.Subvolume] = s
+		last := map[string]btrfs.Snapshot{}
+		for _, s := range all {
+			if l, ok := last[s.Subvolume]; !ok || s.Time.After(l.Time) || (s.Time.Equal(l.Time) && s.JobID > l.JobID) {
+				last[s.Subvolume] = s
+			}
 		}
-		for _, s := range newest {
-			held[s.Name()] = true
+		for _, s := range last {
+			newest[s.Name()] = true
 		}
 	}
-	return held, nil
+	return pinned, newest, nil
 }
 
 func pinFor(plan *config.Plan) time.Duration {
