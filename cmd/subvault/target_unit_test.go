@@ -133,7 +133,7 @@ func TestTargetUnitVerify(t *testing.T) {
 
 var udevPairRE = regexp.MustCompile(`^\s*([A-Z_]+)(\{[^}]*\})?\s*(==|!=|\+=|-=|:=|=)\s*"([^"]*)"\s*$`)
 
-// The udev rule matches added btrfs filesystems and wants the unit by the
+// The udev rule matches btrfs filesystems that appear (added or changed) and wants the unit by the
 // filesystem UUID; `udevadm verify` checks its syntax where udev has it
 // (systemd 254 and later).
 func TestUdevRuleStartsTargetUnit(t *testing.T) {
@@ -161,7 +161,7 @@ func TestUdevRuleStartsTargetUnit(t *testing.T) {
 	}
 	r := rules[0]
 	for k, v := range map[string]string{
-		`ACTION==`:             "add",
+		`ACTION==`:             "add|change",
 		`SUBSYSTEM==`:          "block",
 		`ENV{ID_FS_TYPE}==`:    "btrfs",
 		`ENV{ID_FS_UUID}==`:    "?*",
