@@ -143,7 +143,7 @@ func TestListTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close() //nolint:errcheck // the test is done
+	defer c.Close()
 	if viaClient, err := c.Targets(context.Background()); err != nil || !reflect.DeepEqual(viaClient, got) {
 		t.Errorf("client.Targets: %+v %v, want %+v", viaClient, err, got)
 	}
