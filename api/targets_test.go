@@ -1,15 +1,18 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/subvault/subvault/api/client"
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/internal/testutil"
 )
@@ -134,6 +137,18 @@ func TestListTargets(t *testing.T) {
 	v, err := e.client.Object(contract.BusName, contract.PlanPath("home")).GetProperty(contract.PlanInterface + ".Targets")
 	if err != nil || v.Signature().String() != "a(sxb)" {
 		t.Errorf("plan home's Targets: %v %v, want a(sxb)", v, err)
+	}
+	// The client reads the same, and says what it was doing when refused.
+	c, err := client.Dial(context.Background(), e.bus.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if viaClient, err := c.Targets(context.Background()); err != nil || !reflect.DeepEqual(viaClient, got) {
+		t.Errorf("client.Targets: %+v %v, want %+v", viaClient, err, got)
+	}
+	if _, err := c.StartSend(context.Background(), "home", "../usb"); err == nil || !strings.Contains(err.Error(), "start a send of home to ../usb") {
+		t.Errorf("client.StartSend of a malformed target: %v", err)
 	}
 	// Root may tell of a disk, in any case of its UUID.
 	if err := e.obj.Call(contract.ManagerInterface+".TargetAppeared", 0, "0F6C1A2B-3C4D-4E5F-8A9B-0C1D2E3F4A5B").Err; err != nil {

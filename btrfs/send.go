@@ -91,7 +91,7 @@ func Send(snap, parent *os.File, clones []*os.File, out *os.File) error {
 	runtime.KeepAlive(roots)
 	runtime.KeepAlive(out)
 	if errno != 0 {
-		var err error = errno
+		var err error
 		switch {
 		case errors.Is(errno, unix.EPIPE):
 			err = fmt.Errorf("%w (the receiving end was closed)", errno)

@@ -84,7 +84,7 @@ func printTargets(w io.Writer, o output, targets []contract.Target) {
 				strconv.FormatUint(uint64(p.Copies), 10), strconv.FormatUint(uint64(p.Pinned), 10)))
 		}
 	}
-	table(w, []string{"TARGET", "WHERE", "PRESENT", "PLAN", "NEWEST COPY", "AGE", "COPIES", "PINNED"}, rows)
+	table(w, []string{"NAME", "WHERE", "PRESENT", "PLAN", "NEWEST COPY", "AGE", "COPIES", "PINNED"}, rows)
 	for _, t := range targets {
 		if t.Error != "" {
 			fmt.Fprintf(w, "%s: %s\n", printable(t.Name), printable(t.Error))

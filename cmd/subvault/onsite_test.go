@@ -129,10 +129,10 @@ func TestTargetsListing(t *testing.T) {
 	}
 	var pipe strings.Builder
 	printTargets(&pipe, output{now: func() time.Time { return now }}, targets)
-	want := "TARGET  WHERE                                      PRESENT  PLAN  NEWEST COPY           AGE    COPIES  PINNED\n" +
-		"disk    uuid 0f6c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b  no       home  2026-12-02T10:00:00Z  93600  4       1\n" +
-		"                                                            root  -                     -      0       0\n" +
-		"usb     /mnt/usb/subvault                          yes      -     -                     -      -       -\n" +
+	want := "NAME  WHERE                                      PRESENT  PLAN  NEWEST COPY           AGE    COPIES  PINNED\n" +
+		"disk  uuid 0f6c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b  no       home  2026-12-02T10:00:00Z  93600  4       1\n" +
+		"                                                          root  -                     -      0       0\n" +
+		"usb   /mnt/usb/subvault                          yes      -     -                     -      -       -\n" +
 		"disk: no block device has filesystem UUID 0f6c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b (is the disk plugged in?)\n"
 	if pipe.String() != want {
 		t.Errorf("targets for a pipe:\n%s\nwant\n%s", pipe.String(), want)

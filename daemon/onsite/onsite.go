@@ -4,6 +4,18 @@
 // both sides have, received safely under a temporary name, and kept there
 // per the plan's target_retention. docs/configuration.md#targets has the
 // rules a user sees.
+//
+// On the target, a plan's copies are <root>/<plan>/<snapshot name>, where
+// <plan> is a btrfs subvolume subvault makes (root's, 0700): btrfs receive
+// runs in a private mount namespace with that subvolume bound at
+// state_dir/onsite/receive, a path no other user can redirect, and finds a
+// parent below the root of the mount it writes into only when that root
+// is a subvolume. A stream is received under .subvault-receiving-<job id>
+// (its name changed in the stream, btrfs.RenameInStream: a read-only
+// subvolume cannot be moved to another directory afterwards, only
+// renamed within its own), checked, and renamed into place. A UUID
+// target's top level is mounted at state_dir/onsite/mnt in the same
+// namespace, never in the host's. btrfs receive is the only program run.
 package onsite
 
 import (
@@ -281,6 +293,9 @@ func send(ctx context.Context, o Options, log *slog.Logger, t *config.Target, mn
 	}
 	defer p.root.Close() //nolint:errcheck // a directory
 	res.Where = p.where
+	if err := notSourceFS(t, p.root, src); err != nil {
+		return err
+	}
 	pd, err := openPlanDir(p.root, o.Plan.Name, true)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", t.Name, err)
@@ -600,4 +615,25 @@ func RemoveLeftovers(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 		}
 	}
 	return firstErr
+}
+
+// notSourceFS refuses a target on the filesystem of one of the plan's
+// snapshots: most often a path target whose disk is not mounted, its
+// mount point's directory found on the system's own btrfs. The copies
+// would fill the disk they are meant to outlive; the target is taken for
+// absent.
+func notSourceFS(t *config.Target, root *os.File, src map[string][]source) error {
+	fsid, err := btrfs.FilesystemUUIDOf(root)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	for sv, list := range src {
+		if len(list) == 0 {
+			continue
+		}
+		if id, err := btrfs.FilesystemUUIDOf(list[0].f); err == nil && id == fsid {
+			return absent(t, "%s is on the filesystem of subvolume %s, not on a disk of its own (is the target's disk mounted?)", root.Name(), sv)
+		}
+	}
+	return nil
 }

@@ -2,11 +2,16 @@ package onsite
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,9 +224,6 @@ func first0Bytes(e *env) string {
 	return "?"
 }
 
-var _ = errors.Is
-var _ = filepath.Join
-
 func mountDst(t *testing.T, e *env) {
 	t.Helper()
 	testutil.Run(t, "mount", e.dst.Device, e.dst.Mount)
@@ -243,6 +245,16 @@ func TestTargetAwayPinnedParent(t *testing.T) {
 	first := e.snapshot(t)
 	e.send(t)
 	umountDst(t, e)
+	// The mount point's directory is on the source's filesystem here: a
+	// target found there is taken for absent, never filled.
+	e.cfg.Targets["usb"].Path = e.src.Path("subvault")
+	if err := os.Mkdir(e.src.Path("subvault"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Send(context.Background(), e.options()); !errors.Is(err, ErrAbsent) || !strings.Contains(err.Error(), "filesystem of subvolume") {
+		t.Errorf("send to a target on the source's filesystem: %v, want ErrAbsent", err)
+	}
+	e.cfg.Targets["usb"].Path = e.dst.Path("subvault")
 	for i := range 10 {
 		testutil.WriteFile(t, e.src.Path("home", "n"), strings.Repeat("y", i))
 		e.snapshot(t)
@@ -403,4 +415,273 @@ func TestTargetRetention(t *testing.T) {
 			t.Errorf("%s, not subvault's, was touched: %v", n, err)
 		}
 	}
+}
+
+// fill writes n MiB of data that does not compress into path.
+func fill(t *testing.T, path string, mib int) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	x := uint64(88172645463325252)
+	for range mib {
+		for i := 0; i < len(buf); i += 8 {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			for j := range 8 {
+				buf[i+j] = byte(x >> (8 * j))
+			}
+		}
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A send stopped mid-receive (the job canceled, the target unmounted
+// under it) leaves no half copy once the next send or RemoveLeftovers
+// ran, and the next send is good.
+func TestInterruptedReceive(t *testing.T) {
+	e := newEnv(t, 400, 400, "home")
+	fill(t, e.src.Path("home", "big"), 64)
+	snaps := e.snapshot(t)
+
+	t.Run("canceled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		o := e.options()
+		o.Progress = func(uint64) { cancel() }
+		_, err := Send(ctx, o)
+		if err == nil || !errors.Is(err, context.Canceled) {
+			t.Fatalf("send canceled mid-receive: %v", err)
+		}
+		if l := e.leftovers(t); len(l) > 0 {
+			t.Errorf("a canceled send left %v", l)
+		}
+	})
+
+	t.Run("unmounted", func(t *testing.T) {
+		o := e.options()
+		once := false
+		o.Progress = func(uint64) {
+			if !once {
+				once = true
+				testutil.Run(t, "umount", "-l", e.dst.Mount)
+			}
+		}
+		_, err := Send(context.Background(), o)
+		t.Logf("send whose target was unmounted mid-receive: %v", err)
+		mountDst(t, e)
+		if err := RemoveLeftovers(context.Background(), e.cfg, slog.New(e.log)); err != nil {
+			t.Fatal(err)
+		}
+		if l := e.leftovers(t); len(l) > 0 {
+			t.Errorf("after RemoveLeftovers: %v", l)
+		}
+	})
+
+	res := e.send(t)
+	t.Logf("the send after: %+v", res.Sent)
+	e.checkCopies(t, snaps)
+}
+
+// ENOSPC on the target: one clear line that says the target is full, and
+// nothing left there.
+func TestTargetFull(t *testing.T) {
+	e := newEnv(t, 600, 114, "home")
+	fill(t, e.src.Path("home", "big"), 200)
+	e.snapshot(t)
+	_, err := Send(context.Background(), e.options())
+	if err == nil || !strings.Contains(err.Error(), "target usb is full") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("send to a full target: %v, want one line saying target usb is full", err)
+	}
+	t.Logf("error: %v", err)
+	if l := e.leftovers(t); len(l) > 0 {
+		t.Errorf("a send that ran out of space left %v", l)
+	}
+}
+
+// receiving reports whether a btrfs receive process is running.
+func receiving() bool {
+	entries, _ := os.ReadDir("/proc")
+	for _, d := range entries {
+		raw, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err == nil && strings.HasPrefix(string(raw), "btrfs\x00receive\x00") {
+			return true
+		}
+	}
+	return false
+}
+
+// The daemon killed in the middle of a receive leaves a half copy under
+// the temporary name only; RemoveLeftovers (the daemon's start) removes
+// it, logged, and the next send is good.
+func TestDaemonKilledMidReceive(t *testing.T) {
+	e := newEnv(t, 400, 400, "home")
+	fill(t, e.src.Path("home", "big"), 64)
+	snaps := e.snapshot(t)
+	job, _ := json.Marshal(childJob{StateDir: e.cfg.Settings.StateDir, TargetPath: e.dst.Path("subvault"), Subvolumes: e.plan.Subvolumes, JobID: 7})
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(job))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line := make([]byte, len("receiving\n"))
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "receiving\n" {
+		t.Fatalf("the child did not start receiving: %q, %v: %s", line, err, stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	for deadline := time.Now().Add(30 * time.Second); receiving(); {
+		if time.Now().After(deadline) {
+			t.Fatal("btrfs receive still runs 30 s after the daemon was killed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	left := e.leftovers(t)
+	if strings.Join(left, " ") != receivePrefix+"7" {
+		t.Fatalf("after the kill the target has %v, want only the half copy %s7", left, receivePrefix)
+	}
+	if _, err := os.Stat(e.copyPath(snaps[0])); err == nil {
+		t.Fatal("the half copy is under the snapshot's name")
+	}
+	if err := RemoveLeftovers(context.Background(), e.cfg, slog.New(e.log)); err != nil {
+		t.Fatal(err)
+	}
+	if l := e.leftovers(t); len(l) > 0 {
+		t.Errorf("after RemoveLeftovers: %v", l)
+	}
+	if d := e.log.Events(journal.EventSendLeftoverRemoved); len(d) != 1 || !strings.HasSuffix(d[0].Fields["SUBVAULT_PATH"], receivePrefix+"7") {
+		t.Errorf("send-leftover-removed entries: %+v", d)
+	}
+	e.send(t)
+	e.checkCopies(t, snaps)
+}
+
+// A receive that dies (as on a disk pulled: killed here) fails the send
+// with its cause and leaves nothing.
+func TestReceiveDies(t *testing.T) {
+	e := newEnv(t, 400, 400, "home")
+	fill(t, e.src.Path("home", "big"), 64)
+	snaps := e.snapshot(t)
+	o := e.options()
+	o.Progress = func(n uint64) {
+		t.Logf("progress %d", n)
+		pid, _, err := testutil.WaitCommandLine(10*time.Second, "btrfs", "receive")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		o.Progress = nil
+	}
+	_, err := Send(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "btrfs receive") {
+		t.Fatalf("send whose receive was killed: %v", err)
+	}
+	t.Logf("error: %v", err)
+	if l := e.leftovers(t); len(l) > 0 {
+		t.Errorf("left %v", l)
+	}
+	e.send(t)
+	e.checkCopies(t, snaps)
+}
+
+// snapshotTree lists what is below dir (names and types), to show that
+// nothing there changed.
+func snapshotTree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %v\n", p, d.Type())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// A target directory others may write, a link planted there by uid 65534
+// in the plan's place, a plan directory another user owns, and a link
+// in the plan's place that only root could have made: each is refused, not
+// taken for an absent target, and nothing outside the target is touched.
+func TestHostileTarget(t *testing.T) {
+	e := newEnv(t, 300, 300, "home")
+	e.dst.Share(t)
+	testutil.WriteFile(t, e.src.Path("home", "a"), "a")
+	e.snapshot(t)
+	// The victim: a place of root's with a subvault-named subvolume and a
+	// receiving leftover's name.
+	victim := e.dst.Path("victim")
+	if err := os.Mkdir(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, "btrfs", "subvolume", "create", filepath.Join(victim, receivePrefix+"1"))
+	testutil.Run(t, "btrfs", "subvolume", "create", filepath.Join(victim, "subvault@p@20250101T000000Z@1@home"))
+	before := snapshotTree(t, victim)
+	root := e.dst.Path("subvault")
+	check := func(what, want string) {
+		t.Helper()
+		_, err := Send(context.Background(), e.options())
+		if err == nil || errors.Is(err, ErrAbsent) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want a refusal that says %q", what, err, want)
+		}
+		if err := RemoveLeftovers(context.Background(), e.cfg, slog.New(e.log)); err == nil {
+			t.Errorf("%s: RemoveLeftovers did not refuse", what)
+		}
+		if after := snapshotTree(t, victim); after != before {
+			t.Errorf("%s: outside the target changed:\n%s\nwas\n%s", what, after, before)
+		}
+	}
+
+	if err := os.Chmod(root, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := testutil.RunHostile(t, 10*time.Second, "plant-link", victim, filepath.Join(root, "p")); err != nil {
+		t.Fatalf("uid 65534 could not plant its link: %v: %s", err, out)
+	}
+	check("a target directory others may write", "writable by no one else")
+
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	check("a link in the plan's place", "not a directory")
+
+	if err := os.Remove(filepath.Join(root, "p")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, "btrfs", "subvolume", "create", filepath.Join(root, "p"))
+	if err := os.Chown(filepath.Join(root, "p"), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	check("a plan directory owned by uid 65534", "owned by uid 65534")
+
+	if err := os.Chown(filepath.Join(root, "p"), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(root, "p"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	check("a plan directory others may enter", "mode 0777")
 }

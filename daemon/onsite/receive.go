@@ -28,7 +28,7 @@ func bindPlanDir(pd *os.File, recv string) error {
 	if err != nil {
 		return fmt.Errorf("cannot bind %s for btrfs receive: open_tree: %w", pd.Name(), err)
 	}
-	defer unix.Close(tree) //nolint:errcheck // attached or not, the descriptor goes
+	defer unix.Close(tree) // attached or not, the descriptor goes
 	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, recv, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("cannot bind %s over %s for btrfs receive: move_mount: %w", pd.Name(), recv, err)
 	}
@@ -176,7 +176,10 @@ func receiveError(target string, err error, stderr string) error {
 	if strings.Contains(stderr, "No space left on device") {
 		return fmt.Errorf("target %s is full: btrfs receive: %s (free space on it, or lower the plan's target_retention)", target, cause)
 	}
-	return fmt.Errorf("btrfs receive on target %s failed: %s (%v)", target, cause, err)
+	if cause == err.Error() {
+		return fmt.Errorf("btrfs receive on target %s failed: %s", target, cause)
+	}
+	return fmt.Errorf("btrfs receive on target %s failed: %s (%w)", target, cause, err)
 }
 
 // tail keeps the last max bytes written to it.

@@ -205,7 +205,7 @@ func openPlanDir(root *os.File, plan string, create bool) (*os.File, error) {
 	}
 	if _, err := btrfs.InfoOf(f); err != nil {
 		f.Close() //nolint:errcheck,gosec // refused
-		return nil, fmt.Errorf("%s is not the btrfs subvolume subvault makes for the plan's copies (%v): move it away", f.Name(), err)
+		return nil, fmt.Errorf("%s is not the btrfs subvolume subvault makes for the plan's copies (%w): move it away", f.Name(), err)
 	}
 	st, err := safefs.Stat(f)
 	if err == nil && (int(st.Uid) != os.Geteuid() || st.Mode&0o077 != 0) {

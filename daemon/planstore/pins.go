@@ -80,7 +80,7 @@ func readPins(cfg *config.Config, plan string) ([]SendPin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot open the send pins directory %s: %w", dir, err)
 	}
-	defer unix.Close(dfd) //nolint:errcheck // read only
+	defer unix.Close(dfd)
 	var st unix.Stat_t
 	if err := unix.Fstat(dfd, &st); err != nil {
 		return nil, fmt.Errorf("cannot check %s: %w", dir, err)
