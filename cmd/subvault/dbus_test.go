@@ -582,6 +582,19 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		t.Errorf("Rollback of a relative subvolume: %v %s", err, out)
 	}
 
+	// The onsite calls (sends themselves: send_daemon_test.go): no target
+	// is configured, and the plan has no send_to.
+	var targets []any
+	e.call(t, &targets, "ListTargets", "")
+	if len(targets) != 0 {
+		t.Errorf("ListTargets without targets: %v", targets)
+	}
+	e.called["StartSend"] = true
+	if out, err := e.busctl("call", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "StartSend", "ss", "home", ""); err == nil || !strings.Contains(out, "no send_to") {
+		t.Errorf("StartSend of a plan without send_to: %v %s", err, out)
+	}
+	e.call(t, nil, "TargetAppeared", "s", "0f6c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
+
 	for _, m := range api.Introspection()[contract.ManagerInterface].Methods {
 		if !e.called[m.Name] {
 			t.Errorf("%s was not called through busctl or dbus-send", m.Name)
