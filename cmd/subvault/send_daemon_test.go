@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -47,6 +48,15 @@ const sendTestUUID = "5e1d0000-1600-4d00-8000-00000000d15c"
 // btrfs. files MiB of random data are in home.
 func newSendEnv(t *testing.T, bin string, files int, byUUID bool) *sendEnv {
 	t.Helper()
+	e := newSendEnvWith(t, bin, files, byUUID, "")
+	e.startAgain(t)
+	return e
+}
+
+// newSendEnvWith is newSendEnv with more lines in plan home's block, and
+// without the daemon started.
+func newSendEnvWith(t *testing.T, bin string, files int, byUUID bool, planLines string) *sendEnv {
+	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireRestic(t, bin)
 	testutil.RequireCommand(t, "busctl", "systemd")
@@ -87,10 +97,9 @@ func newSendEnv(t *testing.T, bin string, files int, byUUID bool) *sendEnv {
 		name = "disk"
 	}
 	text := strings.Replace(string(cfg), "    repository: r\n",
-		"    repository: r\n    keep_snapshots:\n      last: 5\n    send_to: ["+name+"]\n", 1)
+		"    repository: r\n    keep_snapshots:\n      last: 5\n    send_to: ["+name+"]\n"+planLines, 1)
 	testutil.WriteFile(t, run.config, text+"targets:\n"+target)
 	e.addFiles(t, "f", files)
-	e.startAgain(t)
 	return e
 }
 
@@ -538,5 +547,32 @@ func TestHostileFloodsOnsiteCalls(t *testing.T) {
 	}
 	if n := strings.Count(e.log.String(), "a filesystem no target sends to appeared") + strings.Count(e.log.String(), "target appeared"); n != 0 {
 		t.Errorf("the refused TargetAppeared calls reached the daemon %d times", n)
+	}
+}
+
+// A plan with send_schedule: a backup is followed by no send; the
+// schedule's run (here its catch-up at the daemon's start, the last one
+// two days ago) queues one per target, which sends the newest snapshot
+// (made by a foreground backup, which queues nothing).
+func TestSendScheduleQueuesSendsNotTheBackup(t *testing.T) {
+	bin := testutil.Restic(t)
+	e := newSendEnvWith(t, bin, 5, false, "    send_schedule: \"0 3 * * *\"\n    catch_up: true\n")
+	if code, out, errOut := runCmd(t, subvaultCmd("run", "backup", "home", "--config", e.config)); code != exitOK {
+		t.Fatalf("subvault run backup: exit %d\n%s%s", code, out, errOut)
+	}
+	snap := e.newestSnapshot(t)
+	lastRun, _ := json.Marshal(map[string]any{"version": 1, "jobs": []any{}, "plans": map[string]any{},
+		"last_run": map[string]time.Time{"home/send": time.Now().Add(-48 * time.Hour)}})
+	testutil.WriteFile(t, filepath.Join(e.state, queue.StateFile), string(lastRun))
+	e.startAgain(t)
+	j := e.waitSend(t, 0, 120*time.Second)
+	if j.Result != queue.ResultDone || j.Trigger != queue.TriggerCatchUp || j.SendTarget != "usb" {
+		t.Fatalf("the schedule's send: %s, trigger %s, target %q (%s)", j.Result, j.Trigger, j.SendTarget, j.Error)
+	}
+	checkCopy(t, e.target.Path("subvault"), snap)
+	before := e.lastSend(t)
+	e.mustCLI(t, "backup", "home", "--wait")
+	if after := e.lastSend(t); after != before {
+		t.Errorf("a backup of a plan with send_schedule queued send job %d", after)
 	}
 }
