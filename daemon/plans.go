@@ -85,7 +85,7 @@ type SnapshotInfo struct {
 
 // Snapshots lists the plan's local snapshots, oldest first.
 func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
-	_, plan, err := d.plan(planName)
+	cfg, plan, err := d.plan(planName)
 	if err != nil {
 		return nil, err
 	}
@@ -100,11 +100,37 @@ func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
 		kept[s.Path] = true
 	}
 	running := d.runningJobIDs()
+	held := sendHeld(cfg, plan, all, time.Now())
 	out := make([]SnapshotInfo, len(all))
 	for i, s := range all {
-		out[i] = SnapshotInfo{Name: s.Name(), Path: s.Path, Time: s.Time, Kept: kept[s.Path] || running[s.JobID]}
+		out[i] = SnapshotInfo{Name: s.Name(), Path: s.Path, Time: s.Time, Kept: kept[s.Path] || running[s.JobID] || held[s.Name()]}
 	}
 	return out, nil
+}
+
+// sendHeld names the snapshots keep_snapshots keeps for the plan's sends
+// (planstore.ApplyKeepSnapshots): a target's pinned parent within
+// target_pin_for, and the newest of each subvolume of a plan with send_to.
+func sendHeld(cfg *config.Config, plan *config.Plan, all []btrfs.Snapshot, now time.Time) map[string]bool {
+	held := map[string]bool{}
+	if len(plan.SendTo) == 0 {
+		return held
+	}
+	pinFor := plan.TargetPinFor
+	if pinFor <= 0 {
+		pinFor = config.DefaultTargetPinFor
+	}
+	if pins, err := planstore.SendPins(cfg, plan.Name); err == nil {
+		for _, p := range pins {
+			if slices.Contains(plan.SendTo, p.Target) && now.Sub(p.Since) < pinFor {
+				held[p.Snapshot] = true
+			}
+		}
+	}
+	for _, s := range newestSnapshotsOf(all) {
+		held[s.Name()] = true
+	}
+	return held
 }
 
 func (d *Daemon) runningJobIDs() map[uint32]bool {

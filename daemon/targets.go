@@ -200,12 +200,18 @@ func newestSnapshots(plan *config.Plan) []btrfs.Snapshot {
 	if err != nil {
 		return nil
 	}
+	return newestSnapshotsOf(all)
+}
+
+// newestSnapshotsOf is the newest of each subvolume among all (pinned
+// rollback snapshots aside), as planstore picks a send's source.
+func newestSnapshotsOf(all []btrfs.Snapshot) []btrfs.Snapshot {
 	newest := map[string]btrfs.Snapshot{}
 	for _, s := range all {
 		if s.Pinned {
 			continue
 		}
-		if n, ok := newest[s.Subvolume]; !ok || s.Time.After(n.Time) {
+		if n, ok := newest[s.Subvolume]; !ok || s.Time.After(n.Time) || s.Time.Equal(n.Time) && s.JobID > n.JobID {
 			newest[s.Subvolume] = s
 		}
 	}

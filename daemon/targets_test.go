@@ -12,6 +12,9 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/onsite"
+	"github.com/subvault/subvault/daemon/planstore"
+	"github.com/subvault/subvault/daemon/queue"
+	"github.com/subvault/subvault/internal/testutil"
 )
 
 // A target whose disk does not answer holds ListTargets for at most
@@ -79,4 +82,50 @@ func TestTargetsBoundedOneLookPerTarget(t *testing.T) {
 			t.Errorf("%d looks at slow after %v, want 2", n, targetStatusFresh)
 		}
 	})
+}
+
+// subvault snapshots says kept for the snapshots keep_snapshots keeps for
+// the plan's sends, whatever its own policy (here none): a target's
+// pinned parent and the newest snapshot; not for a pin of a target no
+// longer in send_to.
+func TestSnapshotsKeptForSends(t *testing.T) {
+	fs := testutil.NewBtrfs(t, 256, "home")
+	state := t.TempDir()
+	plan := &config.Plan{Name: "home", Subvolumes: []string{fs.Path("home")}, SendTo: []string{"usb"}, TargetPinFor: 24 * time.Hour}
+	cfg := &config.Config{Plans: map[string]*config.Plan{"home": plan}, Settings: config.Settings{StateDir: state}}
+	now := time.Now().UTC().Truncate(time.Second)
+	var names []string
+	for i := range 4 {
+		s := btrfs.Snapshot{Plan: "home", Time: now.Add(time.Duration(i-4) * time.Hour), JobID: uint32(i + 1), Subvolume: fs.Path("home")}
+		f, err := planstore.TakeSnapshot(plan, fs.Path("home"), &s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close() //nolint:errcheck,gosec // a directory
+		names = append(names, s.Name())
+	}
+	if err := planstore.SetSendPins(cfg, "home", "usb", []planstore.SendPin{{Target: "usb", Subvolume: fs.Path("home"), Snapshot: names[1], Since: now.Add(-time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := planstore.SetSendPins(cfg, "home", "gone", []planstore.SendPin{{Target: "gone", Subvolume: fs.Path("home"), Snapshot: names[0], Since: now.Add(-time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.New(queue.Config{}, nil, t.TempDir(), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{cfg: cfg, queue: q, log: slog.New(slog.DiscardHandler)}
+	got, err := d.Snapshots("home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{names[0]: false, names[1]: true, names[2]: false, names[3]: true}
+	if len(got) != 4 {
+		t.Fatalf("snapshots %+v", got)
+	}
+	for _, s := range got {
+		if s.Kept != want[s.Name] {
+			t.Errorf("%s: kept %v, want %v", s.Name, s.Kept, want[s.Name])
+		}
+	}
 }
