@@ -101,7 +101,7 @@ func TestSnapshotsKeptForSends(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Close() //nolint:errcheck,gosec // a directory
+		f.Close() //nolint:gosec // a directory
 		names = append(names, s.Name())
 	}
 	if err := planstore.SetSendPins(cfg, "home", "usb", []planstore.SendPin{{Target: "usb", Subvolume: fs.Path("home"), Snapshot: names[1], Since: now.Add(-time.Hour)}}); err != nil {
