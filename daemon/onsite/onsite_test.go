@@ -545,6 +545,19 @@ func TestDaemonKilledMidReceive(t *testing.T) {
 	if _, err := io.ReadFull(out, line); err != nil || string(line) != "receiving\n" {
 		t.Fatalf("the child did not start receiving: %q, %v: %s", line, err, stderr.String())
 	}
+	// The child holds the stream from its first chunk on (its Progress
+	// sleeps), so what btrfs receive has is fixed; it is killed once the
+	// receive has made the temporary subvolume from it (the kill right at
+	// "receiving" came, 1 time in 4, before the receive had read a byte).
+	half := e.dst.Path("subvault", e.plan.Name, receivePrefix+"7")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(half); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s 30 s after the child started receiving: %s", half, stderr.String())
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
