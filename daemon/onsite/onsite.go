@@ -35,6 +35,7 @@ import (
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/mountns"
 	"github.com/subvault/subvault/daemon/planstore"
+	"github.com/subvault/subvault/daemon/safefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -294,6 +295,9 @@ func send(ctx context.Context, o Options, log *slog.Logger, t *config.Target, mn
 	defer p.root.Close() //nolint:errcheck // a directory
 	res.Where = p.where
 	if err := notSourceFS(t, p.root, src); err != nil {
+		return err
+	}
+	if err := notBesideOtherTarget(o, t, p.root); err != nil {
 		return err
 	}
 	pd, err := openPlanDir(p.root, o.Plan.Name, true)
@@ -633,6 +637,47 @@ func notSourceFS(t *config.Target, root *os.File, src map[string][]source) error
 		}
 		if id, err := btrfs.FilesystemUUIDOf(list[0].f); err == nil && id == fsid {
 			return absent(t, "%s is on the filesystem of subvolume %s, not on a disk of its own (is the target's disk mounted?)", root.Name(), sv)
+		}
+	}
+	return nil
+}
+
+// notBesideOtherTarget refuses a target on the same filesystem as another
+// target the plan sends to. Every copy of a snapshot has its UUID as
+// received UUID, and btrfs receive takes an incremental stream's parent
+// as the first subvolume with that received UUID anywhere on the
+// filesystem: the other target's copy, outside the plan subvolume it
+// receives into, fails the send ("parent subvol is not reachable").
+// Letting it reach the whole filesystem (-m at the top level) would let
+// it take the parent from any subvolume whose owner set that received
+// UUID (BTRFS_IOC_SET_RECEIVED_SUBVOL needs only ownership), so two such
+// targets are refused. An absent other target is passed over.
+func notBesideOtherTarget(o Options, t *config.Target, root *os.File) error {
+	fsid, err := btrfs.FilesystemUUIDOf(root)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	for _, name := range o.Plan.SendTo {
+		other, ok := o.Config.Targets[name]
+		if !ok || name == t.Name {
+			continue
+		}
+		id := other.UUID
+		if id == "" {
+			f, err := safefs.OpenTrustedDir(other.Path)
+			if err != nil {
+				continue
+			}
+			id, err = btrfs.FilesystemUUIDOf(f)
+			f.Close() //nolint:errcheck,gosec // read only
+			if err != nil {
+				continue
+			}
+		}
+		if id == fsid {
+			return fmt.Errorf("target %s is on the same btrfs filesystem (UUID %s) as target %s, and plan %s sends to both: "+
+				"btrfs receive would take the parent of an incremental send from either one's copies, and fail (send_to may name one target per filesystem; put the other on another disk)",
+				t.Name, fsid, name, o.Plan.Name)
 		}
 	}
 	return nil

@@ -698,3 +698,37 @@ func TestHostileTarget(t *testing.T) {
 	}
 	check("a plan directory others may enter", "mode 0777")
 }
+
+// Two targets of one plan on one filesystem: btrfs receive takes an
+// incremental send's parent from either one's copies (the first with the
+// received UUID), so the second round's send to the other one failed
+// ("parent subvol is not reachable from inside the root subvol"). Each
+// send is refused instead, saying why, and nothing is received.
+func TestTargetsOnOneFilesystem(t *testing.T) {
+	e := newEnv(t, 300, 300, "home")
+	if err := os.Mkdir(e.dst.Path("other"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.Targets["usb2"] = &config.Target{Name: "usb2", Path: e.dst.Path("other")}
+	e.plan.SendTo = []string{"usb", "usb2"}
+	for round := range 2 {
+		if err := os.WriteFile(e.src.Path("home", "f"), []byte(fmt.Sprint(round)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.snapshot(t)
+		for _, target := range e.plan.SendTo {
+			o := e.options()
+			o.Target = target
+			_, err := Send(context.Background(), o)
+			t.Logf("round %d, send to %s: %v", round, target, err)
+			if err == nil || !strings.Contains(err.Error(), "on the same btrfs filesystem") || errors.Is(err, ErrAbsent) {
+				t.Errorf("round %d, send to %s: %v, want a refusal: two targets of the plan on one filesystem", round, target, err)
+			}
+		}
+	}
+	for _, dir := range []string{e.dst.Path("subvault", "p"), e.dst.Path("other", "p")} {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is there (%v): a refused send received something", dir, err)
+		}
+	}
+}
