@@ -99,6 +99,7 @@ let
     runCommand = name: _: _: "/store/${name}";
     coreutils = "/coreutils";
     restic = "/restic";
+    btrfs-progs = "/btrfs-progs";
   };
   config = {
     services.subvault = { enable = true; package = "/pkg"; settings = { }; notify.enable = true; };
@@ -124,6 +125,7 @@ type nixosUnit struct {
 	PartOf        []string       `json:"partOf"`
 	WantedBy      []string       `json:"wantedBy"`
 	Aliases       []string       `json:"aliases"`
+	Path          []string       `json:"path"`
 	UnitConfig    map[string]any `json:"unitConfig"`
 	ServiceConfig map[string]any `json:"serviceConfig"`
 }
@@ -278,6 +280,13 @@ func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
 	// which installs packaging/udev/90-subvault.rules.
 	if got := string(all["udev"]); got != `["/store/subvault-system-files"]` {
 		t.Errorf("services.udev.packages = %s, want the module's system files", got)
+	}
+	// What the daemon runs, looked up in PATH: restic (settings.restic
+	// defaults to "restic") and btrfs receive (the onsite tier's sends).
+	for _, p := range []string{"/restic", "/btrfs-progs"} {
+		if !slices.Contains(units["system"].Path, p) {
+			t.Errorf("the daemon's unit has path %q, without %s (the daemon runs it)", units["system"].Path, p)
+		}
 	}
 	if src, err := os.ReadFile(nixosModule); err != nil {
 		t.Fatal(err)

@@ -247,8 +247,9 @@ in
         };
         wantedBy = [ "multi-user.target" ];
         aliases = [ "dbus-org.subvault.Subvault1.service" ];
-        # restic, looked up in PATH (settings.settings.restic defaults to "restic").
-        path = [ pkgs.restic ];
+        # What the daemon runs, looked up in PATH: restic (settings.settings.restic
+        # defaults to "restic") and btrfs receive (the sends to targets).
+        path = [ pkgs.restic pkgs.btrfs-progs ];
         reloadTriggers = [ configFile ];
         inherit serviceConfig;
       };
