@@ -153,39 +153,13 @@ func (p *parser) planSends(m *mapping, plan *Plan, cfg *Config) {
 
 // sendTo decodes a plan's send_to: names of defined targets, each once.
 func (p *parser) sendTo(n *yaml.Node, path string, cfg *Config) []string {
-	expected := "a list of names of targets defined under targets" + definedTargets(cfg) + ", such as [usb]"
-	items, ok := p.list(n, path, expected)
-	if !ok {
-		return nil
-	}
-	var out []string
-	seen := map[string]int{}
-	for i, item := range items {
-		ipath := index(path, i)
-		v, ok := p.str(item, ipath, expected)
-		if !ok {
-			continue
+	expected := "a list of names of targets defined under targets" + definedNames(cfg.TargetNames()) + ", such as [usb]"
+	return p.nameList(n, path, expected, "each target once", func(v string) string {
+		if cfg.Targets[v] == nil {
+			return fmt.Sprintf("%q is not a defined target", v)
 		}
-		item = resolve(item)
-		switch first, dup := seen[v]; {
-		case dup:
-			p.fail(item, ipath, fmt.Sprintf("%q is listed twice (also at index %d)", v, first), "each target once")
-		case cfg.Targets[v] == nil:
-			p.fail(item, ipath, fmt.Sprintf("%q is not a defined target", v), expected)
-		default:
-			seen[v] = i
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
-func definedTargets(cfg *Config) string {
-	names := cfg.TargetNames()
-	if len(names) == 0 {
-		return " (none is defined)"
-	}
-	return " (defined: " + strings.Join(names, ", ") + ")"
+		return ""
+	})
 }
 
 // pinFor decodes target_pin_for: days ("90d") or a Go duration of at least

@@ -439,6 +439,21 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 func (p *parser) copyTo(n *yaml.Node, path, own string, cfg *Config) []string {
 	expected := "a list of names of other repositories defined under repositories" + definedRepositories(cfg) +
 		", such as [offsite]; not the plan's own repository"
+	return p.nameList(n, path, expected, "each repository once", func(v string) string {
+		switch {
+		case cfg.Repositories[v] == nil:
+			return fmt.Sprintf("%q is not a defined repository", v)
+		case v == own:
+			return fmt.Sprintf("%q is the plan's own repository", v)
+		}
+		return ""
+	})
+}
+
+// nameList decodes a list of names, each once (once says so when one is
+// listed twice) and each one that refused finds no fault with; refused
+// says what is wrong with a name, "" when nothing is.
+func (p *parser) nameList(n *yaml.Node, path, expected, once string, refused func(v string) string) []string {
 	items, ok := p.list(n, path, expected)
 	if !ok {
 		return nil
@@ -452,28 +467,30 @@ func (p *parser) copyTo(n *yaml.Node, path, own string, cfg *Config) []string {
 			continue
 		}
 		item = resolve(item)
-		switch first, dup := seen[v]; {
-		case dup:
-			p.fail(item, ipath, fmt.Sprintf("%q is listed twice (also at index %d)", v, first), "each repository once")
-		case cfg.Repositories[v] == nil:
-			p.fail(item, ipath, fmt.Sprintf("%q is not a defined repository", v), expected)
-		case v == own:
-			p.fail(item, ipath, fmt.Sprintf("%q is the plan's own repository", v), expected)
-		default:
-			seen[v] = i
-			out = append(out, v)
+		if first, dup := seen[v]; dup {
+			p.fail(item, ipath, fmt.Sprintf("%q is listed twice (also at index %d)", v, first), once)
+			continue
 		}
+		if why := refused(v); why != "" {
+			p.fail(item, ipath, why, expected)
+			continue
+		}
+		seen[v] = i
+		out = append(out, v)
 	}
 	return out
 }
 
-func definedRepositories(cfg *Config) string {
-	names := cfg.RepositoryNames()
+// definedNames is what an error says of the names defined: " (defined:
+// a, b)" or " (none is defined)".
+func definedNames(names []string) string {
 	if len(names) == 0 {
 		return " (none is defined)"
 	}
 	return " (defined: " + strings.Join(names, ", ") + ")"
 }
+
+func definedRepositories(cfg *Config) string { return definedNames(cfg.RepositoryNames()) }
 
 func (p *parser) repositoryRef(e pair, path string, cfg *Config) string {
 	expected := "the name of a repository defined under repositories" + definedRepositories(cfg)
