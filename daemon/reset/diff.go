@@ -294,4 +294,3 @@ func typeName(mode uint32) string {
 	}
 	return "file"
 }
-
