@@ -108,6 +108,8 @@ let
 in {
   system = evaluated.config.systemd.services.subvault;
   user = evaluated.config.systemd.user.services.subvault-notify;
+  target = evaluated.config.systemd.services."subvault-target@";
+  udev = evaluated.config.services.udev.packages;
 }
 `
 
@@ -257,13 +259,36 @@ func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
 	expr := strings.Replace(nixosUnitsExpr, "MODULE", module, 1)
 	rendered := nixInstantiate(t, "--eval", "--strict", "--json", "--expr", expr)
 	var units map[string]nixosUnit
-	if err := json.Unmarshal(rendered, &units); err != nil {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(rendered, &all); err != nil {
 		t.Fatalf("module's units: %v\n%s", err, rendered)
+	}
+	units = map[string]nixosUnit{}
+	for name, raw := range all {
+		if name == "udev" {
+			continue
+		}
+		var u nixosUnit
+		if err := json.Unmarshal(raw, &u); err != nil {
+			t.Fatalf("module's unit %s: %v\n%s", name, err, raw)
+		}
+		units[name] = u
+	}
+	// The udev rule comes in the package of the module's system files,
+	// which installs packaging/udev/90-subvault.rules.
+	if got := string(all["udev"]); got != `["/store/subvault-system-files"]` {
+		t.Errorf("services.udev.packages = %s, want the module's system files", got)
+	}
+	if src, err := os.ReadFile(nixosModule); err != nil {
+		t.Fatal(err)
+	} else if !strings.Contains(string(src), "${../udev/90-subvault.rules} $out/lib/udev/rules.d/90-subvault.rules") {
+		t.Errorf("%s does not install ../udev/90-subvault.rules into lib/udev/rules.d", nixosModule)
 	}
 
 	for _, c := range []struct{ name, file string }{
 		{"system", "../../packaging/subvault.service"},
 		{"user", "../../packaging/subvault-notify.service"},
+		{"target", "../../packaging/subvault-target@.service"},
 	} {
 		t.Run(filepath.Base(c.file), func(t *testing.T) {
 			if _, err := os.Stat(c.file); err != nil {
