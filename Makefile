@@ -31,6 +31,9 @@ USERUNITDIR    ?= $(PREFIX)/lib/systemd/user
 DBUSDIR        ?= $(PREFIX)/share/dbus-1
 POLKITDIR      ?= $(PREFIX)/share/polkit-1/actions
 CATALOGDIR     ?= $(PREFIX)/lib/systemd/catalog
+# udev reads rules from /usr/lib/udev/rules.d (and /lib/udev/rules.d on
+# Debian 12, which the package uses) and /etc, not below /usr/local.
+UDEVRULESDIR   ?= $(PREFIX)/lib/udev/rules.d
 # Where each shell looks for the completions of installed programs.
 BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR     ?= $(PREFIX)/share/zsh/vendor-completions
@@ -103,6 +106,7 @@ demo: build
 SERVICE_FILES = packaging/subvault.service packaging/org.subvault.Subvault1.service \
   packaging/org.subvault.Subvault1.conf packaging/org.subvault.policy \
   packaging/subvault.catalog packaging/subvault-notify.service \
+  packaging/subvault-target@.service packaging/udev/90-subvault.rules \
   packaging/initrd-config packaging/initramfs-tools/hooks/subvault \
   packaging/initramfs-tools/scripts/local-premount/subvault \
   packaging/dracut/90subvault/module-setup.sh packaging/subvault-reset.service
@@ -129,6 +133,8 @@ install: build completions
 	install -D -m 0644 packaging/org.subvault.Subvault1.conf $(DESTDIR)$(DBUSDIR)/system.d/org.subvault.Subvault1.conf
 	install -D -m 0644 packaging/org.subvault.policy $(DESTDIR)$(POLKITDIR)/org.subvault.policy
 	install -D -m 0644 packaging/subvault.catalog $(DESTDIR)$(CATALOGDIR)/subvault.catalog
+	install -D -m 0644 packaging/subvault-target@.service $(DESTDIR)$(SYSTEMDUNITDIR)/subvault-target@.service
+	install -D -m 0644 packaging/udev/90-subvault.rules $(DESTDIR)$(UDEVRULESDIR)/90-subvault.rules
 	install -D -m 0644 build/completions/subvault $(DESTDIR)$(BASHCOMPDIR)/subvault
 	install -D -m 0644 build/completions/_subvault $(DESTDIR)$(ZSHCOMPDIR)/_subvault
 	install -D -m 0644 build/completions/subvault.fish $(DESTDIR)$(FISHCOMPDIR)/subvault.fish

@@ -34,6 +34,9 @@ var managerIntrospection = introspect.Interface{
 		{Name: "StartPrune", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
 		{Name: "StartCheck", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
 		{Name: "StartCopy", Args: []introspect.Arg{in("plan", "s"), out("id", "u"), out("job", "o")}},
+		{Name: "StartSend", Args: []introspect.Arg{in("plan", "s"), in("target", "s"), out("id", "u"), out("job", "o")}},
+		{Name: "ListTargets", Args: []introspect.Arg{out("targets", "aa{sv}")}},
+		{Name: "TargetAppeared", Args: []introspect.Arg{in("uuid", "s")}},
 		{Name: "StartRestore", Args: []introspect.Arg{in("plan", "s"), in("archive", "s"), in("target", "s"), in("include", "as"), out("id", "u"), out("job", "o")}},
 		{Name: "StartRestoreWith", Args: []introspect.Arg{in("plan", "s"), in("archive", "s"), in("target", "s"), in("include", "as"), in("options", "a{sv}"), out("id", "u"), out("job", "o")}},
 		{Name: "CancelJob", Args: []introspect.Arg{in("id", "u")}},
@@ -90,6 +93,7 @@ var jobIntrospection = introspect.Interface{
 		property("Error", "s", "true"),
 		property("ArchiveId", "s", "true"),
 		property("Summary", "a{sv}", "true"),
+		property("SendTarget", "s", "const"),
 	},
 }
 
@@ -109,6 +113,7 @@ var planIntrospection = introspect.Interface{
 		property("HealthReason", "s", "true"),
 		property("Waiting", "s", "true"),
 		property("RetryAt", "t", "true"),
+		property("Targets", "a(sxb)", "true"),
 	},
 }
 

@@ -63,6 +63,7 @@ func wireJob(j queue.Job) contract.Job {
 		Error:        boundedLine(j.Error),
 		ArchiveID:    contract.EscapeInvalidUTF8(j.ArchiveID),
 		Summary:      summaryValues(j.Summary),
+		SendTarget:   j.SendTarget,
 	}
 }
 
@@ -131,6 +132,7 @@ func wirePlan(p daemon.PlanInfo) contract.Plan {
 		HealthReason: boundedLine(p.HealthReason),
 		Waiting:      boundedLine(p.Waiting),
 		RetryAt:      p.RetryAt,
+		Targets:      wirePlanTargets(p.Targets),
 	}
 }
 

@@ -44,7 +44,8 @@ func InfoOf(f *os.File) (Subvolume, error) {
 		return Subvolume{}, fmt.Errorf("cannot read subvolume %s: BTRFS_IOC_GET_SUBVOL_INFO: %w", f.Name(), err)
 	}
 	return Subvolume{Path: f.Name(), ID: args.TreeID, Generation: args.Generation, UUID: formatUUID(args.UUID),
-		ParentUUID: formatUUID(args.ParentUUID), ReadOnly: flags&subvolReadOnly != 0}, nil
+		ParentUUID: formatUUID(args.ParentUUID), ReceivedUUID: formatUUID(args.ReceivedUUID),
+		ReadOnly: flags&subvolReadOnly != 0}, nil
 }
 
 // OpenAt opens the directory name in dir without following a symbolic

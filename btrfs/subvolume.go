@@ -21,6 +21,9 @@ type Subvolume struct {
 	// ParentUUID is the UUID of the subvolume it is a snapshot of; empty
 	// for a subvolume that is not a snapshot.
 	ParentUUID string
+	// ReceivedUUID is, for a subvolume made by btrfs receive, the UUID of
+	// the subvolume sent (set when the receive completed); empty otherwise.
+	ReceivedUUID string
 	// Generation is the last transaction that changed the subvolume.
 	Generation uint64
 	// ReadOnly reports the BTRFS_SUBVOL_RDONLY flag.
@@ -133,6 +136,7 @@ func Info(path string) (Subvolume, error) {
 	case err == nil:
 		sv.ID, sv.Generation = args.TreeID, args.Generation
 		sv.UUID, sv.ParentUUID = formatUUID(args.UUID), formatUUID(args.ParentUUID)
+		sv.ReceivedUUID = formatUUID(args.ReceivedUUID)
 	case errors.Is(err, unix.ENOTTY):
 		// A kernel older than 4.18: fall back to containerd's tree search (root only).
 		ci, cerr := cbtrfs.SubvolInfo(resolved)
@@ -140,6 +144,7 @@ func Info(path string) (Subvolume, error) {
 			return Subvolume{}, fmt.Errorf("cannot read subvolume %s: %w", path, cerr)
 		}
 		sv.ID, sv.Generation, sv.UUID, sv.ParentUUID = ci.ID, ci.Generation, ci.UUID, ci.ParentUUID
+		sv.ReceivedUUID = ci.ReceivedUUID
 	default:
 		return Subvolume{}, fmt.Errorf("cannot read subvolume %s: BTRFS_IOC_GET_SUBVOL_INFO: %w", path, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/subvault/subvault/daemon/journal"
 	"github.com/subvault/subvault/daemon/maintenance"
 	"github.com/subvault/subvault/daemon/metrics"
+	"github.com/subvault/subvault/daemon/onsite"
 	"github.com/subvault/subvault/daemon/ping"
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/state"
@@ -98,6 +99,9 @@ type Daemon struct {
 	reloadOK  bool
 	// foreground imports the jobs `subvault run backup` records.
 	foreground *foregroundImporter
+	// targets is what the daemon knows of the onsite targets, and the
+	// targets that appeared (targets.go).
+	targets *targetState
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -121,7 +125,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d := &Daemon{started: started, reloaded: started, reloadOK: true, jobCounts: metrics.NewJobCounter(), opts: opts, log: opts.Logger, cfg: cfg, statusDirty: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
 		reads:    newReadLimiter(ReadCallsPerCaller, ReadCallsInAll, readCallQueue, readCallWait),
 		archives: newArchiveCache(archiveCacheTTL),
-		waits:    map[waitKey]*wait{}, pending: map[uint32]pendingWait{}, waitWake: make(chan struct{}, 1)}
+		waits:    map[waitKey]*wait{}, pending: map[uint32]pendingWait{}, waitWake: make(chan struct{}, 1),
+		targets: newTargetState()}
 	exec := &executor{config: d.Config, log: d.log, inhibitor: opts.Inhibitor, conditions: d.conditionState, postponed: d.postponed}
 	d.queue, err = queue.New(d.queueConfig(cfg), exec, cfg.Settings.StateDir, d.log, nil)
 	if err != nil {
@@ -133,6 +138,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.queue.Subscribe(archiveCacheListener{d})
 	d.queue.Subscribe(healthListener{d})
 	d.queue.Subscribe(waitsListener{d})
+	d.queue.Subscribe(targetsListener{d})
 	d.metrics = metrics.NewService(d.metricsSnapshot, d.log)
 	d.queue.Subscribe(d.jobCounts)
 	d.queue.Subscribe(metricsListener{d.metrics})
@@ -153,6 +159,12 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.cleanUpInterruptedRestores(ctx, cfg, lock)
 	if err := backup.RemoveLeftovers(ctx, cfg, d.log, time.Now(), time.Local, lock); err != nil {
 		d.log.Error("cannot clean up after earlier jobs; the daemon goes on", "err", err)
+	}
+	// What a receive that died with an earlier daemon left on a present
+	// target (the half copy under its temporary name) is removed before
+	// any send runs.
+	if err := onsite.RemoveLeftovers(ctx, cfg, d.log); err != nil {
+		d.log.Error("cannot remove what earlier sends left on their targets; the next send to each removes it", "err", err)
 	}
 	if _, err := state.EnsureSpool(cfg.Settings.StateDir); err != nil {
 		d.log.Error("cannot make the foreground job spool; foreground jobs are not imported", "err", err)
@@ -194,14 +206,17 @@ func (d *Daemon) Queue() *queue.Queue { return d.queue }
 // Version is the daemon's version.
 func (d *Daemon) Version() string { return d.opts.Version }
 
-// JobRequest asks for a backup, prune or check of Plan (a restore is a
-// RestoreRequest). Trigger and Caller say who asks: a D-Bus caller's
-// trigger ("dbus:<uid>") and uid, or the schedule's with Caller -1.
+// JobRequest asks for a backup, prune, check, copy or send of Plan (a
+// restore is a RestoreRequest). Trigger and Caller say who asks: a D-Bus
+// caller's trigger ("dbus:<uid>") and uid, or the schedule's with Caller
+// -1. SendTarget is a send's target: one of the plan's send_to, or ""
+// when it has only one.
 type JobRequest struct {
-	Kind    queue.Kind
-	Plan    string
-	Trigger queue.Trigger
-	Caller  int64
+	Kind       queue.Kind
+	Plan       string
+	Trigger    queue.Trigger
+	Caller     int64
+	SendTarget string
 }
 
 // Start queues the job r asks for; a job of the same kind already queued or
@@ -211,7 +226,10 @@ type JobRequest struct {
 // A prune of a plan whose repository is append_only is refused
 // (ErrInvalidArgument): this host never prunes there. A copy (of the
 // plan's latest archive of this host, to its copy_to) of a plan without
-// copy_to is refused the same way.
+// copy_to is refused the same way, and so is a send of a plan without
+// send_to, to a target not in its send_to, or without a target when it
+// has more than one. A send to a target that has one of the plan queued
+// is that job.
 func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
 	cfg, plan, err := d.plan(r.Plan)
 	if err != nil {
@@ -224,7 +242,15 @@ func (d *Daemon) Start(r JobRequest) (queue.Job, error) {
 		return queue.Job{}, fmt.Errorf("%w: plan %s has no copy_to: there is no repository to copy its archives to (add copy_to: [NAME] to plans.%s)",
 			ErrInvalidArgument, plan.Name, plan.Name)
 	}
-	j, _, err := d.queue.Enqueue(queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller})
+	o := queue.Order{Kind: r.Kind, Plan: r.Plan, Trigger: r.Trigger, Caller: r.Caller}
+	if r.Kind == queue.KindSend {
+		target, err := sendTarget(plan, r.SendTarget)
+		if err != nil {
+			return queue.Job{}, err
+		}
+		o.Send.SendTarget = target
+	}
+	j, _, err := d.queue.Enqueue(o)
 	return j, err
 }
 
@@ -238,8 +264,22 @@ func (d *Daemon) NextRun(plan string, kind queue.Kind) time.Time {
 // recorded among those who asked for it (the queue logs it), so that only
 // an administrator can cancel it. Skipping the run instead let a user who
 // may back up the plan start a backup before each run, have the schedule
-// skip it, and cancel it as the user's own.
+// skip it, and cancel it as the user's own. A send_schedule's firing
+// queues a send to each of the plan's targets.
 func (d *Daemon) scheduled(plan, kind, trigger string) error {
+	if queue.Kind(kind) == queue.KindSend {
+		p, ok := d.Config().Plans[plan]
+		if !ok {
+			return nil
+		}
+		var errs []error
+		for _, o := range sendOrders(p, queue.Trigger(trigger), -1) {
+			if _, _, err := d.queue.Enqueue(o); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
 	_, _, err := d.queue.Enqueue(queue.Order{Kind: queue.Kind(kind), Plan: plan, Trigger: queue.Trigger(trigger), Caller: -1})
 	return err
 }
@@ -253,6 +293,7 @@ func (d *Daemon) entries(cfg *config.Config) []scheduler.Entry {
 		p := cfg.Plans[name]
 		for kind, spec := range map[queue.Kind]cron.Schedule{
 			queue.KindBackup: p.ScheduleSpec, queue.KindPrune: p.PruneSpec, queue.KindCheck: p.CheckSpec,
+			queue.KindSend: p.SendSpec,
 		} {
 			if spec == nil {
 				continue
@@ -285,6 +326,10 @@ func (d *Daemon) Reload() error {
 	d.pingJobs.Configure(cfg)
 	d.warnNotifyReadable(cfg)
 	d.sched.Set(d.entries(cfg), d.lastRun)
+	select {
+	case d.targets.reloaded <- struct{}{}:
+	default:
+	}
 	d.log.Info("configuration reloaded", journal.Event(journal.EventConfigReloaded), "config", cfg.File,
 		"plans", len(cfg.Plans), "took", time.Since(now))
 	d.markStatus()
@@ -364,6 +409,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer close(foregroundDone)
 		d.watchForeground(schedCtx)
 	}()
+	// The targets: looked at once, the sends due to one that appears
+	// queued, and new disks watched for.
+	d.lookAtTargets()
+	targetsDone := make(chan struct{})
+	go func() {
+		defer close(targetsDone)
+		d.watchTargets(schedCtx)
+	}()
+	devicesDone := make(chan struct{})
+	go func() {
+		defer close(devicesDone)
+		d.watchDevices(schedCtx)
+	}()
 
 	d.log.Info("subvault started", journal.Event(journal.EventDaemonStarted), "version", d.opts.Version,
 		"config", d.Config().File, "plans", len(d.Config().Plans))
@@ -424,6 +482,8 @@ loop:
 	<-healthDone
 	<-waitsDone
 	<-foregroundDone
+	<-targetsDone
+	<-devicesDone
 	drained := make(chan struct{})
 	// Then the reports of the jobs that ended, to the notify entries.
 	go func() { d.queue.Drain(); d.flushPings(); close(drained) }()

@@ -28,21 +28,35 @@ type diffSide struct {
 // Diff lists what differs from a to b in the plan (compare.Diff.Run says
 // how each pair is compared). Each side is an archive of the plan (an id
 // as ListArchives shows it, or "latest", the plan's newest), "live" (the
-// plan's subvolumes now) or the name of one of its local snapshots; at
+// plan's subvolumes now), the name of one of its local snapshots, or a
+// copy of one on an onsite target reachable in the host (TARGET:NAME); at
 // least one side is an archive.
 func (d *Daemon) Diff(ctx context.Context, planName, a, b string) ([]Change, error) {
 	cfg, plan, err := d.plan(planName)
 	if err != nil {
 		return nil, err
 	}
-	sa, err := d.diffSide(plan, a)
+	sa, err := d.diffSide(cfg, plan, a)
 	if err != nil {
 		return nil, err
 	}
-	sb, err := d.diffSide(plan, b)
+	sb, err := d.diffSide(cfg, plan, b)
 	if err != nil {
+		if sa.Open != nil {
+			sa.Open.Close() //nolint:errcheck,gosec // a directory
+		}
 		return nil, err
 	}
+	// A target's copy, opened, is closed by compare.Diff.Run; before it,
+	// here.
+	ran := false
+	defer func() {
+		for _, s := range []diffSide{sa, sb} {
+			if s.Open != nil && !ran {
+				s.Open.Close() //nolint:errcheck,gosec // a directory
+			}
+		}
+	}()
 	if !sa.IsArchive() && !sb.IsArchive() {
 		return nil, fmt.Errorf("%w: neither %q nor %q is an archive; compare an archive (an id or \"latest\") with another, with \"live\" or with a snapshot", ErrInvalidArgument, a, b)
 	}
@@ -68,10 +82,15 @@ func (d *Daemon) Diff(ctx context.Context, planName, a, b string) ([]Change, err
 			}
 		}
 	}
+	ran = true
 	return compare.Diff{Config: cfg, Plan: plan, Runner: runner, A: sa.Side, B: sb.Side}.Run(ctx)
 }
 
-func (d *Daemon) diffSide(plan *config.Plan, arg string) (diffSide, error) {
+func (d *Daemon) diffSide(cfg *config.Config, plan *config.Plan, arg string) (diffSide, error) {
+	if target, name, ok := splitTargetCopy(arg); ok {
+		c, err := openTargetCopy(cfg, plan, target, name)
+		return diffSide{arg: arg, Side: compare.Side{Snapshot: c.Snapshot, Open: c.Open}}, err
+	}
 	switch {
 	case arg == DiffLive:
 		return diffSide{arg: arg, Side: compare.Side{Live: true}}, nil
@@ -81,7 +100,7 @@ func (d *Daemon) diffSide(plan *config.Plan, arg string) (diffSide, error) {
 		s, err := d.findSnapshot(plan, arg)
 		return diffSide{arg: arg, Side: compare.Side{Snapshot: s}}, err
 	}
-	return diffSide{}, fmt.Errorf("%w: %q is neither an archive (an id as ListArchives shows it, or \"latest\"), nor \"live\", nor a snapshot name of plan %s", ErrInvalidArgument, arg, plan.Name)
+	return diffSide{}, fmt.Errorf("%w: %q is neither an archive (an id as ListArchives shows it, or \"latest\"), nor \"live\", nor a snapshot name of plan %s, nor a target's copy (TARGET:NAME)", ErrInvalidArgument, arg, plan.Name)
 }
 
 // resolveArchive finds the plan's archive arg (an id or a prefix of one,

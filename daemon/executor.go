@@ -52,7 +52,10 @@ func (e *executor) Execute(ctx context.Context, job queue.Job, progress func(que
 	if !ok {
 		return queue.Outcome{}, fmt.Errorf("plan %s is no longer in the configuration", job.Plan)
 	}
-	postpone := job.ScheduledOnly() && job.Kind != queue.KindRestore && e.postponed != nil
+	// A send is never postponed: it needs no network, and one that did not
+	// run is due and starts again with the next backup, its schedule or
+	// its disk plugged in.
+	postpone := job.ScheduledOnly() && job.Kind != queue.KindRestore && job.Kind != queue.KindSend && e.postponed != nil
 	if postpone && e.conditions != nil {
 		if reason, why := blockedBy(plan, job.Kind, e.conditions()); reason != 0 {
 			e.postponed(job.ID, reason, why.Error())
@@ -138,6 +141,8 @@ func (e *executor) run(ctx context.Context, cfg *config.Config, plan *config.Pla
 		return queue.Outcome{}, err
 	case queue.KindCheck:
 		return queue.Outcome{}, maintenance.Check(ctx, cfg, plan, log)
+	case queue.KindSend:
+		return e.send(ctx, cfg, plan, job, progress)
 	case queue.KindRestore:
 		mode := job.RestoreMode
 		if mode == "" {
@@ -184,6 +189,12 @@ func (e *executor) backup(ctx context.Context, cfg *config.Config, plan *config.
 		// Done or partial: the new archive goes to copy_to, as a job of
 		// its own, whose failure is not the backup's.
 		out.Then = []queue.Order{{Kind: queue.KindCopy, Plan: plan.Name, Copy: queue.CopyArgs{CopyArchives: []string{res.ArchiveID}}}}
+	}
+	if res.ArchiveID != "" && len(res.Snapshots) > 0 && plan.SendSpec == nil && ctx.Err() == nil {
+		// The snapshots it made stay (keep_snapshots keeps the newest of
+		// a plan with send_to): each target gets them in a send job of its
+		// own, whose failure or skip is not the backup's.
+		out.Then = append(out.Then, sendOrders(plan, "", -1)...)
 	}
 	if s := res.Backup.Summary; s != nil {
 		out.Summary = s.Raw

@@ -18,6 +18,7 @@ import (
 	"github.com/subvault/subvault/daemon/queue"
 	"github.com/subvault/subvault/daemon/safefs"
 	"github.com/subvault/subvault/restic"
+	"golang.org/x/sys/unix"
 )
 
 // PlanInfo is a plan as the D-Bus Plan object shows it.
@@ -36,6 +37,9 @@ type PlanInfo struct {
 	// its condition clears).
 	Waiting string
 	RetryAt time.Time
+	// Targets are the plan's send_to targets with their newest copy of
+	// the plan, as the daemon last saw them.
+	Targets []PlanTarget
 }
 
 // Plans returns every configured plan, sorted by name, with its health at
@@ -55,6 +59,7 @@ func (d *Daemon) Plans() []PlanInfo {
 			Name: name, Subvolumes: append([]string(nil), p.Subvolumes...), Repository: p.Repository,
 			Schedule: p.Schedule, NextRun: d.NextRun(name, queue.KindBackup), PlanStatus: st,
 			Health: h.Health, HealthReason: h.Reason, Waiting: waiting, RetryAt: retryAt,
+			Targets: d.planTargets(p),
 		})
 	}
 	return out
@@ -80,7 +85,7 @@ type SnapshotInfo struct {
 
 // Snapshots lists the plan's local snapshots, oldest first.
 func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
-	_, plan, err := d.plan(planName)
+	cfg, plan, err := d.plan(planName)
 	if err != nil {
 		return nil, err
 	}
@@ -95,11 +100,37 @@ func (d *Daemon) Snapshots(planName string) ([]SnapshotInfo, error) {
 		kept[s.Path] = true
 	}
 	running := d.runningJobIDs()
+	held := sendHeld(cfg, plan, all, time.Now())
 	out := make([]SnapshotInfo, len(all))
 	for i, s := range all {
-		out[i] = SnapshotInfo{Name: s.Name(), Path: s.Path, Time: s.Time, Kept: kept[s.Path] || running[s.JobID]}
+		out[i] = SnapshotInfo{Name: s.Name(), Path: s.Path, Time: s.Time, Kept: kept[s.Path] || running[s.JobID] || held[s.Name()]}
 	}
 	return out, nil
+}
+
+// sendHeld names the snapshots keep_snapshots keeps for the plan's sends
+// (planstore.ApplyKeepSnapshots): a target's pinned parent within
+// target_pin_for, and the newest of each subvolume of a plan with send_to.
+func sendHeld(cfg *config.Config, plan *config.Plan, all []btrfs.Snapshot, now time.Time) map[string]bool {
+	held := map[string]bool{}
+	if len(plan.SendTo) == 0 {
+		return held
+	}
+	pinFor := plan.TargetPinFor
+	if pinFor <= 0 {
+		pinFor = config.DefaultTargetPinFor
+	}
+	if pins, err := planstore.SendPins(cfg, plan.Name); err == nil {
+		for _, p := range pins {
+			if slices.Contains(plan.SendTo, p.Target) && now.Sub(p.Since) < pinFor {
+				held[p.Snapshot] = true
+			}
+		}
+	}
+	for _, s := range newestSnapshotsOf(all) {
+		held[s.Name()] = true
+	}
+	return held
 }
 
 func (d *Daemon) runningJobIDs() map[uint32]bool {
@@ -153,10 +184,21 @@ func (d *Daemon) DeleteSnapshot(planName, name string) error {
 
 // CloneSnapshot makes a writable snapshot of one of the plan's snapshots at
 // target (to look inside, or to boot in a container) and returns its path.
+//
+// name may be a copy on an onsite target, TARGET:NAME, reachable in the
+// host (a UUID target's disk mounted); the clone is then made on that
+// target's filesystem (a btrfs snapshot stays on its filesystem), outside
+// the directory subvault keeps its copies in.
 func (d *Daemon) CloneSnapshot(planName, name, target string) (string, error) {
-	_, plan, err := d.plan(planName)
+	cfg, plan, err := d.plan(planName)
 	if err != nil {
 		return "", err
+	}
+	if t, copyName, ok := splitTargetCopy(name); ok {
+		if err := checkNewTarget(plan, target, false); err != nil {
+			return "", err
+		}
+		return d.cloneTargetCopy(cfg, plan, t, copyName, target)
 	}
 	s, err := d.findSnapshot(plan, name)
 	if err != nil {
@@ -184,6 +226,35 @@ func (d *Daemon) CloneSnapshot(planName, name, target string) (string, error) {
 	}
 	clone.Close() //nolint:errcheck,gosec // a directory
 	d.log.Info("snapshot cloned", "plan", planName, "snapshot", s.Path, "clone", target)
+	return target, nil
+}
+
+// cloneTargetCopy is CloneSnapshot of the copy name on the onsite target
+// targetName.
+func (d *Daemon) cloneTargetCopy(cfg *config.Config, plan *config.Plan, targetName, name, target string) (string, error) {
+	c, err := openTargetCopy(cfg, plan, targetName, name)
+	if err != nil {
+		return "", err
+	}
+	defer c.Open.Close() //nolint:errcheck // a directory
+	if target == c.Dir || strings.HasPrefix(target, c.Dir+"/") {
+		return "", fmt.Errorf("%w: %s is inside target %s's directory %s, which subvault keeps its copies in: clone beside it", ErrInvalidArgument, target, targetName, c.Dir)
+	}
+	parent, err := safefs.OpenDir(filepath.Dir(target))
+	if err != nil {
+		return "", fmt.Errorf("%w: target %s: %w", ErrInvalidArgument, target, err)
+	}
+	defer parent.Close() //nolint:errcheck // a directory
+	clone, _, err := btrfs.SnapshotAt(c.Open, parent, filepath.Base(target), false)
+	if errors.Is(err, unix.EXDEV) {
+		return "", fmt.Errorf("%w: %s is not on the filesystem of target %s (%s): a clone is a btrfs snapshot, made on the filesystem of what it clones; name a path there",
+			ErrInvalidArgument, target, targetName, c.Dir)
+	}
+	if err != nil {
+		return "", err
+	}
+	clone.Close() //nolint:errcheck,gosec // a directory
+	d.log.Info("target copy cloned", "plan", plan.Name, "target", targetName, "copy", c.Path, "clone", target)
 	return target, nil
 }
 

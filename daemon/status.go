@@ -34,6 +34,10 @@ func (d *Daemon) StatusLine() string {
 			if j.BytesTotal > 0 {
 				p += fmt.Sprintf(", %s of %s", HumanBytes(j.BytesDone), HumanBytes(j.BytesTotal))
 			}
+			if j.Kind == queue.KindSend {
+				// A send's stream has no known length: what went so far.
+				p = fmt.Sprintf("%s %s to %s: %s", j.Kind.Doing(), j.Plan, j.SendTarget, HumanBytes(j.BytesDone))
+			}
 			parts = append(parts, p)
 		case queue.StateQueued:
 			queued++

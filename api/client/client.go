@@ -329,6 +329,31 @@ func (c *Client) StartCopy(ctx context.Context, plan string) (uint32, error) {
 	return c.start(ctx, "start a copy of "+plan, "StartCopy", plan)
 }
 
+// StartSend queues a send of plan's newest snapshots to target, one of
+// its send_to ("" when it has only one), or returns the one already queued.
+func (c *Client) StartSend(ctx context.Context, plan, target string) (uint32, error) {
+	what := "start a send of " + plan
+	if target != "" {
+		what += " to " + target
+	}
+	return c.start(ctx, what, "StartSend", plan, target)
+}
+
+// Targets lists the configured targets, sorted by name, with whether each
+// is present and each plan's newest copy there.
+func (c *Client) Targets(ctx context.Context) ([]contract.Target, error) {
+	var raw []map[string]dbus.Variant
+	if err := c.call(ctx, "ListTargets").Store(&raw); err != nil {
+		return nil, wrap("list the targets", err)
+	}
+	out := make([]contract.Target, 0, len(raw))
+	for _, d := range raw {
+		out = append(out, contract.TargetOf(d))
+	}
+	slices.SortFunc(out, func(a, b contract.Target) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 // StartCheck queues a check of plan's repository.
 func (c *Client) StartCheck(ctx context.Context, plan string) (uint32, error) {
 	return c.start(ctx, "start a check of "+plan, "StartCheck", plan)

@@ -68,12 +68,13 @@ func TestJobProperties(t *testing.T) {
 		WaitingSince: at.Add(30 * time.Second), Waiting: "restic retries the repository",
 		Stalled: true, StalledSince: at.Add(40 * time.Second), StallTimeout: 300,
 		QueuedAt: at, StartedAt: at.Add(time.Second), FinishedAt: at.Add(time.Minute), ArchiveID: "0123abcd",
-		Summary: map[string]any{"files_new": uint64(2), "total_duration": 1.5, "snapshot_id": "ab", "dry_run": false, "neg": int64(-1)}}
+		Summary:    map[string]any{"files_new": uint64(2), "total_duration": 1.5, "snapshot_id": "ab", "dry_run": false, "neg": int64(-1)},
+		SendTarget: "usb"}
 	props := j.Properties()
 	want := map[string]string{"Id": "u", "Kind": "s", "Plan": "s", "State": "s", "Result": "s", "Trigger": "s", "Callers": "au",
 		"Triggers": "as", "Progress": "d", "BytesDone": "t", "BytesTotal": "t", "FilesDone": "t", "FilesTotal": "t",
 		"SecondsRemaining": "t", "CurrentFiles": "as", "WaitingSince": "t", "Waiting": "s", "Stalled": "b", "StalledSince": "t", "StallTimeout": "t", "QueuedAt": "t", "StartedAt": "t", "FinishedAt": "t", "Error": "s",
-		"ArchiveId": "s", "Summary": "a{sv}"}
+		"ArchiveId": "s", "Summary": "a{sv}", "SendTarget": "s"}
 	for k, v := range props {
 		if v.Signature().String() != want[k] {
 			t.Errorf("property %s is %s, want %s", k, v.Signature(), want[k])

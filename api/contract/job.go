@@ -144,6 +144,9 @@ type Job struct {
 	Stalled      bool      `json:"stalled,omitempty"`
 	StalledSince time.Time `json:"stalled_since,omitzero"`
 	StallTimeout uint64    `json:"stall_timeout_seconds,omitempty"`
+	// SendTarget is a send's target (one of its plan's send_to); empty
+	// for the other kinds.
+	SendTarget string `json:"send_target,omitempty"`
 }
 
 // Active reports whether the job is queued or running.
@@ -181,6 +184,7 @@ func (j Job) Properties() map[string]dbus.Variant {
 		"Error":            dbus.MakeVariant(j.Error),
 		"ArchiveId":        dbus.MakeVariant(j.ArchiveID),
 		"Summary":          dbus.MakeVariant(variants(j.Summary)),
+		"SendTarget":       dbus.MakeVariant(j.SendTarget),
 	}
 }
 
@@ -240,6 +244,8 @@ func (j *Job) Apply(props map[string]dbus.Variant) {
 			j.Error = str(v)
 		case "ArchiveId":
 			j.ArchiveID = str(v)
+		case "SendTarget":
+			j.SendTarget = str(v)
 		case "Summary":
 			m, _ := v.Value().(map[string]dbus.Variant)
 			j.Summary = make(map[string]any, len(m))

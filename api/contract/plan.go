@@ -32,6 +32,10 @@ type Plan struct {
 	// older than the properties.
 	Waiting string    `json:"waiting,omitempty"`
 	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Targets are the plan's send_to targets, in its order, each with its
+	// newest copy of the plan (empty from a daemon older than the
+	// property).
+	Targets []PlanTarget `json:"targets,omitempty"`
 }
 
 // Health is how a plan stands (its Health property): the daemon decides
@@ -75,6 +79,7 @@ func (p Plan) Properties() map[string]dbus.Variant {
 		"HealthReason": dbus.MakeVariant(p.HealthReason),
 		"Waiting":      dbus.MakeVariant(p.Waiting),
 		"RetryAt":      dbus.MakeVariant(Micros(p.RetryAt)),
+		"Targets":      dbus.MakeVariant(planTargetEntries(p.Targets)),
 	}
 }
 
@@ -108,6 +113,8 @@ func (p *Plan) Apply(props map[string]dbus.Variant) {
 			p.Waiting = str(v)
 		case "RetryAt":
 			p.RetryAt = FromMicros(u64(v))
+		case "Targets":
+			p.Targets = planTargetsOf(v)
 		}
 	}
 }

@@ -180,7 +180,7 @@ func (o output) paint(code, s string) string {
 }
 
 // result paints a job result: done green, failed and stalled red, canceled
-// and postponed yellow.
+// and postponed yellow, skipped dim.
 func (o output) result(r contract.Result) string {
 	switch r {
 	case contract.ResultPostponed:
@@ -191,6 +191,10 @@ func (o output) result(r contract.Result) string {
 		return o.paint(colorRed, string(r))
 	case contract.ResultCanceled:
 		return o.paint(colorYellow, string(r))
+	case contract.ResultSkipped:
+		// Neither a failure nor a success: nothing could be done (a send
+		// to an absent disk).
+		return o.paint(colorDim, string(r))
 	}
 	return printable(r)
 }

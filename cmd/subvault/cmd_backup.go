@@ -179,20 +179,25 @@ func (sc *startCmd) finished(j contract.Job) int {
 	o := sc.out
 	switch j.Result {
 	case contract.ResultDone:
-		fmt.Fprintf(sc.stdout, "job %d: %s of %s %s in %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("done"), took(j, o.now()))
+		fmt.Fprintf(sc.stdout, "job %d: %s %s in %s\n", j.ID, jobWhat(j), o.result("done"), took(j, o.now()))
 		printJobSummary(sc.stdout, o, j)
 		return exitOK
+	case contract.ResultSkipped:
+		// Nothing it could do, and not a failure: a send to an absent
+		// target. Why, for the person who may plug the disk in.
+		fmt.Fprintf(sc.stdout, "job %d: %s %s: %s\n", j.ID, jobWhat(j), o.result(contract.ResultSkipped), printable(j.Error))
+		return exitOK
 	case contract.ResultCanceled:
-		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("canceled"))
+		fmt.Fprintf(sc.stderr, "job %d: %s %s\n", j.ID, jobWhat(j), o.result("canceled"))
 		return exitCanceled
 	case contract.ResultPostponed, contract.ResultStalled:
 		// Only a scheduled job is postponed; this one was already running
 		// when the command asked for it. Either way it did not happen: a
 		// failure to the caller, with the daemon's reason.
-		fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result(j.Result), printable(j.Error))
+		fmt.Fprintf(sc.stderr, "job %d: %s %s: %s\n", j.ID, jobWhat(j), o.result(j.Result), printable(j.Error))
 		return exitFailure
 	}
-	fmt.Fprintf(sc.stderr, "job %d: %s of %s %s: %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.result("failed"), printable(j.Error))
+	fmt.Fprintf(sc.stderr, "job %d: %s %s: %s\n", j.ID, jobWhat(j), o.result("failed"), printable(j.Error))
 	if strings.HasPrefix(j.Error, "partial") {
 		printJobSummary(sc.stdout, o, j)
 		return exitPartial
@@ -213,6 +218,10 @@ func printJobSummary(w io.Writer, o output, j contract.Job) {
 		fmt.Fprintf(w, "  dirs:  %d new, %d changed, %d unmodified\n", n("dirs_new"), n("dirs_changed"), n("dirs_unmodified"))
 		fmt.Fprintf(w, "  added to the repository: %s; processed %d files, %s\n",
 			o.size(n("data_added")), n("total_files_processed"), o.size(n("total_bytes_processed")))
+		return
+	}
+	if j.Kind == contract.KindSend {
+		printSendSummary(w, o, s)
 		return
 	}
 	for _, k := range slices.Sorted(maps.Keys(s)) {

@@ -58,8 +58,15 @@ func runCheckConfig(stdout, stderr io.Writer, path string, quiet bool) int {
 	if quiet {
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "%s: valid: %s, %s\n", printable(cfg.File),
-		plural(len(cfg.Repositories), "repository", "repositories"), plural(len(cfg.Plans), "plan", "plans"))
+	targets := ""
+	if len(cfg.Targets) > 0 {
+		targets = ", " + plural(len(cfg.Targets), "target", "targets")
+	}
+	fmt.Fprintf(stdout, "%s: valid: %s%s, %s\n", printable(cfg.File),
+		plural(len(cfg.Repositories), "repository", "repositories"), targets, plural(len(cfg.Plans), "plan", "plans"))
+	for _, name := range cfg.TargetNames() {
+		fmt.Fprintf(stdout, "  target %s: %s\n", printable(name), printable(describeTarget(cfg.Targets[name])))
+	}
 	for _, name := range cfg.PlanNames() {
 		p := cfg.Plans[name]
 		schedule := p.Schedule
@@ -68,14 +75,62 @@ func runCheckConfig(stdout, stderr io.Writer, path string, quiet bool) int {
 		}
 		fmt.Fprintf(stdout, "  plan %s: %s -> repository %s, schedule %s\n",
 			printable(name), strings.Join(printableAll(p.Subvolumes), ", "), printable(p.Repository), printable(schedule))
+		if len(p.SendTo) > 0 {
+			when := "after every backup"
+			if p.SendSchedule != "" {
+				when = "schedule " + p.SendSchedule
+			}
+			fmt.Fprintf(stdout, "    send to %s, %s, keeping %s on each\n", strings.Join(printableAll(p.SendTo), ", "),
+				printable(when), describeKeep(p.TargetRetention))
+		}
 		for _, n := range cfg.NotifyFor(name) {
 			fmt.Fprintf(stdout, "    notify %s\n", printable(n.Describe()))
+		}
+	}
+	if cfg.Reset != nil {
+		for _, sv := range cfg.Reset.Subvolumes {
+			persist := "persisting nothing"
+			if len(sv.Persist) > 0 {
+				persist = "persisting " + strings.Join(printableAll(sv.Persist), ", ")
+			}
+			fmt.Fprintf(stdout, "  reset %s at every boot to clean snapshot %s, %s, keeping %s previous states\n",
+				printable(sv.Path), printable(sv.Clean), persist, describeKeep(sv.Keep))
+		}
+		for _, w := range cfg.ResetWarnings() {
+			fmt.Fprintf(stderr, "subvault check-config: warning: %s\n", printableText(w))
 		}
 	}
 	if mode, readable := cfg.NotifyReadable(); readable {
 		fmt.Fprintf(stderr, "subvault check-config: warning: %s\n", printableText(cfg.NotifyReadableWarning(mode)))
 	}
 	return exitOK
+}
+
+// describeTarget says where a target is, for a person.
+func describeTarget(t *config.Target) string {
+	if t.UUID != "" {
+		return "btrfs filesystem UUID " + t.UUID + ", directory " + t.Subdir
+	}
+	return "directory " + t.Path
+}
+
+// describeKeep says what a keep_snapshots-like policy keeps: "last 10,
+// daily 7", or "the newest only" when every count is 0 (the newest copy on
+// a target is always kept).
+func describeKeep(k config.KeepSnapshots) string {
+	var parts []string
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"last", k.Last}, {"hourly", k.Hourly}, {"daily", k.Daily}, {"weekly", k.Weekly}, {"monthly", k.Monthly}} {
+		if c.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", c.name, c.n))
+		}
+	}
+	if len(parts) == 0 {
+		return "the newest only"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func plural(n int, one, many string) string {

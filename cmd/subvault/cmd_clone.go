@@ -21,6 +21,13 @@ must): to look inside the old state or run it in a container. The snapshot
 itself stays as it was, whatever is written into the clone. Remove the
 clone with "btrfs subvolume delete TARGET".
 
+SNAPSHOT may be a snapshot's copy on an onsite target, TARGET_NAME:SNAPSHOT
+("usb:subvault@home@..."), when that target is reachable on this system (a
+disk named by UUID must be mounted: mount UUID=... /mnt); the clone is made
+on the target's filesystem (a btrfs snapshot stays on its filesystem), so
+TARGET must be a path there, outside the directory of the copies: how a
+broken machine's state is run from the onsite disk (docs/recovery.md).
+
 --nspawn prints, after TARGET's path, the systemd-nspawn command that runs
 the old state in a container (on a line of its own), and --run runs it
 (in this terminal; root):
@@ -89,7 +96,11 @@ func runClone(cc *clientCmd, pos []string, opts cloneOptions) int {
 		name = machineName(filepath.Base(path))
 	}
 	subvolume := ""
-	if s, err := btrfs.ParseName(pos[1]); err == nil {
+	snapshot := pos[1]
+	if _, copyName, ok := strings.Cut(snapshot, ":"); ok {
+		snapshot = copyName // TARGET:NAME, a target's copy
+	}
+	if s, err := btrfs.ParseName(snapshot); err == nil {
 		subvolume = s.Subvolume
 	}
 	argv, kind := nspawnCommand(path, subvolume, name)

@@ -14,13 +14,15 @@ const diffAbout = `Lists what differs from A to B in PLAN, one path a line after
 "+" added, "-" removed, "M" changed, "T" changed type (a file became a
 link), "U" metadata only; then a line with the counts. Each of A and B is
 an archive of the plan ("latest", or an id from "subvault archives PLAN"),
-"live" (the plan's subvolumes as they are now) or a local snapshot (a name
-from "subvault snapshots PLAN"); at least one is an archive. Paths are the
-subvolumes' own; a directory's ends in "/".
+"live" (the plan's subvolumes as they are now), a local snapshot (a name
+from "subvault snapshots PLAN") or a snapshot's copy on an onsite target,
+TARGET:NAME (the target's disk mounted on this system); at least one is an
+archive. Paths are the subvolumes' own; a directory's ends in "/".
 
   subvault diff home 1a2b3c4d latest     what the last backup changed
   subvault diff home latest live         what changed since the last backup
   subvault diff home SNAPSHOT latest     a local snapshot against an archive
+  subvault diff home latest usb:SNAPSHOT the copy on target usb against it
 
 Two archives are compared by restic diff (content, type, added, removed)
 and by their listings (mode, owner, modification time). An archive and

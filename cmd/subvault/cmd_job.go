@@ -51,7 +51,8 @@ func runJob(cc *clientCmd, args []string) int {
 		return cc.printJSON(j)
 	}
 	printJob(cc.stdout, cc.out, j)
-	if j.State == contract.StateFinished && j.Result != contract.ResultDone {
+	// A skipped job (a send to an absent target) is no failure.
+	if j.State == contract.StateFinished && j.Result != contract.ResultDone && j.Result != contract.ResultSkipped {
 		return exitFailure
 	}
 	return exitOK
@@ -77,7 +78,7 @@ func printJob(w io.Writer, o output, j contract.Job) {
 	if j.State == contract.StateFinished {
 		state = o.result(j.Result)
 	}
-	add("job", fmt.Sprintf("%d, %s of %s", j.ID, printable(j.Kind), printable(j.Plan)))
+	add("job", fmt.Sprintf("%d, %s", j.ID, jobWhat(j)))
 	add("state", state)
 	add("trigger", printable(j.Trigger))
 	if len(j.Triggers) > 1 {
@@ -98,7 +99,11 @@ func printJob(w io.Writer, o output, j contract.Job) {
 		}
 	}
 	add("archive", printable(j.ArchiveID))
-	add("error", o.paint(colorRed, j.Error))
+	if j.Result == contract.ResultSkipped {
+		add("why skipped", printable(j.Error))
+	} else {
+		add("error", o.paint(colorRed, j.Error))
+	}
 	for _, k := range slices.Sorted(maps.Keys(j.Summary)) {
 		add(printable(k), summaryValue(o, k, j.Summary[k]))
 	}

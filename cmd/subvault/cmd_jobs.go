@@ -64,7 +64,7 @@ func runJobs(cc *clientCmd, opts jobsOptions) int {
 		if started.IsZero() {
 			started = j.QueuedAt
 		}
-		rows = append(rows, []string{strconv.FormatUint(uint64(j.ID), 10), printable(j.Kind), printable(j.Plan), cc.out.when(started),
+		rows = append(rows, []string{strconv.FormatUint(uint64(j.ID), 10), kindCell(j), printable(j.Plan), cc.out.when(started),
 			took(j, cc.out.now()), printable(j.Trigger), state})
 	}
 	table(cc.stdout, []string{"ID", "KIND", "PLAN", "STARTED", "TOOK", "TRIGGER", "STATE"}, rows)

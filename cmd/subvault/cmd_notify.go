@@ -229,7 +229,10 @@ func (n *notifier) jobFinished(ctx context.Context, j contract.Job) {
 // success when onSuccess; ok is false when there is nothing to show. Its
 // text is escaped by printable. A postponed job shows nothing: it is not a
 // failure, a laptop offline for a day postpones dozens, and the plan's
-// overdue notification comes when the wait outlasts its schedule.
+// overdue notification comes when the wait outlasts its schedule. Nor does
+// a skipped one, with or without onSuccess: a send to a disk that is not
+// plugged in is neither a failure nor a success, and one follows every
+// backup while the disk is away.
 func jobNotification(j contract.Job, onSuccess bool) (note desktop.Notification, ok bool) {
 	what := jobTitle(j)
 	switch {
@@ -253,7 +256,11 @@ func jobTitle(j contract.Job) string {
 	if kind == "" {
 		kind = "job"
 	}
-	return strings.ToUpper(kind[:1]) + kind[1:] + " of " + printable(j.Plan)
+	title := strings.ToUpper(kind[:1]) + kind[1:] + " of " + printable(j.Plan)
+	if j.SendTarget != "" {
+		title += " to " + printable(j.SendTarget)
+	}
+	return title
 }
 
 // successBody says what a successful job did: for a backup, its archive

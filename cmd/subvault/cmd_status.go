@@ -30,6 +30,11 @@ network, the battery, a metered connection: see subvault.yaml(5),
 on_battery and metered) and when the daemon tries again; waiting is not
 unhealthy by itself, but the plan becomes overdue if it lasts.
 
+A plan that sends its snapshots to targets (send_to) has an "onsite" line:
+each target with the age of the plan's newest copy there, and "(absent)"
+when the target is not there now. An absent target is not unhealthy: its
+sends end skipped until the disk is back.
+
 A running job that counts as stalled (no progress for its plan's
 stall_timeout, on_stall: report) needs attention too, while it lasts.
 
@@ -120,11 +125,16 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 		}
 		table(w, []string{"PLAN", "LAST BACKUP", "RESULT", "NEXT RUN", "HEALTH"}, rows)
 	}
+	for _, p := range st.Plans {
+		if len(p.Targets) > 0 {
+			fmt.Fprintf(w, "onsite:  %s: %s\n", printable(p.Name), onsiteAges(o, p.Targets))
+		}
+	}
 	for _, j := range st.Running {
-		fmt.Fprintf(w, "\nrunning: job %d, %s of %s, started %s\n  %s\n", j.ID, printable(j.Kind), printable(j.Plan), o.when(j.StartedAt), progressText(o, j, 0))
+		fmt.Fprintf(w, "\nrunning: job %d, %s, started %s\n  %s\n", j.ID, jobWhat(j), o.when(j.StartedAt), progressText(o, j, 0))
 	}
 	for _, j := range st.Queued {
-		fmt.Fprintf(w, "queued:  job %d, %s of %s\n", j.ID, printable(j.Kind), printable(j.Plan))
+		fmt.Fprintf(w, "queued:  job %d, %s\n", j.ID, jobWhat(j))
 	}
 	for _, p := range st.Plans {
 		if p.Waiting == "" {

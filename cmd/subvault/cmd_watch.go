@@ -64,7 +64,11 @@ func runWatch(cc *clientCmd, _ []string) int {
 	// what is escaped by its caller (it may be painted).
 	line := func(j contract.Job, what string) {
 		bar.clear()
-		fmt.Fprintf(stdout, "%s job %d %s %s: %s\n", cc.out.stamp(), j.ID, printable(j.Kind), printable(j.Plan), what)
+		to := ""
+		if j.SendTarget != "" {
+			to = " to " + printable(j.SendTarget)
+		}
+		fmt.Fprintf(stdout, "%s job %d %s %s%s: %s\n", cc.out.stamp(), j.ID, printable(j.Kind), printable(j.Plan), to, what)
 	}
 	for _, j := range w.Jobs() {
 		if j.Active() {

@@ -122,6 +122,9 @@ func renderBar(plans []contract.Plan, jobs []contract.Job, now time.Time) barLin
 		if !p.LastBackup.IsZero() {
 			parts = append(parts, relative(now, p.LastBackup))
 		}
+		if len(p.Targets) > 0 {
+			parts = append(parts, "onsite "+onsiteAges(output{tty: true, now: func() time.Time { return now }}, p.Targets))
+		}
 		if p.NextRun.IsZero() {
 			if p.Schedule == "" {
 				parts = append(parts, "manual")
@@ -183,6 +186,10 @@ func unreachableBar(why string) barLine {
 func jobPhrase(j contract.Job) string {
 	kind := printable(j.Kind)
 	verb := printable(j.Kind.Doing())
+	if j.SendTarget != "" {
+		kind += " to " + printable(j.SendTarget)
+		verb += " to " + printable(j.SendTarget)
+	}
 	if j.State == contract.StateQueued {
 		return fmt.Sprintf("%s queued (job %d)", kind, j.ID)
 	}

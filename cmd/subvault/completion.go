@@ -97,6 +97,32 @@ func planNames(ctx context.Context, c *client.Client, _ []string) []cobra.Comple
 	return out
 }
 
+// planTargets are the targets of the plan in args[0] (its send_to), with
+// the age of its newest copy on each.
+func planTargets(ctx context.Context, c *client.Client, args []string) []cobra.Completion {
+	plans, err := c.Plans(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []cobra.Completion
+	for _, p := range plans {
+		if p.Name != args[0] {
+			continue
+		}
+		for _, t := range p.Targets {
+			desc := "no copy yet"
+			if !t.Newest.IsZero() {
+				desc = "newest copy " + t.Newest.Local().Format(time.DateTime)
+			}
+			if !t.Present {
+				desc += ", absent"
+			}
+			out = append(out, cobra.CompletionWithDesc(t.Name, desc))
+		}
+	}
+	return out
+}
+
 // archiveIDs are the archives of the plan in args[0], newest first, and
 // "latest".
 func archiveIDs(ctx context.Context, c *client.Client, args []string) []cobra.Completion {

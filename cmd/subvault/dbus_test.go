@@ -582,6 +582,19 @@ func TestDBusAPIWithBusctl(t *testing.T) {
 		t.Errorf("Rollback of a relative subvolume: %v %s", err, out)
 	}
 
+	// The onsite calls (sends themselves: send_daemon_test.go): no target
+	// is configured, and the plan has no send_to.
+	var targets []any
+	e.call(t, &targets, "ListTargets", "")
+	if len(targets) != 0 {
+		t.Errorf("ListTargets without targets: %v", targets)
+	}
+	e.called["StartSend"] = true
+	if out, err := e.busctl("call", contract.BusName, string(contract.ManagerPath), contract.ManagerInterface, "StartSend", "ss", "home", ""); err == nil || !strings.Contains(out, "no send_to") {
+		t.Errorf("StartSend of a plan without send_to: %v %s", err, out)
+	}
+	e.call(t, nil, "TargetAppeared", "s", "0f6c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
+
 	for _, m := range api.Introspection()[contract.ManagerInterface].Methods {
 		if !e.called[m.Name] {
 			t.Errorf("%s was not called through busctl or dbus-send", m.Name)
@@ -631,6 +644,7 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 		append(append([]string{"call"}, manager...), "ListPlans"),
 		append(append([]string{"call"}, manager...), "ListJobs"),
 		append(append([]string{"call"}, manager...), "ListSnapshots", "s", "home"),
+		append(append([]string{"call"}, manager...), "ListTargets"),
 		{"call", contract.BusName, string(contract.ManagerPath), contract.ObjectManagerInterface, "GetManagedObjects"},
 		append(append([]string{"get-property"}, manager...), "State"),
 		{"introspect", contract.BusName, string(contract.PlanPath("home"))},
@@ -644,6 +658,8 @@ func TestDBusUnprivilegedCallerReadsOnly(t *testing.T) {
 		{"StartBackup", "s", "home"},
 		{"StartCheck", "s", "home"},
 		{"StartCopy", "s", "home"},
+		{"StartSend", "ss", "home", ""},
+		{"TargetAppeared", "s", "0f6c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"},
 		{"StartPrune", "s", "home"},
 		{"ListArchives", "s", "home"},
 		{"Diff", "sss", "home", "latest", "live"},

@@ -43,11 +43,11 @@ var groupOrder = []string{groupStatus, groupJobs, groupDesktop, groupAdmin}
 func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newStatusCommand(), newPlansCommand(), newJobsCommand(), newJobCommand(), newSnapshotsCommand(),
-		newArchivesCommand(), newDiffCommand(), newWatchCommand(), newLogsCommand(),
-		newBackupCommand(), newPruneCommand(), newCheckCommand(), newCopyCommand(), newRestoreCommand(), newCancelCommand(),
+		newArchivesCommand(), newTargetsCommand(), newDiffCommand(), newWatchCommand(), newLogsCommand(),
+		newBackupCommand(), newPruneCommand(), newCheckCommand(), newCopyCommand(), newSendCommand(), newRestoreCommand(), newCancelCommand(),
 		newCloneCommand(), newRollbackCommand(),
 		newWaybarCommand(), newNotifyCommand(),
-		newReloadCommand(), newCheckConfigCommand(), newEmergencyKitCommand(), newDaemonCommand(), newRunCommand(),
+		newReloadCommand(), newCheckConfigCommand(), newEmergencyKitCommand(), newDaemonCommand(), newRunCommand(), newResetCommand(),
 		newCompletionCommand(), newVersionCommand(), newManCommand(),
 	}
 }

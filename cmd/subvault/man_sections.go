@@ -49,11 +49,17 @@ ones), so the output is safe on a terminal too. The fields:
 : an array of plans: **name**, **subvolumes**, **repository**,
   **schedule**, **next_run**, **last_backup**, **last_result** (**done**,
   **failed**, **canceled**, **stalled** or empty), **last_error**, **last_success** (when
-  the last backup that ended **done** finished; absent when none is known).
+  the last backup that ended **done** finished; absent when none is known),
+  **targets** (a plan with **send_to**: each target's **name**, **newest**,
+  the time of the plan's newest copy there, absent when none, and
+  **present**).
 
 **jobs**, **job**
 : an array of jobs, or one: **id**, **kind**, **plan**, **state**
-  (**queued**, **running**, **finished**), **result**, **trigger**,
+  (**queued**, **running**, **finished**), **result** (**done**,
+  **failed**, **canceled**, **postponed**, **stalled**, **skipped**: a
+  send to an absent target, not a failure), **send_target** (a send's
+  target), **trigger**,
   **triggers** (everyone who asked for the job: the trigger, then each
   caller or schedule given it while it was queued or running), **callers**
   (the uids among them), **progress** (0 to 1), **bytes_done**,
@@ -71,6 +77,12 @@ ones), so the output is safe on a terminal too. The fields:
 
 **snapshots**
 : an array of **name**, **path**, **created**, **kept**.
+
+**targets**
+: an array of **name**, **path** or **uuid**, **present**, **where** (where
+  its copies are in the host's mounts), **error** (why it is absent), and
+  **plans**: each plan's **plan**, **newest** (its newest copy there, absent
+  when none), **copies** and **pinned**.
 
 **archives**
 : an array of **id**, **time**, **hostname**, **paths**, **tags**.

@@ -125,6 +125,8 @@ in {
   initrdConfig = evaluated.config.boot.initrd.systemd.contents."/etc/subvault/config.yaml".source.value;
   initrdStorePaths = evaluated.config.boot.initrd.systemd.storePaths;
   assertions = map (a: a.assertion) evaluated.config.assertions;
+  target = evaluated.config.systemd.services."subvault-target@";
+  udev = evaluated.config.services.udev.packages;
 }
 `
 
@@ -280,28 +282,45 @@ func nixosModuleEval(t *testing.T) []byte {
 // one without the other fails here.
 func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
 	rendered := nixosModuleEval(t)
-	var units map[string]json.RawMessage
-	if err := json.Unmarshal(rendered, &units); err != nil {
+	var units map[string]nixosUnit
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(rendered, &all); err != nil {
 		t.Fatalf("module's units: %v\n%s", err, rendered)
 	}
-	unit := func(name string) nixosUnit {
-		var u nixosUnit
-		if err := json.Unmarshal(units[name], &u); err != nil {
-			t.Fatalf("module's unit %s: %v\n%s", name, err, units[name])
+	units = map[string]nixosUnit{}
+	for name, raw := range all {
+		switch name {
+		case "udev", "initrdConfig", "initrdStorePaths", "assertions":
+			continue // not units; TestNixOSResetInTheInitrd checks the initrd's
 		}
-		return u
+		var u nixosUnit
+		if err := json.Unmarshal(raw, &u); err != nil {
+			t.Fatalf("module's unit %s: %v\n%s", name, err, raw)
+		}
+		units[name] = u
+	}
+	// The udev rule comes in the package of the module's system files,
+	// which installs packaging/udev/90-subvault.rules.
+	if got := string(all["udev"]); got != `["/store/subvault-system-files"]` {
+		t.Errorf("services.udev.packages = %s, want the module's system files", got)
+	}
+	if src, err := os.ReadFile(nixosModule); err != nil {
+		t.Fatal(err)
+	} else if !strings.Contains(string(src), "${../udev/90-subvault.rules} $out/lib/udev/rules.d/90-subvault.rules") {
+		t.Errorf("%s does not install ../udev/90-subvault.rules into lib/udev/rules.d", nixosModule)
 	}
 
 	for _, c := range []struct{ name, file string }{
 		{"system", "../../packaging/subvault.service"},
 		{"user", "../../packaging/subvault-notify.service"},
+		{"target", "../../packaging/subvault-target@.service"},
 	} {
 		t.Run(filepath.Base(c.file), func(t *testing.T) {
 			if _, err := os.Stat(c.file); err != nil {
 				testutil.SkipOrFail(t, c.file+" in the tree (the unit the module mirrors)")
 			}
 			want := unitFileDirectives(t, c.file)
-			got := unit(c.name).directives()
+			got := units[c.name].directives()
 			for _, section := range []string{"Unit", "Service", "Install"} {
 				var diffs []string
 				keys := map[string]bool{}

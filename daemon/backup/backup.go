@@ -199,7 +199,7 @@ func (j *Job) finish(ctx context.Context, log *slog.Logger, res Result, err erro
 
 	if res.ArchiveID != "" {
 		// The archive exists: the local snapshots follow keep_snapshots.
-		kept, cleanupErr := planstore.ApplyKeepSnapshots(j.Plan, log, j.Now(), j.Location, nil)
+		kept, cleanupErr := planstore.ApplyKeepSnapshots(j.Config, j.Plan, log, j.Now(), j.Location, nil)
 		res.Kept = kept
 		if cleanupErr != nil && err == nil {
 			err = cleanupErr

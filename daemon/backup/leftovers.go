@@ -24,7 +24,7 @@ func RecoverPlan(ctx context.Context, cfg *config.Config, plan *config.Plan, log
 	if err != nil {
 		return err
 	}
-	kept, err := planstore.ApplyKeepSnapshots(plan, log, now, loc, nil)
+	kept, err := planstore.ApplyKeepSnapshots(cfg, plan, log, now, loc, nil)
 	removed := len(before) - len(kept)
 	if err != nil {
 		return err

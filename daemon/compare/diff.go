@@ -23,6 +23,10 @@ type Side struct {
 	Archive  string
 	Live     bool
 	Snapshot btrfs.Snapshot
+	// Open, when set, is the snapshot's tree, opened and checked by the
+	// caller (a copy on an onsite target, which is not in the plan's
+	// snapshot directories); Run closes it.
+	Open *os.File
 }
 
 // IsArchive reports whether the side is an archive.
@@ -49,6 +53,11 @@ type Diff struct {
 // not the plan's data.
 func (d Diff) Run(ctx context.Context) ([]contract.Change, error) {
 	plan := d.Plan
+	for _, s := range []Side{d.A, d.B} {
+		if s.Open != nil {
+			defer s.Open.Close() //nolint:errcheck // a directory (closed once more below: os.File allows it)
+		}
+	}
 	if d.A.IsArchive() && d.B.IsArchive() {
 		return archivesDiff(ctx, d.Runner, d.A.Archive, d.B.Archive, plan.Subvolumes)
 	}
@@ -83,9 +92,11 @@ func (d Diff) Run(ctx context.Context) ([]contract.Change, error) {
 			roots = append(roots, Root{Path: sv, Dir: sv, Open: f})
 		}
 	} else {
-		f, err := planstore.OpenSnapshot(plan, tree.Snapshot)
-		if err != nil {
-			return nil, err
+		f := tree.Open
+		if f == nil {
+			if f, err = planstore.OpenSnapshot(plan, tree.Snapshot); err != nil {
+				return nil, err
+			}
 		}
 		roots = []Root{{Path: tree.Snapshot.Subvolume, Dir: tree.Snapshot.Path, Open: f}}
 	}

@@ -166,6 +166,17 @@ type Plan struct {
 // DefaultTargetPinFor is a plan's target_pin_for when it sets none.
 const DefaultTargetPinFor = 90 * 24 * time.Hour
 
+// DefaultTargetRetention is a plan's target_retention when it sets none:
+// the last 10 copies on each target. keep_snapshots' own default keeps no
+// snapshot, which on a target would leave only the newest copy; an onsite
+// disk is there to hold a history (docs/configuration.md).
+func DefaultTargetRetention() KeepSnapshots { return KeepSnapshots{Last: 10} }
+
+// TargetNames returns the names of all targets, sorted.
+func (c *Config) TargetNames() []string {
+	return slices.Sorted(maps.Keys(c.Targets))
+}
+
 // Target is one local btrfs destination (a key under "targets"): a
 // directory on a mounted btrfs, or a filesystem by UUID that may be absent.
 type Target struct {

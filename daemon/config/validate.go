@@ -15,19 +15,21 @@ import (
 )
 
 var (
-	topKeys        = []string{"repositories", "plans", "settings"}
+	topKeys        = []string{"repositories", "targets", "plans", "reset", "settings"}
 	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir", "append_only",
 		"options", "ssh", "limit_upload", "limit_download", "connections"}
 	sshKeys  = []string{"command", "config_file", "key", "known_hosts"}
 	planKeys = []string{"subvolumes", "repository", "schedule", "catch_up", "snapshot_dir", "keep_snapshots", "backup",
 		"retention", "prune_schedule", "check_schedule", "check_read_data_subset", "hooks", "allow_users", "allow_groups",
-		"on_battery", "metered", "timeout", "stall_timeout", "on_stall", "copy_to", "notify"}
+		"on_battery", "metered", "timeout", "stall_timeout", "on_stall", "copy_to", "send_to", "target_retention",
+		"send_schedule", "target_pin_for", "notify"}
 	keepSnapshotsKeys = []string{"last", "hourly", "daily", "weekly", "monthly"}
 	retentionKeys     = []string{"last", "hourly", "daily", "weekly", "monthly", "yearly", "within"}
 	backupKeys        = []string{"exclude", "exclude_file", "exclude_if_present", "one_file_system", "tags", "extra_args"}
 	hookKeys          = []string{"before_snapshot", "after_snapshot", "on_success", "on_failure"}
 	settingsKeys      = []string{"max_concurrent_jobs", "job_history", "inhibit_sleep", "state_dir", "cache_dir", "restic", "metrics", "notify"}
 	metricsKeys       = []string{"textfile", "listen"}
+	targetKeys        = []string{"path", "uuid", "subdir"}
 	passwordKeys      = []string{"password_file", "password_command", "credential"}
 )
 
@@ -67,6 +69,7 @@ func (p *parser) parse(data []byte) *Config {
 	cfg := &Config{
 		Repositories: map[string]*Repository{},
 		Plans:        map[string]*Plan{},
+		Targets:      map[string]*Target{},
 		Settings:     DefaultSettings(),
 	}
 	// Settings first: repositories' cache directories default below settings.cache_dir.
@@ -91,13 +94,25 @@ func (p *parser) parse(data []byte) *Config {
 			cfg.Repositories[r.name] = p.repository(r, rpath, cfg.Settings)
 		}
 	}
+	// Targets before plans: a plan's send_to names them.
+	targetsAt := map[string]*yaml.Node{}
+	if e, path, ok := m.get("targets"); ok {
+		p.targets(e, path, cfg, targetsAt)
+	}
+	planAt := map[string]*yaml.Node{}
 	if e, path, ok := m.get("plans"); ok {
 		entries, _ := p.pairs(e.value, path, "a mapping of plan names to plans ({} for none)")
 		for _, pl := range entries {
 			ppath := join(path, pl.name)
 			p.name(pl, ppath, "plan")
 			cfg.Plans[pl.name] = p.plan(pl, ppath, cfg)
+			planAt[pl.name] = pl.key
 		}
+	}
+	p.targetsOutsideSnapshots(cfg, targetsAt)
+	if e, path, ok := m.get("reset"); ok {
+		p.reset(e, path, cfg)
+		p.resetReservesPlan(cfg, planAt)
 	}
 	return cfg
 }
@@ -320,6 +335,8 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 		Metered:             ConditionRun,
 		StallTimeout:        DefaultStallTimeout,
 		OnStall:             OnStallCancel,
+		TargetRetention:     DefaultTargetRetention(),
+		TargetPinFor:        DefaultTargetPinFor,
 	}
 	plan.PruneSpec, _ = CronParser.Parse(DefaultPruneSchedule)
 	plan.CheckSpec, _ = CronParser.Parse(DefaultCheckSchedule)
@@ -416,6 +433,7 @@ func (p *parser) plan(e pair, path string, cfg *Config) *Plan {
 	if e, path, ok := m.get("copy_to"); ok {
 		plan.CopyTo = p.copyTo(e.value, path, plan.Repository, cfg)
 	}
+	p.planSends(m, plan, cfg)
 	if e, path, ok := m.get("notify"); ok {
 		plan.Notify = p.notifyList(e.value, path)
 	}

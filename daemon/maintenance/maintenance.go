@@ -171,7 +171,7 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 
 	var snapErr error
 	if ctx.Err() == nil {
-		res.KeptSnapshots, res.RemovedSnapshots, snapErr = keepSnapshots(plan, log, now)
+		res.KeptSnapshots, res.RemovedSnapshots, snapErr = keepSnapshots(cfg, plan, log, now)
 	}
 
 	err = errors.Join(forgetErr, snapErr)
@@ -199,12 +199,12 @@ func Prune(ctx context.Context, cfg *config.Config, plan *config.Plan, log *slog
 
 // keepSnapshots applies the plan's keep_snapshots and says which of its
 // local snapshots are left and which are gone.
-func keepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time) (kept, removed []btrfs.Snapshot, err error) {
+func keepSnapshots(cfg *config.Config, plan *config.Plan, log *slog.Logger, now time.Time) (kept, removed []btrfs.Snapshot, err error) {
 	before, err := planstore.Snapshots(plan)
 	if err != nil {
 		return nil, nil, fmt.Errorf("keep_snapshots: %w", err)
 	}
-	kept, err = planstore.ApplyKeepSnapshots(plan, log, now, time.Local, nil)
+	kept, err = planstore.ApplyKeepSnapshots(cfg, plan, log, now, time.Local, nil)
 	after, listErr := planstore.Snapshots(plan)
 	if err == nil {
 		err = listErr

@@ -9,6 +9,7 @@
 package metrics
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -86,9 +87,14 @@ var Results = []string{
 	string(queue.ResultCanceled), string(queue.ResultPostponed),
 }
 
+// JobResults are the values of the jobs' result label: a backup's, and
+// skipped (a send whose target was absent).
+var JobResults = append(slices.Clone(Results), string(queue.ResultSkipped))
+
 // Kinds are the values of the kind label.
 var Kinds = []string{
 	string(queue.KindBackup), string(queue.KindPrune), string(queue.KindCheck), string(queue.KindRestore), string(queue.KindCopy),
+	string(queue.KindSend),
 }
 
 // ResultOf is how a finished job or a plan's last backup ended, in the
@@ -244,7 +250,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descStalled, float64(p.Stalled), p.Name)
 	}
 	for _, k := range Kinds {
-		for _, r := range Results {
+		for _, r := range JobResults {
 			ch <- prometheus.MustNewConstMetric(descJobsTotal, prometheus.CounterValue, float64(s.Jobs[JobKey{k, r}]), k, r)
 		}
 	}

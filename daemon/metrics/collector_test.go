@@ -35,6 +35,8 @@ func fixedSnapshot() Snapshot {
 	counter.JobFinished(queue.Job{Kind: queue.KindBackup, Result: queue.ResultFailed, ArchiveID: "abc", Error: "partial backup, archive abc exists: restic could not read 2 file(s)"})
 	counter.JobFinished(queue.Job{Kind: queue.KindPrune, Result: queue.ResultFailed, Error: "repository is locked"})
 	counter.JobFinished(queue.Job{Kind: queue.KindCheck, Result: queue.ResultStalled})
+	counter.JobFinished(queue.Job{Kind: queue.KindSend, Result: queue.ResultSkipped, Error: "target disk is absent"})
+	counter.JobFinished(queue.Job{Kind: queue.KindSend, Result: queue.ResultDone})
 	return Snapshot{
 		Version: "1.2.3", Started: at("2026-12-01T10:00:00Z"), Reloaded: at("2026-12-01T11:00:00.5Z"), ReloadOK: false,
 		Queued: 1, Running: 2, Jobs: counter.Counts(),
@@ -72,31 +74,43 @@ subvault_jobs_total{kind="backup",result="done"} 2
 subvault_jobs_total{kind="backup",result="failed"} 0
 subvault_jobs_total{kind="backup",result="partial"} 1
 subvault_jobs_total{kind="backup",result="postponed"} 0
+subvault_jobs_total{kind="backup",result="skipped"} 0
 subvault_jobs_total{kind="backup",result="stalled"} 0
 subvault_jobs_total{kind="check",result="canceled"} 0
 subvault_jobs_total{kind="check",result="done"} 0
 subvault_jobs_total{kind="check",result="failed"} 0
 subvault_jobs_total{kind="check",result="partial"} 0
 subvault_jobs_total{kind="check",result="postponed"} 0
+subvault_jobs_total{kind="check",result="skipped"} 0
 subvault_jobs_total{kind="check",result="stalled"} 1
 subvault_jobs_total{kind="copy",result="canceled"} 0
 subvault_jobs_total{kind="copy",result="done"} 0
 subvault_jobs_total{kind="copy",result="failed"} 0
 subvault_jobs_total{kind="copy",result="partial"} 0
 subvault_jobs_total{kind="copy",result="postponed"} 0
+subvault_jobs_total{kind="copy",result="skipped"} 0
 subvault_jobs_total{kind="copy",result="stalled"} 0
 subvault_jobs_total{kind="prune",result="canceled"} 0
 subvault_jobs_total{kind="prune",result="done"} 0
 subvault_jobs_total{kind="prune",result="failed"} 1
 subvault_jobs_total{kind="prune",result="partial"} 0
 subvault_jobs_total{kind="prune",result="postponed"} 0
+subvault_jobs_total{kind="prune",result="skipped"} 0
 subvault_jobs_total{kind="prune",result="stalled"} 0
 subvault_jobs_total{kind="restore",result="canceled"} 0
 subvault_jobs_total{kind="restore",result="done"} 0
 subvault_jobs_total{kind="restore",result="failed"} 0
 subvault_jobs_total{kind="restore",result="partial"} 0
 subvault_jobs_total{kind="restore",result="postponed"} 0
+subvault_jobs_total{kind="restore",result="skipped"} 0
 subvault_jobs_total{kind="restore",result="stalled"} 0
+subvault_jobs_total{kind="send",result="canceled"} 0
+subvault_jobs_total{kind="send",result="done"} 1
+subvault_jobs_total{kind="send",result="failed"} 0
+subvault_jobs_total{kind="send",result="partial"} 0
+subvault_jobs_total{kind="send",result="postponed"} 0
+subvault_jobs_total{kind="send",result="skipped"} 1
+subvault_jobs_total{kind="send",result="stalled"} 0
 # HELP subvault_last_backup_added_bytes Bytes the plan's last backup added to the repository (restic's data_added, before compression); absent when it made no summary.
 # TYPE subvault_last_backup_added_bytes gauge
 subvault_last_backup_added_bytes{plan="home"} 1.23456789e+08

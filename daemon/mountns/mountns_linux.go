@@ -50,6 +50,11 @@ type Options struct {
 	// Logger logs what Skipped does not take, and the mounts left out on
 	// purpose; nil means slog.Default().
 	Logger *slog.Logger
+	// Empty, with no Binds and no KeepHost, makes a namespace that starts
+	// as the host's view: fn mounts what it needs there itself (the onsite
+	// tier mounts a target's filesystem and binds its receiving directory).
+	// Without it, no Binds is an error.
+	Empty bool
 }
 
 // Run runs fn in a new goroutine locked to its OS thread, in a new mount
@@ -80,6 +85,12 @@ func Run(ctx context.Context, opts Options, fn func() error) error {
 		return err
 	}
 	// Checked here too, so a bad request costs no thread.
+	if opts.Empty && (len(opts.Binds) > 0 || len(opts.KeepHost) > 0) {
+		return errors.New("cannot run in a private namespace: Empty with binds or host paths")
+	}
+	if len(opts.Binds) == 0 && !opts.Empty {
+		return errors.New("cannot run in a backup's namespace: no snapshot to mount")
+	}
 	if err := validate(opts.Binds, opts.KeepHost); err != nil {
 		return err
 	}

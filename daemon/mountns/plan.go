@@ -152,6 +152,9 @@ func plan(binds []Bind, keepHost []string, mountPoints []string, leaveOut func(m
 }
 
 func validate(binds []Bind, keepHost []string) error {
+	if len(binds) == 0 && len(keepHost) == 0 {
+		return nil // Options.Empty; Run refuses it otherwise
+	}
 	if len(binds) == 0 {
 		return errors.New("cannot run in a backup's namespace: no snapshot to mount")
 	}

@@ -137,7 +137,6 @@ func TestPlanRejects(t *testing.T) {
 		keep  []string
 		want  string
 	}{
-		{"nothing to mount", nil, nil, "no snapshot to mount"},
 		{"relative source", []Bind{{Source: "snaps/x", Target: "/home"}}, nil, `cannot mount snapshot "snaps/x" over "/home" in the backup's namespace: both paths must be absolute and clean`},
 		{"unclean target", []Bind{{Source: "/snaps/x", Target: "/home/"}}, nil, "must be absolute and clean"},
 		{"two snapshots on one target", []Bind{{Source: "/s/1", Target: "/home"}, {Source: "/s/2", Target: "/home"}}, nil,

@@ -88,7 +88,9 @@ func (l *Listener) JobFinished(j queue.Job) {
 	switch j.Result {
 	case queue.ResultDone:
 		event = EventSuccess
-	case queue.ResultPostponed:
+	case queue.ResultPostponed, queue.ResultSkipped:
+		// A skipped send (its target disk absent) neither failed nor
+		// succeeded: it ends like a postponed run, where its start went.
 		event = EventPostponed
 	}
 	l.send(j, event, r)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/subvault/subvault/btrfs"
@@ -50,14 +51,24 @@ func Snapshots(plan *config.Plan) ([]btrfs.Snapshot, error) {
 // does not keep, except those of the jobs in running, and returns the ones it
 // keeps. Each deletion is logged. It goes on past a failed deletion and
 // returns the first error.
-func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location, running map[uint32]bool) ([]btrfs.Snapshot, error) {
+//
+// A plan with send_to keeps, besides, the snapshots its send pins name (the
+// parents of the next incremental sends; a pin older than target_pin_for is
+// dropped first, logged send-pin-dropped, and the next send to that target
+// is full) and its newest snapshot of each subvolume (the next send's
+// source).
+func ApplyKeepSnapshots(cfg *config.Config, plan *config.Plan, log *slog.Logger, now time.Time, loc *time.Location, running map[uint32]bool) ([]btrfs.Snapshot, error) {
 	all, err := Snapshots(plan)
+	if err != nil {
+		return nil, err
+	}
+	pinned, newest, err := sendHeld(cfg, plan, all, log, now)
 	if err != nil {
 		return nil, err
 	}
 	var candidates, busy []btrfs.Snapshot
 	for _, s := range all {
-		if running[s.JobID] {
+		if running[s.JobID] || pinned[s.Name()] {
 			busy = append(busy, s)
 		} else {
 			candidates = append(candidates, s)
@@ -69,6 +80,11 @@ func ApplyKeepSnapshots(plan *config.Plan, log *slog.Logger, now time.Time, loc 
 	}, now, loc)
 	var firstErr error
 	for _, s := range remove {
+		if newest[s.Name()] {
+			keep = append(keep, s)
+			log.Debug("snapshot kept: the next send's source", "snapshot", s.Path)
+			continue
+		}
 		if err := DeleteSnapshot(plan, s); err != nil {
 			log.Error("cannot delete snapshot", "snapshot", s.Path, "err", err)
 			if firstErr == nil {
@@ -192,4 +208,49 @@ func snapshotDirOf(plan *config.Plan, s btrfs.Snapshot) (*os.File, error) {
 		}
 	}
 	return OpenSnapshotDir(plan, sv, false)
+}
+
+// sendHeld names the snapshots the plan's sends need kept: the pinned
+// parents still within target_pin_for (kept and not counted), and the
+// newest of each subvolume when the plan has send_to (counted, never
+// deleted). Pins too old are dropped here, each logged.
+func sendHeld(cfg *config.Config, plan *config.Plan, all []btrfs.Snapshot, log *slog.Logger, now time.Time) (pinned, newest map[string]bool, err error) {
+	pinned, newest = map[string]bool{}, map[string]bool{}
+	if cfg == nil {
+		return pinned, newest, nil
+	}
+	left, dropped, err := dropOldPins(cfg, plan, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keep_snapshots: %w", err)
+	}
+	for _, p := range dropped {
+		why := fmt.Sprintf("pinned for longer than target_pin_for (%v) while the target was away", pinFor(plan))
+		if !slices.Contains(plan.SendTo, p.Target) {
+			why = "the target is no longer in send_to"
+		}
+		log.Warn("send pin dropped: the next send to the target will be full", journal.Event(journal.EventSendPinDropped),
+			"plan", plan.Name, "target", p.Target, "subvolume", p.Subvolume, "snapshot", p.Snapshot, "since", p.Since, "why", why)
+	}
+	for _, p := range left {
+		pinned[p.Snapshot] = true
+	}
+	if len(plan.SendTo) > 0 {
+		last := map[string]btrfs.Snapshot{}
+		for _, s := range all {
+			if l, ok := last[s.Subvolume]; !ok || s.Time.After(l.Time) || (s.Time.Equal(l.Time) && s.JobID > l.JobID) {
+				last[s.Subvolume] = s
+			}
+		}
+		for _, s := range last {
+			newest[s.Name()] = true
+		}
+	}
+	return pinned, newest, nil
+}
+
+func pinFor(plan *config.Plan) time.Duration {
+	if plan.TargetPinFor > 0 {
+		return plan.TargetPinFor
+	}
+	return config.DefaultTargetPinFor
 }

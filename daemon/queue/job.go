@@ -66,6 +66,9 @@ const (
 	TriggerSchedule Trigger = contract.TriggerSchedule
 	TriggerCatchUp  Trigger = contract.TriggerCatchUp
 	TriggerManual   Trigger = "manual"
+	// TriggerDevice: a send the daemon started because its target's disk
+	// appeared (the device watch, or the udev rule's TargetAppeared).
+	TriggerDevice Trigger = "device"
 	// TriggerForeground: a job that `subvault run` ran in its own process,
 	// recorded in the history afterwards; the daemon did not run it.
 	TriggerForeground Trigger = "foreground"

@@ -108,6 +108,21 @@ type stalledError struct{ err error }
 func (e stalledError) Error() string   { return e.err.Error() }
 func (e stalledError) Unwrap() []error { return []error{e.err, ErrStalled} }
 
+// ErrSkipped marks an executor's error that ends the job skipped (Skip):
+// it had nothing it could do, and that is no failure (a send whose target
+// disk is absent). A skipped job does not change its plan's status: that
+// is its backups'.
+var ErrSkipped = errors.New("skipped")
+
+// Skip is err as an executor returns it for a job that is to end skipped;
+// its message (why) is err's.
+func Skip(err error) error { return skippedError{err} }
+
+type skippedError struct{ err error }
+
+func (e skippedError) Error() string   { return e.err.Error() }
+func (e skippedError) Unwrap() []error { return []error{ErrSkipped, e.err} }
+
 // ErrNoSuchJob is returned by Cancel for an unknown or finished job.
 var ErrNoSuchJob = errors.New("no such job")
 
@@ -212,6 +227,7 @@ type Order struct {
 	Caller  int64
 	Restore RestoreArgs
 	Copy    CopyArgs
+	Send    SendArgs
 }
 
 // Enqueue queues the job o orders. A backup, prune or check of a plan that
@@ -219,7 +235,9 @@ type Order struct {
 // instead (created is false), with o's trigger added to its Requests. A
 // copy of a plan that has one queued (not running: that one has chosen its
 // archives) is that job, with o's archives added; so a plan has at most
-// one copy queued and one running.
+// one copy queued and one running. A send to a target asked for while
+// one of the plan to that target is queued is that job; while one runs
+// (it has chosen its snapshots), one more is queued.
 func (q *Queue) Enqueue(o Order) (job Job, created bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -249,7 +267,14 @@ func (q *Queue) enqueueLocked(o Order, requests []Request) (job Job, created boo
 			}
 		}
 	}
-	if o.Kind != KindRestore && o.Kind != KindCopy {
+	if o.Kind == KindSend {
+		for _, j := range q.queued {
+			if j.Plan == o.Plan && j.Kind == KindSend && j.SendTarget == o.Send.SendTarget {
+				return q.askedAgainLocked(j, o), false, nil
+			}
+		}
+	}
+	if o.Kind != KindRestore && o.Kind != KindCopy && o.Kind != KindSend {
 		for _, j := range q.jobs {
 			if j.Plan == o.Plan && j.Kind == o.Kind {
 				if j.addRequest(Request{Trigger: o.Trigger, Caller: o.Caller, At: q.now()}) {
@@ -271,7 +296,7 @@ func (q *Queue) enqueueLocked(o Order, requests []Request) (job Job, created boo
 	j := &Job{
 		ID: id, Kind: o.Kind, Plan: o.Plan, State: StateQueued, Trigger: o.Trigger, Caller: o.Caller,
 		Requests: []Request{{Trigger: o.Trigger, Caller: o.Caller, At: now}},
-		QueuedAt: now, RestoreArgs: o.Restore,
+		QueuedAt: now, RestoreArgs: o.Restore, SendArgs: o.Send,
 	}
 	if len(requests) > 0 {
 		j.Requests = append([]Request(nil), requests...)
@@ -288,6 +313,19 @@ func (q *Queue) enqueueLocked(o Order, requests []Request) (job Job, created boo
 	q.persistLocked()
 	q.dispatchLocked()
 	return j.copy(), true, nil
+}
+
+// askedAgainLocked records o's trigger among those who asked for j, and
+// returns j.
+func (q *Queue) askedAgainLocked(j *Job, o Order) Job {
+	if j.addRequest(Request{Trigger: o.Trigger, Caller: o.Caller, At: q.now()}) {
+		q.log.Info("job asked for again", append([]any{"job", j.ID, "kind", o.Kind, "plan", o.Plan, "trigger", o.Trigger, "state", j.State}, jobAttrs(j)...)...)
+		for _, l := range q.listeners {
+			l.JobChanged(j.copy())
+		}
+		q.persistLocked()
+	}
+	return j.copy()
 }
 
 // Cancel cancels a queued job (it ends canceled without running) or a
@@ -468,6 +506,9 @@ func (q *Queue) dispatchLocked() {
 		if q.foregroundHoldsLocked(j) {
 			continue // a `subvault run` of the plan holds its lock: wait for it (foreground.go)
 		}
+		if q.sendHeldLocked(j) {
+			continue
+		}
 		if slices.ContainsFunc(repos, func(r string) bool { return held[r] }) || !q.repositoriesFreeLocked(j, repos) {
 			for _, r := range repos {
 				held[r] = true
@@ -499,9 +540,33 @@ func (q *Queue) copyRunningLocked(plan string) bool {
 	return false
 }
 
+// sendHeldLocked reports whether j must wait for a send: a send runs
+// neither beside another send to its target (one stream per disk) nor
+// beside a job of its plan that takes the plan's lock (a backup, prune,
+// check or restore: it takes that lock too, so that keep_snapshots cannot
+// delete the snapshot it sends; started beside it, one of them would fail
+// "plan is busy"). A copy takes no plan lock.
+func (q *Queue) sendHeldLocked(j *Job) bool {
+	for _, r := range q.jobs {
+		if r.State != StateRunning || (r.Kind != KindSend && j.Kind != KindSend) {
+			continue
+		}
+		if j.Kind == KindSend && r.Kind == KindSend && r.SendTarget == j.SendTarget {
+			return true
+		}
+		if r.Plan == j.Plan && r.Kind != KindCopy && j.Kind != KindCopy {
+			return true
+		}
+	}
+	return false
+}
+
 // repositories are the repositories job j works on: its plan's, and for a
-// copy those it copies to.
+// copy those it copies to; none for a send, which reads no repository.
 func (q *Queue) repositories(j *Job) []string {
+	if j.Kind == KindSend {
+		return nil
+	}
 	repos := []string{q.repository(j.Plan)}
 	if j.Kind == KindCopy && q.cfg.CopyTo != nil {
 		repos = append(repos, q.cfg.CopyTo(j.Plan)...)
@@ -626,6 +691,10 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	case errors.Is(err, ErrStalled) && !j.canceled:
 		j.Result, j.Error = ResultStalled, oneLine(err.Error())
 		event = journal.EventJobStalled
+	case errors.Is(err, ErrSkipped) && !j.canceled:
+		j.Result, j.Error = ResultSkipped, oneLine(err.Error())
+		j.Progress = 1
+		event = journal.EventSendSkipped
 	default:
 		j.Result, j.Error = ResultFailed, oneLine(err.Error())
 		event = journal.EventJobFailed
@@ -653,6 +722,8 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 		q.log.Warn("job canceled", append(attrs, "err", j.Error)...)
 	case ResultPostponed:
 		q.log.Warn("job postponed", append(attrs, "err", j.Error)...)
+	case ResultSkipped:
+		q.log.Info("job skipped", append(attrs, "why", j.Error)...)
 	case ResultStalled:
 		q.log.Error("job stalled", append(attrs, "err", j.Error)...)
 	default:
@@ -674,9 +745,12 @@ func (q *Queue) finishLocked(j *Job, outcome Outcome, err error) {
 	}
 }
 
-// jobAttrs are the fields a restore's or a copy's journal entries add;
-// none for other kinds.
+// jobAttrs are the fields a restore's, a copy's or a send's journal
+// entries add; none for other kinds.
 func jobAttrs(j *Job) []any {
+	if j.Kind == KindSend {
+		return []any{"target", j.SendTarget}
+	}
 	if j.Kind == KindCopy {
 		if len(j.CopyArchives) == 0 {
 			return []any{"archives", "latest"}

@@ -269,7 +269,7 @@ func TestRollbackUnmountedAndBack(t *testing.T) {
 	}
 
 	// keep_snapshots (none here) deletes the others, never the pinned ones.
-	if _, err := planstore.ApplyKeepSnapshots(e.cfg.Plans["p"], slog.New(e.log), time.Now(), time.Local, nil); err != nil {
+	if _, err := planstore.ApplyKeepSnapshots(e.cfg, e.cfg.Plans["p"], slog.New(e.log), time.Now(), time.Local, nil); err != nil {
 		t.Fatal(err)
 	}
 	names = snapshotNames(t, e, "p")

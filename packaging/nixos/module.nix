@@ -17,7 +17,8 @@
 # packaging/subvault.service directive for directive, and the user unit
 # packaging/subvault-notify.service; cmd/subvault/nixos_test.go checks that
 # they stay in step. The bus policy, polkit actions and journal catalog are
-# taken from packaging/ next to this file, and so are the Prometheus alert
+# taken from packaging/ next to this file, and so are the udev rule (with
+# its unit subvault-target@, mirrored too), the Prometheus alert
 # rules and the Grafana dashboard (the read-only options prometheusRules and
 # grafanaDashboard).
 { config, lib, pkgs, ... }:
@@ -78,8 +79,9 @@ let
     LockPersonality = true;
     RestrictRealtime = true;
 
-    PrivateDevices = true;
+    PrivateDevices = false;
     DevicePolicy = "closed";
+    DeviceAllow = "block-* rw";
     ProtectSystem = "full";
     PrivateTmp = true;
     ProtectKernelModules = true;
@@ -113,6 +115,7 @@ let
     install -D -m 0644 ${activationFile} $out/share/dbus-1/system-services/org.subvault.Subvault1.service
     install -D -m 0644 ${../org.subvault.policy} $out/share/polkit-1/actions/org.subvault.policy
     install -D -m 0644 ${../subvault.catalog} $out/lib/systemd/catalog/subvault.catalog
+    install -D -m 0644 ${../udev/90-subvault.rules} $out/lib/udev/rules.d/90-subvault.rules
   '';
 
   # The reset at boot (reset.enable): what the initrd reads is only the reset
@@ -134,6 +137,44 @@ let
     lib.optional (rootFs ? device) "root=${rootFs.device}"
     ++ lib.optional ((rootFs.options or [ ]) != [ ]) "rootflags=${lib.concatStringsSep "," rootFs.options}"
   );
+
+  # packaging/subvault-target@.service, which says why: the udev rule above
+  # starts an instance, named by the filesystem UUID, for each btrfs
+  # filesystem that appears; it tells the daemon (TargetAppeared).
+  targetUnit = {
+    description = "subvault: btrfs filesystem %i appeared";
+    documentation = [ "man:subvault-daemon(8)" ];
+    requires = [ "dbus.socket" ];
+    after = [ "dbus.socket" "subvault.service" ];
+    serviceConfig = {
+      Type = "oneshot";
+      ExecCondition = "${config.systemd.package}/bin/systemctl --quiet is-active subvault.service";
+      ExecStart = "${config.systemd.package}/bin/busctl --timeout=30 --auto-start=no call org.subvault.Subvault1 /org/subvault/Subvault1 org.subvault.Subvault1.Manager TargetAppeared s %i";
+
+      CapabilityBoundingSet = "";
+      NoNewPrivileges = true;
+      RestrictAddressFamilies = "AF_UNIX";
+      IPAddressDeny = "any";
+      PrivateNetwork = true;
+      PrivateDevices = true;
+      PrivateTmp = true;
+      ProtectSystem = "strict";
+      ProtectHome = true;
+      ProtectKernelTunables = true;
+      ProtectKernelModules = true;
+      ProtectKernelLogs = true;
+      ProtectControlGroups = true;
+      ProtectClock = true;
+      ProtectHostname = true;
+      RestrictNamespaces = true;
+      RestrictRealtime = true;
+      RestrictSUIDSGID = true;
+      LockPersonality = true;
+      MemoryDenyWriteExecute = true;
+      SystemCallArchitectures = "native";
+      SystemCallFilter = "@system-service";
+    };
+  };
 in
 {
   options.services.subvault = {
@@ -215,6 +256,10 @@ in
       };
 
       services.dbus.packages = [ systemFiles ];
+      # The udev rule that starts subvault-target@<uuid> when a btrfs
+      # filesystem appears.
+      services.udev.packages = [ systemFiles ];
+      systemd.services."subvault-target@" = targetUnit;
       security.polkit.enable = true;
 
       systemd.services.subvault = {
