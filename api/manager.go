@@ -192,9 +192,12 @@ func (m manager) CloneSnapshot(msg dbus.Message, sender dbus.Sender, plan, name,
 	if err := checkSignature(msg, "sss"); err != nil {
 		return "", err
 	}
-	p, derr := m.s.plan(msg, plan)
-	if derr != nil {
-		return "", derr
+	p := m.s.d.ResetPlan()
+	if p == nil || plan != p.Name {
+		var derr *dbus.Error
+		if p, derr = m.s.plan(msg, plan); derr != nil {
+			return "", derr
+		}
 	}
 	if derr := firstError(checkSnapshotName(name), checkPath("clone target", target)); derr != nil {
 		return "", derr

@@ -2,14 +2,19 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/reset"
 	"github.com/subvault/subvault/daemon/rollback"
+	"github.com/subvault/subvault/daemon/safefs"
 )
 
 // The reset's snapshots (docs/reset.md) carry the plan name "reset", which
@@ -109,4 +114,45 @@ func resetPaths(cfg *config.Config) []string {
 		out = append(out, sv.Path)
 	}
 	return out
+}
+
+// ResetPlan is the reset as a plan, for the callers that authorize by
+// plan: plan "reset" with the reset's subvolumes, which nobody is allowed
+// by allow_users. Nil without a reset section.
+func (d *Daemon) ResetPlan() *config.Plan {
+	if !d.IsReset(config.ResetPlan) {
+		return nil
+	}
+	return &config.Plan{Name: config.ResetPlan, Subvolumes: resetPaths(d.Config())}
+}
+
+// cloneResetState is CloneSnapshot of one of the reset's snapshots: a
+// writable snapshot of it at target, which must be on the root filesystem
+// (a btrfs snapshot stays on its filesystem).
+func (d *Daemon) cloneResetState(name, target string) (string, error) {
+	plan := d.ResetPlan()
+	if err := checkNewTarget(plan, target, false); err != nil {
+		return "", err
+	}
+	src, s, err := reset.OpenState(d.Config(), name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNoSuchSnapshot, err)
+	}
+	defer src.Close() //nolint:errcheck // a directory
+	parent, err := safefs.OpenDir(filepath.Dir(target))
+	if err != nil {
+		return "", fmt.Errorf("%w: target %s: %w", ErrInvalidArgument, target, err)
+	}
+	defer parent.Close() //nolint:errcheck // a directory
+	clone, _, err := btrfs.SnapshotAt(src, parent, filepath.Base(target), false)
+	if errors.Is(err, unix.EXDEV) {
+		return "", fmt.Errorf("%w: %s is not on the root filesystem, which holds the reset's snapshots: a clone is a btrfs snapshot, made on the filesystem of what it clones; name a path there",
+			ErrInvalidArgument, target)
+	}
+	if err != nil {
+		return "", err
+	}
+	clone.Close() //nolint:errcheck,gosec // a directory
+	d.log.Info("snapshot cloned", "plan", config.ResetPlan, "snapshot", s.Name(), "clone", target)
+	return target, nil
 }
