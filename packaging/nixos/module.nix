@@ -68,7 +68,7 @@ let
 
     SystemCallFilter = [
       "@system-service"
-      "mount open_tree move_mount mount_setattr chroot"
+      "mount open_tree move_mount mount_setattr chroot fsopen fsconfig fsmount"
       "~@resources"
     ];
     SystemCallErrorNumber = "EPERM";
