@@ -236,6 +236,7 @@ func TestHostileResetCalls(t *testing.T) {
 	rec := m.boot(t, time.Now().UTC().Truncate(time.Second).Add(-time.Hour))
 	newAPIEnvWith(t, e, nil, "home") // root alone is authorized, as without polkit
 	clone := filepath.Join(m.root, "clone")
+	mountsBefore := readFile(t, "/proc/self/mountinfo")
 	out, err := testutil.RunHostile(t, time.Minute, "reset-calls", e.bus.Address, m.root, rec.Results[0].State, clone)
 	if err != nil {
 		t.Fatalf("hostile process: %v\n%s", err, out)
@@ -259,5 +260,10 @@ func TestHostileResetCalls(t *testing.T) {
 	}
 	if _, err := os.Lstat(clone); err == nil {
 		t.Errorf("a refused clone made %s", clone)
+	}
+	// Listing mounted the top level where only the daemon saw it, and
+	// left nothing mounted.
+	if after := readFile(t, "/proc/self/mountinfo"); after != mountsBefore {
+		t.Errorf("the mount table changed:\nbefore:\n%s\nafter:\n%s", mountsBefore, after)
 	}
 }
