@@ -48,7 +48,16 @@ init PATH takes the clean snapshot of the subvolume mounted at PATH, as it is
 now: set up the system first. run is what the initrd runs before the root is
 mounted. diff PATH lists what the next reset of PATH throws away: every path
 that differs from the clean snapshot and is not persisted, with its size;
-persist what you need of it. Each runs as root, without the daemon.`
+persist what you need of it (--json: an array of {path, kind, type, size}).
+Each runs as root, in-process, without the daemon; --config names the
+configuration file.
+
+run reads the kernel command line (root=, rootflags=subvol=, resume=;
+subvault.reset=0 skips the reset for one boot) from /proc/cmdline, or from
+FILE with --cmdline, prints one line per subvolume, and, reading
+/proc/cmdline, the same to the kernel log (journalctl -k). Exit status of
+run: 0 done or skipped, 1 a subvolume failed (it stays as it was and boots),
+2 wrong command line.`
 
 func newResetInitCommand() *cobra.Command {
 	var path string
@@ -85,14 +94,8 @@ func newResetRunCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [--cmdline FILE] [--config FILE]",
 		Short: "reset the configured subvolumes (for the initrd, before the root is mounted)",
-		Long: resetAbout + `
-
-run reads the kernel command line (root=, rootflags=subvol=, resume=;
-subvault.reset=0 skips the reset for one boot) from /proc/cmdline, or from
-FILE with --cmdline. It prints one line per subvolume, and, reading
-/proc/cmdline, the same to the kernel log. Exit status: 0 done or skipped,
-1 a subvolume failed (it stays as it was), 2 wrong command line.`,
-		Args: atMost(0),
+		Long:  resetAbout,
+		Args:  atMost(0),
 		RunE: runs(func(cmd *cobra.Command, args []string) int {
 			return runReset(cmd.OutOrStdout(), cmd.ErrOrStderr(), path, cmdline)
 		}),
