@@ -21,7 +21,7 @@ import (
 // docs/configuration.md#reset, run in-process as root, without the daemon.
 func newResetCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "reset init PATH | run [--cmdline FILE] | diff PATH [--json]",
+		Use:     "reset {init PATH | run [--cmdline FILE] | diff PATH [--json]}",
 		Short:   "reset subvolumes at boot: take the clean snapshot, run the reset, see what it throws away",
 		Long:    resetAbout,
 		GroupID: groupAdmin,
