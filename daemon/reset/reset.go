@@ -450,7 +450,7 @@ func makeParents(from, to *os.File, dir string) (*os.File, error) {
 			if err = unix.Fstat(int(s.Fd()), &st); err == nil {
 				if err = unix.Mkdirat(int(d.Fd()), name, 0o700); err == nil {
 					if nd, err = openDirNoFollow(d, name); err == nil {
-						err = setMeta(nd, &st)
+						err = setMeta(nd, nil, &st)
 					}
 				}
 			}
