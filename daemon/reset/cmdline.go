@@ -132,7 +132,6 @@ func readAt(dev string, off int64, n int) ([]byte, error) {
 // hibernateLocation is systemd's EFI variable naming a hibernation image.
 var hibernateLocation = "/sys/firmware/efi/efivars/HibernateLocation-8cf2644b-4b0b-428f-9387-6d876050dc67"
 
-
 // hibernated says whether the resume= device holds a hibernation image:
 // its swap header (the first page, or the page resume_offset names in a
 // swap file) ends with S1SUSPEND (the kernel's) or ULSUSPEND (uswsusp's)
