@@ -55,7 +55,7 @@ configuration file.
 run reads the kernel command line (root=, rootflags=subvol=, resume=;
 subvault.reset=0 skips the reset for one boot) from /proc/cmdline, or from
 FILE with --cmdline, prints one line per subvolume, and, reading
-/proc/cmdline, the same to the kernel log (journalctl -k). Exit status of
+/proc/cmdline or in an initrd, the same to the kernel log (journalctl -k). Exit status of
 run: 0 done or skipped, 1 a subvolume failed (it stays as it was and boots),
 2 wrong command line.`
 
@@ -137,7 +137,7 @@ func runReset(stdout, stderr io.Writer, path, cmdlineFile string) int {
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
 	}
-	if cmdlineFile == "" {
+	if cmdlineFile == "" || inInitrd() {
 		// In the initrd the console may be gone by the time anyone looks:
 		// the kernel log keeps it (journalctl -k).
 		if k, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
@@ -151,6 +151,17 @@ func runReset(stdout, stderr io.Writer, path, cmdlineFile string) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// inInitrd says whether this runs in an initrd: systemd's and dracut's
+// have /etc/initrd-release, initramfs-tools' its /scripts directory.
+func inInitrd() bool {
+	for _, p := range []string{"/etc/initrd-release", "/scripts/local-premount"} {
+		if _, err := os.Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func newResetDiffCommand() *cobra.Command {
