@@ -529,13 +529,13 @@ func SnapshotBeside(src, beside, name string) (Sibling, error) {
 // MountTopLevel returns a detached mount of the top level (subvolid 5) of
 // the btrfs filesystem on device, opened: it is in no mount table, no path
 // reaches it, and it goes when the file is closed (fsopen, fsmount: Linux
-// ≥ 5.2, root). Its name is "top level of DEVICE"; paths below it read so.
+// ≥ 5.2, root). Its name is "DEVICE:", so paths below it read "/dev/vda2:/@home".
 func MountTopLevel(device string) (*os.File, error) {
 	fd, err := mountTopLevel(device)
 	if err != nil {
 		return nil, err
 	}
-	return os.NewFile(uintptr(fd), "top level of "+device), nil
+	return os.NewFile(uintptr(fd), device+":"), nil
 }
 
 // mountTopLevel returns a detached mount of the top level of the btrfs

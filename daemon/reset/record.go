@@ -114,7 +114,7 @@ func ReadRecord(cfg *config.Config) (Record, error) {
 
 // States lists the reset's snapshots of every configured subvolume: the
 // clean ones (Pinned) and the previous states, oldest first. Each Path is
-// "top level of DEVICE/.subvault-reset/NAME": they are on no mounted path;
+// "DEVICE:/.subvault-reset/NAME" (the top level of DEVICE): they are on no mounted path;
 // OpenState opens one.
 func States(ctx context.Context, cfg *config.Config) ([]btrfs.Snapshot, error) {
 	if cfg.Reset == nil || len(cfg.Reset.Subvolumes) == 0 {
