@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -221,6 +223,33 @@ func hostileResetCalls(args []string) error {
 			fmt.Printf("%s: %v\n", c.method, call.Err)
 		}
 	}
+	// A flood: 8 callers at once, 25 calls each.
+	var mu sync.Mutex
+	answered, refused, slowest := 0, map[string]int{}, time.Duration(0)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 25 {
+				start := time.Now()
+				err := obj.Call(contract.ManagerInterface+".ListSnapshots", 0, "reset").Err
+				took := time.Since(start)
+				mu.Lock()
+				slowest = max(slowest, took)
+				var derr dbus.Error
+				switch {
+				case err == nil:
+					answered++
+				case errors.As(err, &derr):
+					refused[derr.Name]++
+				default:
+					refused[err.Error()]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	fmt.Printf("flood: %d answered, refused %v, slowest %v\n", answered, refused, slowest.Round(time.Millisecond))
 	return nil
 }
 
@@ -261,6 +290,16 @@ func TestHostileResetCalls(t *testing.T) {
 	if _, err := os.Lstat(clone); err == nil {
 		t.Errorf("a refused clone made %s", clone)
 	}
+	// The flood was answered or refused by the read calls' bounds, and
+	// root is answered after it.
+	if !regexp.MustCompile(`flood: \d+ answered, refused map\[(` + regexp.QuoteMeta(contract.ErrorLimitsExceeded) + `:\d+)?\], slowest`).MatchString(out) {
+		t.Errorf("the flood got other answers than snapshots or %s:\n%s", contract.ErrorLimitsExceeded, out)
+	}
+	start := time.Now()
+	if err := e.obj.Call(contract.ManagerInterface+".ListSnapshots", 0, "reset").Err; err != nil {
+		t.Errorf("root's ListSnapshots(reset) after the flood: %v", err)
+	}
+	t.Logf("root's ListSnapshots(reset) after the flood: %v", time.Since(start).Round(time.Millisecond))
 	// Listing mounted the top level where only the daemon saw it, and
 	// left nothing mounted.
 	if after := readFile(t, "/proc/self/mountinfo"); after != mountsBefore {
