@@ -21,7 +21,7 @@ import (
 // docs/configuration.md#reset, run in-process as root, without the daemon.
 func newResetCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "reset init PATH | run [--cmdline FILE] | diff PATH [--json]",
+		Use:     "reset {init PATH | run [--cmdline FILE] | diff PATH [--json]}",
 		Short:   "reset subvolumes at boot: take the clean snapshot, run the reset, see what it throws away",
 		Long:    resetAbout,
 		GroupID: groupAdmin,
@@ -48,7 +48,16 @@ init PATH takes the clean snapshot of the subvolume mounted at PATH, as it is
 now: set up the system first. run is what the initrd runs before the root is
 mounted. diff PATH lists what the next reset of PATH throws away: every path
 that differs from the clean snapshot and is not persisted, with its size;
-persist what you need of it. Each runs as root, without the daemon.`
+persist what you need of it (--json: an array of {path, kind, type, size}).
+Each runs as root, in-process, without the daemon; --config names the
+configuration file.
+
+run reads the kernel command line (root=, rootflags=subvol=, resume=;
+subvault.reset=0 skips the reset for one boot) from /proc/cmdline, or from
+FILE with --cmdline, prints one line per subvolume, and, reading
+/proc/cmdline or in an initrd, the same to the kernel log (journalctl -k). Exit status of
+run: 0 done or skipped, 1 a subvolume failed (it stays as it was and boots),
+2 wrong command line.`
 
 func newResetInitCommand() *cobra.Command {
 	var path string
@@ -85,14 +94,8 @@ func newResetRunCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [--cmdline FILE] [--config FILE]",
 		Short: "reset the configured subvolumes (for the initrd, before the root is mounted)",
-		Long: resetAbout + `
-
-run reads the kernel command line (root=, rootflags=subvol=, resume=;
-subvault.reset=0 skips the reset for one boot) from /proc/cmdline, or from
-FILE with --cmdline. It prints one line per subvolume, and, reading
-/proc/cmdline, the same to the kernel log. Exit status: 0 done or skipped,
-1 a subvolume failed (it stays as it was), 2 wrong command line.`,
-		Args: atMost(0),
+		Long:  resetAbout,
+		Args:  atMost(0),
 		RunE: runs(func(cmd *cobra.Command, args []string) int {
 			return runReset(cmd.OutOrStdout(), cmd.ErrOrStderr(), path, cmdline)
 		}),
@@ -134,7 +137,7 @@ func runReset(stdout, stderr io.Writer, path, cmdlineFile string) int {
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
 	}
-	if cmdlineFile == "" {
+	if cmdlineFile == "" || inInitrd() {
 		// In the initrd the console may be gone by the time anyone looks:
 		// the kernel log keeps it (journalctl -k).
 		if k, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
@@ -148,6 +151,17 @@ func runReset(stdout, stderr io.Writer, path, cmdlineFile string) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// inInitrd says whether this runs in an initrd: systemd's and dracut's
+// have /etc/initrd-release, initramfs-tools' its /scripts directory.
+func inInitrd() bool {
+	for _, p := range []string{"/etc/initrd-release", "/scripts/local-premount"} {
+		if _, err := os.Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func newResetDiffCommand() *cobra.Command {

@@ -1,6 +1,7 @@
 package reset
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -118,7 +119,7 @@ func readAt(dev string, off int64, n int) ([]byte, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK && !allowRegularDevices {
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return nil, fmt.Errorf("%s is not a block device", dev)
 	}
 	buf := make([]byte, n)
@@ -128,16 +129,32 @@ func readAt(dev string, off int64, n int) ([]byte, error) {
 	return buf, nil
 }
 
-// allowRegularDevices lets tests use an image file as a resume device.
-var allowRegularDevices = false
+// hibernateLocation is systemd's EFI variable naming a hibernation image.
+var hibernateLocation = "/sys/firmware/efi/efivars/HibernateLocation-8cf2644b-4b0b-428f-9387-6d876050dc67"
 
 // hibernated says whether the resume= device holds a hibernation image:
 // its swap header (the first page, or the page resume_offset names in a
 // swap file) ends with S1SUSPEND (the kernel's) or ULSUSPEND (uswsusp's)
 // instead of SWAPSPACE2.
+//
+// Without resume=, systemd (≥ 255) finds the image through the EFI
+// variable HibernateLocation (JSON: the swap's filesystem UUID and offset),
+// and so does this.
 func hibernated(b bootArgs) (bool, string, error) {
 	if b.resume == "" {
-		return false, "", nil
+		data, err := os.ReadFile(hibernateLocation)
+		if err != nil {
+			return false, "", nil //nolint:nilerr // no variable, no image
+		}
+		var loc struct {
+			UUID   string `json:"uuid"`
+			Offset int64  `json:"offset"`
+		}
+		// efivarfs puts 4 bytes of attributes before the value.
+		if len(data) < 4 || json.Unmarshal(data[4:], &loc) != nil || loc.UUID == "" {
+			return true, hibernateLocation, errors.New("the EFI variable HibernateLocation is there but cannot be read")
+		}
+		b.resume, b.resumeOffset = "UUID="+loc.UUID, loc.Offset
 	}
 	dev, err := resolveDevice(b.resume)
 	if err != nil {

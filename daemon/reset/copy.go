@@ -72,7 +72,7 @@ func (c *copier) copyPath(rel string) error {
 			}
 			dnext, err = openDirNoFollow(dstDir, name)
 			if err == nil {
-				err = setMeta(dnext, &st)
+				err = setMeta(dnext, nil, &st)
 			}
 		}
 		if err != nil {
@@ -132,10 +132,7 @@ func (c *copier) copyEntry(srcDir, dstDir *os.File, name, rel string, st *unix.S
 				return err
 			}
 		}
-		if err := copyXattrs(s, d, false); err != nil {
-			return fmt.Errorf("/%s: %w", rel, err)
-		}
-		if err := setMeta(d, st); err != nil {
+		if err := setMeta(d, s, st); err != nil {
 			return fmt.Errorf("/%s: %w", rel, err)
 		}
 		return nil
@@ -189,12 +186,12 @@ func (c *copier) copyEntry(srcDir, dstDir *os.File, name, rel string, st *unix.S
 	if err := sameInode(sp, st); err != nil {
 		return fmt.Errorf("/%s in the previous state: %w", rel, err)
 	}
-	if err := copyXattrs(sp, p, true); err != nil {
-		return fmt.Errorf("/%s: %w", rel, err)
-	}
 	c.files++
 	if err := unix.Fchownat(dfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("/%s: chown: %w", rel, err)
+	}
+	if err := copyXattrs(sp, p, true); err != nil {
+		return fmt.Errorf("/%s: %w", rel, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 		if err := unix.Fchmodat(dfd, name, st.Mode&0o7777, 0); err != nil {
@@ -242,10 +239,7 @@ func (c *copier) copyFile(srcDir, dstDir *os.File, name, rel string, st *unix.St
 		}
 	}
 	c.bytes += st.Size
-	if err := copyXattrs(src, dst, false); err != nil {
-		return fmt.Errorf("/%s: %w", rel, err)
-	}
-	if err := setMeta(dst, st); err != nil {
+	if err := setMeta(dst, src, st); err != nil {
 		return fmt.Errorf("/%s: %w", rel, err)
 	}
 	return dst.Close()
@@ -275,12 +269,18 @@ func sameInode(f *os.File, st *unix.Stat_t) error {
 	return nil
 }
 
-// setMeta sets owner, mode and times of an opened file or directory: the
-// owner first (chown clears set-id bits), the mode after.
-func setMeta(f *os.File, st *unix.Stat_t) error {
+// setMeta sets owner, extended attributes (those of src), mode and
+// times of an opened file or directory, in that order: chown clears set-id
+// bits and file capabilities (security.capability), so they come after it.
+func setMeta(f, src *os.File, st *unix.Stat_t) error {
 	fd := int(f.Fd())
 	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
 		return fmt.Errorf("chown: %w", err)
+	}
+	if src != nil {
+		if err := copyXattrs(src, f, false); err != nil {
+			return err
+		}
 	}
 	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
 		return fmt.Errorf("chmod: %w", err)

@@ -186,6 +186,26 @@ func TestResetSkips(t *testing.T) {
 	if err != nil || rec.Results[0].Result != ResultSkipped || !strings.Contains(rec.Results[0].Reason, "hibernation image") {
 		t.Fatalf("resuming: %+v, %v", rec, err)
 	}
+	// No resume=, but systemd's EFI variable names the swap by UUID.
+	disk := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(disk, "by-uuid"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(loop, filepath.Join(disk, "by-uuid", "0b6c8a5e-0000-4000-8000-000000000001")); err != nil {
+		t.Fatal(err)
+	}
+	efivar := filepath.Join(disk, "HibernateLocation")
+	if err := os.WriteFile(efivar, append([]byte{7, 0, 0, 0}, `{"uuid":"0b6c8a5e-0000-4000-8000-000000000001","offset":0,"kernelVersion":"6.1"}`...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldDisk, oldVar := devDiskDir, hibernateLocation
+	devDiskDir, hibernateLocation = disk, efivar
+	t.Cleanup(func() { devDiskDir, hibernateLocation = oldDisk, oldVar })
+	rec, err = m.boot(t, t0)
+	if err != nil || rec.Results[0].Result != ResultSkipped || !strings.Contains(rec.Results[0].Reason, "hibernation image") {
+		t.Fatalf("resuming through HibernateLocation: %+v, %v", rec, err)
+	}
+	hibernateLocation = filepath.Join(disk, "none")
 	m.unchanged(t, ref)
 	m.onlyOurs(t, []string{"@", resetDirName, "reference"}, 1)
 	// A plain swap header: the reset runs.
@@ -240,4 +260,15 @@ func mustOpen(t *testing.T, p string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+func TestParseCmdline(t *testing.T) {
+	b := parseCmdline("BOOT_IMAGE=/vmlinuz-6.1 root=UUID=1234-ab ro rootflags=compress=zstd,subvol=/@,noatime resume=/dev/vda3 resume_offset=34816 quiet subvault.reset=0\n")
+	want := bootArgs{root: "UUID=1234-ab", subvol: "/@", resume: "/dev/vda3", resumeOffset: 34816, off: true}
+	if b != want {
+		t.Errorf("parseCmdline: %+v, want %+v", b, want)
+	}
+	if b := parseCmdline("root=/dev/sda2 rootflags=subvolid=256 subvault.reset=1"); b.subvolID != "256" || b.off {
+		t.Errorf("parseCmdline: %+v", b)
+	}
 }

@@ -192,6 +192,11 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) (Record, error) 
 			break
 		}
 		for _, sub := range cfg.Reset.Subvolumes {
+			if sub.Path == "/" && boot.subvol == "" && boot.subvolID != "" {
+				rec.Results = append(rec.Results, PathResult{Path: sub.Path, Result: ResultFailed,
+					Reason: "the root is mounted by rootflags=subvolid=" + boot.subvolID + ", which stays the old subvolume after a swap by name; boot with rootflags=subvol= instead"})
+				continue
+			}
 			if err := ctx.Err(); err != nil {
 				rec.Results = append(rec.Results, PathResult{Path: sub.Path, Result: ResultFailed, Reason: err.Error()})
 				continue
@@ -450,7 +455,7 @@ func makeParents(from, to *os.File, dir string) (*os.File, error) {
 			if err = unix.Fstat(int(s.Fd()), &st); err == nil {
 				if err = unix.Mkdirat(int(d.Fd()), name, 0o700); err == nil {
 					if nd, err = openDirNoFollow(d, name); err == nil {
-						err = setMeta(nd, &st)
+						err = setMeta(nd, nil, &st)
 					}
 				}
 			}

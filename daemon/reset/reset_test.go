@@ -127,6 +127,16 @@ func TestResetKeepsExactlyThePersistedPaths(t *testing.T) {
 	if err := os.Link(filepath.Join(m.Root, "etc/machine-id"), filepath.Join(m.Root, "var/lib/keep/machine-id-link")); err != nil {
 		t.Fatal(err)
 	}
+	// A file capability (cap_net_raw, effective): chown drops it, so it
+	// must be set after the owner.
+	capFile := filepath.Join(m.Root, "var/lib/keep/ping")
+	w("var/lib/keep/ping", "#!/bin/true\n")
+	if err := os.Chown(capFile, 1234, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(capFile, "security.capability", []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0); err != nil {
+		t.Fatal(err)
+	}
 	want := t.TempDir()
 	for _, p := range []string{"etc/machine-id", "var/lib/keep", "home/me/.ssh"} {
 		if err := os.MkdirAll(filepath.Join(want, filepath.Dir(p)), 0o755); err != nil {
