@@ -61,7 +61,7 @@ type PathResult struct {
 	Result    string `json:"result"` // done, skipped or failed
 	Reason    string `json:"reason,omitempty"`
 	State     string `json:"state,omitempty"` // the previous state's snapshot name
-	Persisted int    `json:"persisted"`       // files, links, directories copied
+	Persisted int    `json:"persisted"`       // entries copied: files, links, directories, fifos, devices
 	Bytes     int64  `json:"bytes"`           // bytes of the files copied (shared, with reflinks)
 }
 
