@@ -27,8 +27,8 @@ type copier struct {
 	// links maps a source inode with more links to the path (from dst's
 	// root) of its first copy: the other names become hard links to it.
 	links map[[2]uint64]string
-	files int
-	bytes int64
+	files int   // entries copied: files, links, directories, fifos, devices
+	bytes int64 // the files' sizes
 }
 
 func newCopier(src, dst *os.File) *copier {
@@ -135,6 +135,7 @@ func (c *copier) copyEntry(srcDir, dstDir *os.File, name, rel string, st *unix.S
 		if err := setMeta(d, s, st); err != nil {
 			return fmt.Errorf("/%s: %w", rel, err)
 		}
+		c.files++
 		return nil
 	case unix.S_IFREG:
 		key := [2]uint64{st.Dev, st.Ino}

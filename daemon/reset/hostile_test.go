@@ -90,4 +90,34 @@ func TestResetHostileContent(t *testing.T) {
 			t.Errorf("etc/secret is %q, want the clean snapshot's", got)
 		}
 	})
+	t.Run("a top level or .subvault-reset others may change", func(t *testing.T) {
+		m := prepared(t, 512, "var/lib/keep")
+		ref := m.reference(t)
+		for _, c := range []struct {
+			dir  string
+			mode os.FileMode
+			uid  int
+			want string
+		}{
+			{m.fs.Mount, 0o777, 0, "another user could rename the subvolumes in it"},
+			{m.fs.Mount, 0o755, nobody, "another user could rename the subvolumes in it"},
+			{m.fs.Path(resetDirName), 0o755, 0, "so others may enter it"},
+			{m.fs.Path(resetDirName), 0o700, nobody, "is owned by uid 65534"},
+		} {
+			if err := os.Chmod(c.dir, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(c.dir, c.uid, c.uid); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := m.boot(t, t0)
+			if err == nil || len(rec.Results) != 1 || rec.Results[0].Result != ResultFailed || !strings.Contains(rec.Results[0].Reason, c.want) {
+				t.Errorf("%s mode %04o uid %d: %+v, %v; want failed: %s", c.dir, c.mode, c.uid, rec, err, c.want)
+			}
+			_ = os.Chown(c.dir, 0, 0)
+			_ = os.Chmod(c.dir, map[bool]os.FileMode{true: 0o755, false: 0o700}[c.dir == m.fs.Mount])
+		}
+		m.unchanged(t, ref)
+		m.onlyOurs(t, []string{"@", resetDirName, "reference"}, 1)
+	})
 }

@@ -61,7 +61,7 @@ type PathResult struct {
 	Result    string `json:"result"` // done, skipped or failed
 	Reason    string `json:"reason,omitempty"`
 	State     string `json:"state,omitempty"` // the previous state's snapshot name
-	Persisted int    `json:"persisted"`       // files, links, directories copied
+	Persisted int    `json:"persisted"`       // entries copied: files, links, directories, fifos, devices
 	Bytes     int64  `json:"bytes"`           // bytes of the files copied (shared, with reflinks)
 }
 
@@ -275,6 +275,9 @@ func resetOne(t *top, sub *config.ResetSubvolume, fsRel, device string, now time
 		return failed(fmt.Errorf("cannot open the directory of %s: %w", fsRel, err))
 	}
 	defer parent.Close() //nolint:errcheck // a directory
+	if err := rootsOnly(parent); err != nil {
+		return failed(err)
+	}
 	base := filepath.Base(fsRel)
 	cur, err := btrfs.OpenAt(parent, base)
 	if err != nil {
@@ -396,6 +399,19 @@ func resetOne(t *top, sub *config.ResetSubvolume, fsRel, device string, now time
 		res.Reason = strings.TrimPrefix(res.Reason+"; "+err.Error(), "; ")
 	}
 	return res
+}
+
+// rootsOnly refuses a directory another user may change: the reset
+// renames subvolumes in it, and they could rename them first.
+func rootsOnly(dir *os.File) error {
+	st, err := safefs.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Uid != uint32(os.Geteuid()) || st.Mode&0o022 != 0 {
+		return fmt.Errorf("%s is owned by uid %d with mode %04o, so another user could rename the subvolumes in it; the reset works only where root alone may: chown root and chmod go-w it", dir.Name(), st.Uid, st.Mode&0o7777)
+	}
+	return nil
 }
 
 // moveNested moves each nested subvolume from one subvolume into the same
