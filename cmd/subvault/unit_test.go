@@ -355,4 +355,9 @@ func TestResetUnitOrdering(t *testing.T) {
 	if got, want := unit.one(t, "Service", "ExecStart"), unitBinary+" reset run"; got != want {
 		t.Errorf("ExecStart=%s, want %s", got, want)
 	}
+	// the command is this program's: its flags parse (--help stops there)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"reset", "run", "--help"}, &out, &errOut); code != exitOK || !strings.HasPrefix(out.String(), "Usage: subvault reset run ") {
+		t.Errorf("subvault reset run --help: exit %d, %q %s", code, firstLine(out.String()), errOut.String())
+	}
 }
