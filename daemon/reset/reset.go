@@ -30,6 +30,7 @@ import (
 	"github.com/subvault/subvault/btrfs"
 	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/safefs"
+	"github.com/subvault/subvault/daemon/shell"
 )
 
 // Change is one path that differs between a live subvolume and its clean
@@ -304,12 +305,14 @@ func resetOne(t *top, sub *config.ResetSubvolume, fsRel, device string, now time
 	state := btrfs.Snapshot{Plan: config.ResetPlan, Time: now, Subvolume: sub.Path}
 	newName := newPrefix + escaped(sub.Path)
 	for _, taken := range []struct {
-		dir  *os.File
-		name string
-	}{{t.dir, state.Name()}, {parent, newName}} {
+		dir        *os.File
+		name, from string // from: its path from the top level
+	}{{t.dir, state.Name(), filepath.Join(resetDirName, state.Name())}, {parent, newName, filepath.Join(filepath.Dir(fsRel), newName)}} {
 		var st unix.Stat_t
 		if err := unix.Fstatat(int(taken.dir.Fd()), taken.name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-			return failed(fmt.Errorf("%s is already there (a reset that was stopped half way, or the clock went back); nothing was changed: delete it (btrfs subvolume delete) if it is not needed", filepath.Join(taken.dir.Name(), taken.name)))
+			at := shell.Quote(filepath.Join("/mnt", taken.from))
+			return failed(fmt.Errorf("%s is already there (a reset that was stopped half way, or the clock went back); nothing was changed. Once you have looked at it, remove it: mount -o subvolid=5 %s /mnt && btrfs subvolume delete %s && umount /mnt (rm -r for a directory)",
+				filepath.Join(taken.dir.Name(), taken.name), shell.Quote(device), at))
 		} else if !errors.Is(err, unix.ENOENT) {
 			return failed(err)
 		}

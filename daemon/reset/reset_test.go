@@ -229,3 +229,56 @@ func TestResetKeepDeletesOldStates(t *testing.T) {
 		t.Errorf("after 4 resets with keep last 2: %v, want the clean one and %v", names, want)
 	}
 }
+
+// Two subvolumes, / and /home (as @ and @home): each reset from its own
+// clean snapshot, the record in the root's state directory.
+func TestResetTwoSubvolumes(t *testing.T) {
+	m := newMachine(t, 512, "etc/machine-id")
+	testutil.Run(t, "btrfs", "subvolume", "create", m.fs.Path("@home"))
+	home := filepath.Join(m.Root, "home")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, "mount", "-o", "subvol=@home", m.fs.Device, home)
+	homeMounted := true
+	t.Cleanup(func() {
+		if homeMounted {
+			_ = unix.Unmount(home, 0)
+		}
+	})
+	homeSub := &config.ResetSubvolume{Path: home, Persist: []string{filepath.Join(home, "me/.ssh")}}
+	m.cfg.Reset.Subvolumes = append(m.cfg.Reset.Subvolumes, homeSub)
+	testutil.WriteFile(t, filepath.Join(m.Root, "etc/machine-id"), "clean\n")
+	testutil.WriteFile(t, filepath.Join(home, "me/.profile"), "clean profile\n")
+	for _, p := range []string{m.Root, home} {
+		if _, err := Init(context.Background(), m.cfg, p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WriteFile(t, filepath.Join(home, "me/.ssh/id"), "key\n")
+	testutil.WriteFile(t, filepath.Join(home, "me/.profile"), "changed\n")
+	testutil.WriteFile(t, filepath.Join(m.Root, "etc/machine-id"), "machine-1\n")
+	if err := unix.Unmount(home, 0); err != nil {
+		t.Fatal(err)
+	}
+	homeMounted = false
+	rec, err := m.boot(t, t0)
+	if err != nil || len(rec.Results) != 2 || rec.Results[0].Result != ResultDone || rec.Results[1].Result != ResultDone {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	testutil.Run(t, "mount", "-o", "subvol=@home", m.fs.Device, home)
+	homeMounted = true
+	for p, want := range map[string]string{"home/me/.ssh/id": "key\n", "home/me/.profile": "clean profile\n", "etc/machine-id": "machine-1\n"} {
+		if got, err := os.ReadFile(filepath.Join(m.Root, p)); err != nil || string(got) != want {
+			t.Errorf("%s: %q, %v; want %q", p, got, err, want)
+		}
+	}
+	got, err := ReadRecord(m.cfg)
+	if err != nil || len(got.Results) != 2 || got.Results[1].Path != home {
+		t.Errorf("ReadRecord: %+v, %v", got, err)
+	}
+	states, err := States(context.Background(), m.cfg)
+	if err != nil || len(states) != 4 {
+		t.Errorf("States: %v, %v; want two clean ones and two previous states", states, err)
+	}
+}
