@@ -10,6 +10,7 @@
 #   make install DESTDIR=... PREFIX=/usr
 #   make deb     build/subvault_<version>_<arch>.deb (dpkg-deb; .ci/deb)
 #   make e2e     the package booted under systemd in a container (.ci/e2e)
+#   make e2e-boot  the reset at boot, proven by three real boots under QEMU (.ci/e2e-boot)
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -37,6 +38,12 @@ UDEVRULESDIR   ?= $(PREFIX)/lib/udev/rules.d
 BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR     ?= $(PREFIX)/share/zsh/vendor-completions
 FISHCOMPDIR    ?= $(PREFIX)/share/fish/vendor_completions.d
+# The reset at boot (docs/reset.md): initramfs-tools reads hooks and scripts
+# only from /usr/share/initramfs-tools (and /etc), dracut its modules only
+# from /usr/lib/dracut/modules.d: like the bus policy, they need PREFIX=/usr.
+LIBEXECDIR     ?= $(PREFIX)/lib/subvault
+INITRAMFSDIR   ?= $(PREFIX)/share/initramfs-tools
+DRACUTDIR      ?= $(PREFIX)/lib/dracut/modules.d
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -48,7 +55,7 @@ ifeq ($(origin GO),undefined)
 GO := $(shell $(DEPS) build | sed -n 's/^GO=//p')
 endif
 
-.PHONY: all build completions test test-unit lint demo install clean deps man deb e2e
+.PHONY: all build completions test test-unit lint demo install clean deps man deb e2e e2e-boot
 
 all: build
 
@@ -99,7 +106,10 @@ demo: build
 SERVICE_FILES = packaging/subvault.service packaging/org.subvault.Subvault1.service \
   packaging/org.subvault.Subvault1.conf packaging/org.subvault.policy \
   packaging/subvault.catalog packaging/subvault-notify.service \
-  packaging/subvault-target@.service packaging/udev/90-subvault.rules
+  packaging/subvault-target@.service packaging/udev/90-subvault.rules \
+  packaging/initrd-config packaging/initramfs-tools/hooks/subvault \
+  packaging/initramfs-tools/scripts/local-premount/subvault \
+  packaging/dracut/90subvault/module-setup.sh packaging/subvault-reset.service
 
 # The units and the activation file name /usr/bin/subvault; sed points them
 # at BINDIR.
@@ -130,6 +140,18 @@ install: build completions
 	install -D -m 0644 build/completions/subvault.fish $(DESTDIR)$(FISHCOMPDIR)/subvault.fish
 	install -D -m 0644 packaging/prometheus/subvault-alerts.yml $(DESTDIR)$(DATADIR)/prometheus/subvault-alerts.yml
 	install -D -m 0644 packaging/grafana/subvault-dashboard.json $(DESTDIR)$(DATADIR)/grafana/subvault-dashboard.json
+	# The reset at boot. On the build machine the hook and the dracut module
+	# run subvault at BINDIR and initrd-config at LIBEXECDIR; in the initrd
+	# subvault is always /usr/bin/subvault.
+	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(INITRAMFSDIR)/hooks $(DESTDIR)$(INITRAMFSDIR)/scripts/local-premount $(DESTDIR)$(DRACUTDIR)/90subvault
+	sed 's|^subvault=.*|subvault=$${SUBVAULT:-$(BINDIR)/subvault}|' packaging/initrd-config > $(DESTDIR)$(LIBEXECDIR)/initrd-config
+	for f in packaging/initramfs-tools/hooks/subvault packaging/dracut/90subvault/module-setup.sh; do \
+	  sed -e 's|^SUBVAULT=/usr/bin/subvault$$|SUBVAULT=$(BINDIR)/subvault|' -e 's|^INITRD_CONFIG=/usr/lib/subvault/initrd-config$$|INITRD_CONFIG=$(LIBEXECDIR)/initrd-config|' $$f \
+	    > $(DESTDIR)$$(case $$f in *hooks*) echo $(INITRAMFSDIR)/hooks/subvault;; *) echo $(DRACUTDIR)/90subvault/module-setup.sh;; esac); \
+	done
+	chmod 0755 $(DESTDIR)$(LIBEXECDIR)/initrd-config $(DESTDIR)$(INITRAMFSDIR)/hooks/subvault $(DESTDIR)$(DRACUTDIR)/90subvault/module-setup.sh
+	install -m 0755 packaging/initramfs-tools/scripts/local-premount/subvault $(DESTDIR)$(INITRAMFSDIR)/scripts/local-premount/subvault
+	install -m 0644 packaging/subvault-reset.service $(DESTDIR)$(DRACUTDIR)/90subvault/subvault-reset.service
 
 # The Debian package: make install into a staging tree, then dpkg-deb.
 deb: build
@@ -144,3 +166,9 @@ clean:
 e2e: deb
 	@$(DEPS) e2e >/dev/null
 	@.ci/e2e
+
+# The reset at boot under QEMU: a debootstrapped btrfs image (cached in
+# /var/cache/subvault-ci/boot), the package installed into a copy, three boots.
+e2e-boot: deb
+	@$(DEPS) e2e-boot >/dev/null
+	@.ci/e2e-boot

@@ -56,6 +56,7 @@ var managerIntrospection = introspect.Interface{
 		property("Plans", "as", "true"),
 		property("RunningJobs", "ao", "true"),
 		property("QueuedJobs", "ao", "true"),
+		property("LastReset", "a{sv}", "const"),
 	},
 	Signals: []introspect.Signal{
 		{Name: "JobNew", Args: []introspect.Arg{sig("id", "u"), sig("job", "o"), sig("kind", "s"), sig("plan", "s")}},

@@ -20,6 +20,9 @@ import (
 // repository's index); bus clients give up after 25 s by default anyway.
 const listArchivesTimeout = 2 * time.Minute
 
+// listResetTimeout bounds a ListSnapshots of the reset: a walk of one directory at the top level.
+const listResetTimeout = 30 * time.Second
+
 // manager is org.subvault.Subvault1.Manager. Every method takes the raw
 // message first, to check the types the caller sent and to read the
 // allow-interactive-authorization flag; neither counts in its signature.
@@ -102,14 +105,28 @@ func (m manager) CancelJob(msg dbus.Message, sender dbus.Sender, id uint32) *dbu
 	return m.s.cancel(msg, sender, id)
 }
 
-func (m manager) ListSnapshots(msg dbus.Message, plan string) ([]contract.SnapshotEntry, *dbus.Error) {
+func (m manager) ListSnapshots(msg dbus.Message, sender dbus.Sender, plan string) ([]contract.SnapshotEntry, *dbus.Error) {
 	if err := checkSignature(msg, "s"); err != nil {
 		return nil, err
 	}
-	if _, derr := m.s.plan(msg, plan); derr != nil {
-		return nil, derr
+	var list []daemon.SnapshotInfo
+	var err error
+	if m.s.d.IsReset(plan) {
+		// The reset's snapshots: listing them mounts the top level for a
+		// moment, so it is a read call, bounded per caller.
+		uid, derr := m.s.authz.CallerUID(sender)
+		if derr != nil {
+			return nil, derr
+		}
+		ctx, done := m.s.readCall(context.Background(), sender, uid, listResetTimeout)
+		defer done()
+		list, err = m.s.d.ResetSnapshots(ctx)
+	} else {
+		if _, derr := m.s.plan(msg, plan); derr != nil {
+			return nil, derr
+		}
+		list, err = m.s.d.Snapshots(plan)
 	}
-	list, err := m.s.d.Snapshots(plan)
 	if err != nil {
 		return nil, daemonError(err)
 	}
@@ -175,9 +192,12 @@ func (m manager) CloneSnapshot(msg dbus.Message, sender dbus.Sender, plan, name,
 	if err := checkSignature(msg, "sss"); err != nil {
 		return "", err
 	}
-	p, derr := m.s.plan(msg, plan)
-	if derr != nil {
-		return "", derr
+	p := m.s.d.ResetPlan()
+	if p == nil || plan != p.Name {
+		var derr *dbus.Error
+		if p, derr = m.s.plan(msg, plan); derr != nil {
+			return "", derr
+		}
 	}
 	if derr := firstError(checkSnapshotName(name), checkPath("clone target", target)); derr != nil {
 		return "", derr

@@ -5,6 +5,7 @@ import (
 
 	"github.com/subvault/subvault/api/contract"
 	"github.com/subvault/subvault/daemon"
+	"github.com/subvault/subvault/daemon/config"
 	"github.com/subvault/subvault/daemon/rollback"
 )
 
@@ -33,6 +34,9 @@ func (m manager) Rollback(msg dbus.Message, sender dbus.Sender, plan, snapshot, 
 	if err := checkSignature(msg, "sssa{sv}"); err != nil {
 		return "", "", err
 	}
+	if m.s.d.IsReset(plan) {
+		return m.rollbackReset(sender, snapshot, subvolume, options)
+	}
 	p, derr := m.s.plan(msg, plan)
 	if derr != nil {
 		return "", "", derr
@@ -48,6 +52,32 @@ func (m manager) Rollback(msg dbus.Message, sender dbus.Sender, plan, snapshot, 
 		return "", "", derr
 	}
 	res, err := m.s.d.Rollback(daemon.RollbackRequest{Plan: plan, Snapshot: snapshot, Subvolume: subvolume, Options: opts})
+	if err != nil {
+		return "", "", daemonError(err)
+	}
+	return contract.EscapeInvalidUTF8(res.Kept), contract.EscapeInvalidUTF8(res.Message), nil
+}
+
+// rollbackReset is Rollback of plan "reset" (a configuration with a reset
+// section): the next boot's reset makes the subvolume from snapshot. It
+// decides what the whole next boot runs: uid 0 only, whatever polkit
+// would allow.
+func (m manager) rollbackReset(sender dbus.Sender, snapshot, subvolume string, options map[string]dbus.Variant) (string, string, *dbus.Error) {
+	opts, derr := parseRollbackOptions(options)
+	if derr != nil {
+		return "", "", derr
+	}
+	if derr := firstError(checkSnapshotName(snapshot), checkSubvolumePath(subvolume)); derr != nil {
+		return "", "", derr
+	}
+	uid, derr := m.s.authz.CallerUID(sender)
+	if derr != nil {
+		return "", "", derr
+	}
+	if uid != 0 {
+		return "", "", denyCaller("not authorized to roll back %s to a reset snapshot: you are uid %d; it decides what the next boot runs, which only root may ask for (run it as root)", quoteArg(subvolume), uid)
+	}
+	res, err := m.s.d.Rollback(daemon.RollbackRequest{Plan: config.ResetPlan, Snapshot: snapshot, Subvolume: subvolume, Options: opts})
 	if err != nil {
 		return "", "", daemonError(err)
 	}

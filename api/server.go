@@ -337,6 +337,10 @@ func (s *Server) managerValues() contract.Manager {
 	if len(s.active) > 0 {
 		m.State = contract.ManagerRunning
 	}
+	if r := s.d.LastReset(); !r.Time.IsZero() {
+		m.LastReset = &contract.LastReset{Time: r.Time, Path: contract.EscapeInvalidUTF8(r.Path), Result: r.Result,
+			Reason: contract.EscapeInvalidUTF8(r.Reason), State: contract.EscapeInvalidUTF8(r.State)}
+	}
 	return m
 }
 

@@ -63,13 +63,17 @@ func (r *recordingAuthorizer) questions() []string {
 type apiEnv struct {
 	history int    // settings.job_history; 3 when 0
 	restic  string // settings.restic; restic when empty
-	dir     string
-	config  string
-	d       *daemon.Daemon
-	s       *Server
-	bus     *testutil.Bus
-	client  *dbus.Conn
-	obj     dbus.BusObject
+	// stateDir is settings.state_dir (dir/state when empty); extra is
+	// more of the configuration, after the plans.
+	stateDir string
+	extra    string
+	dir      string
+	config   string
+	d        *daemon.Daemon
+	s        *Server
+	bus      *testutil.Bus
+	client   *dbus.Conn
+	obj      dbus.BusObject
 }
 
 // newAPIEnv serves a daemon in this process on a private bus. Its plans
@@ -145,7 +149,12 @@ func (e *apiEnv) writeConfig(t *testing.T, plans ...string) {
 	if history == 0 {
 		history = 3
 	}
-	fmt.Fprintf(&b, "settings:\n  state_dir: %s\n  cache_dir: %s\n  job_history: %d\n", filepath.Join(e.dir, "state"), filepath.Join(e.dir, "cache"), history)
+	b.WriteString(e.extra)
+	stateDir := e.stateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(e.dir, "state")
+	}
+	fmt.Fprintf(&b, "settings:\n  state_dir: %s\n  cache_dir: %s\n  job_history: %d\n", stateDir, filepath.Join(e.dir, "cache"), history)
 	if e.restic != "" {
 		fmt.Fprintf(&b, "  restic: %s\n", e.restic)
 	}

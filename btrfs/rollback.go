@@ -84,7 +84,14 @@ func NestedSubvolumes(path string) ([]Nested, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot list the subvolumes in %s: %w", path, err)
 	}
-	defer unix.Close(fd)
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close() //nolint:errcheck // a directory
+	return NestedSubvolumesAt(f)
+}
+
+// NestedSubvolumesAt is NestedSubvolumes of the open subvolume f.
+func NestedSubvolumesAt(f *os.File) ([]Nested, error) {
+	fd, path := int(f.Fd()), f.Name()
 	var refs []rootref
 	args := &getSubvolRootrefArgs{}
 	for {
@@ -134,6 +141,29 @@ func Exchange(a, b string) error {
 	return nil
 }
 
+// ExchangeAt is Exchange of the subvolumes a in the open directory dirA and
+// b in dirB, looked up once, through the descriptors, without following a
+// link.
+func ExchangeAt(dirA *os.File, a string, dirB *os.File, b string) error {
+	pa, pb := filepath.Join(dirA.Name(), a), filepath.Join(dirB.Name(), b)
+	for _, e := range []struct {
+		dir  *os.File
+		name string
+	}{{dirA, a}, {dirB, b}} {
+		var st unix.Stat_t
+		if err := unix.Fstatat(int(e.dir.Fd()), e.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("cannot swap %s and %s: %w", pa, pb, err)
+		}
+		if !isSubvolumeRoot(&st) {
+			return fmt.Errorf("cannot swap %s and %s: %s is not a subvolume", pa, pb, filepath.Join(e.dir.Name(), e.name))
+		}
+	}
+	if err := unix.Renameat2(int(dirA.Fd()), a, int(dirB.Fd()), b, unix.RENAME_EXCHANGE); err != nil {
+		return fmt.Errorf("cannot swap %s and %s: renameat2 RENAME_EXCHANGE: %w", pa, pb, explainErrno(err))
+	}
+	return nil
+}
+
 // MoveSubvolume renames the subvolume at src to dst, on the same
 // filesystem. dst must not exist, or be an empty directory that is not a
 // subvolume (the placeholder a snapshot shows where a nested subvolume
@@ -144,45 +174,128 @@ func Exchange(a, b string) error {
 // its ".."): its read-only flag is cleared for the rename and set again
 // right after, on either path. The directory of dst keeps its times.
 func MoveSubvolume(src, dst string) error {
-	sv, err := Info(src)
-	if err != nil {
+	if _, err := Info(src); err != nil {
 		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
 	}
 	if err := checkSlot(dst); err != nil {
 		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
 	}
+	srcDir, err := openDir(filepath.Dir(filepath.Clean(src)))
+	if err != nil {
+		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
+	}
+	sd := os.NewFile(uintptr(srcDir), filepath.Dir(filepath.Clean(src)))
+	defer sd.Close() //nolint:errcheck // a directory
+	dstDir, err := openDir(filepath.Dir(filepath.Clean(dst)))
+	if err != nil {
+		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
+	}
+	dd := os.NewFile(uintptr(dstDir), filepath.Dir(filepath.Clean(dst)))
+	defer dd.Close() //nolint:errcheck // a directory
+	return MoveSubvolumeAt(sd, filepath.Base(src), dd, filepath.Base(dst))
+}
+
+// MoveSubvolumeAt is MoveSubvolume of the subvolume src in the open
+// directory srcDir to dst in the open directory dstDir, each name looked up
+// once through its descriptor without following a link.
+func MoveSubvolumeAt(srcDir *os.File, src string, dstDir *os.File, dst string) error {
+	srcPath, dstPath := filepath.Join(srcDir.Name(), src), filepath.Join(dstDir.Name(), dst)
+	fail := func(err error) error { return fmt.Errorf("cannot move %s to %s: %w", srcPath, dstPath, err) }
+	sub, err := OpenAt(srcDir, src)
+	if err != nil {
+		return fail(err)
+	}
+	defer sub.Close() //nolint:errcheck // a directory
+	sv, err := InfoOf(sub)
+	if err != nil {
+		return fail(err)
+	}
+	placeholder, err := checkSlotAt(dstDir, dst)
+	if err != nil {
+		return fail(err)
+	}
 	// The directory that takes it keeps its times: a rolled-back tree is the
 	// snapshot's, to the nanosecond.
 	var parent unix.Stat_t
-	if err := unix.Stat(filepath.Dir(dst), &parent); err != nil {
-		return fmt.Errorf("cannot move %s to %s: %w", src, dst, err)
+	if err := unix.Fstat(int(dstDir.Fd()), &parent); err != nil {
+		return fail(err)
 	}
-	defer unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Dir(dst), []unix.Timespec{parent.Atim, parent.Mtim}, 0) //nolint:errcheck // times only
-	if _, err := os.Lstat(dst); err == nil {
-		if err := unix.Rmdir(dst); err != nil {
-			return fmt.Errorf("cannot move %s to %s: cannot remove the empty directory there: %w", src, dst, err)
+	defer unix.UtimesNanoAt(int(dstDir.Fd()), ".", []unix.Timespec{parent.Atim, parent.Mtim}, 0) //nolint:errcheck // times only
+	if placeholder {
+		if err := unix.Unlinkat(int(dstDir.Fd()), dst, unix.AT_REMOVEDIR); err != nil {
+			return fail(fmt.Errorf("cannot remove the empty directory there: %w", err))
 		}
 	}
-	flip := sv.ReadOnly && filepath.Dir(filepath.Clean(src)) != filepath.Dir(filepath.Clean(dst))
+	var srcSt unix.Stat_t
+	if err := unix.Fstat(int(srcDir.Fd()), &srcSt); err != nil {
+		return fail(err)
+	}
+	flip := sv.ReadOnly && (srcSt.Dev != parent.Dev || srcSt.Ino != parent.Ino)
 	if flip {
-		if err := SetReadOnly(src, false); err != nil {
-			return fmt.Errorf("cannot move the read-only %s to %s: %w", src, dst, err)
+		if err := setReadOnlyFd(int(sub.Fd()), false); err != nil {
+			return fmt.Errorf("cannot move the read-only %s to %s: %w", srcPath, dstPath, err)
 		}
 	}
-	renameErr := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	renameErr := unix.Renameat2(int(srcDir.Fd()), src, int(dstDir.Fd()), dst, unix.RENAME_NOREPLACE)
 	if flip {
-		at := dst
-		if renameErr != nil {
-			at = src
-		}
-		if err := SetReadOnly(at, true); err != nil {
-			return fmt.Errorf("%s stays writable after moving it to %s: %w", at, dst, errors.Join(renameErr, err))
+		// sub is the subvolume wherever the rename left it.
+		if err := setReadOnlyFd(int(sub.Fd()), true); err != nil {
+			at := dstPath
+			if renameErr != nil {
+				at = srcPath
+			}
+			return fmt.Errorf("%s stays writable after moving it to %s: %w", at, dstPath, errors.Join(renameErr, err))
 		}
 	}
 	if renameErr != nil {
-		return fmt.Errorf("cannot move %s to %s: %w", src, dst, explainErrno(renameErr))
+		return fail(explainErrno(renameErr))
 	}
 	return nil
+}
+
+func setReadOnlyFd(fd int, readOnly bool) error {
+	flags, err := getFlags(fd)
+	if err != nil {
+		return err
+	}
+	want := flags &^ subvolReadOnly
+	if readOnly {
+		want |= subvolReadOnly
+	}
+	if want == flags {
+		return nil
+	}
+	return explainErrno(setFlags(fd, want))
+}
+
+// checkSlotAt is checkSlot of name in the open directory dir; placeholder
+// says an empty directory is there (which a move replaces).
+func checkSlotAt(dir *os.File, name string) (placeholder bool, err error) {
+	var st unix.Stat_t
+	err = unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	p := filepath.Join(dir.Name(), name)
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || isSubvolumeRoot(&st) {
+		return false, fmt.Errorf("%s exists", p)
+	}
+	f, err := OpenAt(dir, name)
+	if err != nil {
+		return false, err
+	}
+	names, err := readNames(f)
+	f.Close() //nolint:errcheck,gosec // read-only
+	if err != nil {
+		return false, err
+	}
+	if len(names) > 0 {
+		return false, fmt.Errorf("%s exists and is not empty", p)
+	}
+	return true, nil
 }
 
 // CheckSlot says whether MoveSubvolume could put a subvolume at dst: its
@@ -411,6 +524,18 @@ func SnapshotBeside(src, beside, name string) (Sibling, error) {
 		return fail(fmt.Errorf("BTRFS_IOC_GET_SUBVOL_INFO: %w", err))
 	}
 	return Sibling{FSPath: filepath.Join(parent, name), ID: info.TreeID}, nil
+}
+
+// MountTopLevel returns a detached mount of the top level (subvolid 5) of
+// the btrfs filesystem on device, opened: it is in no mount table, no path
+// reaches it, and it goes when the file is closed (fsopen, fsmount: Linux
+// ≥ 5.2, root). Its name is "DEVICE:", so paths below it read "/dev/vda2:/@home".
+func MountTopLevel(device string) (*os.File, error) {
+	fd, err := mountTopLevel(device)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), device+":"), nil
 }
 
 // mountTopLevel returns a detached mount of the top level of the btrfs

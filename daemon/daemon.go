@@ -102,6 +102,8 @@ type Daemon struct {
 	// targets is what the daemon knows of the onsite targets, and the
 	// targets that appeared (targets.go).
 	targets *targetState
+	// lastReset is the last boot's reset (mu), read at start.
+	lastReset LastReset
 }
 
 // New loads the configuration and the job history, and removes what jobs
@@ -148,6 +150,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.pingJobs = ping.NewListener(d.pings, cfg, host)
 	d.queue.Subscribe(d.pingJobs)
 	d.warnNotifyReadable(cfg)
+	d.readLastReset(cfg)
 
 	lock := func(plan string) (func(), error) {
 		l, err := state.LockPlan(cfg.Settings.StateDir, plan)

@@ -190,6 +190,9 @@ func (d *Daemon) DeleteSnapshot(planName, name string) error {
 // target's filesystem (a btrfs snapshot stays on its filesystem), outside
 // the directory subvault keeps its copies in.
 func (d *Daemon) CloneSnapshot(planName, name, target string) (string, error) {
+	if d.IsReset(planName) {
+		return d.cloneResetState(name, target)
+	}
 	cfg, plan, err := d.plan(planName)
 	if err != nil {
 		return "", err

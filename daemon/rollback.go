@@ -19,7 +19,13 @@ type RollbackRequest struct {
 // snapshots again, or, when it is mounted, prepares that for the next boot
 // (rollback.Job.Run). Wrong arguments are refused before anything is
 // looked at, and not logged as a failed rollback.
+//
+// Plan "reset" while the configuration has a reset section is the reset's
+// (rollbackReset): the next boot comes up in the snapshot.
 func (d *Daemon) Rollback(r RollbackRequest) (rollback.Result, error) {
+	if d.IsReset(r.Plan) {
+		return d.rollbackReset(r)
+	}
 	cfg, plan, err := d.plan(r.Plan)
 	if err != nil {
 		return rollback.Result{}, err

@@ -141,6 +141,9 @@ type Manager struct {
 	Plans   []string `json:"plans"`
 	Running []uint32 `json:"running_jobs"`
 	Queued  []uint32 `json:"queued_jobs"`
+	// LastReset is the last boot's reset; nil when there was none (no
+	// reset section) or the daemon is older than the property.
+	LastReset *LastReset `json:"last_reset,omitempty"`
 }
 
 // Properties are the manager's properties as the bus carries them: the
@@ -152,6 +155,7 @@ func (m Manager) Properties() map[string]dbus.Variant {
 		"Plans":       dbus.MakeVariant(nonNil(m.Plans)),
 		"RunningJobs": dbus.MakeVariant(jobPaths(m.Running)),
 		"QueuedJobs":  dbus.MakeVariant(jobPaths(m.Queued)),
+		"LastReset":   dbus.MakeVariant(lastResetProperty(m.LastReset)),
 	}
 }
 
@@ -170,6 +174,8 @@ func (m *Manager) Apply(props map[string]dbus.Variant) {
 			m.Running = jobIDs(v)
 		case "QueuedJobs":
 			m.Queued = jobIDs(v)
+		case "LastReset":
+			m.LastReset = lastResetOf(v)
 		}
 	}
 }

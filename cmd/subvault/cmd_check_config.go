@@ -87,6 +87,19 @@ func runCheckConfig(stdout, stderr io.Writer, path string, quiet bool) int {
 			fmt.Fprintf(stdout, "    notify %s\n", printable(n.Describe()))
 		}
 	}
+	if cfg.Reset != nil {
+		for _, sv := range cfg.Reset.Subvolumes {
+			persist := "persisting nothing"
+			if len(sv.Persist) > 0 {
+				persist = "persisting " + strings.Join(printableAll(sv.Persist), ", ")
+			}
+			fmt.Fprintf(stdout, "  reset %s at every boot to clean snapshot %s, %s, keeping %s previous states\n",
+				printable(sv.Path), printable(sv.Clean), persist, describeKeep(sv.Keep))
+		}
+		for _, w := range cfg.ResetWarnings() {
+			fmt.Fprintf(stderr, "subvault check-config: warning: %s\n", printableText(w))
+		}
+	}
 	if mode, readable := cfg.NotifyReadable(); readable {
 		fmt.Fprintf(stderr, "subvault check-config: warning: %s\n", printableText(cfg.NotifyReadableWarning(mode)))
 	}

@@ -107,3 +107,38 @@ plans:
 		}
 	}
 }
+
+// TestCheckConfigShowsReset: the verdict lists each subvolume the reset
+// manages with what it keeps, and warns (exit 0) when a reset of / throws
+// away the state directory and the machine id at every boot.
+func TestCheckConfigShowsReset(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	content := `reset:
+  subvolumes:
+    - path: /
+      persist: [/etc/ssh]
+    - path: /home
+      persist: [/home/me/.ssh]
+      keep: {last: 3}
+`
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "check-config", "--config", path)
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0 (warnings do not refuse); stderr:\n%s", code, errOut)
+	}
+	for _, want := range []string{
+		"reset / at every boot to clean snapshot latest, persisting /etc/ssh, keeping last 5 previous states",
+		"reset /home at every boot to clean snapshot latest, persisting /home/me/.ssh, keeping last 3 previous states",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("verdict lacks %q:\n%s", want, out)
+		}
+	}
+	for _, want := range []string{"warning: the reset of / does not persist /var/lib/subvault", "warning: the reset of / does not persist /etc/machine-id"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+}

@@ -37,6 +37,13 @@ rootflags=, or the default subvolume, which --set-default sets), how to
 move the subvolumes nested in the old one over, and how to undo it. The
 mounted subvolume stays as it is: it is the way back.
 
+A subvolume the reset manages (subvault.yaml(5), reset) is rolled back
+with PLAN "reset" and one of its reset snapshots (subvault snapshots
+reset): the next boot comes up in SNAPSHOT instead of the clean snapshot,
+with nothing copied over, and keeps the state it leaves as a previous
+state, as every reset does. It lasts one boot. Only root may ask for it:
+  subvault rollback reset subvault@reset@... /
+
 The plan's jobs and a rollback exclude each other: while a backup of PLAN
 runs, a rollback is refused.
 

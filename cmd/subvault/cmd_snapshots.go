@@ -8,7 +8,14 @@ import (
 
 const snapshotsAbout = `Lists a plan's local read-only snapshots, oldest first: name, when it was
 taken, whether keep_snapshots keeps it (or a running job uses it), and its
-path. "subvault clone" makes a writable copy of one.`
+path. "subvault clone" makes a writable copy of one.
+
+With a reset section (subvault.yaml(5), reset), "subvault snapshots reset"
+lists the reset's snapshots: the clean ones (subvault-pinned@reset@...,
+made by subvault reset init, always kept) and the previous states
+(subvault@reset@..., one per boot, kept by the subvolume's keep). They are
+at the top level of the root filesystem, on no mounted path; "subvault
+rollback reset STATE PATH" makes the next boot come up in one.`
 
 func newSnapshotsCommand() *cobra.Command {
 	return newClientCommand(&cobra.Command{

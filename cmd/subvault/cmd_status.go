@@ -38,9 +38,14 @@ sends end skipped until the disk is back.
 A running job that counts as stalled (no progress for its plan's
 stall_timeout, on_stall: report) needs attention too, while it lasts.
 
+With a reset section (subvault.yaml(5), reset), a "reset" line says what
+the reset did at this boot: when, done, skipped or failed, and why; of
+several subvolumes, the worst. A failed reset needs attention: the machine
+booted as it was, with what the last boot wrote.
+
 Exit status: 0 all plans healthy, 1 a plan's last backup failed or is
-overdue, or a running job counts as stalled, 4 not authorized, 5 the
-daemon is not running.`
+overdue, a running job counts as stalled, or the last reset failed, 4 not
+authorized, 5 the daemon is not running.`
 
 // statusJSON is what status --json prints.
 type statusJSON struct {
@@ -101,6 +106,9 @@ func runStatus(cc *clientCmd, _ []string) int {
 			st.Queued = append(st.Queued, j)
 		}
 	}
+	if r := d.LastReset; r != nil && r.Result == contract.ResetFailed {
+		st.Healthy = false
+	}
 	code := exitOK
 	if !st.Healthy {
 		code = exitFailure
@@ -129,6 +137,9 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 		if len(p.Targets) > 0 {
 			fmt.Fprintf(w, "onsite:  %s: %s\n", printable(p.Name), onsiteAges(o, p.Targets))
 		}
+	}
+	if r := st.Daemon.LastReset; r != nil {
+		fmt.Fprintf(w, "reset:   %s\n", resetLine(o, r))
 	}
 	for _, j := range st.Running {
 		fmt.Fprintf(w, "\nrunning: job %d, %s, started %s\n  %s\n", j.ID, jobWhat(j), o.when(j.StartedAt), progressText(o, j, 0))
@@ -160,6 +171,9 @@ func printStatus(w io.Writer, o output, st statusJSON) {
 			problems = append(problems, fmt.Sprintf("  %s: job %d %s; it goes on (on_stall: report)", printable(j.Plan), j.ID, stuck(o, j)))
 		}
 	}
+	if r := st.Daemon.LastReset; r != nil && r.Result == contract.ResetFailed {
+		problems = append(problems, fmt.Sprintf("  reset: %s was not reset at this boot: %s (docs/reset.md: see what the last boot did)", printable(r.Path), printable(r.Reason)))
+	}
 	if len(problems) > 0 {
 		fmt.Fprintf(w, "\n%s\n", o.paint(colorRed, "needs attention:"))
 		for _, p := range problems {
@@ -180,4 +194,26 @@ func (o output) health(h contract.Health) string {
 		return o.paint(colorYellow, string(h))
 	}
 	return dash(printable(h))
+}
+
+// resetLine says what the last boot's reset did: "/ done 3m ago (previous
+// state subvault@reset@...)", or skipped/failed with why.
+func resetLine(o output, r *contract.LastReset) string {
+	result := printable(r.Result)
+	switch r.Result {
+	case contract.ResetDone:
+		result = o.paint(colorGreen, result)
+	case contract.ResetSkipped:
+		result = o.paint(colorYellow, result)
+	case contract.ResetFailed:
+		result = o.paint(colorRed, result)
+	}
+	line := fmt.Sprintf("%s %s %s", printable(r.Path), result, o.when(r.Time))
+	if r.Reason != "" {
+		line += ": " + printable(r.Reason)
+	}
+	if r.State != "" {
+		line += " (previous state " + printable(r.State) + ")"
+	}
+	return line
 }

@@ -47,7 +47,7 @@ func commands() []*cobra.Command {
 		newBackupCommand(), newPruneCommand(), newCheckCommand(), newCopyCommand(), newSendCommand(), newRestoreCommand(), newCancelCommand(),
 		newCloneCommand(), newRollbackCommand(),
 		newWaybarCommand(), newNotifyCommand(),
-		newReloadCommand(), newCheckConfigCommand(), newEmergencyKitCommand(), newDaemonCommand(), newRunCommand(),
+		newReloadCommand(), newCheckConfigCommand(), newEmergencyKitCommand(), newDaemonCommand(), newRunCommand(), newResetCommand(),
 		newCompletionCommand(), newVersionCommand(), newManCommand(),
 	}
 }

@@ -70,10 +70,13 @@ ones), so the output is safe on a terminal too. The fields:
 
 **status**
 : an object: **daemon** (**version**, **state**, **plans**,
-  **running_jobs**, **queued_jobs**), **plans** (the plan fields plus
-  **health**: **ok**, **failed**, **overdue** or **never**, and **why**, a
-  sentence), **running** and **queued** (jobs), and **healthy** (false when a
-  plan failed or is overdue).
+  **running_jobs**, **queued_jobs**, and **last_reset** with a reset
+  section: **time**, **path**, **result** (**done**, **skipped** or
+  **failed**), **reason**, **state**; absent when there was none),
+  **plans** (the plan fields plus **health**: **ok**, **failed**,
+  **overdue** or **never**, and **why**, a sentence), **running** and
+  **queued** (jobs), and **healthy** (false when a plan failed or is
+  overdue, or the last reset failed).
 
 **snapshots**
 : an array of **name**, **path**, **created**, **kept**.

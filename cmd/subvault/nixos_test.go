@@ -92,9 +92,13 @@ let
     types.path = "path";
     mkIf = cond: value: if cond then value else { };
     mkMerge = builtins.foldl' recursiveUpdate { };
+    optional = cond: x: if cond then [ x ] else [ ];
+    optionalAttrs = cond: attrs: if cond then attrs else { };
+    concatStringsSep = builtins.concatStringsSep;
+    escapeShellArg = s: "'" + s + "'";
   };
   pkgs = {
-    formats.yaml = _: { type = "yaml"; generate = name: _: "/store/${name}"; };
+    formats.yaml = _: { type = "yaml"; generate = name: value: { outPath = "/store/${name}"; inherit value; }; };
     writeText = name: _: "/store/${name}";
     runCommand = name: _: _: "/store/${name}";
     coreutils = "/coreutils";
@@ -102,13 +106,26 @@ let
     btrfs-progs = "/btrfs-progs";
   };
   config = {
-    services.subvault = { enable = true; package = "/pkg"; settings = { }; notify.enable = true; };
+    services.subvault = {
+      enable = true; package = "/pkg"; notify.enable = true; reset.enable = true;
+      settings = {
+        repositories.nas = { url = "rest:https://user:secret@nas/"; password_file = "/etc/nas.pass"; };
+        settings = { state_dir = "/persist/subvault"; cache_dir = "/var/cache/x"; };
+        reset.subvolumes = [ { path = "/"; persist = [ "/etc/machine-id" "/persist/subvault" ]; } ];
+      };
+    };
     systemd.package = "/systemd";
+    boot.initrd.systemd.enable = true;
+    fileSystems."/" = { device = "/dev/disk/by-label/nixos"; fsType = "btrfs"; options = [ "subvol=root" "compress=zstd" ]; };
   };
   evaluated = (import MODULE) { inherit lib pkgs config; };
 in {
   system = evaluated.config.systemd.services.subvault;
   user = evaluated.config.systemd.user.services.subvault-notify;
+  initrd = evaluated.config.boot.initrd.systemd.services.subvault-reset;
+  initrdConfig = evaluated.config.boot.initrd.systemd.contents."/etc/subvault/config.yaml".source.value;
+  initrdStorePaths = evaluated.config.boot.initrd.systemd.storePaths;
+  assertions = map (a: a.assertion) evaluated.config.assertions;
   target = evaluated.config.systemd.services."subvault-target@";
   udev = evaluated.config.services.udev.packages;
 }
@@ -128,6 +145,7 @@ type nixosUnit struct {
 	Path          []string       `json:"path"`
 	UnitConfig    map[string]any `json:"unitConfig"`
 	ServiceConfig map[string]any `json:"serviceConfig"`
+	Script        string         `json:"script"`
 }
 
 // directives renders the unit as its unit file's sections would hold it:
@@ -250,16 +268,22 @@ func unitFileDirectives(t *testing.T, path string) map[string]map[string]string 
 	return out
 }
 
-// The module declares its units itself (NixOS wants store paths, not
-// /usr/bin): they must say what packaging/'s unit files say, so a change to
-// one without the other fails here.
-func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
+// nixosModuleEval evaluates nixosUnitsExpr on the module.
+func nixosModuleEval(t *testing.T) []byte {
+	t.Helper()
 	module, err := filepath.Abs(nixosModule)
 	if err != nil {
 		t.Fatal(err)
 	}
 	expr := strings.Replace(nixosUnitsExpr, "MODULE", module, 1)
-	rendered := nixInstantiate(t, "--eval", "--strict", "--json", "--expr", expr)
+	return nixInstantiate(t, "--eval", "--strict", "--json", "--expr", expr)
+}
+
+// The module declares its units itself (NixOS wants store paths, not
+// /usr/bin): they must say what packaging/'s unit files say, so a change to
+// one without the other fails here.
+func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
+	rendered := nixosModuleEval(t)
 	var units map[string]nixosUnit
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(rendered, &all); err != nil {
@@ -267,8 +291,9 @@ func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
 	}
 	units = map[string]nixosUnit{}
 	for name, raw := range all {
-		if name == "udev" {
-			continue
+		switch name {
+		case "udev", "initrdConfig", "initrdStorePaths", "assertions":
+			continue // not units; TestNixOSResetInTheInitrd checks the initrd's
 		}
 		var u nixosUnit
 		if err := json.Unmarshal(raw, &u); err != nil {
@@ -332,5 +357,73 @@ func TestNixOSModuleMirrorsUnitFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// services.subvault.reset.enable: the initrd's unit says what
+// packaging/subvault-reset.service says, but for ExecStart: NixOS's systemd
+// initrd mounts the root from its fstab, not root=, so the unit hands
+// `subvault reset run` the root of fileSystems."/" before the real command
+// line. The initrd holds the reset section and state_dir only (it is in the
+// store, readable by all), and the binary.
+func TestNixOSResetInTheInitrd(t *testing.T) {
+	rendered := nixosModuleEval(t)
+	var got struct {
+		Initrd           nixosUnit      `json:"initrd"`
+		InitrdConfig     map[string]any `json:"initrdConfig"`
+		InitrdStorePaths []string       `json:"initrdStorePaths"`
+		Assertions       []bool         `json:"assertions"`
+	}
+	if err := json.Unmarshal(rendered, &got); err != nil {
+		t.Fatalf("module: %v\n%s", err, rendered)
+	}
+
+	want := unitFileDirectives(t, "../../packaging/subvault-reset.service")
+	units := got.Initrd.directives()
+	execStart := want["Service"]["ExecStart"]
+	delete(want["Service"], "ExecStart")
+	for _, section := range []string{"Unit", "Service", "Install"} {
+		for k, w := range want[section] {
+			if g, ok := units[section][k]; !ok {
+				t.Errorf("[%s] %s=%s is in subvault-reset.service, not in the module", section, k, w)
+			} else if g != w {
+				t.Errorf("[%s] %s: the unit file says %q, the module %q", section, k, w, g)
+			}
+		}
+		for k, g := range units[section] {
+			if _, ok := want[section][k]; !ok {
+				t.Errorf("[%s] %s=%s is in the module, not in subvault-reset.service", section, k, g)
+			}
+		}
+	}
+	if execStart != "subvault reset run" {
+		t.Errorf("subvault-reset.service: ExecStart=%s, want subvault reset run", execStart)
+	}
+	for _, want := range []string{
+		`echo 'root=/dev/disk/by-label/nixos rootflags=subvol=root,compress=zstd' "$(cat /proc/cmdline)" > /run/subvault-reset.cmdline`,
+		"exec /pkg/bin/subvault reset run --cmdline /run/subvault-reset.cmdline",
+	} {
+		if !strings.Contains(got.Initrd.Script, want) {
+			t.Errorf("the unit's script lacks %q:\n%s", want, got.Initrd.Script)
+		}
+	}
+
+	config, err := json.Marshal(got.InitrdConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"reset":{"subvolumes":[{"path":"/","persist":["/etc/machine-id","/persist/subvault"]}]},"settings":{"state_dir":"/persist/subvault"}}`; string(config) != want {
+		t.Errorf("the initrd's /etc/subvault/config.yaml is %s, want %s", config, want)
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	testutil.WriteFile(t, path, string(config))
+	if code, out, errOut := runCLI(t, "check-config", "--config", path); code != exitOK {
+		t.Errorf("check-config of the initrd's configuration: exit %d\n%s%s", code, out, errOut)
+	}
+	if !slices.Contains(got.InitrdStorePaths, "/pkg/bin/subvault") {
+		t.Errorf("boot.initrd.systemd.storePaths = %q, without /pkg/bin/subvault", got.InitrdStorePaths)
+	}
+	if len(got.Assertions) != 2 || slices.Contains(got.Assertions, false) {
+		t.Errorf("assertions %v: want two, both true (systemd initrd on, settings.reset set)", got.Assertions)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 const (
 	unitPath       = "../../packaging/subvault.service"
+	resetUnitPath  = "../../packaging/subvault-reset.service"
 	activationPath = "../../packaging/org.subvault.Subvault1.service"
 	// unitBinary is where the unit and the package expect the program.
 	unitBinary = "/usr/bin/subvault"
@@ -206,19 +207,25 @@ func TestUnitSecurityExposure(t *testing.T) {
 	}
 }
 
-// TestUnitVerify runs systemd-analyze verify on the unit, which checks every
+// TestUnitVerify runs systemd-analyze verify on the units, which checks every
 // key, the dependencies against this machine's units, that the commands are
-// executables and that the Documentation= man pages exist. The unit names
-// /usr/bin/subvault, which need not be installed here, so it is verified as
+// executables and that the Documentation= man pages exist. The units name
+// /usr/bin/subvault, which need not be installed here, so each is verified as
 // `make install BINDIR=...` writes it: a copy with the path changed to a
 // stand-in executable (the path is all verify looks at). The man pages are
-// the ones in docs/man, found through MANPATH.
+// the ones in docs/man, found through MANPATH. subvault-reset.service is the
+// initrd's (dracut's module installs it there); verify checks it as well.
 func TestUnitVerify(t *testing.T) {
 	analyze := testutil.RequireCommand(t, "systemd-analyze", "systemd")
 	// Requires=dbus.socket is checked against the unit the dbus package
 	// installs.
 	testutil.RequireCommand(t, "dbus-daemon", "dbus")
+	for _, path := range []string{unitPath, resetUnitPath} {
+		t.Run(filepath.Base(path), func(t *testing.T) { verifyUnit(t, analyze, path) })
+	}
+}
 
+func verifyUnit(t *testing.T, analyze, unitPath string) {
 	dir := t.TempDir()
 	data, err := os.ReadFile(unitPath)
 	if err != nil {
@@ -231,7 +238,7 @@ func TestUnitVerify(t *testing.T) {
 	if err := os.WriteFile(binary, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil { //nolint:gosec // a stand-in executable
 		t.Fatal(err)
 	}
-	unit := filepath.Join(dir, "subvault.service")
+	unit := filepath.Join(dir, filepath.Base(unitPath))
 	if err := os.WriteFile(unit, bytes.ReplaceAll(data, []byte(unitBinary), []byte(binary)), 0o644); err != nil { //nolint:gosec // a unit file is world-readable
 		t.Fatal(err)
 	}
@@ -304,4 +311,53 @@ func unitManPages(t *testing.T, unit keyFile) []unitManPage {
 		t.Errorf("Documentation=%q names no man page", unit["Unit"]["Documentation"])
 	}
 	return pages
+}
+
+// TestResetUnitOrdering checks what makes the initrd's reset safe and
+// harmless (packaging/subvault-reset.service, docs/install.md "The reset at
+// boot"): it runs only in an initrd with a configuration, after the root
+// device and any resume from hibernation, before the root is mounted, on its
+// own (no default dependencies, which would order it after sysinit.target,
+// itself after sysroot.mount), and never holds up the root's mount: a failed
+// reset leaves the root booting as it is.
+func TestResetUnitOrdering(t *testing.T) {
+	unit := readKeyFile(t, resetUnitPath)
+	for _, c := range []struct{ section, key, want string }{
+		{"Unit", "DefaultDependencies", "no"},
+		{"Unit", "Before", "sysroot.mount"},
+		{"Service", "Type", "oneshot"},
+		{"Install", "WantedBy", "initrd.target"},
+	} {
+		if got := unit.one(t, c.section, c.key); got != c.want {
+			t.Errorf("[%s] %s=%s, want %s", c.section, c.key, got, c.want)
+		}
+	}
+	after := strings.Fields(strings.Join(unit["Unit"]["After"], " "))
+	for _, want := range []string{"initrd-root-device.target", "local-fs-pre.target", "systemd-hibernate-resume.service"} {
+		if !slices.Contains(after, want) {
+			t.Errorf("After=%q lacks %s", after, want)
+		}
+	}
+	conditions := unit["Unit"]["ConditionPathExists"]
+	for _, want := range []string{"/etc/initrd-release", "/etc/subvault/config.yaml"} {
+		if !slices.Contains(conditions, want) {
+			t.Errorf("ConditionPathExists=%q lacks %s", conditions, want)
+		}
+	}
+	for _, key := range []string{"Requires", "Requisite", "BindsTo", "RequiredBy"} {
+		if v := unit["Unit"][key]; len(v) > 0 {
+			t.Errorf("[Unit] %s=%q: a failed reset must not stop the boot", key, v)
+		}
+	}
+	if v := unit["Install"]["RequiredBy"]; len(v) > 0 {
+		t.Errorf("[Install] RequiredBy=%q: a failed reset must not stop the boot", v)
+	}
+	if got, want := unit.one(t, "Service", "ExecStart"), unitBinary+" reset run"; got != want {
+		t.Errorf("ExecStart=%s, want %s", got, want)
+	}
+	// the command is this program's: its flags parse (--help stops there)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"reset", "run", "--help"}, &out, &errOut); code != exitOK || !strings.HasPrefix(out.String(), "Usage: subvault reset run ") {
+		t.Errorf("subvault reset run --help: exit %d, %q %s", code, firstLine(out.String()), errOut.String())
+	}
 }

@@ -475,7 +475,7 @@ func TestReference(t *testing.T) {
 	if len(cfg.Plans) == 0 || len(cfg.Repositories) == 0 {
 		t.Errorf("the complete example has no plan or no repository")
 	}
-	for _, keys := range [][]string{topKeys, repositoryKeys, planKeys, keepSnapshotsKeys, retentionKeys, backupKeys, hookKeys, settingsKeys, metricsKeys, targetKeys} {
+	for _, keys := range [][]string{topKeys, repositoryKeys, planKeys, keepSnapshotsKeys, retentionKeys, backupKeys, hookKeys, settingsKeys, metricsKeys, targetKeys, resetKeys, resetSubvolumeKeys} {
 		for _, key := range keys {
 			if !strings.Contains(doc, "`"+key+"`") {
 				t.Errorf("docs/configuration.md does not document `%s`", key)

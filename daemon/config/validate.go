@@ -15,7 +15,7 @@ import (
 )
 
 var (
-	topKeys        = []string{"repositories", "targets", "plans", "settings"}
+	topKeys        = []string{"repositories", "targets", "plans", "reset", "settings"}
 	repositoryKeys = []string{"url", "password_file", "password_command", "credential", "env_file", "init", "cache_dir", "append_only",
 		"options", "ssh", "limit_upload", "limit_download", "connections"}
 	sshKeys  = []string{"command", "config_file", "key", "known_hosts"}
@@ -99,15 +99,21 @@ func (p *parser) parse(data []byte) *Config {
 	if e, path, ok := m.get("targets"); ok {
 		p.targets(e, path, cfg, targetsAt)
 	}
+	planAt := map[string]*yaml.Node{}
 	if e, path, ok := m.get("plans"); ok {
 		entries, _ := p.pairs(e.value, path, "a mapping of plan names to plans ({} for none)")
 		for _, pl := range entries {
 			ppath := join(path, pl.name)
 			p.name(pl, ppath, "plan")
 			cfg.Plans[pl.name] = p.plan(pl, ppath, cfg)
+			planAt[pl.name] = pl.key
 		}
 	}
 	p.targetsOutsideSnapshots(cfg, targetsAt)
+	if e, path, ok := m.get("reset"); ok {
+		p.reset(e, path, cfg)
+		p.resetReservesPlan(cfg, planAt)
+	}
 	return cfg
 }
 

@@ -68,7 +68,7 @@ let
 
     SystemCallFilter = [
       "@system-service"
-      "mount open_tree move_mount mount_setattr chroot"
+      "mount open_tree move_mount mount_setattr chroot fsopen fsconfig fsmount"
       "~@resources"
     ];
     SystemCallErrorNumber = "EPERM";
@@ -117,6 +117,26 @@ let
     install -D -m 0644 ${../subvault.catalog} $out/lib/systemd/catalog/subvault.catalog
     install -D -m 0644 ${../udev/90-subvault.rules} $out/lib/udev/rules.d/90-subvault.rules
   '';
+
+  # The reset at boot (reset.enable): what the initrd reads is only the reset
+  # section and settings.state_dir (packaging/initrd-config does the same on
+  # Debian): the initrd is in the store, readable by every user.
+  resetSettings = {
+    reset = cfg.settings.reset or { };
+  } // lib.optionalAttrs ((cfg.settings.settings or { }) ? state_dir) {
+    settings.state_dir = cfg.settings.settings.state_dir;
+  };
+  resetConfigFile = yaml.generate "subvault-reset.yaml" resetSettings;
+  # NixOS's systemd initrd mounts the root from its own fstab, not from
+  # root= on the kernel command line, which `subvault reset run` reads: it
+  # gets the root file system's device and options from fileSystems."/",
+  # then the real command line (subvault.reset=0, resume=, a root= given
+  # at the boot prompt, which comes later and so counts).
+  rootFs = config.fileSystems."/" or { };
+  resetCmdline = lib.concatStringsSep " " (
+    lib.optional (rootFs ? device) "root=${rootFs.device}"
+    ++ lib.optional ((rootFs.options or [ ]) != [ ]) "rootflags=${lib.concatStringsSep "," rootFs.options}"
+  );
 
   # packaging/subvault-target@.service, which says why: the udev rule above
   # starts an instance, named by the filesystem UUID, for each btrfs
@@ -214,6 +234,13 @@ in
       '';
     };
 
+    reset.enable = lib.mkEnableOption ''
+      the reset at boot of the subvolumes in settings.reset (docs/install.md,
+      "The reset at boot"): a unit in the systemd initrd
+      (boot.initrd.systemd.enable) runs `subvault reset run` after the root
+      device appears and before the root file system is mounted
+    '';
+
     notify.enable = lib.mkEnableOption ''
       desktop notifications of failed and overdue backups (the user unit
       subvault-notify, for every user with a graphical session)
@@ -271,6 +298,43 @@ in
         };
       };
     }
+
+    (lib.mkIf cfg.reset.enable {
+      assertions = [
+        {
+          assertion = config.boot.initrd.systemd.enable;
+          message = "services.subvault.reset.enable needs the systemd initrd: boot.initrd.systemd.enable = true";
+        }
+        {
+          assertion = cfg.settings ? reset;
+          message = "services.subvault.reset.enable: services.subvault.settings.reset names no subvolume to reset";
+        }
+      ];
+      boot.initrd.supportedFilesystems = [ "btrfs" ];
+      boot.initrd.systemd.storePaths = [ subvault ];
+      boot.initrd.systemd.contents."/etc/subvault/config.yaml".source = resetConfigFile;
+      # packaging/subvault-reset.service, which says why; only ExecStart
+      # differs (the root device comes from fileSystems."/", see resetCmdline).
+      boot.initrd.systemd.services.subvault-reset = {
+        description = "subvault reset of subvolumes to their clean snapshots";
+        documentation = [ "man:subvault.yaml(5)" ];
+        after = [ "initrd-root-device.target" "local-fs-pre.target" "systemd-hibernate-resume.service" ];
+        before = [ "sysroot.mount" ];
+        wantedBy = [ "initrd.target" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          ConditionPathExists = [ "/etc/initrd-release" "/etc/subvault/config.yaml" ];
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          StandardOutput = "journal+console";
+        };
+        script = ''
+          echo ${lib.escapeShellArg resetCmdline} "$(cat /proc/cmdline)" > /run/subvault-reset.cmdline
+          exec ${subvault} reset run --cmdline /run/subvault-reset.cmdline
+        '';
+      };
+    })
 
     (lib.mkIf cfg.notify.enable {
       # The [Unit] and [Service] of packaging/subvault-notify.service.
