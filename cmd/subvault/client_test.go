@@ -333,7 +333,7 @@ func TestCLIHelpForEveryCommand(t *testing.T) {
 
 func clientCommand(name string) bool {
 	switch name {
-	case "check-config", "run", "version", "logs", "man", "emergency-kit", "completion":
+	case "check-config", "run", "reset", "version", "logs", "man", "emergency-kit", "completion":
 		return false
 	}
 	return true

@@ -26,14 +26,7 @@ func newResetCommand() *cobra.Command {
 		Long:    resetAbout,
 		GroupID: groupAdmin,
 		Args:    cobra.ArbitraryArgs,
-		RunE: runs(func(cmd *cobra.Command, args []string) int {
-			if len(args) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "subvault reset: unknown command %q (init, run or diff)\n", args[0])
-				return exitUsage
-			}
-			writeHelp(cmd.ErrOrStderr(), cmd)
-			return exitUsage
-		}),
+		RunE:    subcommandsOnly("subvault reset: unknown command %q (init, run or diff)"),
 	}
 	cmd.AddCommand(newResetInitCommand(), newResetRunCommand(), newResetDiffCommand())
 	return cmd

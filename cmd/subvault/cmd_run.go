@@ -35,14 +35,7 @@ func newRunCommand() *cobra.Command {
 		Long:    runAbout,
 		GroupID: groupAdmin,
 		Args:    cobra.ArbitraryArgs,
-		RunE: runs(func(cmd *cobra.Command, args []string) int {
-			if len(args) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "subvault run: unknown job kind %q (only backup so far)\n", args[0])
-				return exitUsage
-			}
-			writeHelp(cmd.ErrOrStderr(), cmd)
-			return exitUsage
-		}),
+		RunE:    subcommandsOnly("subvault run: unknown job kind %q (only backup so far)"),
 	}
 	cmd.AddCommand(newRunBackupCommand())
 	// The options of run backup may come before "backup" too: declared
@@ -232,4 +225,19 @@ func (p *progressLine) clearLocked() {
 		fmt.Fprint(p.w, "\r\033[K")
 		p.shown = false
 	}
+}
+
+// subcommandsOnly is the RunE of a command that only groups subcommands
+// (run, reset): an argument that names none of them is a usage error that
+// says which there are (unknown, a format with one %q for the argument);
+// none at all prints the help.
+func subcommandsOnly(unknown string) func(*cobra.Command, []string) error {
+	return runs(func(cmd *cobra.Command, args []string) int {
+		if len(args) > 0 {
+			fmt.Fprintf(cmd.ErrOrStderr(), unknown+"\n", args[0])
+			return exitUsage
+		}
+		writeHelp(cmd.ErrOrStderr(), cmd)
+		return exitUsage
+	})
 }
