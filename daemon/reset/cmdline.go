@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/subvault/subvault/btrfs"
 )
 
 // bootArgs is what a reset reads of the kernel command line.
@@ -49,12 +51,9 @@ func parseCmdline(cmdline string) bootArgs {
 	return b
 }
 
-// Where devices are found; tests of this package point them elsewhere.
-var (
-	devDiskDir  = "/dev/disk"
-	sysBlockDir = "/sys/class/block"
-	devDir      = "/dev"
-)
+// devDiskDir is where udev's links to devices are; tests of this package
+// point it elsewhere.
+var devDiskDir = "/dev/disk"
 
 // resolveDevice turns root=/resume= values into a device node: /dev/...
 // as is, UUID=, LABEL=, PARTUUID=, PARTLABEL= through udev's /dev/disk/by-*
@@ -79,32 +78,11 @@ func resolveDevice(spec string) (string, error) {
 		return dev, nil
 	}
 	if kind == "UUID" {
-		if dev := findBtrfsByUUID(strings.ToLower(value)); dev != "" {
+		if dev, err := btrfs.FindDevice(value); err == nil && dev != "" {
 			return dev, nil
 		}
 	}
 	return "", fmt.Errorf("no device has %s (not in %s)", spec, filepath.Join(devDiskDir, dir))
-}
-
-// findBtrfsByUUID reads the btrfs superblock (64 KiB in, magic _BHRfS_M,
-// fsid at 0x20) of each block device sysfs lists.
-func findBtrfsByUUID(uuid string) string {
-	entries, err := os.ReadDir(sysBlockDir)
-	if err != nil {
-		return ""
-	}
-	for _, e := range entries {
-		dev := filepath.Join(devDir, strings.ReplaceAll(e.Name(), "!", "/"))
-		sb, err := readAt(dev, 64<<10, 0x48)
-		if err != nil || string(sb[0x40:0x48]) != "_BHRfS_M" {
-			continue
-		}
-		b := sb[0x20:0x30]
-		if fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]) == uuid {
-			return dev
-		}
-	}
-	return ""
 }
 
 // readAt reads n bytes at off of a block device node (never through a
